@@ -1,0 +1,58 @@
+"""Representation metrics: linear CKA (biased and debiased) and token activation energy."""
+from __future__ import annotations
+
+import torch
+
+
+def _as_2d(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.dim() < 2:
+        raise ValueError(f"{name}: expected (n, features), got shape {tuple(x.shape)}")
+    return x.reshape(x.shape[0], -1).to(torch.float64)
+
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> float:
+    """Linear CKA between two representations of the same n examples (rows), in feature space.
+
+    Biased: ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) on column-centred features (Kornblith et al. 2019).
+    Debiased: the same ratio of unbiased HSIC estimators (Song et al. 2012; Nguyen et al. 2021),
+    computed without the n×n Gram matrices. Accumulated in float64. Needs n > 3.
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"linear_cka: x has {x.shape[0]} examples, y has {y.shape[0]}; they must match")
+    n = x.shape[0]
+    if n <= 3:
+        raise ValueError(f"linear_cka: needs more than 3 examples, got n={n}")
+    X, Y = _as_2d(x, "x"), _as_2d(y, "y")
+    if not debiased:
+        X, Y = X - X.mean(0, keepdim=True), Y - Y.mean(0, keepdim=True)
+    hsic = _hsic_unbiased if debiased else _hsic_biased
+    xy, xx, yy = hsic(X, Y), hsic(X, X), hsic(Y, Y)
+    denom = torch.sqrt(xx * yy)
+    if not torch.isfinite(denom) or denom <= 0:
+        raise ValueError("linear_cka: a representation has zero variance (constant features); CKA is undefined")
+    return float(xy / denom)
+
+
+def _hsic_biased(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """‖YᵀX‖²_F on centred features (HSIC up to a constant that cancels in CKA)."""
+    return (Y.T @ X).pow(2).sum()
+
+
+def _hsic_unbiased(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """Unbiased HSIC with K = XXᵀ, L = YYᵀ (zero diagonals), using only feature-space products."""
+    n = X.shape[0]
+    kd, ld = X.pow(2).sum(1), Y.pow(2).sum(1)               # diag(K), diag(L)
+    tr_kl = (X.T @ Y).pow(2).sum() - (kd * ld).sum()         # tr(K̃ L̃)
+    k1 = X @ X.sum(0) - kd                                   # K̃ 1
+    l1 = Y @ Y.sum(0) - ld                                   # L̃ 1
+    return (tr_kl + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 * (k1 @ l1) / (n - 2)) / (n * (n - 3))
+
+
+def cka_dissimilarity(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> float:
+    """1 − CKA: 0 means no effect, 1 complete corruption (paper Fig. 3c)."""
+    return 1.0 - linear_cka(x, y, debiased=debiased)
+
+
+def token_energy(hidden: torch.Tensor) -> torch.Tensor:
+    """L2 norm over channels of block outputs (..., D) → (...), in float32 (paper Sec. 5.1)."""
+    return torch.linalg.vector_norm(hidden, dim=-1, dtype=torch.float32)

@@ -1,0 +1,155 @@
+"""Load a Wan system from a local diffusers-format directory, validating it first (offline, no hub).
+
+Accepted layouts:
+- a diffusers Wan2.x I2V pipeline directory: `model_index.json`, `transformer/`, optional
+  `transformer_2/` (with `boundary_ratio` in `model_index.json`), `scheduler/`, `vae/`;
+- a cos model directory (the organism): `cos_model.json`, `transformer/`, `scheduler/`, and a
+  pixel-space VAE declared in `cos_model.json`.
+Every problem is reported as one line naming the path, before any weights are read.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+
+import torch
+
+from cos.errors import ModelLoadError
+from cos.models.system import IdentityVAE, WanSystem, WanVAE
+
+HASH_FULL_LIMIT = 2 * 1024**3  # hash every byte below this; above, a fingerprint of sizes and headers
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing") from None
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+
+
+def check_safetensors(path: Path) -> None:
+    """Header parses and the file is as long as the header says (catches truncated downloads)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, no header)")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8:
+            raise ModelLoadError(f"{path}: truncated safetensors file (header of {n} bytes, file of {size})")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelLoadError(f"{path}: corrupt safetensors header") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, tensors need {8 + n + end})")
+
+
+def _check_component(folder: Path, class_name: str) -> dict:
+    if not folder.is_dir():
+        raise ModelLoadError(f"{folder}: missing component folder")
+    cfg = _read_json(folder / "config.json")
+    if cfg.get("_class_name") != class_name:
+        raise ModelLoadError(f"{folder / 'config.json'}: _class_name is {cfg.get('_class_name')!r}, expected {class_name!r}")
+    files = sorted(folder.glob("*.safetensors"))
+    index = list(folder.glob("*.safetensors.index.json"))
+    if index:
+        shards = set(_read_json(index[0]).get("weight_map", {}).values())
+        missing = [s for s in sorted(shards) if not (folder / s).exists()]
+        if missing:
+            raise ModelLoadError(f"{folder}: shard {missing[0]} named in {index[0].name} is missing")
+    if not files:
+        raise ModelLoadError(f"{folder}: no .safetensors weights")
+    for f in files:
+        check_safetensors(f)
+    return cfg
+
+
+def weights_hash(root: Path) -> str:
+    """sha256 of every safetensors file (or, above 2 GiB in all, of names, sizes and headers: 'fp:' prefix)."""
+    files = sorted(root.rglob("*.safetensors"))
+    total = sum(f.stat().st_size for f in files)
+    h = hashlib.sha256()
+    full = total <= HASH_FULL_LIMIT
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        with f.open("rb") as fh:
+            if full:
+                for chunk in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(chunk)
+            else:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                h.update(str(f.stat().st_size).encode() + fh.read(n))
+    return ("" if full else "fp:") + h.hexdigest()[:16]
+
+
+def _scheduler(path: Path):
+    import diffusers
+
+    cfg = _read_json(path / "scheduler" / "scheduler_config.json")
+    name = cfg.get("_class_name")
+    if name not in ("UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler"):
+        raise ModelLoadError(f"{path / 'scheduler'}: scheduler {name!r} is not supported "
+                             "(UniPCMultistepScheduler or FlowMatchEulerDiscreteScheduler)")
+    return getattr(diffusers, name).from_pretrained(path, subfolder="scheduler", local_files_only=True)
+
+
+def _check_io(path: Path, tcfg: dict, z_dim: int, mask_ch: int, which: str) -> None:
+    want_in = 2 * z_dim + mask_ch
+    if tcfg.get("in_channels") != want_in:
+        raise ModelLoadError(f"{path / which / 'config.json'}: in_channels={tcfg.get('in_channels')} but an I2V model "
+                             f"with this VAE needs {want_in} (latent {z_dim} + mask {mask_ch} + image {z_dim})")
+    if tcfg.get("out_channels") != z_dim:
+        raise ModelLoadError(f"{path / which / 'config.json'}: out_channels={tcfg.get('out_channels')}, VAE z_dim={z_dim}")
+
+
+def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> WanSystem:
+    """Validate, then load a Wan system from a local directory (see the module docstring for layouts)."""
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: model path does not exist")
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: model path is not a directory")
+    cos_cfg_path, index_path = path / "cos_model.json", path / "model_index.json"
+    if cos_cfg_path.exists():
+        cos_cfg = _read_json(cos_cfg_path)
+        boundary = cos_cfg.get("boundary_ratio")
+        vae_cfg = cos_cfg.get("vae", {})
+        if vae_cfg.get("type") != "identity":
+            raise ModelLoadError(f"{cos_cfg_path}: vae.type must be 'identity', got {vae_cfg.get('type')!r}")
+        z_dim, mask_ch = int(vae_cfg.get("channels", 3)), 1
+    elif index_path.exists():
+        cos_cfg = {}
+        boundary = _read_json(index_path).get("boundary_ratio")
+        vae_json = _check_component(path / "vae", "AutoencoderKLWan")
+        z_dim, mask_ch = vae_json.get("z_dim", 16), vae_json.get("scale_factor_temporal", 4)
+    else:
+        raise ModelLoadError(f"{path}: not a diffusers Wan directory (no model_index.json or cos_model.json)")
+
+    experts = ["transformer"] + (["transformer_2"] if (path / "transformer_2").exists() else [])
+    for which in experts:
+        _check_io(path, _check_component(path / which, "WanTransformer3DModel"), z_dim, mask_ch, which)
+    if len(experts) == 2 and boundary is None:
+        raise ModelLoadError(f"{path}: two experts but no boundary_ratio in model_index.json")
+    scheduler = _scheduler(path)
+
+    def load_t(which):
+        return WanTransformer3DModel.from_pretrained(path, subfolder=which, torch_dtype=dtype,
+                                                     local_files_only=True).eval().to(device)
+    if cos_cfg:
+        vae = IdentityVAE(z_dim)
+    else:
+        vae = WanVAE(AutoencoderKLWan.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32,
+                                                      local_files_only=True).eval().to(device))
+    system = WanSystem(transformer=load_t("transformer"), transformer_2=load_t("transformer_2") if len(experts) == 2 else None,
+                       boundary_ratio=boundary if len(experts) == 2 else None, scheduler=scheduler, vae=vae,
+                       name=cos_cfg.get("name", path.name), path=str(path), weights_hash=weights_hash(path),
+                       extra=cos_cfg)
+    return system

@@ -1,0 +1,126 @@
+"""`WanSystem`: the components the shared sampler drives, with a uniform latent-space VAE interface."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+
+class LatentCodec(Protocol):
+    """What the sampler needs from a VAE: normalized latents in, pixels out."""
+
+    z_dim: int
+    scale_temporal: int
+    scale_spatial: int
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor: ...
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+class WanVAE:
+    """`AutoencoderKLWan` with the (z - mean) / std normalization exactly as `WanImageToVideoPipeline` applies it."""
+
+    def __init__(self, vae: AutoencoderKLWan):
+        self.vae = vae
+        self.z_dim = vae.config.z_dim
+        self.scale_temporal = vae.config.scale_factor_temporal
+        self.scale_spatial = vae.config.scale_factor_spatial
+
+    def _stats(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = torch.tensor(self.vae.config.latents_mean).view(1, self.z_dim, 1, 1, 1).to(ref.device, ref.dtype)
+        inv_std = 1.0 / torch.tensor(self.vae.config.latents_std).view(1, self.z_dim, 1, 1, 1).to(ref.device, ref.dtype)
+        return mean, inv_std
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, F, H, W) in [-1, 1] → normalized latents (B, z, F', H/s, W/s) in float32."""
+        dev = next(self.vae.parameters()).device
+        lat = self.vae.encode(video.to(dev, self.vae.dtype)).latent_dist.mode()  # the pipeline's "argmax"
+        lat = lat.to(video.device, torch.float32)
+        mean, inv_std = self._stats(lat)
+        return (lat - mean) * inv_std
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalized latents → video (B, 3, F, H, W) in [-1, 1]."""
+        dev = next(self.vae.parameters()).device
+        lat = latents.to(dev, self.vae.dtype)
+        mean, inv_std = self._stats(lat)
+        return self.vae.decode(lat / inv_std + mean, return_dict=False)[0].float()
+
+
+class IdentityVAE:
+    """Pixel space as latent space (the model organism): no compression, no normalization."""
+
+    def __init__(self, channels: int = 3):
+        self.z_dim = channels
+        self.scale_temporal = 1
+        self.scale_spatial = 1
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        return video.float()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents.float()
+
+
+@dataclass
+class WanSystem:
+    """One or two Wan experts, their scheduler, a latent codec and an optional prompt encoder.
+
+    As in `WanImageToVideoPipeline`: the first expert handles timesteps t >= boundary_ratio * T,
+    the second the rest; with no second expert the first handles every step.
+    """
+
+    transformer: WanTransformer3DModel
+    scheduler: object
+    vae: LatentCodec
+    transformer_2: WanTransformer3DModel | None = None
+    boundary_ratio: float | None = None
+    encode_prompt: Callable[[list[str]], torch.Tensor] | None = None
+    name: str = "unnamed"
+    path: str | None = None
+    weights_hash: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.transformer_2 is not None and self.boundary_ratio is None:
+            raise ValueError(f"{self.name}: two experts need a boundary_ratio")
+
+    @property
+    def experts(self) -> list[WanTransformer3DModel]:
+        return [m for m in (self.transformer, self.transformer_2) if m is not None]
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.transformer.blocks)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        return tuple(self.transformer.config.patch_size)
+
+    def expert_for(self, t: torch.Tensor) -> int:
+        """Index of the expert the pipeline would use at timestep t."""
+        if self.transformer_2 is None or self.boundary_ratio is None:
+            return 0
+        boundary = self.boundary_ratio * self.scheduler.config.num_train_timesteps
+        return 0 if t >= boundary else 1
+
+    def to(self, device: torch.device | str) -> "WanSystem":
+        for m in self.experts:
+            m.to(device)
+        if isinstance(self.vae, WanVAE):
+            self.vae.vae.to(device)
+        return self
+
+    def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        st, ss = self.vae.scale_temporal, self.vae.scale_spatial
+        return (batch, self.vae.z_dim, (num_frames - 1) // st + 1, height // ss, width // ss)
