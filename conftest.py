@@ -5,3 +5,5 @@ from hypothesis import settings
 
 settings.register_profile("ci", deadline=None, max_examples=40)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+pytest_plugins = ["pytester"]

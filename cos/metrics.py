@@ -27,8 +27,10 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> floa
         X, Y = X - X.mean(0, keepdim=True), Y - Y.mean(0, keepdim=True)
     hsic = _hsic_unbiased if debiased else _hsic_biased
     xy, xx, yy = hsic(X, Y), hsic(X, X), hsic(Y, Y)
+    # relative floor: a (numerically) constant representation has no variance to compare
+    tol_x, tol_y = (1e-12 * X.pow(2).sum() ** 2, 1e-12 * Y.pow(2).sum() ** 2)
     denom = torch.sqrt(xx * yy)
-    if not torch.isfinite(denom) or denom <= 0:
+    if not torch.isfinite(denom) or xx <= tol_x or yy <= tol_y:
         raise ValueError("linear_cka: a representation has zero variance (constant features); CKA is undefined")
     return float(xy / denom)
 

@@ -9,16 +9,34 @@ from cos.context import StepContext
 from cos.interventions.base import Intervention
 
 
+class HookedBlock(torch.nn.Module):
+    """Stands in for a block during a session: calls it, then hands its output to the interventions.
+
+    A wrapper rather than `register_forward_hook` because `compile_repeated_blocks` compiles a block's
+    `_call_impl` with its hooks; Python-stateful hooks (step counters, stores) would then recompile the
+    block every call. The wrapped block stays compiled; the interventions run eagerly around it.
+    """
+
+    def __init__(self, block: torch.nn.Module, hook: Callable[[torch.Tensor], torch.Tensor]):
+        super().__init__()
+        self.block, self.hook = block, hook
+
+    def forward(self, *args, **kwargs):
+        return self.hook(self.block(*args, **kwargs))
+
+
 class HookSession:
-    """Context manager: hooks on the blocks the interventions ask for, and on `patch_embedding` for the grid."""
+    """Context manager: wraps the blocks the interventions ask for, hooks `patch_embedding` for the grid,
+    and restores everything on exit, also after an exception."""
 
     def __init__(self, experts: Sequence[torch.nn.Module], interventions: Sequence[Intervention],
                  context: Callable[[], StepContext]):
         self.experts, self.interventions, self.context = list(experts), list(interventions), context
         self.handles: list = []
+        self.wrapped: list[tuple[torch.nn.ModuleList, int, torch.nn.Module]] = []
 
     def _block_hook(self, block: int, users: list[Intervention]):
-        def hook(module, args, output):
+        def hook(output):
             ctx = self.context()
             for iv in users:
                 new = iv.on_block(ctx, block, output)
@@ -41,7 +59,9 @@ class HookSession:
                 if users:
                     self.handles.append(expert.patch_embedding.register_forward_hook(self._grid_hook))
                 for k, ivs in sorted(users.items()):
-                    self.handles.append(expert.blocks[k].register_forward_hook(self._block_hook(k, ivs)))
+                    orig = expert.blocks[k]
+                    expert.blocks[k] = HookedBlock(orig, self._block_hook(k, ivs))
+                    self.wrapped.append((expert.blocks, k, orig))
         except BaseException:
             self.remove()
             raise
@@ -51,6 +71,9 @@ class HookSession:
         for h in self.handles:
             h.remove()
         self.handles.clear()
+        for blocks, k, orig in reversed(self.wrapped):
+            blocks[k] = orig
+        self.wrapped.clear()
 
     def __exit__(self, *exc) -> None:
         self.remove()

@@ -1,0 +1,212 @@
+"""pytest plugin: markers, `--cos-*` options, the claim fixtures, and the claims-status table.
+
+Claim tests report a `ClaimResult` through the `cos_claim` fixture; the result travels as plain data
+in the test report's `user_properties`, so it reaches the controller under pytest-xdist too. At the
+end the table is printed and written as claims-status.md/.json; with `--cos-baseline` a claim that
+held in the baseline and does not hold now fails the run.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from cos.registry import ClaimResult, get_claim
+
+MARKERS = {
+    "claims": "a paper claim checked on the model named by --cos-model",
+    "gpu": "needs a CUDA GPU",
+    "full_model": "needs a full Wan2.2-I2V model directory (--cos-model)",
+    "slow": "takes minutes",
+    "claim(id)": "the claim id (from CLAIMS.md) this test reports",
+}
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "fixtures" / "organism"
+_RESULT_KEY, _ID_KEY = "cos_claim_result", "cos_claim_id"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("cos", "Chain-of-Steps claims harness")
+    g.addoption("--cos-model", default=None,
+                help=f"diffusers-format Wan model directory (default: the organism, {DEFAULT_MODEL})")
+    g.addoption("--cos-device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
+    g.addoption("--cos-out", default=".", help="folder for claims-status.md/.json (default: current directory)")
+    g.addoption("--cos-baseline", default=None,
+                help="a previous claims-status.json: fail when a claim that held there no longer holds")
+    g.addoption("--cos-compile", action="store_true", help="compile_repeated_blocks on the experts")
+
+
+def _visible_gpus() -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [d for d in env.split(",") if d.strip()]
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+            return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU")]
+        except (OSError, subprocess.SubprocessError):
+            return []
+    return []
+
+
+def assign_worker_gpu(worker_id: str | None, gpus: list[str]) -> str | None:
+    """One GPU per xdist worker: gwN takes gpus[N % len(gpus)] (indexing into the caller's own list)."""
+    if not worker_id or not worker_id.startswith("gw") or not gpus:
+        return None
+    return gpus[int(worker_id[2:]) % len(gpus)]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    if config.getoption("--cos-device") in ("auto", "cuda"):
+        gpu = assign_worker_gpu(os.environ.get("PYTEST_XDIST_WORKER"), _visible_gpus())
+        if gpu is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    config._cos = CosSession(config)
+    config.pluginmanager.register(config._cos, "cos-session")
+
+
+class CosSession:
+    """Collects claim rows on the controller and writes the table at the end."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        self.results: dict[str, ClaimResult] = {}
+        self.start = time.time()
+        self.comparison: dict | None = None
+        self.baseline = None
+        path = config.getoption("--cos-baseline")
+        if path:
+            from cos.reporting import load_status
+
+            try:
+                self.baseline = load_status(path)
+            except Exception as e:  # one line, before any test runs
+                raise pytest.UsageError(f"--cos-baseline: {e}") from None
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker:
+            return
+        props = dict(report.user_properties)
+        cid = props.get(_ID_KEY)
+        if cid is None:
+            return
+        if _RESULT_KEY in props and report.when == "call" and report.passed:
+            self.results[cid] = ClaimResult.from_dict(props[_RESULT_KEY])
+        elif report.skipped and cid not in self.results:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            self.results[cid] = ClaimResult.for_claim(cid, measured=None, ci_low=None, ci_high=None, n=None,
+                                                      status="skipped", reason=reason.removeprefix("Skipped: "))
+        elif report.failed:
+            msg = (report.longreprtext or "failed").strip().splitlines()
+            line = next((m[2:].strip() for m in reversed(msg) if m.startswith("E ")), msg[-1] if msg else "failed")
+            self.results[cid] = ClaimResult.for_claim(cid, measured=None, ci_low=None, ci_high=None, n=None,
+                                                      status="error", reason=f"{report.when}: {line}"[:300])
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker or not self.results:
+            return
+        from cos.reporting import compare, provenance, write_status
+
+        rows = list(self.results.values())
+        if self.baseline is not None:
+            self.comparison = compare(self.baseline, rows)
+        models = sorted({r.model for r in rows if r.model})
+        hashes = sorted({r.details.get("weights_hash") for r in rows if r.details.get("weights_hash")})
+        prov = provenance(model=", ".join(models) or None, weights_hash=", ".join(hashes) or None,
+                          device=self.config.getoption("--cos-device"), start_time=self.start)
+        self.paths = write_status(self.config.getoption("--cos-out"), rows, prov, self.comparison)
+        if self.comparison and self.comparison["regressed"]:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.is_worker or not self.results:
+            return
+        from cos.reporting import render_table
+
+        tr = terminalreporter
+        tr.section("claims status")
+        tr.write_line(render_table(self.results.values(), "simple", (self.comparison or {}).get("labels")))
+        tr.write_line(f"written: {self.paths[0]} and {self.paths[1]}")
+        if self.comparison:
+            c = self.comparison
+            if c["regressed"]:
+                tr.write_line(f"REGRESSED against baseline (run fails): {', '.join(c['regressed'])}", red=True)
+            if c["newly_holds"]:
+                tr.write_line(f"newly hold: {', '.join(c['newly_holds'])}", green=True)
+
+
+class ClaimReporter:
+    """What a claim test gets from the `cos_claim` fixture: report one result for its claim id."""
+
+    def __init__(self, item: pytest.Item, claim_id: str):
+        self.item, self.id, self.t0 = item, claim_id, time.time()
+        self.spec = get_claim(claim_id)
+
+    def report(self, result: ClaimResult) -> ClaimResult:
+        if result.id != self.id:
+            raise ValueError(f"test is marked claim({self.id!r}) but reported {result.id!r}")
+        if result.runtime_s is None:
+            result.runtime_s = round(time.time() - self.t0, 3)
+        self.item.user_properties.append((_RESULT_KEY, result.to_dict()))
+        return result
+
+
+@pytest.fixture
+def cos_claim(request: pytest.FixtureRequest) -> ClaimReporter:
+    """Reporter for the claim named by the test's `@pytest.mark.claim("<id>")` marker."""
+    marker = request.node.get_closest_marker("claim")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(f"{request.node.nodeid}: uses cos_claim without @pytest.mark.claim('<id>')")
+    reporter = ClaimReporter(request.node, marker.args[0])
+    request.node.user_properties.append((_ID_KEY, reporter.id))
+    return reporter
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # a claim that errors or skips during setup must still get its row: record the id first
+    marker = item.get_closest_marker("claim")
+    if marker is not None and marker.args and (_ID_KEY, marker.args[0]) not in item.user_properties:
+        item.user_properties.append((_ID_KEY, marker.args[0]))
+
+
+@pytest.fixture(scope="session")
+def cos_device(pytestconfig: pytest.Config) -> str:
+    dev = pytestconfig.getoption("--cos-device")
+    if dev == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return dev
+
+
+@pytest.fixture(scope="session")
+def cos_model_path(pytestconfig: pytest.Config) -> Path:
+    """The model directory named by --cos-model, or the shipped organism; a skip says when it is absent."""
+    path = pytestconfig.getoption("--cos-model")
+    if path is None:
+        if not DEFAULT_MODEL.exists():
+            pytest.skip(f"no --cos-model given and the organism is not in {DEFAULT_MODEL}")
+        return DEFAULT_MODEL
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def cos_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Config):
+    """The loaded `WanSystem` (validated first: bad paths fail with one line)."""
+    from cos.models import load_system
+
+    system = load_system(cos_model_path, device=cos_device)
+    if pytestconfig.getoption("--cos-compile"):
+        for e in system.experts:
+            e.compile_repeated_blocks(fullgraph=True)
+    return system

@@ -1,0 +1,135 @@
+"""The claims-status table: terminal (tabulate), Markdown and JSON with provenance; baseline comparison."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Iterable
+
+from tabulate import tabulate
+
+from cos.errors import CosError
+from cos.registry import SCHEMA, ClaimResult
+
+PACKAGES = ("cos-claims", "torch", "diffusers", "numpy", "scipy", "accelerate", "transformers", "pytest")
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
+def measured_cell(r: ClaimResult) -> str:
+    if r.measured is None:
+        return "–"
+    if r.ci_low is None or r.ci_high is None:
+        return _fmt(r.measured)
+    return f"{_fmt(r.measured)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
+
+
+def table_rows(results: Iterable[ClaimResult], changes: dict[str, str] | None = None) -> list[list[str]]:
+    changes = changes or {}
+    rows = []
+    for r in sorted(results, key=lambda r: r.id):
+        status = r.status + (f" ({changes[r.id]})" if r.id in changes else "")
+        rows.append([r.id, status, r.paper_value, measured_cell(r), "–" if r.n is None else str(r.n), r.reason])
+    return rows
+
+
+HEADERS = ["claim", "status", "paper", "measured [95% CI]", "n", "reason"]
+
+
+def render_table(results: Iterable[ClaimResult], fmt: str = "github", changes: dict[str, str] | None = None) -> str:
+    return tabulate(table_rows(results, changes), headers=HEADERS, tablefmt=fmt, maxcolwidths=[None, None, 40, None, None, 50])
+
+
+def git_commit(cwd: str | Path = ".") -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(model: str | None = None, weights_hash: str | None = None, device: str | None = None,
+               command: list[str] | None = None, start_time: float | None = None) -> dict:
+    """Versions, hardware, commit, model and command: enough to reproduce a claims-status file."""
+    versions = {}
+    for p in PACKAGES:
+        try:
+            versions[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            versions[p] = None
+    info = {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
+            "git_commit": git_commit(Path(__file__).parent), "model": model, "weights_hash": weights_hash,
+            "command": command or sys.argv,
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start_time or time.time()))}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.version.cuda
+        info["device"] = device or "cpu"
+        if torch.cuda.is_available() and (device or "").startswith("cuda"):
+            info["device_name"] = torch.cuda.get_device_name()
+        else:
+            info["device_name"] = platform.processor() or platform.machine()
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def status_document(results: Iterable[ClaimResult], prov: dict, comparison: dict | None = None) -> dict:
+    doc = {"schema": SCHEMA, "provenance": prov, "claims": [r.to_dict() for r in sorted(results, key=lambda r: r.id)]}
+    if comparison is not None:
+        doc["comparison"] = comparison
+    return doc
+
+
+def write_status(out_dir: str | Path, results: list[ClaimResult], prov: dict, comparison: dict | None = None) -> tuple[Path, Path]:
+    """Write claims-status.json and claims-status.md into `out_dir` (atomically)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = status_document(results, prov, comparison)
+    jpath, mpath = out / "claims-status.json", out / "claims-status.md"
+    changes = (comparison or {}).get("labels", {})
+    md = [f"# Claims status: {prov.get('model') or 'model'}", "",
+          f"commit `{prov.get('git_commit')}` · weights `{prov.get('weights_hash')}` · device {prov.get('device_name')}"
+          f" · {prov.get('start_time')}", "", render_table(results, "github", changes), ""]
+    for path, text in ((jpath, json.dumps(doc, indent=2, default=str)), (mpath, "\n".join(md))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return jpath, mpath
+
+
+def load_status(path: str | Path) -> dict:
+    """Read a claims-status.json; one-line error naming the file when it is missing or malformed."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise CosError(f"{p}: claims-status file does not exist") from None
+    except json.JSONDecodeError as e:
+        raise CosError(f"{p}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("claims"), list):
+        raise CosError(f"{p}: not a claims-status file (no 'claims' list)")
+    for i, c in enumerate(doc["claims"]):
+        if not isinstance(c, dict) or "id" not in c or "status" not in c:
+            raise CosError(f"{p}: claims[{i}] lacks 'id' or 'status'")
+    return doc
+
+
+def compare(baseline: dict, results: Iterable[ClaimResult]) -> dict:
+    """Regressions (held in the baseline, not now) and improvements (hold now, did not before)."""
+    before = {c["id"]: c["status"] for c in baseline["claims"]}
+    now = {r.id: r.status for r in results}
+    regressed = sorted(k for k, s in before.items() if s == "holds" and now.get(k, "missing") != "holds")
+    improved = sorted(k for k, s in now.items() if s == "holds" and before.get(k) != "holds")
+    labels = {k: "REGRESSED: held in baseline" for k in regressed if k in now}
+    labels.update({k: "newly holds" for k in improved})
+    return {"regressed": regressed, "newly_holds": improved, "labels": labels,
+            "missing": sorted(k for k in before if k not in now)}

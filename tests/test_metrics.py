@@ -1,0 +1,99 @@
+"""Property tests of linear CKA and token energy."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, strategies as st
+from hypothesis.extra.numpy import arrays
+
+from cos.metrics import cka_dissimilarity, linear_cka, token_energy
+
+finite = st.floats(-10, 10, allow_nan=False, width=64)
+
+
+def mats(n_min=5, n_max=20, d_max=8):
+    return st.integers(n_min, n_max).flatmap(
+        lambda n: st.tuples(arrays(np.float64, (n, 6), elements=finite), arrays(np.float64, (n, 4), elements=finite)))
+
+
+def usable(x):
+    c = x - x.mean(0)
+    return np.linalg.norm(c) > 1e-3 * max(1.0, np.abs(x).max())
+
+
+def rand_orth(d, seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q
+
+
+@given(mats(), st.integers(0, 1000), st.floats(0.01, 100))
+def test_cka_properties(xy, seed, scale):
+    x, y = xy
+    if not (usable(x) and usable(y)):
+        return
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    assert linear_cka(X, X) == pytest.approx(1.0, abs=1e-9)
+    c = linear_cka(X, Y)
+    assert -1e-12 <= c <= 1 + 1e-12
+    assert c == pytest.approx(linear_cka(Y, X), abs=1e-9)
+    Xq = X @ torch.from_numpy(rand_orth(6, seed))
+    assert linear_cka(Xq, Y) == pytest.approx(c, abs=1e-7)
+    assert linear_cka(X * scale, Y) == pytest.approx(c, abs=1e-7)
+    assert linear_cka(X, Y / scale) == pytest.approx(c, abs=1e-7)
+
+
+@given(mats(n_min=6), st.integers(0, 1000))
+def test_debiased_cka_properties(xy, seed):
+    x, y = xy
+    if not (usable(x) and usable(y)):
+        return
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    try:
+        xx = linear_cka(X, X, debiased=True)
+    except ValueError:
+        return  # degenerate draw: zero unbiased HSIC
+    assert xx == pytest.approx(1.0, abs=1e-9)
+    Xq = X @ torch.from_numpy(rand_orth(6, seed))
+    try:
+        c = linear_cka(X, Y, debiased=True)
+    except ValueError:
+        return
+    assert c == pytest.approx(linear_cka(Xq, Y, debiased=True), abs=1e-6)
+    assert c == pytest.approx(linear_cka(Y, X, debiased=True), abs=1e-9)
+
+
+def test_debiased_matches_gram_formula_and_is_less_inflated():
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(12, 50, generator=g, dtype=torch.float64), torch.randn(12, 40, generator=g, dtype=torch.float64)
+
+    def hsic_u(K, L):
+        n = K.shape[0]
+        K, L = K - torch.diag(torch.diag(K)), L - torch.diag(torch.diag(L))
+        one = torch.ones(n, dtype=K.dtype)
+        return (torch.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3))
+    K, L = X @ X.T, Y @ Y.T
+    ref = hsic_u(K, L) / torch.sqrt(hsic_u(K, K) * hsic_u(L, L))
+    assert linear_cka(X, Y, debiased=True) == pytest.approx(float(ref), abs=1e-10)
+    # independent features: the biased estimate is inflated at small n, the debiased one is ~0 on average
+    pairs = [(torch.randn(12, 50, generator=g, dtype=torch.float64), torch.randn(12, 40, generator=g, dtype=torch.float64))
+             for _ in range(40)]
+    assert np.mean([linear_cka(a, b) for a, b in pairs]) > 0.5
+    assert abs(np.mean([linear_cka(a, b, debiased=True) for a, b in pairs])) < 0.05
+
+
+def test_cka_errors_are_clear():
+    with pytest.raises(ValueError, match="more than 3"):
+        linear_cka(torch.randn(3, 4), torch.randn(3, 4))
+    with pytest.raises(ValueError, match="must match"):
+        linear_cka(torch.randn(5, 4), torch.randn(6, 4))
+    with pytest.raises(ValueError, match="zero variance"):
+        linear_cka(torch.ones(6, 4), torch.randn(6, 4))
+
+
+def test_dissimilarity_and_energy():
+    X = torch.randn(10, 5)
+    assert cka_dissimilarity(X, X) == pytest.approx(0.0, abs=1e-9)
+    h = torch.randn(2, 3, 4, 5, 7, dtype=torch.bfloat16)
+    e = token_energy(h)
+    assert e.shape == (2, 3, 4, 5) and e.dtype == torch.float32
+    assert torch.allclose(e, h.float().norm(dim=-1), rtol=1e-3)

@@ -1,0 +1,110 @@
+"""The pytest plugin end to end (pytester, subprocess): toy claims under -n 2, the table, the JSON, gating."""
+import json
+
+import pytest
+
+from cos.pytest_plugin import assign_worker_gpu
+
+TOY = '''
+import pytest
+from cos.registry import ClaimResult, decide
+
+def make(cid, lo, hi):
+    return ClaimResult.for_claim(cid, measured=(lo + hi) / 2, ci_low=lo, ci_high=hi, n=10,
+                                 status=decide(lo, hi), model="toy", seeds=[0, 1])
+
+@pytest.mark.claims
+@pytest.mark.claim("cos.superposition")
+def test_holds(cos_claim):
+    cos_claim.report(make("cos.superposition", 0.1, 0.3))
+
+@pytest.mark.claims
+@pytest.mark.claim("noise.step_vs_frame")
+def test_fails(cos_claim):
+    cos_claim.report(make("noise.step_vs_frame", -0.3, -0.1))
+
+@pytest.mark.claims
+@pytest.mark.claim("layers.swap_flip")
+def test_inconclusive(cos_claim):
+    cos_claim.report(make("layers.swap_flip", -0.1, 0.2))
+
+@pytest.mark.claims
+@pytest.mark.claim("bench.table1")
+def test_skipped(cos_claim):
+    pytest.skip("no VBVR-Bench data given")
+
+@pytest.mark.claims
+@pytest.mark.claim("memory.persistence")
+def test_error(cos_claim):
+    from cos.errors import NonFiniteTrajectoryError
+    raise NonFiniteTrajectoryError(7, "latents", [0])
+'''
+
+
+def run(pytester, *args):
+    pytester.makepyfile(test_toy=TOY)
+    return pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(pytester.path), *args)
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist2"])
+def test_table_and_json(pytester, xdist):
+    res = run(pytester, *xdist)
+    res.assert_outcomes(passed=3, skipped=1, failed=1)
+    out = res.stdout.str()
+    assert "claims status" in out and "cos.superposition" in out
+    doc = json.loads((pytester.path / "claims-status.json").read_text())
+    rows = {c["id"]: c for c in doc["claims"]}
+    assert {k: v["status"] for k, v in rows.items()} == {
+        "cos.superposition": "holds", "noise.step_vs_frame": "fails", "layers.swap_flip": "inconclusive",
+        "bench.table1": "skipped", "memory.persistence": "error"}
+    for c in doc["claims"]:
+        assert set(c) >= {"id", "title", "paper_ref", "paper_value", "measured", "ci_low", "ci_high", "n", "status",
+                          "reason", "model", "seeds", "runtime_s"}
+    assert rows["bench.table1"]["reason"] == "no VBVR-Bench data given"
+    assert "step 7" in rows["memory.persistence"]["reason"]
+    assert rows["cos.superposition"]["seeds"] == [0, 1] and rows["cos.superposition"]["runtime_s"] >= 0
+    prov = doc["provenance"]
+    assert set(prov) >= {"packages", "torch", "cuda", "device_name", "git_commit", "model", "weights_hash",
+                         "command", "start_time"}
+    assert "holds" in (pytester.path / "claims-status.md").read_text()
+
+
+def test_baseline_gating(pytester):
+    base = {"claims": [{"id": "noise.step_vs_frame", "status": "holds"}, {"id": "layers.swap_flip", "status": "fails"},
+                       {"id": "cos.superposition", "status": "holds"}]}
+    (pytester.path / "base.json").write_text(json.dumps(base))
+    res = run(pytester, "--cos-baseline", str(pytester.path / "base.json"))
+    assert res.ret == 1
+    out = res.stdout.str()
+    assert "REGRESSED against baseline (run fails): noise.step_vs_frame" in out
+    doc = json.loads((pytester.path / "claims-status.json").read_text())
+    assert doc["comparison"]["regressed"] == ["noise.step_vs_frame"]
+    # a baseline whose held claims all still hold passes
+    (pytester.path / "ok.json").write_text(json.dumps({"claims": [{"id": "cos.superposition", "status": "holds"}]}))
+    pytester.makepyfile(test_toy=TOY.replace("def test_error", "def _test_error"))
+    res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(pytester.path),
+                                        "--cos-baseline", str(pytester.path / "ok.json"))
+    assert res.ret == 0, res.stdout.str()
+
+
+def test_malformed_baseline_is_one_line(pytester):
+    (pytester.path / "bad.json").write_text("{not json")
+    res = run(pytester, "--cos-baseline", str(pytester.path / "bad.json"))
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "bad.json: malformed JSON" in res.stderr.str()
+
+
+def test_markers_registered_and_strict(pytester):
+    pytester.makepyfile(test_m="import pytest\n@pytest.mark.nonsense\ndef test_x(): pass\n")
+    res = pytester.runpytest_subprocess("--strict-markers", "-p", "no:cacheprovider")
+    assert "'nonsense' not found in `markers`" in res.stdout.str()
+    res = pytester.runpytest_subprocess("--markers")
+    for m in ("claims", "gpu", "full_model", "slow"):
+        assert f"@pytest.mark.{m}:" in res.stdout.str()
+
+
+def test_worker_gpu_assignment_indexes_callers_list():
+    assert assign_worker_gpu("gw0", ["4", "6"]) == "4"
+    assert assign_worker_gpu("gw3", ["4", "6"]) == "6"
+    assert assign_worker_gpu(None, ["4"]) is None
+    assert assign_worker_gpu("gw1", []) is None
