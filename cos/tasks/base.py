@@ -1,0 +1,228 @@
+"""Task instances on a cell grid: rendering at any resolution, reading pixels back, exact scoring.
+
+Every task draws its videos on a G×G grid of cells (colours in [0, 1]); `render` maps cells to pixels
+at any resolution and `read_cells` averages pixels back onto the cells, which makes scoring robust to
+blur, noise and colour jitter. A task instance carries its ground-truth video, every candidate answer
+(the correct one at `answer`), object masks, the prompt, and a stable id.
+
+Scoring: the competitors of the right answer r are the wrong candidates and a static copy of the first
+frame. Against each competitor k the video x is projected onto the segment from k to r on the cell grid,
+    s_k = clip(<x − k, r − k> / ‖r − k‖², 0, 1),    score = min over competitors of s_k. The ground truth scores
+exactly 1, any wrong candidate and the static copy score 0, an even blend of the right and a wrong
+answer scores 0.5. `PASS_THRESHOLD` = 0.6: the video is clearly closer to the right answer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+
+from cos.errors import InputError
+
+PASS_THRESHOLD = 0.6
+CATEGORIES = ("Abstraction", "Knowledge", "Perception", "Spatiality", "Transformation")
+SPLITS = ("id", "ood")
+
+COLORS = {
+    "black": (0.0, 0.0, 0.0), "white": (1.0, 1.0, 1.0), "gray": (0.5, 0.5, 0.5), "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0), "yellow": (1.0, 1.0, 0.0), "magenta": (1.0, 0.0, 1.0),
+    "cyan": (0.0, 1.0, 1.0), "orange": (1.0, 0.5, 0.0),
+}
+
+
+def rgb(name: str) -> torch.Tensor:
+    return torch.tensor(COLORS[name], dtype=torch.float32)
+
+
+def blank(grid: int, frames: int | None = None) -> torch.Tensor:
+    """Black cells: (3, G, G) or (F, 3, G, G)."""
+    return torch.zeros((3, grid, grid) if frames is None else (frames, 3, grid, grid))
+
+
+def _partition(n_px: int, grid: int) -> torch.Tensor:
+    """(grid, n_px) matrix whose row g averages the pixels that fall in cell g (nearest mapping)."""
+    idx = (torch.arange(n_px) * grid) // n_px
+    m = torch.nn.functional.one_hot(idx, grid).T.to(torch.float32)
+    return m / m.sum(1, keepdim=True)
+
+
+def render(cells: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Cells (..., 3, G, G) → pixels (..., 3, H, W), nearest (each pixel takes its cell's colour)."""
+    g = cells.shape[-1]
+    if height < g or width < g:
+        raise InputError(f"resolution {height}x{width} too small to draw a {g}x{g} cell grid (needs >= {g} px a side)")
+    iy, ix = (torch.arange(height) * g) // height, (torch.arange(width) * g) // width
+    return cells[..., iy, :][..., ix]
+
+
+def read_cells(pixels: torch.Tensor, grid: int) -> torch.Tensor:
+    """Pixels (..., 3, H, W) → cells (..., 3, G, G) by averaging each cell's pixels."""
+    h, w = pixels.shape[-2:]
+    if h < grid or w < grid:
+        raise InputError(f"video of {h}x{w} px is smaller than the task's {grid}x{grid} cell grid")
+    py, px = _partition(h, grid).to(pixels), _partition(w, grid).to(pixels)
+    return py @ pixels.float() @ px.T
+
+
+@dataclass
+class TaskInstance:
+    """One seeded instance of a task at a given frame count, in cell space."""
+
+    task: str
+    seed: int
+    category: str
+    split: str
+    prompt: str
+    grid: int
+    video: torch.Tensor                 # (F, 3, G, G) ground truth
+    candidates: torch.Tensor            # (K, F, 3, G, G); candidates[answer] == video
+    answer: int
+    masks: dict[str, torch.Tensor]      # name → (F, G, G) bool: target, distractors, background, (anchor)
+    params: dict = field(default_factory=dict)
+    alternative: "TaskInstance | None" = None   # same scene, answer moved to another object (layer swap)
+
+    @property
+    def id(self) -> str:
+        return f"{self.task}-{self.split}-{self.seed:05d}"
+
+    @property
+    def num_frames(self) -> int:
+        return self.video.shape[0]
+
+    @property
+    def first_frame_cells(self) -> torch.Tensor:
+        return self.video[0]
+
+    def first_frame(self, height: int, width: int) -> torch.Tensor:
+        """(3, H, W) in [0, 1]."""
+        return render(self.video[0], height, width)
+
+    def render(self, height: int, width: int) -> torch.Tensor:
+        """Ground truth (F, 3, H, W) in [0, 1]."""
+        return render(self.video, height, width)
+
+    def render_candidates(self, height: int, width: int) -> torch.Tensor:
+        return render(self.candidates, height, width)
+
+    def static_video(self) -> torch.Tensor:
+        return self.video[:1].expand_as(self.video)
+
+    def alternatives(self) -> torch.Tensor:
+        """Every competitor of the right answer and itself: candidates, then the static copy (K + 1, F, 3, G, G)."""
+        return torch.cat([self.candidates, self.static_video()[None]])
+
+    def decision_region(self) -> torch.Tensor:
+        """(F, G, G) bool: where candidates or the static copy differ from one another."""
+        alts = self.alternatives()
+        return (alts - alts[:1]).abs().amax(dim=(0, 2)) > 1e-6
+
+    def pairwise_scores(self, video: torch.Tensor) -> torch.Tensor:
+        """For each competitor k, where the video lies on the segment from k (0) to the right answer (1):
+        the least-squares coefficient <x − k, r − k> / ‖r − k‖² over all cells and frames, clipped to [0, 1].
+        Cells where r and k differ most weigh most, so noise elsewhere cannot decide. NaN for the answer."""
+        cells = self._cells(video).double()
+        alts = self.alternatives().double()
+        right = alts[self.answer]
+        out = torch.full((alts.shape[0],), float("nan"), dtype=torch.float64)
+        for k in range(alts.shape[0]):
+            d = right - alts[k]
+            nn = float(d.pow(2).sum())
+            if k == self.answer or nn < 1e-12:
+                continue
+            alpha = float(((cells - alts[k]) * d).sum()) / nn
+            out[k] = min(1.0, max(0.0, round(alpha, 9)))  # round: pixel-averaging round-off is not a miss
+        return out
+
+    def score(self, video: torch.Tensor) -> float:
+        """Score in [0, 1] of a generated video (F, 3, H, W) in [0, 1] at any resolution (see module doc)."""
+        s = self.pairwise_scores(video)
+        s = s[~torch.isnan(s)]
+        return float(s.min()) if len(s) else 1.0
+
+    def passed(self, video: torch.Tensor) -> bool:
+        return self.score(video) >= PASS_THRESHOLD
+
+    def candidate_weights(self, video: torch.Tensor) -> torch.Tensor:
+        """Non-negative least-squares mixture weights of the candidates explaining the whole video, summing to 1.
+
+        For a video that is an exact mixture Σ w_k c_k of affinely independent candidates this returns w.
+        """
+        cells = self._cells(video)
+        k = self.candidates.shape[0]
+        a = self.candidates.reshape(k, -1).T.double().numpy()
+        w, _ = nnls(a, cells.reshape(-1).double().numpy())
+        s = w.sum()
+        return torch.full((k,), 1.0 / k, dtype=torch.float64) if s <= 0 else torch.from_numpy(w / s)
+
+    def _cells(self, video: torch.Tensor) -> torch.Tensor:
+        if video.dim() != 4 or video.shape[1] != 3:
+            raise InputError(f"{self.id}: expected a video (F, 3, H, W), got shape {tuple(video.shape)}")
+        if video.shape[0] != self.num_frames:
+            raise InputError(f"{self.id}: video has {video.shape[0]} frames, the instance {self.num_frames}")
+        if not torch.isfinite(video).all():
+            raise InputError(f"{self.id}: video contains NaN or Inf")
+        return video if video.shape[-1] == self.grid and video.shape[-2] == self.grid else read_cells(video, self.grid)
+
+
+def entropy(weights: torch.Tensor) -> float:
+    """Shannon entropy (nats) of a probability vector."""
+    w = weights[weights > 0].double()
+    return float(-(w * w.log()).sum())
+
+
+def live_candidates(weights: torch.Tensor, threshold: float = 0.1) -> int:
+    return int((weights >= threshold).sum())
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    category: str
+    make: Callable[[np.random.Generator, int, str], dict]
+    min_frames: int = 2
+    description: str = ""
+
+
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(name: str, category: str, description: str = "", min_frames: int = 2):
+    """Decorator: `make(rng, num_frames, split) -> dict(prompt, grid, candidates, answer, masks, params)`."""
+    if category not in CATEGORIES:
+        raise ValueError(f"category {category!r} not in {CATEGORIES}")
+
+    def deco(fn):
+        TASKS[name] = TaskSpec(name, category, fn, min_frames, description or (fn.__doc__ or "").strip())
+        return fn
+    return deco
+
+
+def make_instance(task: str, seed: int, num_frames: int = 9, split: str = "id") -> TaskInstance:
+    """The instance of `task` for `seed` at `num_frames` frames; the same arguments give the same instance."""
+    from cos.tasks import suite  # noqa: F401  (registers the tasks)
+
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; known tasks: {sorted(TASKS)}")
+    spec = TASKS[task]
+    if split not in SPLITS:
+        raise InputError(f"split={split!r}: expected one of {SPLITS}")
+    if num_frames < spec.min_frames:
+        raise InputError(f"{task}: num_frames={num_frames}, needs at least {spec.min_frames}")
+    rng = np.random.default_rng([int(seed), sum(map(ord, task)), SPLITS.index(split)])
+
+    def build(out: dict) -> TaskInstance:
+        cands = out["candidates"]
+        alt = out.get("alternative")
+        return TaskInstance(task=task, seed=int(seed), category=spec.category, split=split, prompt=out["prompt"],
+                            grid=cands.shape[-1], video=cands[out["answer"]].clone(), candidates=cands,
+                            answer=out["answer"], masks=out["masks"], params=out.get("params", {}),
+                            alternative=None if alt is None else build(alt))
+    return build(spec.make(rng, num_frames, split))
+
+
+def timeline(num_frames: int) -> np.ndarray:
+    """Frame times in [0, 1]: frame 0 is the condition, the last frame the answer."""
+    return np.linspace(0.0, 1.0, num_frames)

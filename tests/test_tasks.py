@@ -1,0 +1,102 @@
+"""The task suite: solvable, exact scorers, robust to mild corruption, seeded, with clear errors."""
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from cos.errors import InputError
+from cos.tasks import PASS_THRESHOLD, TASKS, entropy, live_candidates, make_instance
+from cos.tasks.base import CATEGORIES
+
+NAMES = sorted(TASKS)
+
+
+def corrupt(video, seed, blur=0.7, noise=0.05, gain=0.9, offset=0.05):
+    """Mild blur (Gaussian, σ in px), noise and colour jitter, as a generated video would have."""
+    g = torch.Generator().manual_seed(seed)
+    k = torch.arange(-3, 4, dtype=torch.float32)
+    k = torch.exp(-k ** 2 / (2 * blur ** 2))
+    k = k / k.sum()
+    f, c, h, w = video.shape
+    x = video.reshape(f * c, 1, h, w)
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7))
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1))
+    x = x.reshape(f, c, h, w) * gain + offset + noise * torch.randn(video.shape, generator=g)
+    return x.clamp(0, 1)
+
+
+@pytest.mark.parametrize("task", NAMES)
+@given(seed=st.integers(0, 10_000), split=st.sampled_from(["id", "ood"]), frames=st.sampled_from([5, 9, 17]))
+@settings(max_examples=15, deadline=None)
+def test_instances_are_solvable_and_exactly_scored(task, seed, split, frames):
+    inst = make_instance(task, seed, frames, split)
+    assert inst.category in CATEGORIES and inst.split == split and inst.id.startswith(task)
+    k = inst.candidates.shape[0]
+    assert k >= 2 and 0 <= inst.answer < k
+    assert torch.equal(inst.candidates[inst.answer], inst.video)
+    gt = inst.render(32, 32)
+    assert inst.score(gt) == 1.0 and inst.passed(gt)
+    for j in range(k):
+        if j != inst.answer:
+            assert inst.score(inst.render_candidates(32, 32)[j]) < PASS_THRESHOLD
+    assert inst.score(inst.static_video()) < PASS_THRESHOLD        # static copy of the first frame fails
+    assert inst.passed(corrupt(gt, seed))                           # mild blur + noise + colour jitter pass
+    assert inst.score(inst.render(120, 208)) == 1.0                 # any resolution, cells not aligned to pixels
+    for name in ("target", "distractors", "background"):
+        m = inst.masks[name]
+        assert m.shape == (frames, inst.grid, inst.grid) and m.dtype == torch.bool
+    assert inst.masks["target"].any()
+    assert not (inst.masks["target"] & inst.masks["background"]).any()
+
+
+@pytest.mark.parametrize("task", NAMES)
+def test_same_seed_same_instance(task):
+    a, b, c = make_instance(task, 11), make_instance(task, 11), make_instance(task, 12)
+    assert a.prompt == b.prompt and torch.equal(a.candidates, b.candidates) and a.answer == b.answer
+    assert not (torch.equal(a.video, c.video) and a.prompt == c.prompt)
+
+
+@pytest.mark.parametrize("task", NAMES)
+def test_candidate_weights_recover_known_mixtures(task):
+    inst = make_instance(task, 5)
+    k = inst.candidates.shape[0]
+    w = torch.softmax(torch.randn(k, generator=torch.Generator().manual_seed(1), dtype=torch.float64), 0)
+    mix = (w.view(-1, 1, 1, 1, 1).float() * inst.candidates).sum(0)
+    est = inst.candidate_weights(mix)
+    assert torch.allclose(est, w, atol=1e-4)
+    assert entropy(est) == pytest.approx(entropy(w), abs=1e-3)
+    one = inst.candidate_weights(inst.video)
+    assert one[inst.answer] == pytest.approx(1.0, abs=1e-6) and live_candidates(one) == 1 and entropy(one) < 1e-6
+
+
+def test_grounding_alternative_moves_the_answer():
+    inst = make_instance("grounding", 2)
+    for seed in range(20):
+        inst = make_instance("grounding", seed)
+        alt = inst.alternative
+        assert alt.answer != inst.answer and alt.prompt == inst.prompt
+        assert alt.candidates.shape == inst.candidates.shape
+        occupied = lambda v: v[0].abs().sum(0) > 0
+        assert torch.equal(occupied(alt.video), occupied(inst.video)) or inst.params["query"] != "color"
+        assert alt.score(alt.candidates[inst.answer]) < PASS_THRESHOLD  # the old answer is wrong in the new scene
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(task="maze", seed=0, num_frames=0), "num_frames=0"),
+    (dict(task="nope", seed=0), "unknown task 'nope'"),
+    (dict(task="maze", seed=0, split="test"), "split='test'"),
+])
+def test_bad_parameters(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        make_instance(**kwargs)
+
+
+def test_bad_resolution_and_bad_videos():
+    inst = make_instance("maze", 0)
+    with pytest.raises(InputError, match="too small"):
+        inst.render(4, 4)
+    with pytest.raises(InputError, match="frames"):
+        inst.score(inst.render(16, 16)[:3])
+    bad = inst.render(16, 16).clone()
+    bad[2, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        inst.score(bad)
