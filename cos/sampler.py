@@ -105,6 +105,30 @@ class SampleResult:
                             prefix.sigmas + self.sigmas, traj, prefix.forwards + self.forwards)
 
 
+@torch.no_grad()
+def i2v_condition(vae, image: torch.Tensor, num_frames: int, batch: int, device: torch.device | str) -> torch.Tensor:
+    """mask (scale_temporal channels) + normalized latent of [image, zeros × (F−1)], as the pipeline builds it.
+
+    A single first frame is encoded once and repeated (as the pipeline does), so batch size does not
+    change its latent.
+    """
+    h, w = image.shape[-2:]
+    st, ss = vae.scale_temporal, vae.scale_spatial
+    h_lat, w_lat = h // ss, w // ss
+    img = image.to(device, torch.float32).unsqueeze(2)
+    video = torch.cat([img, img.new_zeros(img.shape[0], 3, num_frames - 1, h, w)], dim=2)
+    latent_condition = vae.encode(video).to(device, torch.float32)
+    if latent_condition.shape[0] == 1:
+        latent_condition = latent_condition.repeat(batch, 1, 1, 1, 1)
+    elif latent_condition.shape[0] != batch:
+        raise InputError(f"Conditioning: {latent_condition.shape[0]} first frames for {batch} seeds")
+    mask = torch.ones(batch, 1, num_frames, h_lat, w_lat)
+    mask[:, :, list(range(1, num_frames))] = 0
+    first = torch.repeat_interleave(mask[:, :, 0:1], dim=2, repeats=st)
+    mask = torch.concat([first, mask[:, :, 1:]], dim=2).view(batch, -1, st, h_lat, w_lat).transpose(1, 2)
+    return torch.concat([mask.to(device), latent_condition], dim=1)
+
+
 class Sampler:
     """Drives a `WanSystem` through the denoising loop.
 
@@ -143,25 +167,7 @@ class Sampler:
         return SamplerState(latents, condition, scheduler, 0, num_steps, seeds, cond.expand(len(seeds)))
 
     def _condition(self, cond: Conditioning, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        """mask (scale_temporal channels) + normalized latent of [image, zeros × (F−1)], as the pipeline builds it.
-
-        A single first frame is encoded once and repeated (as the pipeline does), so batch size does not
-        change its latent.
-        """
-        b, _, f_lat, h_lat, w_lat = shape
-        nf, st = cond.num_frames, self.system.vae.scale_temporal
-        image = cond.image.to(device, torch.float32).unsqueeze(2)
-        video = torch.cat([image, image.new_zeros(image.shape[0], 3, nf - 1, cond.height, cond.width)], dim=2)
-        latent_condition = self.system.vae.encode(video).to(device, torch.float32)
-        if latent_condition.shape[0] == 1:
-            latent_condition = latent_condition.repeat(b, 1, 1, 1, 1)
-        elif latent_condition.shape[0] != b:
-            raise InputError(f"Conditioning: {latent_condition.shape[0]} first frames for {b} seeds")
-        mask = torch.ones(b, 1, nf, h_lat, w_lat)
-        mask[:, :, list(range(1, nf))] = 0
-        first = torch.repeat_interleave(mask[:, :, 0:1], dim=2, repeats=st)
-        mask = torch.concat([first, mask[:, :, 1:]], dim=2).view(b, -1, st, h_lat, w_lat).transpose(1, 2)
-        return torch.concat([mask.to(device), latent_condition], dim=1)
+        return i2v_condition(self.system.vae, cond.image, cond.num_frames, shape[0], device)
 
     # ------------------------------------------------------------------ loop
     def sample(self, cond: Conditioning, seeds: Sequence[int], num_steps: int, **kw) -> SampleResult:

@@ -143,13 +143,21 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     def load_t(which):
         return WanTransformer3DModel.from_pretrained(path, subfolder=which, torch_dtype=dtype,
                                                      local_files_only=True).eval().to(device)
+    encode_prompt = None
     if cos_cfg:
         vae = IdentityVAE(z_dim)
+        if (path / "prompt_encoder.safetensors").exists():
+            from cos.models.prompt import TokenPromptEncoder
+
+            check_safetensors(path / "prompt_encoder.safetensors")
+            enc = TokenPromptEncoder.load(path).to(device)
+            encode_prompt = lambda prompts: enc(prompts).detach()  # noqa: E731
     else:
         vae = WanVAE(AutoencoderKLWan.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32,
                                                       local_files_only=True).eval().to(device))
     system = WanSystem(transformer=load_t("transformer"), transformer_2=load_t("transformer_2") if len(experts) == 2 else None,
                        boundary_ratio=boundary if len(experts) == 2 else None, scheduler=scheduler, vae=vae,
+                       encode_prompt=encode_prompt,
                        name=cos_cfg.get("name", path.name), path=str(path), weights_hash=weights_hash(path),
                        extra=cos_cfg)
     return system

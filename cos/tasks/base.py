@@ -7,9 +7,10 @@ blur, noise and colour jitter. A task instance carries its ground-truth video, e
 
 Scoring: the competitors of the right answer r are the wrong candidates and a static copy of the first
 frame. Against each competitor k the video x is projected onto the segment from k to r on the cell grid,
-    s_k = clip(<x − k, r − k> / ‖r − k‖², 0, 1),    score = min over competitors of s_k. The ground truth scores
-exactly 1, any wrong candidate and the static copy score 0, an even blend of the right and a wrong
-answer scores 0.5. `PASS_THRESHOLD` = 0.6: the video is clearly closer to the right answer.
+    α_k = <x − k, r − k> / ‖r − k‖²,    score = clip(2 · min_k α_k − 1, 0, 1),
+i.e. how far past the midpoint between the nearest competitor and the right answer the video lies. The ground truth scores
+exactly 1; any wrong candidate, the static copy, an even blend of the right and a wrong answer, and a
+uniform grey frame score 0. `PASS_THRESHOLD` = 0.2 (α ≥ 0.6): clearly closer to the right answer.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from scipy.optimize import nnls
 
 from cos.errors import InputError
 
-PASS_THRESHOLD = 0.6
+PASS_THRESHOLD = 0.2
 CATEGORIES = ("Abstraction", "Knowledge", "Perception", "Spatiality", "Transformation")
 SPLITS = ("id", "ood")
 
@@ -140,7 +141,8 @@ class TaskInstance:
         """Score in [0, 1] of a generated video (F, 3, H, W) in [0, 1] at any resolution (see module doc)."""
         s = self.pairwise_scores(video)
         s = s[~torch.isnan(s)]
-        return float(s.min()) if len(s) else 1.0
+        alpha = float(s.min()) if len(s) else 1.0
+        return min(1.0, max(0.0, 2.0 * alpha - 1.0))
 
     def passed(self, video: torch.Tensor) -> bool:
         return self.score(video) >= PASS_THRESHOLD
