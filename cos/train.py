@@ -13,7 +13,7 @@ import argparse
 import json
 import math
 import time
-from multiprocessing import Pool
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,15 @@ from cos.sampler import i2v_condition
 from cos.tasks import make_instance
 
 
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
 def _gen(args):
     task, seed, split, f, h, w = args
     inst = make_instance(task, seed, f, split)
-    return (inst.render(h, w) * 255).round().to(torch.uint8), inst.prompt
+    # numpy, not torch: torch tensors cross process boundaries as shared-memory fds and exhaust them
+    return (inst.render(h, w) * 255).round().to(torch.uint8).numpy(), inst.prompt
 
 
 def build_pool(data: dict, workers: int = 0) -> tuple[torch.Tensor, list[str]]:
@@ -39,11 +44,12 @@ def build_pool(data: dict, workers: int = 0) -> tuple[torch.Tensor, list[str]]:
     jobs = [(t, data["train_seed_offset"] + i, data["split"], data["num_frames"], data["height"], data["width"])
             for t in data["tasks"] for i in range(data["pool_per_task"])]
     if workers > 1:
-        with Pool(workers) as p:
+        # spawn, not fork: forking after torch has started its thread pools can deadlock the workers
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_init) as p:
             out = list(tqdm(p.imap(_gen, jobs, chunksize=64), total=len(jobs), desc="task pool"))
     else:
         out = [_gen(j) for j in tqdm(jobs, desc="task pool")]
-    return torch.stack([o[0] for o in out]), [o[1] for o in out]
+    return torch.from_numpy(np.stack([o[0] for o in out])), [o[1] for o in out]
 
 
 def vocabulary(tasks: list[str], n: int = 60) -> list[str]:
