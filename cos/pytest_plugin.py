@@ -37,6 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-baseline", default=None,
                 help="a previous claims-status.json: fail when a claim that held there no longer holds")
     g.addoption("--cos-compile", action="store_true", help="compile_repeated_blocks on the experts")
+    g.addoption("--cos-tier", default="auto", choices=["auto", "cpu", "gpu", "full"],
+                help="claim settings: cpu (CI), gpu (full statistics), full (a full Wan model, paper settings); "
+                     "auto picks from the model and device")
 
 
 def _visible_gpus() -> list[str]:

@@ -147,14 +147,16 @@ class TaskInstance:
     def passed(self, video: torch.Tensor) -> bool:
         return self.score(video) >= PASS_THRESHOLD
 
-    def candidate_weights(self, video: torch.Tensor) -> torch.Tensor:
-        """Non-negative least-squares mixture weights of the candidates explaining the whole video, summing to 1.
-
-        For a video that is an exact mixture Σ w_k c_k of affinely independent candidates this returns w.
-        """
+    def candidate_weights(self, video: torch.Tensor, frames: list[int] | None = None) -> torch.Tensor:
+        """Non-negative least-squares mixture weights of the candidates explaining the video (or only the
+        given frames), summing to 1. For an exact mixture Σ w_k c_k of affinely independent candidates
+        this returns w."""
         cells = self._cells(video)
-        k = self.candidates.shape[0]
-        a = self.candidates.reshape(k, -1).T.double().numpy()
+        cands = self.candidates
+        if frames is not None:
+            cells, cands = cells[frames], cands[:, frames]
+        k = cands.shape[0]
+        a = cands.reshape(k, -1).T.double().numpy()
         w, _ = nnls(a, cells.reshape(-1).double().numpy())
         s = w.sum()
         return torch.full((k,), 1.0 / k, dtype=torch.float64) if s <= 0 else torch.from_numpy(w / s)
@@ -167,6 +169,12 @@ class TaskInstance:
         if not torch.isfinite(video).all():
             raise InputError(f"{self.id}: video contains NaN or Inf")
         return video if video.shape[-1] == self.grid and video.shape[-2] == self.grid else read_cells(video, self.grid)
+
+
+def deciding_frames(inst: "TaskInstance") -> list[int]:
+    """Frames in which the candidates differ (where an answer can be read)."""
+    c = inst.candidates
+    return [f for f in range(inst.num_frames) if (c[:, f] - c[:1, f]).abs().amax() > 1e-6]
 
 
 def entropy(weights: torch.Tensor) -> float:
