@@ -129,7 +129,7 @@ def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, 
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         state["step"] += 1
-        state["losses"].append(float(loss))
+        state["losses"].append(loss.item())
         bar.update(1)
         if state["step"] % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(state['losses'][-50:]):.4f}")
