@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from cos import claimkit as ck
 from cos.stats import bootstrap_ci
@@ -73,7 +74,7 @@ def measure_not_frames(system, settings):
             fs = frames(inst)
             if len(fs) < 2:
                 continue
-            answer = int(np.argmax(w[-1]))
+            answer = int(torch.argmax(w[-1]))
             commits = {f: commit_step([shows_answer(inst, st[f], f, answer) for st in steps]) for f in fs}
             n = len(steps)
             spreads.setdefault(inst.id, []).append((max(commits.values()) - min(commits.values())) / n)
