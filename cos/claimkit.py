@@ -78,30 +78,26 @@ def bind(system: WanSystem, batch: TaskBatch) -> None:
         model.set_candidates(cands, prior)
 
 
+def _bound_conditioning(system: WanSystem, settings: ClaimSettings, batch: TaskBatch):
+    bind(system, batch)
+    return conditioning(batch, system.encode_prompt, negative=settings.guidance_scale > 1)
+
+
 def run(system: WanSystem, settings: ClaimSettings, batch: TaskBatch, record: Sequence[str] = (),
         interventions: Sequence[Intervention] = ()) -> SampleResult:
-    bind(system, batch)
-    cond = conditioning(batch, system.encode_prompt, negative=settings.guidance_scale > 1)
-    return Sampler(system).sample(cond, batch.seeds, settings.steps, guidance_scale=settings.guidance_scale,
-                                  record=record, interventions=interventions)
+    """One batch from noise to the end, with the claim's records and interventions."""
+    return Sampler(system).sample(_bound_conditioning(system, settings, batch), batch.seeds, settings.steps,
+                                  guidance_scale=settings.guidance_scale, record=record, interventions=interventions)
 
 
 def sweep(system: WanSystem, settings: ClaimSettings, batch: TaskBatch, branches: dict) -> dict[str, SampleResult]:
-    bind(system, batch)
-    cond = conditioning(batch, system.encode_prompt, negative=settings.guidance_scale > 1)
-    return Sampler(system).sweep(cond, batch.seeds, settings.steps, branches, guidance_scale=settings.guidance_scale)
+    """Branches of one batch sharing their clean prefix (see `Sampler.sweep`)."""
+    return Sampler(system).sweep(_bound_conditioning(system, settings, batch), batch.seeds, settings.steps, branches,
+                                 guidance_scale=settings.guidance_scale)
 
 
 def videos(system: WanSystem, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
     return decode(system, latents.cpu(), clamp=clamp)
-
-
-def per_instance(batch: TaskBatch, values: Sequence[float]) -> dict[str, list[float]]:
-    """Group row values by instance id (seeds of one instance are not independent units)."""
-    out: dict[str, list[float]] = {}
-    for inst, v in zip(batch.instances, values):
-        out.setdefault(inst.id, []).append(float(v))
-    return out
 
 
 def result(claim_id: str, est: Estimate, threshold: float, direction: str, system: WanSystem,

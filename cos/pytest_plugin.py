@@ -170,9 +170,7 @@ def cos_claim(request: pytest.FixtureRequest) -> ClaimReporter:
     marker = request.node.get_closest_marker("claim")
     if marker is None or not marker.args:
         raise pytest.UsageError(f"{request.node.nodeid}: uses cos_claim without @pytest.mark.claim('<id>')")
-    reporter = ClaimReporter(request.node, marker.args[0])
-    request.node.user_properties.append((_ID_KEY, reporter.id))
-    return reporter
+    return ClaimReporter(request.node, marker.args[0])  # the id itself was recorded in pytest_runtest_setup
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
