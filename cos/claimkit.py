@@ -90,10 +90,11 @@ def run(system: WanSystem, settings: ClaimSettings, batch: TaskBatch, record: Se
                                   guidance_scale=settings.guidance_scale, record=record, interventions=interventions)
 
 
-def sweep(system: WanSystem, settings: ClaimSettings, batch: TaskBatch, branches: dict) -> dict[str, SampleResult]:
-    """Branches of one batch sharing their clean prefix (see `Sampler.sweep`)."""
+def sweep(system: WanSystem, settings: ClaimSettings, batch: TaskBatch, branches: dict,
+          record: Sequence[str] = ()) -> dict[str, SampleResult]:
+    """Branches of one batch sharing their clean prefix (see `Sampler.sweep`); the clean run is "clean"."""
     return Sampler(system).sweep(_bound_conditioning(system, settings, batch), batch.seeds, settings.steps, branches,
-                                 guidance_scale=settings.guidance_scale)
+                                 guidance_scale=settings.guidance_scale, record=record)
 
 
 def videos(system: WanSystem, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:

@@ -14,8 +14,9 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> floa
     """Linear CKA between two representations of the same n examples (rows), in feature space.
 
     Biased: ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) on column-centred features (Kornblith et al. 2019).
-    Debiased: the same ratio of unbiased HSIC estimators (Song et al. 2012; Nguyen et al. 2021),
-    computed without the n×n Gram matrices. Accumulated in float64. Needs n > 3.
+    Debiased: the same ratio of unbiased HSIC estimators (Song et al. 2012; Nguyen et al. 2021).
+    Each product is taken in feature space or through the n×n Gram matrices, whichever is smaller.
+    Accumulated in float64. Needs n > 3.
     """
     if x.shape[0] != y.shape[0]:
         raise ValueError(f"linear_cka: x has {x.shape[0]} examples, y has {y.shape[0]}; they must match")
@@ -36,7 +37,10 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> floa
 
 
 def _hsic_biased(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """‖YᵀX‖²_F on centred features (HSIC up to a constant that cancels in CKA)."""
+    """‖YᵀX‖²_F on centred features (HSIC up to a constant that cancels in CKA); through the n×n Gram
+    matrices, tr(XXᵀ·YYᵀ), when there are fewer examples than features (the same number, cheaper)."""
+    if X.shape[0] < max(X.shape[1], Y.shape[1]):
+        return ((X @ X.T) * (Y @ Y.T)).sum()
     return (Y.T @ X).pow(2).sum()
 
 
@@ -44,7 +48,8 @@ def _hsic_unbiased(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     """Unbiased HSIC with K = XXᵀ, L = YYᵀ (zero diagonals), using only feature-space products."""
     n = X.shape[0]
     kd, ld = X.pow(2).sum(1), Y.pow(2).sum(1)               # diag(K), diag(L)
-    tr_kl = (X.T @ Y).pow(2).sum() - (kd * ld).sum()         # tr(K̃ L̃)
+    xty = ((X @ X.T) * (Y @ Y.T)).sum() if n < max(X.shape[1], Y.shape[1]) else (X.T @ Y).pow(2).sum()
+    tr_kl = xty - (kd * ld).sum()                            # tr(K̃ L̃)
     k1 = X @ X.sum(0) - kd                                   # K̃ 1
     l1 = Y @ Y.sum(0) - ld                                   # L̃ 1
     return (tr_kl + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 * (k1 @ l1) / (n - 2)) / (n * (n - 3))

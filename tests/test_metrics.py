@@ -97,3 +97,13 @@ def test_dissimilarity_and_energy():
     e = token_energy(h)
     assert e.shape == (2, 3, 4, 5) and e.dtype == torch.float32
     assert torch.allclose(e, h.float().norm(dim=-1), rtol=1e-3)
+
+
+def test_gram_and_feature_space_paths_agree():
+    g = torch.Generator().manual_seed(3)
+    X, Y = torch.randn(6, 40, generator=g), torch.randn(6, 30, generator=g)       # n < p: Gram path
+    Xt, Yt = X.repeat(10, 1) + 0.01 * torch.randn(60, 40, generator=g), Y.repeat(10, 1)   # n > p: feature path
+    X64, Y64 = X.double() - X.double().mean(0), Y.double() - Y.double().mean(0)
+    feature_space = float((Y64.T @ X64).pow(2).sum() / ((X64.T @ X64).norm() * (Y64.T @ Y64).norm()))
+    assert linear_cka(X, Y) == pytest.approx(feature_space, abs=1e-10)
+    assert 0 <= linear_cka(Xt, Yt) <= 1
