@@ -39,6 +39,8 @@ def test_instances_are_solvable_and_exactly_scored(task, seed, split, frames):
         if j != inst.answer:
             assert inst.score(inst.render_candidates(32, 32)[j]) < PASS_THRESHOLD
     assert inst.score(inst.static_video()) < PASS_THRESHOLD        # static copy of the first frame fails
+    wrong = inst.candidates[(inst.answer + 1) % k]
+    assert inst.score(0.5 * (inst.video + wrong)) == 0.0            # a superposition is not an answer
     assert inst.passed(corrupt(gt, seed))                           # mild blur + noise + colour jitter pass
     assert inst.score(inst.render(120, 208)) == 1.0                 # any resolution, cells not aligned to pixels
     for name in ("target", "distractors", "background"):

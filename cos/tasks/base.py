@@ -9,8 +9,8 @@ Scoring: the competitors of the right answer r are the wrong candidates and a st
 frame. Against each competitor k the video x is projected onto the segment from k to r on the cell grid,
     α_k = <x − k, r − k> / ‖r − k‖²,    score = clip(2 · min_k α_k − 1, 0, 1),
 i.e. how far past the midpoint between the nearest competitor and the right answer the video lies. The ground truth scores
-exactly 1; any wrong candidate, the static copy, an even blend of the right and a wrong answer, and a
-uniform grey frame score 0. `PASS_THRESHOLD` = 0.2 (α ≥ 0.6): clearly closer to the right answer.
+exactly 1; any wrong candidate, the static copy, and an even blend of the right and a wrong answer
+score 0. `PASS_THRESHOLD` = 0.2 (α ≥ 0.6): clearly closer to the right answer.
 """
 from __future__ import annotations
 
