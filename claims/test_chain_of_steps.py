@@ -17,23 +17,26 @@ COMMIT_WINDOW = 0.25            # cos.not_frames: all frames commit within this 
 
 
 def _weights_per_step(system, settings, batch, frames=None):
-    """(rows, steps, K) candidate distributions of the decoded x̂0 (per frame when `frames` is a callable)."""
+    """Candidate distributions of the decoded x̂0 at every step, from one sampling run: a list over rows of
+    lists over steps of (K,) whole-video weights, and, when `frames(inst)` is given, of {frame: (K,)} too."""
     res = ck.run(system, settings, batch, record=("x0",))
-    out = []
+    whole, per_frame = [], []
     for row, inst in enumerate(batch.instances):
-        steps = []
+        w, pf = [], []
         for s in range(len(res.steps)):
             video = ck.videos(system, res["x0"][s][row:row + 1], clamp=False)[0]
-            steps.append(inst.candidate_weights(video) if frames is None else
-                         {f: inst.candidate_weights(video, [f]) for f in frames(inst)})
-        out.append(steps)
-    return out
+            w.append(inst.candidate_weights(video))
+            if frames is not None:
+                pf.append({f: inst.candidate_weights(video, [f]) for f in frames(inst)})
+        whole.append(w)
+        per_frame.append(pf)
+    return whole, per_frame
 
 
 def measure_superposition(system, settings):
     diffs, early_live = {}, []
     for batch in ck.batches(settings, ck.instances(settings)):
-        for inst, steps in zip(batch.instances, _weights_per_step(system, settings, batch)):
+        for inst, steps in zip(batch.instances, _weights_per_step(system, settings, batch)[0]):
             n = len(steps)
             k_early, k_late = max(1, round(EARLY * n)), max(1, round(LATE * n))
             h = [entropy(w) for w in steps]
@@ -69,8 +72,8 @@ def measure_not_frames(system, settings):
     spreads, pairs = {}, []
     for batch in ck.batches(settings, ck.instances(settings)):
         frames = lambda inst: [f for f in deciding_frames(inst) if f > 0]
-        whole = _weights_per_step(system, settings, batch)
-        for inst, steps, w in zip(batch.instances, _weights_per_step(system, settings, batch, frames), whole):
+        whole, per_frame = _weights_per_step(system, settings, batch, frames)
+        for inst, steps, w in zip(batch.instances, per_frame, whole):
             fs = frames(inst)
             if len(fs) < 2:
                 continue
