@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cos import claimkit as ck
 from cos.models.system import WanSystem
-from cos.sampler import Sampler
 from cos.stats import bootstrap_ci
-from cos.taskrun import conditioning, decode, make_batch
-from cos.tasks import TASKS, make_instance
+from cos.tasks import TASKS
 
 
 def defaults(system: WanSystem) -> dict:
@@ -33,18 +32,16 @@ def evaluate(system: WanSystem, tasks: Sequence[str] | None = None, splits: Sequ
              **overrides) -> list[dict]:
     """Score n held-out instances (seeds 0..n−1) of every task and split; one row per (instance, seed)."""
     cfg = {**defaults(system), **overrides}
-    tasks = list(tasks or sorted(TASKS))
-    insts = [make_instance(t, i, cfg["num_frames"], sp) for t in tasks for sp in splits for i in range(n)]
-    sampler = Sampler(system)
     rows = []
-    for b in tqdm(range(0, len(insts), batch_size), disable=not progress, desc="evaluate"):
-        batch = make_batch(insts[b:b + batch_size], seeds, cfg["height"], cfg["width"])
-        cond = conditioning(batch, system.encode_prompt, negative=cfg["guidance_scale"] > 1)
-        res = sampler.sample(cond, batch.seeds, cfg["steps"], guidance_scale=cfg["guidance_scale"])
-        videos = decode(system, res.latents.cpu())
-        for inst, seed, v in zip(batch.instances, batch.seeds, videos):
-            rows.append({"task": inst.task, "split": inst.split, "instance": inst.seed, "seed": seed,
-                         "score": inst.score(v), "passed": inst.passed(v), "candidates": inst.candidates.shape[0]})
+    for split in splits:
+        settings = ck.ClaimSettings(tasks=tuple(tasks or sorted(TASKS)), instances=n, seeds=tuple(seeds),
+                                    split=split, batch_size=batch_size, **cfg)
+        for batch in tqdm(list(ck.batches(settings, ck.instances(settings))), disable=not progress,
+                          desc=f"evaluate {split}"):
+            videos = ck.videos(system, ck.run(system, settings, batch).latents)
+            for inst, seed, v in zip(batch.instances, batch.seeds, videos):
+                rows.append({"task": inst.task, "split": inst.split, "instance": inst.seed, "seed": seed,
+                             "score": inst.score(v), "passed": inst.passed(v), "candidates": inst.candidates.shape[0]})
     return rows
 
 

@@ -163,11 +163,8 @@ class Sampler:
         shape = sysm.latent_shape(len(seeds), cond.num_frames, cond.height, cond.width)
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         latents = randn_tensor(shape, generator=gens, device=device, dtype=torch.float32)
-        condition = self._condition(cond, shape, device)
+        condition = i2v_condition(sysm.vae, cond.image, cond.num_frames, shape[0], device)
         return SamplerState(latents, condition, scheduler, 0, num_steps, seeds, cond.expand(len(seeds)))
-
-    def _condition(self, cond: Conditioning, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-        return i2v_condition(self.system.vae, cond.image, cond.num_frames, shape[0], device)
 
     # ------------------------------------------------------------------ loop
     def sample(self, cond: Conditioning, seeds: Sequence[int], num_steps: int, **kw) -> SampleResult:
