@@ -18,10 +18,11 @@ from cos.tasks import TASKS, TaskInstance, make_instance
 
 @dataclass(frozen=True)
 class ClaimSettings:
-    """How much to run. `instances` per task; instance seeds are 0..instances−1 (held out from training)."""
+    """How much to run. `instances` per task; instance seeds are first_instance.. (held out from training)."""
 
     tasks: tuple[str, ...] = tuple(sorted(TASKS))
     instances: int = 4
+    first_instance: int = 0
     seeds: tuple[int, ...] = (0,)
     steps: int = 12
     num_frames: int = 9
@@ -57,7 +58,8 @@ def settings_for(system: WanSystem, tier: str) -> ClaimSettings:
 
 def instances(settings: ClaimSettings, tasks: Sequence[str] | None = None) -> list[TaskInstance]:
     return [make_instance(t, i, settings.num_frames, settings.split)
-            for t in (tasks or settings.tasks) for i in range(settings.instances)]
+            for t in (tasks or settings.tasks)
+            for i in range(settings.first_instance, settings.first_instance + settings.instances)]
 
 
 def batches(settings: ClaimSettings, insts: list[TaskInstance]) -> Iterator[TaskBatch]:

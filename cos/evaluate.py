@@ -29,13 +29,13 @@ def defaults(system: WanSystem) -> dict:
 @torch.no_grad()
 def evaluate(system: WanSystem, tasks: Sequence[str] | None = None, splits: Sequence[str] = ("id", "ood"),
              n: int = 32, seeds: Sequence[int] = (0,), batch_size: int = 64, progress: bool = True,
-             **overrides) -> list[dict]:
-    """Score n held-out instances (seeds 0..n−1) of every task and split; one row per (instance, seed)."""
+             first: int = 0, **overrides) -> list[dict]:
+    """Score n held-out instances (seeds first..first+n−1) of every task and split; one row per (instance, seed)."""
     cfg = {**defaults(system), **overrides}
     rows = []
     for split in splits:
         settings = ck.ClaimSettings(tasks=tuple(tasks or sorted(TASKS)), instances=n, seeds=tuple(seeds),
-                                    split=split, batch_size=batch_size, **cfg)
+                                    split=split, batch_size=batch_size, first_instance=first, **cfg)
         for batch in tqdm(list(ck.batches(settings, ck.instances(settings))), disable=not progress,
                           desc=f"evaluate {split}"):
             videos = ck.videos(system, ck.run(system, settings, batch).latents)
@@ -65,16 +65,34 @@ def main() -> None:
     from cos.models import load_system
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", required=True, help="a model directory, or with --snapshots a folder of them")
     ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--first", type=int, default=0, help="first instance seed (validation uses a range of its own)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--snapshots", action="store_true", help="evaluate every model directory under --model")
     args = ap.parse_args()
-    system = load_system(args.model, device=args.device)
     over = {"steps": args.steps} if args.steps else {}
+    if args.snapshots:
+        from pathlib import Path
+        dirs = sorted(p.parent for p in Path(args.model).glob("*/cos_model.json"))
+        if not dirs:
+            raise SystemExit(f"{args.model}: no model directories (*/cos_model.json) under it")
+        table = {}
+        for d in dirs:
+            s = summarize(evaluate(load_system(d, device=args.device), n=args.n, first=args.first,
+                                   progress=False, **over))
+            table[d.name] = {k: v["mean"] for k, v in s.items()}
+            print(d.name, " ".join(f"{k}={v:.3f}" for k, v in table[d.name].items() if k.startswith("all/")),
+                  "| min task", f"{min(v for k, v in table[d.name].items() if not k.startswith('all/')):.3f}",
+                  flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"first": args.first, "n": args.n, "snapshots": table}, indent=1))
+        return
+    system = load_system(args.model, device=args.device)
     t0 = time.time()
-    rows = evaluate(system, n=args.n, **over)
+    rows = evaluate(system, n=args.n, first=args.first, **over)
     summary = summarize(rows)
     for k, v in summary.items():
         print(f"{k:28s} {v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}] n={v['n']} pass={v['pass_rate']:.2f} "
@@ -82,8 +100,8 @@ def main() -> None:
     print(f"wall {time.time() - t0:.1f}s on {args.device}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "rows": rows, "settings": {**defaults(system), **over, "n": args.n}}, f)
-
+            json.dump({"summary": summary, "rows": rows,
+                       "settings": {**defaults(system), **over, "n": args.n, "first": args.first}}, f)
 
 if __name__ == "__main__":
     main()

@@ -75,7 +75,8 @@ def save_model(folder: Path, cfg: dict, model: WanTransformer3DModel, enc: Token
     (folder / "cos_model.json").write_text(json.dumps(meta, indent=1))
 
 
-def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, workers: int = 0) -> dict:
+def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, workers: int = 0,
+          snapshot_every: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tc, d = cfg["train"], cfg["data"]
     total = steps or tc["steps"]
@@ -137,6 +138,10 @@ def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, 
         if state["step"] % tc["ckpt_every"] == 0:
             state["wall_s"] = start_wall + time.time() - t0
             save_ckpt()
+        if snapshot_every and state["step"] % snapshot_every == 0:
+            # kept so that a model that is not yet saturated can be chosen on validation seeds afterwards
+            snap = {"steps": state["step"], "final_loss": float(np.mean(state["losses"][-200:])), "config": cfg}
+            save_model(out / "snapshots" / f"step{state['step']:06d}", cfg, model, enc, snap)
     bar.close()
     state["wall_s"] = start_wall + time.time() - t0
     save_ckpt()
@@ -159,6 +164,7 @@ def main() -> None:
     ap.add_argument("--pool-per-task", type=int, default=None)
     ap.add_argument("--time-budget", type=float, default=None)
     ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--snapshot-every", type=int, default=0, help="also save the model every N steps (snapshots/)")
     args = ap.parse_args()
     path = Path(args.config)
     try:
@@ -173,7 +179,7 @@ def main() -> None:
         cfg["train"]["batch"] = args.batch
     if not args.device.startswith("cuda"):
         cfg["train"]["bf16"] = False  # bf16 autocast on a CPU is far slower than float32
-    print(json.dumps(train(cfg, Path(args.out), args.device, args.steps, args.workers), default=str)[:2000])
+    print(json.dumps(train(cfg, Path(args.out), args.device, args.steps, args.workers, args.snapshot_every), default=str)[:2000])
 
 
 if __name__ == "__main__":
