@@ -1,19 +1,44 @@
-"""Fixtures of the claims tier: the settings of the tier the run is in."""
+"""Fixtures of the claims tier: the settings of the tier the run is in (see `cos.pytest_plugin.resolve_tier`)."""
+from dataclasses import replace
+
 import pytest
 
-from cos.claimkit import settings_for
+from cos.claimkit import estimate_forwards, settings_for
+from cos.pytest_plugin import resolve_tier
 
 
 @pytest.fixture(scope="session")
-def cos_tier(pytestconfig, cos_system, cos_device) -> str:
-    tier = pytestconfig.getoption("--cos-tier")
-    if tier != "auto":
-        return tier
-    if "cos_model.json" not in set(p.name for p in __import__("pathlib").Path(cos_system.path).iterdir()):
-        return "full"
-    return "gpu" if cos_device.startswith("cuda") else "cpu"
+def cos_tier(pytestconfig) -> str:
+    return resolve_tier(pytestconfig)
 
 
 @pytest.fixture(scope="session")
-def cos_settings(cos_system, cos_tier):
-    return settings_for(cos_system, cos_tier)
+def cos_settings(cos_system, cos_tier, pytestconfig, request):
+    s = settings_for(cos_system, cos_tier)
+    if pytestconfig.getoption("--cos-instances"):
+        s = replace(s, instances=pytestconfig.getoption("--cos-instances"),
+                    swap_instances=min(s.swap_instances, pytestconfig.getoption("--cos-instances")))
+    if pytestconfig.getoption("--cos-tasks"):
+        from cos.tasks import TASKS, make_instance  # noqa: F401  (registers the tasks)
+
+        tasks = tuple(t.strip() for t in pytestconfig.getoption("--cos-tasks").split(",") if t.strip())
+        make_instance(tasks[0], 0)
+        bad = [t for t in tasks if t not in TASKS]
+        if bad:
+            raise pytest.UsageError(f"--cos-tasks: unknown task(s) {bad}; known: {sorted(TASKS)}")
+        s = replace(s, tasks=tasks)
+    if cos_tier == "full" and cos_system.encode_prompt is not None and hasattr(cos_system.encode_prompt, "precompute"):
+        from cos.claimkit import instances
+
+        prompts = {i.prompt for sp in ("id", "ood") for i in instances(replace(s, split=sp))} | {""}
+        cos_system.encode_prompt.precompute(prompts)       # encode every prompt first, then free UMT5
+        cos_system.encode_prompt.release()
+    if cos_tier in ("full", "gpu"):
+        ids = [item.get_closest_marker("claim").args[0] for item in request.session.items
+               if item.get_closest_marker("claim") is not None]
+        est = estimate_forwards(cos_system, s, ids)
+        tr = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        msg = (f"[cos] {est['row_forwards']} row-forwards planned for {len(ids)} claims at "
+               f"{est['seconds_per_row_forward']:.3f} s each (measured): ETA {est['eta_s'] / 3600:.2f} h")
+        tr.write_line(msg) if tr else print(msg)
+    return s

@@ -19,12 +19,11 @@ COMMIT_WINDOW = 0.25            # cos.not_frames: all frames commit within this 
 def _weights_per_step(system, settings, batch, frames=None):
     """Candidate distributions of the decoded x̂0 at every step, from one sampling run: a list over rows of
     lists over steps of (K,) whole-video weights, and, when `frames(inst)` is given, of {frame: (K,)} too."""
-    res = ck.run(system, settings, batch, record=("x0",))
+    res = ck.clean_run(system, settings, batch)
     whole, per_frame = [], []
     for row, inst in enumerate(batch.instances):
         w, pf = [], []
-        for s in range(len(res.steps)):
-            video = ck.videos(system, res["x0"][s][row:row + 1], clamp=False)[0]
+        for video in ck.step_videos(system, res, row):
             w.append(inst.candidate_weights(video))
             if frames is not None:
                 pf.append({f: inst.candidate_weights(video, [f]) for f in frames(inst)})

@@ -37,7 +37,7 @@ def measure_energy_profile(system, settings, shuffle_masks: bool = False):
     ratios, sparsity = {}, []
     for batch in ck.batches(settings, ck.instances(settings)):
         cap = CaptureBlocks(blocks="all", steps=[0], reduce="energy", cfg_pass="cond")
-        ck.run(system, settings, batch, interventions=[cap])
+        ck.run(system, settings, batch, interventions=[cap], until=1)   # step 0 is all it reads
         for row, inst in enumerate(batch.instances):
             e0 = cap[0, 0][row]
             fg, bg = token_masks(inst, settings.height, settings.width, tuple(e0.shape))
@@ -69,3 +69,63 @@ def measure_energy_profile(system, settings, shuffle_masks: bool = False):
 @pytest.mark.claim("layers.energy_profile")
 def test_energy_profile(cos_claim, cos_system, cos_settings):
     cos_claim.report(measure_energy_profile(cos_system, cos_settings))
+
+
+# ---------------------------------------------------------------- layers.swap_flip (Sec. 5.2, Fig. 6b)
+MIDDLE_SWAP, OUTER = (0.35, 0.65), 0.2
+MIN_FLIP_GAIN = 0.0
+
+
+def outcome(inst, video) -> int:
+    """Which object the video marks: the argmax of its candidate mixture (candidate k marks object k)."""
+    return int(torch.argmax(inst.candidate_weights(video)))
+
+
+def measure_swap_flip(system, settings, identity: bool = False):
+    """At step 0, replace block k's vision tokens with those of the alternative configuration (the answer on
+    another object) and see whether the final outcome flips. `identity=True` swaps in the run's own tokens
+    (negative control: nothing can flip)."""
+    from dataclasses import replace
+
+    from cos.interventions import SwapBlock
+
+    L = system.num_layers
+    blocks = list(range(0, L, settings.swap_stride))
+    s = replace(settings, tasks=("grounding",), instances=settings.swap_instances)
+    flips = {b: {} for b in blocks}
+    for batch in ck.batches(s, ck.instances(s)):
+        src_batch = batch if identity else ck.make_batch([i.alternative for i in batch.instances], [0], s.height,
+                                                         s.width)
+        src_batch.seeds = list(batch.seeds)
+        cap = CaptureBlocks(blocks=blocks, steps=[0], cfg_pass="cond")
+        ck.run(system, s, src_batch, interventions=[cap], until=1)
+        base = [outcome(i, v) for i, v in zip(batch.instances, ck.videos(system, ck.run(system, s, batch).latents))]
+        for b in blocks:
+            res = ck.run(system, s, batch, interventions=[SwapBlock(b, cap[0, b], steps=[0])])
+            for row, (inst, v) in enumerate(zip(batch.instances, ck.videos(system, res.latents))):
+                flips[b].setdefault(inst.id, []).append(float(outcome(inst, v) != base[row]))
+    depth = {b: b / max(1, L - 1) for b in blocks}
+    mid = [b for b in blocks if MIDDLE_SWAP[0] <= depth[b] <= MIDDLE_SWAP[1]]
+    outer = [b for b in blocks if depth[b] < OUTER or depth[b] > 1 - OUTER]
+    if not mid or not outer:
+        from cos.errors import InputError
+        raise InputError(f"layers.swap_flip: blocks {blocks} of {L} give no middle-depth {MIDDLE_SWAP} or outer "
+                         f"block; use a deeper model or swap_stride=1")
+    ids = sorted(flips[blocks[0]])
+    rate = lambda bs, i: np.mean([np.mean(flips[b][i]) for b in bs])
+    est = bootstrap_ci([rate(mid, i) - rate(outer, i) for i in ids])
+    per_block = {b: float(np.mean([np.mean(flips[b][i]) for i in ids])) for b in blocks}
+    peak = max(per_block, key=per_block.get)
+    res = ck.result("layers.swap_flip", est, MIN_FLIP_GAIN, ">", system, s, {
+        "flip_rate_per_block": {str(b): v for b, v in per_block.items()}, "middle_blocks": mid, "outer_blocks": outer,
+        "peak_block": peak, "peak_depth": depth[peak],
+        "measured": "flip rate of the grounding outcome, middle-depth swaps minus outer swaps (step 0, cond pass)"})
+    if res.status == "holds" and not MIDDLE_SWAP[0] <= depth[peak] <= MIDDLE_SWAP[1]:
+        res.status, res.reason = "fails", f"middle swaps flip more than outer ones but the peak is at depth {depth[peak]:.2f}"
+    return res
+
+
+@pytest.mark.claims
+@pytest.mark.claim("layers.swap_flip")
+def test_swap_flip(cos_claim, cos_system, cos_settings):
+    cos_claim.report(measure_swap_flip(cos_system, cos_settings))

@@ -36,6 +36,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-out", default=".", help="folder for claims-status.md/.json (default: current directory)")
     g.addoption("--cos-baseline", default=None,
                 help="a previous claims-status.json: fail when a claim that held there no longer holds")
+    g.addoption("--cos-lora", action="append", default=[], metavar="PATH[:WEIGHT]",
+                help="a LoRA for distill.four_step's distilled model (repeat: reasoning and distillation LoRAs, "
+                     "weight 0.5 each by default), applied to both experts of --cos-model")
+    g.addoption("--cos-model-lora", action="append", default=[], metavar="PATH[:WEIGHT]",
+                help="a LoRA applied to --cos-model itself (e.g. base Wan2.2 + the VBVR LoRA at 1.0)")
+    g.addoption("--cos-flow-shift", type=float, default=None,
+                help="override the shipped scheduler's flow shift (VBVR-Wan2.2 was evaluated at 50 steps, shift 5)")
+    g.addoption("--cos-offload", action="store_true",
+                help="keep the experts on the CPU and move the one in use to the GPU (when both do not fit)")
+    g.addoption("--cos-instances", type=int, default=None, help="task instances per task (overrides the tier)")
+    g.addoption("--cos-tasks", default=None, help="comma-separated task names (overrides the tier)")
+    g.addoption("--cos-store", default=None,
+                help="result-store folder: finished runs are kept there and an interrupted run resumes; "
+                     "'none' disables (default: <cos-out>/cos-store on the full tier, off otherwise)")
+    g.addoption("--cos-shard", default=None, metavar="I/N",
+                help="run only batch shard I of N (0-based) into the result store; merge stores with "
+                     "`cos merge` and rerun unsharded for the table")
     g.addoption("--cos-compile", action="store_true", help="compile_repeated_blocks on the experts")
     g.addoption("--cos-tier", default="auto", choices=["auto", "cpu", "gpu", "full"],
                 help="claim settings: cpu (CI), gpu (full statistics), full (a full Wan model, paper settings); "
@@ -69,8 +86,60 @@ def pytest_configure(config: pytest.Config) -> None:
         gpu = assign_worker_gpu(os.environ.get("PYTEST_XDIST_WORKER"), _visible_gpus())
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _configure_claimkit(config)
     config._cos = CosSession(config)
     config.pluginmanager.register(config._cos, "cos-session")
+
+
+def resolve_tier(config: pytest.Config) -> str:
+    """cpu / gpu / full from --cos-tier, or from the model (a cos organism dir or a diffusers Wan dir) and device."""
+    tier = config.getoption("--cos-tier")
+    if tier != "auto":
+        return tier
+    model = config.getoption("--cos-model")
+    if model is not None and not (Path(model) / "cos_model.json").exists():
+        return "full"
+    dev = config.getoption("--cos-device")
+    if dev == "auto":
+        import torch
+
+        dev = "cuda" if torch.cuda.is_available() else "cpu"
+    return "gpu" if dev.startswith("cuda") else "cpu"
+
+
+def parse_shard(spec: str | None) -> tuple[int, int] | None:
+    if spec is None:
+        return None
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise pytest.UsageError(f"--cos-shard {spec!r}: expected I/N, e.g. 0/2") from None
+    if not 0 <= i < n:
+        raise pytest.UsageError(f"--cos-shard {spec!r}: need 0 <= I < N")
+    return i, n
+
+
+def _configure_claimkit(config: pytest.Config) -> None:
+    from cos import claimkit
+    from cos.store import ResultStore
+
+    claimkit.SHARD = parse_shard(config.getoption("--cos-shard"))
+    store = config.getoption("--cos-store")
+    if store is None and (resolve_tier(config) == "full" or claimkit.SHARD is not None):
+        store = str(Path(config.getoption("--cos-out")) / "cos-store")
+    claimkit.STORE = None if store in (None, "none") else ResultStore(store)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # claim tests are tier-agnostic; they carry the markers of the tier the chosen model runs in, so that
+    # `-m "claims and full_model"` selects them for a full model and `-m "claims and gpu"` on a GPU
+    tier = resolve_tier(config)
+    extra = {"cpu": [], "gpu": ["gpu"], "full": ["gpu", "full_model"]}[tier]
+    for item in items:
+        if item.get_closest_marker("claim") is not None:
+            for m in extra:
+                item.add_marker(m)
 
 
 class CosSession:
@@ -102,7 +171,7 @@ class CosSession:
         cid = props.get(_ID_KEY)
         if cid is None:
             return
-        if _RESULT_KEY in props and report.when == "call" and report.passed:
+        if _RESULT_KEY in props and report.when == "call" and (report.passed or report.skipped):
             self.results[cid] = ClaimResult.from_dict(props[_RESULT_KEY])
         elif report.skipped and cid not in self.results:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
@@ -160,7 +229,16 @@ class ClaimReporter:
             raise ValueError(f"test is marked claim({self.id!r}) but reported {result.id!r}")
         if result.runtime_s is None:
             result.runtime_s = round(time.time() - self.t0, 3)
+        from cos import claimkit
+
+        if claimkit.SHARD is not None and result.status != "skipped":
+            i, n = claimkit.SHARD
+            result.details = {**result.details, "partial_measured": result.measured}
+            result.status, result.reason = "skipped", (f"shard {i}/{n}: its batches are in the result store; "
+                                                       "`cos merge` the stores and rerun without --cos-shard")
         self.item.user_properties.append((_RESULT_KEY, result.to_dict()))
+        if result.status == "skipped":   # shown as a skip by pytest too, with the claim's reason
+            pytest.skip(result.reason)
         return result
 
 
@@ -206,8 +284,34 @@ def cos_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Confi
     """The loaded `WanSystem` (validated first: bad paths fail with one line)."""
     from cos.models import load_system
 
-    system = load_system(cos_model_path, device=cos_device)
+    from cos.models.lora import parse_lora_spec
+
+    system = load_system(cos_model_path, device=cos_device, dtype=_dtype(cos_model_path, cos_device),
+                         loras=[parse_lora_spec(x) for x in pytestconfig.getoption("--cos-model-lora")],
+                         flow_shift=pytestconfig.getoption("--cos-flow-shift"),
+                         offload=pytestconfig.getoption("--cos-offload"))
     if pytestconfig.getoption("--cos-compile"):
         for e in system.experts:
             e.compile_repeated_blocks(fullgraph=True)
     return system
+
+
+@pytest.fixture(scope="session")
+def cos_distilled_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Config):
+    """--cos-model with the --cos-lora stack applied (the 4-step distilled model), or None when none is given."""
+    specs = pytestconfig.getoption("--cos-lora")
+    if not specs:
+        return None
+    from cos.models import load_system
+    from cos.models.lora import parse_lora_spec
+
+    return load_system(cos_model_path, device=cos_device, dtype=_dtype(cos_model_path, cos_device),
+                       loras=[parse_lora_spec(s) for s in specs], flow_shift=pytestconfig.getoption("--cos-flow-shift"),
+                       offload=pytestconfig.getoption("--cos-offload"))
+
+
+def _dtype(path: Path, device: str):
+    """bf16 for a full Wan model on a GPU (as it ships), float32 for the organism and on a CPU."""
+    import torch
+
+    return torch.bfloat16 if device.startswith("cuda") and not (Path(path) / "cos_model.json").exists() else torch.float32

@@ -206,6 +206,7 @@ class Sampler:
             for i in tqdm(range(state.next_step, end), disable=not self.progress, desc="denoising", leave=False):
                 t = sched.timesteps[i]
                 expert = sysm.expert_for(t)
+                sysm.activate(expert)
                 model = sysm.experts[expert]
                 g = guidance_scale if expert == 0 else gs2
                 sigma_t = sched.sigmas[i]

@@ -13,7 +13,9 @@ import hashlib
 import json
 import struct
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 
 from cos.errors import ModelLoadError
@@ -50,11 +52,11 @@ def check_safetensors(path: Path) -> None:
         raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, tensors need {8 + n + end})")
 
 
-def _check_component(folder: Path, class_name: str) -> dict:
+def _check_component(folder: Path, class_name: str | None) -> dict:
     if not folder.is_dir():
         raise ModelLoadError(f"{folder}: missing component folder")
     cfg = _read_json(folder / "config.json")
-    if cfg.get("_class_name") != class_name:
+    if class_name is not None and cfg.get("_class_name") != class_name:
         raise ModelLoadError(f"{folder / 'config.json'}: _class_name is {cfg.get('_class_name')!r}, expected {class_name!r}")
     files = sorted(folder.glob("*.safetensors"))
     index = list(folder.glob("*.safetensors.index.json"))
@@ -108,8 +110,42 @@ def _check_io(path: Path, tcfg: dict, z_dim: int, mask_ch: int, which: str) -> N
         raise ModelLoadError(f"{path / which / 'config.json'}: out_channels={tcfg.get('out_channels')}, VAE z_dim={z_dim}")
 
 
-def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> WanSystem:
-    """Validate, then load a Wan system from a local directory (see the module docstring for layouts)."""
+def _expert_bytes(path: Path, experts: list[str], dtype: torch.dtype) -> int:
+    """Bytes the experts take in `dtype`, from their safetensors headers (no weights read)."""
+    total = 0
+    for which in experts:
+        for f in (path / which).glob("*.safetensors"):
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+            for k, v in header.items():
+                if k != "__metadata__":
+                    total += int(np.prod(v["shape"])) * torch.empty((), dtype=dtype).element_size()
+    return total
+
+
+def check_fits(path: Path, experts: list[str], dtype: torch.dtype, device: str | torch.device, offload: bool) -> None:
+    """Before loading: the experts (one at a time with offload) must fit the GPU with room for activations."""
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return
+    free, _ = torch.cuda.mem_get_info(dev)
+    per = [_expert_bytes(path, [e], dtype) for e in experts]
+    need = max(per) if offload else sum(per)
+    if need > 0.9 * free:
+        hint = "" if offload else "; pass --cos-offload to keep one expert at a time on the GPU"
+        raise ModelLoadError(f"{path}: the experts need {need / 2**30:.1f} GiB in {dtype} but {device} has "
+                             f"{free / 2**30:.1f} GiB free{hint}")
+
+
+def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *,
+                loras: Sequence[tuple[str | Path, float]] = (), flow_shift: float | None = None,
+                offload: bool = False) -> WanSystem:
+    """Validate, then load a Wan system from a local directory (see the module docstring for layouts).
+
+    loras: (path, weight) pairs applied to every expert (`cos.models.lora`); flow_shift: override the shipped
+    scheduler's shift (VBVR-Wan2.2 was evaluated at 50 steps, shift 5); offload: experts wait on the CPU.
+    """
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     path = Path(path)
@@ -134,15 +170,28 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         raise ModelLoadError(f"{path}: not a diffusers Wan directory (no model_index.json or cos_model.json)")
 
     experts = ["transformer"] + (["transformer_2"] if (path / "transformer_2").exists() else [])
+    declared = _read_json(index_path).get("transformer_2") if index_path.exists() and not cos_cfg else None
+    if declared and declared[0] is not None and "transformer_2" not in experts:
+        raise ModelLoadError(f"{path / 'transformer_2'}: model_index.json declares a second expert but the folder is missing")
     for which in experts:
         _check_io(path, _check_component(path / which, "WanTransformer3DModel"), z_dim, mask_ch, which)
     if len(experts) == 2 and boundary is None:
         raise ModelLoadError(f"{path}: two experts but no boundary_ratio in model_index.json")
     scheduler = _scheduler(path)
+    if flow_shift is not None:
+        if "flow_shift" not in scheduler.config and "shift" not in scheduler.config:
+            raise ModelLoadError(f"{path / 'scheduler'}: {type(scheduler).__name__} has no flow shift to override")
+        key = "flow_shift" if "flow_shift" in scheduler.config else "shift"
+        scheduler = type(scheduler).from_config({**scheduler.config, key: float(flow_shift)})
+    lora_files = [(Path(p), float(w)) for p, w in loras]
+    for p, _ in lora_files:
+        if not p.exists():
+            raise ModelLoadError(f"{p}: LoRA path does not exist")
+    check_fits(path, experts, dtype, device, offload)
 
     def load_t(which):
-        return WanTransformer3DModel.from_pretrained(path, subfolder=which, torch_dtype=dtype,
-                                                     local_files_only=True).eval().to(device)
+        m = WanTransformer3DModel.from_pretrained(path, subfolder=which, torch_dtype=dtype, local_files_only=True)
+        return m.eval().to("cpu" if offload else device)
     encode_prompt = None
     if cos_cfg:
         vae = IdentityVAE(z_dim)
@@ -155,9 +204,29 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     else:
         vae = WanVAE(AutoencoderKLWan.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32,
                                                       local_files_only=True).eval().to(device))
+        if (path / "text_encoder").is_dir() and (path / "tokenizer").is_dir():
+            from cos.models.text import UMT5PromptEncoder
+
+            _check_component(path / "text_encoder", None)
+            encode_prompt = UMT5PromptEncoder(path, device=device, dtype=dtype)
     system = WanSystem(transformer=load_t("transformer"), transformer_2=load_t("transformer_2") if len(experts) == 2 else None,
                        boundary_ratio=boundary if len(experts) == 2 else None, scheduler=scheduler, vae=vae,
                        encode_prompt=encode_prompt,
                        name=cos_cfg.get("name", path.name), path=str(path), weights_hash=weights_hash(path),
-                       extra=cos_cfg)
+                       extra=cos_cfg, offload=offload, execution_device=str(device) if offload else None)
+    if lora_files:
+        from cos.models.lora import apply_loras
+
+        apply_loras(system.experts, lora_files)
+        system.name += "+" + "+".join(f"{p.stem}@{w:g}" for p, w in lora_files)
+        system.weights_hash = weights_hash_with_loras(system.weights_hash, lora_files)
+    if flow_shift is not None:
+        system.extra = {**system.extra, "flow_shift": float(flow_shift)}
     return system
+
+
+def weights_hash_with_loras(base: str, loras: Sequence[tuple[Path, float]]) -> str:
+    h = hashlib.sha256(base.encode())
+    for p, w in loras:
+        h.update(weights_hash(p if p.is_dir() else p.parent).encode() + p.name.encode() + str(w).encode())
+    return h.hexdigest()[:16]

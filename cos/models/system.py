@@ -82,6 +82,8 @@ class WanSystem:
     path: str | None = None
     weights_hash: str | None = None
     extra: dict = field(default_factory=dict)
+    offload: bool = False          # experts wait on the CPU; the one in use is moved to `execution_device`
+    execution_device: str | None = None
 
     def __post_init__(self) -> None:
         if self.transformer_2 is not None and self.boundary_ratio is None:
@@ -101,7 +103,21 @@ class WanSystem:
 
     @property
     def device(self) -> torch.device:
+        if self.offload and self.execution_device:
+            return torch.device(self.execution_device)
         return next(self.transformer.parameters()).device
+
+    def activate(self, expert: int) -> None:
+        """With offload, put `expert` on the execution device and every other expert back on the CPU (two
+        A14B experts in bf16 need ~57 GB; one fits beside the activations of an 81-frame 480p video)."""
+        if not self.offload:
+            return
+        for i, m in enumerate(self.experts):
+            if i != expert and next(m.parameters()).device.type != "cpu":
+                m.to("cpu")
+        m = self.experts[expert]
+        if next(m.parameters()).device != self.device:
+            m.to(self.device)
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
