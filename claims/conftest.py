@@ -18,6 +18,14 @@ def cos_settings(cos_system, cos_tier, pytestconfig, request):
     if pytestconfig.getoption("--cos-instances"):
         s = replace(s, instances=pytestconfig.getoption("--cos-instances"),
                     swap_instances=min(s.swap_instances, pytestconfig.getoption("--cos-instances")))
+    if pytestconfig.getoption("--cos-size"):
+        try:
+            h, w, f = (int(x) for x in pytestconfig.getoption("--cos-size").lower().split("x"))
+        except ValueError:
+            raise pytest.UsageError(f"--cos-size {pytestconfig.getoption('--cos-size')!r}: expected HxWxF, e.g. 480x832x81")
+        s = replace(s, height=h, width=w, num_frames=f)
+    if pytestconfig.getoption("--cos-steps"):
+        s = replace(s, steps=pytestconfig.getoption("--cos-steps"))
     if pytestconfig.getoption("--cos-tasks"):
         from cos.tasks import TASKS, make_instance  # noqa: F401  (registers the tasks)
 

@@ -13,7 +13,8 @@ from cos.tasks.base import deciding_frames
 
 EARLY, LATE = 0.2, 0.2          # fractions of the schedule compared by cos.superposition
 MIN_ENTROPY_DROP = 0.05         # nats: smaller differences are float noise, not superposition
-COMMIT_WINDOW = 0.25            # cos.not_frames: all frames commit within this fraction of the schedule
+COMMIT_WINDOW = 0.25
+TRACE_TASKS = ("maze", "grounding", "object_to_target", "return_to_origin")            # cos.not_frames: all frames commit within this fraction of the schedule
 
 
 def _weights_per_step(system, settings, batch, frames=None):
@@ -33,17 +34,26 @@ def _weights_per_step(system, settings, batch, frames=None):
 
 
 def measure_superposition(system, settings):
-    diffs, early_live = {}, []
+    diffs, early_live, curves, traced = {}, [], [], set()
     for batch in ck.batches(settings, ck.instances(settings)):
-        for inst, steps in zip(batch.instances, _weights_per_step(system, settings, batch)[0]):
+        for row, (inst, steps) in enumerate(zip(batch.instances, _weights_per_step(system, settings, batch)[0])):
             n = len(steps)
             k_early, k_late = max(1, round(EARLY * n)), max(1, round(LATE * n))
             h = [entropy(w) for w in steps]
+            curves.append(h)
+            if inst.task not in traced and inst.task in TRACE_TASKS:    # the report's filmstrips, one per task
+                traced.add(inst.task)
+                ck.save_trace(f"trace-{inst.id}-s{batch.seeds[row]}", inst,
+                              ck.step_videos(system, ck.clean_run(system, settings, batch), row), steps,
+                              ck.clean_run(system, settings, batch).sigmas)
             diffs.setdefault(inst.id, []).append(np.mean(h[:k_early]) - np.mean(h[-k_late:]))
             early_live.append(max(live_candidates(w) for w in steps[:k_early]) >= 2)
     est = bootstrap_ci([np.mean(v) for v in diffs.values()])
     return ck.result("cos.superposition", est, MIN_ENTROPY_DROP, ">", system, settings,
                      {"share_two_live_early": float(np.mean(early_live)), "unit": "instance (seeds averaged)",
+                      "entropy_per_step": np.mean(curves, axis=0).round(4).tolist(),
+                      "entropy_per_step_ci": [list(bootstrap_ci(c).__dict__.values())[1:3] if np.ptp(c) > 0 else
+                                              [float(c[0])] * 2 for c in np.array(curves).T],
                       "measured": "mean candidate entropy (nats), first 20% minus last 20% of steps"})
 
 

@@ -16,13 +16,15 @@ SPARSITY_PEAK = (0.25, 0.75)
 MIN_RATIO_GAIN = 0.05   # fg/bg ratio units; an untrained organism-shaped model measured 0.0025 [0.0008, 0.0046]
 
 
-def token_masks(inst, height, width, grid) -> tuple[torch.Tensor, torch.Tensor]:
+def token_masks(inst, height, width, grid, scale_temporal: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Foreground (target ∪ distractors) and background masks on the (f, h, w) token grid."""
     fg = (inst.masks["target"] | inst.masks["distractors"]).float()
     bg = inst.masks["background"].float()
     pool = lambda m: torch.nn.functional.adaptive_avg_pool2d(render(m[:, None].expand(-1, 3, -1, -1), height, width)[:, 0],
                                                              grid[1:])
-    return pool(fg)[: grid[0]] > 0.5, pool(bg)[: grid[0]] > 0.5
+    # latent frame k stands for pixel frame k·st (the first one alone): the frames the VAE compresses together
+    frames = [min(k * scale_temporal, inst.num_frames - 1) for k in range(grid[0])]
+    return pool(fg)[frames] > 0.5, pool(bg)[frames] > 0.5
 
 
 def gini(x: torch.Tensor) -> float:
@@ -34,13 +36,13 @@ def gini(x: torch.Tensor) -> float:
 
 def measure_energy_profile(system, settings, shuffle_masks: bool = False):
     L = system.num_layers
-    ratios, sparsity = {}, []
+    ratios, sparsity, energy = {}, [], []
     for batch in ck.batches(settings, ck.instances(settings)):
         cap = CaptureBlocks(blocks="all", steps=[0], reduce="energy", cfg_pass="cond")
         ck.run(system, settings, batch, interventions=[cap], until=1)   # step 0 is all it reads
         for row, inst in enumerate(batch.instances):
             e0 = cap[0, 0][row]
-            fg, bg = token_masks(inst, settings.height, settings.width, tuple(e0.shape))
+            fg, bg = token_masks(inst, settings.height, settings.width, tuple(e0.shape), system.vae.scale_temporal)
             if shuffle_masks:   # negative control: masks unrelated to the objects
                 g = torch.Generator().manual_seed(inst.seed)
                 fg = fg.flatten()[torch.randperm(fg.numel(), generator=g)].view_as(fg)
@@ -50,6 +52,10 @@ def measure_energy_profile(system, settings, shuffle_masks: bool = False):
             r = [float(cap[0, b][row][fg].mean() / cap[0, b][row][bg].mean()) for b in range(L)]
             ratios.setdefault(inst.id, []).append(r)
             sparsity.append([gini(cap[0, b][row]) for b in range(L)])
+            energy.append([cap[0, b][row].mean(dim=(1, 2)).tolist() for b in range(L)])     # block × frame
+    if len(ratios) < 2:
+        return ck.skipped("layers.energy_profile", f"the token grid {tuple(e0.shape)} is too coarse to separate "
+                          "foreground from background tokens (use a larger --cos-size)", system, settings)
     blocks = lambda span: list(range(int(span[0] * L), max(int(span[0] * L) + 1, int(span[1] * L))))
     diff = [np.mean([np.mean([r[b] for b in blocks(MIDDLE)]) - np.mean([r[b] for b in blocks(FIRST)]) for r in rs])
             for rs in ratios.values()]
@@ -59,6 +65,7 @@ def measure_energy_profile(system, settings, shuffle_masks: bool = False):
     res = ck.result("layers.energy_profile", est, MIN_RATIO_GAIN, ">", system, settings, {
         "fg_bg_ratio_per_block": np.mean([r for rs in ratios.values() for r in rs], axis=0).round(4).tolist(),
         "sparsity_per_block": prof.round(4).tolist(), "sparsity_peak_depth": peak,
+        "energy_block_frame": np.mean(energy, axis=0).round(4).tolist() if energy else None,
         "measured": "fg/bg energy ratio, middle half minus first quarter of blocks (step 0, cond pass)"})
     if res.status == "holds" and not SPARSITY_PEAK[0] <= peak <= SPARSITY_PEAK[1]:
         res.status, res.reason = "fails", f"fg/bg part holds but the sparsity peak is at depth {peak:.2f}"

@@ -60,8 +60,19 @@ def measure_step_vs_frame(system, settings):
         "clean_score": float(np.mean(clean_scores)),
         "score_noise_at_step": {str(s): float(np.mean(v)) for s, v in step_scores.items()},
         "score_noise_at_frame": {str(f): float(np.mean(v)) for f, v in frame_scores.items()},
+        "ci": {k: _ci(v) for k, v in [("clean", clean_scores), *[(f"step{s}", v) for s, v in step_scores.items()],
+                                       *[(f"frame{f}", v) for f, v in frame_scores.items()]]},
+        "num_steps": settings.steps,
         "min_score_step_noise": float(min(np.mean(v) for v in step_scores.values())),
         "measured": "mean score drop under step noise minus under frame noise (paired per instance)"})
+
+
+def _ci(values) -> list[float]:
+    v = np.asarray(values, float)
+    if v.size < 2 or np.ptp(v) == 0:
+        return [float(v.mean())] * 2
+    e = bootstrap_ci(v)
+    return [e.ci_low, e.ci_high]
 
 
 def tokens(x0: torch.Tensor, patch: int = 2) -> torch.Tensor:

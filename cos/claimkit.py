@@ -233,3 +233,20 @@ def estimate_forwards(system: WanSystem, settings: ClaimSettings, claim_ids: Seq
         torch.cuda.synchronize()
     t = (time.perf_counter() - t0) / cfg
     return {"row_forwards": int(total), "seconds_per_row_forward": t, "eta_s": total * t}
+
+
+ARTIFACTS: "Path | None" = None    # set by the plugin: <cos-out>/artifacts, where claims leave what the report draws
+
+
+def save_trace(name: str, inst: TaskInstance, step_videos: torch.Tensor, weights: Sequence[torch.Tensor],
+               sigmas: Sequence[float]) -> None:
+    """Keep one row's decoded x̂0 per step (S, F, H, W, 3) and candidate mixtures (answer first) for the report."""
+    if ARTIFACTS is None:
+        return
+    import numpy as np
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    order = [inst.answer] + [k for k in range(len(weights[0])) if k != inst.answer]
+    np.savez_compressed(ARTIFACTS / f"{name}.npz", x0=step_videos.clamp(0, 1).permute(0, 1, 3, 4, 2).numpy(),
+                        weights=torch.stack([w[order] for w in weights]).numpy(), sigmas=np.asarray(sigmas),
+                        task=inst.task, instance=inst.seed, prompt=inst.prompt)

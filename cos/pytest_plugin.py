@@ -47,6 +47,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="keep the experts on the CPU and move the one in use to the GPU (when both do not fit)")
     g.addoption("--cos-instances", type=int, default=None, help="task instances per task (overrides the tier)")
     g.addoption("--cos-tasks", default=None, help="comma-separated task names (overrides the tier)")
+    g.addoption("--cos-size", default=None, metavar="HxWxF",
+                help="video height x width x frames (overrides the tier; e.g. 480x832x81)")
+    g.addoption("--cos-steps", type=int, default=None, help="denoising steps (overrides the tier)")
     g.addoption("--cos-store", default=None,
                 help="result-store folder: finished runs are kept there and an interrupted run resumes; "
                      "'none' disables (default: <cos-out>/cos-store on the full tier, off otherwise)")
@@ -128,6 +131,7 @@ def _configure_claimkit(config: pytest.Config) -> None:
     if store is None and (resolve_tier(config) == "full" or claimkit.SHARD is not None):
         store = str(Path(config.getoption("--cos-out")) / "cos-store")
     claimkit.STORE = None if store in (None, "none") else ResultStore(store)
+    claimkit.ARTIFACTS = Path(config.getoption("--cos-out")) / "artifacts"
 
 
 @pytest.hookimpl(tryfirst=True)

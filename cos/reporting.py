@@ -66,15 +66,17 @@ def provenance(model: str | None = None, weights_hash: str | None = None, device
     info = {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
             "git_commit": git_commit(Path(__file__).parent), "model": model, "weights_hash": weights_hash,
             "command": command or sys.argv,
-            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start_time or time.time()))}
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start_time or time.time())),
+            "wall_s": round(time.time() - start_time, 1) if start_time else None}
     try:
         import torch
 
         info["torch"] = torch.__version__
         info["cuda"] = torch.version.cuda
         info["device"] = device or "cpu"
-        if torch.cuda.is_available() and (device or "").startswith("cuda"):
+        if torch.cuda.is_available() and (device or "").startswith(("cuda", "auto")):
             info["device_name"] = torch.cuda.get_device_name()
+            info["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         else:
             info["device_name"] = platform.processor() or platform.machine()
     except ImportError:  # pragma: no cover
