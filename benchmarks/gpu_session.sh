@@ -8,7 +8,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/gpu.t
 PART=${1:-all}
 if [ "$PART" != a14b ]; then
 # 1. organism, GPU tier (full statistics), table + report
-( time timeout 330 python3 -m pytest -m "claims and gpu" -p no:cacheprovider --cos-out "$OUT/organism-gpu" -q ) \
+( time timeout 330 python3 -m pytest -p cos.pytest_plugin -m "claims and gpu" -p no:cacheprovider --cos-out "$OUT/organism-gpu" -q ) \
   > "$OUT/organism-gpu.log" 2>&1
 tail -25 "$OUT/organism-gpu.log"
 # 2. sweep cost at A14B shape: prefix reuse and batched ensemble seeds
@@ -18,7 +18,7 @@ fi
 if [ "$PART" != organism ]; then
 # 3. one full_model claim end to end on an A14B-shaped random model written to disk
 timeout 200 python3 benchmarks/write_random_wan.py --shape a14b --out /tmp/a14b --device cuda 2>&1 | tail -2
-( time timeout 300 python3 -m pytest -m "claims and full_model" -p no:cacheprovider --cos-model /tmp/a14b \
+( time timeout 300 python3 -m pytest -p cos.pytest_plugin -m "claims and full_model" -p no:cacheprovider --cos-model /tmp/a14b \
   -k energy_profile --cos-instances 2 --cos-tasks grounding --cos-out "$OUT/a14b-full" -q ) > "$OUT/a14b-full.log" 2>&1
 tail -15 "$OUT/a14b-full.log"
 python3 -c "import json;d=json.load(open('$OUT/a14b-full/claims-status.json'));print({k: d['provenance'].get(k) for k in ('peak_gpu_memory_gb','wall_s','device_name')})" 2>&1
