@@ -13,6 +13,7 @@ import torch
 from cos import claimkit as ck
 from cos.stats import bootstrap_ci
 from cos.tasks.base import deciding_frames
+from claims.test_chain_of_steps import commit_step, shows_answer
 
 ANCHOR_TASKS = ("return_to_origin", "occlusion")
 KEEP_FIDELITY = 0.7      # anchor-cell fidelity (1 − mean |error| in [0, 1]) counted as "kept"
@@ -59,12 +60,6 @@ def measure_memory(system, settings):
                     f"{KEEP_FROM:.0%} of the schedule on and in the final video"})
 
 
-def switch_step(weights: list[torch.Tensor], answer: int) -> int | None:
-    """Last step whose argmax is not the answer, +1 (None when the row never left the answer)."""
-    wrong = [s for s, w in enumerate(weights) if int(torch.argmax(w)) != answer]
-    return None if not wrong else wrong[-1] + 1
-
-
 def measure_selfcorrection(system, settings):
     corrected, simultaneous = {}, []
     for inst, _, steps, final in rows(system, settings):
@@ -75,9 +70,11 @@ def measure_selfcorrection(system, settings):
         corrected.setdefault(inst.id, []).append(float(hit))
         frames = [f for f in deciding_frames(inst) if f > 0]
         if hit and len(frames) >= 2:
-            sw = [switch_step([inst.candidate_weights(v, [f]) for v in steps], inst.answer) for f in frames]
-            sw = [s for s in sw if s is not None]
-            simultaneous.append(float(len(sw) > 0 and max(sw) - min(sw) <= 1))
+            # per frame: the step from which it shows the answer (candidates that look alike in a frame count as
+            # one), the same reading cos.not_frames uses
+            sw = [commit_step([shows_answer(inst, inst.candidate_weights(v, [f]), f, inst.answer) for v in steps])
+                  for f in frames]
+            simultaneous.append(float(max(sw) - min(sw) <= 1))
     est = bootstrap_ci([np.mean(v) for v in corrected.values()])
     res = ck.result("selfcorrection.rate", est, 0.0, ">", system, settings, {
         "simultaneous_share": float(np.mean(simultaneous)) if simultaneous else None,

@@ -201,6 +201,13 @@ class CosSession:
         prov = provenance(model=", ".join(models) or None, weights_hash=", ".join(hashes) or None,
                           device=self.config.getoption("--cos-device"), start_time=self.start)
         self.paths = write_status(self.config.getoption("--cos-out"), rows, prov, self.comparison)
+        self.report_note = None
+        try:
+            from cos.report import write_report
+
+            self.paths = (*self.paths, *write_report(self.config.getoption("--cos-out")))
+        except Exception as e:  # the table stands on its own; say why the pictures are missing
+            self.report_note = f"report not written: {type(e).__name__}: {e}"
         if self.comparison and self.comparison["regressed"]:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -212,7 +219,9 @@ class CosSession:
         tr = terminalreporter
         tr.section("claims status")
         tr.write_line(render_table(self.results.values(), "simple", (self.comparison or {}).get("labels")))
-        tr.write_line(f"written: {self.paths[0]} and {self.paths[1]}")
+        tr.write_line("written: " + ", ".join(str(p) for p in self.paths))
+        if self.report_note:
+            tr.write_line(self.report_note, yellow=True)
         if self.comparison:
             c = self.comparison
             if c["regressed"]:
