@@ -85,6 +85,11 @@ def assign_worker_gpu(worker_id: str | None, gpus: list[str]) -> str | None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env and len([d for d in env.split(",") if d.strip()]) != len({d.strip() for d in env.split(",") if d.strip()}):
+        # CUDA rejects a list that repeats an ordinal ("invalid device ordinal"): no GPU would be seen at all
+        raise pytest.UsageError(f"CUDA_VISIBLE_DEVICES={env} repeats a GPU, which CUDA rejects; to let xdist "
+                                "workers share GPUs list each once (workers take entries round-robin)")
     if config.getoption("--cos-device") in ("auto", "cuda"):
         gpu = assign_worker_gpu(os.environ.get("PYTEST_XDIST_WORKER"), _visible_gpus())
         if gpu is not None:

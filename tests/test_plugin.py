@@ -108,3 +108,23 @@ def test_worker_gpu_assignment_indexes_callers_list():
     assert assign_worker_gpu("gw3", ["4", "6"]) == "6"
     assert assign_worker_gpu(None, ["4"]) is None
     assert assign_worker_gpu("gw1", []) is None
+
+
+def test_a_gpu_list_that_repeats_an_ordinal_is_refused_in_one_line(pytester, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,0")
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert res.ret != 0
+    assert "CUDA_VISIBLE_DEVICES=0,0 repeats a GPU" in res.stderr.str()
+
+
+def test_claim_tests_carry_the_markers_of_the_models_tier(pytester, tmp_path):
+    pytester.makepyfile(test_toy=TOY)
+    # a diffusers directory (no cos_model.json) means the full tier: -m "claims and full_model" selects them
+    (tmp_path / "m").mkdir()
+    res = pytester.runpytest_subprocess("-m", "claims and full_model", "--cos-model", str(tmp_path / "m"),
+                                        "--cos-out", str(tmp_path / "o"), "-p", "no:cacheprovider")
+    res.assert_outcomes(passed=3, skipped=1, errors=0, failed=1)
+    res = pytester.runpytest_subprocess("-m", "claims and full_model", "--cos-out", str(tmp_path / "o2"),
+                                        "-p", "no:cacheprovider", "--cos-device", "cpu")
+    res.assert_outcomes()   # the organism on a CPU is the cpu tier: nothing carries full_model
