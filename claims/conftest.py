@@ -45,8 +45,12 @@ def cos_settings(cos_system, cos_tier, pytestconfig, request):
         ids = [item.get_closest_marker("claim").args[0] for item in request.session.items
                if item.get_closest_marker("claim") is not None]
         est = estimate_forwards(cos_system, s, ids)
-        tr = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+        eta = est["eta_s"]
         msg = (f"[cos] {est['row_forwards']} row-forwards planned for {len(ids)} claims at "
-               f"{est['seconds_per_row_forward']:.3f} s each (measured): ETA {est['eta_s'] / 3600:.2f} h")
-        tr.write_line(msg) if tr else print(msg)
+               f"{est['seconds_per_row_forward']:.3f} s each (measured): ETA "
+               + (f"{eta / 3600:.1f} h" if eta >= 3600 else f"{eta / 60:.1f} min"))
+        capman = pytestconfig.pluginmanager.getplugin("capturemanager")
+        tr = pytestconfig.pluginmanager.getplugin("terminalreporter")
+        with capman.global_and_fixture_disabled():     # shown before the long work starts, not after
+            tr.write_line(msg) if tr else print(msg)
     return s
