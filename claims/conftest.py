@@ -27,10 +27,9 @@ def cos_settings(cos_system, cos_tier, pytestconfig, request):
     if pytestconfig.getoption("--cos-steps"):
         s = replace(s, steps=pytestconfig.getoption("--cos-steps"))
     if pytestconfig.getoption("--cos-tasks"):
-        from cos.tasks import TASKS, make_instance  # noqa: F401  (registers the tasks)
+        from cos.tasks import TASKS, suite  # noqa: F401  (importing the suite registers the tasks)
 
         tasks = tuple(t.strip() for t in pytestconfig.getoption("--cos-tasks").split(",") if t.strip())
-        make_instance(tasks[0], 0)
         bad = [t for t in tasks if t not in TASKS]
         if bad:
             raise pytest.UsageError(f"--cos-tasks: unknown task(s) {bad}; known: {sorted(TASKS)}")

@@ -76,14 +76,15 @@ def measure_selfcorrection(system, settings):
                   for f in frames]
             simultaneous.append(float(max(sw) - min(sw) <= 1))
     est = bootstrap_ci([np.mean(v) for v in corrected.values()])
+    share = float(np.mean(simultaneous)) if simultaneous else None
     res = ck.result("selfcorrection.rate", est, 0.0, ">", system, settings, {
-        "simultaneous_share": float(np.mean(simultaneous)) if simultaneous else None,
+        "simultaneous_share": share,
         "corrections": int(sum(sum(v) for v in corrected.values())),
         "measured": f"share of trajectories committed (> {WRONG_COMMIT}) to a wrong answer mid-way that end right"})
-    if res.status == "holds" and simultaneous and np.mean(simultaneous) < SIMULTANEOUS:
-        res.status, res.reason = "fails", (f"corrections occur but only {np.mean(simultaneous):.0%} switch in all "
-                                           f"frames within one step (needs {SIMULTANEOUS:.0%})")
-    return res
+    # no correction with two deciding frames: nothing to say about simultaneity
+    return ck.also_requires(res, share is None or share >= SIMULTANEOUS,
+                            f"corrections occur but only {share or 0.0:.0%} switch in all frames within one step "
+                            f"(needs {SIMULTANEOUS:.0%})")
 
 
 def half_rise(curve: np.ndarray) -> float | None:

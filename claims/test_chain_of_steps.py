@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cos import claimkit as ck
-from cos.stats import bootstrap_ci
+from cos.stats import bootstrap_ci, interval
 from cos.tasks import entropy, live_candidates
 from cos.tasks.base import deciding_frames
 
@@ -52,8 +52,7 @@ def measure_superposition(system, settings):
     return ck.result("cos.superposition", est, MIN_ENTROPY_DROP, ">", system, settings,
                      {"share_two_live_early": float(np.mean(early_live)), "unit": "instance (seeds averaged)",
                       "entropy_per_step": np.mean(curves, axis=0).round(4).tolist(),
-                      "entropy_per_step_ci": [list(bootstrap_ci(c).__dict__.values())[1:3] if np.ptp(c) > 0 else
-                                              [float(c[0])] * 2 for c in np.array(curves).T],
+                      "entropy_per_step_ci": [interval(c) for c in np.array(curves).T],
                       "measured": "mean candidate entropy (nats), first 20% minus last 20% of steps"})
 
 

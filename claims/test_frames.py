@@ -38,9 +38,7 @@ def measure_frames(system, settings):
         "spearman_rise_to_17": None if rho is None or np.isnan(rho) else float(rho),
         "measured": f"mean score over {counts} frames minus the {settings.single_frame}-frame score (paired)"})
     worse = [c for c in counts if means[c] <= means[settings.single_frame]]
-    if res.status == "holds" and worse:
-        res.status, res.reason = "fails", f"single frame is not worst: {worse} frames score no higher"
-    return res
+    return ck.also_requires(res, not worse, f"single frame is not worst: {worse} frames score no higher")
 
 
 @pytest.mark.claims

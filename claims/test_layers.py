@@ -67,9 +67,8 @@ def measure_energy_profile(system, settings, shuffle_masks: bool = False):
         "sparsity_per_block": prof.round(4).tolist(), "sparsity_peak_depth": peak,
         "energy_block_frame": np.mean(energy, axis=0).round(4).tolist() if energy else None,
         "measured": "fg/bg energy ratio, middle half minus first quarter of blocks (step 0, cond pass)"})
-    if res.status == "holds" and not SPARSITY_PEAK[0] <= peak <= SPARSITY_PEAK[1]:
-        res.status, res.reason = "fails", f"fg/bg part holds but the sparsity peak is at depth {peak:.2f}"
-    return res
+    return ck.also_requires(res, SPARSITY_PEAK[0] <= peak <= SPARSITY_PEAK[1],
+                            f"fg/bg part holds but the sparsity peak is at depth {peak:.2f}")
 
 
 @pytest.mark.claims
@@ -127,9 +126,8 @@ def measure_swap_flip(system, settings, identity: bool = False):
         "flip_rate_per_block": {str(b): v for b, v in per_block.items()}, "middle_blocks": mid, "outer_blocks": outer,
         "peak_block": peak, "peak_depth": depth[peak],
         "measured": "flip rate of the grounding outcome, middle-depth swaps minus outer swaps (step 0, cond pass)"})
-    if res.status == "holds" and not MIDDLE_SWAP[0] <= depth[peak] <= MIDDLE_SWAP[1]:
-        res.status, res.reason = "fails", f"middle swaps flip more than outer ones but the peak is at depth {depth[peak]:.2f}"
-    return res
+    return ck.also_requires(res, MIDDLE_SWAP[0] <= depth[peak] <= MIDDLE_SWAP[1],
+                            f"middle swaps flip more than outer ones but the peak is at depth {depth[peak]:.2f}")
 
 
 @pytest.mark.claims

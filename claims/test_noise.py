@@ -10,7 +10,7 @@ import torch
 from cos import claimkit as ck
 from cos.interventions import NoiseAtFrame, NoiseAtStep
 from cos.metrics import cka_dissimilarity
-from cos.stats import bootstrap_ci
+from cos.stats import bootstrap_ci, interval
 
 MIN_DIFFERENCE = 0.02   # score points: smaller differences in drop are not a difference
 MIN_DISSIMILARITY = 0.05   # final-step 1 − CKA after the earliest injection: below this the run recovered
@@ -18,9 +18,7 @@ SENSITIVITY_PEAK = (0.3, 0.7)   # paper: steps 20-30 of 50; checked only with �
 
 
 def injection_points(settings):
-    # never step 0: there the latents are pure noise already, and "noise at step 0" only redraws the seed
-    steps = sorted({min(settings.steps - 1, max(1, int(f * settings.steps))) for f in settings.noise_step_fractions})
-    return steps, list(settings.noise_frames)
+    return ck.noise_injection_steps(settings), list(settings.noise_frames)
 
 
 def noise_settings(settings):
@@ -60,19 +58,11 @@ def measure_step_vs_frame(system, settings):
         "clean_score": float(np.mean(clean_scores)),
         "score_noise_at_step": {str(s): float(np.mean(v)) for s, v in step_scores.items()},
         "score_noise_at_frame": {str(f): float(np.mean(v)) for f, v in frame_scores.items()},
-        "ci": {k: _ci(v) for k, v in [("clean", clean_scores), *[(f"step{s}", v) for s, v in step_scores.items()],
+        "ci": {k: interval(v) for k, v in [("clean", clean_scores), *[(f"step{s}", v) for s, v in step_scores.items()],
                                        *[(f"frame{f}", v) for f, v in frame_scores.items()]]},
         "num_steps": settings.steps,
         "min_score_step_noise": float(min(np.mean(v) for v in step_scores.values())),
         "measured": "mean score drop under step noise minus under frame noise (paired per instance)"})
-
-
-def _ci(values) -> list[float]:
-    v = np.asarray(values, float)
-    if v.size < 2 or np.ptp(v) == 0:
-        return [float(v.mean())] * 2
-    e = bootstrap_ci(v)
-    return [e.ci_low, e.ci_high]
 
 
 def tokens(x0: torch.Tensor, patch: int = 2) -> torch.Tensor:
@@ -106,9 +96,8 @@ def measure_information_flow(system, settings):
                                  for s in steps if curves[s]},
         "sensitivity_peak_fraction": peak,
         "measured": f"final-step 1 − CKA (x̂0 patch tokens) between clean and step-{first}-noised runs"})
-    if res.status == "holds" and len(sens) >= 5 and not SENSITIVITY_PEAK[0] <= peak <= SENSITIVITY_PEAK[1]:
-        res.status, res.reason = "fails", f"early noise propagates but sensitivity peaks at {peak:.2f} of the schedule"
-    return res
+    return ck.also_requires(res, len(sens) < 5 or SENSITIVITY_PEAK[0] <= peak <= SENSITIVITY_PEAK[1],
+                            f"early noise propagates but sensitivity peaks at {peak:.2f} of the schedule")
 
 
 @pytest.mark.claims

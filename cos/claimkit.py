@@ -198,6 +198,21 @@ def result(claim_id: str, est: Estimate, threshold: float, direction: str, syste
                                  seeds=list(settings.seeds), details=d)
 
 
+def also_requires(res: ClaimResult, ok: bool, reason: str) -> ClaimResult:
+    """A claim with a second condition beside its interval: `holds` becomes `fails`, with the reason, when the
+    condition is not met (the interval alone cannot make the claim hold)."""
+    if res.status == "holds" and not ok:
+        res.status, res.reason = "fails", reason
+    return res
+
+
+def noise_injection_steps(settings: ClaimSettings) -> list[int]:
+    """The tier's noise-at-step injection steps. Never step 0: there the latents are pure noise already, and
+    "noise at step 0" only redraws the seed."""
+    s = settings.steps
+    return sorted({min(s - 1, max(1, int(f * s))) for f in settings.noise_step_fractions})
+
+
 def skipped(claim_id: str, reason: str, system: WanSystem, settings: ClaimSettings) -> ClaimResult:
     """A row for a claim that cannot be measured on this model or with these inputs, with its one-line reason."""
     return ClaimResult.for_claim(claim_id, measured=None, ci_low=None, ci_high=None, n=None, status="skipped",
@@ -212,7 +227,7 @@ def estimate_forwards(system: WanSystem, settings: ClaimSettings, claim_ids: Seq
 
     S, cfg = settings.steps, 2 if settings.guidance_scale > 1 else 1
     rows = len(settings.tasks) * settings.instances * len(settings.seeds)
-    steps = sorted({min(S - 1, max(1, int(f * S))) for f in settings.noise_step_fractions})
+    steps = noise_injection_steps(settings)
     cost = {"clean": rows * S}
     per = {
         "bench.table1": rows * S,                                       # the ood split (id is the shared run)

@@ -43,6 +43,15 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.
     return Estimate(value, lo, hi, x.size, confidence)
 
 
+def interval(values: Sequence[float] | np.ndarray) -> list[float]:
+    """[ci_low, ci_high] of the mean for drawing a band: the point itself when there is one value or no spread."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size < 2 or np.ptp(v) == 0:
+        return [float(v.mean())] * 2
+    e = bootstrap_ci(v)
+    return [e.ci_low, e.ci_high]
+
+
 def paired_difference_ci(a: Sequence[float], b: Sequence[float], **kw) -> Estimate:
     """CI of mean(a − b) over paired observations (same task instance and seed in both arms)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)

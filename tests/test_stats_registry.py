@@ -56,3 +56,23 @@ def test_compare_labels_regressions_and_improvements():
     base = {"claims": [{"id": "cos.superposition", "status": "holds"}, {"id": "frames.count", "status": "fails"}]}
     c = compare(base, [mk("cos.superposition", "inconclusive"), mk("frames.count", "holds")])
     assert c["regressed"] == ["cos.superposition"] and c["newly_holds"] == ["frames.count"]
+
+
+def test_a_second_condition_only_demotes_a_claim_that_holds():
+    from cos.claimkit import also_requires
+    from cos.registry import ClaimResult
+
+    def row(status):
+        return ClaimResult.for_claim("layers.swap_flip", measured=0.1, ci_low=0.05, ci_high=0.2, n=8, status=status)
+    assert also_requires(row("holds"), True, "x").status == "holds"
+    r = also_requires(row("holds"), False, "peak at depth 0.00")
+    assert (r.status, r.reason) == ("fails", "peak at depth 0.00")
+    assert also_requires(row("inconclusive"), False, "x").status == "inconclusive"
+
+
+def test_interval_is_the_point_without_spread_and_brackets_the_mean_otherwise():
+    from cos.stats import interval
+
+    assert interval([0.3]) == [0.3, 0.3] and interval([0.2, 0.2, 0.2]) == pytest.approx([0.2, 0.2])
+    lo, hi = interval([0.1, 0.4, 0.2, 0.5, 0.3])
+    assert lo < 0.3 < hi

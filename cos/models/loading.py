@@ -33,8 +33,8 @@ def _read_json(path: Path) -> dict:
         raise ModelLoadError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
 
 
-def check_safetensors(path: Path) -> None:
-    """Header parses and the file is as long as the header says (catches truncated downloads)."""
+def check_safetensors(path: Path) -> dict:
+    """Header parses and the file is as long as the header says (catches truncated downloads); returns the header."""
     size = path.stat().st_size
     with path.open("rb") as f:
         head = f.read(8)
@@ -50,6 +50,7 @@ def check_safetensors(path: Path) -> None:
     end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + n + end > size:
         raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, tensors need {8 + n + end})")
+    return header
 
 
 def _check_component(folder: Path, class_name: str | None) -> dict:
@@ -115,10 +116,7 @@ def _expert_bytes(path: Path, experts: list[str], dtype: torch.dtype) -> int:
     total = 0
     for which in experts:
         for f in (path / which).glob("*.safetensors"):
-            with open(f, "rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n))
-            for k, v in header.items():
+            for k, v in check_safetensors(f).items():
                 if k != "__metadata__":
                     total += int(np.prod(v["shape"])) * torch.empty((), dtype=dtype).element_size()
     return total
