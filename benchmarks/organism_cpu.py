@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from dataclasses import replace
 
 import torch
 
-from cos import claimkit as ck
+from cos.runner import RunContext
+from cos.settings import instances, settings_for
 from cos.models import load_system
 
 
@@ -21,14 +23,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     system = load_system(args.model, device="cpu")
-    s = ck.settings_for(system, "cpu")
-    s = ck.replace(s, instances=8, batch_size=64)
-    insts = ck.instances(s)
+    s = replace(settings_for(system, "cpu"), instances=8, batch_size=64)
+    insts = instances(s)
+    ctx = RunContext(progress=False)
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        for batch in ck.batches(s, insts):
-            ck.run(system, s, batch)
+        for batch in ctx.batches(s, insts):
+            ctx.run(system, s, batch)
         times.append(time.perf_counter() - t0)
     print(f"{len(insts)} instances × {s.steps} steps, {s.num_frames}×{s.height}×{s.width}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")

@@ -1,5 +1,7 @@
 """`cos`: the command line for what is not a test.
 
+    cos run --model DIR --out DIR [...]     run every registered claim on a model (pytest underneath)
+    cos list                                the registered claims: id, version, paper reference, decision rule
     cos report RUN_DIR                      re-render the report beside RUN_DIR/claims-status.json
     cos status STATUS.json [--compare B]    print the table; with --compare, what changed against B
     cos trace --task maze --seed 3          one x̂0 filmstrip of a task on a model (PNG)
@@ -13,6 +15,32 @@ import sys
 from pathlib import Path
 
 from cos.errors import CosError
+
+
+def _list(a) -> None:
+    from tabulate import tabulate
+
+    from cos.registry import all_claims
+
+    rows = [(c.id, c.spec.version, c.spec.paper_ref, f"{c.spec.direction} {c.spec.threshold:g}",
+             ", ".join(f"{k.kind} {k.name}" for k in c.controls()), c.spec.title) for c in all_claims()]
+    print(tabulate(rows, headers=["claim", "version", "paper", "holds when CI", "controls", "title"], tablefmt=a.format))
+
+
+def run_claims(model: str | None, out: str, baseline: str | None = None, extra: list[str] | None = None) -> int:
+    """Run every registered claim through pytest (the installed entry point `cos/testing.py`), outside any
+    project's own pytest configuration; returns pytest's exit code."""
+    import os
+
+    import pytest
+
+    import cos.testing
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    args = [cos.testing.__file__, "-m", "claims", "-c", os.devnull, "--rootdir", out, "-p", "no:cacheprovider",
+            "--cos-out", out, *(["--cos-model", model] if model else []),
+            *(["--cos-baseline", baseline] if baseline else []), *(extra or [])]
+    return int(pytest.main(args))
 
 
 def _report(a) -> None:
@@ -61,6 +89,16 @@ def _merge(a) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="verb", required=True)
+    p = sub.add_parser("run", help="run every registered claim on a model and write the table and report",
+                       description="Unknown options go to pytest, e.g. --cos-tier gpu --cos-instances 8 -k noise.")
+    p.add_argument("--model", default=None, help="a diffusers Wan2.x I2V directory or a cos organism "
+                                                 "(default: the organism of a source checkout)")
+    p.add_argument("--out", default="cos-out", help="folder for the table, report and store (default: cos-out)")
+    p.add_argument("--baseline", default=None, help="a claims-status.json: fail when a claim that held there does not")
+    p.set_defaults(fn=None)
+    p = sub.add_parser("list", help="the registered claims with their versions, paper references and controls")
+    p.add_argument("--format", default="simple", help="tabulate format (simple, github, ...)")
+    p.set_defaults(fn=_list)
     p = sub.add_parser("report", help="re-render the claims report of a run folder (needs the report extra)")
     p.add_argument("run_dir", help="the folder holding claims-status.json (the --cos-out of the run)")
     p.set_defaults(fn=_report)
@@ -87,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(verb, help=f"python -m {mod} (see cos {verb} --help)", add_help=False)
         p.add_argument("args", nargs=argparse.REMAINDER)
         p.set_defaults(fn=None, module=mod)
-    a = ap.parse_args(argv)
+    a, rest = ap.parse_known_args(argv)
+    if a.verb == "run":
+        return run_claims(a.model, a.out, a.baseline, rest)
+    if rest and a.verb not in ("train", "evaluate"):
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if a.fn is None:
         import importlib
 

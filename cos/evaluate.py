@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cos import claimkit as ck
+from cos.runner import RunContext, videos
+from cos.settings import ClaimSettings
 from cos.models.system import WanSystem
 from cos.stats import bootstrap_ci
 from cos.tasks import TASKS
@@ -32,14 +33,14 @@ def evaluate(system: WanSystem, tasks: Sequence[str] | None = None, splits: Sequ
              first: int = 0, **overrides) -> list[dict]:
     """Score n held-out instances (seeds first..first+n−1) of every task and split; one row per (instance, seed)."""
     cfg = {**defaults(system), **overrides}
-    rows = []
+    rows, ctx = [], RunContext(progress=False)
     for split in splits:
-        settings = ck.ClaimSettings(tasks=tuple(tasks or sorted(TASKS)), instances=n, seeds=tuple(seeds),
+        settings = ClaimSettings(tasks=tuple(tasks or sorted(TASKS)), instances=n, seeds=tuple(seeds),
                                     split=split, batch_size=batch_size, first_instance=first, **cfg)
-        for batch in tqdm(list(ck.batches(settings, ck.instances(settings))), disable=not progress,
+        for batch in tqdm(list(ctx.batches(settings)), disable=not progress,
                           desc=f"evaluate {split}"):
-            videos = ck.videos(system, ck.run(system, settings, batch).latents)
-            for inst, seed, v in zip(batch.instances, batch.seeds, videos):
+            vids = videos(system, ctx.run(system, settings, batch).latents)
+            for inst, seed, v in zip(batch.instances, batch.seeds, vids):
                 rows.append({"task": inst.task, "split": inst.split, "instance": inst.seed, "seed": seed,
                              "score": inst.score(v), "passed": inst.passed(v), "candidates": inst.candidates.shape[0]})
     return rows

@@ -25,7 +25,7 @@ MARKERS = {
     "claim(id)": "the claim id (from CLAIMS.md) this test reports",
 }
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "fixtures" / "organism"
-_RESULT_KEY, _ID_KEY = "cos_claim_result", "cos_claim_id"
+_RESULT_KEY, _ID_KEY, _ARRAYS_KEY = "cos_claim_result", "cos_claim_id", "cos_claim_arrays"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -94,7 +94,6 @@ def pytest_configure(config: pytest.Config) -> None:
         gpu = assign_worker_gpu(os.environ.get("PYTEST_XDIST_WORKER"), _visible_gpus())
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    _configure_claimkit(config)
     config._cos = CosSession(config)
     config.pluginmanager.register(config._cos, "cos-session")
 
@@ -127,16 +126,17 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def _configure_claimkit(config: pytest.Config) -> None:
-    from cos import claimkit
+def make_run_context(config: pytest.Config) -> "RunContext":
+    """The session's `RunContext`: the result store (--cos-store; on the full tier or under a shard by default)
+    and this host's shard of the batches."""
+    from cos.runner import RunContext
     from cos.store import ResultStore
 
-    claimkit.SHARD = parse_shard(config.getoption("--cos-shard"))
+    shard = parse_shard(config.getoption("--cos-shard"))
     store = config.getoption("--cos-store")
-    if store is None and (resolve_tier(config) == "full" or claimkit.SHARD is not None):
+    if store is None and (resolve_tier(config) == "full" or shard is not None):
         store = str(Path(config.getoption("--cos-out")) / "cos-store")
-    claimkit.STORE = None if store in (None, "none") else ResultStore(store)
-    claimkit.ARTIFACTS = Path(config.getoption("--cos-out")) / "artifacts"
+    return RunContext(store=None if store in (None, "none") else ResultStore(store), shard=shard)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -158,6 +158,7 @@ class CosSession:
         self.config = config
         self.results: dict[str, ClaimResult] = {}
         self.start = time.time()
+        self.ctx = make_run_context(config)
         self.comparison: dict | None = None
         self.baseline = None
         path = config.getoption("--cos-baseline")
@@ -182,6 +183,10 @@ class CosSession:
             return
         if _RESULT_KEY in props and report.when == "call" and (report.passed or report.skipped):
             self.results[cid] = ClaimResult.from_dict(props[_RESULT_KEY])
+            if props.get(_ARRAYS_KEY):
+                from safetensors.numpy import load
+
+                self.results[cid].arrays = load(props[_ARRAYS_KEY])
         elif report.skipped and cid not in self.results:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             self.results[cid] = ClaimResult.for_claim(cid, measured=None, ci_low=None, ci_high=None, n=None,
@@ -238,23 +243,27 @@ class CosSession:
 class ClaimReporter:
     """What a claim test gets from the `cos_claim` fixture: report one result for its claim id."""
 
-    def __init__(self, item: pytest.Item, claim_id: str):
-        self.item, self.id, self.t0 = item, claim_id, time.time()
-        self.spec = get_claim(claim_id)
+    def __init__(self, item: pytest.Item, claim_id: str, shard: tuple[int, int] | None = None):
+        self.item, self.id, self.t0, self.shard = item, claim_id, time.time(), shard
+        self.spec = get_claim(claim_id).spec
 
     def report(self, result: ClaimResult) -> ClaimResult:
         if result.id != self.id:
             raise ValueError(f"test is marked claim({self.id!r}) but reported {result.id!r}")
         if result.runtime_s is None:
             result.runtime_s = round(time.time() - self.t0, 3)
-        from cos import claimkit
-
-        if claimkit.SHARD is not None and result.status != "skipped":
-            i, n = claimkit.SHARD
+        if self.shard is not None and result.status != "skipped":
+            i, n = self.shard
             result.details = {**result.details, "partial_measured": result.measured}
             result.status, result.reason = "skipped", (f"shard {i}/{n}: its batches are in the result store; "
                                                        "`cos merge` the stores and rerun without --cos-shard")
         self.item.user_properties.append((_RESULT_KEY, result.to_dict()))
+        if result.arrays:   # plain bytes travel to the xdist controller like the row itself
+            import numpy as np
+            from safetensors.numpy import save
+
+            self.item.user_properties.append(
+                (_ARRAYS_KEY, save({k: np.ascontiguousarray(v) for k, v in result.arrays.items()})))
         if result.status == "skipped":   # shown as a skip by pytest too, with the claim's reason
             pytest.skip(result.reason)
         return result
@@ -266,7 +275,8 @@ def cos_claim(request: pytest.FixtureRequest) -> ClaimReporter:
     marker = request.node.get_closest_marker("claim")
     if marker is None or not marker.args:
         raise pytest.UsageError(f"{request.node.nodeid}: uses cos_claim without @pytest.mark.claim('<id>')")
-    return ClaimReporter(request.node, marker.args[0])  # the id itself was recorded in pytest_runtest_setup
+    # the id itself was recorded in pytest_runtest_setup
+    return ClaimReporter(request.node, marker.args[0], request.config._cos.ctx.shard)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -274,6 +284,68 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("claim")
     if marker is not None and marker.args and (_ID_KEY, marker.args[0]) not in item.user_properties:
         item.user_properties.append((_ID_KEY, marker.args[0]))
+
+
+@pytest.fixture(scope="session")
+def cos_run(pytestconfig: pytest.Config, cos_model_path: Path, cos_device: str) -> "RunContext":
+    """The session's `RunContext` (store, shard, shared runs); the distilled model of --cos-lora loads on first use."""
+    ctx = pytestconfig._cos.ctx
+    if pytestconfig.getoption("--cos-lora"):
+        ctx.distilled_loader = lambda: _distilled_system(cos_model_path, cos_device, pytestconfig)
+    return ctx
+
+
+@pytest.fixture(scope="session")
+def cos_tier(pytestconfig: pytest.Config) -> str:
+    return resolve_tier(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request: pytest.FixtureRequest):
+    """The tier's settings with the --cos-* overrides; on gpu/full an ETA line is printed before the work starts."""
+    from dataclasses import replace
+
+    from cos.settings import instances, settings_for
+
+    s = settings_for(cos_system, cos_tier)
+    n = pytestconfig.getoption("--cos-instances")
+    if n:
+        s = replace(s, instances=n, instance_cap=n)
+    if pytestconfig.getoption("--cos-size"):
+        try:
+            h, w, f = (int(x) for x in pytestconfig.getoption("--cos-size").lower().split("x"))
+        except ValueError:
+            raise pytest.UsageError(f"--cos-size {pytestconfig.getoption('--cos-size')!r}: expected HxWxF, e.g. 480x832x81")
+        s = replace(s, height=h, width=w, num_frames=f)
+    if pytestconfig.getoption("--cos-steps"):
+        s = replace(s, steps=pytestconfig.getoption("--cos-steps"))
+    if pytestconfig.getoption("--cos-tasks"):
+        from cos.tasks import TASKS
+
+        tasks = tuple(t.strip() for t in pytestconfig.getoption("--cos-tasks").split(",") if t.strip())
+        bad = [t for t in tasks if t not in TASKS]
+        if bad:
+            raise pytest.UsageError(f"--cos-tasks: unknown task(s) {bad}; known: {sorted(TASKS)}")
+        s = replace(s, tasks=tasks)
+    if cos_tier == "full" and cos_system.encode_prompt is not None and hasattr(cos_system.encode_prompt, "precompute"):
+        prompts = {i.prompt for sp in ("id", "ood") for i in instances(replace(s, split=sp))} | {""}
+        cos_system.encode_prompt.precompute(prompts)       # encode every prompt first, then free UMT5
+        cos_system.encode_prompt.release()
+    if cos_tier in ("full", "gpu"):
+        from cos.runner import estimate_forwards
+
+        ids = [item.get_closest_marker("claim").args[0] for item in request.session.items
+               if item.get_closest_marker("claim") is not None]
+        est = estimate_forwards(pytestconfig._cos.ctx, cos_system, s, [get_claim(i) for i in ids])
+        eta = est["eta_s"]
+        msg = (f"[cos] {est['row_forwards']} row-forwards planned for {len(ids)} claims at "
+               f"{est['seconds_per_row_forward']:.3f} s each (measured): ETA "
+               + (f"{eta / 3600:.1f} h" if eta >= 3600 else f"{eta / 60:.1f} min"))
+        capman = pytestconfig.pluginmanager.getplugin("capturemanager")
+        tr = pytestconfig.pluginmanager.getplugin("terminalreporter")
+        with capman.global_and_fixture_disabled():     # shown before the long work starts, not after
+            tr.write_line(msg) if tr else print(msg)
+    return s
 
 
 @pytest.fixture(scope="session")
@@ -314,18 +386,14 @@ def cos_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Confi
     return system
 
 
-@pytest.fixture(scope="session")
-def cos_distilled_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Config):
-    """--cos-model with the --cos-lora stack applied (the 4-step distilled model), or None when none is given."""
-    specs = pytestconfig.getoption("--cos-lora")
-    if not specs:
-        return None
+def _distilled_system(model_path: Path, device: str, config: pytest.Config):
+    """--cos-model with the --cos-lora stack applied (App. C's 4-step distilled model)."""
     from cos.models import load_system
     from cos.models.lora import parse_lora_spec
 
-    return load_system(cos_model_path, device=cos_device, dtype=_dtype(cos_model_path, cos_device),
-                       loras=[parse_lora_spec(s) for s in specs], flow_shift=pytestconfig.getoption("--cos-flow-shift"),
-                       offload=pytestconfig.getoption("--cos-offload"))
+    return load_system(model_path, device=device, dtype=_dtype(model_path, device),
+                       loras=[parse_lora_spec(s) for s in config.getoption("--cos-lora")],
+                       flow_shift=config.getoption("--cos-flow-shift"), offload=config.getoption("--cos-offload"))
 
 
 def _dtype(path: Path, device: str):

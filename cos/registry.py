@@ -1,39 +1,172 @@
-"""The claim registry and the results schema (one row per claim, lm-evaluation-harness style)."""
+"""Claims as registered objects, and the results schema (one row per claim, lm-evaluation-harness style).
+
+A `Claim` is one object in one module of `cos/claims/`: its `ClaimSpec` (id, version, paper reference, the
+paper's numbers, threshold and direction), its per-tier sizing, `measure`, its controls, its figures and its
+cost. `cos.claims.load_all()` discovers them (the package's modules and the `cos.claims` entry-point group);
+nothing else in the tree names a claim.
+"""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    from cos.models.system import WanSystem
+    from cos.runner import RunContext
+    from cos.settings import ClaimSettings
+    from cos.stats import Estimate
 
 STATUSES = ("holds", "fails", "inconclusive", "skipped", "error")
-SCHEMA = "cos.claims-status/1"
+SCHEMA = "cos.claims-status/2"
+DIRECTIONS = (">", "<")
 
 
 @dataclass(frozen=True)
 class ClaimSpec:
-    """What a claim is: id, title, where the paper states it, the paper's value, what is measured."""
+    """What a claim is: id, version, title, where the paper states it, the paper's statement and numbers, what
+    is measured and how it is decided (the interval of `statistic` against `threshold` in `direction`)."""
 
     id: str
     title: str
     paper_ref: str
     paper_value: str
     measured_quantity: str
-    assertion: str = ""
+    threshold: float
+    direction: str
+    statistic: str = "mean over task instances (seeds averaged), 95% BCa bootstrap CI"
+    version: int = 1
+    paper: Mapping[str, float] = field(default_factory=dict)   # the paper's numbers: they exist here only
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"{self.id}: direction={self.direction!r}: expected one of {DIRECTIONS}")
 
 
-CLAIMS: dict[str, ClaimSpec] = {}
+@dataclass
+class Details:
+    """Base of a claim's typed details: what it records for the report and the JSON. Subclass per claim."""
+
+    measured: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Details":
+        """The typed view of a row's `details` (keys the class does not declare are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def register_claim(spec: ClaimSpec) -> ClaimSpec:
-    if spec.id in CLAIMS and CLAIMS[spec.id] != spec:
-        raise ValueError(f"claim id {spec.id!r} registered twice with different specs")
-    CLAIMS[spec.id] = spec
-    return spec
+@dataclass(frozen=True)
+class Control:
+    """A model on which the claim's outcome is known: `positive` (effect planted: must hold) or `negative`
+    (effect absent: must not hold). `run()` returns the claim's result on it; `check` adds a condition."""
+
+    name: str
+    kind: str
+    run: Callable[[], "ClaimResult"]
+    why: str
+    check: Callable[["ClaimResult"], bool] | None = None
+
+    @property
+    def expect(self) -> tuple[str, ...]:
+        return ("holds",) if self.kind == "positive" else ("fails", "inconclusive")
 
 
-def get_claim(claim_id: str) -> ClaimSpec:
-    from cos import catalog  # noqa: F401  (registers the paper's claims)
+Figure = tuple[Path, str]   # (image file, caption)
 
+
+class Claim:
+    """One paper claim. Subclasses set `spec`, `Details` and `sizing`, and implement `measure`, `controls`,
+    `figures` and `cost`. `sizing` maps a tier (cpu/gpu/full) to the claim's own sizes (any object)."""
+
+    spec: ClaimSpec
+    Details: ClassVar[type[Details]] = Details
+    sizing: ClassVar[Mapping[str, Any]] = {}
+    needs_distilled: ClassVar[bool] = False    # reads the --cos-lora model (RunContext.distilled)
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def sizing_for(self, settings: "ClaimSettings") -> Any:
+        return self.sizing.get(settings.tier, self.sizing.get("cpu"))
+
+    def measure(self, ctx: "RunContext", system: "WanSystem", settings: "ClaimSettings") -> "ClaimResult":
+        raise NotImplementedError
+
+    def controls(self) -> list[Control]:
+        return []
+
+    def figures(self, details: Details, fig_dir: Path, arrays: Mapping[str, Any]) -> list[Figure]:
+        return []
+
+    def cost(self, settings: "ClaimSettings", system: "WanSystem") -> int:
+        """Row-forwards (one sample through one expert once, per CFG pass) beyond the shared clean run."""
+        return 0
+
+    # ---------------------------------------------------------------- building the row
+    def result(self, est: "Estimate", system: "WanSystem", settings: "ClaimSettings", details: Details,
+               arrays: Mapping[str, Any] | None = None) -> "ClaimResult":
+        """A row whose status comes from the interval against the spec's threshold."""
+        s = self.spec
+        d = {"threshold": s.threshold, "direction": s.direction, "weights_hash": system.weights_hash,
+             "settings": settings.record(), **asdict(details)}
+        return ClaimResult(id=s.id, title=s.title, paper_ref=s.paper_ref, paper_value=s.paper_value,
+                           measured=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=est.n,
+                           status=decide(est.ci_low, est.ci_high, s.threshold, s.direction), model=system.name,
+                           seeds=list(settings.seeds), details=d, version=s.version, arrays=dict(arrays or {}))
+
+    def skipped(self, reason: str, system: "WanSystem | None" = None,
+                settings: "ClaimSettings | None" = None) -> "ClaimResult":
+        """A row for a claim that cannot be measured with these inputs, with its one-line reason."""
+        return self.empty_row("skipped", reason, system, settings)
+
+    def empty_row(self, status: str, reason: str, system: "WanSystem | None" = None,
+                  settings: "ClaimSettings | None" = None) -> "ClaimResult":
+        s = self.spec
+        return ClaimResult(id=s.id, title=s.title, paper_ref=s.paper_ref, paper_value=s.paper_value, measured=None,
+                           ci_low=None, ci_high=None, n=None, status=status, reason=reason,
+                           model=system.name if system else "", seeds=list(settings.seeds) if settings else [],
+                           details={"weights_hash": system.weights_hash} if system else {}, version=s.version)
+
+
+def also_requires(res: "ClaimResult", ok: bool, reason: str) -> "ClaimResult":
+    """A claim with a second condition beside its interval: `holds` becomes `fails`, with the reason, when the
+    condition is not met (the interval alone cannot make the claim hold)."""
+    if res.status == "holds" and not ok:
+        res.status, res.reason = "fails", reason
+    return res
+
+
+CLAIMS: dict[str, Claim] = {}
+
+
+def register(claim: Claim) -> Claim:
+    """Add a claim to the registry (its module calls this once at import)."""
+    old = CLAIMS.get(claim.id)
+    if old is not None and type(old).__qualname__ != type(claim).__qualname__:
+        raise ValueError(f"claim id {claim.id!r} registered twice ({type(old).__name__}, {type(claim).__name__})")
+    CLAIMS[claim.id] = claim
+    return claim
+
+
+def unregister(claim_id: str) -> None:
+    CLAIMS.pop(claim_id, None)
+
+
+def all_claims() -> list[Claim]:
+    """Every registered claim, sorted by id (discovers the package's claims first)."""
+    from cos.claims import load_all
+
+    load_all()
+    return [CLAIMS[k] for k in sorted(CLAIMS)]
+
+
+def get_claim(claim_id: str) -> Claim:
+    from cos.claims import load_all
+
+    load_all()
     try:
         return CLAIMS[claim_id]
     except KeyError:
@@ -54,7 +187,8 @@ def decide(ci_low: float, ci_high: float, threshold: float = 0.0, direction: str
 
 @dataclass
 class ClaimResult:
-    """One row of claims-status.json."""
+    """One row of claims-status.json. `arrays` (named numpy arrays, e.g. x̂0 filmstrips) are written beside
+    the JSON as safetensors (`data/<id>.safetensors`), never into it."""
 
     id: str
     title: str
@@ -70,6 +204,8 @@ class ClaimResult:
     seeds: list[int] = field(default_factory=list)
     runtime_s: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    version: int | None = None
+    arrays: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -77,12 +213,15 @@ class ClaimResult:
 
     @classmethod
     def for_claim(cls, claim_id: str, **kw: Any) -> "ClaimResult":
-        spec = get_claim(claim_id)
+        spec = get_claim(claim_id).spec
+        kw.setdefault("version", spec.version)
         return cls(id=spec.id, title=spec.title, paper_ref=spec.paper_ref, paper_value=spec.paper_value, **kw)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("arrays")
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ClaimResult":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d})
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d and k != "arrays"})

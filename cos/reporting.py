@@ -95,6 +95,9 @@ def write_status(out_dir: str | Path, results: list[ClaimResult], prov: dict, co
     """Write claims-status.json and claims-status.md into `out_dir` (atomically)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        if r.arrays:   # a claim's recorded arrays (x̂0 filmstrips): safetensors beside the JSON, named in the row
+            write_arrays(out, r)
     doc = status_document(results, prov, comparison)
     jpath, mpath = out / "claims-status.json", out / "claims-status.md"
     changes = (comparison or {}).get("labels", {})
@@ -106,6 +109,33 @@ def write_status(out_dir: str | Path, results: list[ClaimResult], prov: dict, co
         tmp.write_text(text)
         tmp.replace(path)
     return jpath, mpath
+
+
+def write_arrays(out: Path, r: ClaimResult) -> Path:
+    """Write a row's arrays to `data/<id>.safetensors` (atomically) and name the file in its details."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    path = out / "data" / f"{r.id}.safetensors"
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in r.arrays.items()}, str(tmp))
+    tmp.replace(path)
+    r.details = {**r.details, "arrays_file": str(path.relative_to(out))}
+    return path
+
+
+def load_arrays(run: Path, row: dict) -> dict:
+    """The arrays a row names (`details.arrays_file`), or none; never a file the row does not name."""
+    name = (row.get("details") or {}).get("arrays_file")
+    if not name:
+        return {}
+    from safetensors.numpy import load_file
+
+    path = (run / name).resolve()
+    if run.resolve() not in path.parents or not path.exists():
+        return {}
+    return load_file(str(path))
 
 
 def load_status(path: str | Path) -> dict:
@@ -126,12 +156,21 @@ def load_status(path: str | Path) -> dict:
 
 
 def compare(baseline: dict, results: Iterable[ClaimResult]) -> dict:
-    """Regressions (held in the baseline, not now) and improvements (hold now, did not before)."""
+    """Regressions (held in the baseline, not now) and improvements (hold now, did not before). A claim whose
+    definition changed (its `version` differs; rows without one are version 1) is neither: it is listed under
+    `changed_definition`, since the two statuses answer different questions."""
+    results = list(results)
     before = {c["id"]: c["status"] for c in baseline["claims"]}
+    vb = {c["id"]: c.get("version") or 1 for c in baseline["claims"]}
     now = {r.id: r.status for r in results}
-    regressed = sorted(k for k, s in before.items() if s == "holds" and now.get(k, "missing") != "holds")
-    improved = sorted(k for k, s in now.items() if s == "holds" and before.get(k) != "holds")
+    vn = {r.id: r.version or 1 for r in results}
+    changed = sorted(k for k in now if k in before and vb[k] != vn[k])
+    # only claims this run checked: a -k subset does not regress the claims it left out (listed as missing)
+    regressed = sorted(k for k, s in before.items() if s == "holds" and k in now and now[k] != "holds"
+                       and k not in changed)
+    improved = sorted(k for k, s in now.items() if s == "holds" and before.get(k) != "holds" and k not in changed)
     labels = {k: "REGRESSED: held in baseline" for k in regressed if k in now}
     labels.update({k: "newly holds" for k in improved})
-    return {"regressed": regressed, "newly_holds": improved, "labels": labels,
+    labels.update({k: f"changed definition: v{vb[k]} → v{vn[k]}" for k in changed})
+    return {"regressed": regressed, "newly_holds": improved, "changed_definition": changed, "labels": labels,
             "missing": sorted(k for k in before if k not in now)}

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cos import claimkit as ck
+from cos.runner import RunContext, videos
+from cos.settings import ClaimSettings, settings_for
 from cos.models.system import WanSystem
 from cos.tasks import make_instance
 
@@ -39,20 +40,21 @@ class Trace:
 
 @torch.no_grad()
 def trace(system: WanSystem, task: str, instance: int = 0, seed: int = 0, split: str = "id",
-          settings: ck.ClaimSettings | None = None) -> Trace:
+          settings: ClaimSettings | None = None) -> Trace:
     """Sample one (instance, seed) with x̂0 recorded at every step, at the model's default settings."""
-    settings = settings or ck.settings_for(system, "cpu")
+    settings = settings or settings_for(system, "cpu")
     inst = make_instance(task, instance, settings.num_frames, split)
-    batch = next(ck.batches(settings, [inst]))
+    ctx = RunContext(progress=False)
+    batch = next(ctx.batches(settings, [inst]))
     batch.seeds = [seed]
     batch.instances = [inst]
-    res = ck.run(system, settings, batch, record=("x0",))
+    res = ctx.run(system, settings, batch, record=("x0",))
     frames, weights = [], []
     order = [inst.answer] + [k for k in range(inst.candidates.shape[0]) if k != inst.answer]
     for s in range(len(res.steps)):
-        v = ck.videos(system, res["x0"][s][:1], clamp=False)[0]          # (F, 3, H, W)
+        v = videos(system, res["x0"][s][:1], clamp=False)[0]          # (F, 3, H, W)
         weights.append(inst.candidate_weights(v).numpy()[order])
         frames.append(v.clamp(0, 1).permute(0, 2, 3, 1).numpy())
-    final = ck.videos(system, res.latents[:1])[0]
+    final = videos(system, res.latents[:1])[0]
     return Trace(task, instance, seed, [float(x) for x in res.sigmas], np.stack(frames), np.stack(weights),
                  inst.score(final))

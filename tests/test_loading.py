@@ -10,8 +10,8 @@ from cos.sampler import Sampler
 from tests.helpers import tiny_conditioning
 
 
-def write_wan_dir(root, two_experts=True):
-    s = tiny_system(two_experts=two_experts)
+def write_wan_dir(root, two_experts=True, num_layers=2):
+    s = tiny_system(two_experts=two_experts, num_layers=num_layers)
     s.transformer.save_pretrained(root / "transformer")
     if two_experts:
         s.transformer_2.save_pretrained(root / "transformer_2")

@@ -4,21 +4,25 @@ from dataclasses import replace
 import pytest
 import torch
 
-from cos import claimkit as ck
 from cos.interventions import CaptureBlocks, NoiseAtStep
+from cos.controls import random_organism
 from cos.models.reference import reference_system
+from cos.runner import RunContext
 from cos.sampler import Sampler
+from cos.settings import ClaimSettings
 from cos.store import ResultStore, fingerprint, key_of, merge
 
-SET = ck.ClaimSettings(tasks=("maze", "pattern"), instances=3, seeds=(0,), steps=4, batch_size=2)
+SET = ClaimSettings(tasks=("maze", "pattern"), instances=3, seeds=(0,), steps=4, batch_size=2)
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    s = ResultStore(tmp_path / "store")
-    monkeypatch.setattr(ck, "STORE", s)
-    monkeypatch.setattr(ck, "SHARD", None)
-    return s
+def store(tmp_path):
+    return ResultStore(tmp_path / "store")
+
+
+@pytest.fixture
+def ctx(store):
+    return RunContext(store=store, progress=False)
 
 
 def count_runs(monkeypatch):
@@ -34,46 +38,44 @@ def test_fingerprint_keys_tensors_by_content():
     assert fingerprint(NoiseAtStep(3)) == fingerprint(NoiseAtStep(3)) != fingerprint(NoiseAtStep(4))
 
 
-def test_second_run_is_read_back_and_equal(store, monkeypatch):
+def test_second_run_is_read_back_and_equal(store, ctx, monkeypatch):
     sysm = reference_system()
-    batch = next(ck.batches(SET, ck.instances(SET)))
-    first = ck.run(sysm, SET, batch, record=("x0",))
+    batch = next(ctx.batches(SET))
+    first = ctx.run(sysm, SET, batch, record=("x0",))
     calls = count_runs(monkeypatch)
-    again = ck.run(sysm, SET, batch, record=("x0",))
+    again = ctx.run(sysm, SET, batch, record=("x0",))
     assert calls == [] and store.hits == 1
     assert torch.equal(first.latents, again.latents) and torch.equal(first["x0"], again["x0"])
-    other = ck.run(sysm, SET, batch, interventions=[NoiseAtStep(1)])     # another key
+    other = ctx.run(sysm, SET, batch, interventions=[NoiseAtStep(1)])     # another key
     assert not torch.equal(other.latents, first.latents) and len(store) == 2
 
 
-def test_captures_are_never_served_from_the_store(store):
-    from claims.test_controls import random_organism
-
+def test_captures_are_never_served_from_the_store(store, ctx):
     sysm = random_organism(num_layers=2)
     s = replace(SET, tasks=("pattern",), instances=1, steps=2)
-    batch = next(ck.batches(s, ck.instances(s)))
+    batch = next(ctx.batches(s))
     for _ in range(2):   # a capture must see the forward pass: filled both times, nothing stored
         cap = CaptureBlocks(blocks=[0], steps=[0])
-        ck.run(sysm, s, batch, interventions=[cap])
+        ctx.run(sysm, s, batch, interventions=[cap])
         assert cap[0, 0].shape[0] == 1
     assert len(store) == 0
-    ck.run(sysm, s, batch)
+    ctx.run(sysm, s, batch)
     assert len(store) == 1
 
 
-def test_interrupted_sweep_resumes_without_recomputing(store, monkeypatch):
+def test_interrupted_sweep_resumes_without_recomputing(store, ctx, monkeypatch):
     sysm = reference_system()
     branches = {"s1": [NoiseAtStep(1)], "s2": [NoiseAtStep(2)]}
-    all_batches = list(ck.batches(SET, ck.instances(SET)))
+    all_batches = list(ctx.batches(SET))
     done = []
     with pytest.raises(KeyboardInterrupt):
         for k, b in enumerate(all_batches):
             if k == 2:
                 raise KeyboardInterrupt
-            done.append(ck.sweep(sysm, SET, b, branches))
+            done.append(ctx.sweep(sysm, SET, b, branches))
     assert len(store) == 2
     calls = count_runs(monkeypatch)
-    resumed = [ck.sweep(sysm, SET, b, branches) for b in all_batches]
+    resumed = [ctx.sweep(sysm, SET, b, branches) for b in all_batches]
     # the two finished batches come back from disk; only the third is sampled (4 segments: 2 prefix + 2 branch
     # ... the exact count is the sweep's business, what matters is that batches 0-1 cost nothing)
     assert store.hits == 2 and len(calls) > 0
@@ -83,26 +85,23 @@ def test_interrupted_sweep_resumes_without_recomputing(store, monkeypatch):
 
 def test_shards_merge_into_the_unsharded_run(tmp_path, monkeypatch):
     sysm = reference_system()
-    insts = ck.instances(SET)
-    n_batches = len(list(ck.batches(SET, insts)))
+    n_batches = len(list(RunContext(progress=False).batches(SET)))
     stores = []
     for i in range(2):
         s = ResultStore(tmp_path / f"shard{i}")
-        monkeypatch.setattr(ck, "STORE", s)
-        monkeypatch.setattr(ck, "SHARD", (i, 2))
-        for b in ck.batches(SET, insts):
-            ck.run(sysm, SET, b)
+        shard = RunContext(store=s, shard=(i, 2), progress=False)
+        for b in shard.batches(SET):
+            shard.run(sysm, SET, b)
         stores.append(s)
     assert sorted(len(s) for s in stores) == [n_batches // 2, n_batches - n_batches // 2]
     assert merge([s.root for s in stores], tmp_path / "merged") == n_batches
     merged = ResultStore(tmp_path / "merged")
-    monkeypatch.setattr(ck, "STORE", merged)
-    monkeypatch.setattr(ck, "SHARD", None)
+    ctx = RunContext(store=merged, progress=False)
     calls = count_runs(monkeypatch)
-    out = [ck.run(sysm, SET, b).latents for b in ck.batches(SET, insts)]
+    out = [ctx.run(sysm, SET, b).latents for b in ctx.batches(SET)]
     assert calls == [] and merged.hits == n_batches
-    monkeypatch.setattr(ck, "STORE", None)
-    assert all(torch.equal(a, ck.run(sysm, SET, b).latents) for a, b in zip(out, ck.batches(SET, insts)))
+    bare = RunContext(progress=False)
+    assert all(torch.equal(a, bare.run(sysm, SET, b).latents) for a, b in zip(out, bare.batches(SET)))
 
 
 def test_merge_rejects_a_missing_store(tmp_path):
@@ -110,12 +109,12 @@ def test_merge_rejects_a_missing_store(tmp_path):
         merge([tmp_path / "nope"], tmp_path / "out")
 
 
-def test_a_torn_file_is_recomputed(store):
+def test_a_torn_file_is_recomputed(store, ctx):
     sysm = reference_system()
-    batch = next(ck.batches(SET, ck.instances(SET)))
-    ck.run(sysm, SET, batch)
+    batch = next(ctx.batches(SET))
+    ctx.run(sysm, SET, batch)
     f = next(store.root.glob("*/*.pt"))
     f.write_bytes(f.read_bytes()[:20])
     store.hits = 0
-    ck.run(sysm, SET, batch)
+    ctx.run(sysm, SET, batch)
     assert store.hits == 0 and store.misses >= 1

@@ -87,11 +87,32 @@ class ReferenceDenoiser(torch.nn.Module):
         return (v.float(),)
 
 
-def reference_system(channels: int = 3, per_frame: bool = False, shift: float = 3.0):
+PRIORS = ("uniform", "oracle")
+
+
+def bind_candidates(prior: str = "uniform"):
+    """A `WanSystem.batch_binder` giving the reference denoiser each batch's candidate set. `uniform`: every
+    real candidate equally likely; `oracle`: all mass on the right answer (committed from step 0)."""
+    if prior not in PRIORS:
+        raise ValueError(f"prior={prior!r}: expected one of {PRIORS}")
+
+    def bind(system, batch) -> None:
+        from cos.taskrun import candidate_latents
+
+        cands, valid = candidate_latents(batch, system)
+        weights = valid.double()
+        if prior == "oracle":
+            weights = torch.zeros_like(weights)
+            weights[torch.arange(len(batch.instances)), [i.answer for i in batch.instances]] = 1.0
+        system.transformer.set_candidates(cands, weights)
+    return bind
+
+
+def reference_system(channels: int = 3, per_frame: bool = False, shift: float = 3.0, prior: str = "uniform"):
     """A pixel-space `WanSystem` driven by the reference denoiser and the Euler flow scheduler."""
     from cos.models.system import IdentityVAE, WanSystem
     from cos.models.tiny import euler
 
-    name = "reference-per-frame" if per_frame else "reference"
+    name = ("reference-per-frame" if per_frame else "reference") + ("" if prior == "uniform" else f"-{prior}")
     return WanSystem(transformer=ReferenceDenoiser(channels, per_frame), scheduler=euler(shift), vae=IdentityVAE(channels),
-                     name=name)
+                     name=name, batch_binder=bind_candidates(prior))

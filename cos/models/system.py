@@ -33,6 +33,7 @@ class WanVAE:
         inv_std = 1.0 / torch.tensor(self.vae.config.latents_std).view(1, self.z_dim, 1, 1, 1).to(ref.device, ref.dtype)
         return mean, inv_std
 
+    @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, F, H, W) in [-1, 1] → normalized latents (B, z, F', H/s, W/s) in float32."""
         dev = next(self.vae.parameters()).device
@@ -41,6 +42,7 @@ class WanVAE:
         mean, inv_std = self._stats(lat)
         return (lat - mean) * inv_std
 
+    @torch.no_grad()   # AutoencoderKLWan.decode keeps the graph otherwise; claims read the pixels as numpy
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalized latents → video (B, 3, F, H, W) in [-1, 1]."""
         dev = next(self.vae.parameters()).device
@@ -84,6 +86,9 @@ class WanSystem:
     extra: dict = field(default_factory=dict)
     offload: bool = False          # experts wait on the CPU; the one in use is moved to `execution_device`
     execution_device: str | None = None
+    # a model that must see each batch before sampling it (a reference denoiser's candidate set): called as
+    # batch_binder(system, batch) by the runner; None for every real model
+    batch_binder: Callable[["WanSystem", object], None] | None = None
 
     def __post_init__(self) -> None:
         if self.transformer_2 is not None and self.boundary_ratio is None:

@@ -124,7 +124,7 @@ class TaskInstance:
         """For each competitor k, where the video lies on the segment from k (0) to the right answer (1):
         the least-squares coefficient <x − k, r − k> / ‖r − k‖² over all cells and frames, clipped to [0, 1].
         Cells where r and k differ most weigh most, so noise elsewhere cannot decide. NaN for the answer."""
-        cells = self._cells(video).double()
+        cells = self.cells(video).double()
         alts = self.alternatives().double()
         right = alts[self.answer]
         out = torch.full((alts.shape[0],), float("nan"), dtype=torch.float64)
@@ -151,7 +151,7 @@ class TaskInstance:
         """Non-negative least-squares mixture weights of the candidates explaining the video (or only the
         given frames), summing to 1. For an exact mixture Σ w_k c_k of affinely independent candidates
         this returns w."""
-        cells = self._cells(video)
+        cells = self.cells(video)
         cands = self.candidates
         if frames is not None:
             cells, cands = cells[frames], cands[:, frames]
@@ -161,7 +161,8 @@ class TaskInstance:
         s = w.sum()
         return torch.full((k,), 1.0 / k, dtype=torch.float64) if s <= 0 else torch.from_numpy(w / s)
 
-    def _cells(self, video: torch.Tensor) -> torch.Tensor:
+    def cells(self, video: torch.Tensor) -> torch.Tensor:
+        """The video (F, 3, H, W) read back onto the task's cell grid: (F, 3, G, G)."""
         if video.dim() != 4 or video.shape[1] != 3:
             raise InputError(f"{self.id}: expected a video (F, 3, H, W), got shape {tuple(video.shape)}")
         if video.shape[0] != self.num_frames:
@@ -212,9 +213,7 @@ def register_task(name: str, category: str, description: str = "", min_frames: i
 
 def make_instance(task: str, seed: int, num_frames: int = 9, split: str = "id") -> TaskInstance:
     """The instance of `task` for `seed` at `num_frames` frames; the same arguments give the same instance."""
-    from cos.tasks import suite  # noqa: F401  (registers the tasks)
-
-    if task not in TASKS:
+    if task not in TASKS:   # the tasks register when `cos.tasks` (its suite module) is imported
         raise InputError(f"unknown task {task!r}; known tasks: {sorted(TASKS)}")
     spec = TASKS[task]
     if split not in SPLITS:

@@ -1,0 +1,84 @@
+"""memory.persistence (Sec. 4.1, Fig. 4a-b): the anchor (start cell, occluded object) is kept through the steps
+and restored at the end. Share of anchor-task instances whose anchor fidelity stays ≥ 0.7 from 20% of the
+schedule on and in the final video (x̂0 at σ≈1 is the blurred mean, so the first steps are not read)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from cos.controls import SMALL, TINY, random_organism, ref
+from cos.readouts import clean_rows
+from cos.registry import Claim, ClaimSpec, Control, Details, register
+from cos.runner import RunContext
+from cos.stats import bootstrap_ci, interval
+
+ANCHOR_TASKS = ("return_to_origin", "occlusion")
+KEEP_FIDELITY = 0.7      # anchor-cell fidelity (1 − mean |error| in [0, 1]) counted as "kept"
+KEEP_FROM = 0.2          # ...from this fraction of the schedule on
+
+
+@dataclass
+class MemoryDetails(Details):
+    tasks: list[str] = field(default_factory=list)
+    anchor_fidelity_per_step: list[float] = field(default_factory=list)
+    anchor_fidelity_per_step_ci: list[list[float]] = field(default_factory=list)
+
+
+def anchor_fidelity(inst, video) -> float:
+    """1 − mean |cell colour − ground truth| over the anchor cells of the frames that hold them."""
+    cells = inst.cells(video.clamp(0, 1))                      # (F, 3, G, G)
+    m = inst.masks["anchor"]                                   # (F, G, G)
+    err = (cells - inst.video).abs().mean(1)[m]
+    return float(1 - err.mean())
+
+
+class Memory(Claim):
+    spec = ClaimSpec(
+        id="memory.persistence", title="The anchor is kept through the steps", paper_ref="Sec 4.1, Fig 4a-b",
+        paper_value="qualitative: anchor kept", measured_quantity="anchor-region fidelity over steps and frames",
+        threshold=0.5,     # the "stated share" of anchor instances
+        direction=">")
+    Details = MemoryDetails
+
+    def measure(self, ctx: RunContext, system, settings):
+        kept, per_step = {}, []
+        for inst, _, steps, final in clean_rows(ctx, system, settings, ANCHOR_TASKS):
+            fid = [anchor_fidelity(inst, v) for v in steps]
+            start = int(KEEP_FROM * len(fid))
+            ok = min(fid[start:]) >= KEEP_FIDELITY and anchor_fidelity(inst, final) >= KEEP_FIDELITY
+            kept.setdefault(inst.id, []).append(float(ok))
+            per_step.append(fid)
+        if len(kept) < 2:
+            return self.skipped(f"needs ≥ 2 instances of {ANCHOR_TASKS}; settings give {len(kept)}", system, settings)
+        est = bootstrap_ci([np.mean(v) for v in kept.values()])
+        return self.result(est, system, settings, MemoryDetails(
+            measured=f"share of anchor instances whose anchor fidelity stays ≥ {KEEP_FIDELITY} from "
+                     f"{KEEP_FROM:.0%} of the schedule on and in the final video", tasks=list(ANCHOR_TASKS),
+            anchor_fidelity_per_step=np.mean(per_step, axis=0).round(4).tolist(),
+            anchor_fidelity_per_step_ci=[interval(c) for c in np.array(per_step).T]))
+
+    def controls(self) -> list[Control]:
+        return [
+            Control("oracle", "positive",
+                    lambda: self.measure(RunContext(progress=False), ref(prior="oracle"), replace(SMALL, tasks=ANCHOR_TASKS)),
+                    "committed to the ground truth from step 0: the anchor is exact at every step"),
+            Control("untrained", "negative",
+                    lambda: self.measure(RunContext(progress=False), random_organism(num_layers=2),
+                                         replace(TINY, tasks=ANCHOR_TASKS, instances=3)),
+                    "random weights draw no anchor"),
+        ]
+
+    def figures(self, d: MemoryDetails, fig_dir: Path, arrays) -> list:
+        from cos.figures import curves
+
+        a = d.anchor_fidelity_per_step
+        if not a:
+            return []
+        ci = np.array(d.anchor_fidelity_per_step_ci or [[v, v] for v in a])
+        return [(curves(np.arange(len(a)), {"anchor fidelity": (a, ci[:, 0], ci[:, 1])}, fig_dir / "memory.png",
+                        xlabel="step", ylabel="fidelity", title="anchor fidelity along the steps"), "memory")]
+
+
+CLAIM = register(Memory())

@@ -1,0 +1,78 @@
+"""selfcorrection.rate (Sec. 4.2, Fig. 4c-d): trajectories that commit (> 0.5 of the candidate mass) to a wrong
+answer mid-way and end on the right one; where they do, all deciding frames should switch within one step of
+each other (the correction is global across frames, read as `cos.not_frames` reads commitment)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cos.controls import SMALL, ref
+from cos.readouts import clean_rows, commit_step, shows_answer
+from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, register
+from cos.runner import RunContext
+from cos.stats import bootstrap_ci
+from cos.tasks.base import deciding_frames
+
+WRONG_COMMIT = 0.5       # a step commits to a wrong answer when a wrong candidate holds more than this mass
+SIMULTANEOUS = 0.8       # share of corrections whose frames all switch within one step
+
+
+@dataclass
+class SelfCorrectionDetails(Details):
+    simultaneous_share: float | None = None
+    corrections: int = 0
+    switch_spread: list[int] | None = None    # per correction: last minus first frame's switch step
+
+
+class SelfCorrection(Claim):
+    spec = ClaimSpec(
+        id="selfcorrection.rate", title="Wrong intermediate answers get corrected, globally across frames",
+        paper_ref="Sec 4.2, Fig 4c-d", paper_value="qualitative: corrections occur",
+        measured_quantity="self-correction rate; share of simultaneous switches", threshold=0.0, direction=">")
+    Details = SelfCorrectionDetails
+
+    def measure(self, ctx: RunContext, system, settings):
+        corrected, simultaneous, spread = {}, [], []
+        for inst, _, steps, final in clean_rows(ctx, system, settings):
+            w = [inst.candidate_weights(v) for v in steps]
+            right_end = inst.passed(final) and int(torch.argmax(w[-1])) == inst.answer
+            wrong_mid = any(int(torch.argmax(x)) != inst.answer and float(x.max()) > WRONG_COMMIT for x in w)
+            hit = right_end and wrong_mid
+            corrected.setdefault(inst.id, []).append(float(hit))
+            frames = [f for f in deciding_frames(inst) if f > 0]
+            if hit and len(frames) >= 2:
+                sw = [commit_step([shows_answer(inst, inst.candidate_weights(v, [f]), f, inst.answer) for v in steps])
+                      for f in frames]
+                spread.append(int(max(sw) - min(sw)))
+                simultaneous.append(float(max(sw) - min(sw) <= 1))
+        est = bootstrap_ci([np.mean(v) for v in corrected.values()])
+        share = float(np.mean(simultaneous)) if simultaneous else None
+        res = self.result(est, system, settings, SelfCorrectionDetails(
+            measured=f"share of trajectories committed (> {WRONG_COMMIT}) to a wrong answer mid-way that end right",
+            simultaneous_share=share, corrections=int(sum(sum(v) for v in corrected.values())), switch_spread=spread))
+        # no correction with two deciding frames: nothing to say about simultaneity
+        return also_requires(res, share is None or share >= SIMULTANEOUS,
+                             f"corrections occur but only {share or 0.0:.0%} switch in all frames within one step "
+                             f"(needs {SIMULTANEOUS:.0%})")
+
+    def controls(self) -> list[Control]:
+        return [Control("committed-oracle", "negative",
+                        lambda: self.measure(RunContext(progress=False), ref(prior="oracle"), SMALL),
+                        "committed to the answer from step 0: never wrong, nothing to correct",
+                        check=lambda r: r.measured == 0.0)]
+
+    def figures(self, d: SelfCorrectionDetails, fig_dir: Path, arrays) -> list:
+        from cos.figures import bars
+
+        if not d.switch_spread:
+            return []
+        vals, counts = np.unique(d.switch_spread, return_counts=True)
+        c = counts.astype(float)
+        return [(bars([str(v) for v in vals], c, c, c, fig_dir / "selfcorrection.png", ylabel="corrections",
+                      title="steps between the first and last frame's switch, per correction"), "switch spread")]
+
+
+CLAIM = register(SelfCorrection())

@@ -1,0 +1,89 @@
+"""noise.step_vs_frame (Sec. 3.2, Fig. 3b): noise injected at a denoising step hurts the score more than noise
+injected at a frame. Paired per instance: (clean − score with step noise, averaged over the injection steps)
+minus (clean − score with frame noise, averaged over the noised frames). Reads the shared noise sweep."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cos.controls import SMALL, ref
+from cos.readouts import NOISE_SIZING, NoiseSizing, noise_injection_steps, noise_settings, noise_sweep, noise_sweep_cost
+from cos.registry import Claim, ClaimSpec, Control, Details, register
+from cos.runner import RunContext, videos
+from cos.stats import bootstrap_ci, interval
+
+
+@dataclass
+class StepVsFrameDetails(Details):
+    clean_score: float | None = None
+    score_noise_at_step: dict = field(default_factory=dict)
+    score_noise_at_frame: dict = field(default_factory=dict)
+    ci: dict = field(default_factory=dict)
+    num_steps: int | None = None
+    min_score_step_noise: float | None = None
+
+
+class StepVsFrame(Claim):
+    spec = ClaimSpec(
+        id="noise.step_vs_frame", title="Noise at a step hurts more than noise at a frame", paper_ref="Sec 3.2, Fig 3b",
+        paper_value="baseline 0.685; step noise < 0.3; frame noise drops much less",
+        measured_quantity="score drop under step noise minus under frame noise",
+        threshold=0.02,    # score points: smaller differences in drop are not a difference
+        direction=">", paper={"baseline": 0.685, "step_noise_below": 0.3})
+    Details = StepVsFrameDetails
+    sizing = NOISE_SIZING
+
+    def measure(self, ctx: RunContext, system, settings, sizing: NoiseSizing | None = None):
+        if sizing is None:
+            sizing, settings = self.sizing_for(settings), noise_settings(settings)
+        steps, frames = noise_injection_steps(settings, sizing), list(sizing.frames)
+        diffs, clean_scores, step_scores, frame_scores = {}, [], {s: [] for s in steps}, {f: [] for f in frames}
+        for batch in ctx.batches(settings):
+            res = noise_sweep(ctx, system, settings, batch, sizing)
+            score = {k: [i.score(v) for i, v in zip(batch.instances, videos(system, r.latents))] for k, r in res.items()}
+            for row, inst in enumerate(batch.instances):
+                clean = score["clean"][row]
+                sd = clean - np.mean([score[f"step{s}"][row] for s in steps])
+                fd = clean - np.mean([score[f"frame{f}"][row] for f in frames])
+                diffs.setdefault(inst.id, []).append(sd - fd)
+                clean_scores.append(clean)
+                for s in steps:
+                    step_scores[s].append(score[f"step{s}"][row])
+                for f in frames:
+                    frame_scores[f].append(score[f"frame{f}"][row])
+        est = bootstrap_ci([np.mean(v) for v in diffs.values()])
+        return self.result(est, system, settings, StepVsFrameDetails(
+            measured="mean score drop under step noise minus under frame noise (paired per instance)",
+            clean_score=float(np.mean(clean_scores)),
+            score_noise_at_step={str(s): float(np.mean(v)) for s, v in step_scores.items()},
+            score_noise_at_frame={str(f): float(np.mean(v)) for f, v in frame_scores.items()},
+            ci={k: interval(v) for k, v in [("clean", clean_scores), *[(f"step{s}", v) for s, v in step_scores.items()],
+                                            *[(f"frame{f}", v) for f, v in frame_scores.items()]]},
+            num_steps=settings.steps, min_score_step_noise=float(min(np.mean(v) for v in step_scores.values()))))
+
+    def controls(self) -> list[Control]:
+        sizing = NoiseSizing((0.0, 0.5), (1, 8))
+        return [Control("input-ignoring-oracle", "negative",
+                        lambda: self.measure(RunContext(progress=False), ref(prior="oracle"), SMALL, sizing),
+                        "an oracle ignores its input: no noise changes its answer, difference exactly 0",
+                        check=lambda r: abs(r.measured) < 1e-6)]
+
+    def figures(self, d: StepVsFrameDetails, fig_dir: Path, arrays) -> list:
+        from cos.figures import bars
+
+        names = ["clean"] + [f"step{k}" for k in d.score_noise_at_step] + [f"frame{k}" for k in d.score_noise_at_frame]
+        est = [d.clean_score] + list(d.score_noise_at_step.values()) + list(d.score_noise_at_frame.values())
+        lo = [d.ci.get(n, [e, e])[0] for n, e in zip(names, est)]
+        hi = [d.ci.get(n, [e, e])[1] for n, e in zip(names, est)]
+        return [(bars(names, est, lo, hi, fig_dir / "step_vs_frame.png", ylabel="score",
+                      paper=[self.spec.paper["baseline"]] + [None] * (len(names) - 1),
+                      title=f"score with noise at a step vs at a frame (paper: clean {self.spec.paper['baseline']})"),
+                 "score under noise")]
+
+    def cost(self, settings, system) -> int:
+        return noise_sweep_cost(settings, self.sizing_for(settings))
+
+
+CLAIM = register(StepVsFrame())

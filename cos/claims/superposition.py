@@ -1,0 +1,102 @@
+"""cos.superposition (Sec. 3.1, Fig. 1-2): several candidate answers are alive early along the denoising steps,
+one late. Read off the decoded x̂0 of the shared clean run: the entropy of its candidate mixture (NNLS weights
+over the task's candidate videos), first 20% of the steps minus the last 20%."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cos.controls import SMALL, ref
+from cos.readouts import weights_per_step
+from cos.registry import Claim, ClaimSpec, Control, Details, register
+from cos.runner import RunContext, step_videos
+from cos.stats import bootstrap_ci, interval
+from cos.tasks import entropy, live_candidates
+
+EARLY, LATE = 0.2, 0.2          # fractions of the schedule compared
+TRACE_TASKS = ("maze", "grounding", "object_to_target", "return_to_origin")   # the report's filmstrips
+
+
+@dataclass
+class SuperpositionDetails(Details):
+    unit: str = "instance (seeds averaged)"
+    share_two_live_early: float | None = None
+    entropy_per_step: list[float] = field(default_factory=list)
+    entropy_per_step_ci: list[list[float]] = field(default_factory=list)
+    traces: list[dict] = field(default_factory=list)     # {task, instance, seed, prompt, key}: arrays key prefix
+
+
+class Superposition(Claim):
+    spec = ClaimSpec(
+        id="cos.superposition", title="Several candidate answers early, one late", paper_ref="Sec 3.1, Fig 1-2",
+        paper_value="qualitative: several candidates early, one late",
+        measured_quantity="candidate entropy of decoded x̂0, first 20% minus last 20% of steps",
+        threshold=0.05,    # nats: smaller differences are float noise, not superposition
+        direction=">")
+    Details = SuperpositionDetails
+
+    def measure(self, ctx: RunContext, system, settings, trace: bool = True):
+        diffs, early_live, curves, arrays, traces = {}, [], [], {}, []
+        for batch in ctx.batches(settings):
+            for row, (inst, steps) in enumerate(zip(batch.instances, weights_per_step(ctx, system, settings, batch)[0])):
+                n = len(steps)
+                k_early, k_late = max(1, round(EARLY * n)), max(1, round(LATE * n))
+                h = [entropy(w) for w in steps]
+                curves.append(h)
+                if trace and inst.task in TRACE_TASKS and inst.task not in {t["task"] for t in traces}:
+                    key = f"trace.{inst.id}.s{batch.seeds[row]}"
+                    res = ctx.clean_run(system, settings, batch)
+                    order = [inst.answer] + [k for k in range(len(steps[0])) if k != inst.answer]
+                    arrays[f"{key}.x0"] = step_videos(system, res, row).clamp(0, 1).permute(0, 1, 3, 4, 2).numpy()
+                    arrays[f"{key}.weights"] = torch.stack([w[order] for w in steps]).numpy()
+                    arrays[f"{key}.sigmas"] = np.asarray(res.sigmas, dtype=np.float64)
+                    traces.append({"task": inst.task, "instance": inst.seed, "seed": batch.seeds[row],
+                                   "prompt": inst.prompt, "key": key})
+                diffs.setdefault(inst.id, []).append(np.mean(h[:k_early]) - np.mean(h[-k_late:]))
+                early_live.append(max(live_candidates(w) for w in steps[:k_early]) >= 2)
+        est = bootstrap_ci([np.mean(v) for v in diffs.values()])
+        return self.result(est, system, settings, SuperpositionDetails(
+            measured="mean candidate entropy (nats), first 20% minus last 20% of steps",
+            share_two_live_early=float(np.mean(early_live)),
+            entropy_per_step=np.mean(curves, axis=0).round(4).tolist(),
+            entropy_per_step_ci=[interval(c) for c in np.array(curves).T], traces=traces), arrays)
+
+    def controls(self) -> list[Control]:
+        return [
+            Control("reference", "positive", lambda: self.measure(RunContext(progress=False), ref(), SMALL, trace=False),
+                    "the closed-form denoiser's posterior superposes the candidates early and commits late"),
+            Control("committed-oracle", "negative",
+                    lambda: self.measure(RunContext(progress=False), ref(prior="oracle"), SMALL, trace=False),
+                    "all prior mass on the answer: one candidate from step 0, entropy drop exactly 0",
+                    check=lambda r: abs(r.measured) < 1e-6),
+        ]
+
+    def figures(self, d: SuperpositionDetails, fig_dir: Path, arrays) -> list:
+        from cos.figures import curves, filmstrip
+
+        out = []
+        if d.entropy_per_step:
+            h = d.entropy_per_step
+            ci = np.array(d.entropy_per_step_ci or [[v, v] for v in h])
+            out.append((curves(np.arange(len(h)), {"candidate entropy": (h, ci[:, 0], ci[:, 1])},
+                               fig_dir / "superposition.png", xlabel="step", ylabel="entropy (nats)",
+                               title="entropy of the candidate mixture along the steps"), "entropy per step"))
+        for t in d.traces:
+            x0, w, sig = (arrays.get(f"{t['key']}.{k}") for k in ("x0", "weights", "sigmas"))
+            if x0 is None:
+                continue
+            s = x0.shape[0]
+            rows = sorted(set(np.linspace(0, s - 1, min(s, 8)).round().astype(int).tolist()))
+            k = w.shape[1]
+            p = filmstrip(x0[rows], fig_dir / f"{t['key'].replace('.', '-')}.png", weights=w[rows],
+                          row_labels=[f"step {i} σ={sig[i]:.2f}" for i in rows],
+                          candidate_labels=["ans"] + [f"c{i}" for i in range(1, k)],
+                          title=f"{t['task']} #{t['instance']}: decoded x̂0 per step, candidate mixture at right")
+            out.append((p, f"x̂0 filmstrip, {t['task']} instance {t['instance']}"))
+        return out
+
+
+CLAIM = register(Superposition())

@@ -1,0 +1,41 @@
+"""Models whose outcome on a claim is known, for the claims' controls (cheap enough for the default test tier):
+the closed-form reference denoiser (global or per-frame, uniform or oracle prior) and untrained models of the
+organism's architecture. Each claim's module says which of these is its positive or negative control and why."""
+from __future__ import annotations
+
+import torch
+
+from cos.models.reference import reference_system
+from cos.models.system import WanSystem
+from cos.settings import ClaimSettings
+
+# the organism's architecture (fixtures/organism_train.json "model"), so a control needs no file of this repo
+ORGANISM_CONFIG = {"patch_size": [1, 2, 2], "num_attention_heads": 2, "attention_head_dim": 32, "in_channels": 7,
+                   "out_channels": 3, "text_dim": 32, "freq_dim": 64, "ffn_dim": 256, "num_layers": 12,
+                   "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 64}
+
+# sizes of the controls: a few instances of a few tasks, seconds on 2 CPU cores
+SMALL = ClaimSettings(tasks=("maze", "pattern", "rotation", "tictactoe"), instances=3, seeds=(0, 1), steps=10,
+                      num_frames=9)
+TINY = ClaimSettings(tasks=("grounding", "pattern"), instances=2, seeds=(0,), steps=3, num_frames=5)
+
+
+def ref(per_frame: bool = False, prior: str = "uniform") -> WanSystem:
+    """The reference denoiser: superposes the candidates early and commits late, analytically (`oracle`: all
+    prior mass on the answer, committed from step 0; `per_frame`: each frame decides on its own)."""
+    return reference_system(per_frame=per_frame, prior=prior)
+
+
+def random_organism(seed: int = 0, num_layers: int = 12) -> WanSystem:
+    """An untrained model of the organism's architecture (random weights, random prompt table)."""
+    from diffusers import WanTransformer3DModel
+
+    from cos.models.prompt import TokenPromptEncoder
+    from cos.models.system import IdentityVAE
+    from cos.models.tiny import unipc
+
+    torch.manual_seed(seed)
+    model = WanTransformer3DModel(**{**ORGANISM_CONFIG, "num_layers": num_layers}).eval()
+    enc = TokenPromptEncoder(["mark", "the", "object"], ORGANISM_CONFIG["text_dim"])
+    return WanSystem(transformer=model, scheduler=unipc(), vae=IdentityVAE(3), name="random-organism",
+                     encode_prompt=lambda p: enc(p).detach())

@@ -1,0 +1,110 @@
+"""Readouts several claims share: candidate mixtures along the clean x̂0 trajectory, per-frame commitment, and
+the noise sweep (one per batch, read by both noise claims). Claims live in `cos/claims/`; this module names none."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from cos.interventions import NoiseAtFrame, NoiseAtStep
+from cos.models.system import WanSystem
+from cos.runner import RunContext, step_videos, videos
+from cos.settings import ClaimSettings
+from cos.taskrun import TaskBatch
+from cos.tasks import TaskInstance
+
+
+def weights_per_step(ctx: RunContext, system: WanSystem, settings: ClaimSettings, batch: TaskBatch,
+                     frames: Callable[[TaskInstance], list[int]] | None = None):
+    """Candidate distributions of the decoded x̂0 at every step, from the shared clean run: a list over rows of
+    lists over steps of (K,) whole-video weights, and, when `frames(inst)` is given, of {frame: (K,)} too."""
+    res = ctx.clean_run(system, settings, batch)
+    whole, per_frame = [], []
+    for row, inst in enumerate(batch.instances):
+        w, pf = [], []
+        for video in step_videos(system, res, row):
+            w.append(inst.candidate_weights(video))
+            if frames is not None:
+                pf.append({f: inst.candidate_weights(video, [f]) for f in frames(inst)})
+        whole.append(w)
+        per_frame.append(pf)
+    return whole, per_frame
+
+
+def commit_step(shows: list[bool]) -> int:
+    """First step from which a frame shows the video's final answer and keeps showing it; len(shows) when
+    the frame does not end on it (a frame that decided on its own counts as never committing)."""
+    n = len(shows)
+    if not shows[-1]:
+        return n
+    s = n - 1
+    while s > 0 and shows[s - 1]:
+        s -= 1
+    return s
+
+
+def shows_answer(inst: TaskInstance, weights: torch.Tensor, frame: int, answer: int) -> bool:
+    """Most of the frame's candidate mass lies on candidates that look like `answer` in this frame
+    (candidates sharing a frame, e.g. a common maze prefix, cannot be told apart there)."""
+    c = inst.candidates[:, frame]
+    same = [k for k in range(c.shape[0]) if (c[k] - c[answer]).abs().amax() <= 1e-6]
+    return float(weights[same].sum()) > 0.5
+
+
+def clean_rows(ctx: RunContext, system: WanSystem, settings: ClaimSettings,
+               tasks: Sequence[str] | None = None) -> Iterator[tuple[TaskInstance, int, torch.Tensor, torch.Tensor]]:
+    """(instance, seed, per-step decoded x̂0 (S, F, 3, H, W), final video) for every row of the shared clean run."""
+    for batch in ctx.batches(settings):
+        res = ctx.clean_run(system, settings, batch)
+        final = videos(system, res.latents)
+        for row, inst in enumerate(batch.instances):
+            if tasks is None or inst.task in tasks:
+                yield inst, batch.seeds[row], step_videos(system, res, row), final[row]
+
+
+# ---------------------------------------------------------------- the noise sweep (Sec. 3.2)
+@dataclass(frozen=True)
+class NoiseSizing:
+    """Where noise is injected: steps as fractions of the schedule, and latent frames."""
+
+    step_fractions: tuple[float, ...]
+    frames: tuple[int, ...]
+
+
+NOISE_SIZING = {
+    # sparse on the CPU: 3 injection steps, 2 noised frames (a sweep costs about five clean runs)
+    "cpu": NoiseSizing((0.0, 0.25, 0.5), (1, 8)),
+    "gpu": NoiseSizing(tuple(i / 10 for i in range(10)), (1, 4, 8)),
+    "full": NoiseSizing(tuple(i / 10 for i in range(10)), (1, 5, 10, 15, 20)),
+}
+
+
+def noise_settings(settings: ClaimSettings) -> ClaimSettings:
+    """Both noise claims read the same sweep; on a small tier it runs on half the instances."""
+    from dataclasses import replace
+
+    return replace(settings, instances=max(2, settings.instances // 2)) if settings.instances <= 4 else settings
+
+
+def noise_injection_steps(settings: ClaimSettings, sizing: NoiseSizing) -> list[int]:
+    """The noise-at-step injection steps. Never step 0: there the latents are pure noise already, and
+    "noise at step 0" only redraws the seed."""
+    s = settings.steps
+    return sorted({min(s - 1, max(1, int(f * s))) for f in sizing.step_fractions})
+
+
+def noise_sweep(ctx: RunContext, system: WanSystem, settings: ClaimSettings, batch: TaskBatch,
+                sizing: NoiseSizing) -> dict:
+    """Clean run plus every noise branch, x̂0 recorded, computed once per batch and session."""
+    steps = noise_injection_steps(settings, sizing)
+    branches = {**{f"step{s}": [NoiseAtStep(s)] for s in steps}, **{f"frame{f}": [NoiseAtFrame(f)] for f in sizing.frames}}
+    return ctx.memo(("noise-sweep", sizing), system, settings, batch,
+                    lambda: ctx.sweep(system, settings, batch, branches, record=("x0",)))
+
+
+def noise_sweep_cost(settings: ClaimSettings, sizing: NoiseSizing) -> int:
+    """Row-forwards of the branches of one noise sweep beyond the shared clean prefix."""
+    s = noise_settings(settings)
+    rows = len(s.tasks) * s.instances * len(s.seeds)
+    return rows * (sum(s.steps - k for k in noise_injection_steps(s, sizing)) + len(sizing.frames) * s.steps)

@@ -1,0 +1,32 @@
+"""The pytest entry points of the claims: one test over every registered claim (`test_claim[<id>]`, tier
+`claims`) and one over every claim's controls (`test_control[<id>-<control>]`, default tier). This repository's
+`claims/` re-exports them; a user with only the installed package runs `cos run` or
+`pytest --pyargs cos.testing -m claims --cos-model DIR`."""
+from __future__ import annotations
+
+import pytest
+
+from cos.registry import all_claims
+
+CLAIMS = all_claims()
+
+
+@pytest.mark.claims
+@pytest.mark.parametrize("claim_id", [pytest.param(c.id, marks=pytest.mark.claim(c.id), id=c.id) for c in CLAIMS])
+def test_claim(claim_id, cos_claim, cos_run, cos_system, cos_settings):
+    """Measure the claim on the session's model at the tier's settings and report its row."""
+    claim = next(c for c in CLAIMS if c.id == claim_id)
+    cos_claim.report(claim.measure(cos_run, cos_system, cos_settings))
+
+
+@pytest.mark.parametrize("claim_id,control",
+                         [pytest.param(c.id, k.name, id=f"{c.id}-{k.name}") for c in CLAIMS for k in c.controls()])
+def test_control(claim_id, control):
+    """A positive control must hold, a negative one must not (a claim that cannot fail, or cannot hold, is a bug)."""
+    claim = next(c for c in CLAIMS if c.id == claim_id)
+    ctl = next(k for k in claim.controls() if k.name == control)
+    res = ctl.run()
+    assert res.id == claim.id
+    assert res.status in ctl.expect, f"{ctl.kind} control {ctl.name!r} ({ctl.why}): {res.status} {res.measured} " \
+                                     f"[{res.ci_low}, {res.ci_high}] {res.reason}"
+    assert ctl.check is None or ctl.check(res), f"{ctl.name}: extra condition failed: measured {res.measured}"
