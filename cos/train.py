@@ -14,6 +14,7 @@ import json
 import math
 import time
 import multiprocessing
+import pickle  # only for its exception type: checkpoints load with weights_only=True
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from diffusers import WanTransformer3DModel
 from tqdm.auto import tqdm
 
+from cos.errors import CosError
 from cos.models.prompt import TokenPromptEncoder, words
 from cos.models.system import IdentityVAE
 from cos.models.tiny import unipc
@@ -91,7 +93,12 @@ def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, 
     # random numbers drawn on the device: host-side draws and copies bounded the H100 at ~8 steps/s
     gen = torch.Generator(device=device).manual_seed(cfg["seed"])
     if ckpt.exists():
-        c = torch.load(ckpt, map_location=device, weights_only=False)
+        # weights_only: a checkpoint is tensors and plain containers; nothing in it may run code
+        try:
+            c = torch.load(ckpt, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CosError(f"{ckpt}: refused to load, it holds more than tensors and plain containers "
+                           f"({str(e).splitlines()[0][:160]})") from None
         model.load_state_dict(c["model"]), enc.load_state_dict(c["enc"]), opt.load_state_dict(c["opt"])
         state = c["state"]
         gen.set_state(c["gen"].cpu())

@@ -8,7 +8,7 @@ from cos import claimkit as ck
 from cos.interventions import CaptureBlocks, NoiseAtStep
 from cos.models.reference import reference_system
 from cos.sampler import Sampler
-from cos.store import ResultStore, fingerprint, key_of, merge
+from cos.store import ResultStore, StoreWarning, fingerprint, key_of, merge
 
 SET = ck.ClaimSettings(tasks=("maze", "pattern"), instances=3, seeds=(0,), steps=4, batch_size=2)
 
@@ -114,8 +114,9 @@ def test_a_torn_file_is_recomputed(store):
     sysm = reference_system()
     batch = next(ck.batches(SET, ck.instances(SET)))
     ck.run(sysm, SET, batch)
-    f = next(store.root.glob("*/*.pt"))
+    f = next(store.root.glob("*/*.safetensors"))
     f.write_bytes(f.read_bytes()[:20])
     store.hits = 0
-    ck.run(sysm, SET, batch)
+    with pytest.warns(StoreWarning, match="truncated"):
+        ck.run(sysm, SET, batch)
     assert store.hits == 0 and store.misses >= 1
