@@ -161,8 +161,19 @@ def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, 
     return extra
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _check(args: argparse.Namespace) -> None:
+    """One line (cos.errors.InputError) for a bad value, before the task pool is rendered."""
+    from cos.validation import check_device, check_writable_dir, positive_int
+
+    for flag in ("steps", "pool_per_task", "batch"):
+        if getattr(args, flag) is not None:
+            positive_int(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    check_device("--device", args.device)
+    check_writable_dir("--out", args.out)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=None, help="override the config's step count")
@@ -172,12 +183,13 @@ def main() -> None:
     ap.add_argument("--time-budget", type=float, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--snapshot-every", type=int, default=0, help="also save the model every N steps (snapshots/)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    _check(args)
     path = Path(args.config)
     try:
         cfg = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"{path}: cannot read training config ({e})")
+        raise CosError(f"{path}: cannot read training config ({e})") from None
     if args.pool_per_task:
         cfg["data"]["pool_per_task"] = args.pool_per_task
     if args.time_budget:
@@ -190,4 +202,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cos.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))
