@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cos.errors import CosError
+from cos.errors import CosError, InputError
 
 
 def _list(a) -> None:
@@ -52,19 +52,45 @@ def _report(a) -> None:
         print(f"written: {p}")
 
 
-def _status(a) -> None:
+def _settings_differences(base: dict, doc: dict) -> list[str]:
+    """What differs between the sampling settings of the claims both files share (another tier, another size)."""
+    before = {c["id"]: (c.get("details") or {}).get("settings") for c in base["claims"]}
+    diffs: set[str] = set()
+    for c in doc["claims"]:
+        a, b = before.get(c["id"]), (c.get("details") or {}).get("settings")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs.update(f"{k} {a.get(k)} vs {b.get(k)}" for k in ("steps", "instances", "seeds", "num_frames",
+                                                                       "height", "width") if a.get(k) != b.get(k))
+    return sorted(diffs)
+
+
+def _status(a) -> int:
     from cos.registry import ClaimResult
     from cos.reporting import compare, load_status, render_table
 
     doc = load_status(a.status)
-    rows = [ClaimResult.from_dict(c) for c in doc["claims"]]
-    labels = None
+    rows = []
+    for i, c in enumerate(doc["claims"]):
+        try:
+            rows.append(ClaimResult.from_dict(c))
+        except (TypeError, KeyError, ValueError) as e:
+            raise CosError(f"{a.status}: claims[{i}] is not a claim row ({e})") from None
+    labels, c = None, None
     if a.compare:
-        c = compare(load_status(a.compare), rows)
+        base = load_status(a.compare)
+        if base.get("schema") != doc.get("schema"):
+            raise CosError(f"{a.compare}: schema {base.get('schema')!r} differs from {a.status}'s "
+                           f"{doc.get('schema')!r}; compare files of one schema")
+        diffs = _settings_differences(base, doc)
+        if diffs:   # a baseline of another tier gives meaningless regressions: say so, still compare
+            print(f"warning: {a.compare} was measured with other settings ({'; '.join(diffs)}): another tier?",
+                  file=sys.stderr)
+        c = compare(base, rows)
         labels = c["labels"]
         print(f"against {a.compare}: regressed {c['regressed'] or 'none'}; newly hold {c['newly_holds'] or 'none'}"
               + (f"; missing now {c['missing']}" if c["missing"] else ""))
     print(render_table(rows, a.format, labels))
+    return 1 if c and c["regressed"] else 0
 
 
 def _trace(a) -> None:
@@ -72,6 +98,14 @@ def _trace(a) -> None:
     from cos.tasks import TASKS, make_instance
     from cos.trace import trace
 
+    from cos.validation import check_device, check_model, positive_int
+
+    positive_int("--every", a.every)
+    for flag in ("instance", "seed"):
+        if getattr(a, flag) < 0:
+            raise InputError(f"--{flag} {getattr(a, flag)}: must be 0 or more")
+    check_device("--device", a.device)
+    check_model("--model", a.model)
     make_instance(a.task, 0)   # registers the tasks; an unknown task is a one-line InputError
     system = load_system(a.model, device=a.device)
     t = trace(system, a.task, instance=a.instance, seed=a.seed, split=a.split)
@@ -80,9 +114,15 @@ def _trace(a) -> None:
 
 
 def _merge(a) -> None:
+    import warnings
+
     from cos.store import merge
 
-    n = merge(a.stores, a.into)
+    with warnings.catch_warnings(record=True) as caught:   # one line per skipped entry, not warnings' two
+        warnings.simplefilter("always")
+        n = merge(a.stores, a.into)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
     print(f"merged {n} new results into {a.into}")
 
 
@@ -122,26 +162,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--into", required=True)
     p.set_defaults(fn=_merge)
     for verb, mod in (("train", "cos.train"), ("evaluate", "cos.evaluate")):
-        p = sub.add_parser(verb, help=f"python -m {mod} (see cos {verb} --help)", add_help=False)
-        p.add_argument("args", nargs=argparse.REMAINDER)
-        p.set_defaults(fn=None, module=mod)
-    a, rest = ap.parse_known_args(argv)
-    if a.verb == "run":
-        return run_claims(a.model, a.out, a.baseline, rest)
-    if rest and a.verb not in ("train", "evaluate"):
-        ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    if a.fn is None:
-        import importlib
-
-        sys.argv = [f"cos {a.verb}", *a.args]
-        importlib.import_module(a.module).main()
-        return 0
+        sub.add_parser(verb, help=f"python -m {mod} (see cos {verb} --help)", add_help=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        a.fn(a)
+        if argv and argv[0] in ("train", "evaluate"):
+            # handed on whole: argparse's REMAINDER refuses a tail that starts with an option (--config ...)
+            import importlib
+
+            importlib.import_module(f"cos.{argv[0]}").main(argv[1:], prog=f"cos {argv[0]}")
+            return 0
+        if argv and argv[0] == "run":
+            # unknown options go to pytest (--cos-tier, --cos-instances, -k ...)
+            a, rest = ap.parse_known_args(argv)
+            return run_claims(a.model, a.out, a.baseline, rest)
+        a = ap.parse_args(argv)
+        return a.fn(a) or 0
     except (CosError, FileNotFoundError, OSError) as e:
-        print(f"cos {a.verb}: {e}", file=sys.stderr)
+        print(f"cos {argv[0] if argv else ''}: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

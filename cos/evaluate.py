@@ -62,10 +62,22 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
-def main() -> None:
+def _check(args: argparse.Namespace) -> None:
+    """One line (cos.errors.InputError) for a bad value, before the model is loaded."""
+    from cos.errors import InputError
+    from cos.validation import check_device, positive_int
+
+    if positive_int("--n", args.n) < 2:
+        raise InputError(f"--n {args.n}: must be at least 2 (a bootstrap interval needs two instances per task)")
+    if args.steps is not None:
+        positive_int("--steps", args.steps)
+    check_device("--device", args.device)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     from cos.models import load_system
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="a model directory, or with --snapshots a folder of them")
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--first", type=int, default=0, help="first instance seed (validation uses a range of its own)")
@@ -73,7 +85,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", default=None)
     ap.add_argument("--snapshots", action="store_true", help="evaluate every model directory under --model")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    _check(args)
     over = {"steps": args.steps} if args.steps else {}
     if args.snapshots:
         from pathlib import Path
@@ -105,4 +118,8 @@ def main() -> None:
                        "settings": {**defaults(system), **over, "n": args.n, "first": args.first}}, f)
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cos.cli import main as cli_main
+
+    sys.exit(cli_main(["evaluate", *sys.argv[1:]]))

@@ -82,7 +82,24 @@ def assign_worker_gpu(worker_id: str | None, gpus: list[str]) -> str | None:
     return gpus[int(worker_id[2:]) % len(gpus)]
 
 
+def validate_session(config: pytest.Config) -> None:
+    """Check every --cos-* value (cos.validation) before any test runs: a bad one is a one-line usage error."""
+    if hasattr(config, "workerinput"):   # xdist workers: the controller has checked the same options
+        return
+    from cos.errors import CosError
+    from cos.validation import validate_options
+
+    opts = {"--cos-" + k[4:].replace("_", "-"): v for k, v in vars(config.option).items() if k.startswith("cos_")}
+    if opts.get("--cos-out") == ".":   # the default: only written to when claims ran; don't refuse unit tests
+        del opts["--cos-out"]
+    try:
+        validate_options(opts)
+    except CosError as e:
+        raise pytest.UsageError(str(e)) from None
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    validate_session(config)
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     env = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -21,6 +21,10 @@ from cos.store import ResultStore, key_of
 from cos.taskrun import TaskBatch, conditioning, decode, make_batch
 
 
+# bumped whenever an intervention's meaning changes (stored results of the old meaning must not be served)
+ENGINE = 2
+
+
 @dataclass
 class RunContext:
     """Where a claims session keeps its state. `shard=(i, n)`: only every n-th batch from the i-th."""
@@ -77,7 +81,7 @@ class RunContext:
     def memo(self, kind: str, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, compute: Callable):
         """Compute once per session what several claims read (the clean run with x̂0 recorded, a noise sweep):
         keyed by the model, the settings, the batch's (instance, seed) rows and `kind`."""
-        key = (kind, id(system), system.weights_hash, repr(settings), tuple(i.id for i in batch.instances),
+        key = (kind, id(system), system.fingerprint, repr(settings), tuple(i.id for i in batch.instances),
                tuple(batch.seeds))
         if key not in self._memo:
             if len(self._memo) > 64:   # a long session with many models: keep memory bounded
@@ -92,14 +96,17 @@ class RunContext:
     def _stored(self, kind: str, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, compute, **what):
         if self.store is None:
             return compute()
-        key = key_of(kind=kind, model=system.weights_hash or system.name, name=system.name,
-                     settings=settings.record(), rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
+        # the system's fingerprint: weights and LoRAs by content, scheduler config (flow shift), boundary, dtype;
+        # ENGINE names the meaning of the interventions, so a store filled by an older engine is not served
+        key = key_of(kind=kind, engine=ENGINE, model=system.fingerprint, name=system.name, settings=settings.record(),
+                     rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
                      size=(batch.height, batch.width), **what)
         hit = self.store.get(key)
         if hit is not None:
             return _from_disk(hit)
-        out = compute()
-        self.store.put(key, _to_disk(out))
+        with self.store.computing(key):     # a failed computation releases the key for other processes
+            out = compute()
+            self.store.put(key, _to_disk(out))
         return out
 
 

@@ -14,6 +14,7 @@ import json
 import math
 import time
 import multiprocessing
+import pickle  # only for its exception type: checkpoints load with weights_only=True
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from diffusers import WanTransformer3DModel
 from tqdm.auto import tqdm
 
+from cos.errors import CosError
 from cos.models.prompt import TokenPromptEncoder, words
 from cos.models.system import IdentityVAE
 from cos.models.tiny import unipc
@@ -91,7 +93,12 @@ def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, 
     # random numbers drawn on the device: host-side draws and copies bounded the H100 at ~8 steps/s
     gen = torch.Generator(device=device).manual_seed(cfg["seed"])
     if ckpt.exists():
-        c = torch.load(ckpt, map_location=device, weights_only=False)
+        # weights_only: a checkpoint is tensors and plain containers; nothing in it may run code
+        try:
+            c = torch.load(ckpt, map_location=device, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise CosError(f"{ckpt}: refused to load, it holds more than tensors and plain containers "
+                           f"({str(e).splitlines()[0][:160]})") from None
         model.load_state_dict(c["model"]), enc.load_state_dict(c["enc"]), opt.load_state_dict(c["opt"])
         state = c["state"]
         gen.set_state(c["gen"].cpu())
@@ -154,8 +161,19 @@ def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, 
     return extra
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _check(args: argparse.Namespace) -> None:
+    """One line (cos.errors.InputError) for a bad value, before the task pool is rendered."""
+    from cos.validation import check_device, check_writable_dir, positive_int
+
+    for flag in ("steps", "pool_per_task", "batch"):
+        if getattr(args, flag) is not None:
+            positive_int(f"--{flag.replace('_', '-')}", getattr(args, flag))
+    check_device("--device", args.device)
+    check_writable_dir("--out", args.out)
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=None, help="override the config's step count")
@@ -165,12 +183,13 @@ def main() -> None:
     ap.add_argument("--time-budget", type=float, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--snapshot-every", type=int, default=0, help="also save the model every N steps (snapshots/)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    _check(args)
     path = Path(args.config)
     try:
         cfg = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"{path}: cannot read training config ({e})")
+        raise CosError(f"{path}: cannot read training config ({e})") from None
     if args.pool_per_task:
         cfg["data"]["pool_per_task"] = args.pool_per_task
     if args.time_budget:
@@ -183,4 +202,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    from cos.cli import main as cli_main
+
+    sys.exit(cli_main(["train", *sys.argv[1:]]))

@@ -87,3 +87,79 @@ def test_bad_model_dirs_give_one_line_errors(wan_dir, tmp_path, breakage, messag
     assert message in msg and "\n" not in msg
     assert str(root if breakage not in ("truncated", "no_weights", "wrong_in_channels", "wrong_class", "bad_json")
                else t) in msg
+
+
+@pytest.fixture
+def hash_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COS_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_same_layout_different_weights_differ_and_the_hash_is_cached(wan_dir, tmp_path, hash_cache):
+    from cos.models.identity import CACHE_NAME, weights_hash
+
+    a, b = copy_dir(wan_dir[0], tmp_path / "a" / "m"), copy_dir(wan_dir[0], tmp_path / "b" / "m")
+    assert weights_hash(a) == weights_hash(b)          # same bytes, same folder name: same identity
+    f = b / "transformer" / "diffusion_pytorch_model.safetensors"
+    raw = bytearray(f.read_bytes())
+    raw[-4:] = bytes(4)                                # one weight changed: same header, layout and size
+    f.write_bytes(bytes(raw))
+    assert weights_hash(a) != weights_hash(b)
+    assert len(json.loads((hash_cache / CACHE_NAME).read_text())) >= 2
+    la, lb = load_system(a), load_system(b)
+    assert la.weights_hash != lb.weights_hash and la.fingerprint != lb.fingerprint
+
+
+def test_a_hub_blob_is_identified_by_its_name(tmp_path, hash_cache):
+    from cos.models.identity import file_sha256
+
+    name = "ab" * 32
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / name).write_bytes(b"not hashed")
+    (tmp_path / "snapshots").mkdir()
+    (tmp_path / "snapshots" / "w.safetensors").symlink_to(tmp_path / "blobs" / name)
+    assert file_sha256(tmp_path / "snapshots" / "w.safetensors") == name
+    assert not (hash_cache).exists()
+
+
+def test_fingerprint_follows_flow_shift_but_not_the_folder(wan_dir, tmp_path, hash_cache):
+    root = wan_dir[0]
+    base = load_system(root)
+    shifted = load_system(root, flow_shift=5.0)
+    assert base.weights_hash == shifted.weights_hash
+    assert base.fingerprint != shifted.fingerprint
+    assert load_system(root, flow_shift=5.0).fingerprint == shifted.fingerprint
+    assert load_system(copy_dir(root, tmp_path / "elsewhere")).fingerprint == base.fingerprint
+    assert load_system(root, dtype=torch.bfloat16).fingerprint != base.fingerprint
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"this is a text file, not weights\n" * 4, "not a safetensors file (it starts with 'this is '"),
+    (b"", "no header"),
+])
+def test_a_file_that_is_not_safetensors_is_named_so(tmp_path, content, message):
+    from cos.models.loading import check_safetensors
+
+    f = tmp_path / "x.safetensors"
+    f.write_bytes(content)
+    with pytest.raises(ModelLoadError) as e:
+        check_safetensors(f)
+    assert message in str(e.value) and "\n" not in str(e.value) and "truncated safetensors (header" not in str(e.value)
+
+
+def test_a_header_whose_shapes_do_not_match_its_offsets_is_refused(wan_dir, tmp_path):
+    import struct
+
+    root = copy_dir(wan_dir[0], tmp_path / "m")
+    f = root / "transformer" / "diffusion_pytorch_model.safetensors"
+    raw = f.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    k = next(k for k, v in header.items() if k != "__metadata__" and len(v["shape"]) == 2)
+    header[k]["shape"] = header[k]["shape"][::-1] + [2]        # twice the elements, same byte range
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    f.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
+    with pytest.raises(ModelLoadError) as e:
+        load_system(root)
+    assert "data_offsets" in str(e.value) and k in str(e.value) and "\n" not in str(e.value)

@@ -101,8 +101,12 @@ def test_cli_status_compare_and_one_line_errors(tmp_path, capsys):
 def test_cli_trace_and_merge(tmp_path, capsys):
     assert cos_main(["trace", "--task", "pattern", "--every", "4", "--out", str(tmp_path / "t.png")]) == 0
     assert png_size(tmp_path / "t.png")[0] > 200
-    (tmp_path / "a" / "ab").mkdir(parents=True)
-    (tmp_path / "a" / "ab" / "abcd.pt").write_bytes(b"x")
+    from cos.store import ResultStore
+
+    ResultStore(tmp_path / "a").put("abcd", {"n": 1})
+    (tmp_path / "a" / "ab" / "abce.pt").write_bytes(b"x")       # old pickle format: skipped, never loaded
+    capsys.readouterr()
     assert cos_main(["merge", str(tmp_path / "a"), "--into", str(tmp_path / "m")]) == 0
-    assert (tmp_path / "m" / "ab" / "abcd.pt").exists()
+    assert ResultStore(tmp_path / "m").get("abcd") == {"n": 1} and not (tmp_path / "m" / "ab" / "abce.pt").exists()
+    assert "1 old-format (.pt, pickle) entries skipped" in capsys.readouterr().err
     assert cos_main(["merge", str(tmp_path / "nope"), "--into", str(tmp_path / "m")]) == 2

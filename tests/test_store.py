@@ -10,7 +10,7 @@ from cos.models.reference import reference_system
 from cos.runner import RunContext
 from cos.sampler import Sampler
 from cos.settings import ClaimSettings
-from cos.store import ResultStore, fingerprint, key_of, merge
+from cos.store import ResultStore, StoreWarning, fingerprint, key_of, merge
 
 SET = ClaimSettings(tasks=("maze", "pattern"), instances=3, seeds=(0,), steps=4, batch_size=2)
 
@@ -113,8 +113,9 @@ def test_a_torn_file_is_recomputed(store, ctx):
     sysm = reference_system()
     batch = next(ctx.batches(SET))
     ctx.run(sysm, SET, batch)
-    f = next(store.root.glob("*/*.pt"))
+    f = next(store.root.glob("*/*.safetensors"))
     f.write_bytes(f.read_bytes()[:20])
     store.hits = 0
-    ctx.run(sysm, SET, batch)
+    with pytest.warns(StoreWarning, match="truncated"):
+        ctx.run(sysm, SET, batch)
     assert store.hits == 0 and store.misses >= 1

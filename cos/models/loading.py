@@ -19,10 +19,13 @@ import numpy as np
 import torch
 
 from cos.errors import ModelLoadError
+from cos.models.identity import weights_hash  # noqa: F401 - also imported from here
 from cos.models.system import IdentityVAE, WanSystem, WanVAE
 
-HASH_FULL_LIMIT = 2 * 1024**3  # hash every byte below this; above, a fingerprint of sizes and headers
-
+# bytes per element of each safetensors dtype: a header whose shapes do not match its byte ranges is corrupt
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4,
+               "U16": 2, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "C64": 8}
+MAX_HEADER = 100 * 1024**2   # the safetensors library's own limit
 
 def _read_json(path: Path) -> dict:
     try:
@@ -34,20 +37,40 @@ def _read_json(path: Path) -> dict:
 
 
 def check_safetensors(path: Path) -> dict:
-    """Header parses and the file is as long as the header says (catches truncated downloads); returns the header."""
+    """Header parses, each tensor's shape matches its byte range, and the file is as long as the header says
+    (catches truncated downloads and files that are not safetensors at all); returns the header."""
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(8)
+        head = f.read(9)
         if len(head) < 8:
             raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, no header)")
-        (n,) = struct.unpack("<Q", head)
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] != b"{" or n > MAX_HEADER or n < 2:
+            start = head[:8].decode("latin-1").encode("unicode_escape").decode()
+            raise ModelLoadError(f"{path}: not a safetensors file (it starts with '{start}', not an 8-byte header "
+                                 "length and a JSON header)")
         if n > size - 8:
             raise ModelLoadError(f"{path}: truncated safetensors file (header of {n} bytes, file of {size})")
         try:
-            header = json.loads(f.read(n))
+            header = json.loads(head[8:] + f.read(n - 1))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ModelLoadError(f"{path}: corrupt safetensors header") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if not isinstance(header, dict):
+        raise ModelLoadError(f"{path}: corrupt safetensors header (not a JSON object)")
+    end = 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        try:
+            dtype, shape, (lo, hi) = v["dtype"], [int(d) for d in v["shape"]], v["data_offsets"]
+            width = DTYPE_BYTES[dtype]
+        except (KeyError, TypeError, ValueError):
+            raise ModelLoadError(f"{path}: corrupt safetensors header (tensor {k!r}: bad dtype, shape or "
+                                 "data_offsets)") from None
+        if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi) or hi - lo != width * int(np.prod(shape)):
+            raise ModelLoadError(f"{path}: corrupt safetensors header (tensor {k!r}: shape {shape} of {dtype} needs "
+                                 f"{width * int(np.prod(shape))} bytes, data_offsets {[lo, hi]} span {hi - lo})")
+        end = max(end, hi)
     if 8 + n + end > size:
         raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, tensors need {8 + n + end})")
     return header
@@ -71,24 +94,6 @@ def _check_component(folder: Path, class_name: str | None) -> dict:
     for f in files:
         check_safetensors(f)
     return cfg
-
-
-def weights_hash(root: Path) -> str:
-    """sha256 of every safetensors file (or, above 2 GiB in all, of names, sizes and headers: 'fp:' prefix)."""
-    files = sorted(root.rglob("*.safetensors"))
-    total = sum(f.stat().st_size for f in files)
-    h = hashlib.sha256()
-    full = total <= HASH_FULL_LIMIT
-    for f in files:
-        h.update(str(f.relative_to(root)).encode())
-        with f.open("rb") as fh:
-            if full:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-            else:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                h.update(str(f.stat().st_size).encode() + fh.read(n))
-    return ("" if full else "fp:") + h.hexdigest()[:16]
 
 
 def _scheduler(path: Path):
@@ -217,6 +222,7 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
 
         apply_loras(system.experts, lora_files)
         system.name += "+" + "+".join(f"{p.stem}@{w:g}" for p, w in lora_files)
+        system.loras = [(weights_hash(p), w) for p, w in lora_files]
         system.weights_hash = weights_hash_with_loras(system.weights_hash, lora_files)
     if flow_shift is not None:
         system.extra = {**system.extra, "flow_shift": float(flow_shift)}
@@ -224,7 +230,8 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
 
 
 def weights_hash_with_loras(base: str, loras: Sequence[tuple[Path, float]]) -> str:
+    """The base weights' hash combined with each LoRA's content hash (not its folder or name) and weight."""
     h = hashlib.sha256(base.encode())
     for p, w in loras:
-        h.update(weights_hash(p if p.is_dir() else p.parent).encode() + p.name.encode() + str(w).encode())
-    return h.hexdigest()[:16]
+        h.update(f"{weights_hash(p)}@{float(w)!r};".encode())
+    return h.hexdigest()[:32]

@@ -1,6 +1,8 @@
 """`WanSystem`: the components the shared sampler drives, with a uniform latent-space VAE interface."""
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -66,6 +68,20 @@ class IdentityVAE:
         return latents.float()
 
 
+def _parameter_hash(modules: list) -> str:
+    """For systems built in memory (no weight files): the bytes of every parameter and buffer."""
+    h = hashlib.sha256()
+    for m in modules:
+        if not isinstance(m, torch.nn.Module):
+            h.update(repr(m).encode())
+            continue
+        for name, t in m.state_dict().items():
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:32]
+
+
 @dataclass
 class WanSystem:
     """One or two Wan experts, their scheduler, a latent codec and an optional prompt encoder.
@@ -89,6 +105,18 @@ class WanSystem:
     # a model that must see each batch before sampling it (a reference denoiser's candidate set): called as
     # batch_binder(system, batch) by the runner; None for every real model
     batch_binder: Callable[["WanSystem", object], None] | None = None
+    loras: list[tuple[str, float]] = field(default_factory=list)   # (content hash, weight) applied to the experts
+
+    @property
+    def fingerprint(self) -> str:
+        """Identity of every trajectory this system can produce: weights by content, LoRAs by content and weight,
+        scheduler class and config (flow shift included), expert boundary and dtype. Key stored results by it."""
+        cfg = {k: v for k, v in dict(getattr(self.scheduler, "config", None) or {}).items() if not k.startswith("_")}
+        desc = {"weights": self.weights_hash or _parameter_hash(self.experts),
+                "scheduler": type(self.scheduler).__name__, "scheduler_config": cfg,
+                "boundary_ratio": self.boundary_ratio, "dtype": str(getattr(self.transformer, "dtype", None)),
+                "loras": [[h, float(w)] for h, w in self.loras]}
+        return hashlib.sha256(json.dumps(desc, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 
     def __post_init__(self) -> None:
         if self.transformer_2 is not None and self.boundary_ratio is None:

@@ -1,0 +1,167 @@
+"""Every `--cos-*` value checked before anything is loaded or sampled: one line naming option, value and rule.
+
+`validate_options({"--cos-steps": 0, ...})` raises `InputError`; the pytest plugin turns that into a usage
+error before the first test, the `cos` command into exit status 2. Keys may be flags (`--cos-steps`) or
+option destinations (`cos_steps`); values of None (not given) are not checked.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from cos.errors import CosError, InputError
+
+DEVICE_RULE = "cpu, cuda, cuda:N or auto"
+
+
+def _fail(flag: str, value: Any, rule: str) -> None:
+    raise InputError(f"{flag} {value!r}: {rule}")
+
+
+def positive_int(flag: str, value: Any) -> int:
+    """An integer ≥ 1 (0 would silently fall back to the tier's value, a negative makes no sense)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(r"[+-]?\d+", str(value).strip()):
+        _fail(flag, value, "must be a positive integer")
+    if int(value) < 1:
+        _fail(flag, value, "must be a positive integer (at least 1)")
+    return int(value)
+
+
+def check_size(flag: str, value: str) -> tuple[int, int, int]:
+    """HxWxF: height and width positive multiples of 16 (VAE ×8, patch ×2), frames 4k+1 (the VAE's time stride)."""
+    m = re.fullmatch(r"\s*(\d+)x(\d+)x(\d+)\s*", str(value).lower())
+    if not m:
+        _fail(flag, value, "expected HxWxF, e.g. 480x832x81")
+    h, w, f = map(int, m.groups())
+    if h < 16 or w < 16 or h % 16 or w % 16:
+        _fail(flag, value, "height and width must be positive multiples of 16")
+    if f < 1 or (f - 1) % 4:
+        _fail(flag, value, "frames must be 4k+1 (1, 5, 9, ..., 81)")
+    return h, w, f
+
+
+def check_flow_shift(flag: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (math.isfinite(v) and v > 0):
+        _fail(flag, value, "must be a finite number > 0")
+    return v
+
+
+def check_shard(flag: str, value: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+    if not m:
+        _fail(flag, value, "expected I/N, e.g. 0/2")
+    i, n = map(int, m.groups())
+    if not 0 <= i < n:
+        _fail(flag, value, "need 0 <= I < N")
+    return i, n
+
+
+def check_device(flag: str, value: str) -> str:
+    """auto, cpu, cuda or cuda:N; a CUDA device must exist on this machine."""
+    v = str(value)
+    if v in ("auto", "cpu"):
+        return v
+    m = re.fullmatch(r"cuda(?::(\d+))?", v)
+    if not m:
+        _fail(flag, value, f"must be {DEVICE_RULE}")
+    import torch
+
+    if not torch.cuda.is_available():
+        _fail(flag, value, f"CUDA is not available here (torch {torch.__version__}, CUDA {torch.version.cuda}); "
+                           "use cpu or auto")
+    if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+        _fail(flag, value, f"this machine sees {torch.cuda.device_count()} CUDA device(s)")
+    return v
+
+
+def check_writable_dir(flag: str, value: str) -> Path:
+    """An existing writable directory, or a path whose nearest existing parent is one (created later)."""
+    p = Path(value)
+    if p.exists() and not p.is_dir():
+        _fail(flag, value, "must be a directory, and this is a file")
+    q = p if p.exists() else next((a for a in p.absolute().parents if a.exists()), Path("/"))
+    if not q.is_dir():
+        _fail(flag, value, f"cannot be created: {q} is a file")
+    if not os.access(q, os.W_OK | os.X_OK):
+        _fail(flag, value, f"must be writable ({q} is not)")
+    return p
+
+
+def check_store(flag: str, value: str) -> Path | None:
+    return None if value == "none" else check_writable_dir(flag, value)
+
+
+def check_model(flag: str, value: str) -> Path:
+    p = Path(value)
+    if not p.exists():
+        _fail(flag, value, "model path does not exist")
+    if not p.is_dir():
+        _fail(flag, value, "must be a model directory, and this is a file")
+    return p
+
+
+def check_lora(flag: str, spec: str) -> tuple[Path, float]:
+    """PATH[:WEIGHT]: an existing safetensors file (or a folder holding exactly one), a finite weight."""
+    from cos.models.lora import parse_lora_spec
+
+    path, weight = parse_lora_spec(str(spec))
+    if not math.isfinite(weight):
+        _fail(flag, spec, "the LoRA weight must be a finite number")
+    if not path.exists():
+        _fail(flag, spec, f"LoRA file {path} does not exist")
+    if path.is_dir():
+        files = sorted(path.glob("*.safetensors"))
+        if len(files) != 1:
+            _fail(flag, spec, f"a LoRA folder must hold exactly one .safetensors file, found {len(files)}")
+        path = files[0]
+    from cos.models.loading import check_safetensors
+
+    try:
+        check_safetensors(path)
+    except CosError as e:
+        raise InputError(f"{flag}: {e}") from None
+    return path, weight
+
+
+def check_baseline(flag: str, value: str) -> dict:
+    from cos.registry import SCHEMA
+    from cos.reporting import load_status
+
+    try:
+        doc = load_status(value)
+    except CosError as e:
+        raise InputError(f"{flag}: {e}") from None
+    if doc.get("schema", SCHEMA) != SCHEMA:
+        _fail(flag, value, f"a claims-status file of schema {doc.get('schema')!r}; this cos writes {SCHEMA!r}")
+    return doc
+
+
+CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "--cos-steps": positive_int, "--cos-instances": positive_int, "--cos-size": check_size,
+    "--cos-flow-shift": check_flow_shift, "--cos-shard": check_shard, "--cos-device": check_device,
+    "--cos-out": check_writable_dir, "--cos-store": check_store, "--cos-model": check_model,
+    "--cos-baseline": check_baseline,
+}
+LISTS: dict[str, Callable[[str, Any], Any]] = {"--cos-lora": check_lora, "--cos-model-lora": check_lora}
+
+
+def _flag(key: str) -> str:
+    return key if key.startswith("--") else "--" + key.replace("_", "-")
+
+
+def validate_options(opts: dict[str, Any]) -> None:
+    """Check every known `--cos-*` value in `opts`; raise `InputError` (one line) at the first bad one."""
+    o = {_flag(k): v for k, v in opts.items()}
+    for flag, check in CHECKS.items():
+        if o.get(flag) is not None:
+            check(flag, o[flag])
+    for flag, check in LISTS.items():
+        for spec in o.get(flag) or ():
+            check(flag, spec)
