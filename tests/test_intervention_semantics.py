@@ -232,3 +232,19 @@ def test_ensemble_keeps_groups_apart_and_seeds_distinct(system12, cond):
     assert torch.allclose(v4[2:], v2, atol=1e-5)           # group 1 saw only its own seeds
     x = cap[0, 5]
     assert not torch.allclose(x[0], x[1])                  # each seed keeps its own residual stream
+
+
+def test_update_patching_sees_the_right_rows_under_batched_cfg(system4, cond, alt):
+    """With cond and uncond in one forward, block inputs, updates and group means are taken per pass."""
+    def both(batch_cfg, ivs):
+        s = Sampler(system4, batch_cfg=batch_cfg)
+        return s.run(s.prepare(cond, [0, 1, 2], STEPS), interventions=ivs, guidance_scale=GS, record=("velocity",),
+                     until=1)["velocity"][0]
+    caps = {b: CaptureBlocks(blocks=[1], steps=[0], what="update", cfg_pass="both") for b in (False, True)}
+    for b, cap in caps.items():
+        s = Sampler(system4, batch_cfg=b)
+        s.run(s.prepare(alt, [0, 1, 2], STEPS), interventions=[cap], guidance_scale=GS, until=1)
+    for key in caps[False].captured():
+        assert torch.allclose(caps[False].store[key], caps[True].store[key], atol=1e-5), key
+    for ivs in ([SwapBlock(1, caps[False], cfg_pass="both")], [EnsembleAverage(blocks=[1, 2], steps=[0])]):
+        assert torch.allclose(both(False, ivs), both(True, ivs), atol=1e-5)
