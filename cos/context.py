@@ -19,6 +19,8 @@ class StepContext:
 
     `passes` maps "cond"/"uncond" to the rows of the current forward's batch that carry that pass;
     a separate-pass forward holds one key, a batched cond+uncond forward holds both.
+    `block_input` is the residual stream entering the block whose `on_block` hooks are running (None
+    elsewhere), so that hooks can read or patch a block's own update, output − input.
     """
 
     step: int
@@ -29,6 +31,7 @@ class StepContext:
     seeds: list[int]
     passes: dict[str, slice] = field(default_factory=dict)
     grid: tuple[int, int, int] | None = None
+    block_input: torch.Tensor | None = None
 
     @property
     def fraction(self) -> float:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import torch
+from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
@@ -20,7 +21,39 @@ from cos.interventions.base import Intervention
 from cos.interventions.session import HookSession
 from cos.models.system import WanSystem
 
-RECORDABLE = ("x0", "latents", "velocity")
+RECORDABLE = ("x0", "latents", "velocity", "model_input")
+
+
+def restart_history(scheduler) -> None:
+    """Make `scheduler` forget the trajectory before the current step, in place.
+
+    After an intervention replaces x_s ("x_s ← N(0, I)"), the trajectory must continue from that x_s alone,
+    as with a first-order flow-matching sampler (DiffSynth's Euler). A multistep solver would otherwise
+    mix the discarded prefix back in: UniPC's corrector rebuilds x_s from `last_sample` and ignores the
+    sample passed to `step` (the next state moved by ≤ 2.4e-7 after replacing x_s by noise), and both
+    UniPC and DPM-Solver extrapolate from earlier x̂0s. Dropping the history makes the next `step` a fresh
+    first-order step (UniPC/DPM-Solver++ order 1 with flow sigmas = DDIM = the flow Euler step), and the
+    orders warm up again afterwards as from step 0. The step index is kept (the schedule goes on).
+    Schedulers with no history (flow-matching Euler) need nothing; any other scheduler raises rather than
+    silently keeping a history we do not know how to drop.
+    """
+    if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+        return  # x_{s+1} = x_s + (σ_{s+1} − σ_s)·v: no state besides the step index
+    order = scheduler.config.get("solver_order", 1)
+    if isinstance(scheduler, UniPCMultistepScheduler):
+        # new lists, not in-place edits: forks (deepcopy) and the caller's copies stay independent
+        scheduler.model_outputs = [None] * order
+        scheduler.timestep_list = [None] * order
+        scheduler.lower_order_nums = 0
+        scheduler.last_sample = None          # no corrector at this step: it would rebuild x_s from the prefix
+        return
+    if isinstance(scheduler, DPMSolverMultistepScheduler):
+        scheduler.model_outputs = [None] * order
+        scheduler.lower_order_nums = 0
+        return
+    raise InputError(f"{type(scheduler).__name__}: cannot restart its history after an intervention replaced x_s; "
+                     f"teach cos.sampler.restart_history this scheduler (UniPC, DPM-Solver multistep and "
+                     f"flow-matching Euler are known)")
 
 
 @dataclass
@@ -75,7 +108,8 @@ class SamplerState:
     cond: Conditioning
 
     def fork(self) -> "SamplerState":
-        """An independent copy: continuing it leaves this state untouched."""
+        """An independent copy: continuing it leaves this state untouched (the scheduler, solver history
+        included, is deep-copied, so a fork that restarts the history leaves the trunk's intact)."""
         return SamplerState(self.latents.clone(), self.condition, copy.deepcopy(self.scheduler), self.next_step,
                             self.num_steps, list(self.seeds), self.cond)
 
@@ -178,7 +212,11 @@ class Sampler:
         """Continue `state` (which is advanced in place) up to step `until` (default: the end).
 
         `record` names what to keep per step: "x0" (x̂0 = x_s − σ_s·v, eq. 2), "latents" (x_s before the
-        step, after interventions) and "velocity" (the guided v).
+        step, after interventions that replace it), "model_input" (what the forward saw of x_s; differs from
+        "latents" only under `model_input` interventions such as `NoiseAtFrame`) and "velocity" (the guided v).
+
+        An intervention whose `before_forward` returns a new tensor replaces x_s: the scheduler's history is
+        restarted at that step (`restart_history`), so the trajectory continues from the new x_s alone.
         """
         record = tuple(record)
         bad = [r for r in record if r not in RECORDABLE]
@@ -212,9 +250,17 @@ class Sampler:
                 sigma_t = sched.sigmas[i]
                 ctx = StepContext(i, state.num_steps, t, float(sigma_t), expert, state.seeds)
                 latents = state.latents
+                replaced = False
                 for iv in interventions:
-                    latents = iv.before_forward(ctx, latents)
-                x_in = torch.cat([latents, state.condition], dim=1).to(dtype)
+                    new = iv.before_forward(ctx, latents)
+                    replaced |= new is not latents
+                    latents = new
+                if replaced:
+                    restart_history(sched)   # sched is this state's own copy (forks deep-copy it)
+                seen = latents
+                for iv in interventions:
+                    seen = iv.model_input(ctx, seen)
+                x_in = torch.cat([seen, state.condition], dim=1).to(dtype)
                 if do_cfg and self.batch_cfg:
                     ctx.passes = {"cond": slice(0, b), "uncond": slice(b, 2 * b)}
                     out = self._forward(model, torch.cat([x_in, x_in]), t, torch.cat([pe, npe]), "batched")
@@ -230,7 +276,7 @@ class Sampler:
                 if rec_steps is None or i in rec_steps:
                     steps.append(i), ts.append(float(t)), sigmas.append(float(sigma_t))
                     for name in record:
-                        val = {"latents": lambda: latents, "velocity": lambda: v,
+                        val = {"latents": lambda: latents, "velocity": lambda: v, "model_input": lambda: seen,
                                "x0": lambda: latents - sigma_t * v}[name]()
                         traj[name].append(val.detach().float().to(self.record_device))
                 state.latents = sched.step(v, t, latents, return_dict=False)[0]

@@ -44,12 +44,14 @@ def test_noise_at_step_replaces_all_frames_at_that_step_only(system, cond):
     assert no_hooks(system)
 
 
-def test_noise_at_frame_touches_one_frame_before_each_step(system, cond):
+def test_noise_at_frame_touches_one_frame_of_the_model_input_at_each_step(system, cond):
     clean = run(system, cond)
-    pert = run(system, cond, interventions=[NoiseAtFrame(1)])
-    d = (pert["latents"][0] - clean["latents"][0]).abs().amax(dim=(0, 1, 3, 4))  # per latent frame, step 0
+    pert = Sampler(system).sample(cond, [0, 1], STEPS, guidance_scale=4.0, record=("latents", "model_input"),
+                                  interventions=[NoiseAtFrame(1)])
+    assert torch.equal(pert["latents"][0], clean["latents"][0])                  # the state is not written
+    d = (pert["model_input"][0] - clean["latents"][0]).abs().amax(dim=(0, 1, 3, 4))  # per latent frame, step 0
     assert d[1] > 0 and d[0] == 0 and d[2] == 0
-    assert not torch.equal(pert["latents"][3][:, :, 1], pert["latents"][2][:, :, 1])  # fresh noise per step
+    assert not torch.equal(pert["model_input"][3][:, :, 1], pert["model_input"][2][:, :, 1])  # fresh noise per step
     with pytest.raises(ValueError, match="frames"):
         run(system, cond, interventions=[NoiseAtFrame(17)])
 
@@ -70,12 +72,12 @@ def test_capture_is_pure_observation_with_grid_shape(system, cond):
     assert no_hooks(system)
 
 
-def test_swap_with_own_tokens_is_identity_and_with_other_tokens_changes(system, cond):
-    cap = CaptureBlocks(blocks=[1], steps=[0])
+def test_swap_with_own_update_is_identity_and_with_other_update_changes(system, cond):
+    cap = CaptureBlocks(blocks=[1], steps=[0], what="update")
     base = run(system, cond, interventions=[cap])
     same = run(system, cond, interventions=[SwapBlock(1, cap[0, 1])])
     assert torch.equal(same.latents, base.latents)
-    other_cap = CaptureBlocks(blocks=[1], steps=[0])
+    other_cap = CaptureBlocks(blocks=[1], steps=[0], what="update")
     run(system, tiny_conditioning(seed=5), interventions=[other_cap])
     swapped = run(system, cond, interventions=[SwapBlock(1, other_cap[0, 1])])
     assert torch.equal(swapped["latents"][0], base["latents"][0])       # x_0 input unchanged
@@ -85,18 +87,19 @@ def test_swap_with_own_tokens_is_identity_and_with_other_tokens_changes(system, 
     assert no_hooks(system)
 
 
-def test_ensemble_average_makes_group_rows_equal_in_window(system, cond):
+def test_ensemble_averages_updates_and_output_mode_makes_rows_equal(system, cond):
     cap = CaptureBlocks(blocks=[2], steps=[0])
-    ens = EnsembleAverage(blocks=[1, 2], steps=[0], groups=[0, 0, 1, 1])
+    ens = EnsembleAverage(blocks=[1, 2], steps=[0], groups=[0, 0, 1, 1], what="output")
     run(system, cond, seeds=(0, 1, 2, 3), interventions=[ens, cap])
     x = cap[0, 2]
     assert torch.allclose(x[0], x[1]) and torch.allclose(x[2], x[3]) and not torch.allclose(x[0], x[2])
     cap2 = CaptureBlocks(blocks=[2], steps=[0])
-    run(system, cond, seeds=(0, 1, 2, 3), interventions=[cap2])
-    assert not torch.allclose(cap2[0, 2][0], cap2[0, 2][1])   # without the ensemble the seeds differ
+    run(system, cond, seeds=(0, 1, 2, 3), interventions=[cap2, EnsembleAverage(blocks=[1, 2], steps=[0])])
+    assert not torch.allclose(cap2[0, 2][0], cap2[0, 2][1])   # averaging updates: each seed keeps its own stream
     same = run(system, cond, seeds=(5, 5))
     same_ens = run(system, cond, seeds=(5, 5), interventions=[EnsembleAverage(blocks="all", steps=[0])])
     assert torch.allclose(same.latents, same_ens.latents, atol=1e-6)  # identical seeds: averaging is a no-op
+    assert no_hooks(system)
 
 
 def test_batched_cfg_hooks_see_both_passes(system, cond):

@@ -14,8 +14,14 @@ class Intervention:
     """Base class. Override only the hooks you need; the sampler calls them at the right moments.
 
     - `hooked_blocks(num_layers)`: block indices whose outputs `on_block` must see.
-    - `before_forward(ctx, latents)`: may return new x_s (float32, (B, C, F, H, W)) before the model sees it.
-    - `on_block(ctx, block, hidden)`: may return a replacement for a block output (B_fwd, N, D).
+    - `before_forward(ctx, latents)`: may replace the trajectory state x_s (float32, (B, C, F, H, W)). Returning
+      a different object than `latents` means "x_s is now this": the sampler continues the trajectory from it
+      and restarts a multistep solver's history at this step (see `cos.sampler.restart_history`). Return
+      `latents` itself to leave the state alone.
+    - `model_input(ctx, latents)`: may change what the forward sees of x_s without touching the state
+      (the scheduler still steps the state, with the velocity computed on this input).
+    - `on_block(ctx, block, hidden)`: may return a replacement for a block output (B_fwd, N, D);
+      `ctx.block_input` holds the block's input there, so `hidden - ctx.block_input` is its update.
     - `first_step`: the earliest step this intervention changes anything (prefix sharing relies on it).
     - `close()`: move results off the device once sampling ends.
     """
@@ -27,6 +33,9 @@ class Intervention:
         return ()
 
     def before_forward(self, ctx: StepContext, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+    def model_input(self, ctx: StepContext, latents: torch.Tensor) -> torch.Tensor:
         return latents
 
     def on_block(self, ctx: StepContext, block: int, hidden: torch.Tensor) -> torch.Tensor | None:

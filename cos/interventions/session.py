@@ -17,12 +17,15 @@ class HookedBlock(torch.nn.Module):
     block every call. The wrapped block stays compiled; the interventions run eagerly around it.
     """
 
-    def __init__(self, block: torch.nn.Module, hook: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, block: torch.nn.Module, hook: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
         super().__init__()
         self.block, self.hook = block, hook
 
     def forward(self, *args, **kwargs):
-        return self.hook(self.block(*args, **kwargs))
+        # Wan calls blocks as block(hidden_states, encoder_hidden_states, temb, rotary_emb); the hook gets
+        # the block's input too, so that interventions can work on the block's update (output − input).
+        block_input = args[0] if args else kwargs["hidden_states"]
+        return self.hook(self.block(*args, **kwargs), block_input)
 
 
 class HookSession:
@@ -36,12 +39,16 @@ class HookSession:
         self.wrapped: list[tuple[torch.nn.ModuleList, int, torch.nn.Module]] = []
 
     def _block_hook(self, block: int, users: list[Intervention]):
-        def hook(output):
+        def hook(output: torch.Tensor, block_input: torch.Tensor) -> torch.Tensor:
             ctx = self.context()
-            for iv in users:
-                new = iv.on_block(ctx, block, output)
-                if new is not None:
-                    output = new
+            ctx.block_input = block_input
+            try:
+                for iv in users:
+                    new = iv.on_block(ctx, block, output)
+                    if new is not None:
+                        output = new
+            finally:
+                ctx.block_input = None   # valid only inside this block's hooks
             return output
         return hook
 
