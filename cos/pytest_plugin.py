@@ -218,9 +218,10 @@ class CosSession:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.is_worker or not self.results:
             return
-        from cos.reporting import compare, provenance, write_status
+        from cos.reporting import apply_holm, compare, provenance, write_status
 
         rows = list(self.results.values())
+        apply_holm(rows)
         if self.baseline is not None:
             self.comparison = compare(self.baseline, rows)
         models = sorted({r.model for r in rows if r.model})

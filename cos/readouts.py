@@ -73,10 +73,10 @@ class NoiseSizing:
 
 
 NOISE_SIZING = {
-    # sparse on the CPU: 3 injection steps, 2 noised frames (a sweep costs about five clean runs)
-    "cpu": NoiseSizing((0.0, 0.25, 0.5), (1, 8)),
-    "gpu": NoiseSizing(tuple(i / 10 for i in range(10)), (1, 4, 8)),
-    "full": NoiseSizing(tuple(i / 10 for i in range(10)), (1, 5, 10, 15, 20)),
+    # the CPU: 5 injection steps spread over the schedule (the sensitivity peak needs ≥ 5 points), 2 frames
+    "cpu": NoiseSizing((0.1, 0.3, 0.5, 0.7, 0.85), (1, 8)),
+    "gpu": NoiseSizing(tuple(i / 10 for i in range(1, 10)), (1, 4, 8)),
+    "full": NoiseSizing(tuple(i / 10 for i in range(1, 10)), (1, 5, 10, 15, 20)),
 }
 
 
@@ -94,11 +94,19 @@ def noise_injection_steps(settings: ClaimSettings, sizing: NoiseSizing) -> list[
     return sorted({min(s - 1, max(1, int(f * s))) for f in sizing.step_fractions})
 
 
+def noise_frames(system: WanSystem, settings: ClaimSettings, sizing: NoiseSizing) -> list[int]:
+    """The latent frames noised, within the video's latent frames (a --cos-size override can shorten it); never
+    frame 0, the conditioning frame."""
+    n = (settings.num_frames - 1) // system.vae.scale_temporal + 1
+    return sorted({min(f, n - 1) for f in sizing.frames if n > 1})
+
+
 def noise_sweep(ctx: RunContext, system: WanSystem, settings: ClaimSettings, batch: TaskBatch,
                 sizing: NoiseSizing) -> dict:
     """Clean run plus every noise branch, x̂0 recorded, computed once per batch and session."""
     steps = noise_injection_steps(settings, sizing)
-    branches = {**{f"step{s}": [NoiseAtStep(s)] for s in steps}, **{f"frame{f}": [NoiseAtFrame(f)] for f in sizing.frames}}
+    frames = noise_frames(system, settings, sizing)
+    branches = {**{f"step{s}": [NoiseAtStep(s)] for s in steps}, **{f"frame{f}": [NoiseAtFrame(f)] for f in frames}}
     return ctx.memo(("noise-sweep", sizing), system, settings, batch,
                     lambda: ctx.sweep(system, settings, batch, branches, record=("x0",)))
 

@@ -109,13 +109,30 @@ class Claim:
     def result(self, est: "Estimate", system: "WanSystem", settings: "ClaimSettings", details: Details,
                arrays: Mapping[str, Any] | None = None) -> "ClaimResult":
         """A row whose status comes from the interval against the spec's threshold."""
+        from cos.stats import one_sided_p
+
         s = self.spec
-        d = {"threshold": s.threshold, "direction": s.direction, "weights_hash": system.weights_hash,
+        d = {"threshold": s.threshold, "direction": s.direction, "rule": self.rule,
+             "p_value": one_sided_p(est, s.threshold, s.direction), "weights_hash": system.weights_hash,
              "settings": settings.record(), **asdict(details)}
+        status, reason = decide(est.ci_low, est.ci_high, s.threshold, s.direction), ""
+        if not est.decidable and status != "error":
+            status, reason = "inconclusive", (f"all {est.n} values equal {est.value:.3g}: no interval, this n "
+                                              "cannot decide")
         return ClaimResult(id=s.id, title=s.title, paper_ref=s.paper_ref, paper_value=s.paper_value,
-                           measured=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=est.n,
-                           status=decide(est.ci_low, est.ci_high, s.threshold, s.direction), model=system.name,
-                           seeds=list(settings.seeds), details=d, version=s.version, arrays=dict(arrays or {}))
+                           measured=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=est.n, status=status,
+                           reason=reason, model=system.name, seeds=list(settings.seeds), details=d,
+                           version=s.version, arrays=dict(arrays or {}))
+
+    @property
+    def rule(self) -> str:
+        """The decision rule in words (shown in the report and the JSON)."""
+        s = self.spec
+        side = "above" if s.direction == ">" else "below"
+        return f"holds when the whole 95% CI of the {s.measured_quantity} lies {side} {s.threshold:g}" + \
+            "".join(f"; {c}" for c in self.conditions)
+
+    conditions: ClassVar[tuple[str, ...]] = ()    # the claim's further conditions, in words
 
     def skipped(self, reason: str, system: "WanSystem | None" = None,
                 settings: "ClaimSettings | None" = None) -> "ClaimResult":
@@ -131,11 +148,16 @@ class Claim:
                            details={"weights_hash": system.weights_hash} if system else {}, version=s.version)
 
 
-def also_requires(res: "ClaimResult", ok: bool, reason: str) -> "ClaimResult":
-    """A claim with a second condition beside its interval: `holds` becomes `fails`, with the reason, when the
-    condition is not met (the interval alone cannot make the claim hold)."""
-    if res.status == "holds" and not ok:
-        res.status, res.reason = "fails", reason
+def also_requires(res: "ClaimResult", ok: bool | str, reason: str, name: str | None = None) -> "ClaimResult":
+    """A claim with a further condition beside its interval (decided on an interval of its own where it has
+    one: `ok` is then that condition's status). The row holds only when every condition holds: a condition that
+    fails turns `holds` into `fails`, an undecided one into `inconclusive`, with the reason. Each named
+    condition's status is recorded in details["conditions"]."""
+    status = ok if isinstance(ok, str) else ("holds" if ok else "fails")
+    if name:
+        res.details.setdefault("conditions", {})[name] = status
+    if res.status == "holds" and status != "holds":
+        res.status, res.reason = ("fails" if status == "fails" else "inconclusive"), reason
     return res
 
 

@@ -30,20 +30,43 @@ def measured_cell(r: ClaimResult) -> str:
     return f"{_fmt(r.measured)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
 
 
+def holm_cell(r: ClaimResult) -> str:
+    h = (r.details or {}).get("holm")
+    if not h:
+        return "–"
+    return f"{h['p_adjusted']:.2g}" + (" (holds)" if r.status == "holds" and h["rejects"] else
+                                       " (not after Holm)" if r.status == "holds" else "")
+
+
 def table_rows(results: Iterable[ClaimResult], changes: dict[str, str] | None = None) -> list[list[str]]:
     changes = changes or {}
     rows = []
     for r in sorted(results, key=lambda r: r.id):
         status = r.status + (f" ({changes[r.id]})" if r.id in changes else "")
-        rows.append([r.id, status, r.paper_value, measured_cell(r), "–" if r.n is None else str(r.n), r.reason])
+        rows.append([r.id, status, r.paper_value, measured_cell(r), "–" if r.n is None else str(r.n), holm_cell(r),
+                     r.reason])
     return rows
 
 
-HEADERS = ["claim", "status", "paper", "measured [95% CI]", "n", "reason"]
+HEADERS = ["claim", "status", "paper", "measured [95% CI]", "n", "Holm-adj. p", "reason"]
+
+
+def apply_holm(results: list[ClaimResult], alpha: float = 0.05) -> None:
+    """Holm's adjustment across the run's claims, beside each claim's own decision: each row's one-sided p (of
+    "not on the claimed side", from its interval) adjusted for the number of claims decided in the run; a row
+    that holds but does not survive the adjustment says so in the table (its status is kept)."""
+    from cos.stats import holm
+
+    ps = {r.id: r.details["p_value"] for r in results
+          if r.status in ("holds", "fails", "inconclusive") and (r.details or {}).get("p_value") is not None}
+    for k, v in holm(ps, alpha).items():
+        r = next(x for x in results if x.id == k)
+        r.details = {**r.details, "holm": {**v, "m": len(ps), "alpha": alpha}}
 
 
 def render_table(results: Iterable[ClaimResult], fmt: str = "github", changes: dict[str, str] | None = None) -> str:
-    return tabulate(table_rows(results, changes), headers=HEADERS, tablefmt=fmt, maxcolwidths=[None, None, 40, None, None, 50])
+    return tabulate(table_rows(results, changes), headers=HEADERS, tablefmt=fmt,
+                    maxcolwidths=[None, None, 40, None, None, None, 50])
 
 
 def git_commit(cwd: str | Path = ".") -> str | None:

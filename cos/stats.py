@@ -17,6 +17,9 @@ class Estimate:
     ci_high: float
     n: int
     confidence: float = 0.95
+    # False when the interval is not informative: every value was equal, so a bootstrap gives a zero-width
+    # interval whatever n is (8 zeros are not proof that the rate is 0). A status is never decided on it.
+    decidable: bool = True
 
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] (n={self.n})"
@@ -32,7 +35,7 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.
         raise ValueError("bootstrap_ci: values contain NaN or Inf")
     value = float(statistic(x))
     if np.all(x == x[0]):  # degenerate: every resample gives the same statistic
-        return Estimate(value, value, value, x.size, confidence)
+        return Estimate(value, value, value, x.size, confidence, decidable=False)
     res = stats.bootstrap((x,), statistic, confidence_level=confidence, n_resamples=n_resamples,
                           method="BCa", random_state=np.random.default_rng(seed), vectorized=False)
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
@@ -58,3 +61,72 @@ def paired_difference_ci(a: Sequence[float], b: Sequence[float], **kw) -> Estima
     if a.shape != b.shape:
         raise ValueError(f"paired_difference_ci: arms have shapes {a.shape} and {b.shape}; pairs must match")
     return bootstrap_ci(a - b, **kw)
+
+
+def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> Estimate:
+    """Wilson score interval of a proportion (scipy.stats.binomtest): informative also at 0/n and n/n, where
+    a bootstrap collapses to a point."""
+    if n < 1:
+        raise ValueError(f"proportion_ci: needs n >= 1, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"proportion_ci: successes={successes} outside [0, {n}]")
+    ci = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return Estimate(successes / n, float(ci.low), float(ci.high), int(n), confidence)
+
+
+def share_ci(per_unit: Sequence[Sequence[float]], confidence: float = 0.95) -> Estimate:
+    """CI of a share of 0/1 outcomes grouped by unit (task instance; its seeds are not independent): Wilson on
+    the units when each has one outcome or when every unit agrees, else a bootstrap over the units' means."""
+    means = np.array([np.mean(u) for u in per_unit], dtype=np.float64)
+    if means.size == 0:
+        raise ValueError("share_ci: no units")
+    if all(len(u) == 1 for u in per_unit) or np.all(means == means[0]):
+        return proportion_ci(int(round(means.sum())), means.size, confidence)
+    return bootstrap_ci(means, confidence=confidence)
+
+
+def argmax_ci(curves: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Estimate:
+    """Where a curve peaks, with an interval: `curves` is (units, positions); the estimate is the argmax of the
+    mean curve, the interval the percentile interval of the argmax over bootstrap resamples of the units."""
+    c = np.asarray(curves, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] < 2:
+        raise ValueError(f"argmax_ci: needs (units >= 2, positions), got shape {c.shape}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, c.shape[0], size=(n_resamples, c.shape[0]))
+    peaks = np.argmax(c[idx].mean(axis=1), axis=1)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(peaks, [a, 1 - a], method="inverted_cdf")
+    return Estimate(float(np.argmax(c.mean(axis=0))), float(lo), float(hi), c.shape[0], confidence)
+
+
+def in_window(est: Estimate, lo: float, hi: float) -> str:
+    """`holds` when the whole interval lies in [lo, hi], `fails` when it lies wholly outside, else
+    `inconclusive` (a peak-location condition)."""
+    if lo <= est.ci_low and est.ci_high <= hi:
+        return "holds"
+    if est.ci_high < lo or est.ci_low > hi:
+        return "fails"
+    return "inconclusive"
+
+
+def one_sided_p(est: Estimate, threshold: float, direction: str) -> float | None:
+    """p-value of "the effect is not on the claimed side of the threshold", from the interval by a normal
+    approximation (se = CI width / 2z). Only for the Holm adjustment across claims; None when undecidable."""
+    if not est.decidable or est.ci_high is None or est.ci_low is None:
+        return None
+    z = stats.norm.ppf(1 - (1 - est.confidence) / 2)
+    se = (est.ci_high - est.ci_low) / (2 * z)
+    if se <= 0:
+        return None
+    t = (est.value - threshold) / se
+    return float(stats.norm.sf(t) if direction == ">" else stats.norm.cdf(t))
+
+
+def holm(pvalues: dict[str, float], alpha: float = 0.05) -> dict[str, dict]:
+    """Holm's step-down adjustment: {key: {"p": p, "p_adjusted": q, "rejects": q < alpha}}."""
+    order = sorted(pvalues, key=pvalues.get)
+    m, running, out = len(order), 0.0, {}
+    for i, k in enumerate(order):
+        running = max(running, min(1.0, (m - i) * pvalues[k]))
+        out[k] = {"p": pvalues[k], "p_adjusted": running, "rejects": running < alpha}
+    return out

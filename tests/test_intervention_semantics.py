@@ -248,3 +248,18 @@ def test_update_patching_sees_the_right_rows_under_batched_cfg(system4, cond, al
         assert torch.allclose(caps[False].store[key], caps[True].store[key], atol=1e-5), key
     for ivs in ([SwapBlock(1, caps[False], cfg_pass="both")], [EnsembleAverage(blocks=[1, 2], steps=[0])]):
         assert torch.allclose(both(False, ivs), both(True, ivs), atol=1e-5)
+
+
+def test_noise_at_frame_never_reaches_the_returned_video_of_a_model_that_ignores_its_input():
+    # the oracle's x̂0 is fixed; a noised frame in its input at the last step would return x̂0 + (x_s − x'), the
+    # noise itself. Spared at the last step, the returned video is exactly the oracle's answer.
+    from cos.controls import ref
+    from cos.runner import RunContext
+    from cos.settings import ClaimSettings
+
+    s = ClaimSettings(tasks=("pattern",), instances=2, seeds=(0,), steps=6, num_frames=9)
+    ctx, system = RunContext(progress=False), ref(prior="oracle")
+    batch = next(ctx.batches(s))
+    clean = ctx.run(system, s, batch).latents
+    noised = ctx.run(system, s, batch, interventions=[NoiseAtFrame(4)]).latents
+    assert (clean - noised).abs().max() < 1e-5

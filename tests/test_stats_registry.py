@@ -51,7 +51,9 @@ def test_load_status_errors(tmp_path):
 
 def test_compare_labels_regressions_and_improvements():
     mk = lambda cid, st: ClaimResult.for_claim(cid, measured=None, ci_low=None, ci_high=None, n=None, status=st)
-    base = {"claims": [{"id": "cos.superposition", "status": "holds"}, {"id": "frames.count", "status": "fails"}]}
+    v = lambda cid: get_claim(cid).spec.version
+    base = {"claims": [{"id": "cos.superposition", "status": "holds", "version": v("cos.superposition")},
+                       {"id": "frames.count", "status": "fails", "version": v("frames.count")}]}
     c = compare(base, [mk("cos.superposition", "inconclusive"), mk("frames.count", "holds")])
     assert c["regressed"] == ["cos.superposition"] and c["newly_holds"] == ["frames.count"]
 
@@ -73,3 +75,56 @@ def test_interval_is_the_point_without_spread_and_brackets_the_mean_otherwise():
     assert interval([0.3]) == [0.3, 0.3] and interval([0.2, 0.2, 0.2]) == pytest.approx([0.2, 0.2])
     lo, hi = interval([0.1, 0.4, 0.2, 0.5, 0.3])
     assert lo < 0.3 < hi
+
+
+def test_a_condition_that_is_undecided_makes_a_holding_claim_inconclusive():
+    from cos.registry import also_requires
+
+    row = lambda: ClaimResult.for_claim("layers.swap_flip", measured=0.1, ci_low=0.05, ci_high=0.2, n=8, status="holds")
+    assert also_requires(row(), "inconclusive", "peak straddles", "peak").status == "inconclusive"
+    r = also_requires(row(), "holds", "x", "peak")
+    assert r.status == "holds" and r.details["conditions"] == {"peak": "holds"}
+
+
+def test_an_all_equal_sample_is_never_decisive():
+    from cos.registry import get_claim
+    from cos.settings import TIERS
+    from types import SimpleNamespace
+
+    est = bootstrap_ci([0.0] * 8)
+    assert not est.decidable and est.ci_low == est.ci_high == 0.0
+    claim = get_claim("layers.swap_flip")
+    row = claim.result(est, SimpleNamespace(name="m", weights_hash=None), TIERS["cpu"], claim.Details())
+    assert row.status == "inconclusive" and "cannot decide" in row.reason
+
+
+def test_wilson_intervals_are_informative_at_the_edges():
+    from cos.stats import proportion_ci, share_ci
+
+    e = proportion_ci(8, 8)
+    assert e.value == 1.0 and 0.6 < e.ci_low < 0.75 and e.ci_high == pytest.approx(1.0)
+    assert proportion_ci(0, 8).ci_high > 0.25
+    assert share_ci([[1.0]] * 8).ci_low == pytest.approx(e.ci_low)
+    mixed = share_ci([[1, 0], [1, 1], [0, 0], [1, 0.0]])
+    assert mixed.ci_low < mixed.value < mixed.ci_high
+
+
+def test_argmax_interval_and_window():
+    from cos.stats import argmax_ci, in_window
+
+    rng = np.random.default_rng(0)
+    sharp = np.array([[0, 0, 1, 0, 0]] * 20) + rng.normal(0, 0.05, (20, 5))
+    e = argmax_ci(sharp)
+    assert e.value == e.ci_low == e.ci_high == 2 and in_window(e, 1, 3) == "holds" and in_window(e, 3, 4) == "fails"
+    flat = rng.normal(0, 1, (6, 5))
+    f = argmax_ci(flat)
+    assert f.ci_high - f.ci_low >= 2 and in_window(f, 2, 2) == "inconclusive"
+
+
+def test_holm_adjusts_step_down():
+    from cos.stats import holm
+
+    h = holm({"a": 0.01, "b": 0.02, "c": 0.04})
+    assert h["a"]["p_adjusted"] == pytest.approx(0.03) and h["b"]["p_adjusted"] == pytest.approx(0.04)
+    assert h["c"]["p_adjusted"] == pytest.approx(0.04) and all(v["rejects"] for v in h.values())
+    assert not holm({"a": 0.03, "b": 0.04})["a"]["rejects"]

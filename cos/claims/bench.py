@@ -1,6 +1,8 @@
 """bench.table1 (Table 1): the model's benchmark score per split and category on the task suite, beside the
 paper's numbers (which are VBVR-Bench scores: a different quantity). Off VBVR-Bench the assertion is that the
-model beats choosing a random candidate; its own score is recorded as the baseline later runs are gated on."""
+model beats choosing a random candidate in each split (pooling hid an out-of-domain score below the random
+candidate in version 1); its own score is recorded as the baseline later runs are gated on. Comparing with
+Table 1 within a tolerance needs VBVR-Bench itself (the VBVR-Bench issue)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -9,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cos.controls import TINY, random_organism
-from cos.registry import Claim, ClaimSpec, Control, Details, register
+from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext, videos
 from cos.stats import bootstrap_ci
 
@@ -19,15 +21,26 @@ class BenchDetails(Details):
     score: dict = field(default_factory=dict)
     category: dict = field(default_factory=dict)
     random_candidate: float | None = None
+    above_random: dict = field(default_factory=dict)     # split → [value, ci_low, ci_high] of score − 1/K
+
+
+CATS = ("Abst.", "Know.", "Perc.", "Spat.", "Trans.")   # Table 1's categories
 
 
 class Bench(Claim):
     spec = ClaimSpec(
         id="bench.table1", title="VBVR-Bench score", paper_ref="Table 1",
         paper_value="overall 0.685 / ID 0.760 / OOD 0.610; ensemble 0.716 / 0.780 / 0.650",
-        measured_quantity="benchmark score (task-specific)", threshold=0.0, direction=">",
-        paper={"all": 0.685, "id": 0.760, "ood": 0.610})
+        measured_quantity="score minus the random-candidate score (1/K), both splits pooled", threshold=0.0, direction=">",
+        paper={"all": 0.685, "id": 0.760, "ood": 0.610, "ensemble/all": 0.716, "ensemble/id": 0.780,
+               "ensemble/ood": 0.650, "Wan2.2-I2V-A14B/all": 0.371,
+               **{f"id/{c}": v for c, v in zip(CATS, (0.724, 0.750, 0.782, 0.745, 0.833))},
+               **{f"ood/{c}": v for c, v in zip(CATS, (0.768, 0.572, 0.547, 0.618, 0.615))},
+               **{f"ensemble/id/{c}": v for c, v in zip(CATS, (0.760, 0.744, 0.809, 0.749, 0.858))},
+               **{f"ensemble/ood/{c}": v for c, v in zip(CATS, (0.803, 0.705, 0.531, 0.639, 0.716))}},
+        version=2)
     Details = BenchDetails
+    conditions = ("in-domain and out-of-domain separately: score − 1/K with a CI above 0",)
 
     def measure(self, ctx: RunContext, system, settings):
         rows = [r for split in ("id", "ood") for r in self._final_scores(ctx, system, replace(settings, split=split))]
@@ -36,12 +49,23 @@ class Bench(Claim):
             per.setdefault(inst.id, []).append(sc - 1.0 / inst.candidates.shape[0])
         est = bootstrap_ci([np.mean(v) for v in per.values()])
         ci = lambda xs: bootstrap_ci(xs).__dict__ if len(xs) > 1 else None
-        return self.result(est, system, settings, BenchDetails(
+        split = {}
+        for sp in ("id", "ood"):
+            vals = [np.mean([sc - 1.0 / i.candidates.shape[0] for i, sc in rows if i.id == k])
+                    for k in sorted({i.id for i, _ in rows if i.split == sp})]
+            split[sp] = bootstrap_ci(vals) if len(vals) > 1 else None
+        res = self.result(est, system, settings, BenchDetails(
             measured="score minus the random-candidate score (1/K), per instance, both splits",
             score={k: ci([s for i, s in rows if k == "all" or i.split == k]) for k in ("all", "id", "ood")},
             category={f"{sp}/{c}": float(np.mean([s for i, s in rows if i.split == sp and i.category == c]))
                       for sp in ("id", "ood") for c in sorted({i.category for i, _ in rows})},
-            random_candidate=float(np.mean([1 / i.candidates.shape[0] for i, _ in rows]))))
+            random_candidate=float(np.mean([1 / i.candidates.shape[0] for i, _ in rows])),
+            above_random={sp: [e.value, e.ci_low, e.ci_high] if e else None for sp, e in split.items()}))
+        st = [decide(e.ci_low, e.ci_high, 0.0, ">") if e is not None and e.decidable else "inconclusive"
+              for e in split.values()]
+        return also_requires(res, "fails" if "fails" in st else "inconclusive" if "inconclusive" in st else "holds",
+                             "above the random candidate pooled, not in every split: " + ", ".join(
+                                 f"{sp} {e}" for sp, e in split.items()), "per_split")
 
     @staticmethod
     def _final_scores(ctx, system, settings):

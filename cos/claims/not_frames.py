@@ -1,6 +1,12 @@
 """cos.not_frames (Sec. 3.1-3.2, 4.2): the answer commits in all frames at once (along the steps), not frame by
-frame. Per instance, the step from which each deciding frame shows the final answer (`commit_step`); the claim
-is that their spread is below a quarter of the schedule. Spearman ρ(frame, commit step) is recorded beside it."""
+frame. Per row, the step from which each deciding frame shows the final answer (`commit_step`); the claim is
+that their spread is below a quarter of the schedule, and that the commitment step does not rise with the frame
+index (Spearman ρ(frame, commit step), CI from a bootstrap over instances, below 0.3).
+
+Censoring: a frame that does not show the video's final answer at the last step never committed; its commitment
+time is unknown, not "the last step". Rows with such a frame are censored: their spread is not averaged in, and
+their share is reported (a high share says the model's frames disagree at the end, itself evidence against a
+global commitment)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -12,15 +18,38 @@ from scipy.stats import spearmanr
 
 from cos.controls import SMALL, ref
 from cos.readouts import commit_step, shows_answer, weights_per_step
-from cos.registry import Claim, ClaimSpec, Control, Details, register
+from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
 from cos.stats import bootstrap_ci, interval
 from cos.tasks.base import deciding_frames
+
+MAX_RHO = 0.3      # "commitment step does not increase with frame index (Spearman ρ ≤ small)"
+
+
+def spearman_by_instance(pairs: dict[str, list[tuple[int, float]]], seed: int = 0, n_resamples: int = 1000):
+    """Spearman ρ over all (frame, commit) pairs and its percentile CI from resampling whole instances."""
+    ids = sorted(pairs)
+    flat = lambda keys: [p for k in keys for p in pairs[k]]
+    def rho(keys):
+        ps = flat(keys)
+        if len(ps) < 3 or len({p[0] for p in ps}) < 2 or len({p[1] for p in ps}) < 2:
+            return float("nan")
+        return float(spearmanr([p[0] for p in ps], [p[1] for p in ps]).statistic)
+    est = rho(ids)
+    if len(ids) < 2 or np.isnan(est):
+        return est, None
+    rng = np.random.default_rng(seed)
+    boots = [rho([ids[i] for i in rng.integers(0, len(ids), len(ids))]) for _ in range(n_resamples)]
+    boots = [b for b in boots if not np.isnan(b)]
+    return est, [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))] if boots else None
 
 
 @dataclass
 class NotFramesDetails(Details):
     spearman_frame_vs_commit: float | None = None
+    spearman_ci: list[float] | None = None
+    censored_rows: int = 0
+    rows: int = 0
     commit_per_frame: dict | None = None      # frame → [mean, ci_low, ci_high] commitment step (fraction)
 
 
@@ -28,13 +57,14 @@ class NotFrames(Claim):
     spec = ClaimSpec(
         id="cos.not_frames", title="Commitment is global across frames, not frame by frame",
         paper_ref="Sec 3.1-3.2, 4.2", paper_value="qualitative: commitment is global across frames",
-        measured_quantity="spread of per-frame commitment steps; Spearman ρ(frame, step)",
+        measured_quantity="spread of per-frame commitment steps (fraction of the schedule)",
         threshold=0.25,    # all frames commit within this fraction of the schedule
-        direction="<")
+        direction="<", version=2)
     Details = NotFramesDetails
+    conditions = (f"Spearman ρ(frame, commit step) with a CI below {MAX_RHO} (bootstrap over instances)",)
 
     def measure(self, ctx: RunContext, system, settings):
-        spreads, pairs = {}, []
+        spreads, pairs, censored, rows = {}, {}, 0, 0
         frames = lambda inst: [f for f in deciding_frames(inst) if f > 0]
         for batch in ctx.batches(settings):
             whole, per_frame = weights_per_step(ctx, system, settings, batch, frames)
@@ -45,17 +75,27 @@ class NotFrames(Claim):
                 answer = int(torch.argmax(w[-1]))
                 commits = {f: commit_step([shows_answer(inst, st[f], f, answer) for st in steps]) for f in fs}
                 n = len(steps)
+                rows += 1
+                if max(commits.values()) >= n:      # a frame never committed: censored (see the module doc)
+                    censored += 1
+                    continue
                 spreads.setdefault(inst.id, []).append((max(commits.values()) - min(commits.values())) / n)
-                pairs += [(f, c / n) for f, c in commits.items()]
+                pairs.setdefault(inst.id, []).extend((f, c / n) for f, c in commits.items())
+        if len(spreads) < 2:
+            return self.empty_row("inconclusive", f"{censored} of {rows} rows have a frame that never commits; "
+                                  f"fewer than 2 instances left to measure", system, settings)
         est = bootstrap_ci([np.mean(v) for v in spreads.values()])
-        rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic if len(pairs) > 2 else float("nan")
+        rho, rho_ci = spearman_by_instance(pairs)
         per = {}
-        for f, c in pairs:
+        for f, c in (p for ps in pairs.values() for p in ps):
             per.setdefault(f, []).append(c)
-        return self.result(est, system, settings, NotFramesDetails(
-            measured="spread of per-frame commitment steps, fraction of the schedule",
-            spearman_frame_vs_commit=None if np.isnan(rho) else float(rho),
-            commit_per_frame={str(f): [float(np.mean(v)), *interval(v)] for f, v in sorted(per.items())}))
+        res = self.result(est, system, settings, NotFramesDetails(
+            measured="spread of per-frame commitment steps, fraction of the schedule (rows whose frames all commit)",
+            spearman_frame_vs_commit=None if np.isnan(rho) else rho, spearman_ci=rho_ci, censored_rows=censored,
+            rows=rows, commit_per_frame={str(f): [float(np.mean(v)), *interval(v)] for f, v in sorted(per.items())}))
+        rho_status = "inconclusive" if rho_ci is None else decide(rho_ci[0], rho_ci[1], MAX_RHO, "<")
+        return also_requires(res, rho_status, f"frames commit close together but Spearman ρ(frame, step) = {rho:.2f} "
+                             f"{rho_ci} is not below {MAX_RHO}", "spearman")
 
     def controls(self) -> list[Control]:
         s = replace(SMALL, seeds=(0, 1, 2, 3))

@@ -1,6 +1,7 @@
 """selfcorrection.rate (Sec. 4.2, Fig. 4c-d): trajectories that commit (> 0.5 of the candidate mass) to a wrong
-answer mid-way and end on the right one; where they do, all deciding frames should switch within one step of
-each other (the correction is global across frames, read as `cos.not_frames` reads commitment)."""
+answer after the first step and end on the right one (step 0's x̂0 is the prior's blur, not a commitment); where
+they do, all deciding frames should switch within one step of each other (the correction is global across
+frames, read as `cos.not_frames` reads commitment): a share whose Wilson CI lies above 0.8."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,9 +12,9 @@ import torch
 
 from cos.controls import SMALL, ref
 from cos.readouts import clean_rows, commit_step, shows_answer
-from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, register
+from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
-from cos.stats import bootstrap_ci
+from cos.stats import proportion_ci, share_ci
 from cos.tasks.base import deciding_frames
 
 WRONG_COMMIT = 0.5       # a step commits to a wrong answer when a wrong candidate holds more than this mass
@@ -23,6 +24,7 @@ SIMULTANEOUS = 0.8       # share of corrections whose frames all switch within o
 @dataclass
 class SelfCorrectionDetails(Details):
     simultaneous_share: float | None = None
+    simultaneous_share_ci: list[float] | None = None
     corrections: int = 0
     switch_spread: list[int] | None = None    # per correction: last minus first frame's switch step
 
@@ -31,15 +33,18 @@ class SelfCorrection(Claim):
     spec = ClaimSpec(
         id="selfcorrection.rate", title="Wrong intermediate answers get corrected, globally across frames",
         paper_ref="Sec 4.2, Fig 4c-d", paper_value="qualitative: corrections occur",
-        measured_quantity="self-correction rate; share of simultaneous switches", threshold=0.0, direction=">")
+        measured_quantity="self-correction rate (share of instances)", threshold=0.0, direction=">",
+        statistic="share of instances, Wilson 95% CI (seeds: bootstrap over instances)", version=2)
     Details = SelfCorrectionDetails
+    conditions = (f"of the corrections with ≥ 2 deciding frames, a share switching in all frames within one step "
+                  f"whose Wilson CI lies above {SIMULTANEOUS}",)
 
     def measure(self, ctx: RunContext, system, settings):
         corrected, simultaneous, spread = {}, [], []
         for inst, _, steps, final in clean_rows(ctx, system, settings):
             w = [inst.candidate_weights(v) for v in steps]
             right_end = inst.passed(final) and int(torch.argmax(w[-1])) == inst.answer
-            wrong_mid = any(int(torch.argmax(x)) != inst.answer and float(x.max()) > WRONG_COMMIT for x in w)
+            wrong_mid = any(int(torch.argmax(x)) != inst.answer and float(x.max()) > WRONG_COMMIT for x in w[1:])
             hit = right_end and wrong_mid
             corrected.setdefault(inst.id, []).append(float(hit))
             frames = [f for f in deciding_frames(inst) if f > 0]
@@ -48,15 +53,17 @@ class SelfCorrection(Claim):
                       for f in frames]
                 spread.append(int(max(sw) - min(sw)))
                 simultaneous.append(float(max(sw) - min(sw) <= 1))
-        est = bootstrap_ci([np.mean(v) for v in corrected.values()])
-        share = float(np.mean(simultaneous)) if simultaneous else None
+        est = share_ci(list(corrected.values()))
+        sim = proportion_ci(int(sum(simultaneous)), len(simultaneous)) if simultaneous else None
         res = self.result(est, system, settings, SelfCorrectionDetails(
-            measured=f"share of trajectories committed (> {WRONG_COMMIT}) to a wrong answer mid-way that end right",
-            simultaneous_share=share, corrections=int(sum(sum(v) for v in corrected.values())), switch_spread=spread))
-        # no correction with two deciding frames: nothing to say about simultaneity
-        return also_requires(res, share is None or share >= SIMULTANEOUS,
-                             f"corrections occur but only {share or 0.0:.0%} switch in all frames within one step "
-                             f"(needs {SIMULTANEOUS:.0%})")
+            measured=f"share of trajectories committed (> {WRONG_COMMIT}) to a wrong answer after step 0 that end right",
+            simultaneous_share=sim.value if sim else None, simultaneous_share_ci=[sim.ci_low, sim.ci_high] if sim else None,
+            corrections=int(sum(sum(v) for v in corrected.values())), switch_spread=spread))
+        # no correction with two deciding frames: simultaneity cannot be judged
+        return also_requires(res, decide(sim.ci_low, sim.ci_high, SIMULTANEOUS, ">") if sim else "inconclusive",
+                             f"corrections occur but the share switching in all frames within one step is "
+                             f"{sim if sim else 'unmeasured (no correction with 2 deciding frames)'} "
+                             f"(needs > {SIMULTANEOUS:.0%})", "simultaneous")
 
     def controls(self) -> list[Control]:
         return [Control("committed-oracle", "negative",

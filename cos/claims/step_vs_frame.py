@@ -1,6 +1,9 @@
 """noise.step_vs_frame (Sec. 3.2, Fig. 3b): noise injected at a denoising step hurts the score more than noise
 injected at a frame. Paired per instance: (clean − score with step noise, averaged over the injection steps)
-minus (clean − score with frame noise, averaged over the noised frames). Reads the shared noise sweep."""
+minus (clean − score with frame noise, averaged over the noised frames); the worst cases likewise (largest drop
+over the steps minus largest over the frames, CI > 0); on the full tier the worst step must bring the score below
+0.3 (CI). Reads the shared noise sweep. "Noise at step" is x_s ← N(0, I) with the solver restarted there, "noise
+at frame" a frame of the model's input replaced at every step (see cos.interventions.noise)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from cos.controls import SMALL, ref
-from cos.readouts import NOISE_SIZING, NoiseSizing, noise_injection_steps, noise_settings, noise_sweep, noise_sweep_cost
-from cos.registry import Claim, ClaimSpec, Control, Details, register
+from cos.readouts import (NOISE_SIZING, NoiseSizing, noise_frames, noise_injection_steps, noise_settings, noise_sweep,
+                          noise_sweep_cost)
+from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext, videos
 from cos.stats import bootstrap_ci, interval
 
@@ -23,6 +27,8 @@ class StepVsFrameDetails(Details):
     ci: dict = field(default_factory=dict)
     num_steps: int | None = None
     min_score_step_noise: float | None = None
+    min_score_step_noise_ci: list[float] | None = None
+    worst_case_difference: dict | None = None
 
 
 class StepVsFrame(Claim):
@@ -31,15 +37,18 @@ class StepVsFrame(Claim):
         paper_value="baseline 0.685; step noise < 0.3; frame noise drops much less",
         measured_quantity="score drop under step noise minus under frame noise",
         threshold=0.02,    # score points: smaller differences in drop are not a difference
-        direction=">", paper={"baseline": 0.685, "step_noise_below": 0.3})
+        direction=">", paper={"baseline": 0.685, "step_noise_below": 0.3}, version=2)
     Details = StepVsFrameDetails
+    conditions = ("worst-case drop under step noise minus under frame noise: CI above 0",
+                  "full tier: the score at the worst injection step has a CI below 0.3")
     sizing = NOISE_SIZING
 
     def measure(self, ctx: RunContext, system, settings, sizing: NoiseSizing | None = None):
         if sizing is None:
             sizing, settings = self.sizing_for(settings), noise_settings(settings)
-        steps, frames = noise_injection_steps(settings, sizing), list(sizing.frames)
-        diffs, clean_scores, step_scores, frame_scores = {}, [], {s: [] for s in steps}, {f: [] for f in frames}
+        steps, frames = noise_injection_steps(settings, sizing), noise_frames(system, settings, sizing)
+        diffs, worst, clean_scores = {}, {}, []
+        step_scores, frame_scores = {s: [] for s in steps}, {f: [] for f in frames}
         for batch in ctx.batches(settings):
             res = noise_sweep(ctx, system, settings, batch, sizing)
             score = {k: [i.score(v) for i, v in zip(batch.instances, videos(system, r.latents))] for k, r in res.items()}
@@ -48,20 +57,33 @@ class StepVsFrame(Claim):
                 sd = clean - np.mean([score[f"step{s}"][row] for s in steps])
                 fd = clean - np.mean([score[f"frame{f}"][row] for f in frames])
                 diffs.setdefault(inst.id, []).append(sd - fd)
+                worst.setdefault(inst.id, []).append(max(clean - score[f"step{s}"][row] for s in steps)
+                                                     - max(clean - score[f"frame{f}"][row] for f in frames))
                 clean_scores.append(clean)
                 for s in steps:
                     step_scores[s].append(score[f"step{s}"][row])
                 for f in frames:
                     frame_scores[f].append(score[f"frame{f}"][row])
         est = bootstrap_ci([np.mean(v) for v in diffs.values()])
-        return self.result(est, system, settings, StepVsFrameDetails(
+        w = bootstrap_ci([np.mean(v) for v in worst.values()])
+        worst_step = min(step_scores, key=lambda k: np.mean(step_scores[k]))
+        low = interval(step_scores[worst_step])
+        res = self.result(est, system, settings, StepVsFrameDetails(
             measured="mean score drop under step noise minus under frame noise (paired per instance)",
             clean_score=float(np.mean(clean_scores)),
             score_noise_at_step={str(s): float(np.mean(v)) for s, v in step_scores.items()},
             score_noise_at_frame={str(f): float(np.mean(v)) for f, v in frame_scores.items()},
             ci={k: interval(v) for k, v in [("clean", clean_scores), *[(f"step{s}", v) for s, v in step_scores.items()],
                                             *[(f"frame{f}", v) for f, v in frame_scores.items()]]},
-            num_steps=settings.steps, min_score_step_noise=float(min(np.mean(v) for v in step_scores.values()))))
+            num_steps=settings.steps, min_score_step_noise=float(np.mean(step_scores[worst_step])),
+            min_score_step_noise_ci=low, worst_case_difference={"value": w.value, "ci": [w.ci_low, w.ci_high]}))
+        res = also_requires(res, decide(w.ci_low, w.ci_high, 0.0, ">") if w.decidable else "inconclusive",
+                            f"mean drops differ but the worst-case difference {w} is not above 0", "worst_case")
+        if settings.tier == "full":
+            res = also_requires(res, decide(low[0], low[1], self.spec.paper["step_noise_below"], "<"),
+                                f"step noise leaves the score at {np.mean(step_scores[worst_step]):.3f} {low}, not "
+                                f"below {self.spec.paper['step_noise_below']}", "collapse_below_0.3")
+        return res
 
     def controls(self) -> list[Control]:
         sizing = NoiseSizing((0.0, 0.5), (1, 8))

@@ -11,12 +11,13 @@ import torch
 
 from cos.controls import SMALL, ref
 from cos.readouts import weights_per_step
-from cos.registry import Claim, ClaimSpec, Control, Details, register
+from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext, step_videos
-from cos.stats import bootstrap_ci, interval
+from cos.stats import bootstrap_ci, interval, share_ci
 from cos.tasks import entropy, live_candidates
 
 EARLY, LATE = 0.2, 0.2          # fractions of the schedule compared
+MIN_LIVE_SHARE = 0.5            # the catalogue's "stated share" of rows with ≥ 2 live candidates early
 TRACE_TASKS = ("maze", "grounding", "object_to_target", "return_to_origin")   # the report's filmstrips
 
 
@@ -24,6 +25,7 @@ TRACE_TASKS = ("maze", "grounding", "object_to_target", "return_to_origin")   # 
 class SuperpositionDetails(Details):
     unit: str = "instance (seeds averaged)"
     share_two_live_early: float | None = None
+    share_two_live_early_ci: list[float] | None = None
     entropy_per_step: list[float] = field(default_factory=list)
     entropy_per_step_ci: list[list[float]] = field(default_factory=list)
     traces: list[dict] = field(default_factory=list)     # {task, instance, seed, prompt, key}: arrays key prefix
@@ -33,13 +35,15 @@ class Superposition(Claim):
     spec = ClaimSpec(
         id="cos.superposition", title="Several candidate answers early, one late", paper_ref="Sec 3.1, Fig 1-2",
         paper_value="qualitative: several candidates early, one late",
-        measured_quantity="candidate entropy of decoded x̂0, first 20% minus last 20% of steps",
+        measured_quantity="candidate entropy of decoded x̂0, first 20% minus last 20% of steps (nats)",
         threshold=0.05,    # nats: smaller differences are float noise, not superposition
-        direction=">")
+        direction=">", version=2)
     Details = SuperpositionDetails
+    conditions = (f"≥ 2 live candidates (mass ≥ 0.1) in the first 20% of steps on a share of instances whose "
+                  f"Wilson CI lies above {MIN_LIVE_SHARE}",)
 
     def measure(self, ctx: RunContext, system, settings, trace: bool = True):
-        diffs, early_live, curves, arrays, traces = {}, [], [], {}, []
+        diffs, early_live, curves, arrays, traces = {}, {}, [], {}, []
         for batch in ctx.batches(settings):
             for row, (inst, steps) in enumerate(zip(batch.instances, weights_per_step(ctx, system, settings, batch)[0])):
                 n = len(steps)
@@ -56,13 +60,17 @@ class Superposition(Claim):
                     traces.append({"task": inst.task, "instance": inst.seed, "seed": batch.seeds[row],
                                    "prompt": inst.prompt, "key": key})
                 diffs.setdefault(inst.id, []).append(np.mean(h[:k_early]) - np.mean(h[-k_late:]))
-                early_live.append(max(live_candidates(w) for w in steps[:k_early]) >= 2)
+                early_live.setdefault(inst.id, []).append(float(max(live_candidates(w) for w in steps[:k_early]) >= 2))
         est = bootstrap_ci([np.mean(v) for v in diffs.values()])
-        return self.result(est, system, settings, SuperpositionDetails(
+        live = share_ci(list(early_live.values()))
+        res = self.result(est, system, settings, SuperpositionDetails(
             measured="mean candidate entropy (nats), first 20% minus last 20% of steps",
-            share_two_live_early=float(np.mean(early_live)),
+            share_two_live_early=live.value, share_two_live_early_ci=[live.ci_low, live.ci_high],
             entropy_per_step=np.mean(curves, axis=0).round(4).tolist(),
             entropy_per_step_ci=[interval(c) for c in np.array(curves).T], traces=traces), arrays)
+        return also_requires(res, decide(live.ci_low, live.ci_high, MIN_LIVE_SHARE, ">"),
+                             f"entropy drops, but the share of instances with ≥ 2 live candidates early is {live}, "
+                             f"not above {MIN_LIVE_SHARE}", "live_candidates_early")
 
     def controls(self) -> list[Control]:
         return [

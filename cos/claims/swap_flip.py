@@ -1,6 +1,12 @@
 """layers.swap_flip (Sec. 5.2, Fig. 6b): swapping a middle layer's vision tokens with those of an alternative
 configuration (the answer on another object) at the first step flips the grounding outcome; outer layers do
-not. Flip rate per swapped block; the claim: middle-depth swaps minus outer swaps > 0, peak at middle depth."""
+not. Flip rate per swapped block; the claim: middle-depth swaps minus outer swaps > 0, peak at middle depth.
+
+Reading of "Ũ^(k) ← U_alt^(k), U^(l≠k) = U_orig^(l)": block k's own update (output − input) at step 0, cond
+pass, comes from the alternative run (`SwapBlock(what="update")`); every other block keeps its own. Swapping
+block k's whole output instead would hand every later block the alternative's residual stream, and since the
+two configurations differ only in the first frame (which enters once, through the patch embedding), the result
+would be the alternative's forward at every k: the same intervention at every block (version 1 did that)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -14,7 +20,7 @@ from cos.errors import InputError
 from cos.interventions import CaptureBlocks, SwapBlock
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, register
 from cos.runner import RunContext, videos
-from cos.stats import bootstrap_ci, interval
+from cos.stats import Estimate, argmax_ci, bootstrap_ci, in_window, interval
 from cos.taskrun import make_batch
 
 MIDDLE_SWAP, OUTER = (0.35, 0.65), 0.2
@@ -36,6 +42,7 @@ class SwapDetails(Details):
     outer_blocks: list[int] = field(default_factory=list)
     peak_block: int | None = None
     peak_depth: float | None = None
+    peak_depth_ci: list[float] | None = None
 
 
 def outcome(inst, video) -> int:
@@ -46,9 +53,11 @@ def outcome(inst, video) -> int:
 class SwapFlip(Claim):
     spec = ClaimSpec(
         id="layers.swap_flip", title="Swapping a middle layer flips the grounding outcome", paper_ref="Sec 5.2, Fig 6b",
-        paper_value="layer 20 of 40 flips the outcome", measured_quantity="flip rate per swapped layer: middle minus outer",
-        threshold=0.0, direction=">")
+        paper_value="layer 20 of 40 flips the outcome", measured_quantity="flip rate, middle-depth minus outer swapped blocks",
+        threshold=0.0, direction=">", version=2)
     Details = SwapDetails
+    conditions = (f"the flip-rate peak lies in depth {list(MIDDLE_SWAP)}, its bootstrap interval over instances "
+                  "included",)
     sizing = {"cpu": SwapSizing(stride=2, instances=8), "gpu": SwapSizing(stride=1, instances=64),
               "full": SwapSizing(stride=1, instances=5)}
 
@@ -68,11 +77,11 @@ class SwapFlip(Claim):
             src_batch = batch if identity else make_batch([i.alternative for i in batch.instances], [0], s.height,
                                                           s.width)
             src_batch.seeds = list(batch.seeds)
-            cap = CaptureBlocks(blocks=blocks, steps=[0], cfg_pass="cond")
+            cap = CaptureBlocks(blocks=blocks, steps=[0], cfg_pass="cond", what="update")
             ctx.run(system, s, src_batch, interventions=[cap], until=1)
             base = [outcome(i, v) for i, v in zip(batch.instances, videos(system, ctx.run(system, s, batch).latents))]
             for b in blocks:
-                res = ctx.run(system, s, batch, interventions=[SwapBlock(b, cap[0, b], steps=[0])])
+                res = ctx.run(system, s, batch, interventions=[SwapBlock(b, cap[0, b], steps=[0], what="update")])
                 for row, (inst, v) in enumerate(zip(batch.instances, videos(system, res.latents))):
                     flips[b].setdefault(inst.id, []).append(float(outcome(inst, v) != base[row]))
         depth = {b: b / max(1, L - 1) for b in blocks}
@@ -87,13 +96,17 @@ class SwapFlip(Claim):
         per_inst = {b: [float(np.mean(flips[b][i])) for i in ids] for b in blocks}
         per_block = {b: float(np.mean(v)) for b, v in per_inst.items()}
         peak = max(per_block, key=per_block.get)
+        loc = argmax_ci(np.array([per_inst[b] for b in blocks]).T)
+        peak_est = Estimate(depth[peak], depth[blocks[int(loc.ci_low)]], depth[blocks[int(loc.ci_high)]], loc.n)
         res = self.result(est, system, s, SwapDetails(
             measured="flip rate of the grounding outcome, middle-depth swaps minus outer swaps (step 0, cond pass)",
             flip_rate_per_block={str(b): v for b, v in per_block.items()},
             flip_rate_per_block_ci={str(b): interval(v) for b, v in per_inst.items()},
-            middle_blocks=mid, outer_blocks=outer, peak_block=peak, peak_depth=depth[peak]))
-        return also_requires(res, MIDDLE_SWAP[0] <= depth[peak] <= MIDDLE_SWAP[1],
-                             f"middle swaps flip more than outer ones but the peak is at depth {depth[peak]:.2f}")
+            middle_blocks=mid, outer_blocks=outer, peak_block=peak, peak_depth=depth[peak],
+            peak_depth_ci=[peak_est.ci_low, peak_est.ci_high]))
+        return also_requires(res, in_window(peak_est, *MIDDLE_SWAP),
+                             f"middle swaps flip more than outer ones but the peak is at depth {depth[peak]:.2f} "
+                             f"[{peak_est.ci_low:.2f}, {peak_est.ci_high:.2f}]", "peak")
 
     def controls(self) -> list[Control]:
         return [Control("identity-swap", "negative",

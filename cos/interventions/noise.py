@@ -34,23 +34,30 @@ class NoiseAtStep(Intervention):
 
 @dataclass
 class NoiseAtFrame(Intervention):
-    """"Noise at frame": what the model sees of one latent frame ← N(0, I) at every step (fresh noise each step).
+    """"Noise at frame": what the model sees of one latent frame ← N(0, I) at every step but the last (fresh
+    noise each step).
 
     Reading of the paper's x_{∀s,f} ← N(0, I) implemented here: the noise corrupts the model's *observation*
-    of frame f at every denoising step, the last one included, but it is not written into the trajectory
+    of frame f at every denoising step but the last, and it is not written into the trajectory
     state and does not enter the scheduler's history (no restart). The scheduler steps the un-noised x_s with
     the velocity the model predicted from the corrupted input, so frame f's state moves only as the model,
     seeing the other frames through bidirectional attention, predicts it: the "recovery from neighbouring
     frames" the paper invokes. Writing the noise into the state instead would be undone by no later step:
     with injection at every step the returned latent frame is the last step's noise minus σ_last·v (its
     correlation with that noise was 0.95 under UniPC and 1.00 under Euler on the tiny test model), i.e. the
-    video would contain the noise itself rather than the model's answer to it. Noise is seeded per sample by (seed, frame, step).
+    video would contain the noise itself rather than the model's answer to it. The last step is spared for
+    the same reason: there x_0 = x_s − σ·v, and a velocity predicted from a noised input carries that input
+    into x_0 (for a model whose x̂0 ignores its input, v = (x' − x̂0)/σ returns x̂0 + (x_s − x'): the noise
+    itself). At the last step the model sees the state it produced, so the returned frame is its answer.
+    Noise is seeded per sample by (seed, frame, step).
     """
 
     frame: int
     first_step: int = 0
 
     def model_input(self, ctx: StepContext, latents: torch.Tensor) -> torch.Tensor:
+        if ctx.step == ctx.num_steps - 1:
+            return latents
         n_frames = latents.shape[2]
         f = self.frame + n_frames if self.frame < 0 else self.frame
         if not 0 <= f < n_frames:
