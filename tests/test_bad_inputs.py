@@ -123,6 +123,7 @@ def _baseline() -> dict:
 
 def test_status_compare_exits_1_on_a_regression(tmp_path):
     base, now = _baseline(), _baseline()
+    base["claims"] = [{**c, "status": "holds"} if c["id"] == "cos.superposition" else c for c in base["claims"]]
     now["claims"] = [{**c, "status": "fails"} if c["id"] == "cos.superposition" else c for c in now["claims"]]
     (tmp_path / "b.json").write_text(json.dumps(base))
     (tmp_path / "n.json").write_text(json.dumps(now))

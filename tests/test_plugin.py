@@ -70,8 +70,11 @@ def test_table_and_json(pytester, xdist):
 
 
 def test_baseline_gating(pytester):
-    base = {"claims": [{"id": "noise.step_vs_frame", "status": "holds"}, {"id": "layers.swap_flip", "status": "fails"},
-                       {"id": "cos.superposition", "status": "holds"}]}
+    from cos.registry import get_claim
+
+    row = lambda cid, st: {"id": cid, "status": st, "version": get_claim(cid).spec.version}
+    base = {"claims": [row("noise.step_vs_frame", "holds"), row("layers.swap_flip", "fails"),
+                       row("cos.superposition", "holds")]}
     (pytester.path / "base.json").write_text(json.dumps(base))
     res = run(pytester, "--cos-baseline", str(pytester.path / "base.json"))
     assert res.ret == 1
@@ -79,8 +82,14 @@ def test_baseline_gating(pytester):
     assert "REGRESSED against baseline (run fails): noise.step_vs_frame" in out
     doc = json.loads((pytester.path / "claims-status.json").read_text())
     assert doc["comparison"]["regressed"] == ["noise.step_vs_frame"]
+    # the same regression against a baseline of another definition (version) is a changed definition, not a fail
+    old = {"claims": [{**row("noise.step_vs_frame", "holds"), "version": 0}]}
+    (pytester.path / "old.json").write_text(json.dumps(old))
+    res = run(pytester, "--cos-baseline", str(pytester.path / "old.json"))
+    doc = json.loads((pytester.path / "claims-status.json").read_text())
+    assert doc["comparison"]["regressed"] == [] and doc["comparison"]["changed_definition"] == ["noise.step_vs_frame"]
     # a baseline whose held claims all still hold passes
-    (pytester.path / "ok.json").write_text(json.dumps({"claims": [{"id": "cos.superposition", "status": "holds"}]}))
+    (pytester.path / "ok.json").write_text(json.dumps({"claims": [row("cos.superposition", "holds")]}))
     pytester.makepyfile(test_toy=TOY.replace("def test_error", "def _test_error"))
     res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(pytester.path),
                                         "--cos-baseline", str(pytester.path / "ok.json"))
