@@ -3,7 +3,7 @@ through the full-tier code path (guidance 5, result store, the full tier's sizin
 error there. Statuses are meaningless on random weights; the wiring is what is checked."""
 import json
 
-from tests.test_loading import write_wan_dir
+from tests.helpers import write_wan_dir
 
 TASKS = "grounding,return_to_origin,occlusion,maze,object_to_target"
 

@@ -12,7 +12,7 @@ from cos.models.loading import _expert_bytes
 from cos.models.lora import parse_lora_spec
 from cos.sampler import Sampler
 from tests.helpers import tiny_conditioning
-from tests.test_loading import write_wan_dir
+from tests.helpers import write_wan_dir
 
 transformers = pytest.importorskip("transformers", reason="the text encoder path needs transformers (test extra)")
 pytest.importorskip("peft", reason="LoRA stacking needs peft (test extra)")

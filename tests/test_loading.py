@@ -5,22 +5,9 @@ import pytest
 import torch
 
 from cos.errors import ModelLoadError
-from cos.models import load_system, tiny_system
+from cos.models import load_system
 from cos.sampler import Sampler
-from tests.helpers import tiny_conditioning
-
-
-def write_wan_dir(root, two_experts=True, num_layers=2):
-    s = tiny_system(two_experts=two_experts, num_layers=num_layers)
-    s.transformer.save_pretrained(root / "transformer")
-    if two_experts:
-        s.transformer_2.save_pretrained(root / "transformer_2")
-    s.vae.vae.save_pretrained(root / "vae")
-    s.scheduler.save_pretrained(root / "scheduler")
-    index = {"_class_name": "WanImageToVideoPipeline", "_diffusers_version": "0.42.1",
-             "boundary_ratio": s.boundary_ratio if two_experts else None}
-    (root / "model_index.json").write_text(json.dumps(index))
-    return s
+from tests.helpers import tiny_conditioning, write_wan_dir
 
 
 @pytest.fixture(scope="module")

@@ -194,7 +194,7 @@ def test_stale_temporaries_are_cleaned_when_a_store_opens(tmp_path):
 def test_a_planted_training_checkpoint_is_refused_without_running_code(tmp_path):
     from cos.errors import CosError
     from cos.train import train
-    from tests.test_train import small_cfg
+    from tests.helpers import small_cfg
 
     marker = tmp_path / "pwned"
     (tmp_path / "run").mkdir()

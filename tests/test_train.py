@@ -1,21 +1,11 @@
 """Training stays tested on the CPU: a few steps, a resume, a loadable model directory, an evaluation."""
-import json
 
 import torch
 
 from cos.evaluate import evaluate, summarize
 from cos.models import load_system
 from cos.train import train
-
-CFG = json.loads(open("fixtures/organism_train.json").read())
-
-
-def small_cfg():
-    cfg = json.loads(json.dumps(CFG))
-    cfg["model"]["num_layers"] = 2
-    cfg["data"].update(pool_per_task=2, tasks=["pattern", "maze"])
-    cfg["train"].update(batch=4, bf16=False, ckpt_every=2, warmup=2)
-    return cfg
+from tests.helpers import small_cfg
 
 
 def test_train_resume_load_and_evaluate(tmp_path):
