@@ -12,10 +12,14 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from cos.registry import ClaimResult, get_claim
+
+if TYPE_CHECKING:
+    from cos.runner import RunContext
 
 MARKERS = {
     "claims": "a paper claim checked on the model named by --cos-model",
@@ -25,7 +29,7 @@ MARKERS = {
     "claim(id)": "the claim id (from CLAIMS.md) this test reports",
 }
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "fixtures" / "organism"
-_RESULT_KEY, _ID_KEY, _ARRAYS_KEY = "cos_claim_result", "cos_claim_id", "cos_claim_arrays"
+_RESULT_KEY, _ID_KEY, _ARRAYS_KEY, _SAMPLES_KEY = "cos_claim_result", "cos_claim_id", "cos_claim_arrays", "cos_samples"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -200,6 +204,7 @@ class CosSession:
             return
         if _RESULT_KEY in props and report.when == "call" and (report.passed or report.skipped):
             self.results[cid] = ClaimResult.from_dict(props[_RESULT_KEY])
+            self.results[cid].samples = props.get(_SAMPLES_KEY) or []
             if props.get(_ARRAYS_KEY):
                 from safetensors.numpy import load
 
@@ -276,6 +281,7 @@ class ClaimReporter:
             result.status, result.reason = "skipped", (f"shard {i}/{n}: its batches are in the result store; "
                                                        "`cos merge` the stores and rerun without --cos-shard")
         self.item.user_properties.append((_RESULT_KEY, result.to_dict()))
+        self.item.user_properties.append((_SAMPLES_KEY, result.samples))
         if result.arrays:   # plain bytes travel to the xdist controller like the row itself
             import numpy as np
             from safetensors.numpy import save

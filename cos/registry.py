@@ -107,9 +107,12 @@ class Claim:
 
     # ---------------------------------------------------------------- building the row
     def result(self, est: "Estimate", system: "WanSystem", settings: "ClaimSettings", details: Details,
-               arrays: Mapping[str, Any] | None = None) -> "ClaimResult":
-        """A row whose status comes from the interval against the spec's threshold."""
+               arrays: Mapping[str, Any] | None = None, samples: Mapping[str, Any] | None = None) -> "ClaimResult":
+        """A row whose status comes from the interval against the spec's threshold. `samples` maps a task
+        instance id to what the claim measured on it (per seed, in `settings.seeds` order): the per-sample
+        records written to samples.jsonl, so a verdict can be followed down to the video."""
         from cos.stats import one_sided_p
+        from cos.store import key_of
 
         s = self.spec
         d = {"threshold": s.threshold, "direction": s.direction, "rule": self.rule,
@@ -122,7 +125,8 @@ class Claim:
         return ClaimResult(id=s.id, title=s.title, paper_ref=s.paper_ref, paper_value=s.paper_value,
                            measured=est.value, ci_low=est.ci_low, ci_high=est.ci_high, n=est.n, status=status,
                            reason=reason, model=system.name, seeds=list(settings.seeds), details=d,
-                           version=s.version, arrays=dict(arrays or {}))
+                           version=s.version, arrays=dict(arrays or {}),
+                           samples=sample_records(s, samples or {}, settings, key_of(settings=settings.record())))
 
     @property
     def rule(self) -> str:
@@ -146,6 +150,29 @@ class Claim:
                            ci_low=None, ci_high=None, n=None, status=status, reason=reason,
                            model=system.name if system else "", seeds=list(settings.seeds) if settings else [],
                            details={"weights_hash": system.weights_hash} if system else {}, version=s.version)
+
+
+def sample_records(spec: ClaimSpec, samples: Mapping[str, Any], settings: "ClaimSettings",
+                   settings_hash: str) -> list[dict]:
+    """One record per task instance: task, split, instance seed, the noise seeds, what was measured on it."""
+    out = []
+    for inst_id, values in sorted(samples.items()):
+        task, split, idx = inst_id.rsplit("-", 2)
+        out.append({"claim": spec.id, "version": spec.version, "task": task, "split": split, "instance": int(idx),
+                    "seeds": list(settings.seeds), "settings_hash": settings_hash,
+                    "quantity": spec.measured_quantity, "values": _plain(values)})
+    return out
+
+
+def _plain(v: Any) -> Any:
+    """JSON-able copy (numpy scalars and arrays become numbers and lists)."""
+    if isinstance(v, Mapping):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    return v
 
 
 def also_requires(res: "ClaimResult", ok: bool | str, reason: str, name: str | None = None) -> "ClaimResult":
@@ -228,6 +255,7 @@ class ClaimResult:
     details: dict[str, Any] = field(default_factory=dict)
     version: int | None = None
     arrays: dict[str, Any] = field(default_factory=dict, repr=False)
+    samples: list[dict] = field(default_factory=list, repr=False)   # samples.jsonl, never the status JSON
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -242,8 +270,9 @@ class ClaimResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("arrays")
+        d.pop("samples")
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ClaimResult":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d and k != "arrays"})
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d and k not in ("arrays", "samples")})

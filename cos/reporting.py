@@ -121,6 +121,7 @@ def write_status(out_dir: str | Path, results: list[ClaimResult], prov: dict, co
     for r in results:
         if r.arrays:   # a claim's recorded arrays (x̂0 filmstrips): safetensors beside the JSON, named in the row
             write_arrays(out, r)
+    write_samples(out, results, prov)
     doc = status_document(results, prov, comparison)
     jpath, mpath = out / "claims-status.json", out / "claims-status.md"
     changes = (comparison or {}).get("labels", {})
@@ -132,6 +133,20 @@ def write_status(out_dir: str | Path, results: list[ClaimResult], prov: dict, co
         tmp.write_text(text)
         tmp.replace(path)
     return jpath, mpath
+
+
+def write_samples(out: Path, results: list[ClaimResult], prov: dict) -> Path:
+    """samples.jsonl (lm-eval's --log_samples): one line per claim and task instance with what the claim measured
+    on it per seed, the settings hash, the model and its weights hash, and the store keys of the runs it read."""
+    path = out / "samples.jsonl"
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w") as f:
+        for r in sorted(results, key=lambda r: r.id):
+            for rec in r.samples:
+                f.write(json.dumps({**rec, "model": r.model, "weights_hash": (r.details or {}).get("weights_hash"),
+                                    "status": r.status}, default=str) + "\n")
+    tmp.replace(path)
+    return path
 
 
 def write_arrays(out: Path, r: ClaimResult) -> Path:

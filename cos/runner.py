@@ -34,6 +34,8 @@ class RunContext:
     progress: bool = True
     distilled_loader: Callable[[], WanSystem | None] | None = None
     _memo: dict = field(default_factory=dict, repr=False)
+    # every stored run read or written: {"key", "kind", "rows": [(instance id, seed)]} (samples.jsonl names them)
+    key_log: list = field(default_factory=list, repr=False)
     _distilled: Any = field(default=None, repr=False)
 
     @property
@@ -101,6 +103,7 @@ class RunContext:
         key = key_of(kind=kind, engine=ENGINE, model=system.fingerprint, name=system.name, settings=settings.record(),
                      rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
                      size=(batch.height, batch.width), **what)
+        self.key_log.append({"key": key, "kind": kind, "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
         hit = self.store.get(key)
         if hit is not None:
             return _from_disk(hit)

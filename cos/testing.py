@@ -16,7 +16,12 @@ CLAIMS = all_claims()
 def test_claim(claim_id, cos_claim, cos_run, cos_system, cos_settings):
     """Measure the claim on the session's model at the tier's settings and report its row."""
     claim = next(c for c in CLAIMS if c.id == claim_id)
-    cos_claim.report(claim.measure(cos_run, cos_system, cos_settings))
+    start = len(cos_run.key_log)
+    res = claim.measure(cos_run, cos_system, cos_settings)
+    for rec in res.samples:     # the stored runs this instance took part in during this claim
+        inst = f"{rec['task']}-{rec['split']}-{rec['instance']:05d}"
+        rec["store_keys"] = sorted({e["key"] for e in cos_run.key_log[start:] if any(i == inst for i, _ in e["rows"])})
+    cos_claim.report(res)
 
 
 @pytest.mark.parametrize("claim_id,control",

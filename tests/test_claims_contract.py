@@ -59,7 +59,8 @@ class Toy(Claim):
         from cos.stats import bootstrap_ci
 
         est = bootstrap_ci([1.0, 2.0, 3.0])
-        return self.result(est, SimpleNamespace(name="toy", weights_hash=None), settings, ToyDetails(values=[1, 2, 3]))
+        return self.result(est, SimpleNamespace(name="toy", weights_hash=None), settings, ToyDetails(values=[1, 2, 3]),
+                           samples={"maze-id-00003": {"score": [0.5]}, "return_to_origin-ood-00012": {"score": [1.0]}})
 
     def controls(self):
         return [Control("nothing", "negative", lambda: self.skipped("toy"), why="a toy")]
@@ -74,6 +75,11 @@ def test_a_registered_claim_is_a_row_with_its_version_and_a_report_section(tmp_p
         row = Toy().measure(None, None, TIERS["cpu"])
         assert row.status == "holds" and row.version == 3 and row.details["values"] == [1, 2, 3]
         write_status(tmp_path, [row], provenance())
+        recs = [json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+        assert [(r["task"], r["split"], r["instance"], r["values"]["score"]) for r in recs] == \
+            [("maze", "id", 3, [0.5]), ("return_to_origin", "ood", 12, [1.0])]
+        assert all(r["claim"] == "toy.always" and r["seeds"] == [0] and r["settings_hash"] for r in recs)
+        assert "samples" not in json.loads((tmp_path / "claims-status.json").read_text())["claims"][0]
         c = compare({"claims": [{"id": "toy.always", "status": "holds", "version": 2}]}, [row])
         assert c["changed_definition"] == ["toy.always"] and c["regressed"] == [] and c["newly_holds"] == []
         c = compare({"claims": [{"id": "toy.always", "status": "holds", "version": 3}]},

@@ -60,7 +60,8 @@ class Bench(Claim):
             category={f"{sp}/{c}": float(np.mean([s for i, s in rows if i.split == sp and i.category == c]))
                       for sp in ("id", "ood") for c in sorted({i.category for i, _ in rows})},
             random_candidate=float(np.mean([1 / i.candidates.shape[0] for i, _ in rows])),
-            above_random={sp: [e.value, e.ci_low, e.ci_high] if e else None for sp, e in split.items()}))
+            above_random={sp: [e.value, e.ci_low, e.ci_high] if e else None for sp, e in split.items()}),
+            samples={k: {"score_minus_random": v} for k, v in per.items()})
         st = [decide(e.ci_low, e.ci_high, 0.0, ">") if e is not None and e.decidable else "inconclusive"
               for e in split.values()]
         return also_requires(res, "fails" if "fails" in st else "inconclusive" if "inconclusive" in st else "holds",

@@ -4,7 +4,6 @@ its first step. Paired per (instance, seed): full-schedule score minus the 4-ste
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -56,7 +55,8 @@ class FourStep(Claim):
         h = bootstrap_ci(first_h) if len(first_h) > 1 else None
         res = self.result(est, system, settings, DistillDetails(
             measured=f"full-schedule score minus {FAST_STEPS}-step distilled score (paired)", fast_model=fast.name,
-            first_step_entropy=float(np.mean(first_h)), first_step_entropy_ci=[h.ci_low, h.ci_high] if h else None))
+            first_step_entropy=float(np.mean(first_h)), first_step_entropy_ci=[h.ci_low, h.ci_high] if h else None),
+            samples={k: {"full_minus_fast_score": v} for k, v in drop.items()})
         h_status = decide(h.ci_low, h.ci_high, MIN_FIRST_ENTROPY, ">") if h and h.decidable else "inconclusive"
         return also_requires(res, h_status, f"scores lower but first-step entropy {h} is not above "
                              f"{MIN_FIRST_ENTROPY} nats", "first_step_entropy")

@@ -99,7 +99,8 @@ class EnergyProfile(Claim):
             measured="fg/bg energy ratio, middle half minus first quarter of blocks (step 0, cond pass)",
             fg_bg_ratio_per_block=allr.mean(0).round(4).tolist(), fg_bg_ratio_per_block_ci=[interval(c) for c in allr.T],
             sparsity_per_block=prof.round(4).tolist(), sparsity_per_block_ci=[interval(c) for c in sp.T],
-            sparsity_peak_depth=peak, sparsity_peak_ci=[peak_est.ci_low, peak_est.ci_high], energy_block_frame=np.mean(energy, axis=0).round(4).tolist() if energy else None))
+            sparsity_peak_depth=peak, sparsity_peak_ci=[peak_est.ci_low, peak_est.ci_high], energy_block_frame=np.mean(energy, axis=0).round(4).tolist() if energy else None),
+            samples={k: {"fg_bg_ratio_per_block": np.round(rs, 4)} for k, rs in ratios.items()})
         return also_requires(res, in_window(peak_est, *SPARSITY_PEAK),
                              f"fg/bg part holds but the sparsity peak is at depth {peak:.2f} "
                              f"[{peak_est.ci_low:.2f}, {peak_est.ci_high:.2f}]", "sparsity_peak")

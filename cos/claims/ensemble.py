@@ -85,7 +85,7 @@ class Ensemble(Claim):
             mid_minus_all_ci=[vs["all"].ci_low, vs["all"].ci_high],
             score_best_of_3=bootstrap_ci(best).__dict__ if len(best) > 1 else None,
             windows_blocks={k: window(w, system.num_layers) for k, w in WINDOWS.items()})
-        res = self.result(est, system, settings, d)
+        res = self.result(est, system, settings, d, samples={k: {arm: per[arm][k] for arm in per} for k in per["baseline"]})
         worse = [k for k, e in vs.items() if e.ci_high < 0]
         return also_requires(res, not worse, f"the mid window beats the baseline but is worse than {worse} "
                              f"({', '.join(f'{k} {vs[k]}' for k in worse)})", "mid_not_worse")

@@ -82,7 +82,8 @@ class FramesCount(Claim):
             score_per_frame_count_ci={str(c): interval(list(per[c].values())) for c in per},
             single_frame=sizing.single, spearman_rise_to_17=rho, spearman_rise_ci=rho_ci,
             minus_single_ci={str(c): [e.ci_low, e.ci_high] for c, e in minus_single.items()},
-            plateau_ci={str(c): [e.ci_low, e.ci_high] for c, e in plateau.items()}))
+            plateau_ci={str(c): [e.ci_low, e.ci_high] for c, e in plateau.items()}),
+            samples={i: {"score_per_frame_count (seeds averaged)": {str(c): per[c][i] for c in per}} for i in ids})
         statuses = [decide(e.ci_low, e.ci_high, 0.0, ">") if e.decidable else "inconclusive"
                     for e in minus_single.values()]
         single = "fails" if "fails" in statuses else "inconclusive" if "inconclusive" in statuses else "holds"

@@ -91,7 +91,8 @@ class InformationFlow(Claim):
             injection_step=first, final_dissimilarity_per_injection_step={str(k): v for k, v in sens.items()},
             dissimilarity_curves={str(s): np.mean([c for c in curves[s]], axis=0).round(4).tolist()
                                   for s in steps if curves[s]},
-            sensitivity_peak_fraction=peak, sensitivity_peak_ci=peak_ci, num_steps=settings.steps))
+            sensitivity_peak_fraction=peak, sensitivity_peak_ci=peak_ci, num_steps=settings.steps),
+            samples={k: {f"final_dissimilarity_after_step{s}": final[s].get(k) for s in steps} for k in final[first]})
         res.details["conditions"] = {"peak": "not decided" + ("" if peak_ci is None else (
             f": {in_window(Estimate(peak, *peak_ci, len(ids)), *SENSITIVITY_PEAK)} against {list(SENSITIVITY_PEAK)}"))}
         return res

@@ -64,7 +64,8 @@ class Memory(Claim):
             measured=f"share of anchor instances whose anchor fidelity stays ≥ {KEEP_FIDELITY} from "
                      f"{KEEP_FROM:.0%} of the schedule on and in the final video", tasks=list(ANCHOR_TASKS),
             anchor_fidelity_per_step=np.mean(per_step, axis=0).round(4).tolist(),
-            anchor_fidelity_per_step_ci=[interval(c) for c in np.array(per_step).T]))
+            anchor_fidelity_per_step_ci=[interval(c) for c in np.array(per_step).T]),
+            samples={k: {"kept": v} for k, v in kept.items()})
 
     def controls(self) -> list[Control]:
         return [

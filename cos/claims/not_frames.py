@@ -92,7 +92,8 @@ class NotFrames(Claim):
         res = self.result(est, system, settings, NotFramesDetails(
             measured="spread of per-frame commitment steps, fraction of the schedule (rows whose frames all commit)",
             spearman_frame_vs_commit=None if np.isnan(rho) else rho, spearman_ci=rho_ci, censored_rows=censored,
-            rows=rows, commit_per_frame={str(f): [float(np.mean(v)), *interval(v)] for f, v in sorted(per.items())}))
+            rows=rows, commit_per_frame={str(f): [float(np.mean(v)), *interval(v)] for f, v in sorted(per.items())}),
+            samples={k: {"spread": v, "frame_commit": pairs.get(k, [])} for k, v in spreads.items()})
         rho_status = "inconclusive" if rho_ci is None else decide(rho_ci[0], rho_ci[1], MAX_RHO, "<")
         return also_requires(res, rho_status, f"frames commit close together but Spearman ρ(frame, step) = {rho:.2f} "
                              f"{rho_ci} is not below {MAX_RHO}", "spearman")

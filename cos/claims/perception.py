@@ -73,7 +73,8 @@ class Perception(Claim):
             measured="half-rise step of motion minus of grounding, fraction of the schedule (paired per row)",
             tasks=list(MOTION_TASKS), grounding_per_step=g.mean(0).round(4).tolist(),
             motion_per_step=m.mean(0).round(4).tolist(), grounding_per_step_ci=[interval(c) for c in g.T],
-            motion_per_step_ci=[interval(c) for c in m.T]))
+            motion_per_step_ci=[interval(c) for c in m.T]),
+            samples={k: {"motion_minus_grounding_half_rise": v} for k, v in diffs.items()})
 
     def controls(self) -> list[Control]:
         return [Control("reference", "negative",

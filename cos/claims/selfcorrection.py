@@ -58,7 +58,8 @@ class SelfCorrection(Claim):
         res = self.result(est, system, settings, SelfCorrectionDetails(
             measured=f"share of trajectories committed (> {WRONG_COMMIT}) to a wrong answer after step 0 that end right",
             simultaneous_share=sim.value if sim else None, simultaneous_share_ci=[sim.ci_low, sim.ci_high] if sim else None,
-            corrections=int(sum(sum(v) for v in corrected.values())), switch_spread=spread))
+            corrections=int(sum(sum(v) for v in corrected.values())), switch_spread=spread),
+            samples={k: {"corrected": v} for k, v in corrected.items()})
         # no correction with two deciding frames: simultaneity cannot be judged
         return also_requires(res, decide(sim.ci_low, sim.ci_high, SIMULTANEOUS, ">") if sim else "inconclusive",
                              f"corrections occur but the share switching in all frames within one step is "

@@ -76,7 +76,8 @@ class StepVsFrame(Claim):
             ci={k: interval(v) for k, v in [("clean", clean_scores), *[(f"step{s}", v) for s, v in step_scores.items()],
                                             *[(f"frame{f}", v) for f, v in frame_scores.items()]]},
             num_steps=settings.steps, min_score_step_noise=float(np.mean(step_scores[worst_step])),
-            min_score_step_noise_ci=low, worst_case_difference={"value": w.value, "ci": [w.ci_low, w.ci_high]}))
+            min_score_step_noise_ci=low, worst_case_difference={"value": w.value, "ci": [w.ci_low, w.ci_high]}),
+            samples={k: {"mean_difference": v, "worst_case_difference": worst[k]} for k, v in diffs.items()})
         res = also_requires(res, decide(w.ci_low, w.ci_high, 0.0, ">") if w.decidable else "inconclusive",
                             f"mean drops differ but the worst-case difference {w} is not above 0", "worst_case")
         if settings.tier == "full":

@@ -67,7 +67,8 @@ class Superposition(Claim):
             measured="mean candidate entropy (nats), first 20% minus last 20% of steps",
             share_two_live_early=live.value, share_two_live_early_ci=[live.ci_low, live.ci_high],
             entropy_per_step=np.mean(curves, axis=0).round(4).tolist(),
-            entropy_per_step_ci=[interval(c) for c in np.array(curves).T], traces=traces), arrays)
+            entropy_per_step_ci=[interval(c) for c in np.array(curves).T], traces=traces), arrays,
+            samples={k: {"entropy_drop": v, "two_live_early": early_live[k]} for k, v in diffs.items()})
         return also_requires(res, decide(live.ci_low, live.ci_high, MIN_LIVE_SHARE, ">"),
                              f"entropy drops, but the share of instances with ≥ 2 live candidates early is {live}, "
                              f"not above {MIN_LIVE_SHARE}", "live_candidates_early")

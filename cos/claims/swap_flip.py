@@ -103,7 +103,8 @@ class SwapFlip(Claim):
             flip_rate_per_block={str(b): v for b, v in per_block.items()},
             flip_rate_per_block_ci={str(b): interval(v) for b, v in per_inst.items()},
             middle_blocks=mid, outer_blocks=outer, peak_block=peak, peak_depth=depth[peak],
-            peak_depth_ci=[peak_est.ci_low, peak_est.ci_high]))
+            peak_depth_ci=[peak_est.ci_low, peak_est.ci_high]),
+            samples={i: {"flips_per_block": {str(b): flips[b][i] for b in blocks}} for i in ids})
         return also_requires(res, in_window(peak_est, *MIDDLE_SWAP),
                              f"middle swaps flip more than outer ones but the peak is at depth {depth[peak]:.2f} "
                              f"[{peak_est.ci_low:.2f}, {peak_est.ci_high:.2f}]", "peak")
