@@ -185,11 +185,18 @@ def test_report_of_the_cpu_tier_run():
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
-    run = shutil.copytree(CI_RUN if (CI_RUN / "claims-status.json").exists() else GPU_RUN, tmp_path / "run")
+    run = shutil.copytree(CI_RUN if (CI_RUN / "claims-status.json").exists() else GPU_V2, tmp_path / "run")
     page = check_report(run)
+    chrome = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    # the whole page as Chromium parsed it: every claim's section, its rule and its figures
+    dom = subprocess.run([*chrome, "--dump-dom", page.resolve().as_uri()], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    for row in json.loads((run / "claims-status.json").read_text())["claims"]:
+        sec = dom.split(f'id="{row["id"]}"')
+        assert len(sec) == 2, f"{row['id']}: no section in the rendered page"
+        assert "Rule:" in sec[1].split("<section")[0]
     shot = tmp_path / "shot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1200,2400", page.resolve().as_uri()],
+    subprocess.run([*chrome, f"--screenshot={shot}", "--window-size=1200,2400", page.resolve().as_uri()],
                    check=True, capture_output=True, timeout=120)
     from PIL import Image
 
