@@ -92,7 +92,8 @@ def bars(labels: Sequence[str], est: Sequence[float], intervals: Sequence[Interv
     threshold_line(ax, threshold, direction)
     ax.set_xticks(x, labels, rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center")
     ax.set_ylabel(ylabel), ax.grid(alpha=0.3, axis="y")
-    note = f" Hatched: no interval recorded ({', '.join(labels[i] for i in missing)})." if missing else ""
+    which = "any bar" if len(missing) == n else ", ".join(labels[i] for i in missing)
+    note = f" Hatched: no interval recorded ({which})." if missing else ""
     ax.set_title(wrap(title + note, width * ratios[0] / sum(ratios)), loc="left")
     ax.legend(loc="best")
     if beside:

@@ -326,5 +326,12 @@ def side_by_side_html(secs: list[Section | None], names: tuple[str, str]) -> str
     for k in dict.fromkeys([*figs[0], *figs[1]]):
         cells = [img(f[k][0], f"{n}: {f[k][1]}") if k in f else f"<figure><p>{n}: not drawn</p></figure>"
                  for f, n in zip(figs, names)]
-        out.append(f"<div class='pair'>{''.join(cells)}</div>")
+        wide = any(k in f and png_width(f[k][0]) > 540 for f in figs)   # halved, its text would fall under 9 pt
+        out.append(f"<div class='{'stack' if wide else 'pair'}'>{''.join(cells)}</div>")
     return "".join(out)
+
+
+def png_width(p: Path) -> int:
+    import struct
+
+    return struct.unpack(">I", p.read_bytes()[16:20])[0]
