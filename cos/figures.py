@@ -204,7 +204,7 @@ def filmstrip(frames: np.ndarray, path: str | Path, *, row_labels: Sequence[str]
             if i == 0:
                 ax.set_title("p(candidate)", fontsize=FONT)
             if i == r - 1 and candidate_labels is not None:
-                ax.set_xticks(range(len(w)), candidate_labels, fontsize=FONT, rotation=90)
+                ax.set_xticks(range(len(w)), candidate_labels, fontsize=FONT)
     if title:
         fig.suptitle(wrap(title, width), fontsize=10)
     return _save(fig, path)
