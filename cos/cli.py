@@ -4,6 +4,7 @@
     cos list                                the registered claims: id, version, paper reference, decision rule
     cos report RUN_DIR                      re-render the report beside RUN_DIR/claims-status.json
     cos status STATUS.json [--compare B]    print the table; with --compare, what changed against B
+    cos compare RUN_A RUN_B --out DIR       two runs side by side (statuses, paired differences, figures)
     cos trace --task maze --seed 3          one x̂0 filmstrip of a task on a model (PNG)
     cos merge STORE... --into DEST          unite result stores of sharded runs
     cos train / cos evaluate ...            the organism's training and held-out evaluation
@@ -49,6 +50,16 @@ def _report(a) -> None:
     if not (Path(a.run_dir) / "claims-status.json").exists():
         raise CosError(f"{a.run_dir}: no claims-status.json in this folder")
     for p in write_report(a.run_dir):
+        print(f"written: {p}")
+
+
+def _compare(a) -> None:
+    from cos.report import write_comparison
+
+    for run in (a.run_a, a.run_b):
+        if not (Path(run) / "claims-status.json").exists():
+            raise CosError(f"{run}: no claims-status.json in this folder")
+    for p in write_comparison(a.run_a, a.run_b, a.out):
         print(f"written: {p}")
 
 
@@ -142,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="re-render the claims report of a run folder (needs the report extra)")
     p.add_argument("run_dir", help="the folder holding claims-status.json (the --cos-out of the run)")
     p.set_defaults(fn=_report)
+    p = sub.add_parser("compare", help="two runs side by side: both statuses, paired differences, figures (md + html)")
+    p.add_argument("run_a", help="a run folder (holding claims-status.json)")
+    p.add_argument("run_b", help="another run folder")
+    p.add_argument("--out", required=True, help="folder for compare.md, figures/ and compare.html")
+    p.set_defaults(fn=_compare)
     p = sub.add_parser("status", help="print a claims-status.json as a table")
     p.add_argument("status", help="a claims-status.json")
     p.add_argument("--compare", default=None, help="another claims-status.json (e.g. the baseline)")

@@ -1,11 +1,24 @@
-"""Pictures of what the claims recorded: x̂0 filmstrips, curves with bands, heatmaps. matplotlib is an optional
-extra (`pip install -e .[report]`); every function here returns a saved PNG path."""
+"""Pictures of what the claims recorded: x̂0 filmstrips, curves with bands, heatmaps, bars, the decision.
+matplotlib is an optional extra (`pip install -e .[report]`); every function here saves a PNG (linked by the
+Markdown) and an SVG beside it, and returns the PNG path.
+
+Legibility: figures are drawn at the size they are shown (≤ 10 in at 100 dpi fits the report's 1100 px column
+unscaled), with no text under FONT pt, constrained layout (nothing clipped) and wrapped titles. An interval
+that was not recorded is not drawn as a zero-width bar: the bar has no error bar and the figure says so."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+FONT = 9          # pt, the smallest text on any figure (at 100 dpi the PNG is shown at its own size)
+DPI = 100
+CLAIMED = "#1a7f37"    # the claimed side of a threshold
+PAPER = "tab:red"
+
+Interval = tuple[float, float] | None
 
 
 def _plt():
@@ -16,106 +29,192 @@ def _plt():
         import matplotlib.pyplot as plt
     except ImportError as e:  # pragma: no cover - exercised only without the extra
         raise ImportError("figures need matplotlib: pip install -e '.[report]'") from e
+    plt.rcParams.update({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": FONT,
+                         "ytick.labelsize": FONT, "legend.fontsize": FONT, "figure.titlesize": 10,
+                         "svg.fonttype": "none"})
     return plt
+
+
+def wrap(text: str, inches: float) -> str:
+    """A title wrapped to the figure's width (about 10 characters of 10 pt text per inch, with margin)."""
+    return "\n".join(textwrap.wrap(text, max(20, int(inches * 10)))) if text else ""
+
+
+def threshold_line(ax, threshold: float | None, direction: str | None, *, axis: str = "y",
+                   label: str = "threshold") -> None:
+    """The decision threshold as a dashed line, and the claimed side (where the whole CI must lie) shaded."""
+    if threshold is None or direction not in (">", "<"):
+        return
+    line = ax.axhline if axis == "y" else ax.axvline
+    line(threshold, ls="--", lw=1.2, color="k", label=f"{label} ({direction} {threshold:g})")
+    lo, hi = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    lo, hi = min(lo, threshold), max(hi, threshold)
+    span = (threshold, hi) if direction == ">" else (lo, threshold)
+    (ax.axhspan if axis == "y" else ax.axvspan)(*span, color=CLAIMED, alpha=0.08, lw=0, label="claimed side")
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo, hi)
+
+
+def _err(est: np.ndarray, intervals: Sequence[Interval]) -> tuple[np.ndarray, list[int]]:
+    """Error-bar extents (2, n) and the indices that have no recorded interval (drawn without a bar)."""
+    err, missing = np.zeros((2, len(est))), []
+    for i, (e, iv) in enumerate(zip(est, intervals)):
+        if iv is None or iv[0] is None or iv[1] is None:
+            missing.append(i)
+            continue
+        err[:, i] = [max(e - iv[0], 0.0), max(iv[1] - e, 0.0)]
+    return err, missing
+
+
+def bars(labels: Sequence[str], est: Sequence[float], intervals: Sequence[Interval], path: str | Path, *,
+         ylabel: str, title: str = "", paper: Sequence[float | None] | None = None,
+         beside: tuple[str, dict[str, float]] | None = None, threshold: float | None = None,
+         direction: str | None = None) -> Path:
+    """Measured values with their 95% CIs. `paper`: the paper's value of the same quantity, drawn as a red
+    bar-wide mark on the bar's centre. `beside`: (label, {name: value}) of the paper in another setting (another
+    quantity), drawn in a panel of its own, never over the bars. `threshold`/`direction`: the decision line."""
+    plt = _plt()
+    n = len(labels)
+    ratios = [0.55 * n + 2.4] + ([max(2.6, 0.45 * len(beside[1]) + 1.4)] if beside else [])
+    width = min(10.0, sum(ratios))
+    fig, axes = plt.subplots(1, len(ratios), figsize=(width, 3.4), layout="constrained", squeeze=False,
+                             gridspec_kw={"width_ratios": ratios})
+    ax = axes[0, 0]
+    x = np.arange(n)
+    e = np.asarray(est, float)
+    err, missing = _err(e, intervals)
+    ax.bar(x, e, yerr=err, capsize=3, color="tab:blue", width=0.6, label="measured (95% CI)")
+    if missing:
+        ax.bar(x[missing], e[missing], color="tab:blue", width=0.6, hatch="//", edgecolor="white")
+    if paper is not None and any(p is not None for p in paper):
+        px = [i for i, p in enumerate(paper) if p is not None]
+        ax.hlines([paper[i] for i in px], [i - 0.3 for i in px], [i + 0.3 for i in px], color=PAPER, lw=2.5,
+                  label="paper (same quantity)", zorder=3)
+    threshold_line(ax, threshold, direction)
+    ax.set_xticks(x, labels, rotation=30 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_ylabel(ylabel), ax.grid(alpha=0.3, axis="y")
+    which = "any bar" if len(missing) == n else ", ".join(labels[i] for i in missing)
+    note = f" Hatched: no interval recorded ({which})." if missing else ""
+    ax.set_title(wrap(title + note, width * ratios[0] / sum(ratios)), loc="left")
+    ax.legend(loc="best")
+    if beside:
+        name, vals = beside
+        b = axes[0, 1]
+        bx = np.arange(len(vals))
+        b.bar(bx, list(vals.values()), color=PAPER, alpha=0.6, width=0.6)
+        b.set_xticks(bx, list(vals), rotation=30 if len(vals) > 4 else 0, ha="right" if len(vals) > 4 else "center")
+        b.set_title(wrap(f"the paper's setting: {name}", width * ratios[1] / sum(ratios)), loc="left")
+        b.set_ylabel("paper's value"), b.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def curves(x: Sequence[float], series: dict[str, tuple[Sequence[float], Sequence[float] | None, Sequence[float] | None]],
+           path: str | Path, *, xlabel: str, ylabel: str, hlines: dict[str, float] | None = None, title: str = "",
+           spans: dict[str, tuple[float, float]] | None = None, threshold: float | None = None,
+           direction: str | None = None) -> Path:
+    """Lines with shaded 95% bands: series name → (estimate, ci_low, ci_high) over x (ci None: no band, and the
+    legend says so); hlines: reference levels; spans: labelled x ranges (e.g. the windows a claim compares)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), layout="constrained")
+    for i, (name, (lo_x, hi_x)) in enumerate((spans or {}).items()):
+        ax.axvspan(lo_x, hi_x, color=("tab:orange", "tab:purple", "tab:olive")[i % 3], alpha=0.12, lw=0, label=name)
+    for name, (est, lo, hi) in series.items():
+        banded = lo is not None and hi is not None
+        line, = ax.plot(x, est, marker="o", ms=3, label=name + ("" if banded else " (no interval recorded)"))
+        if banded:
+            ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
+    for name, y in (hlines or {}).items():
+        ax.axhline(y, ls=":", lw=1.2, color="k" if "baseline" in name else PAPER, label=name)
+    threshold_line(ax, threshold, direction)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    ax.set_title(wrap(title, 5.6), loc="left")
+    return _save(fig, path)
+
+
+def heatmap(matrix: np.ndarray, path: str | Path, *, xlabel: str, ylabel: str, cbar_label: str,
+            xticks: Sequence | None = None, yticks: Sequence | None = None, title: str = "",
+            cmap: str = "viridis") -> Path:
+    """One matrix as an image with a labelled colour bar (CKA step × step, energy block × frame)."""
+    plt = _plt()
+    m = np.asarray(matrix, dtype=float)
+    w = min(10.0, max(4.5, 0.38 * m.shape[1] + 2.6))
+    fig, ax = plt.subplots(figsize=(w, min(8.0, max(3.2, 0.32 * m.shape[0] + 1.8))), layout="constrained")
+    im = ax.imshow(m, cmap=cmap, aspect="auto")
+    fig.colorbar(im, ax=ax, fraction=0.05).set_label(cbar_label)
+    if xticks is not None:
+        ax.set_xticks(range(len(xticks)), [str(t) for t in xticks])
+    if yticks is not None:
+        ax.set_yticks(range(len(yticks)), [str(t) for t in yticks])
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
+    ax.set_title(wrap(title, w), loc="left")
+    return _save(fig, path)
+
+
+def decision(rows: Sequence[tuple[str, float, Interval]], path: str | Path, *, threshold: float, direction: str,
+             xlabel: str, title: str = "") -> Path:
+    """The decision itself: each estimate with its 95% CI as a horizontal interval, the threshold, and the
+    claimed side shaded (the claim holds when the whole interval lies in it)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(rows) + 1.9), layout="constrained")
+    y = np.arange(len(rows))[::-1]
+    for yi, (name, v, iv) in zip(y, rows):
+        if iv is not None and None not in iv:
+            ax.hlines(yi, iv[0], iv[1], color="tab:blue", lw=3)
+        ax.plot([v], [yi], "o", color="tab:blue" if iv is not None else "tab:gray", ms=6)
+    ax.set_yticks(y, [wrap(r[0], 2.0) for r in rows])
+    ax.set_ylim(-0.8, len(rows) - 0.2)
+    pad = max(1e-3, 0.15 * (max([abs(v) for _, v, _ in rows] + [abs(threshold)]) or 1))
+    vals = [v for _, v, iv in rows] + [x for *_, iv in rows if iv for x in iv if x is not None] + [threshold]
+    ax.set_xlim(min(vals) - pad, max(vals) + pad)
+    threshold_line(ax, threshold, direction, axis="x")
+    ax.set_xlabel(wrap(xlabel, 4.0)), ax.grid(alpha=0.3, axis="x")
+    ax.legend(loc="lower right" if direction == "<" else "lower left")
+    ax.set_title(wrap(title, 6.4), loc="left")
+    return _save(fig, path)
 
 
 def filmstrip(frames: np.ndarray, path: str | Path, *, row_labels: Sequence[str] | None = None,
               weights: np.ndarray | None = None, candidate_labels: Sequence[str] | None = None,
               title: str = "") -> Path:
-    """Rows × frames grid of RGB images (R, F, H, W, 3) in [0, 1] (e.g. decoded x̂0 per step), with the
-    candidate distribution of each row (R, K) drawn as bars at the row's end when `weights` is given."""
+    """Rows × frames grid of RGB images (R, F, H, W, 3) in [0, 1] or uint8 (e.g. decoded x̂0 per step), with
+    the candidate distribution of each row (R, K) drawn as bars at the row's end when `weights` is given."""
     plt = _plt()
+    if frames.dtype == np.uint8:
+        frames = frames.astype(np.float32) / 255.0
     r, f = frames.shape[:2]
     extra = 1 if weights is not None else 0
-    fig, axes = plt.subplots(r, f + extra, figsize=(0.8 * (f + 1.6 * extra), 0.8 * r + 0.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [1] * f + [1.6] * extra})
+    cell = 0.62
+    width = min(10.0, cell * (f + 2.2 * extra) + 1.4)
+    fig, axes = plt.subplots(r, f + extra, figsize=(width, cell * r + 1.2), squeeze=False, layout="constrained",
+                             gridspec_kw={"width_ratios": [1] * f + [2.2] * extra})
     for i in range(r):
         for j in range(f):
             ax = axes[i, j]
             ax.imshow(np.clip(frames[i, j], 0, 1), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
-                ax.set_title(f"f{j}", fontsize=7)
+                ax.set_title(f"f{j}", fontsize=FONT)
             if j == 0 and row_labels is not None:
-                ax.set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
+                ax.set_ylabel(row_labels[i], fontsize=FONT, rotation=0, ha="right", va="center")
         if weights is not None:
             ax = axes[i, f]
             w = weights[i]
             ax.bar(range(len(w)), w, color=["tab:green"] + ["tab:gray"] * (len(w) - 1))
-            ax.set_ylim(0, 1), ax.set_xticks([]), ax.tick_params(labelsize=5)
+            ax.set_ylim(0, 1), ax.set_xticks([]), ax.set_yticks([0, 1])
             if i == 0:
-                ax.set_title("p(candidate)", fontsize=7)
+                ax.set_title("p(candidate)", fontsize=FONT)
             if i == r - 1 and candidate_labels is not None:
-                ax.set_xticks(range(len(w)), candidate_labels, fontsize=5)
+                ax.set_xticks(range(len(w)), candidate_labels, fontsize=FONT)
     if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout(pad=0.3)
-    return _save(fig, path)
-
-
-def curves(x: Sequence[float], series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
-           path: str | Path, *, xlabel: str, ylabel: str, hlines: dict[str, float] | None = None,
-           title: str = "") -> Path:
-    """Lines with shaded confidence bands: series name → (estimate, ci_low, ci_high) over x; hlines are
-    reference levels (a clean baseline, the paper's value)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.2, 2.8))
-    for name, (est, lo, hi) in series.items():
-        line, = ax.plot(x, est, marker="o", ms=3, label=name)
-        ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
-    for name, y in (hlines or {}).items():
-        ax.axhline(y, ls="--", lw=1, color="k" if "baseline" in name else "tab:red", label=name)
-    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
-    ax.legend(fontsize=6), ax.grid(alpha=0.3)
-    if title:
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def heatmap(matrix: np.ndarray, path: str | Path, *, xlabel: str, ylabel: str, xticks: Sequence | None = None,
-            yticks: Sequence | None = None, title: str = "", cmap: str = "viridis") -> Path:
-    """One matrix as an image with a colour bar (CKA step × step, energy block × frame)."""
-    plt = _plt()
-    m = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(0.35 * m.shape[1] + 1.8, 0.3 * m.shape[0] + 1.2))
-    im = ax.imshow(m, cmap=cmap, aspect="auto")
-    fig.colorbar(im, ax=ax, fraction=0.05)
-    if xticks is not None:
-        ax.set_xticks(range(len(xticks)), [str(t) for t in xticks], fontsize=6)
-    if yticks is not None:
-        ax.set_yticks(range(len(yticks)), [str(t) for t in yticks], fontsize=6)
-    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def bars(labels: Sequence[str], est: Sequence[float], lo: Sequence[float], hi: Sequence[float], path: str | Path,
-         *, ylabel: str, paper: Sequence[float | None] | None = None, title: str = "") -> Path:
-    """Measured values with error bars; the paper's value, where it gives one, as a red tick beside."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(0.6 * len(labels) + 2, 2.8))
-    x = np.arange(len(labels))
-    e = np.asarray(est, float)
-    ax.bar(x, e, yerr=[e - np.asarray(lo, float), np.asarray(hi, float) - e], capsize=3, color="tab:blue",
-           label="measured")
-    if paper is not None:
-        px = [i for i, p in enumerate(paper) if p is not None]
-        ax.scatter([i + 0.3 for i in px], [paper[i] for i in px], marker="_", s=200, color="tab:red",
-                   label="paper", zorder=3)
-    ax.set_xticks(x, labels, fontsize=6, rotation=30, ha="right")
-    ax.set_ylabel(ylabel), ax.grid(alpha=0.3, axis="y"), ax.legend(fontsize=6)
-    if title:
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
+        fig.suptitle(wrap(title, width), fontsize=10)
     return _save(fig, path)
 
 
 def _save(fig, path: str | Path) -> Path:
+    """PNG (linked by the Markdown, inlined in the HTML) and SVG beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI)
+    fig.savefig(path.with_suffix(".svg"))
     _plt().close(fig)
     return path

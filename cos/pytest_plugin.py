@@ -60,6 +60,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-shard", default=None, metavar="I/N",
                 help="run only batch shard I of N (0-based) into the result store; merge stores with "
                      "`cos merge` and rerun unsharded for the table")
+    g.addoption("--cos-report-instances", type=int, default=2, metavar="N",
+                help="x̂0 filmstrips per task in the report: the N most and least confident instances (default 2)")
+    g.addoption("--cos-overwrite", action="store_true",
+                help="write into a --cos-out that already holds a claims-status.json (refused otherwise)")
     g.addoption("--cos-compile", action="store_true", help="compile_repeated_blocks on the experts")
     g.addoption("--cos-tier", default="auto", choices=["auto", "cpu", "gpu", "full"],
                 help="claim settings: cpu (CI), gpu (full statistics), full (a full Wan model, paper settings); "
@@ -100,6 +104,20 @@ def validate_session(config: pytest.Config) -> None:
         validate_options(opts)
     except CosError as e:
         raise pytest.UsageError(str(e)) from None
+    refuse_overwrite(config)
+
+
+def refuse_overwrite(config: pytest.Config) -> None:
+    """One run per folder: a --cos-out holding an earlier run's claims-status.json is refused (before any test
+    runs) unless --cos-overwrite is given. The default "." is checked only when claims are selected, so that a
+    unit-test run in a folder with an old table is not refused."""
+    out = Path(config.getoption("--cos-out"))
+    if config.getoption("--cos-overwrite") or not (out / "claims-status.json").exists():
+        return
+    if config.getoption("--cos-out") == "." and "claims" not in (config.option.markexpr or ""):
+        return
+    raise pytest.UsageError(f"--cos-out {out}: holds an earlier run's claims-status.json; give a fresh folder, "
+                            "or --cos-overwrite to replace it")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -157,7 +175,8 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     store = config.getoption("--cos-store")
     if store is None and (resolve_tier(config) == "full" or shard is not None):
         store = str(Path(config.getoption("--cos-out")) / "cos-store")
-    return RunContext(store=None if store in (None, "none") else ResultStore(store), shard=shard)
+    return RunContext(store=None if store in (None, "none") else ResultStore(store), shard=shard,
+                      report_instances=config.getoption("--cos-report-instances"))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -233,8 +252,14 @@ class CosSession:
         hashes = sorted({r.details.get("weights_hash") for r in rows if r.details.get("weights_hash")})
         prov = provenance(model=", ".join(models) or None, weights_hash=", ".join(hashes) or None,
                           device=self.config.getoption("--cos-device"), start_time=self.start)
-        self.paths = write_status(self.config.getoption("--cos-out"), rows, prov, self.comparison)
+        out = Path(self.config.getoption("--cos-out"))
         self.report_note = None
+        if all(r.status == "error" for r in rows) and (out / "claims-status.json").exists():
+            # every claim broke: the earlier run's table is worth more than this one
+            self.paths = ()
+            self.report_note = f"every claim errored: {out / 'claims-status.json'} (an earlier run's) left as it was"
+            return
+        self.paths = write_status(out, rows, prov, self.comparison)
         try:
             from cos.report import write_report
 

@@ -32,6 +32,7 @@ class RunContext:
     store: ResultStore | None = None
     shard: tuple[int, int] | None = None
     progress: bool = True
+    report_instances: int = 2       # x̂0 filmstrips per task in the report (--cos-report-instances)
     distilled_loader: Callable[[], WanSystem | None] | None = None
     _memo: dict = field(default_factory=dict, repr=False)
     # every stored run read or written: {"key", "kind", "rows": [(instance id, seed)]} (samples.jsonl names them)

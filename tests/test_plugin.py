@@ -43,7 +43,8 @@ def test_error(cos_claim):
 
 def run(pytester, *args):
     pytester.makepyfile(test_toy=TOY)
-    return pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(pytester.path), *args)
+    return pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(pytester.path),
+                                         "--cos-overwrite", *args)
 
 
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "xdist2"])
@@ -92,7 +93,7 @@ def test_baseline_gating(pytester):
     (pytester.path / "ok.json").write_text(json.dumps({"claims": [row("cos.superposition", "holds")]}))
     pytester.makepyfile(test_toy=TOY.replace("def test_error", "def _test_error"))
     res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(pytester.path),
-                                        "--cos-baseline", str(pytester.path / "ok.json"))
+                                        "--cos-overwrite", "--cos-baseline", str(pytester.path / "ok.json"))
     assert res.ret == 0, res.stdout.str()
 
 

@@ -15,6 +15,7 @@ pytest.importorskip("matplotlib", reason="figures need the report extra (matplot
 from cos.report import write_report  # noqa: E402
 
 GPU_RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "gpu" / "organism-gpu"
+GPU_V2 = GPU_RUN.parent / "organism-gpu-v2"
 CI_RUN = Path(__file__).resolve().parent.parent / "runs" / "claims"      # README command 1 writes it
 
 
@@ -27,16 +28,31 @@ def png_size(path: Path) -> tuple[int, int]:
 def check_report(run: Path) -> Path:
     md, page = write_report(run)
     text = md.read_text()
-    ids = [c["id"] for c in json.loads((run / "claims-status.json").read_text())["claims"]]
-    for cid in ids:
+    rows = json.loads((run / "claims-status.json").read_text())["claims"]
+    for row in rows:
+        cid = row["id"]
         assert f"## {cid}:" in text, f"no section for {cid}"
         assert f"id='{cid}'" in page.read_text()
+        section = text.split(f"## {cid}:")[1].split("\n## ")[0]
+        assert "**Rule:** holds when the whole 95% CI" in section, f"{cid}: no decision rule"
+        for name, status in (row["details"].get("conditions") or {}).items():
+            assert f"`{name}` {status}" in section
+        if row["status"] not in ("skipped", "error"):
+            assert f"figures/decision-{cid.replace('.', '-')}.png" in section, f"{cid}: no decision figure"
+            # one sentence under every figure saying what would make the claim (or its condition) hold
+            for line in section.splitlines():
+                if line.startswith("!["):
+                    cap = section.split(line)[1].strip().splitlines()[0]
+                    assert cap.startswith("*") and ("hold" in cap.lower() or "decided" in cap.lower()), (cid, cap)
+    assert "| claim | status | measured [95% CI] | decision rule |" in text
     pngs = sorted((run / "figures").glob("*.png"))
     assert pngs, "no figures drawn"
     for p in pngs:
         w, h = png_size(p)
-        assert 200 <= w <= 4000 and 150 <= h <= 4000, (p, w, h)
+        # ≤ 1000 px wide: shown unscaled in the 1100 px column, so 9 pt text stays 9 pt
+        assert 200 <= w <= 1000 and 150 <= h <= 4000, (p, w, h)
         assert f"figures/{p.name}" in text
+        assert p.with_suffix(".svg").exists(), f"no SVG beside {p.name}"
     assert "src='figures/" not in page.read_text() and "data:image/png;base64," in page.read_text()
     return page
 
@@ -49,13 +65,110 @@ def test_report_of_the_committed_gpu_run_has_every_claim_and_figure(tmp_path):
     # this run predates the arrays file: it has every figure drawn from details, no filmstrip
 
 
+def test_report_draws_into_a_fresh_figures_folder_and_every_figure_has_its_interval(tmp_path):
+    run = shutil.copytree(GPU_V2, tmp_path / "run")
+    (run / "figures").mkdir(exist_ok=True)
+    (run / "figures" / "stale-from-another-run.png").write_bytes(b"x")
+    check_report(run)
+    assert not (run / "figures" / "stale-from-another-run.png").exists()
+    text = (run / "claims-report.md").read_text()
+    # the paper's VBVR-Bench numbers are a different quantity: beside the bars, labelled, never over them
+    assert "figures/bench-category.png" in text and "figures/bench-above-random.png" in text
+
+
+def test_distill_draws_its_scores_and_first_step_entropy(tmp_path):
+    from cos.registry import get_claim
+
+    c = get_claim("distill.four_step")
+    est = lambda v: {"value": v, "ci_low": v - 0.05, "ci_high": v + 0.05, "n": 8}
+    d = c.Details(fast_model="fast", score_full=est(0.6), score_fast=est(0.5), first_step_entropy=0.3,
+                  first_step_entropy_ci=[0.2, 0.4])
+    figs = c.figures(d, tmp_path, {})
+    assert [p.name for p, _ in figs] == ["distill.png", "distill-entropy.png"]
+    assert all(p.with_suffix(".svg").exists() and "hold" in cap.lower() for p, cap in figs)
+
+
+def test_a_bar_without_interval_is_drawn_without_error_bar_and_says_so(tmp_path):
+    from cos.figures import bars
+
+    p = bars(["a", "b"], [0.3, 0.5], [(0.2, 0.4), None], tmp_path / "b.png", ylabel="score", title="t")
+    svg = p.with_suffix(".svg").read_text()
+    assert "Hatched: no interval" in svg and "(b)." in svg
+
+
+def test_compare_two_runs_side_by_side_with_paired_differences(tmp_path, capsys):
+    a = shutil.copytree(GPU_V2, tmp_path / "a")
+    b = shutil.copytree(GPU_V2, tmp_path / "b")
+    doc = json.loads((b / "claims-status.json").read_text())
+    for row in doc["claims"]:   # per-instance values: B is A + 0.01 on shared instances
+        if row["id"] == "memory.persistence":
+            row["details"]["per_instance"] = {f"i{k}": 0.5 + 0.01 * k + 0.01 for k in range(6)}
+            row["status"] = "fails"
+    (b / "claims-status.json").write_text(json.dumps(doc))
+    da = json.loads((a / "claims-status.json").read_text())
+    for row in da["claims"]:
+        if row["id"] == "memory.persistence":
+            row["details"]["per_instance"] = {f"i{k}": 0.5 + 0.01 * k for k in range(8)}
+    (a / "claims-status.json").write_text(json.dumps(da))
+    assert cos_main(["compare", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    page = (tmp_path / "cmp" / "compare.html").read_text()
+    for row in da["claims"]:
+        assert f"## {row['id']}:" in md and f"id='{row['id']}'" in page
+    line = next(x for x in md.splitlines() if x.startswith("| [memory.persistence]"))
+    assert "| holds | fails |" in line and "+0.01 [+0.01, +0.01] paired, 6 shared instances" in line
+    assert "unpaired (no shared per-instance values)" in md
+    assert "figures/compare-cos-superposition.png" in md and "figures/a/" in md and "figures/b/" in md
+    assert "src='figures/" not in page and "data:image/png;base64," in page
+    assert cos_main(["compare", str(a), str(tmp_path / "nope"), "--out", str(tmp_path / "c2")]) == 2
+
+
+def test_a_folder_with_an_earlier_run_is_refused_unless_overwrite(pytester, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "claims-status.json").write_text('{"claims": []}')
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(out))
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    err = [x for x in res.stderr.str().splitlines() if x.strip()]
+    assert len(err) == 1 and "holds an earlier run's claims-status.json" in err[0] and "--cos-overwrite" in err[0]
+    res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(out), "--cos-overwrite")
+    assert res.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_a_run_where_every_claim_errors_keeps_the_earlier_table(pytester, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "claims-status.json").write_text('{"claims": [], "earlier": true}')
+    pytester.makepyfile(test_toy="""
+import pytest
+
+@pytest.mark.claims
+@pytest.mark.claim("memory.persistence")
+def test_error(cos_claim):
+    raise RuntimeError("broken")
+""")
+    res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(out),
+                                        "--cos-overwrite")
+    assert "every claim errored" in res.stdout.str()
+    assert json.loads((out / "claims-status.json").read_text())["earlier"] is True
+
+
 def test_filmstrips_come_from_the_arrays_file_the_row_names(tmp_path):
     if not (CI_RUN / "claims-status.json").exists():
         pytest.skip("no CPU-tier run in runs/claims: README command 1 (pytest -m claims --cos-out runs/claims) makes it")
     run = shutil.copytree(CI_RUN, tmp_path / "run")
     shutil.rmtree(run / "figures", ignore_errors=True)
     check_report(run)
-    assert sorted(p.name for p in (run / "figures").glob("trace-*.png")), "no x̂0 filmstrip drawn"
+    strips = sorted(p.name for p in (run / "figures").glob("trace-*.png"))
+    assert strips, "no x̂0 filmstrip drawn"
+    doc = json.loads((run / "claims-status.json").read_text())
+    sup = next(c for c in doc["claims"] if c["id"] == "cos.superposition")
+    tasks = sup["details"]["settings"]["tasks"]
+    traced = {t["task"] for t in sup["details"]["traces"]}
+    assert traced == set(tasks), f"filmstrips for {sorted(traced)}, run had {sorted(tasks)}"
+    assert {t["which"] for t in sup["details"]["traces"]} == {"most confident", "least confident"}
+    assert (run / "data" / "cos.superposition.safetensors").stat().st_size < 4_000_000
     (run / "data" / "cos.superposition.safetensors").unlink()    # the report never looks for other files
     shutil.rmtree(run / "figures")
     check_report(run)
@@ -72,11 +185,18 @@ def test_report_of_the_cpu_tier_run():
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(tmp_path):
-    run = shutil.copytree(CI_RUN if (CI_RUN / "claims-status.json").exists() else GPU_RUN, tmp_path / "run")
+    run = shutil.copytree(CI_RUN if (CI_RUN / "claims-status.json").exists() else GPU_V2, tmp_path / "run")
     page = check_report(run)
+    chrome = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    # the whole page as Chromium parsed it: every claim's section, its rule and its figures
+    dom = subprocess.run([*chrome, "--dump-dom", page.resolve().as_uri()], check=True, capture_output=True,
+                         text=True, timeout=120).stdout
+    for row in json.loads((run / "claims-status.json").read_text())["claims"]:
+        sec = dom.split(f'id="{row["id"]}"')
+        assert len(sec) == 2, f"{row['id']}: no section in the rendered page"
+        assert "Rule:" in sec[1].split("<section")[0]
     shot = tmp_path / "shot.png"
-    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={shot}", "--window-size=1200,2400", page.resolve().as_uri()],
+    subprocess.run([*chrome, f"--screenshot={shot}", "--window-size=1200,2400", page.resolve().as_uri()],
                    check=True, capture_output=True, timeout=120)
     from PIL import Image
 

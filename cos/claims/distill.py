@@ -25,6 +25,8 @@ class DistillDetails(Details):
     fast_guidance: float = FAST_GUIDANCE
     first_step_entropy: float | None = None
     first_step_entropy_ci: list[float] | None = None
+    score_full: dict | None = None      # Estimate as a dict: full-schedule score per instance (for the figure)
+    score_fast: dict | None = None      # Estimate as a dict: the 4-step model's score per instance
 
 
 class FourStep(Claim):
@@ -43,19 +45,23 @@ class FourStep(Claim):
             return self.skipped("no 4-step distilled model: pass --cos-lora REASONING:0.5 --cos-lora DISTILL:0.5 "
                                 "(LoRA pair of App. C)", system, settings)
         fs = replace(settings, steps=FAST_STEPS, guidance_scale=FAST_GUIDANCE)
-        drop, first_h = {}, []
+        drop, first_h, full, four = {}, [], {}, {}
         for batch in ctx.batches(settings):
             a = videos(system, ctx.clean_run(system, settings, batch).latents)
             rb = ctx.run(fast, fs, batch, record=("x0",))
             b = videos(fast, rb.latents)
             for row, inst in enumerate(batch.instances):
-                drop.setdefault(inst.id, []).append(inst.score(a[row]) - inst.score(b[row]))
+                sa, sb = inst.score(a[row]), inst.score(b[row])
+                drop.setdefault(inst.id, []).append(sa - sb)
+                full.setdefault(inst.id, []).append(sa), four.setdefault(inst.id, []).append(sb)
                 first_h.append(entropy(inst.candidate_weights(step_videos(fast, rb, row)[0])))
         est = bootstrap_ci([np.mean(v) for v in drop.values()])
         h = bootstrap_ci(first_h) if len(first_h) > 1 else None
         res = self.result(est, system, settings, DistillDetails(
             measured=f"full-schedule score minus {FAST_STEPS}-step distilled score (paired)", fast_model=fast.name,
-            first_step_entropy=float(np.mean(first_h)), first_step_entropy_ci=[h.ci_low, h.ci_high] if h else None),
+            first_step_entropy=float(np.mean(first_h)), first_step_entropy_ci=[h.ci_low, h.ci_high] if h else None,
+            score_full=bootstrap_ci([np.mean(v) for v in full.values()]).__dict__,
+            score_fast=bootstrap_ci([np.mean(v) for v in four.values()]).__dict__),
             samples={k: {"full_minus_fast_score": v} for k, v in drop.items()})
         h_status = decide(h.ci_low, h.ci_high, MIN_FIRST_ENTROPY, ">") if h and h.decidable else "inconclusive"
         return also_requires(res, h_status, f"scores lower but first-step entropy {h} is not above "
@@ -65,6 +71,29 @@ class FourStep(Claim):
         return [Control("fast-as-good-as-full", "negative",
                         lambda: self.measure(RunContext(progress=False), ref(), replace(SMALL, instances=2), fast=ref()),
                         "the 'fast' model is the reference itself: nothing is lost")]
+
+    def figures(self, d: DistillDetails, fig_dir: Path, arrays) -> list:
+        from cos.figures import bars, decision
+
+        out = []
+        if d.score_full and d.score_fast:
+            e = [d.score_full, d.score_fast]
+            out.append((bars(["full schedule", f"{d.fast_steps}-step"], [x["value"] for x in e],
+                             [(x["ci_low"], x["ci_high"]) for x in e], fig_dir / "distill.png", ylabel="task-suite score",
+                             beside=("VBVR-Bench, App. C (another benchmark)",
+                                     {"full": self.spec.paper["full"], "4-step": self.spec.paper["four_step"]}),
+                             title=f"score of the full schedule and of {d.fast_model or 'the distilled model'} "
+                                   f"({d.fast_steps} steps, guidance {d.fast_guidance:g})"),
+                        f"Scores of the two models (unpaired 95% CIs; the decision uses the paired drop). Holds when "
+                        f"the paired drop has a CI above {self.spec.threshold:g}."))
+        if d.first_step_entropy is not None:
+            ci = tuple(d.first_step_entropy_ci) if d.first_step_entropy_ci else None
+            out.append((decision([("first-step entropy", d.first_step_entropy, ci)], fig_dir / "distill-entropy.png",
+                                 threshold=MIN_FIRST_ENTROPY, direction=">", xlabel="candidate entropy (nats)",
+                                 title="the fast model's candidate entropy at its first step"),
+                        f"Further condition (still reasons at step 0): holds when this CI lies above "
+                        f"{MIN_FIRST_ENTROPY} nats."))
+        return out
 
     def cost(self, settings, system) -> int:
         # the fast model's runs, when --cos-lora gives one (the full-schedule run is the shared clean run)

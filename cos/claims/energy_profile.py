@@ -121,16 +121,21 @@ class EnergyProfile(Claim):
         out = []
         if d.energy_block_frame:
             out.append((heatmap(np.array(d.energy_block_frame), fig_dir / "energy.png", xlabel="latent frame",
-                                ylabel="block", title="token energy at step 0 (blocks × frames)"), "token energy"))
+                                ylabel="block", cbar_label="token energy (mean per-token L2 norm of the block output)",
+                                title="token energy at step 0 (blocks × frames, means)"),
+                        "Token energy per block and frame (means; not decided)."))
         if d.fg_bg_ratio_per_block:
             x = np.arange(len(d.fg_bg_ratio_per_block))
             series = {}
             for label, v, ci in (("fg/bg ratio", d.fg_bg_ratio_per_block, d.fg_bg_ratio_per_block_ci),
                                  ("sparsity (Gini)", d.sparsity_per_block, d.sparsity_per_block_ci)):
-                c = np.array(ci or [[y, y] for y in v])
-                series[label] = (v, c[:, 0], c[:, 1])
-            out.append((curves(x, series, fig_dir / "energy_profile.png", xlabel="block", ylabel="value",
-                               title="foreground/background ratio and sparsity per block"), "ratio and sparsity"))
+                c = np.array(ci) if ci else None
+                series[label] = (v, None if c is None else c[:, 0], None if c is None else c[:, 1])
+            out.append((curves(x, series, fig_dir / "energy_profile.png", xlabel="block", ylabel="ratio / Gini (unitless)",
+                               title="foreground/background energy ratio and sparsity per block (95% bands)"),
+                        f"Ratio and sparsity per block. Holds when the fg/bg ratio of the middle half of the blocks "
+                        f"minus the first quarter has a CI above {self.spec.threshold:g}, and the sparsity peak's "
+                        "interval lies in depth [0.25, 0.75]."))
         return out
 
     def cost(self, settings, system) -> int:

@@ -135,18 +135,20 @@ class FramesCount(Claim):
                         "the reference is exact at every length: more frames cannot help")]
 
     def figures(self, d: FramesDetails, fig_dir: Path, arrays) -> list:
-        from cos.figures import curves
+        from cos.figures import bars
 
         s = d.score_per_frame_count
         if not s:
             return []
         x = sorted(s, key=int)
-        v = [s[k] for k in x]
-        ci = np.array([d.score_per_frame_count_ci.get(k, [s[k], s[k]]) for k in x])
-        return [(curves([int(k) for k in x], {"measured": (v, ci[:, 0], ci[:, 1])}, fig_dir / "frames.png",
-                        xlabel="frames", ylabel="score",
-                        title="score against frame count (Table 3; the smallest is the single-frame setting)"),
-                 "score per frame count")]
+        ci = [d.score_per_frame_count_ci.get(k) for k in x]
+        return [(bars(x, [s[k] for k in x], ci, fig_dir / "frames.png", ylabel="task-suite score",
+                      beside=("VBVR-Bench, Table 3 (another benchmark)",
+                              {k: v for k, v in self.spec.paper.items()}),
+                      title=f"score per frame count (the smallest, {d.single_frame}, is the single-frame setting)"),
+                 "Score per frame count with 95% CIs; the paper's VBVR-Bench scores per count are beside. Holds when "
+                 "the paired mean over multi-frame counts minus the single frame lies above 0, every count beats the "
+                 "single frame, the rise to 17 has a Spearman CI above 0 and counts beyond 17 stay within ±0.05.")]
 
     def cost(self, settings, system) -> int:
         sz, s = self.sizing_for(settings), frames_settings(settings)

@@ -89,11 +89,13 @@ class Perception(Claim):
         series = {}
         for label, v, ci in (("grounding (target share)", d.grounding_per_step, d.grounding_per_step_ci),
                              ("motion (target change)", d.motion_per_step, d.motion_per_step_ci)):
-            c = np.array(ci or [[x, x] for x in v])
-            series[label] = (v, c[:, 0], c[:, 1])
+            c = np.array(ci) if ci else None
+            series[label] = (v, None if c is None else c[:, 0], None if c is None else c[:, 1])
         return [(curves(np.arange(len(d.grounding_per_step)), series, fig_dir / "perception_before_action.png",
-                        xlabel="step", ylabel="value", title="grounding and motion along the steps"),
-                 "perception before action")]
+                        xlabel="denoising step", ylabel="share of the video (0–1)",
+                        title="grounding and motion along the steps (means, 95% bands)"),
+                 "Grounding and motion along the steps. Holds when motion's half-rise step minus grounding's has a "
+                 f"CI above {self.spec.threshold:g} (grounding rises first).")]
 
 
 CLAIM = register(Perception())

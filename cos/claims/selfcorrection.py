@@ -78,9 +78,12 @@ class SelfCorrection(Claim):
         if not d.switch_spread:
             return []
         vals, counts = np.unique(d.switch_spread, return_counts=True)
-        c = counts.astype(float)
-        return [(bars([str(v) for v in vals], c, c, c, fig_dir / "selfcorrection.png", ylabel="corrections",
-                      title="steps between the first and last frame's switch, per correction"), "switch spread")]
+        return [(bars([str(v) for v in vals], counts.astype(float), [None] * len(vals), fig_dir / "selfcorrection.png",
+                      ylabel="corrections (count)",
+                      title="steps between the first and last frame's switch, per correction (counts)"),
+                 "Switch spread per correction (counts: no interval). Holds when the self-correction rate has a "
+                 "Wilson CI above 0 and the share of corrections switching in all frames within one step (spread "
+                 "0 or 1 here) has a CI above 0.8.")]
 
 
 CLAIM = register(SelfCorrection())

@@ -122,10 +122,12 @@ class SwapFlip(Claim):
         f = d.flip_rate_per_block
         if not f:
             return []
-        ci = [d.flip_rate_per_block_ci.get(b, [v, v]) for b, v in f.items()]
-        return [(bars(list(f), list(f.values()), [c[0] for c in ci], [c[1] for c in ci], fig_dir / "swap_flip.png",
-                      ylabel="flip rate", title="grounding outcome flips per swapped block (step 0)"),
-                 "flip rate per block")]
+        return [(bars(list(f), list(f.values()), [d.flip_rate_per_block_ci.get(b) for b in f],
+                      fig_dir / "swap_flip.png", ylabel="flip rate (share of instances)",
+                      title="grounding outcome flips per swapped block (step 0, 95% CI)"),
+                 f"Flip rate per swapped block (middle blocks {d.middle_blocks}, outer {d.outer_blocks}). Holds when "
+                 f"the middle-minus-outer flip rate has a CI above {self.spec.threshold:g} and the peak's interval "
+                 "lies in depth [0.35, 0.65].")]
 
     def cost(self, settings, system) -> int:
         sz = self.sizing_for(settings)
