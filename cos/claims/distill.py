@@ -4,6 +4,7 @@ its first step. Paired per (instance, seed): full-schedule score minus the 4-ste
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
