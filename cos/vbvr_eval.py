@@ -197,10 +197,12 @@ def score(data: str | Path, videos: str | Path, device: str = "cpu") -> dict[str
 
 # ---------------------------------------------------------------- trivial baselines
 def write_baselines(data: str | Path, out: str | Path, names: Sequence[str] = BASELINES) -> dict[str, Path]:
-    """The trivial baselines' videos in the scorer's layout under out/<name>/: `static` (first_frame.png repeated
-    for the ground truth's frame count at its fps), `ground_truth` (replayed), `other_sample` (the ground truth of
-    the task's next sample, cyclically: right format, wrong answer)."""
-    from cos.tasks.vbvr import _png, video_info, write_video
+    """The trivial baselines' videos in the scorer's layout under out/<name>/: `static` (the ground truth's first
+    frame as decoded, repeated for its frame count at its fps), `ground_truth` (replayed), `other_sample` (the ground truth of
+    the task's next sample, cyclically: right format, wrong answer). The static video copies the decoded frame,
+    not first_frame.png: a model's first frame is never pixel-exact, and EvalKit gives a pixel-exact copy of the
+    PNG full marks on some tasks (O-30: 1.0 against 0.3 for the decoded frame)."""
+    from cos.tasks.vbvr import video_info, write_video
 
     data, out = Path(data), Path(out)
     dirs = sample_dirs(data)
@@ -218,8 +220,18 @@ def write_baselines(data: str | Path, out: str | Path, names: Sequence[str] = BA
                 shutil.copyfile(same[(same.index(d) + 1) % len(same)] / "ground_truth.mp4", out / "other_sample" / dest)
         if "static" in names:
             n, fps = video_info(d / "ground_truth.mp4")
-            write_video(out / "static" / dest, _png(d / "first_frame.png")[None].expand(n, -1, -1, -1), fps)
+            write_video(out / "static" / dest, first_decoded(d / "ground_truth.mp4")[None].expand(n, -1, -1, -1), fps)
     return {k: out / k for k in names}
+
+
+def first_decoded(path: Path):
+    """The first frame of an mp4 as decoded, (3, H, W) in [0, 1]."""
+    import av
+    import torch
+
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    return torch.from_numpy(frame).permute(2, 0, 1).float() / 255
 
 
 def baselines(data: str | Path, device: str = "cpu", work: str | Path | None = None,

@@ -15,9 +15,7 @@ from cos.tasks import make_instance
 from cos.tasks.vbvr import export_tasks, read_samples, sample_dirs, scorer_status
 from cos.vbvr_eval import SampleScore, cluster_ci
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "vbvr" / "bench"
-if not BENCH.is_dir():
-    BENCH = Path("/work/shared/vbvr/bench")
+BENCH = Path(__file__).resolve().parents[2] / "shared" / "vbvr" / "bench"   # ../shared beside the checkout
 needs_evalkit = pytest.mark.skipif(scorer_status() is not None or not BENCH.is_dir(),
                                    reason=scorer_status() or f"no VBVR-Bench samples at {BENCH}")
 
