@@ -7,6 +7,7 @@
     cos compare RUN_A RUN_B --out DIR       two runs side by side (statuses, paired differences, figures)
     cos trace --task maze --seed 3          one x̂0 filmstrip of a task on a model (PNG)
     cos merge STORE... --into DEST          unite result stores of sharded runs
+    cos vbvr score|baselines --data DIR ... VBVR-Bench scores with VBVR-EvalKit (cos.vbvr_eval)
     cos train / cos evaluate ...            the organism's training and held-out evaluation
 """
 from __future__ import annotations
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("stores", nargs="+")
     p.add_argument("--into", required=True)
     p.set_defaults(fn=_merge)
+    from cos.vbvr_eval import add_cli as add_vbvr
+
+    add_vbvr(sub)
     for verb, mod in (("train", "cos.train"), ("evaluate", "cos.evaluate")):
         sub.add_parser(verb, help=f"python -m {mod} (see cos {verb} --help)", add_help=False)
     argv = sys.argv[1:] if argv is None else list(argv)

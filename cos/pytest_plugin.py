@@ -65,6 +65,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-overwrite", action="store_true",
                 help="write into a --cos-out that already holds a claims-status.json (refused otherwise)")
     g.addoption("--cos-compile", action="store_true", help="compile_repeated_blocks on the experts")
+    g.addoption("--cos-vbvr", default=None, metavar="DIR",
+                help="VBVR-Bench data folder: bench.table1 and ensemble.mid_layers generate its samples at "
+                     "VBVR-Wan2.2's evaluation settings and score them with VBVR-EvalKit (cos.vbvr_run)")
     g.addoption("--cos-tier", default="auto", choices=["auto", "cpu", "gpu", "full"],
                 help="claim settings: cpu (CI), gpu (full statistics), full (a full Wan model, paper settings); "
                      "auto picks from the model and device")
@@ -376,8 +379,20 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
         if bad:
             raise pytest.UsageError(f"--cos-tasks: unknown task(s) {bad}; known: {sorted(TASKS)}")
         s = replace(s, tasks=tasks)
+    if pytestconfig.getoption("--cos-vbvr"):   # the VBVR-Bench data travels in the settings (cos.vbvr_run)
+        from cos.vbvr_run import extra_from_options
+
+        s = replace(s, extra={**s.extra, "vbvr": extra_from_options(
+            pytestconfig.getoption("--cos-vbvr"), pytestconfig.getoption("--cos-out"), pytestconfig.getoption("--cos-steps"),
+            pytestconfig.getoption("--cos-size"), pytestconfig.getoption("--cos-flow-shift"))})
     if cos_tier == "full" and cos_system.encode_prompt is not None and hasattr(cos_system.encode_prompt, "precompute"):
         prompts = {i.prompt for sp in ("id", "ood") for i in instances(replace(s, split=sp))} | {""}
+        if s.extra.get("vbvr"):
+            from cos.vbvr_run import WAN_NEGATIVE
+            from cos.tasks.vbvr import sample_dirs
+
+            prompts |= {(d / "prompt.txt").read_text().strip() for d in sample_dirs(s.extra["vbvr"]["data"])}
+            prompts.add(WAN_NEGATIVE)
         cos_system.encode_prompt.precompute(prompts)       # encode every prompt first, then free UMT5
         cos_system.encode_prompt.release()
     if cos_tier in ("full", "gpu"):

@@ -40,7 +40,9 @@ def conditioning(batch: TaskBatch, encode_prompt: Callable[[list[str]], torch.Te
     images = torch.stack([i.first_frame(batch.height, batch.width) for i in batch.instances]) * 2 - 1
     prompts = [i.prompt for i in batch.instances]
     pe = encode_prompt(prompts) if encode_prompt else torch.zeros(len(prompts), 1, text_dim)
-    npe = (encode_prompt([""] * len(prompts)) if encode_prompt else torch.zeros_like(pe)) if negative else None
+    # a row may carry its own negative prompt (a VBVR-Bench sample: Wan2.2's); the task suite's is empty
+    neg = [getattr(i, "negative_prompt", "") for i in batch.instances]
+    npe = (encode_prompt(neg) if encode_prompt else torch.zeros_like(pe)) if negative else None
     return Conditioning(image=images, prompt_embeds=pe, num_frames=batch.num_frames, negative_prompt_embeds=npe)
 
 

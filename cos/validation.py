@@ -143,11 +143,36 @@ def check_baseline(flag: str, value: str) -> dict:
     return doc
 
 
+def check_vbvr(flag: str, value: str) -> Path:
+    """A VBVR-Bench data folder with sample folders; with EvalKit installed, task folders it knows (else the
+    claims skip with that reason)."""
+    from cos.tasks.vbvr import sample_dirs
+
+    from cos.vbvr_eval import check_tasks, evalkit
+
+    p = Path(value)
+    try:
+        dirs = sample_dirs(p)
+    except InputError as e:
+        raise InputError(f"{flag}: {e}") from None
+    if not dirs:
+        _fail(flag, value, "no sample folders of the form split/task/idx (a VBVR-Bench data folder?)")
+    try:
+        evalkit()
+    except CosError:   # EvalKit missing: the claims skip and say why in their rows
+        return p
+    try:
+        check_tasks(d.relative_to(p).parts[:2] for d in dirs)
+    except InputError as e:
+        raise InputError(f"{flag}: {e}") from None
+    return p
+
+
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "--cos-steps": positive_int, "--cos-instances": positive_int, "--cos-size": check_size,
     "--cos-flow-shift": check_flow_shift, "--cos-shard": check_shard, "--cos-device": check_device,
     "--cos-out": check_writable_dir, "--cos-store": check_store, "--cos-model": check_model,
-    "--cos-baseline": check_baseline, "--cos-report-instances": positive_int,
+    "--cos-baseline": check_baseline, "--cos-report-instances": positive_int, "--cos-vbvr": check_vbvr,
 }
 LISTS: dict[str, Callable[[str, Any], Any]] = {"--cos-lora": check_lora, "--cos-model-lora": check_lora}
 

@@ -7,7 +7,12 @@ Reading: at each block of the window every seed keeps its own input and adds the
 updates (`EnsembleAverage(what="update")`). Averaging the hidden states themselves (version 1) made the seeds
 identical after the window's first block, so every window collapsed to its first block. Beside the ensemble,
 from the same three seeds: the mean single-seed score (the baseline arm) and the oracle best-of-3 (what three
-samples buy with a perfect picker, the equal-compute comparison)."""
+samples buy with a perfect picker, the equal-compute comparison).
+
+On VBVR-Bench (--cos-vbvr DIR, version 3): every sample is generated at VBVR-Wan2.2's settings with seed s (the
+baseline, the same run bench.table1 scores) and with seeds s, s+1, s+2 under the mid-window ensemble, whose seed-s
+row is the ensemble's video; VBVR-EvalKit scores both, and the gain is paired per sample with a cluster bootstrap
+over tasks. Only the mid window is run there (4 arms × 500 samples × 50 steps is out of reach)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -37,6 +42,8 @@ class EnsembleDetails(Details):
     mid_minus_all_ci: list[float] | None = None
     score_best_of_3: dict | None = None
     windows_blocks: dict = field(default_factory=dict)
+    benchmark: str = "cos task suite"
+    vbvr_samples: list | None = None   # VBVR-Bench: [split, task, idx, baseline, mid] per sample (None: scorer error)
 
 
 def window(depth: tuple[float, float], num_layers: int) -> list[int]:
@@ -56,11 +63,48 @@ class Ensemble(Claim):
         paper_ref="Sec 6, Tables 1-2", paper_value="0.685 → 0.716 (layers 20-29); 0-9 → 0.688; 0-39 → 0.690",
         measured_quantity="score, mid-window ensemble minus baseline (paired)",
         threshold=0.005,   # score points; the paper's gain is 0.031
-        direction=">", paper={"baseline": 0.685, "mid": 0.716, "early": 0.688, "all": 0.690}, version=2)
+        direction=">", paper={"baseline": 0.685, "mid": 0.716, "early": 0.688, "all": 0.690},
+        version=3)   # 3: with --cos-vbvr, on VBVR-Bench scored by VBVR-EvalKit
     Details = EnsembleDetails
     conditions = ("mid − early and mid − all: paired CIs not wholly below 0",)
 
     def measure(self, ctx: RunContext, system, settings, seeds=SEEDS, sized: bool = False):
+        from cos.vbvr_run import config_of, on_task_suite
+
+        if config_of(settings) is not None:
+            return self._measure_vbvr(ctx, system, settings, config_of(settings))
+        return on_task_suite(self._measure_suite(ctx, system, settings, seeds, sized))
+
+    def _measure_vbvr(self, ctx: RunContext, system, settings, cfg):
+        from cos.tasks.vbvr import scorer_status
+        from cos.vbvr_eval import cluster_ci
+        from cos.vbvr_run import generate, scores
+
+        if scorer_status():
+            return self.skipped(f"--cos-vbvr given but {scorer_status()}", system, settings)
+        blocks = window(WINDOWS["mid"], system.num_layers)
+        base = scores(ctx, cfg, generate(ctx, system, settings, cfg))
+        mid = scores(ctx, cfg, generate(ctx, system, settings, cfg, "vbvr-videos-ensemble-mid", extra_seeds=len(SEEDS) - 1,
+                                        interventions=lambda s: [EnsembleAverage(blocks=blocks, steps=[0],
+                                                                                 groups=[0] * len(SEEDS))]))
+        by = {r.key: r for r in mid}
+        pairs = [(b, by[b.key]) for b in base if b.key in by]
+        z = lambda r: 0.0 if r.score is None else r.score    # EvalKit's convention for a failed evaluation
+        tasks = [b.task for b, _ in pairs]
+        ci = lambda xs: cluster_ci(xs, tasks).__dict__
+        d = EnsembleDetails(
+            measured="VBVR-EvalKit score with the mid-window ensemble of 3 seeds minus seed 1 alone (paired per "
+                     "sample, cluster bootstrap over tasks)",
+            score_baseline=ci([z(b) for b, _ in pairs]), score_mid=ci([z(m) for _, m in pairs]),
+            windows_blocks={"mid": blocks}, benchmark=f"VBVR-Bench ({cfg.data})",
+            vbvr_samples=[[b.split, b.task, b.idx, b.score, m.score] for b, m in pairs])
+        res = self.result(cluster_ci([z(m) - z(b) for b, m in pairs], tasks), system, settings, d)
+        errors = sum(b.score is None or m.score is None for b, m in pairs)
+        if errors:
+            res.reason = (res.reason + "; " if res.reason else "") + f"{errors} pair(s) with a scorer error (scored 0)"
+        return res
+
+    def _measure_suite(self, ctx: RunContext, system, settings, seeds=SEEDS, sized: bool = False):
         settings = replace(settings if sized else ensemble_settings(settings), seeds=tuple(seeds))
         per = {name: {} for name in ["baseline", *WINDOWS]}
         for batch in ctx.batches(settings):
@@ -123,6 +167,13 @@ class Ensemble(Claim):
         return out
 
     def cost(self, settings, system) -> int:
+        from cos.vbvr_run import config_of
+
+        cfg = config_of(settings)
+        if cfg is not None:   # the 3-seed ensemble batch per sample (the baseline is bench.table1's run)
+            from cos.tasks.vbvr import sample_dirs
+
+            return len(SEEDS) * len(sample_dirs(cfg.data)) * cfg.steps
         s = ensemble_settings(settings)
         return 4 * len(s.tasks) * s.instances * len(SEEDS) * s.steps
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +47,21 @@ def _png(path: Path) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
-def read_samples(root: str | Path) -> list[VBVRSample]:
-    """Every sample folder under root, in sorted order; one-line errors for missing or broken files."""
+def sample_dirs(root: str | Path) -> list[Path]:
+    """The split/task/idx sample folders under root, sorted; hidden folders at any level are skipped (a hub
+    download leaves `.cache/huggingface/...` beside the splits)."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: VBVR-Bench data folder does not exist")
+    return sorted(p for p in root.glob("*/*/*") if p.is_dir()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def read_samples(root: str | Path) -> list[VBVRSample]:
+    """Every sample folder under root, in sorted order; one-line errors for missing or broken files."""
+    root = Path(root)
     out = []
-    for d in sorted(p for p in root.glob("*/*/*") if p.is_dir()):
+    for d in sample_dirs(root):
         split, task, idx = d.relative_to(root).parts
         prompt_file = d / "prompt.txt"
         if not prompt_file.exists():
@@ -67,7 +76,7 @@ def read_samples(root: str | Path) -> list[VBVRSample]:
     return out
 
 
-def write_video(path: str | Path, video: torch.Tensor, fps: int = 16) -> Path:
+def write_video(path: str | Path, video: torch.Tensor, fps: int | Fraction = 16) -> Path:
     """(F, 3, H, W) in [0, 1] → H.264 mp4 (even sizes are padded by repeating the last row/column)."""
     import av
 
@@ -98,6 +107,22 @@ def read_video(path: str | Path) -> torch.Tensor:
     except (FileNotFoundError, av.error.FileNotFoundError):
         raise InputError(f"{path}: missing") from None
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+
+
+def video_info(path: str | Path) -> tuple[int, Fraction]:
+    """(frame count, fps) of an mp4: the header's count, decoding only when the header has none."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            fps = Fraction(stream.average_rate or stream.guessed_rate or 16)
+            n = stream.frames or sum(1 for _ in container.decode(video=0))
+    except (FileNotFoundError, av.error.FileNotFoundError):
+        raise InputError(f"{path}: missing") from None
+    except av.error.InvalidDataError as e:
+        raise InputError(f"{path}: not a readable video ({e})") from None
+    return n, fps
 
 
 def output_path(out_root: str | Path, sample: VBVRSample) -> Path:
