@@ -121,7 +121,7 @@ def check_lora(flag: str, spec: str) -> tuple[Path, float]:
         if len(files) != 1:
             _fail(flag, spec, f"a LoRA folder must hold exactly one .safetensors file, found {len(files)}")
         path = files[0]
-    from cos.models.loading import check_safetensors
+    from cos.models.files import check_safetensors
 
     try:
         check_safetensors(path)

@@ -125,7 +125,7 @@ def test_fingerprint_follows_flow_shift_but_not_the_folder(wan_dir, tmp_path, ha
     (b"", "no header"),
 ])
 def test_a_file_that_is_not_safetensors_is_named_so(tmp_path, content, message):
-    from cos.models.loading import check_safetensors
+    from cos.models.files import check_safetensors
 
     f = tmp_path / "x.safetensors"
     f.write_bytes(content)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from cos.errors import ModelLoadError
-from cos.models.loading import check_safetensors
+from cos.models.files import check_safetensors
 
 DEFAULT_WEIGHT = 0.5
 
