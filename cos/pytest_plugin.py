@@ -266,7 +266,10 @@ class CosSession:
         if self.is_worker:
             return
         # every rank, results or not (a collective): which (instance, seed) rows each rank sampled itself
-        ran = self.ctx.world.gather(self.ctx.ran)
+        st = self.ctx.store
+        mine = {"rows": self.ctx.ran, "store": None if st is None else {"hits": st.hits, "misses": st.misses}}
+        gathered = self.ctx.world.gather(mine)
+        ran = [g["rows"] for g in gathered]
         if not self.is_main or not self.results:
             return
         from cos.reporting import apply_holm, compare, provenance, write_status
@@ -284,6 +287,8 @@ class CosSession:
         prov["shard"] = list(self.ctx.shard) if self.ctx.shard is not None else None
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
+        # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)
+        prov["rank_store"] = [g["store"] for g in gathered]
         if self.eta is not None:
             prov["eta_s"] = round(self.eta["eta_s"], 1)
         self.paths = write_status(self.config.getoption("--cos-out"), rows, prov, self.comparison)
