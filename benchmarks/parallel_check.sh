@@ -5,7 +5,8 @@
 #
 #   bash benchmarks/parallel_check.sh [N] [extra pytest args, e.g. --cos-instances 2 -k energy_profile]
 #
-# Env: PYTHON (python), ACCELERATE (accelerate), COS_CHECK_K (claims subset), COS_CHECK_INSTANCES (2), WORK (tmp).
+# Env: PYTHON (python), ACCELERATE (accelerate), COS_CHECK_K (claims subset), COS_CHECK_INSTANCES (2),
+# COS_CHECK_BATCH (2 rows a batch: the CPU tier's 64 would make one batch per claim, nothing to split), WORK (tmp).
 # Prints T1, TN and the efficiency T1 / (N * TN). On a machine with fewer cores than N x (threads a process
 # wants) the processes compete for the CPU: efficiency there says nothing about GPUs.
 set -uo pipefail
@@ -16,7 +17,7 @@ K=${COS_CHECK_K:-energy_profile or not_frames or memory or step_vs_frame or supe
 WORK=${WORK:-$(mktemp -d)}; mkdir -p "$WORK"
 export PYTHONUNBUFFERED=1
 args=(-p no:xdist -p no:cacheprovider -m claims claims/test_claims.py -q -k "$K"
-      --cos-instances "${COS_CHECK_INSTANCES:-2}" "$@")
+      --cos-instances "${COS_CHECK_INSTANCES:-2}" --cos-batch-size "${COS_CHECK_BATCH:-2}" "$@")
 # --multi_gpu is accelerate's multi-process launcher (torchrun); it also starts N processes on a CPU-only
 # machine (accelerate's --cpu starts one). The ranks meet over gloo whatever the device (cos.parallel).
 launch=("$ACCEL" launch --multi_gpu --num_processes "$N" --num_machines 1 --mixed_precision no --dynamo_backend no

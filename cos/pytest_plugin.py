@@ -50,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-size", default=None, metavar="HxWxF",
                 help="video height x width x frames (overrides the tier; e.g. 480x832x81)")
     g.addoption("--cos-steps", type=int, default=None, help="denoising steps (overrides the tier)")
+    g.addoption("--cos-batch-size", type=int, default=None,
+                help="rows per sampler batch (overrides the tier). Batches are what several processes split: "
+                     "a tier whose rows fit one batch runs on one rank; the table depends on it, not on N")
     g.addoption("--cos-store", default=None,
                 help="result-store folder: finished runs are kept there and an interrupted run resumes; "
                      "'none' disables (default: <cos-out>/cos-store on the full tier, off otherwise)")
@@ -406,6 +409,8 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
         s = replace(s, height=h, width=w, num_frames=f)
     if pytestconfig.getoption("--cos-steps"):
         s = replace(s, steps=pytestconfig.getoption("--cos-steps"))
+    if pytestconfig.getoption("--cos-batch-size"):
+        s = replace(s, batch_size=pytestconfig.getoption("--cos-batch-size"))
     if pytestconfig.getoption("--cos-tasks"):
         from cos.tasks import TASKS
 
