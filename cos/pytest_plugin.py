@@ -54,12 +54,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-size", default=None, metavar="HxWxF",
                 help="video height x width x frames (overrides the tier; e.g. 480x832x81)")
     g.addoption("--cos-steps", type=int, default=None, help="denoising steps (overrides the tier)")
+    g.addoption("--cos-batch-size", type=int, default=None,
+                help="rows per sampler batch (overrides the tier). Batches are what several processes split: "
+                     "a tier whose rows fit one batch runs on one rank; the table depends on it, not on N")
     g.addoption("--cos-store", default=None,
                 help="result-store folder: finished runs are kept there and an interrupted run resumes; "
                      "'none' disables (default: <cos-out>/cos-store on the full tier, off otherwise)")
     g.addoption("--cos-shard", default=None, metavar="I/N",
-                help="run only batch shard I of N (0-based) into the result store; merge stores with "
-                     "`cos merge` and rerun unsharded for the table")
+                help="hosts without a shared filesystem: run only batch shard I of N (0-based, the split of "
+                     "`accelerate launch` ranks) into the result store; `cos merge` the stores and rerun for the "
+                     "table. On one node, or nodes sharing a filesystem, use `accelerate launch` instead")
     g.addoption("--cos-report-instances", type=int, default=2, metavar="N",
                 help="x̂0 filmstrips per task in the report: the N most and least confident instances (default 2)")
     g.addoption("--cos-overwrite", action="store_true",
@@ -132,10 +136,17 @@ def pytest_configure(config: pytest.Config) -> None:
         # CUDA rejects a list that repeats an ordinal ("invalid device ordinal"): no GPU would be seen at all
         raise pytest.UsageError(f"CUDA_VISIBLE_DEVICES={env} repeats a GPU, which CUDA rejects; to let xdist "
                                 "workers share GPUs list each once (workers take entries round-robin)")
+    from cos.parallel import launched_size, limit_threads
+
+    if launched_size() > 1 and os.environ.get("PYTEST_XDIST_WORKER"):
+        raise pytest.UsageError("accelerate launch / torchrun and pytest-xdist (-n) both split the work: use one")
     if config.getoption("--cos-device") in ("auto", "cuda"):
         gpu = assign_worker_gpu(os.environ.get("PYTEST_XDIST_WORKER"), _visible_gpus())
+        if launched_size() > 1:     # accelerate launch / torchrun: local rank N takes the node's N-th GPU
+            gpu = assign_worker_gpu(f"gw{os.environ.get('LOCAL_RANK', '0')}", _visible_gpus())
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    limit_threads()     # several processes on a node: each takes its share of the cores
     config._cos = CosSession(config)
     config.pluginmanager.register(config._cos, "cos-session")
 
@@ -169,17 +180,49 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
 
 
 def make_run_context(config: pytest.Config) -> "RunContext":
-    """The session's `RunContext`: the result store (--cos-store; on the full tier or under a shard by default)
-    and this host's shard of the batches."""
+    """The session's `RunContext`: the result store (--cos-store; by default on the full tier, under a shard and
+    with several processes, where the ranks' runs meet) and this process's place among the run's processes
+    (`accelerate launch` / `torchrun` ranks, connected; or --cos-shard I/N, not connected)."""
+    from cos.parallel import launched_size, world_from_env
     from cos.runner import RunContext
     from cos.store import ResultStore
 
     shard = parse_shard(config.getoption("--cos-shard"))
     store = config.getoption("--cos-store")
-    if store is None and (resolve_tier(config) == "full" or shard is not None):
+    launched = launched_size() > 1
+    if launched and shard is not None:
+        raise pytest.UsageError("--cos-shard splits the batches over hosts that never talk; under accelerate "
+                                "launch / torchrun the ranks split them already: drop --cos-shard")
+    if launched and store == "none":
+        raise pytest.UsageError("several processes meet through the result store: --cos-store none cannot be used "
+                                "under accelerate launch / torchrun (give a folder every rank sees)")
+    if store is None and (resolve_tier(config) == "full" or shard is not None or launched):
         store = str(Path(config.getoption("--cos-out")) / "cos-store")
-    return RunContext(store=None if store in (None, "none") else ResultStore(store), shard=shard,
-                      report_instances=config.getoption("--cos-report-instances"))
+    world = world_from_env() if launched else None
+    ctx = RunContext(store=None if store in (None, "none") else ResultStore(store), shard=shard,
+                     report_instances=config.getoption("--cos-report-instances"))
+    if world is not None:
+        ctx.world = world
+    return ctx
+
+
+def progress_writer(config: pytest.Config):
+    """Progress lines written past pytest's output capture (they are for the person waiting, not the log)."""
+    from cos.runner import terminal_writer
+
+    def write(text: str) -> None:
+        capman = config.pluginmanager.getplugin("capturemanager")
+        tr = config.pluginmanager.getplugin("terminalreporter")
+        if tr is None:
+            return
+        if capman is None:
+            tr._tw.write(text, flush=True)
+            return
+        with capman.global_and_fixture_disabled():
+            tr._tw.write(text, flush=True)
+
+    tr = config.pluginmanager.getplugin("terminalreporter")
+    return terminal_writer(write, bool(tr is not None and tr.isatty))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -202,6 +245,8 @@ class CosSession:
         self.results: dict[str, ClaimResult] = {}
         self.start = time.time()
         self.ctx = make_run_context(config)
+        self.ctx.progress_writer = progress_writer(config)
+        self.eta: dict | None = None
         self.comparison: dict | None = None
         self.baseline = None
         path = config.getoption("--cos-baseline")
@@ -241,9 +286,21 @@ class CosSession:
             self.results[cid] = ClaimResult.for_claim(cid, measured=None, ci_low=None, ci_high=None, n=None,
                                                       status="error", reason=f"{report.when}: {line}"[:300])
 
+    @property
+    def is_main(self) -> bool:
+        """The process that writes: not an xdist worker, rank 0 of a launched run."""
+        return not self.is_worker and self.ctx.world.is_main
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        if self.is_worker or not self.results:
+        if self.is_worker:
+            return
+        # every rank, results or not (a collective): which (instance, seed) rows each rank sampled itself
+        st = self.ctx.store
+        mine = {"rows": self.ctx.ran, "store": None if st is None else {"hits": st.hits, "misses": st.misses}}
+        gathered = self.ctx.world.gather(mine)
+        ran = [g["rows"] for g in gathered]
+        if not self.is_main or not self.results:
             return
         from cos.reporting import apply_holm, compare, provenance, write_status
 
@@ -256,6 +313,15 @@ class CosSession:
         prov = provenance(model=", ".join(models) or None, weights_hash=", ".join(hashes) or None,
                           device=self.config.getoption("--cos-device"), start_time=self.start)
         out = Path(self.config.getoption("--cos-out"))
+        rank, world = self.ctx.split
+        prov["world_size"] = world
+        prov["shard"] = list(self.ctx.shard) if self.ctx.shard is not None else None
+        # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
+        prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
+        # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)
+        prov["rank_store"] = [g["store"] for g in gathered]
+        if self.eta is not None:
+            prov["eta_s"] = round(self.eta["eta_s"], 1)
         self.report_note = None
         if all(r.status == "error" for r in rows) and (out / "claims-status.json").exists():
             # every claim broke: the earlier run's table is worth more than this one
@@ -273,7 +339,7 @@ class CosSession:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if self.is_worker or not self.results:
+        if not self.is_main or not self.results:
             return
         from cos.reporting import render_table
 
@@ -283,6 +349,12 @@ class CosSession:
         tr.write_line("written: " + ", ".join(str(p) for p in self.paths))
         if self.report_note:
             tr.write_line(self.report_note, yellow=True)
+        rank, world = self.ctx.split
+        from cos.runner import fmt_s
+
+        wall = time.time() - self.start
+        tr.write_line(f"[cos] wall time {fmt_s(wall)} ({wall:.1f} s) on {world} process(es)"
+                      + (f"; the ETA said {fmt_s(self.eta['eta_s'])} ({self.eta['eta_s']:.1f} s)" if self.eta else ""))
         if self.comparison:
             c = self.comparison
             if c["regressed"]:
@@ -371,6 +443,8 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
         s = replace(s, height=h, width=w, num_frames=f)
     if pytestconfig.getoption("--cos-steps"):
         s = replace(s, steps=pytestconfig.getoption("--cos-steps"))
+    if pytestconfig.getoption("--cos-batch-size"):
+        s = replace(s, batch_size=pytestconfig.getoption("--cos-batch-size"))
     if pytestconfig.getoption("--cos-tasks"):
         from cos.tasks import TASKS
 
@@ -396,19 +470,23 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
         cos_system.encode_prompt.precompute(prompts)       # encode every prompt first, then free UMT5
         cos_system.encode_prompt.release()
     if cos_tier in ("full", "gpu"):
-        from cos.runner import estimate_forwards
+        from cos.runner import estimate_forwards, fmt_s
 
         ids = [item.get_closest_marker("claim").args[0] for item in request.session.items
                if item.get_closest_marker("claim") is not None]
-        est = estimate_forwards(pytestconfig._cos.ctx, cos_system, s, [get_claim(i) for i in ids])
-        eta = est["eta_s"]
-        msg = (f"[cos] {est['row_forwards']} row-forwards planned for {len(ids)} claims at "
-               f"{est['seconds_per_row_forward']:.3f} s each (measured): ETA "
-               + (f"{eta / 3600:.1f} h" if eta >= 3600 else f"{eta / 60:.1f} min"))
-        capman = pytestconfig.pluginmanager.getplugin("capturemanager")
-        tr = pytestconfig.pluginmanager.getplugin("terminalreporter")
-        with capman.global_and_fixture_disabled():     # shown before the long work starts, not after
-            tr.write_line(msg) if tr else print(msg)
+        session = pytestconfig._cos
+        if session.ctx.world.is_main:       # one line per run, not per rank
+            est = estimate_forwards(session.ctx, cos_system, s, [get_claim(i) for i in ids])
+            session.eta = est
+            eta = est["eta_s"]
+            msg = (f"[cos] {est['row_forwards']} row-forwards planned for {len(ids)} claims at "
+                   f"{est['seconds_per_row_forward']:.4f} s each (warm forward, batch of {est['batch_rows']}; "
+                   f"the cold first one took {est['cold_seconds_per_row_forward'] or 0:.4f} s)"
+                   + (f" over {est['ranks']} processes" if est["ranks"] > 1 else "") + f": ETA {fmt_s(eta)}")
+            capman = pytestconfig.pluginmanager.getplugin("capturemanager")
+            tr = pytestconfig.pluginmanager.getplugin("terminalreporter")
+            with capman.global_and_fixture_disabled():     # shown before the long work starts, not after
+                tr.write_line(msg) if tr else print(msg)
     return s
 
 

@@ -1,8 +1,25 @@
 """Running a claim's batches through the shared sampler: the `RunContext` a claims session hands every claim.
 
-It owns what used to be module globals: the result store, this host's shard of the batches, the shared
+It owns what used to be module globals: the result store, this process's share of the batches, the shared
 in-process runs (the clean x̂0 run, the noise sweep) and the loader of the distilled model. The plugin makes
-one per session; a control or a script makes its own (`RunContext()`: no store, no shard).
+one per session; a control or a script makes its own (`RunContext()`: no store, alone).
+
+Data parallel (several processes, `accelerate launch` / `torchrun`; see `cos.parallel`): `measure_claim` runs a
+claim's `measure` twice. Pass 1 ("fill"): `batches` yields only this rank's batches (batch k goes to rank
+k mod N; batches are formed from the (instance × seed) rows before they are split, so the split is fixed by
+the rows, whatever N) and every sampling run lands in the shared result store; what `measure` concludes from
+its part is thrown away. A barrier. Pass 2 ("replay"): `batches` yields every batch in the one order of a
+single process, every run is read back from the store, and `measure` computes its statistics on all
+instances exactly as one process does, on every rank (rank 0 writes the table).
+
+Why the store and not `gather_object` of per-batch results: the claims accumulate whatever they need in their
+own loop bodies (dicts by instance, curves, counters); gathering would mean rewriting every claim into
+"per-batch function + reducer". Replaying from the store leaves claim code unchanged, gives the same table as
+one process by construction (same order, same values: a computed run is handed out in the same CPU form a
+stored one is read back in), and is also what makes a run resumable: a rank that dies loses only the batch it
+was computing, and a relaunch (any N) finds the rest in the store. The price: each rank repeats the claims'
+post-processing (decoding, scoring) of all batches in pass 2, a small share next to sampling on a real model.
+Runs that capture activations are stored with what they captured (see `run`).
 """
 from __future__ import annotations
 
@@ -11,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from cos.interventions.base import Intervention
+from cos.interventions.capture import CaptureBlocks, tag
+from cos.parallel import World
 from cos.models.system import WanSystem
 from cos.sampler import Sampler, SampleResult
 from cos.settings import ClaimSettings, instances
@@ -27,17 +45,26 @@ ENGINE = 2
 
 @dataclass
 class RunContext:
-    """Where a claims session keeps its state. `shard=(i, n)`: only every n-th batch from the i-th."""
+    """Where a claims session keeps its state. `world`: this process among the run's processes (data parallel
+    through `measure_claim`); `shard=(i, n)`: `--cos-shard`, only every n-th batch from the i-th, into the store
+    (a world of n that never meets: no replay, rows are left to `cos merge` and an unsharded rerun)."""
 
     store: ResultStore | None = None
     shard: tuple[int, int] | None = None
     progress: bool = True
     report_instances: int = 2       # x̂0 filmstrips per task in the report (--cos-report-instances)
     distilled_loader: Callable[[], WanSystem | None] | None = None
+    world: World = field(default_factory=World)
+    # where progress lines go (the plugin passes one that writes past pytest's capture); None: stderr
+    progress_writer: Callable[[str, bool], None] | None = field(default=None, repr=False)
+    label: str = ""                     # the claim being measured (named in progress lines)
     _memo: dict = field(default_factory=dict, repr=False)
     # every stored run read or written: {"key", "kind", "rows": [(instance id, seed)]} (samples.jsonl names them)
     key_log: list = field(default_factory=list, repr=False)
     _distilled: Any = field(default=None, repr=False)
+    _phase: str = field(default="all", repr=False)     # all | fill | replay
+    _batched: bool = field(default=False, repr=False)
+    ran: dict = field(default_factory=dict, repr=False)  # instance id -> seeds this process sampled (own share)
 
     @property
     def distilled(self) -> WanSystem | None:
@@ -46,17 +73,65 @@ class RunContext:
             self._distilled = self.distilled_loader()
         return self._distilled
 
+    @property
+    def split(self) -> tuple[int, int]:
+        """(rank, number of ranks) the batches are split over."""
+        return self.shard if self.shard is not None else (self.world.rank, self.world.size)
+
     # ---------------------------------------------------------------- batches
     def batches(self, settings: ClaimSettings, insts: list | None = None, desc: str = "batches") -> Iterator[TaskBatch]:
-        """The batches of (instance × seed) rows; under a shard i/n only every n-th batch, from the i-th.
-        Batches are formed before sharding, so a merged store serves the unsharded run batch for batch."""
+        """The batches of (instance × seed) rows. In a fill pass (several ranks, or a shard i/n) only this rank's:
+        batch k goes to rank k mod n. Batches are formed before they are split, so every rank count (and a
+        merged store) serves the single-process run batch for batch."""
         insts = instances(settings) if insts is None else insts
         per = max(1, settings.batch_size // len(settings.seeds))
         starts = list(range(0, len(insts), per))
-        if self.shard is not None:
-            starts = [b for k, b in enumerate(starts) if k % self.shard[1] == self.shard[0]]
-        for b in tqdm(starts, desc=desc, disable=not self.progress or len(starts) < 2, leave=False):
-            yield make_batch(insts[b:b + per], settings.seeds, settings.height, settings.width)
+        self._batched = True
+        rank, n = self.split
+        filling = self._phase == "fill" or self.shard is not None
+        if filling and n > 1:
+            starts = [b for k, b in enumerate(starts) if k % n == rank]
+        bar = Progress(self, f"{self.label or desc}" + (f" [share {rank}/{n}]" if filling and n > 1 else
+                                                         " [gather]" if self._phase == "replay" else ""), len(starts))
+        for b in starts:
+            batch = make_batch(insts[b:b + per], settings.seeds, settings.height, settings.width)
+            if filling or n == 1:
+                for inst, seed in zip(batch.instances, batch.seeds):
+                    seeds = self.ran.setdefault(inst.id, [])
+                    if seed not in seeds:
+                        seeds.append(seed)
+            yield batch
+            bar.step()
+        bar.close()
+
+    def measure_claim(self, claim, system: WanSystem, settings: ClaimSettings, *args, **kwargs):
+        """`claim.measure(self, system, settings, ...)`, data parallel over the world's ranks (see the module doc):
+        alone, one pass as always; with several connected ranks, fill (own share) → barrier → replay (all)."""
+        self.label = getattr(claim, "id", "")
+        measure = lambda: claim.measure(self, system, settings, *args, **kwargs)
+        try:
+            if self.shard is not None or not (self.world.connected and self.world.size > 1):
+                return measure()
+            if self.store is None:
+                raise RuntimeError("several processes meet through a shared result store: give --cos-store")
+            self._phase, self._batched = "fill", False
+            res = err = None
+            try:
+                res = measure()
+            except Exception as e:  # noqa: BLE001 - a conclusion from a part is thrown away; a real error
+                err = e             # recurs in the replay, on every rank, where it is reported
+            finally:
+                self._phase = "all"
+            # the gather is the barrier: every rank has finished its share (its runs are in the store). A claim
+            # that batched on no rank already has its full result (or error) from the one pass
+            if not any(self.world.gather(self._batched)):
+                if err is not None:
+                    raise err
+                return res
+            self._phase = "replay"
+            return measure()
+        finally:
+            self._phase, self.label = "all", ""
 
     # ---------------------------------------------------------------- sampling
     def run(self, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, record: Sequence[str] = (),
@@ -68,10 +143,11 @@ class RunContext:
             state = sampler.prepare(bound_conditioning(system, settings, batch), batch.seeds, settings.steps)
             return sampler.run(state, guidance_scale=settings.guidance_scale, record=record,
                                interventions=interventions, until=until)
-        if not all(iv.modifies for iv in interventions):
+        captures = [iv for iv in interventions if not iv.modifies]
+        if not all(storable_capture(iv) for iv in captures):
             return compute()
         return self._stored("run", system, settings, batch, compute, record=list(record),
-                            interventions=list(interventions), until=until)
+                            interventions=list(interventions), until=until, captures=captures)
 
     def sweep(self, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, branches: dict,
               record: Sequence[str] = ()) -> dict[str, SampleResult]:
@@ -96,7 +172,8 @@ class RunContext:
         """The batch's unperturbed run with x̂0 recorded at every step, shared by every claim that reads it."""
         return self.memo("clean-x0", system, settings, batch, lambda: self.run(system, settings, batch, record=("x0",)))
 
-    def _stored(self, kind: str, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, compute, **what):
+    def _stored(self, kind: str, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, compute,
+                captures: Sequence[Intervention] = (), **what):
         if self.store is None:
             return compute()
         # the system's fingerprint: weights and LoRAs by content, scheduler config (flow shift), boundary, dtype;
@@ -106,12 +183,26 @@ class RunContext:
                      size=(batch.height, batch.width), **what)
         self.key_log.append({"key": key, "kind": kind, "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
         hit = self.store.get(key)
-        if hit is not None:
-            return _from_disk(hit)
-        with self.store.computing(key):     # a failed computation releases the key for other processes
-            out = compute()
-            self.store.put(key, _to_disk(out))
-        return out
+        if hit is None:
+            with self.store.computing(key):     # a failed computation releases the key for other processes
+                out = compute()
+                hit = _to_disk(out)
+                if captures:    # a capture run: what the captures saw travels with the run
+                    hit = {"run": hit, "captured": [dict(iv.store) for iv in captures]}
+                self.store.put(key, hit)
+        # a computed run is handed out in the form a stored one is read back in (on the CPU, no sampler state):
+        # one process and N processes (which read other ranks' runs from the store) then compute the same table
+        if captures:
+            for iv, cap in zip(captures, hit["captured"]):
+                iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
+            hit = hit["run"]
+        return _from_disk(hit)
+
+
+def storable_capture(iv: Intervention) -> bool:
+    """A capture whose output is stored with its run: a reduced one (per-token energies are small). A full
+    capture (B, f, h, w, D) of every block is tens of GB on a full model: it is recomputed instead (one step)."""
+    return isinstance(iv, CaptureBlocks) and iv.reduce != "none"
 
 
 def bound_conditioning(system: WanSystem, settings: ClaimSettings, batch: TaskBatch):
@@ -146,20 +237,92 @@ def _from_disk(d):
     return SampleResult(d["latents"], None, d["steps"], d["timesteps"], d["sigmas"], d["trajectory"], d["forwards"])
 
 
-def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, claims: Sequence[Any]) -> dict:
+def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, claims: Sequence[Any],
+                      warmup: int = 1) -> dict:
     """Row-forwards the claims will need at these settings (the shared clean run plus each claim's `cost`), and
-    the ETA from one measured forward (batch of one row) at the tier's shape. An upper bound where batches share."""
+    the ETA from a WARM forward: the plan's first batch (its real batch size) is run for one step `warmup` times
+    first (CUDA context, kernel selection, allocator, compilation: a cold first forward took 50x longer than a
+    warm one and gave an ETA of 55 h for a 141 s run), then timed once. Divided over the run's ranks. An upper
+    bound where batches share (a shared prefix, runs already in the store)."""
     cfg = 2 if settings.guidance_scale > 1 else 1
     rows = len(settings.tasks) * settings.instances * len(settings.seeds)
     per = {c.id: c.cost(settings, system) for c in claims}
     total = (rows * settings.steps + sum(per.values())) * cfg
-    one = replace(settings, tasks=settings.tasks[:1], instances=1, seeds=settings.seeds[:1])
-    batch = next(RunContext(progress=False).batches(one))
+    batch = next(RunContext(progress=False).batches(settings))
+    cond = bound_conditioning(system, settings, batch)
     sampler = Sampler(system)                       # not through the store: this is a timing
-    state = sampler.prepare(bound_conditioning(system, one, batch), batch.seeds, one.steps)
-    t0 = time.perf_counter()
-    sampler.run(state, guidance_scale=one.guidance_scale, until=1)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t = (time.perf_counter() - t0) / cfg
-    return {"row_forwards": int(total), "per_claim": per, "seconds_per_row_forward": t, "eta_s": total * t}
+
+    def one_step() -> float:
+        state = sampler.prepare(cond, batch.seeds, settings.steps)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        sampler.run(state, guidance_scale=settings.guidance_scale, until=1)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    cold = [one_step() for _ in range(max(0, warmup))]
+    t = one_step() / (cfg * len(batch.seeds))
+    ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
+    return {"row_forwards": int(total), "per_claim": per, "seconds_per_row_forward": t, "ranks": ranks,
+            "cold_seconds_per_row_forward": cold[0] / (cfg * len(batch.seeds)) if cold else None,
+            "batch_rows": len(batch.seeds), "eta_s": total * t / ranks}
+
+
+def fmt_s(t: float) -> str:
+    t = max(0.0, t)
+    if t >= 3600:
+        return f"{t / 3600:.1f} h"
+    if t >= 60:
+        return f"{int(t // 60)}m{int(t % 60):02d}s"
+    return f"{t:.0f}s" if t >= 10 else f"{t:.1f}s"
+
+
+def terminal_writer(write: Callable[[str], None], isatty: bool, every_s: float = 30.0) -> Callable[[str, bool], None]:
+    """A progress writer: on a terminal one line redrawn in place; into a log, a line every `every_s` and the last."""
+    last = [0.0]
+
+    def emit(text: str, final: bool) -> None:
+        if isatty:
+            write("\r" + text.ljust(90) + ("\n" if final else ""))
+        elif final or time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            write(text + "\n")
+    return emit
+
+
+def _stderr_writer() -> Callable[[str, bool], None]:
+    import sys
+
+    def write(t: str) -> None:
+        sys.stderr.write(t)
+        sys.stderr.flush()
+    return terminal_writer(write, sys.stderr.isatty())
+
+
+class Progress:
+    """A claim's batches: done / total, elapsed, remaining. On rank 0 only (every host under --cos-shard)."""
+
+    def __init__(self, ctx: RunContext, desc: str, total: int):
+        self.desc, self.total, self.done, self.t0, self.last = desc, total, 0, time.monotonic(), 0.0
+        self.on = ctx.progress and total >= 2 and (ctx.shard is not None or ctx.world.is_main)
+        self.write = (ctx.progress_writer or _stderr_writer()) if self.on else None
+        self._emit(False)
+
+    def _emit(self, final: bool) -> None:
+        if not self.on:
+            return
+        el = time.monotonic() - self.t0
+        left = f"~{fmt_s(el / self.done * (self.total - self.done))} left" if 0 < self.done < self.total else ""
+        self.write(f"[cos] {self.desc}: {self.done}/{self.total} batches, {fmt_s(el)} elapsed {left}".rstrip(), final)
+
+    def step(self) -> None:
+        self.done += 1
+        if self.on and (self.done == self.total or time.monotonic() - self.last >= 1.0):
+            self.last = time.monotonic()
+            self._emit(False)
+
+    def close(self) -> None:
+        self._emit(True)
+        self.on = False

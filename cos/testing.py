@@ -17,7 +17,7 @@ def test_claim(claim_id, cos_claim, cos_run, cos_system, cos_settings):
     """Measure the claim on the session's model at the tier's settings and report its row."""
     claim = next(c for c in CLAIMS if c.id == claim_id)
     start = len(cos_run.key_log)
-    res = claim.measure(cos_run, cos_system, cos_settings)
+    res = cos_run.measure_claim(claim, cos_system, cos_settings)     # data parallel under a launcher
     for rec in res.samples:     # the stored runs this instance took part in during this claim
         inst = f"{rec['task']}-{rec['split']}-{rec['instance']:05d}"
         rec["store_keys"] = sorted({e["key"] for e in cos_run.key_log[start:] if any(i == inst for i, _ in e["rows"])})

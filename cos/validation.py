@@ -169,7 +169,7 @@ def check_vbvr(flag: str, value: str) -> Path:
 
 
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
-    "--cos-steps": positive_int, "--cos-instances": positive_int, "--cos-size": check_size,
+    "--cos-steps": positive_int, "--cos-instances": positive_int, "--cos-batch-size": positive_int, "--cos-size": check_size,
     "--cos-flow-shift": check_flow_shift, "--cos-shard": check_shard, "--cos-device": check_device,
     "--cos-out": check_writable_dir, "--cos-store": check_store, "--cos-model": check_model,
     "--cos-baseline": check_baseline, "--cos-report-instances": positive_int, "--cos-vbvr": check_vbvr,
