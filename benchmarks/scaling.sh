@@ -80,7 +80,7 @@ PY
 }
 
 if [ "$PART" != full ]; then
-  args=(-p no:cacheprovider -p no:xdist -m "claims and gpu" claims/test_claims.py -q)
+  args=(-p cos.pytest_plugin -p no:cacheprovider -p no:xdist -m "claims and gpu" claims/test_claims.py -q)
   case_run organism 1 "${args[@]}"
   case_run organism "$N" "${args[@]}"
   compare organism
@@ -88,7 +88,7 @@ fi
 if [ "$PART" != organism ]; then
   [ -f "$SCR/a14b/transformer/config.json" ] || \
     timeout 300 "$PY" benchmarks/write_random_wan.py --shape a14b --out "$SCR/a14b" --device cuda 2>&1 | tail -2
-  args=(-p no:cacheprovider -p no:xdist -m "claims and full_model" claims/test_claims.py -q
+  args=(-p cos.pytest_plugin -p no:cacheprovider -p no:xdist -m "claims and full_model" claims/test_claims.py -q
         -k "${FULL_K:-information_flow or step_vs_frame}" --cos-model "$SCR/a14b" --cos-size "${FULL_SIZE:-240x416x21}"
         --cos-steps "${FULL_STEPS:-10}" --cos-instances "${FULL_INSTANCES:-8}" --cos-tasks "${FULL_TASKS:-maze}")
   case_run a14b 1 "${args[@]}"
