@@ -61,7 +61,7 @@ def candidate_latents(batch: TaskBatch, system: WanSystem) -> tuple[torch.Tensor
 
 def decode(system: WanSystem, latents: torch.Tensor, clamp: bool = True) -> torch.Tensor:
     """Latents (B, C, F', h, w) → videos (B, F, 3, H, W) in [0, 1] (unclamped with clamp=False)."""
-    v = (system.vae.decode(latents) + 1) / 2
+    v = (system.vae.decode(latents).cpu() + 1) / 2      # a real VAE decodes on its GPU; scoring is on the CPU
     return (v.clamp(0, 1) if clamp else v).permute(0, 2, 1, 3, 4)
 
 
