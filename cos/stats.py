@@ -130,3 +130,26 @@ def holm(pvalues: dict[str, float], alpha: float = 0.05) -> dict[str, dict]:
         running = max(running, min(1.0, (m - i) * pvalues[k]))
         out[k] = {"p": pvalues[k], "p_adjusted": running, "rejects": running < alpha}
     return out
+
+
+def spearman_ci(pairs: dict[str, list[tuple[float, float]]], confidence: float = 0.95, n_resamples: int = 1000,
+                seed: int = 0) -> tuple[float, list[float] | None]:
+    """Spearman ρ over the (x, y) pairs of every unit pooled, and its percentile interval from resampling whole
+    units (a task instance's pairs are not independent). ρ is NaN where it is undefined (fewer than 3 pairs or a
+    constant coordinate); the interval is None with fewer than 2 units or no defined resample."""
+    ids = sorted(pairs)
+
+    def rho(keys) -> float:
+        ps = [p for k in keys for p in pairs[k]]
+        if len(ps) < 3 or len({p[0] for p in ps}) < 2 or len({p[1] for p in ps}) < 2:
+            return float("nan")
+        return float(stats.spearmanr([p[0] for p in ps], [p[1] for p in ps]).statistic)
+
+    est = rho(ids)
+    if len(ids) < 2 or np.isnan(est):
+        return est, None
+    rng = np.random.default_rng(seed)
+    boots = [rho([ids[i] for i in rng.integers(0, len(ids), len(ids))]) for _ in range(n_resamples)]
+    boots = [b for b in boots if not np.isnan(b)]
+    a = round((1 - confidence) / 2, 12)   # 0.025, not 0.02500000000000002
+    return est, [float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))] if boots else None

@@ -128,3 +128,16 @@ def test_holm_adjusts_step_down():
     assert h["a"]["p_adjusted"] == pytest.approx(0.03) and h["b"]["p_adjusted"] == pytest.approx(0.04)
     assert h["c"]["p_adjusted"] == pytest.approx(0.04) and all(v["rejects"] for v in h.values())
     assert not holm({"a": 0.03, "b": 0.04})["a"]["rejects"]
+
+
+def test_spearman_interval_resamples_whole_units():
+    from cos.stats import spearman_ci
+
+    rising = {f"u{k}": [(f, f + 0.1 * k) for f in range(4)] for k in range(6)}
+    rho, ci = spearman_ci(rising)
+    assert rho > 0.9 and ci is not None and ci[0] > 0.5
+    mixed = {f"u{k}": [(f, (f if k % 2 else -f) + 0.01 * k) for f in range(4)] for k in range(8)}
+    rho, ci = spearman_ci(mixed)          # units disagree: the interval is wide and straddles 0
+    assert ci[0] < rho < ci[1] and ci[0] < 0 < ci[1] and ci[1] - ci[0] > 0.2
+    assert np.isnan(spearman_ci({"u": [(0, 1.0), (1, 1.0), (2, 1.0)]})[0])       # constant y: undefined
+    assert spearman_ci({"u": [(0, 0.0), (1, 1.0), (2, 2.0)]})[1] is None          # one unit: no interval

@@ -14,12 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from cos.controls import SMALL, ref
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext, videos
-from cos.stats import bootstrap_ci, interval, paired_difference_ci
+from cos.stats import bootstrap_ci, interval, paired_difference_ci, spearman_ci
 
 
 @dataclass(frozen=True)
@@ -101,23 +100,13 @@ class FramesCount(Claim):
         return res
 
     @staticmethod
-    def _rise(per, rise, ids, n_resamples: int = 1000, seed: int = 0):
+    def _rise(per, rise, ids):
         """Spearman ρ(frame count, score) over the counts ≤ 17 pooled over instances, with a percentile CI
-        from resampling instances; (None, None) with fewer than 3 counts."""
+        from resampling instances; (None, None) with fewer than 3 counts or where ρ is undefined."""
         if len(rise) < 3:
             return None, None
-        def rho(sel):
-            xs = [c for i in sel for c in rise]
-            ys = [per[c][i] for i in sel for c in rise]
-            r = spearmanr(xs, ys).statistic
-            return float(r) if np.isfinite(r) else float("nan")
-        est = rho(ids)
-        rng = np.random.default_rng(seed)
-        boots = [b for b in (rho([ids[k] for k in rng.integers(0, len(ids), len(ids))]) for _ in range(n_resamples))
-                 if not np.isnan(b)]
-        if np.isnan(est) or not boots:
-            return None, None
-        return est, [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))]
+        rho, ci = spearman_ci({i: [(c, per[c][i]) for c in rise] for i in ids})
+        return (None, None) if np.isnan(rho) or ci is None else (rho, ci)
 
     @staticmethod
     def _scores_at(ctx, system, settings, frames: int) -> dict[str, float]:

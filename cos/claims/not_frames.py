@@ -14,34 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from cos.controls import SMALL, ref
 from cos.readouts import commit_step, shows_answer, weights_per_step
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
-from cos.stats import bootstrap_ci, interval
+from cos.stats import bootstrap_ci, interval, spearman_ci
 from cos.tasks.base import deciding_frames
 
 MAX_RHO = 0.3      # "commitment step does not increase with frame index (Spearman ρ ≤ small)"
 
-
-def spearman_by_instance(pairs: dict[str, list[tuple[int, float]]], seed: int = 0, n_resamples: int = 1000):
-    """Spearman ρ over all (frame, commit) pairs and its percentile CI from resampling whole instances."""
-    ids = sorted(pairs)
-    flat = lambda keys: [p for k in keys for p in pairs[k]]
-    def rho(keys):
-        ps = flat(keys)
-        if len(ps) < 3 or len({p[0] for p in ps}) < 2 or len({p[1] for p in ps}) < 2:
-            return float("nan")
-        return float(spearmanr([p[0] for p in ps], [p[1] for p in ps]).statistic)
-    est = rho(ids)
-    if len(ids) < 2 or np.isnan(est):
-        return est, None
-    rng = np.random.default_rng(seed)
-    boots = [rho([ids[i] for i in rng.integers(0, len(ids), len(ids))]) for _ in range(n_resamples)]
-    boots = [b for b in boots if not np.isnan(b)]
-    return est, [float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))] if boots else None
 
 
 @dataclass
@@ -85,7 +67,7 @@ class NotFrames(Claim):
             return self.empty_row("inconclusive", f"{censored} of {rows} rows have a frame that never commits; "
                                   f"fewer than 2 instances left to measure", system, settings)
         est = bootstrap_ci([np.mean(v) for v in spreads.values()])
-        rho, rho_ci = spearman_by_instance(pairs)
+        rho, rho_ci = spearman_ci(pairs)
         per = {}
         for f, c in (p for ps in pairs.values() for p in ps):
             per.setdefault(f, []).append(c)
