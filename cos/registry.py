@@ -57,20 +57,60 @@ class Details:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+CONTROL_KINDS = ("positive", "negative", "sensitivity")
+
+
 @dataclass(frozen=True)
 class Control:
     """A model on which the claim's outcome is known: `positive` (effect planted: must hold) or `negative`
-    (effect absent: must not hold). `run()` returns the claim's result on it; `check` adds a condition."""
+    (effect absent: must not hold) or `sensitivity` (effect planted smaller: `cos validate` reports how often it
+    is detected, no test asserts it). `model(draw)` builds it (a model with random weights takes the draw as its
+    weight seed), `settings` say how much to run, `kwargs(draw)` are further arguments of the claim's `measure`;
+    `check` adds a condition on the row. Draw 0 is the default test tier's; `cos validate` reruns every control
+    over draws 1..N with independent task instances and noise seeds (`at_draw`) to measure power and FPR."""
 
     name: str
     kind: str
-    run: Callable[[], "ClaimResult"]
+    model: Callable[[int], "WanSystem"]
+    settings: "ClaimSettings"
     why: str
+    kwargs: Callable[[int], Mapping[str, Any]] | None = None
     check: Callable[["ClaimResult"], bool] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONTROL_KINDS:
+            raise ValueError(f"control {self.name!r}: kind={self.kind!r}: expected one of {CONTROL_KINDS}")
 
     @property
     def expect(self) -> tuple[str, ...]:
-        return ("holds",) if self.kind == "positive" else ("fails", "inconclusive")
+        return ("holds",) if self.kind in ("positive", "sensitivity") else ("fails", "inconclusive")
+
+    @property
+    def tested(self) -> bool:
+        """Positive and negative controls are tests of the default tier; a `sensitivity` control (the effect
+        planted at the paper's size or smaller, which the tier's n may miss) is only measured by `cos validate`."""
+        return self.kind != "sensitivity"
+
+    def run(self, claim: "Claim", draw: int = 0) -> "ClaimResult":
+        """The claim's row on this control at `draw`."""
+        from cos.runner import RunContext
+
+        return claim.measure(RunContext(progress=False), self.model(draw), at_draw(self.settings, draw),
+                             **(self.kwargs(draw) if self.kwargs else {}))
+
+
+DRAW_STRIDE = 1000   # instance and noise seeds of draw d start at d·DRAW_STRIDE: draws never share one
+
+
+def at_draw(settings: "ClaimSettings", draw: int) -> "ClaimSettings":
+    """The settings of an independent repetition: draw 0 is `settings` itself; draw d > 0 shifts the task-instance
+    seeds and the noise seeds by d·DRAW_STRIDE (same sizes, new instances, new noise)."""
+    from dataclasses import replace
+
+    if draw == 0:
+        return settings
+    off = draw * DRAW_STRIDE
+    return replace(settings, first_instance=settings.first_instance + off, seeds=tuple(s + off for s in settings.seeds))
 
 
 Figure = tuple[Path, str]   # (image file, caption)

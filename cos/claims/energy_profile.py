@@ -106,14 +106,11 @@ class EnergyProfile(Claim):
                              f"[{peak_est.ci_low:.2f}, {peak_est.ci_high:.2f}]", "sparsity_peak")
 
     def controls(self) -> list[Control]:
-        return [Control("shuffled-masks", "negative",
-                        lambda: self.measure(RunContext(progress=False), random_organism(num_layers=8),
-                                             replace(TINY, instances=4), shuffle_masks=True),
-                        "foreground masks unrelated to the objects: no block can favour them"),
-                Control("untrained", "negative",
-                        lambda: self.measure(RunContext(progress=False), random_organism(num_layers=8),
-                                             replace(TINY, instances=4)),
-                        "random blocks have no reason to concentrate on the objects")]
+        return [Control("shuffled-masks", "negative", lambda d: random_organism(seed=d, num_layers=8),
+                        replace(TINY, instances=4), "foreground masks unrelated to the objects: no block can favour them",
+                        kwargs=lambda d: {"shuffle_masks": True}),
+                Control("untrained", "negative", lambda d: random_organism(seed=d, num_layers=8),
+                        replace(TINY, instances=4), "random blocks have no reason to concentrate on the objects")]
 
     def figures(self, d: EnergyDetails, fig_dir: Path, arrays) -> list:
         from cos.figures import curves, heatmap

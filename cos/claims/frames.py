@@ -118,10 +118,9 @@ class FramesCount(Claim):
         return {k: float(np.mean(v)) for k, v in out.items()}
 
     def controls(self) -> list[Control]:
-        return [Control("reference", "negative",
-                        lambda: self.measure(RunContext(progress=False), ref(), replace(SMALL, instances=2),
-                                             FramesSizing((5, 9), 2)),
-                        "the reference is exact at every length: more frames cannot help")]
+        return [Control("reference", "negative", lambda d: ref(), replace(SMALL, instances=2),
+                        "the reference is exact at every length: more frames cannot help",
+                        kwargs=lambda d: {"sizing": FramesSizing((5, 9), 2)})]
 
     def figures(self, d: FramesDetails, fig_dir: Path, arrays) -> list:
         from cos.figures import bars

@@ -98,13 +98,13 @@ class InformationFlow(Claim):
         return res
 
     def controls(self) -> list[Control]:
-        sizing = NoiseSizing((0.1, 0.3, 0.5, 0.7, 0.85), (1, 8))
+        sized = lambda d: {"sizing": NoiseSizing((0.1, 0.3, 0.5, 0.7, 0.85), (1, 8))}
         return [
-            Control("reference", "positive", lambda: self.measure(RunContext(progress=False), ref(), SMALL, sizing),
-                    "the reference's posterior follows its (noised) input: an early perturbation changes the answer"),
-            Control("input-ignoring-oracle", "negative",
-                    lambda: self.measure(RunContext(progress=False), ref(prior="oracle"), SMALL, sizing),
-                    "an oracle ignores its input: its x̂0 never changes, 1 − CKA exactly 0",
+            Control("reference", "positive", lambda d: ref(), SMALL,
+                    "the reference's posterior follows its (noised) input: an early perturbation changes the answer",
+                    kwargs=sized),
+            Control("input-ignoring-oracle", "negative", lambda d: ref(prior="oracle"), SMALL,
+                    "an oracle ignores its input: its x̂0 never changes, 1 − CKA exactly 0", kwargs=sized,
                     check=lambda r: abs(r.measured) < 1e-6),
         ]
 

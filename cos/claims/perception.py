@@ -77,8 +77,7 @@ class Perception(Claim):
             samples={k: {"motion_minus_grounding_half_rise": v} for k, v in diffs.items()})
 
     def controls(self) -> list[Control]:
-        return [Control("reference", "negative",
-                        lambda: self.measure(RunContext(progress=False), ref(), replace(SMALL, tasks=MOTION_TASKS)),
+        return [Control("reference", "negative", lambda d: ref(), replace(SMALL, tasks=MOTION_TASKS),
                         "the reference's grounding and motion are one posterior weight: they rise together")]
 
     def figures(self, d: PerceptionDetails, fig_dir: Path, arrays) -> list:

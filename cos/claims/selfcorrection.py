@@ -67,8 +67,7 @@ class SelfCorrection(Claim):
                              f"(needs > {SIMULTANEOUS:.0%})", "simultaneous")
 
     def controls(self) -> list[Control]:
-        return [Control("committed-oracle", "negative",
-                        lambda: self.measure(RunContext(progress=False), ref(prior="oracle"), SMALL),
+        return [Control("committed-oracle", "negative", lambda d: ref(prior="oracle"), SMALL,
                         "committed to the answer from step 0: never wrong, nothing to correct",
                         check=lambda r: r.measured == 0.0)]
 

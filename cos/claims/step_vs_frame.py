@@ -88,9 +88,9 @@ class StepVsFrame(Claim):
 
     def controls(self) -> list[Control]:
         sizing = NoiseSizing((0.0, 0.5), (1, 8))
-        return [Control("input-ignoring-oracle", "negative",
-                        lambda: self.measure(RunContext(progress=False), ref(prior="oracle"), SMALL, sizing),
+        return [Control("input-ignoring-oracle", "negative", lambda d: ref(prior="oracle"), SMALL,
                         "an oracle ignores its input: no noise changes its answer, difference exactly 0",
+                        kwargs=lambda d: {"sizing": sizing},
                         check=lambda r: abs(r.measured) < 1e-6)]
 
     def figures(self, d: StepVsFrameDetails, fig_dir: Path, arrays) -> list:

@@ -95,12 +95,13 @@ class Superposition(Claim):
         return arrays, traces
 
     def controls(self) -> list[Control]:
+        untraced = lambda d: {"trace": False}
         return [
-            Control("reference", "positive", lambda: self.measure(RunContext(progress=False), ref(), SMALL, trace=False),
-                    "the closed-form denoiser's posterior superposes the candidates early and commits late"),
-            Control("committed-oracle", "negative",
-                    lambda: self.measure(RunContext(progress=False), ref(prior="oracle"), SMALL, trace=False),
-                    "all prior mass on the answer: one candidate from step 0, entropy drop exactly 0",
+            Control("reference", "positive", lambda d: ref(), SMALL,
+                    "the closed-form denoiser's posterior superposes the candidates early and commits late",
+                    kwargs=untraced),
+            Control("committed-oracle", "negative", lambda d: ref(prior="oracle"), SMALL,
+                    "all prior mass on the answer: one candidate from step 0, entropy drop exactly 0", kwargs=untraced,
                     check=lambda r: abs(r.measured) < 1e-6),
         ]
 

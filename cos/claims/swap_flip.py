@@ -110,11 +110,9 @@ class SwapFlip(Claim):
                              f"[{peak_est.ci_low:.2f}, {peak_est.ci_high:.2f}]", "peak")
 
     def controls(self) -> list[Control]:
-        return [Control("identity-swap", "negative",
-                        lambda: self.measure(RunContext(progress=False), random_organism(num_layers=8), TINY,
-                                             SwapSizing(stride=1, instances=3), identity=True),
+        return [Control("identity-swap", "negative", lambda d: random_organism(seed=d, num_layers=8), TINY,
                         "swapping in the run's own tokens cannot flip anything",
-                        check=lambda r: r.measured == 0.0)]
+                        kwargs=lambda d: {"sizing": SwapSizing(stride=1, instances=3), "identity": True}, check=lambda r: r.measured == 0.0)]
 
     def figures(self, d: SwapDetails, fig_dir: Path, arrays) -> list:
         from cos.figures import bars
