@@ -7,6 +7,7 @@
     cos compare RUN_A RUN_B --out DIR       two runs side by side (statuses, paired differences, figures)
     cos trace --task maze --seed 3          one x̂0 filmstrip of a task on a model (PNG)
     cos merge STORE... --into DEST          unite result stores of sharded runs
+    cos validate --out DIR [--draws N]      each claim's power and false-positive rate on its controls
     cos vbvr score|baselines --data DIR ... VBVR-Bench scores with VBVR-EvalKit (cos.vbvr_eval)
     cos train / cos evaluate ...            the organism's training and held-out evaluation
 """
@@ -138,6 +139,17 @@ def _merge(a) -> None:
     print(f"merged {n} new results into {a.into}")
 
 
+def _validate(a) -> None:
+    from cos.calibration import validate
+    from cos.validation import positive_int
+
+    doc = validate(Path(a.out), positive_int("--draws", a.draws), a.tier, positive_int("--jobs", a.jobs), a.k)
+    print((Path(a.out) / "calibration.md").read_text())
+    missed = [k for k, c in doc["claims"].items() if not c["meets_goal"]]
+    print(f"{len(doc['claims']) - len(missed)}/{len(doc['claims'])} claims meet the goal"
+          + (f"; not: {', '.join(missed)}" if missed else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="verb", required=True)
@@ -178,6 +190,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("stores", nargs="+")
     p.add_argument("--into", required=True)
     p.set_defaults(fn=_merge)
+    p = sub.add_parser("validate", help="each claim's power and false-positive rate over independent draws of its "
+                                        "planted and null controls (calibration.json, calibration.md)")
+    p.add_argument("--out", required=True, help="folder for draws.jsonl, calibration.json and calibration.md")
+    p.add_argument("--draws", default=20, help="independent draws per control (default 20; the goal needs >= 20)")
+    p.add_argument("--tier", default="cpu", help="cpu (the controls as the tests run them) or gpu (4x the instances)")
+    p.add_argument("--jobs", default=1, help="worker processes (one torch thread each; default 1)")
+    p.add_argument("-k", default=None, help="only claims whose id contains this")
+    p.set_defaults(fn=_validate)
     from cos.vbvr_eval import add_cli as add_vbvr
 
     add_vbvr(sub)

@@ -151,12 +151,13 @@ class Claim:
         """A row whose status comes from the interval against the spec's threshold. `samples` maps a task
         instance id to what the claim measured on it (per seed, in `settings.seeds` order): the per-sample
         records written to samples.jsonl, so a verdict can be followed down to the video."""
-        from cos.stats import one_sided_p
+        from cos.stats import detectable, one_sided_p
         from cos.store import key_of
 
         s = self.spec
         d = {"threshold": s.threshold, "direction": s.direction, "rule": self.rule,
-             "p_value": one_sided_p(est, s.threshold, s.direction), "weights_hash": system.weights_hash,
+             "p_value": one_sided_p(est, s.threshold, s.direction), "detectable": detectable(est, s.threshold),
+             "weights_hash": system.weights_hash,
              "settings": settings.record(), **asdict(details)}
         status, reason = decide(est.ci_low, est.ci_high, s.threshold, s.direction), ""
         if not est.decidable and status != "error":
@@ -190,6 +191,23 @@ class Claim:
                            ci_low=None, ci_high=None, n=None, status=status, reason=reason,
                            model=system.name if system else "", seeds=list(settings.seeds) if settings else [],
                            details={"weights_hash": system.weights_hash} if system else {}, version=s.version)
+
+
+def sensitivity_note(r: "ClaimResult") -> str:
+    """The row's minimum detectable effect in words (and, for an undecided row, the n that would decide it):
+    shown after the reason in the table and the report."""
+    d = (r.details or {}).get("detectable")
+    if not d:
+        return ""
+    text = f"MDE {d['min_detectable_effect']:.3g} at n={d['n']} ({d['power']:.0%} power)"
+    if r.status == "inconclusive" and d.get("n_to_decide"):
+        text += f"; ~{d['n_to_decide']} units would decide it"
+    return text
+
+
+def reason_text(r: "ClaimResult") -> str:
+    """The reason column: the row's reason, then its sensitivity note."""
+    return "; ".join(t for t in (r.reason, sensitivity_note(r)) if t)
 
 
 def sample_records(spec: ClaimSpec, samples: Mapping[str, Any], settings: "ClaimSettings",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cos.reporting import load_arrays, load_status
+from cos.registry import ClaimResult, reason_text
 
 COLOUR = {"holds": "#1a7f37", "fails": "#cf222e", "inconclusive": "#9a6700", "skipped": "#6e7781", "error": "#8250df"}
 CSS = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#1f2328;font-size:15px}"
@@ -174,8 +175,9 @@ def section_markdown(s: Section, md_dir: Path) -> list[str]:
     if s.conditions:
         out += ["Further conditions: " + "; ".join(f"`{k}` {v}" for k, v in s.conditions.items()), ""]
     what = (r.get("details") or {}).get("measured", "")
-    if what or r.get("reason"):
-        out += [f"{what}" + (f" — {r['reason']}" if r.get("reason") else ""), ""]
+    reason = reason_text(ClaimResult.from_dict(r))
+    if what or reason:
+        out += [f"{what}" + (f" — {reason}" if reason else ""), ""]
     out += [f"*{n}*\n" for n in s.notes]
     for p, cap in s.figures:
         out += [f"![{cap}]({p.relative_to(md_dir).as_posix()})", "", f"*{cap}*", ""]
@@ -191,7 +193,8 @@ def img(p: Path, cap: str) -> str:
 def section_head_html(s: Section) -> str:
     r = s.row
     what = html.escape((r.get("details") or {}).get("measured", ""))
-    reason = f" — {html.escape(r['reason'])}" if r.get("reason") else ""
+    reason = reason_text(ClaimResult.from_dict(r))
+    reason = f" — {html.escape(reason)}" if reason else ""
     cond = "".join(f"<li><code>{html.escape(k)}</code>: <b style='color:{COLOUR.get(v, '#444')}'>{html.escape(v)}</b>"
                    f"</li>" for k, v in s.conditions.items())
     return (f"<p><b style='color:{COLOUR[s.status]}'>{s.status}</b> · measured {html.escape(ci_text(r))} · paper: "

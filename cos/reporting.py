@@ -13,7 +13,7 @@ from typing import Iterable
 from tabulate import tabulate
 
 from cos.errors import CosError
-from cos.registry import SCHEMA, ClaimResult
+from cos.registry import SCHEMA, ClaimResult, reason_text
 
 PACKAGES = ("cos-claims", "torch", "diffusers", "numpy", "scipy", "accelerate", "transformers", "pytest")
 
@@ -44,7 +44,7 @@ def table_rows(results: Iterable[ClaimResult], changes: dict[str, str] | None = 
     for r in sorted(results, key=lambda r: r.id):
         status = r.status + (f" ({changes[r.id]})" if r.id in changes else "")
         rows.append([r.id, status, r.paper_value, measured_cell(r), "–" if r.n is None else str(r.n), holm_cell(r),
-                     r.reason])
+                     reason_text(r)])
     return rows
 
 

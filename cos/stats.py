@@ -122,6 +122,25 @@ def one_sided_p(est: Estimate, threshold: float, direction: str) -> float | None
     return float(stats.norm.sf(t) if direction == ">" else stats.norm.cdf(t))
 
 
+def detectable(est: Estimate, threshold: float, power: float = 0.8) -> dict | None:
+    """What this run could have seen, from its own interval and n: the smallest effect (distance from the
+    threshold) whose CI would clear the threshold with probability `power`, and, where the estimate lies off the
+    threshold, about how many units a run needs to decide it with that power. Normal approximation on the
+    interval (se = width / 2z), so it also covers Wilson and cluster intervals; None where the interval says
+    nothing (every value equal, or zero width)."""
+    if not est.decidable or est.ci_low is None or est.ci_high is None:
+        return None
+    z = float(stats.norm.ppf(1 - (1 - est.confidence) / 2))
+    zb = float(stats.norm.ppf(power))
+    se = (est.ci_high - est.ci_low) / (2 * z)
+    if not se > 0:
+        return None
+    gap = abs(est.value - threshold)
+    # se ∝ 1/√n: n units give an interval that clears the threshold at this gap with the given power
+    n_dec = int(np.ceil(est.n * ((z + zb) * se / gap) ** 2)) if gap > 0 else None
+    return {"power": power, "se": se, "min_detectable_effect": (z + zb) * se, "n": est.n, "n_to_decide": n_dec}
+
+
 def holm(pvalues: dict[str, float], alpha: float = 0.05) -> dict[str, dict]:
     """Holm's step-down adjustment: {key: {"p": p, "p_adjusted": q, "rejects": q < alpha}}."""
     order = sorted(pvalues, key=pvalues.get)

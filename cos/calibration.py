@@ -1,0 +1,208 @@
+"""`cos validate`: each claim's power and false-positive rate, measured on its own controls.
+
+Every claim's controls (cos.registry.Control) are rerun over draws 1..N: independent task instances and noise
+seeds (and weight seeds for random models), so a draw is a fresh repetition of the control at the tier's sizes.
+Draw 0 (the default test tier's) is left out so the calibration is not conditioned on the draw the tests pin.
+Per control: how often the claim came out `holds`, with a Wilson interval. For a claim: its power is that of
+its weakest positive control, its false-positive rate that of its most permissive negative control (one bad
+control is not averaged away); `sensitivity` controls (the effect planted at the paper's size or smaller) are
+reported beside, undecided. The minimum detectable effect is the median over the planted draws of what each
+run reported from its own interval (cos.stats.detectable).
+
+Each finished draw is appended to DIR/draws.jsonl keyed by (tier, claim, version, control, draw): a killed
+validation loses nothing finished and a rerun computes only what is missing. Draws run in worker processes
+(`--jobs`), each with one torch thread.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+SCHEMA = "cos.calibration/1"
+GOAL_POWER, GOAL_FPR, MIN_DRAWS = 0.9, 0.05, 20
+# the GPU tier's statistics (cos.settings.TIERS["gpu"]) over the CPU tier's: instances per task 32 vs 4
+TIER_SCALE = {"cpu": 1, "gpu": 4}
+
+
+def tier_settings(settings, tier: str):
+    """A control's settings at a tier: the CPU tier is the control as written; the GPU tier runs `TIER_SCALE`
+    times its instances (a claim's own sizing arguments, e.g. swapped blocks, are kept)."""
+    if tier not in TIER_SCALE:
+        from cos.errors import InputError
+
+        raise InputError(f"--tier {tier!r}: expected one of {sorted(TIER_SCALE)}")
+    return settings if tier == "cpu" else replace(settings, instances=settings.instances * TIER_SCALE[tier])
+
+
+def _key(tier: str, claim_id: str, version: int, control: str, draw: int) -> str:
+    return f"{tier}|{claim_id}|v{version}|{control}|{draw}"
+
+
+def run_one(claim_id: str, control: str, draw: int, tier: str) -> dict:
+    """One control at one draw (in a worker process): the row's status, estimate, interval and sensitivity."""
+    import torch
+
+    from cos.registry import get_claim
+
+    torch.set_num_threads(1)
+    claim = get_claim(claim_id)
+    ctl = next(c for c in claim.controls() if c.name == control)
+    t0 = time.perf_counter()
+    try:
+        ctl = replace(ctl, settings=tier_settings(ctl.settings, tier))
+        r = ctl.run(claim, draw)
+        ok = ctl.check is None or bool(ctl.check(r))
+        det = (r.details or {}).get("detectable") or {}
+        out = {"status": r.status, "measured": r.measured, "ci": [r.ci_low, r.ci_high], "n": r.n,
+               "reason": r.reason, "check": ok, "mde": det.get("min_detectable_effect")}
+    except Exception as e:   # a control that crashes is an `error` draw, counted as not holding, and recorded
+        out = {"status": "error", "measured": None, "ci": [None, None], "n": None,
+               "reason": f"{type(e).__name__}: {e}"[:300], "check": False, "mde": None}
+    return {"claim": claim_id, "version": claim.spec.version, "control": control, "kind": ctl.kind, "draw": draw,
+            "tier": tier, "seconds": round(time.perf_counter() - t0, 2), **out}
+
+
+def _load(path: Path) -> dict[str, dict]:
+    done = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:   # a line cut short by a kill: that draw is simply rerun
+                continue
+            done[_key(d["tier"], d["claim"], d["version"], d["control"], d["draw"])] = d
+    return done
+
+
+def validate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1, select: str | None = None,
+             stream=sys.stderr) -> dict:
+    """Run every control of every claim (ids containing `select`, if given) over draws 1..`draws`; write
+    DIR/draws.jsonl, DIR/calibration.json and DIR/calibration.md; return the calibration document."""
+    from cos.registry import all_claims
+
+    from cos.errors import InputError
+
+    if tier not in TIER_SCALE:
+        raise InputError(f"--tier {tier!r}: expected one of {sorted(TIER_SCALE)}")
+    if draws < 1 or jobs < 1:
+        raise InputError(f"--draws {draws} / --jobs {jobs}: must be positive integers")
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "draws.jsonl"
+    done = _load(log)
+    claims = [c for c in all_claims() if select is None or select in c.id]
+    plan = [(c.id, c.spec.version, k.name, d) for c in claims for k in c.controls() for d in range(1, draws + 1)]
+    todo = [p for p in plan if _key(tier, p[0], p[1], p[2], p[3]) not in done]
+    print(f"cos validate: {len(plan)} control draws ({len(claims)} claims, {draws} draws, tier {tier}); "
+          f"{len(plan) - len(todo)} already in {log}", file=stream)
+    t0, secs = time.perf_counter(), []
+    with log.open("a") as f:
+        if jobs > 1:
+            with ProcessPoolExecutor(jobs) as pool:
+                futs = [pool.submit(run_one, cid, ctl, d, tier) for cid, _, ctl, d in todo]
+                for i, fut in enumerate(as_completed(futs), 1):
+                    _record(f, done, fut.result(), tier, secs, i, len(todo), t0, jobs, stream)
+        else:
+            for i, (cid, _, ctl, d) in enumerate(todo, 1):
+                _record(f, done, run_one(cid, ctl, d, tier), tier, secs, i, len(todo), t0, 1, stream)
+    doc = summarize([done[_key(tier, *p)] for p in plan], claims, draws, tier, jobs, time.perf_counter() - t0)
+    (out / "calibration.json").write_text(json.dumps(doc, indent=1))
+    (out / "calibration.md").write_text(markdown(doc))
+    return doc
+
+
+def _record(f, done, rec, tier, secs, i, total, t0, jobs, stream) -> None:
+    f.write(json.dumps(rec) + "\n")
+    f.flush()
+    done[_key(tier, rec["claim"], rec["version"], rec["control"], rec["draw"])] = rec
+    secs.append(rec["seconds"])
+    elapsed = time.perf_counter() - t0
+    # remaining work at the observed mean seconds per draw, spread over the workers
+    eta = np.mean(secs) * (total - i) / jobs
+    print(f"  [{i}/{total}] {rec['claim']} {rec['control']} draw {rec['draw']}: {rec['status']} "
+          f"({rec['seconds']:.1f} s) · elapsed {elapsed:.0f} s · ETA {eta:.0f} s", file=stream, flush=True)
+
+
+def _rate(recs: list[dict]) -> dict:
+    from cos.stats import proportion_ci
+
+    k = sum(r["status"] == "holds" and r["check"] for r in recs)
+    n = len(recs)
+    e = proportion_ci(k, n)
+    return {"draws": n, "holds": k, "rate": e.value, "ci": [e.ci_low, e.ci_high],
+            "statuses": {s: sum(r["status"] == s for r in recs) for s in sorted({r["status"] for r in recs})}}
+
+
+def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wall_s: float) -> dict:
+    """The calibration document from the draws' records."""
+    import platform
+
+    import torch
+
+    import cos
+
+    by = {}
+    for r in recs:
+        by.setdefault(r["claim"], {}).setdefault(r["control"], []).append(r)
+    out = {}
+    for c in claims:
+        ctl = {k.name: k for k in c.controls()}
+        per = {name: {"kind": ctl[name].kind, "why": ctl[name].why, **_rate(rs)} for name, rs in by.get(c.id, {}).items()}
+        pos = [v for v in per.values() if v["kind"] == "positive"]
+        neg = [v for v in per.values() if v["kind"] == "negative"]
+        planted = min(pos, key=lambda v: v["rate"]) if pos else None
+        null = max(neg, key=lambda v: v["rate"]) if neg else None
+        mdes = [r["mde"] for name, rs in by.get(c.id, {}).items() if per[name]["kind"] == "positive"
+                for r in rs if r["mde"] is not None]
+        meets = bool(planted and null and planted["rate"] >= GOAL_POWER and null["rate"] <= GOAL_FPR
+                     and planted["draws"] >= MIN_DRAWS)
+        out[c.id] = {"version": c.spec.version, "threshold": c.spec.threshold, "direction": c.spec.direction,
+                     "planted": planted and {k: planted[k] for k in ("draws", "holds", "rate", "ci")},
+                     "null": null and {k: null[k] for k in ("draws", "holds", "rate", "ci")},
+                     "min_detectable_effect": float(np.median(mdes)) if mdes else None,
+                     "meets_goal": meets, "controls": per}
+    return {"schema": SCHEMA, "claims": out,
+            "goal": {"power": GOAL_POWER, "false_positive_rate": GOAL_FPR, "min_draws": MIN_DRAWS},
+            "provenance": {"cos": getattr(cos, "__version__", None), "torch": torch.__version__, "tier": tier,
+                           "draws": draws, "jobs": jobs, "wall_s": round(wall_s, 1), "machine": platform.node(),
+                           "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
+
+
+def _pct(v: dict | None) -> str:
+    if not v:
+        return "–"
+    return f"{v['holds']}/{v['draws']} = {v['rate']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]"
+
+
+def markdown(doc: dict) -> str:
+    """The calibration table: per claim, power (weakest positive control) and false-positive rate (most permissive
+    negative control) with Wilson 95% intervals, the sensitivity controls, the median MDE; then every control."""
+    from tabulate import tabulate
+
+    g, p = doc["goal"], doc["provenance"]
+    rows, ctl_rows = [], []
+    for cid, c in doc["claims"].items():
+        sens = [f"{n}: {v['holds']}/{v['draws']}" for n, v in c["controls"].items() if v["kind"] == "sensitivity"]
+        mde = c["min_detectable_effect"]
+        rows.append([cid, _pct(c["planted"]), _pct(c["null"]), "; ".join(sens) or "–",
+                     "–" if mde is None else f"{mde:.3g}", "yes" if c["meets_goal"] else "no"])
+        for n, v in c["controls"].items():
+            ctl_rows.append([cid, n, v["kind"], _pct(v), ", ".join(f"{k} {m}" for k, m in v["statuses"].items())])
+    head = (f"Calibration, tier `{p['tier']}`: {p['draws']} independent draws per control (draws 1..{p['draws']}), "
+            f"{p['jobs']} worker(s), {p['wall_s']:.0f} s on {p['machine']} ({p['cpus']} CPUs), torch {p['torch']}, "
+            f"{p['date']}. Goal: power ≥ {g['power']} and false-positive rate ≤ {g['false_positive_rate']} with "
+            f"≥ {g['min_draws']} draws. Power: the weakest positive control; FPR: the most permissive negative "
+            "control; Wilson 95% intervals. MDE: median minimum detectable effect (80% power) the planted runs "
+            "reported from their own intervals, in the claim's units.\n\n")
+    return (head + tabulate(rows, headers=["claim", "power (planted holds)", "FPR (null holds)", "sensitivity",
+                                           "MDE", "goal met"], tablefmt="github")
+            + "\n\nEvery control:\n\n"
+            + tabulate(ctl_rows, headers=["claim", "control", "kind", "holds / draws [95% CI]", "statuses"],
+                       tablefmt="github") + "\n")

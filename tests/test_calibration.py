@@ -1,0 +1,76 @@
+"""`cos validate` (cos.calibration) and the minimum detectable effect every row reports (cos.stats.detectable)."""
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from cos.calibration import validate
+from cos.errors import InputError
+from cos.registry import ClaimResult, at_draw, reason_text
+from cos.settings import ClaimSettings
+from cos.stats import Estimate, detectable
+
+
+def test_detectable_scales_with_the_interval_and_names_the_n_that_decides():
+    e = Estimate(0.07, 0.04, 0.10, 8)
+    d = detectable(e, 0.05)
+    se = 0.06 / (2 * 1.959964)
+    assert d["min_detectable_effect"] == pytest.approx((1.959964 + 0.841621) * se, rel=1e-5)
+    # the gap 0.02 is smaller than the MDE, so more units are needed: n·(MDE/gap)²
+    assert d["n_to_decide"] == pytest.approx(8 * (d["min_detectable_effect"] / 0.02) ** 2, abs=1)
+    wider = detectable(Estimate(0.07, 0.01, 0.13, 8), 0.05)
+    assert wider["min_detectable_effect"] > d["min_detectable_effect"] and wider["n_to_decide"] > d["n_to_decide"]
+    assert detectable(Estimate(0.0, 0.0, 0.0, 8, decidable=False), 0.05) is None
+    assert detectable(Estimate(0.05, 0.0, 0.1, 8), 0.05)["n_to_decide"] is None   # on the threshold: no n decides
+
+
+def test_rows_carry_the_mde_in_json_and_reason_column():
+    from cos.controls import ref
+    from cos.registry import get_claim
+    from cos.runner import RunContext
+
+    claim = get_claim("memory.persistence")
+    r = claim.measure(RunContext(progress=False), ref(prior="oracle"),
+                      ClaimSettings(tasks=("return_to_origin", "occlusion"), instances=3, steps=4))
+    assert r.details["detectable"]["n"] == r.n and r.details["detectable"]["min_detectable_effect"] > 0
+    assert "MDE" in reason_text(r)
+    undecided = ClaimResult.for_claim("memory.persistence", measured=0.5, ci_low=0.3, ci_high=0.7, n=6,
+                                      status="inconclusive",
+                                      details={"detectable": detectable(Estimate(0.6, 0.3, 0.9, 6), 0.5)})
+    assert "units would decide it" in reason_text(undecided)
+
+
+def test_draws_are_independent_repetitions():
+    s = ClaimSettings(instances=3, seeds=(0, 1))
+    assert at_draw(s, 0) is s
+    a, b = at_draw(s, 1), at_draw(s, 2)
+    assert {a.first_instance, b.first_instance, s.first_instance} == {0, 1000, 2000}
+    assert set(a.seeds).isdisjoint(s.seeds) and set(a.seeds).isdisjoint(b.seeds)
+
+
+def test_validate_writes_calibration_and_resumes(tmp_path):
+    err = io.StringIO()
+    doc = validate(tmp_path, draws=2, select="memory.persistence", stream=err)
+    c = doc["claims"]["memory.persistence"]
+    assert c["planted"]["draws"] == 2 and c["planted"]["holds"] == 2      # the oracle keeps the anchor
+    assert c["null"]["holds"] == 0
+    assert c["meets_goal"] is False       # 2 draws are fewer than the goal's 20, whatever they show
+    assert c["planted"]["ci"][0] < 0.5    # Wilson at n=2 is wide
+    assert json.loads((tmp_path / "calibration.json").read_text())["schema"] == "cos.calibration/1"
+    assert "memory.persistence" in (tmp_path / "calibration.md").read_text()
+    assert "ETA" in err.getvalue()
+    lines = (tmp_path / "draws.jsonl").read_text().splitlines()
+    (tmp_path / "draws.jsonl").write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])   # a kill mid-write
+    err = io.StringIO()
+    validate(tmp_path, draws=2, select="memory.persistence", stream=err)
+    assert "3 already in" in err.getvalue() and err.getvalue().count("draw ") == 1   # only the lost draw reruns
+
+
+def test_validate_refuses_bad_options_before_running(tmp_path):
+    with pytest.raises(InputError, match="--tier"):
+        validate(tmp_path, tier="tpu")
+    with pytest.raises(InputError, match="--draws"):
+        validate(tmp_path, draws=0)
+    assert not (tmp_path / "draws.jsonl").exists()
