@@ -1,0 +1,51 @@
+"""Breaking a claim's measurement must make its positive control fail: one mutation per claim family.
+
+Each test runs the family's planted positive control twice, as written (it holds) and with one part of the
+measurement broken by monkeypatching (it must then not hold). A control that holds whatever the measurement
+does would be a check that cannot fail."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from cos.interventions import NoiseAtStep
+from cos.registry import get_claim
+
+
+def positive(claim_id: str, name: str | None = None):
+    claim = get_claim(claim_id)
+    ctl = next(c for c in claim.controls() if c.kind == "positive" and (name is None or c.name == name))
+    return claim, ctl
+
+
+def test_trajectory_reading_the_final_video_at_every_step_breaks_superposition(monkeypatch):
+    """Trajectory family: read the final step's x̂0 in place of x̂0 along the steps."""
+    import cos.readouts
+
+    claim, ctl = positive("cos.superposition")
+    assert ctl.run(claim).status == "holds"
+    real = cos.readouts.step_videos
+    monkeypatch.setattr(cos.readouts, "step_videos", lambda system, res, row: real(system, res, row)[-1:].expand(
+        len(res.steps), -1, -1, -1, -1))
+    r = ctl.run(claim)
+    assert r.status != "holds", (r.status, r.measured)
+
+
+@dataclass
+class DroppedNoiseAtStep(NoiseAtStep):
+    """The injection dropped: the intervention is scheduled but leaves x_s alone."""
+
+    def before_forward(self, ctx, latents):
+        return latents
+
+
+def test_noise_dropping_the_injection_breaks_information_flow(monkeypatch):
+    """Noise family: NoiseAtStep scheduled but not applied."""
+    import cos.readouts
+
+    claim, ctl = positive("noise.information_flow")
+    assert ctl.run(claim).status == "holds"
+    monkeypatch.setattr(cos.readouts, "NoiseAtStep", DroppedNoiseAtStep)
+    r = ctl.run(claim)
+    assert r.status != "holds" and r.measured == pytest.approx(0, abs=1e-6), (r.status, r.measured)
