@@ -145,6 +145,12 @@ class Claim:
         """Row-forwards (one sample through one expert once, per CFG pass) beyond the shared clean run."""
         return 0
 
+    def readouts(self, settings: "ClaimSettings", system: "WanSystem") -> dict[str, int]:
+        """Host-side work of `measure` beyond the forwards, for the ETA: "decode" (one row's video decoded),
+        "weights" (one NNLS candidate mixture), "score" (one video scored), "cka" (one x̂0 comparison). Each
+        process of a data-parallel run repeats all of it (see cos.runner), so it is not divided over ranks."""
+        return {}
+
     # ---------------------------------------------------------------- building the row
     def result(self, est: "Estimate", system: "WanSystem", settings: "ClaimSettings", details: Details,
                arrays: Mapping[str, Any] | None = None, samples: Mapping[str, Any] | None = None) -> "ClaimResult":

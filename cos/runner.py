@@ -239,11 +239,16 @@ def _from_disk(d):
 
 def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, claims: Sequence[Any],
                       warmup: int = 1) -> dict:
-    """Row-forwards the claims will need at these settings (the shared clean run plus each claim's `cost`), and
-    the ETA from a WARM forward: the plan's first batch (its real batch size) is run for one step `warmup` times
-    first (CUDA context, kernel selection, allocator, compilation: a cold first forward took 50x longer than a
-    warm one and gave an ETA of 55 h for a 141 s run), then timed once. Divided over the run's ranks. An upper
-    bound where batches share (a shared prefix, runs already in the store)."""
+    """The ETA of the claims at these settings: row-forwards (the shared clean run plus each claim's `cost`) at
+    the time of a WARM forward, plus each claim's host-side `readouts` (decoding, NNLS mixtures, scores, CKA)
+    at their times measured on the same batch. The plan's first batch (its real batch size) is run for one step
+    `warmup` times first (CUDA context, kernel selection, allocator, compilation: a cold first forward took 50x
+    longer than a warm one and gave an ETA of 55 h for a 141 s run), then timed once. Forwards are divided over
+    the run's ranks; readouts are not: every rank replays every claim from the store and repeats them (on the
+    organism's GPU tier they were three quarters of the wall time, an ETA from forwards alone said 45 s for a
+    175 s run). An upper bound where batches share (a shared prefix, runs already in the store)."""
+    from cos.metrics import cka_dissimilarity
+
     cfg = 2 if settings.guidance_scale > 1 else 1
     rows = len(settings.tasks) * settings.instances * len(settings.seeds)
     per = {c.id: c.cost(settings, system) for c in claims}
@@ -252,22 +257,47 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     cond = bound_conditioning(system, settings, batch)
     sampler = Sampler(system)                       # not through the store: this is a timing
 
-    def one_step() -> float:
+    def one_step():
         state = sampler.prepare(cond, batch.seeds, settings.steps)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        sampler.run(state, guidance_scale=settings.guidance_scale, until=1)
+        res = sampler.run(state, guidance_scale=settings.guidance_scale, until=1)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, res
 
-    cold = [one_step() for _ in range(max(0, warmup))]
-    t = one_step() / (cfg * len(batch.seeds))
+    cold = [one_step()[0] for _ in range(max(0, warmup))]
+    dt, res = one_step()
+    t = dt / (cfg * len(batch.seeds))
+    unit = _readout_seconds(system, batch, res.latents, cka_dissimilarity)
+    host = {c.id: sum(n * unit.get(k, 0.0) for k, n in c.readouts(settings, system).items()) for c in claims}
     ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
     return {"row_forwards": int(total), "per_claim": per, "seconds_per_row_forward": t, "ranks": ranks,
             "cold_seconds_per_row_forward": cold[0] / (cfg * len(batch.seeds)) if cold else None,
-            "batch_rows": len(batch.seeds), "eta_s": total * t / ranks}
+            "batch_rows": len(batch.seeds), "readout_seconds": unit, "host_s_per_claim": host,
+            "forwards_s": total * t / ranks, "host_s": sum(host.values()),
+            "eta_s": total * t / ranks + sum(host.values())}
+
+
+def _readout_seconds(system: WanSystem, batch: TaskBatch, latents: torch.Tensor, cka) -> dict[str, float]:
+    """Seconds per host-side readout unit, timed on the first row of a batch after one step (the same work as
+    the claims' readouts: decoding a row, an NNLS mixture, a score, a CKA of two x̂0 token sets)."""
+    import statistics
+
+    inst, x = batch.instances[0], latents[:1]
+    v = videos(system, x)[0]
+    tok = x[0].reshape(x.shape[1], -1).T.float()
+    out = {}
+    for name, fn in (("decode", lambda: videos(system, x)), ("weights", lambda: inst.candidate_weights(v)),
+                     ("score", lambda: inst.score(v)), ("cka", lambda: cka(tok, tok + 1e-3))):
+        times = []
+        for _ in range(3):      # the median of three: one call is at the mercy of a page fault or a GC pause
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = statistics.median(times)
+    return out
 
 
 def fmt_s(t: float) -> str:

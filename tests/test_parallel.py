@@ -133,6 +133,21 @@ def test_eta_times_a_warm_forward():
     assert est2["ranks"] == 4 and est2["row_forwards"] == est["row_forwards"]
 
 
+def test_eta_adds_host_readouts_that_every_rank_repeats():
+    system = random_organism(num_layers=2)
+    claims = [get_claim("layers.energy_profile"), get_claim("cos.superposition")]
+    est = estimate_forwards(RunContext(progress=False), system, SET, claims)
+    host = est["host_s_per_claim"]
+    assert host["layers.energy_profile"] == 0 and host["cos.superposition"] > 0    # NNLS per row and step
+    assert est["eta_s"] == pytest.approx(est["forwards_s"] + est["host_s"])
+    est4 = estimate_forwards(RunContext(progress=False, world=FakeWorld(0, 4, connected=True)), system, SET, claims)
+    # the forwards split over 4 ranks, the readouts do not (each rank replays every claim)
+    assert est4["forwards_s"] == pytest.approx(est4["row_forwards"] * est4["seconds_per_row_forward"] / 4)
+    unit = est4["readout_seconds"]
+    assert est4["host_s"] == pytest.approx(sum(n * unit[k] for c in claims for k, n in c.readouts(SET, system).items()))
+    assert est4["eta_s"] == pytest.approx(est4["forwards_s"] + est4["host_s"])
+
+
 def test_progress_lines_on_rank_zero_only():
     lines = []
     ctx = RunContext(progress_writer=lambda t, final: lines.append((t, final)))

@@ -181,4 +181,13 @@ class Bench(Claim):
         return len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps   # the ood split
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        from cos.vbvr_run import config_of
+
+        if config_of(settings) is not None:
+            return {}
+        n = 2 * len(settings.tasks) * settings.instances * len(settings.seeds)
+        return {"decode": n, "score": n}
+
+
 CLAIM = register(Bench())

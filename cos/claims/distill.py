@@ -100,4 +100,9 @@ class FourStep(Claim):
         return len(settings.tasks) * settings.instances * len(settings.seeds) * FAST_STEPS
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        n = len(settings.tasks) * settings.instances * len(settings.seeds)
+        return {"decode": 3 * n, "score": 2 * n, "weights": n}
+
+
 CLAIM = register(FourStep())

@@ -177,4 +177,14 @@ class Ensemble(Claim):
         return 4 * len(s.tasks) * s.instances * len(SEEDS) * s.steps
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        from cos.vbvr_run import config_of
+
+        if config_of(settings) is not None:
+            return {}
+        s = ensemble_settings(settings)
+        n = 4 * len(s.tasks) * s.instances * len(SEEDS)
+        return {"decode": n, "score": n}
+
+
 CLAIM = register(Ensemble())

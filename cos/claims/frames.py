@@ -144,4 +144,10 @@ class FramesCount(Claim):
         return int(rows * s.steps * sum([*sz.counts, sz.single]) / s.num_frames)
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        sz, s = self.sizing_for(settings), frames_settings(settings)
+        n = len(s.tasks) * s.instances * len(s.seeds) * (1 + len(sz.counts))
+        return {"decode": n, "score": n}
+
+
 CLAIM = register(FramesCount())

@@ -90,4 +90,8 @@ class Memory(Claim):
                  f"anchor is kept at the end: holds when its CI lies above {self.spec.threshold:g}.")]
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        return {"decode": len(ANCHOR_TASKS) * settings.instances * len(settings.seeds) * settings.steps}
+
+
 CLAIM = register(Memory())

@@ -104,4 +104,10 @@ class NotFrames(Claim):
                  f"below 0.3 (no frame-by-frame order).")]
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        # every step: the whole-video mixture and one per deciding frame (about half the frames)
+        n = len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps
+        return {"decode": n, "weights": n * (1 + settings.num_frames // 2)}
+
+
 CLAIM = register(NotFrames())

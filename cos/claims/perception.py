@@ -97,4 +97,8 @@ class Perception(Claim):
                  f"CI above {self.spec.threshold:g} (grounding rises first).")]
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        return {"decode": len(MOTION_TASKS) * settings.instances * len(settings.seeds) * settings.steps}
+
+
 CLAIM = register(Perception())

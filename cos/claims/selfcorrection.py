@@ -85,4 +85,9 @@ class SelfCorrection(Claim):
                  "0 or 1 here) has a CI above 0.8.")]
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        n = len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps
+        return {"decode": n, "weights": n, "score": n // settings.steps}
+
+
 CLAIM = register(SelfCorrection())

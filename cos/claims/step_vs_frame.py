@@ -109,4 +109,10 @@ class StepVsFrame(Claim):
         return noise_sweep_cost(settings, self.sizing_for(settings))
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        sz, s = self.sizing_for(settings), noise_settings(settings)
+        n = len(s.tasks) * s.instances * len(s.seeds) * (1 + len(noise_injection_steps(s, sz)) + len(sz.frames))
+        return {"decode": n, "score": n}
+
+
 CLAIM = register(StepVsFrame())

@@ -144,4 +144,9 @@ class Superposition(Claim):
         return out
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        n = len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps
+        return {"decode": n, "weights": n}
+
+
 CLAIM = register(Superposition())

@@ -132,4 +132,10 @@ class SwapFlip(Claim):
         return sz.instances * len(settings.seeds) * (1 + (1 + system.num_layers // sz.stride) * settings.steps)
 
 
+    def readouts(self, settings, system) -> dict[str, int]:
+        sz = self.sizing_for(settings)
+        n = sz.instances * len(settings.seeds) * (1 + len(range(0, system.num_layers, sz.stride)))
+        return {"decode": n, "weights": n}
+
+
 CLAIM = register(SwapFlip())
