@@ -3,7 +3,10 @@
 # times T1 and TN, efficiency T1 / (N * TN), the tables compared row by row, and the ETA printed before each run
 # against the actual wall time. Run from the repository root with PYTHONPATH set to it:
 #
-#   bash benchmarks/scaling.sh N [all|organism|full]
+#   bash benchmarks/scaling.sh "N [N2 ...]" [all|organism|full|compile]
+#
+#   compile:  one cheap claim (layers.energy_profile, one step-0 forward per row) on the A14B-shaped model at
+#             480x832x81, eager and with --cos-compile: the ETA lines' warm seconds per row-forward and the tables
 #
 #   organism: the organism's GPU tier, pytest -m "claims and gpu" (every claim)
 #   full:     a full-tier claim pair reading the noise sweep (information_flow, step_vs_frame) on an A14B-shaped
@@ -13,7 +16,7 @@
 # Env: PYTHON (python3), OUT (runs/scaling: tables and logs), SCRATCH (/tmp/cos-scaling: stores, the model),
 #      CASE_TIMEOUT (540 s per run). Launcher: accelerate launch when accelerate is installed, else torchrun.
 set -uo pipefail
-N=${1:-2}; PART=${2:-all}
+NS=(${1:-2}); PART=${2:-all}
 export PYTHONUNBUFFERED=1 COS_CACHE_DIR=${COS_CACHE_DIR:-/tmp/coscache}
 PY=${PYTHON:-python3}
 OUT=${OUT:-runs/scaling}; SCR=${SCRATCH:-/tmp/cos-scaling}
@@ -28,7 +31,7 @@ else
   launcher="torchrun"
   launch_cmd() { LCMD=("$PY" -m torch.distributed.run --standalone --nproc_per_node "$1" -m pytest); }
 fi
-echo "launcher: $launcher; N=$N; part=$PART"
+echo "launcher: $launcher; N=${NS[*]}; part=$PART"
 ms() { date +%s%3N; }
 SUMMARY="$OUT/summary.txt"; : > "$SUMMARY"
 
@@ -51,9 +54,9 @@ case_run() {
   [ -s "$dir/claims-status.json" ] || { echo "   no table; last lines:"; tail -25 "$dir/log.txt"; }
 }
 
-# compare NAME: efficiency and the tables of 1 and N processes
+# compare NAME N: efficiency and the tables of 1 and N processes
 compare() {
-  local name=$1
+  local name=$1 N=$2
   "$PY" - "$OUT/$name-1" "$OUT/$name-$N" "$N" "$name" <<'PY' | tee -a "$SUMMARY"
 import json, sys
 from pathlib import Path
@@ -79,20 +82,29 @@ PY
       | tee -a "$SUMMARY" | tail -25
 }
 
-if [ "$PART" != full ]; then
+if [ "$PART" = all ] || [ "$PART" = organism ]; then
   args=(-p cos.pytest_plugin -p no:cacheprovider -p no:xdist -m "claims and gpu" claims/test_claims.py -q)
   case_run organism 1 "${args[@]}"
-  case_run organism "$N" "${args[@]}"
-  compare organism
+  for N in "${NS[@]}"; do case_run organism "$N" "${args[@]}"; compare organism "$N"; done
 fi
-if [ "$PART" != organism ]; then
+if [ "$PART" = compile ]; then
+  [ -f "$SCR/a14b/transformer/config.json" ] || \
+    timeout 300 "$PY" benchmarks/write_random_wan.py --shape a14b --out "$SCR/a14b" --device cuda 2>&1 | tail -2
+  args=(-p cos.pytest_plugin -p no:cacheprovider -p no:xdist -m "claims and full_model" claims/test_claims.py -q
+        -k energy_profile --cos-model "$SCR/a14b" --cos-size 480x832x81 --cos-instances 2 --cos-tasks maze)
+  case_run eager 1 "${args[@]}"
+  case_run compiled 1 "${args[@]}" --cos-compile
+  "$PY" benchmarks/compare_tables.py "$OUT/eager-1/claims-status.json" "$OUT/compiled-1/claims-status.json" \
+      | tee -a "$SUMMARY"
+  for c in eager compiled; do grep -a "row-forwards planned" "$OUT/$c-1/log.txt" | sed "s/^/$c: /" | tee -a "$SUMMARY"; done
+fi
+if [ "$PART" = all ] || [ "$PART" = full ]; then
   [ -f "$SCR/a14b/transformer/config.json" ] || \
     timeout 300 "$PY" benchmarks/write_random_wan.py --shape a14b --out "$SCR/a14b" --device cuda 2>&1 | tail -2
   args=(-p cos.pytest_plugin -p no:cacheprovider -p no:xdist -m "claims and full_model" claims/test_claims.py -q
         -k "${FULL_K:-information_flow or step_vs_frame}" --cos-model "$SCR/a14b" --cos-size "${FULL_SIZE:-240x416x21}"
         --cos-steps "${FULL_STEPS:-10}" --cos-instances "${FULL_INSTANCES:-8}" --cos-tasks "${FULL_TASKS:-maze}")
   case_run a14b 1 "${args[@]}"
-  case_run a14b "$N" "${args[@]}"
-  compare a14b
+  for N in "${NS[@]}"; do case_run a14b "$N" "${args[@]}"; compare a14b "$N"; done
 fi
 echo "== summary ($OUT/summary.txt)"; cat "$SUMMARY"

@@ -322,6 +322,8 @@ class CosSession:
         prov["rank_store"] = [g["store"] for g in gathered]
         if self.eta is not None:
             prov["eta_s"] = round(self.eta["eta_s"], 1)
+            prov["eta_parts_s"] = {"forwards": round(self.eta["forwards_s"], 1), "readouts": round(self.eta["host_s"], 1),
+                                   "readouts_per_claim": {k: round(v, 2) for k, v in self.eta["host_s_per_claim"].items()}}
         self.report_note = None
         if all(r.status == "error" for r in rows) and (out / "claims-status.json").exists():
             # every claim broke: the earlier run's table is worth more than this one
