@@ -147,7 +147,7 @@ class Claim:
 
     def readouts(self, settings: "ClaimSettings", system: "WanSystem") -> dict[str, int]:
         """Host-side work of `measure` beyond the forwards, for the ETA: "decode" (one row's video decoded),
-        "weights" (one NNLS candidate mixture), "score" (one video scored), "cka" (one x̂0 comparison). Each
+        "weights" (one NNLS candidate mixture; "frame_weights" of one frame), "score" (one video scored), "cka" (one x̂0 comparison). Each
         process of a data-parallel run repeats all of it (see cos.runner), so it is not divided over ranks."""
         return {}
 

@@ -262,7 +262,7 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        res = sampler.run(state, guidance_scale=settings.guidance_scale, until=1)
+        res = sampler.run(state, guidance_scale=settings.guidance_scale, until=1, record=("x0",))
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return time.perf_counter() - t0, res
@@ -270,7 +270,7 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     cold = [one_step()[0] for _ in range(max(0, warmup))]
     dt, res = one_step()
     t = dt / (cfg * len(batch.seeds))
-    unit = _readout_seconds(system, batch, res.latents, cka_dissimilarity)
+    unit = _readout_seconds(system, batch, res["x0"][0], cka_dissimilarity)
     host = {c.id: sum(n * unit.get(k, 0.0) for k, n in c.readouts(settings, system).items()) for c in claims}
     ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
     return {"row_forwards": int(total), "per_claim": per, "seconds_per_row_forward": t, "ranks": ranks,
@@ -280,24 +280,27 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
             "eta_s": total * t / ranks + sum(host.values())}
 
 
-def _readout_seconds(system: WanSystem, batch: TaskBatch, latents: torch.Tensor, cka) -> dict[str, float]:
-    """Seconds per host-side readout unit, timed on the first row of a batch after one step (the same work as
-    the claims' readouts: decoding a row, an NNLS mixture, a score, a CKA of two x̂0 token sets)."""
+def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, cka, repeats: int = 5) -> dict[str, float]:
+    """Seconds per host-side readout unit, on the batch's step-0 x̂0 (what the claims read: a mixture of the
+    candidates; NNLS on a noisy state instead took 20x longer than on the x̂0 the claims fit): decoding a row,
+    an NNLS mixture of the whole video ("weights") and of one frame ("frame_weights"), a score, a CKA of two x̂0
+    token sets. Median over rows and repeats."""
     import statistics
 
-    inst, x = batch.instances[0], latents[:1]
-    v = videos(system, x)[0]
-    tok = x[0].reshape(x.shape[1], -1).T.float()
-    out = {}
-    for name, fn in (("decode", lambda: videos(system, x)), ("weights", lambda: inst.candidate_weights(v)),
-                     ("score", lambda: inst.score(v)), ("cka", lambda: cka(tok, tok + 1e-3))):
-        times = []
-        for _ in range(3):      # the median of three: one call is at the mercy of a page fault or a GC pause
+    out: dict[str, list[float]] = {}
+    rows = range(min(len(batch.instances), repeats))
+    for r in rows:
+        inst, x = batch.instances[r], x0[r:r + 1]
+        v = videos(system, x, clamp=False)[0]
+        f = inst.num_frames - 1
+        tok = x[0].reshape(x.shape[1], -1).T.float()
+        for name, fn in (("decode", lambda: videos(system, x)), ("weights", lambda: inst.candidate_weights(v)),
+                         ("frame_weights", lambda: inst.candidate_weights(v, [f])), ("score", lambda: inst.score(v)),
+                         ("cka", lambda: cka(tok, tok + 1e-3))):
             t0 = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t0)
-        out[name] = statistics.median(times)
-    return out
+            out.setdefault(name, []).append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in out.items()}
 
 
 def fmt_s(t: float) -> str:

@@ -107,7 +107,7 @@ class NotFrames(Claim):
     def readouts(self, settings, system) -> dict[str, int]:
         # every step: the whole-video mixture and one per deciding frame (about half the frames)
         n = len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps
-        return {"decode": n, "weights": n * (1 + settings.num_frames // 2)}
+        return {"decode": n, "weights": n, "frame_weights": n * (settings.num_frames // 2)}
 
 
 CLAIM = register(NotFrames())
