@@ -39,3 +39,24 @@ def random_organism(seed: int = 0, num_layers: int = 12) -> WanSystem:
     enc = TokenPromptEncoder(["mark", "the", "object"], ORGANISM_CONFIG["text_dim"])
     return WanSystem(transformer=model, scheduler=unipc(), vae=IdentityVAE(3), name="random-organism",
                      encode_prompt=lambda p: enc(p).detach())
+
+
+# ---------------------------------------------------------------- planted models of the trajectory claims
+def scripted(name: str, steps: int, **config) -> WanSystem:
+    """A scripted x̂0 trajectory (cos/models/scripted.py) on an Euler schedule of `steps` steps: `name` is
+    "wrong_then_right" (selfcorrection.rate), "grounding_lag" (perception.before_action) or "pick"
+    (bench.table1), `config` its arguments."""
+    from cos.models import scripted as sc
+
+    make = {"wrong_then_right": sc.wrong_then_right, "grounding_lag": sc.grounding_lag, "pick": sc.pick}[name]
+    script = make(**config)
+    desc = ",".join(f"{k}={sorted(v.items()) if isinstance(v, dict) else v}" for k, v in sorted(config.items()))
+    return sc.scripted_system(name, script, steps, config=desc)
+
+
+def answer_prior(mass) -> WanSystem:
+    """The reference denoiser with prior `mass` on the right answer (per split as {"id": .., "ood": ..}; None:
+    uniform). Few-step sampling is mode-seeking: it lands on the answer somewhat more often than `mass`."""
+    from cos.models.scripted import answer_prior_system
+
+    return answer_prior_system(mass)

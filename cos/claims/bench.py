@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cos.controls import TINY, random_organism
+from cos.controls import TINY, random_organism, scripted
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext, videos
 from cos.stats import bootstrap_ci
@@ -132,9 +132,24 @@ class Bench(Claim):
         return out
 
     def controls(self) -> list[Control]:
+        # three tasks of different candidate counts K (grounding 3/4, pattern 3-5, rotation 4), 5 instances each
+        # per split: 15 per split (at 3 each, 9 per split, the in-domain-only null held in 2 of 100 draws)
+        suite = replace(TINY, tasks=("grounding", "pattern", "rotation"), instances=5)
+        pick = lambda right: (lambda d: scripted("pick", suite.steps, right=right))
         return [Control("untrained", "negative", lambda d: random_organism(seed=d, num_layers=2),
                         replace(TINY, instances=3), "random weights score no better than a random candidate",
-                        check=lambda r: r.measured < 0.05)]
+                        check=lambda r: r.measured < 0.05),
+                Control("answer-90", "positive", pick(0.9), suite,
+                        "scripted x̂0 (cos.models.scripted.pick): ends on the answer in 0.9 of the rows and on a "
+                        "random wrong candidate otherwise (score 1 or 0), in both splits: 0.9 − 1/K above the random "
+                        "candidate in each"),
+                Control("in-domain-only", "negative", pick({"id": 0.9, "ood": None}), suite,
+                        "right in 0.9 of the in-domain rows, a uniformly random candidate out of domain (exactly the "
+                        "random-candidate score): the pooled score is above random, the per-split condition must "
+                        "stop it", check=lambda r: r.details["conditions"]["per_split"] != "holds"),
+                Control("answer-50", "sensitivity", pick(0.5), suite,
+                        "right in half the rows, a random wrong candidate otherwise: 0.5 − 1/K (0.17-0.30) above "
+                        "the random candidate in each split")]
 
     def figures(self, d: BenchDetails, fig_dir: Path, arrays) -> list:
         from cos.figures import bars

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cos.controls import SMALL, ref
+from cos.controls import SMALL, ref, scripted
 from cos.readouts import clean_rows
 from cos.registry import Claim, ClaimSpec, Control, Details, register
 from cos.runner import RunContext
@@ -77,8 +77,22 @@ class Perception(Claim):
             samples={k: {"motion_minus_grounding_half_rise": v} for k, v in diffs.items()})
 
     def controls(self) -> list[Control]:
-        return [Control("reference", "negative", lambda d: ref(), replace(SMALL, tasks=MOTION_TASKS),
-                        "the reference's grounding and motion are one posterior weight: they rise together")]
+        motion = replace(SMALL, tasks=MOTION_TASKS)
+        cells = replace(motion, height=8, width=8)   # scripted on the cells: 8x8 px reads them back exactly
+        lagged = lambda lags: (lambda d: scripted("grounding_lag", cells.steps, lags=lags))
+        return [Control("reference", "negative", lambda d: ref(), motion,
+                        "the reference's grounding and motion are one posterior weight: they rise together"),
+                Control("ground-then-move", "positive", lagged((2, 3, 4)), cells,
+                        "scripted x̂0 (cos.models.scripted.grounding_lag): the candidates' faint blend, then the "
+                        "answer's footprint on the target alone, the same in every frame (grounded, still), then "
+                        "2-4 steps later (drawn per row) the answer moving: motion's half-rise follows grounding's "
+                        "by exactly that lag"),
+                Control("move-then-ground", "negative", lagged((-2, -3, -4)), cells,
+                        "the two factors swapped: the target moves while the wrong candidates' footprints still "
+                        "hold the cells off it, and x̂0 concentrates on the target 2-4 steps later"),
+                Control("half-step-lead", "sensitivity", lagged((-1, 0, 1, 2)), cells,
+                        "grounding leads by half a step on average (0.05 of the schedule), the lag drawn per row "
+                        "from -1, 0, 1, 2 steps: how often the claim's n sees a lead this small")]
 
     def figures(self, d: PerceptionDetails, fig_dir: Path, arrays) -> list:
         from cos.figures import curves

@@ -4,13 +4,13 @@ they do, all deciding frames should switch within one step of each other (the co
 frames, read as `cos.not_frames` reads commitment): a share whose Wilson CI lies above 0.8."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cos.controls import SMALL, ref
+from cos.controls import SMALL, ref, scripted
 from cos.readouts import clean_rows, commit_step, shows_answer
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
@@ -67,9 +67,31 @@ class SelfCorrection(Claim):
                              f"(needs > {SIMULTANEOUS:.0%})", "simultaneous")
 
     def controls(self) -> list[Control]:
+        # the scripted x̂0 lives on the cells: at 8x8 px the video is the 8x8 cell grid of these tasks, read
+        # back with no averaging (the per-frame readout's cost at 16x16, or of the maze's 7x7 grid, is most of a
+        # run). 3 tasks x 4 instances x 2 seeds = 24 corrections, each with 8 deciding frames: 24/24
+        # simultaneous has a Wilson CI from 0.86 (23/24: from 0.80, not above 0.8)
+        cells = replace(SMALL, tasks=("pattern", "rotation", "tictactoe"), instances=4, height=8, width=8)
+        steps = cells.steps
         return [Control("committed-oracle", "negative", lambda d: ref(prior="oracle"), SMALL,
                         "committed to the answer from step 0: never wrong, nothing to correct",
-                        check=lambda r: r.measured == 0.0)]
+                        check=lambda r: r.measured == 0.0),
+                Control("wrong-then-right", "positive", lambda d: scripted("wrong_then_right", steps), cells,
+                        "scripted x̂0 (cos.models.scripted.wrong_then_right): the prior's blend at step 0, then "
+                        "committed (mass 0.6-0.9) to a wrong candidate unlike the answer, then every frame switches "
+                        "to the answer at one step drawn per row (2..S-2) and ends on it: every row is a global "
+                        "correction"),
+                Control("per-frame-switch", "negative",
+                        lambda d: scripted("wrong_then_right", steps, per_frame_share=1.0), cells,
+                        "the same corrections, but the deciding frames switch to the answer one after another "
+                        "over 4 steps (a wave in frame order): the rate is still 1, the simultaneity condition "
+                        "must fail",
+                        check=lambda r: r.measured > 0 and r.details["conditions"]["simultaneous"] == "fails"),
+                Control("mostly-global", "sensitivity",
+                        lambda d: scripted("wrong_then_right", steps, per_frame_share=0.1),
+                        replace(cells, seeds=(0, 1, 2, 3)),
+                        "as wrong-then-right, but one correction in ten switches frame by frame (true simultaneous "
+                        "share 0.9 against the 0.8 threshold), over 48 corrections: how often the condition sees it")]
 
     def figures(self, d: SelfCorrectionDetails, fig_dir: Path, arrays) -> list:
         from cos.figures import bars
