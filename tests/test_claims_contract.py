@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cos.registry import (CLAIMS, Claim, ClaimResult, ClaimSpec, Control, Details, all_claims, get_claim, register,
+from cos.registry import (CLAIMS, CONTROL_KINDS, Claim, ClaimResult, ClaimSpec, Control, Details, all_claims, get_claim, register,
                           unregister)
 from cos.settings import TIERS
 
@@ -31,7 +31,8 @@ def test_claim_contract(claim_id, tmp_path):
     assert s.direction in (">", "<") and math.isfinite(s.threshold) and s.version >= 1
     assert issubclass(claim.Details, Details) and (claim.__module__.rsplit(".", 1)[-1] != "__init__")
     kinds = [c.kind for c in claim.controls()]
-    assert "negative" in kinds and set(kinds) <= {"positive", "negative"}, kinds
+    # issue 14: every claim has a planted model it must hold on and a null model it must not
+    assert {"positive", "negative"} <= set(kinds) <= set(CONTROL_KINDS), kinds
     assert all(c.why for c in claim.controls())
     for tier, settings in TIERS.items():   # the ETA needs a cost on every tier, for a 40-block model
         cost = claim.cost(settings, SimpleNamespace(num_layers=40))
@@ -63,7 +64,9 @@ class Toy(Claim):
                            samples={"maze-id-00003": {"score": [0.5]}, "return_to_origin-ood-00012": {"score": [1.0]}})
 
     def controls(self):
-        return [Control("nothing", "negative", lambda: self.skipped("toy"), why="a toy")]
+        from cos.controls import TINY, ref
+
+        return [Control("nothing", "negative", lambda d: ref(), TINY, why="a toy")]
 
 
 def test_a_registered_claim_is_a_row_with_its_version_and_a_report_section(tmp_path):
