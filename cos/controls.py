@@ -60,3 +60,24 @@ def answer_prior(mass) -> WanSystem:
     from cos.models.scripted import answer_prior_system
 
     return answer_prior_system(mass)
+
+
+# ---------------------------------------------------------------- planted DiTs (cos/models/planted.py)
+def answer_at(code: dict[int, float], num_layers: int = 8, mu: float = 1.0, sigma_seed: float = 0.0,
+              sigma_inst: float = 0.0, per_frame: bool = False, scene: float = 0.1) -> WanSystem:
+    """A planted DiT deciding at step 0: the blocks in `code` (block → weight) write the answer's code
+    (μ·onehot + seed and instance noise, `CodeBlock`), every other block writes only the scene (`SceneBlock`,
+    answer-free). Its outcome is the argmax of the summed code."""
+    from cos.models.planted import CodeBlock, SceneBlock, planted_system
+
+    blocks = [CodeBlock(code[k], mu, sigma_seed, sigma_inst, per_frame, salt=k) if k in code else SceneBlock(scene)
+              for k in range(num_layers)]
+    return planted_system(blocks, f"planted-answer-at-{'-'.join(map(str, sorted(code)))}")
+
+
+def foreground_energy(increments: tuple[float, ...], amp: float = 1.0) -> WanSystem:
+    """A planted DiT whose block k adds amp·increments[k] × the first frame's colour on foreground tokens
+    (`SceneBlock`): where the increments rise then fall, the foreground energy peaks at those blocks."""
+    from cos.models.planted import SceneBlock, planted_system
+
+    return planted_system([SceneBlock(amp * a) for a in increments], "planted-foreground-energy")

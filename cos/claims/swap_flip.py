@@ -15,15 +15,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cos.controls import TINY, random_organism
+from cos.controls import TINY, answer_at, random_organism
 from cos.errors import InputError
 from cos.interventions import CaptureBlocks, SwapBlock
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, register
 from cos.runner import RunContext, videos
+from cos.settings import ClaimSettings
 from cos.stats import Estimate, argmax_ci, bootstrap_ci, in_window, interval
 from cos.taskrun import make_batch
 
 MIDDLE_SWAP, OUTER = (0.35, 0.65), 0.2
+# planted controls: 16 grounding instances, every block of 8 swapped (a few seconds on 2 CPU cores)
+PLANTED = ClaimSettings(tasks=("grounding",), instances=16, seeds=(0,), steps=3, num_frames=5)
 
 
 @dataclass(frozen=True)
@@ -110,9 +113,25 @@ class SwapFlip(Claim):
                              f"[{peak_est.ci_low:.2f}, {peak_est.ci_high:.2f}]", "peak")
 
     def controls(self) -> list[Control]:
+        every_block = lambda d: {"sizing": SwapSizing(stride=1, instances=PLANTED.instances)}
         return [Control("identity-swap", "negative", lambda d: random_organism(seed=d, num_layers=8), TINY,
                         "swapping in the run's own tokens cannot flip anything",
-                        kwargs=lambda d: {"sizing": SwapSizing(stride=1, instances=3), "identity": True}, check=lambda r: r.measured == 0.0)]
+                        kwargs=lambda d: {"sizing": SwapSizing(stride=1, instances=3), "identity": True}, check=lambda r: r.measured == 0.0),
+                Control("answer-at-middle", "positive", lambda d: answer_at({3: 0.5, 4: 0.5}, sigma_seed=0.1),
+                        PLANTED,
+                        "planted: only blocks 3 and 4 of 8 (depth 0.43, 0.57) write the answer, half each, at step "
+                        "0 (planted DiT, decided there). Swapping either in from the alternative configuration ties "
+                        "the two answers and the seed's noise (σ 0.1 per block) breaks the tie: about half the "
+                        "middle swaps flip; every other block writes only the scene and its swap cannot flip",
+                        kwargs=every_block),
+                Control("answer-at-outer", "negative", lambda d: answer_at({0: 0.5, 7: 0.5}, sigma_seed=0.1),
+                        PLANTED, "planted null: the same answer writing at the first and the last block; only "
+                        "outer swaps flip, so middle minus outer is below 0", kwargs=every_block),
+                Control("answer-mostly-middle", "sensitivity",
+                        lambda d: answer_at({0: 0.2, 3: 0.4, 4: 0.4}, sigma_seed=0.3), PLANTED,
+                        "smaller effect: blocks 3 and 4 write 0.4 of the answer each, block 0 the other 0.2; a middle "
+                        "swap leaves 0.6 against 0.4 and flips only where the seed's noise (σ 0.3 per block) "
+                        "overturns it, about a fifth of the swaps", kwargs=every_block)]
 
     def figures(self, d: SwapDetails, fig_dir: Path, arrays) -> list:
         from cos.figures import bars
