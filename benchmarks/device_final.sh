@@ -12,9 +12,9 @@ VAL=$!
 t0=$(date +%s)
 timeout 200 python3 benchmarks/write_random_wan.py --shape a14b --out "$SCR/a14b" --device cuda 2>&1 | tail -1
 echo "model written in $(( $(date +%s) - t0 )) s"
-( CUDA_VISIBLE_DEVICES=0 OUT=$OUT/a14b CASE_TIMEOUT=360 taskset -c 0-15 bash benchmarks/scaling.sh "" full > "$OUT/a14b.log" 2>&1 ) &
+( CUDA_VISIBLE_DEVICES=0 OUT=$OUT/a14b CASE_TIMEOUT=360 taskset -c 0-15 bash benchmarks/scaling.sh " " full > "$OUT/a14b.log" 2>&1 ) &
 T1=$!
-( CUDA_VISIBLE_DEVICES=1 OUT=$OUT/compile CASE_TIMEOUT=300 taskset -c 16-31 bash benchmarks/scaling.sh "" compile > "$OUT/compile.log" 2>&1 ) &
+( CUDA_VISIBLE_DEVICES=1 OUT=$OUT/compile CASE_TIMEOUT=300 taskset -c 16-31 bash benchmarks/scaling.sh " " compile > "$OUT/compile.log" 2>&1 ) &
 CMP=$!
 wait $VAL; echo "validate done at $(( $(date +%s) - t0 )) s"; tail -22 "$OUT/calibration-cpu/calibration.md" 2>/dev/null | head -20
 wait $CMP; echo "compile done at $(( $(date +%s) - t0 )) s"; grep -aE "wall|row-forwards|same|DIFF" "$OUT/compile.log" | tail -8
