@@ -49,3 +49,51 @@ def test_noise_dropping_the_injection_breaks_information_flow(monkeypatch):
     monkeypatch.setattr(cos.readouts, "NoiseAtStep", DroppedNoiseAtStep)
     r = ctl.run(claim)
     assert r.status != "holds" and r.measured == pytest.approx(0, abs=1e-6), (r.status, r.measured)
+
+
+def test_layers_reading_the_wrong_blocks_capture_breaks_swap_flip(monkeypatch):
+    """Layers family: the alternative's update swapped in at block k is the one captured at another block
+    (half the depth away), i.e. the measurement swaps the wrong block."""
+    import cos.claims.swap_flip as mod
+    from cos.interventions import CaptureBlocks
+
+    class ShiftedCapture(CaptureBlocks):
+        def get(self, step, block, cfg_pass="cond"):
+            bs = sorted({b for _, b, _ in self.store})
+            return super().get(step, bs[(bs.index(block) + len(bs) // 2) % len(bs)], cfg_pass)
+
+    claim, ctl = positive("layers.swap_flip")
+    assert ctl.run(claim).status == "holds"
+    monkeypatch.setattr(mod, "CaptureBlocks", ShiftedCapture)
+    r = ctl.run(claim)
+    assert r.status != "holds", (r.status, r.measured, r.details.get("flip_rate_per_block"))
+
+
+def test_ensemble_averaging_nothing_breaks_the_ensemble_claim(monkeypatch):
+    """Ensemble family: the window's averaging scheduled but not applied."""
+    import cos.claims.ensemble as mod
+    from cos.interventions import EnsembleAverage
+
+    class NoAverage(EnsembleAverage):
+        def on_block(self, ctx, block, hidden):
+            return None
+
+    claim, ctl = positive("ensemble.mid_layers")
+    assert ctl.run(claim).status == "holds"
+    monkeypatch.setattr(mod, "EnsembleAverage", NoAverage)
+    r = ctl.run(claim)
+    assert r.status != "holds" and r.measured == pytest.approx(0, abs=1e-9), (r.status, r.measured)
+
+
+def test_frames_scoring_the_single_frame_setting_at_every_count_breaks_frames(monkeypatch):
+    """Frames family: every frame count silently sampled at the single-frame length."""
+    from cos.claims.frames import FramesCount
+
+    claim, ctl = positive("frames.count")
+    assert ctl.run(claim).status == "holds"
+    real = FramesCount._scores_at
+    single = ctl.kwargs(0)["sizing"].single
+    monkeypatch.setattr(FramesCount, "_scores_at",
+                        staticmethod(lambda ctx, system, settings, frames: real(ctx, system, settings, single)))
+    r = ctl.run(claim)
+    assert r.status != "holds" and r.measured == pytest.approx(0, abs=1e-9), (r.status, r.measured)
