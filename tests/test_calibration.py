@@ -74,3 +74,13 @@ def test_validate_refuses_bad_options_before_running(tmp_path):
     with pytest.raises(InputError, match="--draws"):
         validate(tmp_path, draws=0)
     assert not (tmp_path / "draws.jsonl").exists()
+
+
+def test_validate_cli_bad_option_is_one_line(tmp_path, capsys):
+    from cos.cli import main
+
+    assert main(["validate", "--out", str(tmp_path), "--draws", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--draws" in err[0] and "positive integer" in err[0]
+    assert main(["validate", "--out", str(tmp_path), "--tier", "tpu"]) == 2
+    assert "--tier" in capsys.readouterr().err
