@@ -118,6 +118,27 @@ def validate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1
     return doc
 
 
+def resummarize(out: Path) -> dict:
+    """Recompute DIR/calibration.json and .md from DIR/draws.jsonl with this version's rules, without running
+    anything; the provenance of the run that made the draws is kept (and marked `resummarized`)."""
+    from cos.errors import InputError
+    from cos.registry import all_claims
+
+    old = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").exists() else None
+    recs = list(_load(out / "draws.jsonl").values())
+    if old is None or not recs:
+        raise InputError(f"--summarize-only: {out} holds no calibration.json and draws.jsonl of an earlier run")
+    p = old["provenance"]
+    ids = {r["claim"] for r in recs}
+    claims = [c for c in all_claims() if c.id in ids]
+    doc = summarize([r for r in recs if r["tier"] == p["tier"]], claims, p["draws"], p["tier"], p["jobs"], p["wall_s"])
+    doc["provenance"] = {**p, "draw_seconds": doc["provenance"]["draw_seconds"],
+                         "resummarized": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    (out / "calibration.json").write_text(json.dumps(doc, indent=1))
+    (out / "calibration.md").write_text(markdown(doc))
+    return doc
+
+
 def _record(f, done, rec, tier, secs, i, total, t0, jobs, stream) -> None:
     f.write(json.dumps(rec) + "\n")
     f.flush()
@@ -130,51 +151,69 @@ def _record(f, done, rec, tier, secs, i, total, t0, jobs, stream) -> None:
           f"({rec['seconds']:.1f} s) · elapsed {elapsed:.0f} s · ETA {eta:.0f} s", file=stream, flush=True)
 
 
-def _rate(recs: list[dict]) -> dict:
+def _rate(recs: list[dict], kind: str) -> dict:
+    """How often the claim held on a control's draws, with a Wilson interval. A positive (or sensitivity) draw
+    counts as a detection when the row holds and the control's extra `check` passes. A negative draw counts as a
+    false positive when the row holds, whatever its check says (a negative's check is a condition on the null,
+    e.g. "exactly 0": passing it never excuses a `holds`); a negative draw whose check fails, or that was skipped
+    or errored, did not test the null as designed and is counted apart (`off_design`), never as a pass."""
     from cos.stats import proportion_ci
 
-    k = sum(r["status"] == "holds" and r["check"] for r in recs)
+    if kind == "negative":
+        k = sum(r["status"] == "holds" for r in recs)
+        off = sum(r["status"] != "holds" and (not r["check"] or r["status"] in ("skipped", "error")) for r in recs)
+    else:
+        k = sum(r["status"] == "holds" and r["check"] for r in recs)
+        off = sum(r["status"] in ("skipped", "error") for r in recs)
     n = len(recs)
     e = proportion_ci(k, n)
-    return {"draws": n, "holds": k, "rate": e.value, "ci": [e.ci_low, e.ci_high],
+    return {"draws": n, "holds": k, "rate": e.value, "ci": [e.ci_low, e.ci_high], "off_design": off,
+            "errors": sum(r["status"] == "error" for r in recs),
             "statuses": {s: sum(r["status"] == s for r in recs) for s in sorted({r["status"] for r in recs})}}
 
 
 def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wall_s: float) -> dict:
-    """The calibration document from the draws' records."""
+    """The calibration document from the draws' records (wall_s: this invocation's; draw_seconds: the draws'
+    own times summed, whichever invocation ran them)."""
     import platform
 
     import torch
 
     import cos
 
+    recs = list(recs)
     by = {}
     for r in recs:
         by.setdefault(r["claim"], {}).setdefault(r["control"], []).append(r)
     out = {}
     for c in claims:
         ctl = {k.name: k for k in c.controls()}
-        per = {name: {"kind": ctl[name].kind, "why": ctl[name].why, **_rate(rs)} for name, rs in by.get(c.id, {}).items()}
+        per = {name: {"kind": ctl[name].kind, "why": ctl[name].why, **_rate(rs, ctl[name].kind)}
+               for name, rs in by.get(c.id, {}).items()}
         pos = [v for v in per.values() if v["kind"] == "positive"]
         neg = [v for v in per.values() if v["kind"] == "negative"]
         planted = min(pos, key=lambda v: v["rate"]) if pos else None
         null = max(neg, key=lambda v: v["rate"]) if neg else None
         mdes = [r["mde"] for name, rs in by.get(c.id, {}).items() if per[name]["kind"] == "positive"
                 for r in rs if r["mde"] is not None]
+        # a control that crashed on some draw has not been calibrated, whatever its other draws say
+        crashed = any(v["errors"] for v in per.values() if v["kind"] != "sensitivity")
         meets = bool(planted and null and planted["rate"] >= GOAL_POWER and null["rate"] <= GOAL_FPR
-                     and planted["draws"] >= MIN_DRAWS)
+                     and planted["draws"] >= MIN_DRAWS and not crashed)
         # the goal shown by the intervals themselves: 0 misses needs 35 draws for a Wilson low > 0.9, 0 false
         # positives 73 draws for a Wilson high < 0.05
-        shown = bool(planted and null and planted["ci"][0] >= GOAL_POWER and null["ci"][1] <= GOAL_FPR)
+        shown = bool(planted and null and planted["ci"][0] >= GOAL_POWER and null["ci"][1] <= GOAL_FPR and not crashed)
         out[c.id] = {"version": c.spec.version, "threshold": c.spec.threshold, "direction": c.spec.direction,
                      "planted": planted and {k: planted[k] for k in ("draws", "holds", "rate", "ci")},
                      "null": null and {k: null[k] for k in ("draws", "holds", "rate", "ci")},
+                     "off_design_draws": {n: v["off_design"] for n, v in per.items() if v["off_design"]},
                      "min_detectable_effect": float(np.median(mdes)) if mdes else None,
                      "meets_goal": meets, "goal_shown_by_interval": shown, "controls": per}
     return {"schema": SCHEMA, "claims": out,
             "goal": {"power": GOAL_POWER, "false_positive_rate": GOAL_FPR, "min_draws": MIN_DRAWS},
             "provenance": {"cos": getattr(cos, "__version__", None), "torch": torch.__version__, "tier": tier,
-                           "draws": draws, "jobs": jobs, "wall_s": round(wall_s, 1), "machine": platform.node(),
+                           "draws": draws, "jobs": jobs, "wall_s": round(wall_s, 1),
+                           "draw_seconds": round(sum(r["seconds"] for r in recs), 1), "machine": platform.node(),
                            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
 
 
@@ -198,7 +237,8 @@ def markdown(doc: dict) -> str:
                      "–" if mde is None else f"{mde:.3g}", "yes" if c["meets_goal"] else "no",
                      "yes" if c.get("goal_shown_by_interval") else "no"])
         for n, v in c["controls"].items():
-            ctl_rows.append([cid, n, v["kind"], _pct(v), ", ".join(f"{k} {m}" for k, m in v["statuses"].items())])
+            ctl_rows.append([cid, n, v["kind"], _pct(v), ", ".join(f"{k} {m}" for k, m in v["statuses"].items()),
+                             v["off_design"] or ""])
     head = (f"Calibration, tier `{p['tier']}`: {p['draws']} independent draws per control (draws 1..{p['draws']}), "
             f"{p['jobs']} worker(s), {p['wall_s']:.0f} s on {p['machine']} ({p['cpus']} CPUs), torch {p['torch']}, "
             f"{p['date']}. Goal: power ≥ {g['power']} and false-positive rate ≤ {g['false_positive_rate']} with "
@@ -209,5 +249,6 @@ def markdown(doc: dict) -> str:
     return (head + tabulate(rows, headers=["claim", "power (planted holds)", "FPR (null holds)", "sensitivity",
                                            "MDE", "goal met", "by CI"], tablefmt="github")
             + "\n\nEvery control:\n\n"
-            + tabulate(ctl_rows, headers=["claim", "control", "kind", "holds / draws [95% CI]", "statuses"],
+            + tabulate(ctl_rows, headers=["claim", "control", "kind", "holds / draws [95% CI]", "statuses",
+                                          "off design (check failed, skipped, error)"],
                        tablefmt="github") + "\n")

@@ -140,10 +140,13 @@ def _merge(a) -> None:
 
 
 def _validate(a) -> None:
-    from cos.calibration import validate
+    from cos.calibration import resummarize, validate
     from cos.validation import positive_int
 
-    doc = validate(Path(a.out), positive_int("--draws", a.draws), a.tier, positive_int("--jobs", a.jobs), a.k)
+    if a.summarize_only:
+        doc = resummarize(Path(a.out))
+    else:
+        doc = validate(Path(a.out), positive_int("--draws", a.draws), a.tier, positive_int("--jobs", a.jobs), a.k)
     print((Path(a.out) / "calibration.md").read_text())
     missed = [k for k, c in doc["claims"].items() if not c["meets_goal"]]
     print(f"{len(doc['claims']) - len(missed)}/{len(doc['claims'])} claims meet the goal"
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tier", default="cpu", help="cpu (the controls as the tests run them) or gpu (4x the instances)")
     p.add_argument("--jobs", default=1, help="worker processes (one torch thread each; default 1)")
     p.add_argument("-k", default=None, help="only claims whose id contains this")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="recompute calibration.json/.md from DIR/draws.jsonl, running nothing (keeps its provenance)")
     p.set_defaults(fn=_validate)
     from cos.vbvr_eval import add_cli as add_vbvr
 

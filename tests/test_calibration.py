@@ -84,3 +84,31 @@ def test_validate_cli_bad_option_is_one_line(tmp_path, capsys):
     assert len(err) == 1 and "--draws" in err[0] and "positive integer" in err[0]
     assert main(["validate", "--out", str(tmp_path), "--tier", "tpu"]) == 2
     assert "--tier" in capsys.readouterr().err
+
+
+def test_a_null_that_holds_is_a_false_positive_whatever_its_check_says():
+    from cos.calibration import _rate
+
+    rec = lambda status, check: {"status": status, "check": check}
+    neg = _rate([rec("holds", False), rec("holds", True), rec("fails", True), rec("inconclusive", False),
+                 rec("skipped", True), rec("error", False)], "negative")
+    assert neg["holds"] == 2 and neg["draws"] == 6           # both holds count, checked or not
+    assert neg["off_design"] == 3 and neg["errors"] == 1       # a failed check, a skip, an error: never a pass
+    pos = _rate([rec("holds", True), rec("holds", False), rec("error", False)], "positive")
+    assert pos["holds"] == 1 and pos["off_design"] == 1
+
+
+def test_summarize_only_recomputes_from_the_recorded_draws(tmp_path):
+    import json
+
+    validate(tmp_path, draws=2, select="memory.persistence", stream=io.StringIO())
+    recs = [json.loads(x) for x in (tmp_path / "draws.jsonl").read_text().splitlines()]
+    for r in recs:      # as if the null had held on every draw, its check failing
+        if r["kind"] == "negative":
+            r.update(status="holds", check=False)
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    from cos.calibration import resummarize
+
+    doc = resummarize(tmp_path)
+    c = doc["claims"]["memory.persistence"]
+    assert c["null"]["holds"] == 2 and doc["provenance"]["resummarized"]
