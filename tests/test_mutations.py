@@ -97,3 +97,27 @@ def test_frames_scoring_the_single_frame_setting_at_every_count_breaks_frames(mo
                         staticmethod(lambda ctx, system, settings, frames: real(ctx, system, settings, single)))
     r = ctl.run(claim)
     assert r.status != "holds" and r.measured == pytest.approx(0, abs=1e-9), (r.status, r.measured)
+
+
+def test_layers_swapping_whole_block_outputs_breaks_swap_flip(monkeypatch):
+    """Layers family, version 1's reading: swap block k's whole output instead of its update. Every later block
+    then recomputes from the alternative's stream (which carries the alternative's task), so every block flips
+    and no middle depth stands out: the planted control must not hold."""
+    import cos.claims.swap_flip as mod
+    from cos.interventions import CaptureBlocks, SwapBlock
+
+    class OutputCapture(CaptureBlocks):
+        def __post_init__(self):
+            self.what = "output"
+            super().__post_init__()
+
+    class OutputSwap(SwapBlock):
+        def __post_init__(self):
+            self.what = "output"
+            super().__post_init__()
+
+    claim, ctl = positive("layers.swap_flip")
+    monkeypatch.setattr(mod, "CaptureBlocks", OutputCapture)
+    monkeypatch.setattr(mod, "SwapBlock", OutputSwap)
+    r = ctl.run(claim)
+    assert r.status != "holds", (r.status, r.measured, r.details.get("flip_rate_per_block"))

@@ -5,7 +5,7 @@ import torch
 from cos.claims.energy_profile import RISE_FALL, token_masks
 from cos.controls import answer_at, foreground_energy
 from cos.interventions import CaptureBlocks, EnsembleAverage, SwapBlock
-from cos.models.planted import CODE, K_MAX, SCENE, BlockInputs, CodeBlock
+from cos.models.planted import CODE, DIM, K_MAX, SCENE, TASK, BlockInputs, CodeBlock
 from cos.runner import RunContext, videos
 from cos.settings import ClaimSettings
 from cos.taskrun import make_batch
@@ -83,11 +83,11 @@ def test_frame_noise_is_standard_normal_and_more_frames_decide_better():
     margins = {}
     for f in (2, 5, 17):
         n, grid = 400, (f, 4, 4)
-        h = torch.zeros(n, f * 16, 18)
+        h = torch.zeros(n, f * 16, DIM)
         h[..., 0:3] = torch.randn(n, f * 16, 3)
-        h.view(n, f, 4, 4, 18)[:, 0, :, :, 4:7] = torch.rand(n, 1, 1, 3) * 2 - 1   # one first frame per row
-        ctx = BlockInputs(torch.ones(n, dtype=torch.float64), grid, torch.zeros(n, dtype=torch.long),
-                          torch.ones(n, K_MAX, dtype=torch.bool))
+        h.view(n, f, 4, 4, DIM)[:, 0, :, :, 4:7] = torch.rand(n, 1, 1, 3) * 2 - 1   # one first frame per row
+        h[..., TASK.start] = 1e-3                                                   # the answer is candidate 0
+        ctx = BlockInputs(torch.ones(n, dtype=torch.float64), grid, torch.ones(n, K_MAX, dtype=torch.bool))
         code = block(h, None, None, ctx)[:, 0, CODE].double()
         noise = code[:, 1:] / (f - 1)
         assert abs(float(noise.std() * (f - 1) ** 0.5) - 1) < 0.1          # σ per frame, summed over f − 1 frames

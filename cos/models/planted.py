@@ -6,6 +6,7 @@ stream of (B, N, D) tokens, called as block(hidden_states, encoder_hidden_states
 hooks, swaps and ensembles act on real block updates (output − input). Token channels (D = 18):
 
     0-2 x_s · 3 mask · 4-6 condition (the first frame in [-1, 1]) · 7-14 CODE (one per candidate) · 15-17 SCENE
+    · 18-25 TASK (the row's answer, one-hot, written by the embedding)
 
 The head is the closed-form reference denoiser (`cos/models/reference.py`: exact flow-matching posterior over the
 row's candidate videos, bound per batch by `bind_planted`), reweighted by a log-prior β·code read from the CODE
@@ -15,8 +16,9 @@ outlives that step (the prior is uniform afterwards), the commit step extrapolat
 mean by `gain` (x̂0 = c̄ + gain·(Σ w_k c_k − c̄)): x_1 then leans so far towards the coded candidate that the
 uniform-prior posterior of every later step keeps it (a model that decides at step 0).
 
-Blocks: `CodeBlock` writes the answer's identity (the batch binder hands the model each row's answer: that is
-the planting) with optional noise, `SceneBlock` writes the first frame's colours on its foreground tokens
+Blocks: `CodeBlock` writes the answer's identity, read from the TASK channels of its input (the batch binder hands
+the model each row's answer and the embedding writes it into every token, as the first frame and prompt enter a
+Wan model once, at its input: that is the planting), with optional noise, `SceneBlock` writes the first frame's colours on its foreground tokens
 (answer-free). Each control builds its own stack (`cos.controls`) and says why it plants its claim.
 """
 from __future__ import annotations
@@ -40,17 +42,21 @@ K_MAX = 8                                          # candidates a row may have (
 X, MASK, COND = slice(0, 3), 3, slice(4, 7)
 CODE = slice(7, 7 + K_MAX)
 SCENE = slice(7 + K_MAX, 10 + K_MAX)
-DIM = 10 + K_MAX
-COMMIT_S = 0.995                                   # s of the first step (σ_0 = 1); σ_1 < 0.995 up to ~80 steps
+TASK = slice(10 + K_MAX, 10 + 2 * K_MAX)
+DIM = 10 + 2 * K_MAX
+TASK_SCALE = 1e-3      # small: the TASK channels must not move the token energies energy_profile reads
+# the first step of a flow-Euler schedule has σ = 1 exactly; the second stays below 0.9999 up to ~3000 steps
+# (shift 3: σ_1 = 3t/(1 + 2t), t = 1 − 1/N), so exactly one step commits
+COMMIT_S = 0.9999
 
 
 @dataclass
 class BlockInputs:
-    """What every block may read besides its tokens (passed where Wan passes the rotary embedding)."""
+    """What every block may read besides its tokens (passed where Wan passes the rotary embedding). Not the
+    answer: a block reads that from its input tokens (TASK), so a swap of whole block outputs carries it on."""
 
     s: torch.Tensor          # (B,) noise level of the step
     grid: tuple[int, int, int]
-    answers: torch.Tensor    # (B,) the bound answer of each row
     valid: torch.Tensor      # (B, K_MAX) bool: the row's real candidates
 
     @property
@@ -119,7 +125,8 @@ class CodeBlock(torch.nn.Module):
             if (self.sigma_seed or self.sigma_inst) else []
         noise = (frame_noise(hidden_states, ctx.grid, keys).sum(1) if self.sigma_seed
                  else torch.zeros(b, K_MAX, dtype=torch.float64))      # (B, K) ~ N(0, m·I)
-        onehot = torch.nn.functional.one_hot(ctx.answers, K_MAX).double()
+        answers = hidden_states[..., TASK].float().mean(1).argmax(1)      # what the stream says the task is
+        onehot = torch.nn.functional.one_hot(answers, K_MAX).double()
         shared = self.mu * onehot                                      # the instance's evidence, in every frame
         if self.sigma_inst:
             shared = shared + self.sigma_inst * torch.stack([instance_noise(k) for k in keys])
@@ -155,7 +162,8 @@ class SceneBlock(torch.nn.Module):
 
 
 class TokenEmbedding(torch.nn.Module):
-    """(B, 7, F, H, W) → (B, DIM, F, H, W): the input channels as token features, CODE and SCENE zero."""
+    """(B, 7, F, H, W) → (B, DIM, F, H, W): the input channels as token features, CODE, SCENE and TASK zero
+    (`PlantedDiT.forward` writes TASK after it)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = x.new_zeros(x.shape[0], DIM - x.shape[1], *x.shape[2:])
@@ -205,7 +213,8 @@ class PlantedDiT(torch.nn.Module):
         tokens = self.patch_embedding(hidden_states.float())
         grid = tuple(tokens.shape[2:])
         h = tokens.flatten(2).transpose(1, 2)              # (B, N, D), frame-major as Wan's tokens
-        ctx = BlockInputs(s, grid, self.answers.repeat(rep), self.valid.repeat(rep, 1))
+        h[..., TASK] = TASK_SCALE * torch.nn.functional.one_hot(self.answers.repeat(rep), K_MAX).to(h.dtype)[:, None]
+        ctx = BlockInputs(s, grid, self.valid.repeat(rep, 1))
         for block in self.blocks:
             h = block(h, encoder_hidden_states, s, ctx)
         x = hidden_states[:, : self.channels].float()
@@ -237,7 +246,7 @@ def planted_system(blocks: list[torch.nn.Module], name: str, beta: float = 50.0,
     from cos.models.tiny import euler
 
     model = PlantedDiT(blocks, beta=beta, gain=gain).eval()
-    desc = f"planted-dit/v1 beta={beta} gain={gain} " + ";".join(f"{type(b).__name__}({b.extra_repr()})"
+    desc = f"planted-dit/v2 beta={beta} gain={gain} " + ";".join(f"{type(b).__name__}({b.extra_repr()})"
                                                                  for b in blocks)
     return WanSystem(transformer=model, scheduler=euler(3.0), vae=IdentityVAE(3), name=name,
                      weights_hash="planted-" + hashlib.sha256(desc.encode()).hexdigest()[:24],
