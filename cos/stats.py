@@ -87,16 +87,25 @@ def share_ci(per_unit: Sequence[Sequence[float]], confidence: float = 0.95) -> E
 
 def argmax_ci(curves: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Estimate:
     """Where a curve peaks, with an interval: `curves` is (units, positions); the estimate is the argmax of the
-    mean curve, the interval the percentile interval of the argmax over bootstrap resamples of the units."""
+    mean curve, the interval the percentile interval of the argmax over bootstrap resamples of the units.
+    Ties count at both ends: a resample whose maximum is shared by several positions contributes its first to
+    the lower quantile and its last to the upper one, and the interval always covers every position tied at the
+    mean curve's maximum (`np.argmax` alone picks the first: a plateau over blocks 4-7 read as a peak at 4 with
+    a zero-width interval)."""
     c = np.asarray(curves, dtype=np.float64)
     if c.ndim != 2 or c.shape[0] < 2:
         raise ValueError(f"argmax_ci: needs (units >= 2, positions), got shape {c.shape}")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, c.shape[0], size=(n_resamples, c.shape[0]))
-    peaks = np.argmax(c[idx].mean(axis=1), axis=1)
+    means = c[idx].mean(axis=1)                                       # (resamples, positions)
+    top = np.isclose(means, means.max(axis=1, keepdims=True), rtol=0, atol=1e-12)
+    first, last = np.argmax(top, axis=1), c.shape[1] - 1 - np.argmax(top[:, ::-1], axis=1)
     a = (1 - confidence) / 2
-    lo, hi = np.quantile(peaks, [a, 1 - a], method="inverted_cdf")
-    return Estimate(float(np.argmax(c.mean(axis=0))), float(lo), float(hi), c.shape[0], confidence)
+    lo = float(np.quantile(first, a, method="inverted_cdf"))
+    hi = float(np.quantile(last, 1 - a, method="inverted_cdf"))
+    m = c.mean(axis=0)
+    tied = np.flatnonzero(np.isclose(m, m.max(), rtol=0, atol=1e-12))
+    return Estimate(float(tied[0]), min(lo, float(tied[0])), max(hi, float(tied[-1])), c.shape[0], confidence)
 
 
 def in_window(est: Estimate, lo: float, hi: float) -> str:

@@ -141,3 +141,19 @@ def test_spearman_interval_resamples_whole_units():
     assert ci[0] < rho < ci[1] and ci[0] < 0 < ci[1] and ci[1] - ci[0] > 0.2
     assert np.isnan(spearman_ci({"u": [(0, 1.0), (1, 1.0), (2, 1.0)]})[0])       # constant y: undefined
     assert spearman_ci({"u": [(0, 0.0), (1, 1.0), (2, 2.0)]})[1] is None          # one unit: no interval
+
+
+def test_argmax_ci_covers_a_plateau_instead_of_its_first_position():
+    import numpy as np
+
+    from cos.stats import argmax_ci
+
+    plateau = np.zeros((10, 8))
+    plateau[:, 4:] = 1.0                      # flip rate 1 at blocks 4-7: no single peak
+    e = argmax_ci(plateau)
+    assert (e.ci_low, e.ci_high) == (4.0, 7.0)
+    rng = np.random.default_rng(0)
+    peaked = rng.normal(size=(20, 8))
+    peaked[:, 3] += 3.0
+    e = argmax_ci(peaked)
+    assert e.value == e.ci_low == e.ci_high == 3.0
