@@ -121,3 +121,17 @@ def test_layers_swapping_whole_block_outputs_breaks_swap_flip(monkeypatch):
     monkeypatch.setattr(mod, "SwapBlock", OutputSwap)
     r = ctl.run(claim)
     assert r.status != "holds", (r.status, r.measured, r.details.get("flip_rate_per_block"))
+
+
+def test_memory_reading_only_the_final_video_is_caught_by_the_lapse_null(monkeypatch):
+    """A null that must catch a broken readout: the anchor lost mid-way and restored at the end is `fails` as
+    written, and `holds` once memory reads the final video in place of x̂0 along the steps."""
+    import cos.claims.memory as mod
+
+    claim = get_claim("memory.persistence")
+    null = next(c for c in claim.controls() if c.name == "lapse-mid-way")
+    assert null.run(claim).status == "fails"
+    real = mod.clean_rows
+    monkeypatch.setattr(mod, "clean_rows", lambda *a, **k: ((inst, seed, final[None].expand(len(steps), -1, -1, -1, -1),
+                                                             final) for inst, seed, steps, final in real(*a, **k)))
+    assert null.run(claim).status == "holds"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cos.controls import SMALL, TINY, random_organism, ref
+from cos.controls import SMALL, TINY, random_organism, ref, scripted
 from cos.readouts import clean_rows
 from cos.registry import Claim, ClaimSpec, Control, Details, register
 from cos.runner import RunContext
@@ -71,6 +71,10 @@ class Memory(Claim):
         return [
             Control("oracle", "positive", lambda d: ref(prior="oracle"), replace(SMALL, tasks=ANCHOR_TASKS),
                     "committed to the ground truth from step 0: the anchor is exact at every step"),
+            Control("lapse-mid-way", "negative", lambda d: scripted("anchor_lapse", SMALL.steps),
+                    replace(SMALL, tasks=ANCHOR_TASKS),
+                    "planted null: the ground truth at every step but 40-60% of the schedule, where the anchor cells "
+                    "are lost (fidelity 0.5); the final video is exact. The anchor is not kept through the steps"),
             Control("untrained", "negative", lambda d: random_organism(seed=d, num_layers=2),
                     replace(TINY, tasks=ANCHOR_TASKS, instances=3), "random weights draw no anchor"),
         ]

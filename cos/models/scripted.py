@@ -243,6 +243,24 @@ def pick(right: float | None | Mapping[str, float | None]) -> Script:
     return script
 
 
+# ---------------------------------------------------------------- memory.persistence
+def anchor_lapse(start: float = 0.4, end: float = 0.6) -> Script:
+    """The ground truth at every step, except from `start` to `end` of the schedule, where the anchor cells
+    take another colour (each channel shifted by 0.5, mod 1: fidelity 0.5): the anchor is lost mid-way and
+    restored at the end, so a memory readout that looked only at the final video would call it kept."""
+
+    def script(inst: TaskInstance, rng: np.random.Generator, steps: int) -> torch.Tensor:
+        if "anchor" not in inst.masks:
+            raise ValueError(f"anchor_lapse: {inst.task} has no anchor cells")
+        v = inst.video.clone()
+        lost = v.clone()
+        m = inst.masks["anchor"]                                      # (F, G, G)
+        lost.permute(0, 2, 3, 1)[m] = (v.permute(0, 2, 3, 1)[m] + 0.5) % 1.0
+        lapse = set(range(int(start * steps), max(int(start * steps) + 1, int(end * steps))))
+        return torch.stack([lost if i in lapse else v for i in range(steps)])
+    return script
+
+
 # ---------------------------------------------------------------- the reference with an answer-leaning prior
 def bind_answer_prior(mass: Mapping[str, float | None]):
     """A `WanSystem.batch_binder` for the reference denoiser: per split, prior `mass` on the right answer and the
