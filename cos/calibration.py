@@ -66,8 +66,11 @@ def run_one(claim_id: str, control: str, draw: int, tier: str) -> dict:
     except Exception as e:   # a control that crashes is an `error` draw, counted as not holding, and recorded
         out = {"status": "error", "measured": None, "ci": [None, None], "n": None,
                "reason": f"{type(e).__name__}: {e}"[:300], "check": False, "mde": None}
+    import platform
+
     return {"claim": claim_id, "version": claim.spec.version, "control": control, "kind": ctl.kind, "draw": draw,
-            "tier": tier, "seconds": round(time.perf_counter() - t0, 2), **out}
+            "tier": tier, "seconds": round(time.perf_counter() - t0, 2), "host": platform.node(),
+            "torch": torch.__version__, **out}
 
 
 def _load(path: Path) -> dict[str, dict]:
@@ -213,8 +216,18 @@ def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wa
             "goal": {"power": GOAL_POWER, "false_positive_rate": GOAL_FPR, "min_draws": MIN_DRAWS},
             "provenance": {"cos": getattr(cos, "__version__", None), "torch": torch.__version__, "tier": tier,
                            "draws": draws, "jobs": jobs, "wall_s": round(wall_s, 1),
-                           "draw_seconds": round(sum(r["seconds"] for r in recs), 1), "machine": platform.node(),
+                           "draw_seconds": round(sum(r["seconds"] for r in recs), 1),
+                           # a resumed calibration may hold draws of several machines: which made how many
+                           "draws_by_host": _count(f"{r.get('host', 'unrecorded')} (torch {r.get('torch', '?')})"
+                                                   for r in recs), "machine": platform.node(),
                            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
+
+
+def _count(keys: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for k in keys:
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 def _pct(v: dict | None) -> str:
@@ -241,7 +254,7 @@ def markdown(doc: dict) -> str:
                              v["off_design"] or ""])
     head = (f"Calibration, tier `{p['tier']}`: {p['draws']} independent draws per control (draws 1..{p['draws']}), "
             f"{p['jobs']} worker(s), {p['wall_s']:.0f} s on {p['machine']} ({p['cpus']} CPUs), torch {p['torch']}, "
-            f"{p['date']}. Goal: power ≥ {g['power']} and false-positive rate ≤ {g['false_positive_rate']} with "
+            f"{p['date']}; draws by host: {p.get('draws_by_host', {})}. Goal: power ≥ {g['power']} and false-positive rate ≤ {g['false_positive_rate']} with "
             f"≥ {g['min_draws']} draws ('goal met': point estimates; 'by CI': the Wilson interval itself lies within "
             "the goal, which needs ≥ 35 draws without a miss and ≥ 73 without a false positive). Power: the weakest "
             "positive control; FPR: the most permissive negative control; Wilson 95% intervals. MDE: median minimum detectable effect (80% power) the planted runs "
