@@ -206,7 +206,12 @@ def sensitivity_note(r: "ClaimResult") -> str:
     if not d:
         return ""
     text = f"MDE {d['min_detectable_effect']:.3g} at n={d['n']} ({d['power']:.0%} power)"
-    if r.status == "inconclusive" and d.get("n_to_decide"):
+    det = r.details or {}
+    # the n concerns the row's own interval: only where that interval straddles the threshold (a row undecided
+    # by a further condition is undecided on that condition's interval, not this one)
+    straddles = (r.ci_low is not None and "threshold" in det and
+                 decide(r.ci_low, r.ci_high, det["threshold"], det.get("direction", ">")) == "inconclusive")
+    if r.status == "inconclusive" and straddles and d.get("n_to_decide"):
         text += f"; ~{d['n_to_decide']} units would decide it"
     return text
 

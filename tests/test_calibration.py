@@ -36,10 +36,15 @@ def test_rows_carry_the_mde_in_json_and_reason_column():
                       ClaimSettings(tasks=("return_to_origin", "occlusion"), instances=3, steps=4))
     assert r.details["detectable"]["n"] == r.n and r.details["detectable"]["min_detectable_effect"] > 0
     assert "MDE" in reason_text(r)
-    undecided = ClaimResult.for_claim("memory.persistence", measured=0.5, ci_low=0.3, ci_high=0.7, n=6,
-                                      status="inconclusive",
-                                      details={"detectable": detectable(Estimate(0.6, 0.3, 0.9, 6), 0.5)})
+    undecided = ClaimResult.for_claim("memory.persistence", measured=0.6, ci_low=0.3, ci_high=0.9, n=6,
+                                      status="inconclusive", details={"threshold": 0.5, "direction": ">",
+                                      "detectable": detectable(Estimate(0.6, 0.3, 0.9, 6), 0.5)})
     assert "units would decide it" in reason_text(undecided)
+    # undecided by a further condition while its own interval clears the threshold: no n is promised for it
+    by_condition = ClaimResult.for_claim("memory.persistence", measured=0.8, ci_low=0.6, ci_high=0.9, n=6,
+                                         status="inconclusive", details={"threshold": 0.5, "direction": ">",
+                                         "detectable": detectable(Estimate(0.8, 0.6, 0.9, 6), 0.5)})
+    assert "MDE" in reason_text(by_condition) and "would decide" not in reason_text(by_condition)
 
 
 def test_draws_are_independent_repetitions():
