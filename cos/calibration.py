@@ -10,15 +10,17 @@ reported beside, undecided. The minimum detectable effect is the median over the
 run reported from its own interval (cos.stats.detectable).
 
 Each finished draw is appended to DIR/draws.jsonl keyed by (tier, claim, version, control, draw): a killed
-validation loses nothing finished and a rerun computes only what is missing. Draws run in worker processes
-(`--jobs`), each with one torch thread.
+validation loses nothing finished and a rerun computes only what is missing. With `--jobs J` > 1 the draws
+run in J worker processes, each with one torch thread; with 1, in this process, whose threads are left alone.
 """
 from __future__ import annotations
 
 import json
 import os
+import platform
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from pathlib import Path
@@ -32,13 +34,17 @@ GOAL_POWER, GOAL_FPR, MIN_DRAWS = 0.9, 0.05, 20
 TIER_SCALE = {"cpu": 1, "gpu": 4}
 
 
-def tier_settings(settings, tier: str):
-    """A control's settings at a tier: the CPU tier is the control as written; the GPU tier runs `TIER_SCALE`
-    times its instances (a claim's own sizing arguments, e.g. swapped blocks, are kept)."""
+def _check_tier(tier: str) -> None:
     if tier not in TIER_SCALE:
         from cos.errors import InputError
 
         raise InputError(f"--tier {tier!r}: expected one of {sorted(TIER_SCALE)}")
+
+
+def tier_settings(settings, tier: str):
+    """A control's settings at a tier: the CPU tier is the control as written; the GPU tier runs `TIER_SCALE`
+    times its instances (a claim's own sizing arguments, e.g. swapped blocks, are kept)."""
+    _check_tier(tier)
     return settings if tier == "cpu" else replace(settings, instances=settings.instances * TIER_SCALE[tier])
 
 
@@ -46,13 +52,19 @@ def _key(tier: str, claim_id: str, version: int, control: str, draw: int) -> str
     return f"{tier}|{claim_id}|v{version}|{control}|{draw}"
 
 
+def _one_thread() -> None:
+    """Worker initializer: one torch thread per worker process (the workers share the cores)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def run_one(claim_id: str, control: str, draw: int, tier: str) -> dict:
-    """One control at one draw (in a worker process): the row's status, estimate, interval and sensitivity."""
+    """One control at one draw: the row's status, estimate, interval and sensitivity."""
     import torch
 
     from cos.registry import get_claim
 
-    torch.set_num_threads(1)
     claim = get_claim(claim_id)
     ctl = next(c for c in claim.controls() if c.name == control)
     t0 = time.perf_counter()
@@ -66,8 +78,6 @@ def run_one(claim_id: str, control: str, draw: int, tier: str) -> dict:
     except Exception as e:   # a control that crashes is an `error` draw, counted as not holding, and recorded
         out = {"status": "error", "measured": None, "ci": [None, None], "n": None,
                "reason": f"{type(e).__name__}: {e}"[:300], "check": False, "mde": None}
-    import platform
-
     return {"claim": claim_id, "version": claim.spec.version, "control": control, "kind": ctl.kind, "draw": draw,
             "tier": tier, "seconds": round(time.perf_counter() - t0, 2), "host": platform.node(),
             "torch": torch.__version__, **out}
@@ -89,12 +99,10 @@ def validate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1
              stream=sys.stderr) -> dict:
     """Run every control of every claim (ids containing `select`, if given) over draws 1..`draws`; write
     DIR/draws.jsonl, DIR/calibration.json and DIR/calibration.md; return the calibration document."""
+    from cos.errors import InputError
     from cos.registry import all_claims
 
-    from cos.errors import InputError
-
-    if tier not in TIER_SCALE:
-        raise InputError(f"--tier {tier!r}: expected one of {sorted(TIER_SCALE)}")
+    _check_tier(tier)
     if draws < 1 or jobs < 1:
         raise InputError(f"--draws {draws} / --jobs {jobs}: must be positive integers")
     out.mkdir(parents=True, exist_ok=True)
@@ -108,14 +116,18 @@ def validate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1
     t0, secs = time.perf_counter(), []
     with log.open("a") as f:
         if jobs > 1:
-            with ProcessPoolExecutor(jobs) as pool:
+            with ProcessPoolExecutor(jobs, initializer=_one_thread) as pool:
                 futs = [pool.submit(run_one, cid, ctl, d, tier) for cid, _, ctl, d in todo]
                 for i, fut in enumerate(as_completed(futs), 1):
                     _record(f, done, fut.result(), tier, secs, i, len(todo), t0, jobs, stream)
         else:
             for i, (cid, _, ctl, d) in enumerate(todo, 1):
                 _record(f, done, run_one(cid, ctl, d, tier), tier, secs, i, len(todo), t0, 1, stream)
-    doc = summarize([done[_key(tier, *p)] for p in plan], claims, draws, tier, jobs, time.perf_counter() - t0)
+    return _write(out, summarize([done[_key(tier, *p)] for p in plan], claims, draws, tier, jobs,
+                                 time.perf_counter() - t0))
+
+
+def _write(out: Path, doc: dict) -> dict:
     (out / "calibration.json").write_text(json.dumps(doc, indent=1))
     (out / "calibration.md").write_text(markdown(doc))
     return doc
@@ -137,9 +149,7 @@ def resummarize(out: Path) -> dict:
     doc = summarize([r for r in recs if r["tier"] == p["tier"]], claims, p["draws"], p["tier"], p["jobs"], p["wall_s"])
     doc["provenance"] = {**p, "draw_seconds": doc["provenance"]["draw_seconds"],
                          "resummarized": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    (out / "calibration.json").write_text(json.dumps(doc, indent=1))
-    (out / "calibration.md").write_text(markdown(doc))
-    return doc
+    return _write(out, doc)
 
 
 def _record(f, done, rec, tier, secs, i, total, t0, jobs, stream) -> None:
@@ -172,14 +182,12 @@ def _rate(recs: list[dict], kind: str) -> dict:
     e = proportion_ci(k, n)
     return {"draws": n, "holds": k, "rate": e.value, "ci": [e.ci_low, e.ci_high], "off_design": off,
             "errors": sum(r["status"] == "error" for r in recs),
-            "statuses": {s: sum(r["status"] == s for r in recs) for s in sorted({r["status"] for r in recs})}}
+            "statuses": dict(sorted(Counter(r["status"] for r in recs).items()))}
 
 
 def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wall_s: float) -> dict:
     """The calibration document from the draws' records (wall_s: this invocation's; draw_seconds: the draws'
     own times summed, whichever invocation ran them)."""
-    import platform
-
     import torch
 
     import cos
@@ -218,16 +226,9 @@ def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wa
                            "draws": draws, "jobs": jobs, "wall_s": round(wall_s, 1),
                            "draw_seconds": round(sum(r["seconds"] for r in recs), 1),
                            # a resumed calibration may hold draws of several machines: which made how many
-                           "draws_by_host": _count(f"{r.get('host', 'unrecorded')} (torch {r.get('torch', '?')})"
-                                                   for r in recs), "machine": platform.node(),
+                           "draws_by_host": dict(Counter(f"{r.get('host', 'unrecorded')} (torch {r.get('torch', '?')})"
+                                                         for r in recs)), "machine": platform.node(),
                            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
-
-
-def _count(keys: Iterable[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for k in keys:
-        out[k] = out.get(k, 0) + 1
-    return out
 
 
 def _pct(v: dict | None) -> str:

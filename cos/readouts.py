@@ -114,5 +114,4 @@ def noise_sweep(ctx: RunContext, system: WanSystem, settings: ClaimSettings, bat
 def noise_sweep_cost(settings: ClaimSettings, sizing: NoiseSizing) -> int:
     """Row-forwards of the branches of one noise sweep beyond the shared clean prefix."""
     s = noise_settings(settings)
-    rows = len(s.tasks) * s.instances * len(s.seeds)
-    return rows * (sum(s.steps - k for k in noise_injection_steps(s, sizing)) + len(sizing.frames) * s.steps)
+    return s.rows * (sum(s.steps - k for k in noise_injection_steps(s, sizing)) + len(sizing.frames) * s.steps)

@@ -147,8 +147,9 @@ class Claim:
 
     def readouts(self, settings: "ClaimSettings", system: "WanSystem") -> dict[str, int]:
         """Host-side work of `measure` beyond the forwards, for the ETA: "decode" (one row's video decoded),
-        "weights" (one NNLS candidate mixture; "frame_weights" of one frame), "score" (one video scored), "cka" (one x̂0 comparison). Each
-        process of a data-parallel run repeats all of it (see cos.runner), so it is not divided over ranks."""
+        "weights" (one NNLS candidate mixture; "frame_weights" of one frame), "score" (one video scored), "cka"
+        (one x̂0 comparison). Each process of a data-parallel run repeats all of it (see cos.runner), so it is not
+        divided over ranks."""
         return {}
 
     # ---------------------------------------------------------------- building the row
@@ -202,11 +203,11 @@ class Claim:
 def sensitivity_note(r: "ClaimResult") -> str:
     """The row's minimum detectable effect in words (and, for an undecided row, the n that would decide it):
     shown after the reason in the table and the report."""
-    d = (r.details or {}).get("detectable")
+    det = r.details or {}
+    d = det.get("detectable")
     if not d:
         return ""
     text = f"MDE {d['min_detectable_effect']:.3g} at n={d['n']} ({d['power']:.0%} power)"
-    det = r.details or {}
     # the n concerns the row's own interval: only where that interval straddles the threshold (a row undecided
     # by a further condition is undecided on that condition's interval, not this one)
     straddles = (r.ci_low is not None and "threshold" in det and

@@ -24,7 +24,7 @@ Runs that capture activations are stored with what they captured (see `run`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -247,12 +247,9 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     the run's ranks; readouts are not: every rank replays every claim from the store and repeats them (on the
     organism's GPU tier they were three quarters of the wall time, an ETA from forwards alone said 45 s for a
     175 s run). An upper bound where batches share (a shared prefix, runs already in the store)."""
-    from cos.metrics import cka_dissimilarity
-
     cfg = 2 if settings.guidance_scale > 1 else 1
-    rows = len(settings.tasks) * settings.instances * len(settings.seeds)
     per = {c.id: c.cost(settings, system) for c in claims}
-    total = (rows * settings.steps + sum(per.values())) * cfg
+    total = (settings.rows * settings.steps + sum(per.values())) * cfg
     batch = next(RunContext(progress=False).batches(settings))
     cond = bound_conditioning(system, settings, batch)
     sampler = Sampler(system)                       # not through the store: this is a timing
@@ -270,7 +267,7 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     cold = [one_step()[0] for _ in range(max(0, warmup))]
     dt, res = one_step()
     t = dt / (cfg * len(batch.seeds))
-    unit = _readout_seconds(system, batch, res["x0"][0], cka_dissimilarity)
+    unit = _readout_seconds(system, batch, res["x0"][0])
     host = {c.id: sum(n * unit.get(k, 0.0) for k, n in c.readouts(settings, system).items()) for c in claims}
     ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
     return {"row_forwards": int(total), "per_claim": per, "seconds_per_row_forward": t, "ranks": ranks,
@@ -280,7 +277,7 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
             "eta_s": total * t / ranks + sum(host.values())}
 
 
-def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, cka, repeats: int = 5) -> dict[str, float]:
+def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, repeats: int = 5) -> dict[str, float]:
     """Seconds per host-side readout unit, on the batch's step-0 x̂0 (what the claims read: a mixture of the
     candidates; NNLS on a noisy state instead took 20x longer than on the x̂0 the claims fit): decoding a row,
     an NNLS mixture of the whole video ("weights") and of one frame ("frame_weights"), a score, a CKA of two x̂0
@@ -288,6 +285,8 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, cka,
     run these calls follow one another, so the thread pools are awake (a lone call after an idle pause paid
     their wake-up, ten times the call itself on a 64-core host)."""
     import statistics
+
+    from cos.metrics import cka_dissimilarity as cka
 
     inst, x = batch.instances[0], x0[:1]
     v = videos(system, x, clamp=False)[0]

@@ -28,6 +28,11 @@ class ClaimSettings:
     instance_cap: int | None = None
     extra: dict = field(default_factory=dict)
 
+    @property
+    def rows(self) -> int:
+        """Sampled rows: every task × instance × noise seed."""
+        return len(self.tasks) * self.instances * len(self.seeds)
+
     def capped(self, n: int) -> int:
         """A claim's own instance count under --cos-instances."""
         return n if self.instance_cap is None else min(n, self.instance_cap)

@@ -118,14 +118,20 @@ def in_window(est: Estimate, lo: float, hi: float) -> str:
     return "inconclusive"
 
 
+def _se(est: Estimate) -> float | None:
+    """The standard error an interval implies under a normal approximation (se = width / 2z); None where the
+    interval says nothing (undecidable, missing or zero width)."""
+    if not est.decidable or est.ci_low is None or est.ci_high is None:
+        return None
+    se = (est.ci_high - est.ci_low) / (2 * float(stats.norm.ppf(1 - (1 - est.confidence) / 2)))
+    return se if se > 0 else None
+
+
 def one_sided_p(est: Estimate, threshold: float, direction: str) -> float | None:
     """p-value of "the effect is not on the claimed side of the threshold", from the interval by a normal
     approximation (se = CI width / 2z). Only for the Holm adjustment across claims; None when undecidable."""
-    if not est.decidable or est.ci_high is None or est.ci_low is None:
-        return None
-    z = stats.norm.ppf(1 - (1 - est.confidence) / 2)
-    se = (est.ci_high - est.ci_low) / (2 * z)
-    if se <= 0:
+    se = _se(est)
+    if se is None:
         return None
     t = (est.value - threshold) / se
     return float(stats.norm.sf(t) if direction == ">" else stats.norm.cdf(t))
@@ -137,13 +143,10 @@ def detectable(est: Estimate, threshold: float, power: float = 0.8) -> dict | No
     threshold, about how many units a run needs to decide it with that power. Normal approximation on the
     interval (se = width / 2z), so it also covers Wilson and cluster intervals; None where the interval says
     nothing (every value equal, or zero width)."""
-    if not est.decidable or est.ci_low is None or est.ci_high is None:
+    se = _se(est)
+    if se is None:
         return None
-    z = float(stats.norm.ppf(1 - (1 - est.confidence) / 2))
-    zb = float(stats.norm.ppf(power))
-    se = (est.ci_high - est.ci_low) / (2 * z)
-    if not se > 0:
-        return None
+    z, zb = float(stats.norm.ppf(1 - (1 - est.confidence) / 2)), float(stats.norm.ppf(power))
     gap = abs(est.value - threshold)
     # se ∝ 1/√n: n units give an interval that clears the threshold at this gap with the given power
     n_dec = int(np.ceil(est.n * ((z + zb) * se / gap) ** 2)) if gap > 0 else None

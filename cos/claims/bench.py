@@ -193,15 +193,14 @@ class Bench(Claim):
             from cos.tasks.vbvr import sample_dirs
 
             return len(sample_dirs(cfg.data)) * cfg.steps
-        return len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps   # the ood split
-
+        return settings.rows * settings.steps   # the ood split
 
     def readouts(self, settings, system) -> dict[str, int]:
         from cos.vbvr_run import config_of
 
         if config_of(settings) is not None:
             return {}
-        n = 2 * len(settings.tasks) * settings.instances * len(settings.seeds)
+        n = 2 * settings.rows
         return {"decode": n, "score": n}
 
 

@@ -111,11 +111,10 @@ class FourStep(Claim):
 
     def cost(self, settings, system) -> int:
         # the fast model's runs, when --cos-lora gives one (the full-schedule run is the shared clean run)
-        return len(settings.tasks) * settings.instances * len(settings.seeds) * FAST_STEPS
-
+        return settings.rows * FAST_STEPS
 
     def readouts(self, settings, system) -> dict[str, int]:
-        n = len(settings.tasks) * settings.instances * len(settings.seeds)
+        n = settings.rows
         return {"decode": 3 * n, "score": 2 * n, "weights": n}
 
 

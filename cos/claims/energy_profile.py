@@ -151,7 +151,7 @@ class EnergyProfile(Claim):
         return out
 
     def cost(self, settings, system) -> int:
-        return len(settings.tasks) * settings.instances * len(settings.seeds)
+        return settings.rows
 
 
 CLAIM = register(EnergyProfile())

@@ -196,7 +196,6 @@ class Ensemble(Claim):
         s = ensemble_settings(settings)
         return 4 * len(s.tasks) * s.instances * len(SEEDS) * s.steps
 
-
     def readouts(self, settings, system) -> dict[str, int]:
         from cos.vbvr_run import config_of
 

@@ -157,13 +157,11 @@ class FramesCount(Claim):
 
     def cost(self, settings, system) -> int:
         sz, s = self.sizing_for(settings), frames_settings(settings)
-        rows = len(s.tasks) * s.instances * len(s.seeds)
-        return int(rows * s.steps * sum([*sz.counts, sz.single]) / s.num_frames)
-
+        return int(s.rows * s.steps * sum([*sz.counts, sz.single]) / s.num_frames)
 
     def readouts(self, settings, system) -> dict[str, int]:
         sz, s = self.sizing_for(settings), frames_settings(settings)
-        n = len(s.tasks) * s.instances * len(s.seeds) * (1 + len(sz.counts))
+        n = s.rows * (1 + len(sz.counts))
         return {"decode": n, "score": n}
 
 

@@ -124,11 +124,9 @@ class InformationFlow(Claim):
                  f"1 − CKA between perturbed and clean x̂0 (mean over instances; per-cell intervals not recorded). "
                  f"Holds when the final-step value after the earliest injection has a CI above {self.spec.threshold:g}.")]
 
-
     def readouts(self, settings, system) -> dict[str, int]:
         sz, s = self.sizing_for(settings), noise_settings(settings)
-        rows = len(s.tasks) * s.instances * len(s.seeds)
-        return {"cka": rows * sum(s.steps - k - 1 for k in noise_injection_steps(s, sz))}
+        return {"cka": s.rows * sum(s.steps - k - 1 for k in noise_injection_steps(s, sz))}
 
 
 CLAIM = register(InformationFlow())

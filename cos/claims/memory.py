@@ -93,7 +93,6 @@ class Memory(Claim):
                  f"Anchor fidelity along the steps. The claim is decided on the share of anchor-task instances whose "
                  f"anchor is kept at the end: holds when its CI lies above {self.spec.threshold:g}.")]
 
-
     def readouts(self, settings, system) -> dict[str, int]:
         return {"decode": len(ANCHOR_TASKS) * settings.instances * len(settings.seeds) * settings.steps}
 

@@ -103,10 +103,9 @@ class NotFrames(Claim):
                  f"{self.spec.threshold:g} of the schedule (bars level) and Spearman ρ(frame, commit step) has a CI "
                  f"below 0.3 (no frame-by-frame order).")]
 
-
     def readouts(self, settings, system) -> dict[str, int]:
         # every step: the whole-video mixture and one per deciding frame (about half the frames)
-        n = len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps
+        n = settings.rows * settings.steps
         return {"decode": n, "weights": n, "frame_weights": n * (settings.num_frames // 2)}
 
 

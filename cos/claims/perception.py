@@ -110,7 +110,6 @@ class Perception(Claim):
                  "Grounding and motion along the steps. Holds when motion's half-rise step minus grounding's has a "
                  f"CI above {self.spec.threshold:g} (grounding rises first).")]
 
-
     def readouts(self, settings, system) -> dict[str, int]:
         return {"decode": len(MOTION_TASKS) * settings.instances * len(settings.seeds) * settings.steps}
 

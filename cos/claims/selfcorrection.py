@@ -106,9 +106,8 @@ class SelfCorrection(Claim):
                  "Wilson CI above 0 and the share of corrections switching in all frames within one step (spread "
                  "0 or 1 here) has a CI above 0.8.")]
 
-
     def readouts(self, settings, system) -> dict[str, int]:
-        n = len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps
+        n = settings.rows * settings.steps
         return {"decode": n, "weights": n, "score": n // settings.steps}
 
 

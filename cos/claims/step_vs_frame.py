@@ -117,10 +117,9 @@ class StepVsFrame(Claim):
     def cost(self, settings, system) -> int:
         return noise_sweep_cost(settings, self.sizing_for(settings))
 
-
     def readouts(self, settings, system) -> dict[str, int]:
         sz, s = self.sizing_for(settings), noise_settings(settings)
-        n = len(s.tasks) * s.instances * len(s.seeds) * (1 + len(noise_injection_steps(s, sz)) + len(sz.frames))
+        n = s.rows * (1 + len(noise_injection_steps(s, sz)) + len(sz.frames))
         return {"decode": n, "score": n}
 
 

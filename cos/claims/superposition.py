@@ -143,9 +143,8 @@ class Superposition(Claim):
                            "drop and the live-candidate share, not on one instance."))
         return out
 
-
     def readouts(self, settings, system) -> dict[str, int]:
-        n = len(settings.tasks) * settings.instances * len(settings.seeds) * settings.steps
+        n = settings.rows * settings.steps
         return {"decode": n, "weights": n}
 
 

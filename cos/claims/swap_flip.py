@@ -150,7 +150,6 @@ class SwapFlip(Claim):
         sz = self.sizing_for(settings)
         return sz.instances * len(settings.seeds) * (1 + (1 + system.num_layers // sz.stride) * settings.steps)
 
-
     def readouts(self, settings, system) -> dict[str, int]:
         sz = self.sizing_for(settings)
         n = sz.instances * len(settings.seeds) * (1 + len(range(0, system.num_layers, sz.stride)))

@@ -23,16 +23,14 @@ Wan model once, at its input: that is the planting), with optional noise, `Scene
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import torch
 
-from cos.models.reference import ReferenceDenoiser
+from cos.models.reference import ClosedFormModel, ReferenceDenoiser
 
 if TYPE_CHECKING:
     from cos.models.system import WanSystem
@@ -170,27 +168,19 @@ class TokenEmbedding(torch.nn.Module):
         return torch.cat([x, pad], dim=1)
 
 
-class PlantedDiT(torch.nn.Module):
+class PlantedDiT(ClosedFormModel):
     """A constructed Wan-shaped DiT (see the module doc). `beta`: strength of the code prior (β·code, code in units
     of μ); `gain`: the commit step's extrapolation of x̂0 away from the candidates' mean."""
 
     def __init__(self, blocks: list[torch.nn.Module], channels: int = 3, beta: float = 50.0, gain: float = 25.0,
                  num_train_timesteps: int = 1000):
-        super().__init__()
-        self.channels, self.beta, self.gain, self.T = channels, beta, gain, num_train_timesteps
-        self.config = SimpleNamespace(patch_size=(1, 1, 1), in_channels=2 * channels + 1, out_channels=channels)
+        super().__init__(channels, num_train_timesteps=num_train_timesteps)
+        self.beta, self.gain = beta, gain
         self.patch_embedding = TokenEmbedding()
         self.blocks = torch.nn.ModuleList(blocks)
         self.reference = ReferenceDenoiser(channels)      # the head's posterior (and the module's device)
         self.valid: torch.Tensor | None = None
         self.answers: torch.Tensor | None = None
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-    def cache_context(self, name: str):
-        return contextlib.nullcontext()
 
     def bind(self, candidates: torch.Tensor, valid: torch.Tensor, answers: torch.Tensor) -> "PlantedDiT":
         """candidates (B, K, C, F, H, W) in latent space, valid (B, K) bool, answers (B,)."""
@@ -209,7 +199,7 @@ class PlantedDiT(torch.nn.Module):
             raise RuntimeError("PlantedDiT: bind a batch (bind_planted) before sampling")
         b = hidden_states.shape[0]
         rep = b // self.valid.shape[0]                     # batched CFG doubles the rows
-        s = (timestep.to(torch.float64) / self.T).clamp_min(1e-6)
+        s = self.level(timestep)
         tokens = self.patch_embedding(hidden_states.float())
         grid = tuple(tokens.shape[2:])
         h = tokens.flatten(2).transpose(1, 2)              # (B, N, D), frame-major as Wan's tokens

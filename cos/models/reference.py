@@ -17,18 +17,16 @@ from types import SimpleNamespace
 import torch
 
 
-class ReferenceDenoiser(torch.nn.Module):
-    def __init__(self, channels: int = 3, per_frame: bool = False, patch_size: tuple[int, int, int] = (1, 1, 1),
+class ClosedFormModel(torch.nn.Module):
+    """What the shared sampler and `HookSession` need of a transformer, for the models computed in closed form
+    here and in cos/models/planted.py and scripted.py: a Wan-like config (x_s, mask and condition in, velocity
+    out), float32, no cache, and the noise level s = t / T of a timestep."""
+
+    def __init__(self, channels: int = 3, patch_size: tuple[int, int, int] = (1, 1, 1),
                  num_train_timesteps: int = 1000):
         super().__init__()
-        self.channels, self.per_frame, self.T = channels, per_frame, num_train_timesteps
+        self.channels, self.T = channels, num_train_timesteps
         self.config = SimpleNamespace(patch_size=patch_size, in_channels=2 * channels + 1, out_channels=channels)
-        self.blocks = torch.nn.ModuleList()
-        self.patch_embedding = torch.nn.Identity()
-        self._anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the module a device
-        self.candidates: torch.Tensor | None = None
-        self.log_prior: torch.Tensor | None = None
-        self.history: list[torch.Tensor] = []   # posterior of every forward since set_candidates
 
     @property
     def dtype(self) -> torch.dtype:
@@ -36,6 +34,23 @@ class ReferenceDenoiser(torch.nn.Module):
 
     def cache_context(self, name: str):
         return contextlib.nullcontext()
+
+    def level(self, timestep: torch.Tensor) -> torch.Tensor:
+        """s = t / T per row, float64, kept off 0 (the velocity divides by it)."""
+        return (timestep.to(torch.float64) / self.T).clamp_min(1e-6)
+
+
+class ReferenceDenoiser(ClosedFormModel):
+    def __init__(self, channels: int = 3, per_frame: bool = False, patch_size: tuple[int, int, int] = (1, 1, 1),
+                 num_train_timesteps: int = 1000):
+        super().__init__(channels, patch_size, num_train_timesteps)
+        self.per_frame = per_frame
+        self.blocks = torch.nn.ModuleList()
+        self.patch_embedding = torch.nn.Identity()
+        self._anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the module a device
+        self.candidates: torch.Tensor | None = None
+        self.log_prior: torch.Tensor | None = None
+        self.history: list[torch.Tensor] = []   # posterior of every forward since set_candidates
 
     def set_candidates(self, candidates: torch.Tensor, weights: torch.Tensor | None = None) -> "ReferenceDenoiser":
         """candidates (B, K, C, F, H, W) in latent space; weights (B, K) prior (uniform if None)."""
@@ -75,7 +90,7 @@ class ReferenceDenoiser(torch.nn.Module):
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states=None,
                 encoder_hidden_states_image=None, attention_kwargs=None, return_dict: bool = False):
         x = hidden_states[:, : self.channels].float()
-        s = (timestep.to(torch.float64) / self.T).clamp_min(1e-6)
+        s = self.level(timestep)
         w = self.posterior(x, s)
         self.history.append(w.detach().cpu())
         c = self._rows(x.shape[0]).double()

@@ -12,14 +12,13 @@ prior putting a given mass on the right answer: the noise then decides where it 
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
-from types import SimpleNamespace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from cos.models.reference import ClosedFormModel
 from cos.tasks import TaskInstance
 from cos.tasks.base import deciding_frames, render
 
@@ -36,26 +35,17 @@ def step_levels(steps: int, shift: float) -> torch.Tensor:
     return sched.timesteps.double() / sched.config.num_train_timesteps
 
 
-class ScriptedDenoiser(torch.nn.Module):
+class ScriptedDenoiser(ClosedFormModel):
     """x̂0 at step i is the row's scripted video: v = (x − X_row(i)) / s. Bound per batch (`set_script`); written
     for one schedule (`steps`, `shift`): a timestep off that schedule is an error, not a guess."""
 
     def __init__(self, steps: int, shift: float = 3.0, channels: int = 3, num_train_timesteps: int = 1000):
-        super().__init__()
-        self.channels, self.T = channels, num_train_timesteps
+        super().__init__(channels, num_train_timesteps=num_train_timesteps)
         self.levels = step_levels(steps, shift)
-        self.config = SimpleNamespace(patch_size=(1, 1, 1), in_channels=2 * channels + 1, out_channels=channels)
         self.blocks = torch.nn.ModuleList()
         self.patch_embedding = torch.nn.Identity()
         self._anchor = torch.nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the module a device
         self.script: torch.Tensor | None = None      # (B, S, C, F, H, W) latents
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-    def cache_context(self, name: str):
-        return contextlib.nullcontext()
 
     def set_script(self, script: torch.Tensor) -> "ScriptedDenoiser":
         """script (B, S, C, F, H, W): row b's x̂0 at step i, in latent space."""
@@ -80,7 +70,7 @@ class ScriptedDenoiser(torch.nn.Module):
         b, n = x.shape[0], self.script.shape[0]
         if b % n:
             raise ValueError(f"ScriptedDenoiser: batch of {b} rows for {n} scripted rows")
-        s = (timestep.to(torch.float64) / self.T).clamp_min(1e-6)
+        s = self.level(timestep)
         x0 = torch.stack([self.script[r % n, self.step_of(float(s[r]))] for r in range(b)]).double()
         return (((x - x0) / s.view(-1, 1, 1, 1, 1)).float(),)
 
