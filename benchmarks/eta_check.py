@@ -39,8 +39,8 @@ def main() -> None:
     for c in claims:
         f = est["per_claim"][c.id] * t
         print(f"{c.id:28s} {f:8.1f} {est['host_s_per_claim'][c.id]:12.1f} {took.get(c.id, 0):8.1f}")
-    clean = est["row_forwards"] * est["seconds_per_row_forward"] - sum(est["per_claim"].values()) * t
-    print(f"shared clean run (est.) {clean:.1f} s; ETA {est['eta_s']:.1f} s; sum of claim runtimes "
+    clean = sum(est["shared_runs"].values()) * t
+    print(f"shared runs {est['shared_runs']} (est.) {clean:.1f} s; ETA {est['eta_s']:.1f} s; sum of claim runtimes "
           f"{sum(took.values()):.1f} s; wall {doc.get('provenance', {}).get('wall_s')} s")
 
 

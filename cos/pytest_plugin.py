@@ -486,7 +486,7 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
                    f"the cold first one took {est['cold_seconds_per_row_forward'] or 0:.4f} s)"
                    + (f" over {est['ranks']} processes" if est["ranks"] > 1 else "")
                    + f", {fmt_s(est['forwards_s'])}, plus host-side readouts {fmt_s(est['host_s'])}"
-                   + (" (every process repeats them)" if est["ranks"] > 1 else "") + f": ETA {fmt_s(eta)}")
+                   + f": ETA {fmt_s(eta)}")
             capman = pytestconfig.pluginmanager.getplugin("capturemanager")
             tr = pytestconfig.pluginmanager.getplugin("terminalreporter")
             with capman.global_and_fixture_disabled():     # shown before the long work starts, not after

@@ -3,7 +3,7 @@ the noise sweep (one per batch, read by both noise claims). Claims live in `cos/
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -20,16 +20,27 @@ def weights_per_step(ctx: RunContext, system: WanSystem, settings: ClaimSettings
     """Candidate distributions of the decoded x̂0 at every step, from the shared clean run: a list over rows of
     lists over steps of (K,) whole-video weights, and, when `frames(inst)` is given, of {frame: (K,)} too."""
     res = ctx.clean_run(system, settings, batch)
-    whole, per_frame = [], []
-    for row, inst in enumerate(batch.instances):
-        w, pf = [], []
-        for video in step_videos(system, res, row):
-            w.append(inst.candidate_weights(video))
-            if frames is not None:
-                pf.append({f: inst.candidate_weights(video, [f]) for f in frames(inst)})
-        whole.append(w)
-        per_frame.append(pf)
-    return whole, per_frame
+
+    def compute():
+        whole, per_frame = [], []
+        for row, inst in enumerate(batch.instances):
+            w, pf = [], []
+            for video in step_videos(system, res, row):
+                w.append(inst.candidate_weights(video))
+                if frames is not None:
+                    pf.append({f: inst.candidate_weights(video, [f]) for f in frames(inst)})
+            whole.append(w)
+            per_frame.append(pf)
+        return whole, per_frame
+    return ctx.readout("weights_per_step" + ("" if frames is None else "+frames"), res, compute)
+
+
+def final_scores(ctx: RunContext, system: WanSystem, run, instances: Sequence[TaskInstance],
+                 fn: Callable[[TaskInstance, torch.Tensor], Any] | None = None, name: str = "scores") -> list:
+    """`fn(instance, decoded final video)` (default: the instance's score) for every row of a run, computed once
+    per data-parallel run on the rank that sampled it (`RunContext.readout`)."""
+    fn = fn or (lambda inst, v: inst.score(v))
+    return ctx.readout(name, run, lambda: [fn(i, v) for i, v in zip(instances, videos(system, run.latents))])
 
 
 def commit_step(shows: list[bool]) -> int:
@@ -53,14 +64,22 @@ def shows_answer(inst: TaskInstance, weights: torch.Tensor, frame: int, answer: 
 
 
 def clean_rows(ctx: RunContext, system: WanSystem, settings: ClaimSettings,
-               tasks: Sequence[str] | None = None) -> Iterator[tuple[TaskInstance, int, torch.Tensor, torch.Tensor]]:
-    """(instance, seed, per-step decoded x̂0 (S, F, 3, H, W), final video) for every row of the shared clean run."""
+               read: Callable[[TaskInstance, torch.Tensor, torch.Tensor], Any],
+               tasks: Sequence[str] | None = None) -> Iterator[tuple[TaskInstance, int, Any]]:
+    """(instance, seed, `read(instance, per-step decoded x̂0 (S, F, 3, H, W), final video)`) for every row of the
+    shared clean run (of `tasks`). `read` runs once per row and data-parallel run, on the rank that sampled the
+    row (`RunContext.readout`): it should return what the claim keeps of the row, not the videos."""
     for batch in ctx.batches(settings):
         res = ctx.clean_run(system, settings, batch)
-        final = videos(system, res.latents)
-        for row, inst in enumerate(batch.instances):
-            if tasks is None or inst.task in tasks:
-                yield inst, batch.seeds[row], step_videos(system, res, row), final[row]
+        mine = [tasks is None or inst.task in tasks for inst in batch.instances]
+
+        def compute():
+            final = videos(system, res.latents) if any(mine) else None
+            return [read(inst, step_videos(system, res, row), final[row]) if m else None
+                    for row, (inst, m) in enumerate(zip(batch.instances, mine))]
+        for row, (inst, m, out) in enumerate(zip(batch.instances, mine, ctx.readout("rows", res, compute))):
+            if m:
+                yield inst, batch.seeds[row], out
 
 
 # ---------------------------------------------------------------- the noise sweep (Sec. 3.2)
@@ -109,6 +128,13 @@ def noise_sweep(ctx: RunContext, system: WanSystem, settings: ClaimSettings, bat
     branches = {**{f"step{s}": [NoiseAtStep(s)] for s in steps}, **{f"frame{f}": [NoiseAtFrame(f)] for f in frames}}
     return ctx.memo(("noise-sweep", sizing), system, settings, batch,
                     lambda: ctx.sweep(system, settings, batch, branches, record=("x0",)))
+
+
+def noise_sweep_runs(settings: ClaimSettings, sizing: NoiseSizing) -> dict[str, int]:
+    """The noise sweep, read by both noise claims (their `shared_runs`): its own clean trunk (not the shared
+    clean run; the branches fork from it) and its branches."""
+    s = noise_settings(settings)
+    return {"noise sweep": s.rows * s.steps + noise_sweep_cost(settings, sizing)}
 
 
 def noise_sweep_cost(settings: ClaimSettings, sizing: NoiseSizing) -> int:

@@ -142,14 +142,20 @@ class Claim:
         return []
 
     def cost(self, settings: "ClaimSettings", system: "WanSystem") -> int:
-        """Row-forwards (one sample through one expert once, per CFG pass) beyond the shared clean run."""
+        """Row-forwards (one sample through one expert once, per CFG pass) of this claim's own runs, beyond the
+        shared ones (`shared_runs`)."""
         return 0
+
+    def shared_runs(self, settings: "ClaimSettings", system: "WanSystem") -> dict[str, int]:
+        """Runs several claims read, by name, with their row-forwards: the plan counts each name once, and
+        only when a claim of the plan reads it. Most claims read the shared clean run (x̂0 recorded)."""
+        return {"clean run": settings.rows * settings.steps}
 
     def readouts(self, settings: "ClaimSettings", system: "WanSystem") -> dict[str, int]:
         """Host-side work of `measure` beyond the forwards, for the ETA: "decode" (one row's video decoded),
         "weights" (one NNLS candidate mixture; "frame_weights" of one frame), "score" (one video scored), "cka"
-        (one x̂0 comparison). Each process of a data-parallel run repeats all of it (see cos.runner), so it is not
-        divided over ranks."""
+        (one x̂0 comparison). Divided over the ranks of a data-parallel run, as the batches are (each reads out
+        the batches it sampled: cos.runner.RunContext.readout)."""
         return {}
 
     # ---------------------------------------------------------------- building the row

@@ -17,8 +17,14 @@ own loop bodies (dicts by instance, curves, counters); gathering would mean rewr
 "per-batch function + reducer". Replaying from the store leaves claim code unchanged, gives the same table as
 one process by construction (same order, same values: a computed run is handed out in the same CPU form a
 stored one is read back in), and is also what makes a run resumable: a rank that dies loses only the batch it
-was computing, and a relaunch (any N) finds the rest in the store. The price: each rank repeats the claims'
-post-processing (decoding, scoring) of all batches in pass 2, a small share next to sampling on a real model.
+was computing, and a relaunch (any N) finds the rest in the store.
+
+The replay must not repeat the host-side work (decoding, NNLS mixtures, scores, CKA): on 4 GPUs every rank
+replaying all of it held the A14B-shaped full tier at an efficiency of 0.73. So a claim wraps each batch's
+readouts in `ctx.readout(name, run, fn)`: in the fill pass each rank computes the readouts of its own batches
+and keeps them, the barrier gathers them (`gather_object`: small things, scalars and candidate weights), and
+the replay is served them by (claim, name, the run's store key) instead of recomputing. They are not written
+to the store: a readout's meaning changes with cos's code, not with the run, so a stored one could be stale.
 Runs that capture activations are stored with what they captured (see `run`).
 """
 from __future__ import annotations
@@ -65,6 +71,9 @@ class RunContext:
     _phase: str = field(default="all", repr=False)     # all | fill | replay
     _batched: bool = field(default=False, repr=False)
     ran: dict = field(default_factory=dict, repr=False)  # instance id -> seeds this process sampled (own share)
+    # readouts this rank computed in the fill pass / every rank's, served in the replay (see `readout`)
+    _own_readouts: dict = field(default_factory=dict, repr=False)
+    _readouts: dict = field(default_factory=dict, repr=False)
 
     @property
     def distilled(self) -> WanSystem | None:
@@ -114,7 +123,7 @@ class RunContext:
                 return measure()
             if self.store is None:
                 raise RuntimeError("several processes meet through a shared result store: give --cos-store")
-            self._phase, self._batched = "fill", False
+            self._phase, self._batched, self._own_readouts = "fill", False, {}
             res = err = None
             try:
                 res = measure()
@@ -122,16 +131,32 @@ class RunContext:
                 err = e             # recurs in the replay, on every rank, where it is reported
             finally:
                 self._phase = "all"
-            # the gather is the barrier: every rank has finished its share (its runs are in the store). A claim
-            # that batched on no rank already has its full result (or error) from the one pass
-            if not any(self.world.gather(self._batched)):
+            # the gather is the barrier: every rank has finished its share (its runs are in the store) and hands
+            # over the readouts of its batches. A claim that batched on no rank already has its full result (or
+            # error) from the one pass
+            shares = self.world.gather((self._batched, self._own_readouts))
+            self._own_readouts = {}
+            if not any(b for b, _ in shares):
                 if err is not None:
                     raise err
                 return res
+            self._readouts = {k: v for _, r in shares for k, v in r.items()}
             self._phase = "replay"
             return measure()
         finally:
-            self._phase, self.label = "all", ""
+            self._phase, self.label, self._readouts = "all", "", {}
+
+    def readout(self, name: str, run: SampleResult | None, fn: Callable[[], Any]) -> Any:
+        """`fn()`: a claim's host-side readouts of one stored run (decoded videos scored, candidate mixtures, CKA),
+        computed once per data-parallel run, on the rank that sampled it (see the module doc). `name` tells a
+        claim's readouts of the same run apart; the value must be picklable and small (it crosses ranks)."""
+        key = None if run is None or run.key is None else (self.label, name, run.key)
+        if key is not None and self._phase == "replay" and key in self._readouts:
+            return self._readouts[key]
+        value = fn()
+        if key is not None and self._phase == "fill":
+            self._own_readouts[key] = value
+        return value
 
     # ---------------------------------------------------------------- sampling
     def run(self, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, record: Sequence[str] = (),
@@ -196,7 +221,7 @@ class RunContext:
             for iv, cap in zip(captures, hit["captured"]):
                 iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
             hit = hit["run"]
-        return _from_disk(hit)
+        return _from_disk(hit, key)
 
 
 def storable_capture(iv: Intervention) -> bool:
@@ -231,10 +256,11 @@ def _to_disk(res):
             "trajectory": {k: v.cpu() for k, v in res.trajectory.items()}, "forwards": res.forwards}
 
 
-def _from_disk(d):
+def _from_disk(d, key: str | None = None):
     if "latents" not in d:
-        return {k: _from_disk(v) for k, v in d.items()}
-    return SampleResult(d["latents"], None, d["steps"], d["timesteps"], d["sigmas"], d["trajectory"], d["forwards"])
+        return {k: _from_disk(v, None if key is None else f"{key}/{k}") for k, v in d.items()}
+    return SampleResult(d["latents"], None, d["steps"], d["timesteps"], d["sigmas"], d["trajectory"], d["forwards"],
+                        key=key)
 
 
 def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, claims: Sequence[Any],
@@ -243,13 +269,14 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     the time of a WARM forward, plus each claim's host-side `readouts` (decoding, NNLS mixtures, scores, CKA)
     at their times measured on the same batch. The plan's first batch (its real batch size) is run for one step
     `warmup` times first (CUDA context, kernel selection, allocator, compilation: a cold first forward took 50x
-    longer than a warm one and gave an ETA of 55 h for a 141 s run), then timed once. Forwards are divided over
-    the run's ranks; readouts are not: every rank replays every claim from the store and repeats them (on the
-    organism's GPU tier they were three quarters of the wall time, an ETA from forwards alone said 45 s for a
-    175 s run). An upper bound where batches share (a shared prefix, runs already in the store)."""
+    longer than a warm one and gave an ETA of 55 h for a 141 s run), then timed once. Both are divided over the
+    run's ranks: each rank reads out only the batches it sampled (`RunContext.readout`). Readouts matter: on
+    the organism's GPU tier they were three quarters of the wall time (an ETA from forwards alone said 45 s for
+    a 175 s run). An upper bound where batches share (a shared prefix, runs already in the store)."""
     cfg = 2 if settings.guidance_scale > 1 else 1
     per = {c.id: c.cost(settings, system) for c in claims}
-    total = (settings.rows * settings.steps + sum(per.values())) * cfg
+    shared = {name: n for c in claims for name, n in c.shared_runs(settings, system).items()}
+    total = (sum(shared.values()) + sum(per.values())) * cfg
     batch = next(RunContext(progress=False).batches(settings))
     cond = bound_conditioning(system, settings, batch)
     sampler = Sampler(system)                       # not through the store: this is a timing
@@ -270,11 +297,12 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     unit = _readout_seconds(system, batch, res["x0"][0])
     host = {c.id: sum(n * unit.get(k, 0.0) for k, n in c.readouts(settings, system).items()) for c in claims}
     ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
-    return {"row_forwards": int(total), "per_claim": per, "seconds_per_row_forward": t, "ranks": ranks,
+    return {"row_forwards": int(total), "per_claim": per, "shared_runs": shared, "seconds_per_row_forward": t,
+            "ranks": ranks,
             "cold_seconds_per_row_forward": cold[0] / (cfg * len(batch.seeds)) if cold else None,
             "batch_rows": len(batch.seeds), "readout_seconds": unit, "host_s_per_claim": host,
-            "forwards_s": total * t / ranks, "host_s": sum(host.values()),
-            "eta_s": total * t / ranks + sum(host.values())}
+            "forwards_s": total * t / ranks, "host_s": sum(host.values()) / ranks,
+            "eta_s": (total * t + sum(host.values())) / ranks}
 
 
 def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, repeats: int = 5) -> dict[str, float]:

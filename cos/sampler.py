@@ -125,6 +125,9 @@ class SampleResult:
     sigmas: list[float]
     trajectory: dict[str, torch.Tensor] = field(default_factory=dict)
     forwards: int = 0
+    # the result store's key of this run (branch included), set when it was served through the store: what the
+    # claims' readouts of it are keyed by (cos.runner.RunContext.readout)
+    key: str | None = None
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self.trajectory:

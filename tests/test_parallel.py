@@ -12,6 +12,7 @@ import torch
 from cos.controls import TINY, random_organism
 from cos.interventions.capture import CaptureBlocks
 from cos.parallel import World, limit_threads
+from cos.readouts import noise_settings
 from cos.registry import get_claim
 from cos.runner import Progress, RunContext, estimate_forwards, terminal_writer
 from cos.settings import instances
@@ -72,13 +73,17 @@ def test_capture_runs_are_stored_with_what_they_captured(tmp_path):
     assert len(store) == 0 and full.captured()
 
 
-def test_each_rank_replays_the_single_process_result(tmp_path):
+@pytest.mark.parametrize("claim_id", ["layers.energy_profile",      # a capture run per batch: stored captures
+                                      "noise.step_vs_frame",        # a sweep's branches, scores read out per rank
+                                      "selfcorrection.rate"])       # per-row readouts of the clean run
+def test_each_rank_replays_the_single_process_result(tmp_path, claim_id):
     """Rank 1 fills its share, then replays (computing rank 0's share itself, as nobody else filled it); rank 0
     then fills its own and replays everything from the store: both conclude exactly what one process does."""
-    claim = get_claim("layers.energy_profile")       # a capture run per batch: the stored-capture path
+    claim = get_claim(claim_id)
     system = random_organism(num_layers=8)
     s = replace(TINY, instances=3, batch_size=1)
-    alone = RunContext(progress=False).measure_claim(claim, system, s)
+    ctx = RunContext(progress=False)
+    alone, alone_ran = ctx.measure_claim(claim, system, s), ctx.ran
     store = tmp_path / "store"
     got = {}
     for rank in (1, 0):
@@ -86,10 +91,10 @@ def test_each_rank_replays_the_single_process_result(tmp_path):
         got[rank] = ctx.measure_claim(claim, system, s)
         got[rank, "store"] = ctx.store
         got[rank, "ran"] = ctx.ran
-    n_batches = len(instances(s))
-    assert got[1, "store"].misses == n_batches                     # its share, then the rest in the replay
+    if claim_id == "layers.energy_profile":                        # one run per batch
+        assert got[1, "store"].misses == len(instances(s))         # its share, then the rest in the replay
     assert got[0, "store"].misses == 0                             # everything was there
-    assert set(got[0, "ran"]) | set(got[1, "ran"]) == {i.id for i in instances(s)}
+    assert set(got[0, "ran"]) | set(got[1, "ran"]) == set(alone_ran)
     assert not set(got[0, "ran"]) & set(got[1, "ran"])
     for r in (0, 1):
         a, b = alone.to_dict(), got[r].to_dict()
@@ -97,6 +102,55 @@ def test_each_rank_replays_the_single_process_result(tmp_path):
             assert a[k] == b[k], (r, k, a[k], b[k])
         assert a["details"] == b["details"] or {k: v for k, v in a["details"].items() if k != "runtime_s"} == \
             {k: v for k, v in b["details"].items() if k != "runtime_s"}
+
+
+class Gathering(World):
+    """Two ranks in one process: rank 1's fill pass has run; its gather returns both ranks' offerings."""
+
+    def __init__(self, rank, size, other):
+        super().__init__(rank, size, connected=True)
+        self.other, self.offered = other, []
+
+    def gather(self, obj):
+        self.offered.append(obj)
+        return [obj, self.other] if self.rank == 0 else [self.other, obj]
+
+
+def test_the_replay_is_served_the_readouts_of_every_ranks_share(tmp_path):
+    """A readout runs once per data-parallel run, on the rank that sampled the batch: the replay is served what
+    the fill passes computed (its own and the other rank's, through the gather), not recomputed."""
+    calls = []
+
+    class Reads:
+        id = "toy.reads"
+
+        def measure(self, ctx, system, settings):
+            out = []
+            for batch in ctx.batches(settings):
+                res = ctx.run(system, settings, batch, until=1)
+                ids = tuple(i.id for i in batch.instances)
+                out.append(ctx.readout("ids", res, lambda: (calls.append((ctx._phase, ids)), ids)[1]))
+            return out
+
+    system = random_organism(num_layers=2)
+    s = replace(TINY, instances=2, batch_size=1)
+    n = len(instances(s))
+    alone = RunContext(progress=False).measure_claim(Reads(), system, s)
+    assert len(calls) == n >= 4 and all(p == "all" for p, _ in calls)
+    store = ResultStore(tmp_path / "store")
+    calls.clear()
+    w1 = Gathering(1, 2, other=(False, {}))
+    r1 = RunContext(store=store, progress=False, world=w1)
+    r1.measure_claim(Reads(), system, s)
+    own1 = w1.offered[0][1]
+    assert len(own1) == n // 2 and all(k[0] == "toy.reads" and k[1] == "ids" for k in own1)
+    calls.clear()
+    w0 = Gathering(0, 2, other=(True, own1))
+    got = RunContext(store=store, progress=False, world=w0).measure_claim(Reads(), system, s)
+    assert got == alone
+    # rank 0 read out its own half in the fill pass and nothing in the replay
+    assert [p for p, _ in calls] == ["fill"] * (n // 2)
+    assert {ids for _, ids in calls}.isdisjoint({v for v in own1.values()})
 
 
 def test_a_claim_that_never_batches_is_measured_once():
@@ -133,7 +187,23 @@ def test_eta_times_a_warm_forward():
     assert est2["ranks"] == 4 and est2["row_forwards"] == est["row_forwards"]
 
 
-def test_eta_adds_host_readouts_that_every_rank_repeats():
+def test_eta_counts_a_shared_run_once_and_only_when_read():
+    """The plan: each claim's own runs, plus each shared run (the clean run, the noise sweep's trunk) once, when a
+    claim of the plan reads it (energy_profile alone was planned with the 12-step clean run: 6x its cost)."""
+    system = random_organism(num_layers=2)
+    plan = lambda *ids: estimate_forwards(RunContext(progress=False), system, SET, [get_claim(i) for i in ids])
+    clean = SET.rows * SET.steps
+    assert plan("layers.energy_profile")["row_forwards"] == SET.rows                  # one step-0 forward per row
+    assert plan("cos.superposition")["row_forwards"] == clean
+    assert plan("cos.superposition", "cos.not_frames", "layers.energy_profile")["row_forwards"] == clean + SET.rows
+    both = plan("noise.information_flow", "noise.step_vs_frame")
+    one = plan("noise.step_vs_frame")
+    assert both["shared_runs"] == one["shared_runs"] and len(both["shared_runs"]) == 1
+    assert both["row_forwards"] == one["row_forwards"] == plan("noise.information_flow")["row_forwards"]
+    assert one["row_forwards"] > noise_settings(SET).rows * SET.steps     # the sweep's trunk and its branches
+
+
+def test_eta_adds_host_readouts_divided_over_ranks():
     system = random_organism(num_layers=2)
     claims = [get_claim("layers.energy_profile"), get_claim("cos.superposition")]
     est = estimate_forwards(RunContext(progress=False), system, SET, claims)
@@ -141,10 +211,11 @@ def test_eta_adds_host_readouts_that_every_rank_repeats():
     assert host["layers.energy_profile"] == 0 and host["cos.superposition"] > 0    # NNLS per row and step
     assert est["eta_s"] == pytest.approx(est["forwards_s"] + est["host_s"])
     est4 = estimate_forwards(RunContext(progress=False, world=FakeWorld(0, 4, connected=True)), system, SET, claims)
-    # the forwards split over 4 ranks, the readouts do not (each rank replays every claim)
+    # forwards and readouts split over 4 ranks (each reads out the batches it sampled)
     assert est4["forwards_s"] == pytest.approx(est4["row_forwards"] * est4["seconds_per_row_forward"] / 4)
     unit = est4["readout_seconds"]
-    assert est4["host_s"] == pytest.approx(sum(n * unit[k] for c in claims for k, n in c.readouts(SET, system).items()))
+    assert est4["host_s"] == pytest.approx(sum(n * unit[k] for c in claims
+                                               for k, n in c.readouts(SET, system).items()) / 4)
     assert est4["eta_s"] == pytest.approx(est4["forwards_s"] + est4["host_s"])
 
 

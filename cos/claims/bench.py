@@ -15,7 +15,8 @@ import numpy as np
 
 from cos.controls import TINY, random_organism, scripted
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
-from cos.runner import RunContext, videos
+from cos.readouts import final_scores
+from cos.runner import RunContext
 from cos.stats import bootstrap_ci
 
 
@@ -127,8 +128,7 @@ class Bench(Claim):
         for batch in ctx.batches(settings):
             res = ctx.clean_run(system, settings, batch) if settings.split == "id" else \
                 ctx.memo("final", system, settings, batch, lambda: ctx.run(system, settings, batch))
-            for inst, v in zip(batch.instances, videos(system, res.latents)):
-                out.append((inst, inst.score(v)))
+            out.extend(zip(batch.instances, final_scores(ctx, system, res, batch.instances)))
         return out
 
     def controls(self) -> list[Control]:

@@ -10,7 +10,8 @@ import numpy as np
 
 from cos.controls import SMALL, answer_prior, ref
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
-from cos.runner import RunContext, step_videos, videos
+from cos.readouts import final_scores
+from cos.runner import RunContext, step_videos
 from cos.stats import bootstrap_ci
 from cos.tasks import entropy
 
@@ -48,14 +49,16 @@ class FourStep(Claim):
         fs = replace(settings, steps=FAST_STEPS, guidance_scale=FAST_GUIDANCE)
         drop, first_h, full, four = {}, [], {}, {}
         for batch in ctx.batches(settings):
-            a = videos(system, ctx.clean_run(system, settings, batch).latents)
+            a = final_scores(ctx, system, ctx.clean_run(system, settings, batch), batch.instances)
             rb = ctx.run(fast, fs, batch, record=("x0",))
-            b = videos(fast, rb.latents)
+            b = final_scores(ctx, fast, rb, batch.instances)
+            h0 = ctx.readout("first_entropy", rb, lambda: [entropy(inst.candidate_weights(step_videos(fast, rb, row)[0]))
+                                                           for row, inst in enumerate(batch.instances)])
             for row, inst in enumerate(batch.instances):
-                sa, sb = inst.score(a[row]), inst.score(b[row])
+                sa, sb = a[row], b[row]
                 drop.setdefault(inst.id, []).append(sa - sb)
                 full.setdefault(inst.id, []).append(sa), four.setdefault(inst.id, []).append(sb)
-                first_h.append(entropy(inst.candidate_weights(step_videos(fast, rb, row)[0])))
+                first_h.append(h0[row])
         est = bootstrap_ci([np.mean(v) for v in drop.values()])
         h = bootstrap_ci(first_h) if len(first_h) > 1 else None
         res = self.result(est, system, settings, DistillDetails(

@@ -150,6 +150,9 @@ class EnergyProfile(Claim):
                         "interval lies in depth [0.25, 0.75]."))
         return out
 
+    def shared_runs(self, settings, system) -> dict[str, int]:
+        return {}      # its own runs only
+
     def cost(self, settings, system) -> int:
         return settings.rows
 

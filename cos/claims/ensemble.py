@@ -23,7 +23,8 @@ import numpy as np
 from cos.controls import TINY, answer_at, random_organism
 from cos.interventions import EnsembleAverage
 from cos.registry import DRAW_STRIDE, Claim, ClaimSpec, Control, Details, also_requires, register
-from cos.runner import RunContext, videos
+from cos.readouts import final_scores
+from cos.runner import RunContext
 from cos.settings import ClaimSettings
 from cos.stats import bootstrap_ci, paired_difference_ci
 
@@ -118,8 +119,8 @@ class Ensemble(Claim):
                 ivs = [] if name == "baseline" else [EnsembleAverage(blocks=window(WINDOWS[name], system.num_layers),
                                                                      steps=[0], groups=group)]
                 res = ctx.run(system, settings, batch, interventions=ivs)
-                for inst, v in zip(batch.instances, videos(system, res.latents)):
-                    per[name].setdefault(inst.id, []).append(inst.score(v))
+                for inst, sc in zip(batch.instances, final_scores(ctx, system, res, batch.instances)):
+                    per[name].setdefault(inst.id, []).append(sc)
         mean = {name: [np.mean(v) for _, v in sorted(d.items())] for name, d in per.items()}
         best = [max(v) for _, v in sorted(per["baseline"].items())]
         est = paired_difference_ci(mean["mid"], mean["baseline"])
@@ -184,6 +185,9 @@ class Ensemble(Claim):
                         "Paired differences of the mid window against the early and all-block windows. The condition "
                         "holds unless a CI lies wholly below 0."))
         return out
+
+    def shared_runs(self, settings, system) -> dict[str, int]:
+        return {}      # its own runs only
 
     def cost(self, settings, system) -> int:
         from cos.vbvr_run import config_of

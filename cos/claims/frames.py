@@ -17,7 +17,8 @@ import numpy as np
 
 from cos.controls import SMALL, answer_at, ref
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
-from cos.runner import RunContext, videos
+from cos.readouts import final_scores
+from cos.runner import RunContext
 from cos.stats import bootstrap_ci, interval, paired_difference_ci, spearman_ci
 
 
@@ -116,8 +117,8 @@ class FramesCount(Claim):
         s = replace(settings, num_frames=frames)
         out = {}
         for batch in ctx.batches(s):
-            for inst, v in zip(batch.instances, videos(system, ctx.run(system, s, batch).latents)):
-                out.setdefault(inst.id, []).append(inst.score(v))
+            for inst, sc in zip(batch.instances, final_scores(ctx, system, ctx.run(system, s, batch), batch.instances)):
+                out.setdefault(inst.id, []).append(sc)
         return {k: float(np.mean(v)) for k, v in out.items()}
 
     def controls(self) -> list[Control]:
@@ -154,6 +155,9 @@ class FramesCount(Claim):
                  "Score per frame count with 95% CIs; the paper's VBVR-Bench scores per count are beside. Holds when "
                  "the paired mean over multi-frame counts minus the single frame lies above 0, every count beats the "
                  "single frame, the rise to 17 has a Spearman CI above 0 and counts beyond 17 stay within ±0.05.")]
+
+    def shared_runs(self, settings, system) -> dict[str, int]:
+        return {}      # its own runs only
 
     def cost(self, settings, system) -> int:
         sz, s = self.sizing_for(settings), frames_settings(settings)

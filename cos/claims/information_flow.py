@@ -19,7 +19,8 @@ import torch
 
 from cos.controls import SMALL, ref
 from cos.metrics import cka_dissimilarity
-from cos.readouts import NOISE_SIZING, NoiseSizing, noise_injection_steps, noise_settings, noise_sweep
+from cos.readouts import (NOISE_SIZING, NoiseSizing, noise_injection_steps, noise_settings, noise_sweep,
+                          noise_sweep_runs)
 from cos.registry import Claim, ClaimSpec, Control, Details, register
 from cos.runner import RunContext
 from cos.stats import Estimate, argmax_ci, bootstrap_ci, in_window
@@ -64,11 +65,13 @@ class InformationFlow(Claim):
         for batch in ctx.batches(settings):
             res = noise_sweep(ctx, system, settings, batch, sizing)
             clean = res["clean"]["x0"]
+            # per injection step, per row: 1 − CKA at every later step (computed on the rank that sampled the batch)
+            cka = ctx.readout("cka", res["clean"], lambda: {s: [
+                [cka_dissimilarity(tokens(clean[t][row]), tokens(res[f"step{s}"]["x0"][t][row]))
+                 for t in range(s + 1, clean.shape[0])] for row in range(len(batch.instances))] for s in steps})
             for s in steps:
-                pert = res[f"step{s}"]["x0"]
                 for row, inst in enumerate(batch.instances):
-                    curve = [cka_dissimilarity(tokens(clean[t][row]), tokens(pert[t][row]))
-                             for t in range(s + 1, clean.shape[0])]
+                    curve = cka[s][row]
                     if curve:
                         final[s].setdefault(inst.id, []).append(curve[-1])
                         curves[s].append(curve)
@@ -123,6 +126,9 @@ class InformationFlow(Claim):
                          yticks=sorted(curves, key=int), title="how far a perturbation at one step travels (means)"),
                  f"1 − CKA between perturbed and clean x̂0 (mean over instances; per-cell intervals not recorded). "
                  f"Holds when the final-step value after the earliest injection has a CI above {self.spec.threshold:g}.")]
+
+    def shared_runs(self, settings, system) -> dict[str, int]:
+        return noise_sweep_runs(settings, self.sizing_for(settings))
 
     def readouts(self, settings, system) -> dict[str, int]:
         sz, s = self.sizing_for(settings), noise_settings(settings)

@@ -51,10 +51,10 @@ class Memory(Claim):
 
     def measure(self, ctx: RunContext, system, settings):
         kept, per_step = {}, []
-        for inst, _, steps, final in clean_rows(ctx, system, settings, ANCHOR_TASKS):
-            fid = [anchor_fidelity(inst, v) for v in steps]
+        read = lambda inst, steps, final: ([anchor_fidelity(inst, v) for v in steps], anchor_fidelity(inst, final))
+        for inst, _, (fid, end) in clean_rows(ctx, system, settings, read, ANCHOR_TASKS):
             start = int(KEEP_FROM * len(fid))
-            ok = min(fid[start:]) >= KEEP_FIDELITY and anchor_fidelity(inst, final) >= KEEP_FIDELITY
+            ok = min(fid[start:]) >= KEEP_FIDELITY and end >= KEEP_FIDELITY
             kept.setdefault(inst.id, []).append(float(ok))
             per_step.append(fid)
         if len(kept) < 2:

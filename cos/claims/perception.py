@@ -57,8 +57,8 @@ class Perception(Claim):
 
     def measure(self, ctx: RunContext, system, settings):
         diffs, curves = {}, []
-        for inst, _, steps, _ in clean_rows(ctx, system, settings, MOTION_TASKS):
-            g, m = grounding_and_motion(inst, steps)
+        read = lambda inst, steps, final: grounding_and_motion(inst, steps)
+        for inst, _, (g, m) in clean_rows(ctx, system, settings, read, MOTION_TASKS):
             hg, hm = half_rise(g), half_rise(m)
             if hg is None or hm is None:
                 continue

@@ -41,16 +41,9 @@ class SelfCorrection(Claim):
 
     def measure(self, ctx: RunContext, system, settings):
         corrected, simultaneous, spread = {}, [], []
-        for inst, _, steps, final in clean_rows(ctx, system, settings):
-            w = [inst.candidate_weights(v) for v in steps]
-            right_end = inst.passed(final) and int(torch.argmax(w[-1])) == inst.answer
-            wrong_mid = any(int(torch.argmax(x)) != inst.answer and float(x.max()) > WRONG_COMMIT for x in w[1:])
-            hit = right_end and wrong_mid
+        for inst, _, (hit, sw) in clean_rows(ctx, system, settings, self._row):
             corrected.setdefault(inst.id, []).append(float(hit))
-            frames = [f for f in deciding_frames(inst) if f > 0]
-            if hit and len(frames) >= 2:
-                sw = [commit_step([shows_answer(inst, inst.candidate_weights(v, [f]), f, inst.answer) for v in steps])
-                      for f in frames]
+            if sw is not None:
                 spread.append(int(max(sw) - min(sw)))
                 simultaneous.append(float(max(sw) - min(sw) <= 1))
         est = share_ci(list(corrected.values()))
@@ -65,6 +58,19 @@ class SelfCorrection(Claim):
                              f"corrections occur but the share switching in all frames within one step is "
                              f"{sim if sim else 'unmeasured (no correction with 2 deciding frames)'} "
                              f"(needs > {SIMULTANEOUS:.0%})", "simultaneous")
+
+    @staticmethod
+    def _row(inst, steps, final) -> tuple[bool, list[int] | None]:
+        """Whether the row corrected itself, and, when it did with ≥ 2 deciding frames, each frame's switch step."""
+        w = [inst.candidate_weights(v) for v in steps]
+        right_end = inst.passed(final) and int(torch.argmax(w[-1])) == inst.answer
+        wrong_mid = any(int(torch.argmax(x)) != inst.answer and float(x.max()) > WRONG_COMMIT for x in w[1:])
+        hit = right_end and wrong_mid
+        frames = [f for f in deciding_frames(inst) if f > 0]
+        if not (hit and len(frames) >= 2):
+            return hit, None
+        return hit, [commit_step([shows_answer(inst, inst.candidate_weights(v, [f]), f, inst.answer) for v in steps])
+                     for f in frames]
 
     def controls(self) -> list[Control]:
         # the scripted x̂0 lives on the cells: at 8x8 px the video is the 8x8 cell grid of these tasks, read

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from cos.controls import SMALL, answer_at, ref
-from cos.readouts import (NOISE_SIZING, NoiseSizing, noise_frames, noise_injection_steps, noise_settings, noise_sweep,
-                          noise_sweep_cost)
+from cos.readouts import (NOISE_SIZING, NoiseSizing, final_scores, noise_frames, noise_injection_steps,
+                          noise_settings, noise_sweep, noise_sweep_runs)
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
-from cos.runner import RunContext, videos
+from cos.runner import RunContext
 from cos.stats import bootstrap_ci, interval
 
 
@@ -51,7 +51,7 @@ class StepVsFrame(Claim):
         step_scores, frame_scores = {s: [] for s in steps}, {f: [] for f in frames}
         for batch in ctx.batches(settings):
             res = noise_sweep(ctx, system, settings, batch, sizing)
-            score = {k: [i.score(v) for i, v in zip(batch.instances, videos(system, r.latents))] for k, r in res.items()}
+            score = {k: final_scores(ctx, system, r, batch.instances) for k, r in res.items()}
             for row, inst in enumerate(batch.instances):
                 clean = score["clean"][row]
                 sd = clean - np.mean([score[f"step{s}"][row] for s in steps])
@@ -114,8 +114,8 @@ class StepVsFrame(Claim):
                  f"Score under noise at a step or a frame. Holds when the paired drop under step noise minus under "
                  f"frame noise has a CI above {self.spec.threshold:g}, and the worst-case difference a CI above 0.")]
 
-    def cost(self, settings, system) -> int:
-        return noise_sweep_cost(settings, self.sizing_for(settings))
+    def shared_runs(self, settings, system) -> dict[str, int]:
+        return noise_sweep_runs(settings, self.sizing_for(settings))
 
     def readouts(self, settings, system) -> dict[str, int]:
         sz, s = self.sizing_for(settings), noise_settings(settings)

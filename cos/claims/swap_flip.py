@@ -19,7 +19,8 @@ from cos.controls import TINY, answer_at, random_organism
 from cos.errors import InputError
 from cos.interventions import CaptureBlocks, SwapBlock
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, register
-from cos.runner import RunContext, videos
+from cos.readouts import final_scores
+from cos.runner import RunContext
 from cos.settings import ClaimSettings
 from cos.stats import Estimate, argmax_ci, bootstrap_ci, in_window, interval
 from cos.taskrun import make_batch
@@ -82,11 +83,12 @@ class SwapFlip(Claim):
             src_batch.seeds = list(batch.seeds)
             cap = CaptureBlocks(blocks=blocks, steps=[0], cfg_pass="cond", what="update")
             ctx.run(system, s, src_batch, interventions=[cap], until=1)
-            base = [outcome(i, v) for i, v in zip(batch.instances, videos(system, ctx.run(system, s, batch).latents))]
+            base = final_scores(ctx, system, ctx.run(system, s, batch), batch.instances, outcome, "outcome")
             for b in blocks:
                 res = ctx.run(system, s, batch, interventions=[SwapBlock(b, cap[0, b], steps=[0], what="update")])
-                for row, (inst, v) in enumerate(zip(batch.instances, videos(system, res.latents))):
-                    flips[b].setdefault(inst.id, []).append(float(outcome(inst, v) != base[row]))
+                for row, (inst, o) in enumerate(zip(batch.instances, final_scores(ctx, system, res, batch.instances,
+                                                                                   outcome, "outcome"))):
+                    flips[b].setdefault(inst.id, []).append(float(o != base[row]))
         depth = {b: b / max(1, L - 1) for b in blocks}
         mid = [b for b in blocks if MIDDLE_SWAP[0] <= depth[b] <= MIDDLE_SWAP[1]]
         outer = [b for b in blocks if depth[b] < OUTER or depth[b] > 1 - OUTER]
@@ -145,6 +147,9 @@ class SwapFlip(Claim):
                  f"Flip rate per swapped block (middle blocks {d.middle_blocks}, outer {d.outer_blocks}). Holds when "
                  f"the middle-minus-outer flip rate has a CI above {self.spec.threshold:g} and the peak's interval "
                  "lies in depth [0.35, 0.65].")]
+
+    def shared_runs(self, settings, system) -> dict[str, int]:
+        return {}      # its own runs only
 
     def cost(self, settings, system) -> int:
         sz = self.sizing_for(settings)
