@@ -6,13 +6,15 @@
 #   bash benchmarks/scaling.sh "N [N2 ...]" [all|organism|full|compile]
 #
 #   compile:  one cheap claim (layers.energy_profile, one step-0 forward per row) on the A14B-shaped model at
-#             480x832x81, eager and with --cos-compile: the ETA lines' warm seconds per row-forward and the tables
+#             480x832x81 on 4 grounding instances (a task with background cells; maze has none, and the claim
+#             skipped), eager and with --cos-compile: the ETA lines' warm seconds per row-forward and the tables
+#             (identical, or within 1% of each row's interval width: compiled kernels round differently)
 #
 #   organism: the organism's GPU tier, pytest -m "claims and gpu" (every claim)
 #   full:     a full-tier claim pair reading the noise sweep (information_flow, step_vs_frame) on an A14B-shaped
 #             random-weight model written to disk by benchmarks/write_random_wan.py, at a reduced size
-#             (FULL_SIZE=240x416x21, FULL_STEPS=10, FULL_INSTANCES=8 of FULL_TASKS=maze: batches of one row,
-#             so N processes split 8 batches)
+#             (FULL_SIZE=240x416x21, FULL_STEPS=8, FULL_INSTANCES=8 of FULL_TASKS=maze: batches of one row,
+#             so N processes split 8 batches; 8 steps rather than 10 so that T1, T2 and T4 fit one 10-minute call)
 # Env: PYTHON (python3), OUT (runs/scaling: tables and logs), SCRATCH (/tmp/cos-scaling: stores, the model),
 #      CASE_TIMEOUT (540 s per run). Launcher: accelerate launch when accelerate is installed, else torchrun.
 set -uo pipefail
@@ -82,20 +84,38 @@ PY
       | tee -a "$SUMMARY" | tail -25
 }
 
+# all3 NAME: every process count's table side by side, every row at full precision, and per rank and claim the
+# seconds in its share, at the barrier and in the replay (what bounds the run)
+all3() {
+  local name=$1 files=("$OUT/$1-1/claims-status.json")
+  for N in "${NS[@]}"; do files+=("$OUT/$name-$N/claims-status.json"); done
+  "$PY" benchmarks/compare_tables.py "${files[@]}" | tail -3 | tee -a "$SUMMARY"
+  for N in "${NS[@]}"; do
+    "$PY" - "$OUT/$name-$N/claims-status.json" <<'PY' | tee -a "$SUMMARY"
+import json, sys
+p = json.load(open(sys.argv[1]))["provenance"]
+for r, ph in enumerate(p.get("rank_phases_s") or []):
+    tot = {k: round(sum(v.get(k, 0) for v in ph.values()), 1) for k in ("fill", "barrier", "replay")}
+    print(f"{sys.argv[1]}: rank {r} seconds in its share / at barriers / replaying: {tot}")
+PY
+  done
+}
+
 if [ "$PART" = all ] || [ "$PART" = organism ]; then
   args=(-p cos.pytest_plugin -p no:cacheprovider -p no:xdist -m "claims and gpu" claims/test_claims.py -q)
   case_run organism 1 "${args[@]}"
   for N in "${NS[@]}"; do case_run organism "$N" "${args[@]}"; compare organism "$N"; done
+  all3 "organism"
 fi
 if [ "$PART" = compile ]; then
   [ -f "$SCR/a14b/transformer/config.json" ] || \
     timeout 300 "$PY" benchmarks/write_random_wan.py --shape a14b --out "$SCR/a14b" --device cuda 2>&1 | tail -2
   args=(-p cos.pytest_plugin -p no:cacheprovider -p no:xdist -m "claims and full_model" claims/test_claims.py -q
-        -k energy_profile --cos-model "$SCR/a14b" --cos-size 480x832x81 --cos-instances 2 --cos-tasks maze)
+        -k energy_profile --cos-model "$SCR/a14b" --cos-size 480x832x81 --cos-instances 4 --cos-tasks grounding)
   case_run eager 1 "${args[@]}"
   case_run compiled 1 "${args[@]}" --cos-compile
-  "$PY" benchmarks/compare_tables.py "$OUT/eager-1/claims-status.json" "$OUT/compiled-1/claims-status.json" \
-      | tee -a "$SUMMARY"
+  "$PY" benchmarks/compare_tables.py --within 0.01 "$OUT/eager-1/claims-status.json" \
+      "$OUT/compiled-1/claims-status.json" | tee -a "$SUMMARY"
   for c in eager compiled; do grep -a "row-forwards planned" "$OUT/$c-1/log.txt" | sed "s/^/$c: /" | tee -a "$SUMMARY"; done
 fi
 if [ "$PART" = all ] || [ "$PART" = full ]; then
@@ -103,8 +123,9 @@ if [ "$PART" = all ] || [ "$PART" = full ]; then
     timeout 300 "$PY" benchmarks/write_random_wan.py --shape a14b --out "$SCR/a14b" --device cuda 2>&1 | tail -2
   args=(-p cos.pytest_plugin -p no:cacheprovider -p no:xdist -m "claims and full_model" claims/test_claims.py -q
         -k "${FULL_K:-information_flow or step_vs_frame}" --cos-model "$SCR/a14b" --cos-size "${FULL_SIZE:-240x416x21}"
-        --cos-steps "${FULL_STEPS:-10}" --cos-instances "${FULL_INSTANCES:-8}" --cos-tasks "${FULL_TASKS:-maze}")
+        --cos-steps "${FULL_STEPS:-8}" --cos-instances "${FULL_INSTANCES:-8}" --cos-tasks "${FULL_TASKS:-maze}")
   case_run a14b 1 "${args[@]}"
   for N in "${NS[@]}"; do case_run a14b "$N" "${args[@]}"; compare a14b "$N"; done
+  all3 "a14b"
 fi
 echo "== summary ($OUT/summary.txt)"; cat "$SUMMARY"

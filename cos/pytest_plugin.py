@@ -297,7 +297,8 @@ class CosSession:
             return
         # every rank, results or not (a collective): which (instance, seed) rows each rank sampled itself
         st = self.ctx.store
-        mine = {"rows": self.ctx.ran, "store": None if st is None else {"hits": st.hits, "misses": st.misses}}
+        mine = {"rows": self.ctx.ran, "store": None if st is None else {"hits": st.hits, "misses": st.misses},
+                "phases": self.ctx.phase_s}
         gathered = self.ctx.world.gather(mine)
         ran = [g["rows"] for g in gathered]
         if not self.is_main or not self.results:
@@ -320,6 +321,9 @@ class CosSession:
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
         # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)
         prov["rank_store"] = [g["store"] for g in gathered]
+        if world > 1 and self.ctx.shard is None:
+            # per rank, per claim: seconds in its share, waiting at the barrier, replaying (what bounds the run)
+            prov["rank_phases_s"] = [g["phases"] for g in gathered]
         if self.eta is not None:
             prov["eta_s"] = round(self.eta["eta_s"], 1)
             prov["eta_parts_s"] = {"forwards": round(self.eta["forwards_s"], 1), "readouts": round(self.eta["host_s"], 1),

@@ -74,6 +74,9 @@ class RunContext:
     # readouts this rank computed in the fill pass / every rank's, served in the replay (see `readout`)
     _own_readouts: dict = field(default_factory=dict, repr=False)
     _readouts: dict = field(default_factory=dict, repr=False)
+    # claim -> seconds this rank spent in its share (fill), waiting for the others (barrier), and in the replay:
+    # what bounds a data-parallel run (provenance records it per rank)
+    phase_s: dict = field(default_factory=dict, repr=False)
 
     @property
     def distilled(self) -> WanSystem | None:
@@ -125,24 +128,31 @@ class RunContext:
                 raise RuntimeError("several processes meet through a shared result store: give --cos-store")
             self._phase, self._batched, self._own_readouts = "fill", False, {}
             res = err = None
+            t = [time.perf_counter()]
             try:
                 res = measure()
             except Exception as e:  # noqa: BLE001 - a conclusion from a part is thrown away; a real error
                 err = e             # recurs in the replay, on every rank, where it is reported
             finally:
                 self._phase = "all"
+            t.append(time.perf_counter())
             # the gather is the barrier: every rank has finished its share (its runs are in the store) and hands
             # over the readouts of its batches. A claim that batched on no rank already has its full result (or
             # error) from the one pass
             shares = self.world.gather((self._batched, self._own_readouts))
             self._own_readouts = {}
+            t.append(time.perf_counter())
+            self.phase_s[self.label] = {"fill": round(t[1] - t[0], 2), "barrier": round(t[2] - t[1], 2)}
             if not any(b for b, _ in shares):
                 if err is not None:
                     raise err
                 return res
             self._readouts = {k: v for _, r in shares for k, v in r.items()}
             self._phase = "replay"
-            return measure()
+            try:
+                return measure()
+            finally:
+                self.phase_s[self.label]["replay"] = round(time.perf_counter() - t[2], 2)
         finally:
             self._phase, self.label, self._readouts = "all", "", {}
 

@@ -146,8 +146,10 @@ def test_the_replay_is_served_the_readouts_of_every_ranks_share(tmp_path):
     assert len(own1) == n // 2 and all(k[0] == "toy.reads" and k[1] == "ids" for k in own1)
     calls.clear()
     w0 = Gathering(0, 2, other=(True, own1))
-    got = RunContext(store=store, progress=False, world=w0).measure_claim(Reads(), system, s)
+    r0 = RunContext(store=store, progress=False, world=w0)
+    got = r0.measure_claim(Reads(), system, s)
     assert got == alone
+    assert set(r0.phase_s["toy.reads"]) == {"fill", "barrier", "replay"}      # provenance: what bounds the run
     # rank 0 read out its own half in the fill pass and nothing in the replay
     assert [p for p, _ in calls] == ["fill"] * (n // 2)
     assert {ids for _, ids in calls}.isdisjoint({v for v in own1.values()})
