@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cos.controls import TINY, random_organism
+from cos.interventions import NoiseAtStep
 from cos.interventions.capture import CaptureBlocks
 from cos.parallel import World, limit_threads
 from cos.readouts import noise_settings
@@ -147,12 +148,34 @@ def test_the_replay_is_served_the_readouts_of_every_ranks_share(tmp_path):
     calls.clear()
     w0 = Gathering(0, 2, other=(True, own1))
     r0 = RunContext(store=store, progress=False, world=w0)
+    before = (store.hits, store.misses)       # rank 1 sampled its share and, in its replay, rank 0's
     got = r0.measure_claim(Reads(), system, s)
     assert got == alone
     assert set(r0.phase_s["toy.reads"]) == {"fill", "barrier", "replay"}      # provenance: what bounds the run
+    # the replay, served every readout, read no run: only the fill's own share came from the store
+    assert (store.hits - before[0], store.misses - before[1]) == (n // 2, 0)
     # rank 0 read out its own half in the fill pass and nothing in the replay
     assert [p for p, _ in calls] == ["fill"] * (n // 2)
     assert {ids for _, ids in calls}.isdisjoint({v for v in own1.values()})
+
+
+def test_a_lazy_replay_run_reads_the_store_once_and_only_when_used(tmp_path):
+    """In the replay a stored run (and each branch of a stored sweep) is handed out unread: its key is known,
+    its fields are read from the store on first use, once, and are the stored run's."""
+    system = random_organism(num_layers=2)
+    batch = next(RunContext(progress=False).batches(SET))
+    branches = {"step1": [NoiseAtStep(1)]}
+    filled = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
+    run, sweep = filled.run(system, SET, batch, record=("x0",)), filled.sweep(system, SET, batch, branches)
+    ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
+    ctx._phase = "replay"
+    lazy, lazy_sweep = ctx.run(system, SET, batch, record=("x0",)), ctx.sweep(system, SET, batch, branches)
+    assert (lazy.key, lazy_sweep["step1"].key) == (run.key, sweep["step1"].key) and ctx.store.hits == 0
+    assert torch.equal(lazy["x0"], run["x0"]) and lazy.steps == run.steps and ctx.store.hits == 1
+    assert torch.equal(lazy.latents, run.latents) and ctx.store.hits == 1
+    assert torch.equal(lazy_sweep["clean"].latents, sweep["clean"].latents) and ctx.store.hits == 2
+    assert list(lazy_sweep) == list(sweep) and torch.equal(lazy_sweep["step1"].latents, sweep["step1"].latents)
+    assert ctx.store.hits == 2
 
 
 def test_a_claim_that_never_batches_is_measured_once():

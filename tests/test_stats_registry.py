@@ -41,6 +41,19 @@ def test_bootstrap_covers_the_mean_and_shrinks_with_n():
     assert const.ci_low == const.ci_high == 2.0
 
 
+@pytest.mark.parametrize("n", [2, 7, 64, 300])
+def test_the_vectorised_bootstrap_of_the_mean_is_the_per_resample_one(n):
+    """bootstrap_ci evaluates np.mean on all resamples at once: same indices, the same interval bit for bit as
+    calling it per resample (a scipy change that broke this would change every table's last digits)."""
+    from scipy import stats
+
+    x = np.random.default_rng(n).normal(size=n) * 3.7
+    slow = stats.bootstrap((x,), np.mean, confidence_level=0.95, n_resamples=2000, method="BCa",
+                           random_state=np.random.default_rng(0), vectorized=False).confidence_interval
+    e = bootstrap_ci(x)
+    assert (e.ci_low, e.ci_high) == (slow.low, slow.high)
+
+
 def test_load_status_errors(tmp_path):
     with pytest.raises(CosError, match="does not exist"):
         load_status(tmp_path / "x.json")

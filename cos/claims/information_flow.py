@@ -64,11 +64,11 @@ class InformationFlow(Claim):
         final, curves = {s: {} for s in steps}, {s: [] for s in steps}
         for batch in ctx.batches(settings):
             res = noise_sweep(ctx, system, settings, batch, sizing)
-            clean = res["clean"]["x0"]
             # per injection step, per row: 1 − CKA at every later step (computed on the rank that sampled the batch)
             cka = ctx.readout("cka", res["clean"], lambda: {s: [
-                [cka_dissimilarity(tokens(clean[t][row]), tokens(res[f"step{s}"]["x0"][t][row]))
-                 for t in range(s + 1, clean.shape[0])] for row in range(len(batch.instances))] for s in steps})
+                [cka_dissimilarity(tokens(res["clean"]["x0"][t][row]), tokens(res[f"step{s}"]["x0"][t][row]))
+                 for t in range(s + 1, res["clean"]["x0"].shape[0])] for row in range(len(batch.instances))]
+                for s in steps})
             for s in steps:
                 for row, inst in enumerate(batch.instances):
                     curve = cka[s][row]

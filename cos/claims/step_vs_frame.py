@@ -51,7 +51,8 @@ class StepVsFrame(Claim):
         step_scores, frame_scores = {s: [] for s in steps}, {f: [] for f in frames}
         for batch in ctx.batches(settings):
             res = noise_sweep(ctx, system, settings, batch, sizing)
-            score = {k: final_scores(ctx, system, r, batch.instances) for k, r in res.items()}
+            names = ["clean", *(f"step{s}" for s in steps), *(f"frame{f}" for f in frames)]
+            score = {k: final_scores(ctx, system, res[k], batch.instances) for k in names}
             for row, inst in enumerate(batch.instances):
                 clean = score["clean"][row]
                 sd = clean - np.mean([score[f"step{s}"][row] for s in steps])
