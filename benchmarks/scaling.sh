@@ -77,7 +77,10 @@ if w1 and wn:
     print(f"{name}: inside pytest (no launcher, no interpreter start): T1 = {w1:.1f} s, T{n} = {wn:.1f} s, "
           f"efficiency {w1 / (n * wn):.2f}")
 for k, p in (("1", p1), (str(n), pn)):
-    print(f"{name}, {k} process(es): ETA {p.get('eta_s')} s vs actual {p.get('wall_s')} s; world_size "
+    eta, wall, at = p.get("eta_s"), p.get("wall_s"), p.get("eta_at_s")
+    after = f"; from the ETA line on {wall - at:.1f} s ({(eta - (wall - at)) / (wall - at):+.0%})" if None not in (eta, wall, at) else ""
+    whole = f" ({(eta - wall) / wall:+.0%})" if None not in (eta, wall) else ""
+    print(f"{name}, {k} process(es): ETA {eta} s vs actual {wall} s{whole}{after}; world_size "
           f"{p.get('world_size')}; per-rank store hits/misses {p.get('rank_store')}")
 PY
   "$PY" benchmarks/compare_tables.py "$OUT/$name-1/claims-status.json" "$OUT/$name-$N/claims-status.json" \

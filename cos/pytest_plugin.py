@@ -326,6 +326,7 @@ class CosSession:
             prov["rank_phases_s"] = [g["phases"] for g in gathered]
         if self.eta is not None:
             prov["eta_s"] = round(self.eta["eta_s"], 1)
+            prov["eta_at_s"] = round(self.eta["at_s"], 1)        # when it was printed, seconds into the run
             prov["eta_parts_s"] = {"forwards": round(self.eta["forwards_s"], 1), "readouts": round(self.eta["host_s"], 1),
                                    "readouts_per_claim": {k: round(v, 2) for k, v in self.eta["host_s_per_claim"].items()}}
         self.report_note = None
@@ -360,7 +361,9 @@ class CosSession:
 
         wall = time.time() - self.start
         tr.write_line(f"[cos] wall time {fmt_s(wall)} ({wall:.1f} s) on {world} process(es)"
-                      + (f"; the ETA said {fmt_s(self.eta['eta_s'])} ({self.eta['eta_s']:.1f} s)" if self.eta else ""))
+                      + (f"; the ETA printed {self.eta['at_s']:.1f} s in said {fmt_s(self.eta['eta_s'])} "
+                         f"({self.eta['eta_s']:.1f} s), it took {wall - self.eta['at_s']:.1f} s from there"
+                         if self.eta else ""))
         if self.comparison:
             c = self.comparison
             if c["regressed"]:
@@ -483,6 +486,7 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
         session = pytestconfig._cos
         if session.ctx.world.is_main:       # one line per run, not per rank
             est = estimate_forwards(session.ctx, cos_system, s, [get_claim(i) for i in ids])
+            est["at_s"] = time.time() - session.start     # it predicts the time from here (model loaded, timed)
             session.eta = est
             eta = est["eta_s"]
             msg = (f"[cos] {est['row_forwards']} row-forwards planned for {len(ids)} claims at "

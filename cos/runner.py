@@ -337,7 +337,8 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     at their times measured on the same batch. The plan's first batch (its real batch size) is run for one step
     `warmup` times first (CUDA context, kernel selection, allocator, compilation: a cold first forward took 50x
     longer than a warm one and gave an ETA of 55 h for a 141 s run), then timed once. Both are divided over the
-    run's ranks: each rank reads out only the batches it sampled (`RunContext.readout`). Readouts matter: on
+    run's ranks, by whole batches (`share`): each rank reads out only the batches it sampled
+    (`RunContext.readout`). Readouts matter: on
     the organism's GPU tier they were three quarters of the wall time (an ETA from forwards alone said 45 s for
     a 175 s run). An upper bound where batches share (a shared prefix, runs already in the store)."""
     cfg = 2 if settings.guidance_scale > 1 else 1
@@ -364,12 +365,17 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     unit = _readout_seconds(system, batch, res["x0"][0])
     host = {c.id: sum(n * unit.get(k, 0.0) for k, n in c.readouts(settings, system).items()) for c in claims}
     ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
+    # a rank's share is whole batches: with B batches over N ranks the busiest does ceil(B/N) of them, not B/N
+    # (the organism's GPU tier: 13 batches a claim, 4 ranks do 4 each, 23% more than a quarter)
+    n_batches = -(-(settings.rows // len(settings.seeds)) // max(1, settings.batch_size // len(settings.seeds)))
+    share = -(-n_batches // ranks) / n_batches
     return {"row_forwards": int(total), "per_claim": per, "shared_runs": shared, "seconds_per_row_forward": t,
             "ranks": ranks,
             "cold_seconds_per_row_forward": cold[0] / (cfg * len(batch.seeds)) if cold else None,
             "batch_rows": len(batch.seeds), "readout_seconds": unit, "host_s_per_claim": host,
-            "forwards_s": total * t / ranks, "host_s": sum(host.values()) / ranks,
-            "eta_s": (total * t + sum(host.values())) / ranks}
+            "batches_per_claim": n_batches, "share": share,
+            "forwards_s": total * t * share, "host_s": sum(host.values()) * share,
+            "eta_s": (total * t + sum(host.values())) * share}
 
 
 def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, repeats: int = 5) -> dict[str, float]:

@@ -236,11 +236,16 @@ def test_eta_adds_host_readouts_divided_over_ranks():
     assert host["layers.energy_profile"] == 0 and host["cos.superposition"] > 0    # NNLS per row and step
     assert est["eta_s"] == pytest.approx(est["forwards_s"] + est["host_s"])
     est4 = estimate_forwards(RunContext(progress=False, world=FakeWorld(0, 4, connected=True)), system, SET, claims)
-    # forwards and readouts split over 4 ranks (each reads out the batches it sampled)
-    assert est4["forwards_s"] == pytest.approx(est4["row_forwards"] * est4["seconds_per_row_forward"] / 4)
+    # forwards and readouts split over 4 ranks by whole batches (each reads out the batches it sampled): SET's 6
+    # batches of one instance give the busiest rank 2, a third of the work, not a quarter
+    assert est4["batches_per_claim"] == len(list(RunContext(progress=False).batches(SET))) == 6
+    assert est4["share"] == pytest.approx(2 / 6)
+    assert est4["forwards_s"] == pytest.approx(est4["row_forwards"] * est4["seconds_per_row_forward"] * 2 / 6)
     unit = est4["readout_seconds"]
     assert est4["host_s"] == pytest.approx(sum(n * unit[k] for c in claims
-                                               for k, n in c.readouts(SET, system).items()) / 4)
+                                               for k, n in c.readouts(SET, system).items()) * 2 / 6)
+    est6 = estimate_forwards(RunContext(progress=False, world=FakeWorld(0, 6, connected=True)), system, SET, claims)
+    assert est6["share"] == pytest.approx(1 / 6)
     assert est4["eta_s"] == pytest.approx(est4["forwards_s"] + est4["host_s"])
 
 
