@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -176,6 +177,22 @@ def test_a_lazy_replay_run_reads_the_store_once_and_only_when_used(tmp_path):
     assert torch.equal(lazy_sweep["clean"].latents, sweep["clean"].latents) and ctx.store.hits == 2
     assert list(lazy_sweep) == list(sweep) and torch.equal(lazy_sweep["step1"].latents, sweep["step1"].latents)
     assert ctx.store.hits == 2
+
+
+def test_readouts_cross_ranks_as_numpy_and_come_back_identical():
+    import pickle
+
+    from cos.runner import pack_readouts, unpack_readouts
+
+    w = torch.rand(5, dtype=torch.float64)
+    value = {("c", "weights", "k"): ([[w, w[1:]], [{3: w * 2}]], [0.5, "x"], (np.arange(3), torch.tensor(7)))}
+    packed = pickle.dumps(pack_readouts(value))
+    assert b"torch" not in packed                                # no tensor pickled through torch.save
+    back = unpack_readouts(pickle.loads(packed))[("c", "weights", "k")]
+    assert torch.equal(back[0][0][0], w) and back[0][0][0].dtype == torch.float64
+    assert torch.equal(back[0][0][1], w[1:]) and torch.equal(back[0][1][0][3], w * 2)
+    assert back[1] == [0.5, "x"] and isinstance(back[2], tuple) and isinstance(back[2][0], np.ndarray)
+    assert torch.equal(back[2][1], torch.tensor(7))
 
 
 def test_a_claim_that_never_batches_is_measured_once():
