@@ -328,7 +328,8 @@ class CosSession:
             prov["eta_s"] = round(self.eta["eta_s"], 1)
             prov["eta_at_s"] = round(self.eta["at_s"], 1)        # when it was printed, seconds into the run
             prov["eta_parts_s"] = {"forwards": round(self.eta["forwards_s"], 1), "readouts": round(self.eta["host_s"], 1),
-                                   "readouts_per_claim": {k: round(v, 2) for k, v in self.eta["host_s_per_claim"].items()}}
+                                   "readouts_per_claim": {k: round(v * self.eta["share"], 2)
+                                                          for k, v in self.eta["host_s_per_claim"].items()}}
         self.report_note = None
         if all(r.status == "error" for r in rows) and (out / "claims-status.json").exists():
             # every claim broke: the earlier run's table is worth more than this one

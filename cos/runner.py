@@ -29,6 +29,7 @@ Runs that capture activations are stored with what they captured (see `run`).
 """
 from __future__ import annotations
 
+import pickle
 import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping
@@ -140,7 +141,7 @@ class RunContext:
             # the gather is the barrier: every rank has finished its share (its runs are in the store) and hands
             # over the readouts of its batches. A claim that batched on no rank already has its full result (or
             # error) from the one pass
-            shares = self.world.gather((self._batched, pack_readouts(self._own_readouts)))
+            shares = self.world.gather((self._batched, _payload(self._own_readouts)))
             self._own_readouts = {}
             t.append(time.perf_counter())
             self.phase_s[self.label] = {"fill": round(t[1] - t[0], 2), "barrier": round(t[2] - t[1], 2)}
@@ -148,7 +149,8 @@ class RunContext:
                 if err is not None:
                     raise err
                 return res
-            self._readouts = {k: v for _, r in shares for k, v in unpack_readouts(r).items()}
+            self._readouts = {k: v for _, r in shares if r is not None
+                              for k, v in unpack_readouts(pickle.loads(r)).items()}
             self._phase = "replay"
             try:
                 return measure()
@@ -268,6 +270,18 @@ def videos(system: WanSystem, latents: torch.Tensor, clamp: bool = True) -> torc
 def step_videos(system: WanSystem, res: SampleResult, row: int) -> torch.Tensor:
     """Decoded x̂0 of one row at every recorded step: (steps, F, 3, H, W), unclamped."""
     return torch.stack([videos(system, res["x0"][s][row:row + 1], clamp=False)[0] for s in range(len(res.steps))])
+
+
+def _payload(readouts: dict) -> bytes | None:
+    """This rank's readouts as bytes for the gather, or None (nothing served: the replay recomputes them) when
+    they do not pack or pickle: a failure inside the collective would leave the other ranks waiting for ever."""
+    try:
+        return pickle.dumps(pack_readouts(readouts), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as e:  # noqa: BLE001 - anything unpicklable: correct, only slower
+        import warnings
+
+        warnings.warn(f"readouts not shared between ranks ({type(e).__name__}: {e}); every rank recomputes them")
+        return None
 
 
 class _Array:
@@ -399,7 +413,8 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     host = {c.id: sum(n * unit.get(k, 0.0) for k, n in c.readouts(settings, system).items()) for c in claims}
     ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
     # a rank's share is whole batches: with B batches over N ranks the busiest does ceil(B/N) of them, not B/N
-    # (the organism's GPU tier: 13 batches a claim, 4 ranks do 4 each, 23% more than a quarter)
+    # (the organism's GPU tier: 13 batches a claim, 4 ranks do 4 each, 23% more than a quarter). B is the plan's
+    # batch count; claims that size their own instances (ensemble, frames, swap_flip) are approximated by it
     n_batches = -(-(settings.rows // len(settings.seeds)) // max(1, settings.batch_size // len(settings.seeds)))
     share = -(-n_batches // ranks) / n_batches
     return {"row_forwards": int(total), "per_claim": per, "shared_runs": shared, "seconds_per_row_forward": t,

@@ -4,6 +4,7 @@ runs; CPU threads are shared out; the ETA comes from a warm forward. The real mu
 (`accelerate launch --cpu --num_processes 2`) is checked by benchmarks/parallel_check.sh (in .ci/run)."""
 from __future__ import annotations
 
+import pickle
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +17,7 @@ from cos.interventions.capture import CaptureBlocks
 from cos.parallel import World, limit_threads
 from cos.readouts import noise_settings
 from cos.registry import get_claim
-from cos.runner import Progress, RunContext, estimate_forwards, terminal_writer
+from cos.runner import Progress, RunContext, estimate_forwards, terminal_writer, unpack_readouts
 from cos.settings import instances
 from cos.store import ResultStore
 
@@ -141,13 +142,14 @@ def test_the_replay_is_served_the_readouts_of_every_ranks_share(tmp_path):
     assert len(calls) == n >= 4 and all(p == "all" for p, _ in calls)
     store = ResultStore(tmp_path / "store")
     calls.clear()
-    w1 = Gathering(1, 2, other=(False, {}))
+    w1 = Gathering(1, 2, other=(False, None))
     r1 = RunContext(store=store, progress=False, world=w1)
     r1.measure_claim(Reads(), system, s)
-    own1 = w1.offered[0][1]
+    payload = w1.offered[0][1]                  # bytes: pickled once, before the collective
+    own1 = unpack_readouts(pickle.loads(payload))
     assert len(own1) == n // 2 and all(k[0] == "toy.reads" and k[1] == "ids" for k in own1)
     calls.clear()
-    w0 = Gathering(0, 2, other=(True, own1))
+    w0 = Gathering(0, 2, other=(True, payload))
     r0 = RunContext(store=store, progress=False, world=w0)
     before = (store.hits, store.misses)       # rank 1 sampled its share and, in its replay, rank 0's
     got = r0.measure_claim(Reads(), system, s)
@@ -158,6 +160,25 @@ def test_the_replay_is_served_the_readouts_of_every_ranks_share(tmp_path):
     # rank 0 read out its own half in the fill pass and nothing in the replay
     assert [p for p, _ in calls] == ["fill"] * (n // 2)
     assert {ids for _, ids in calls}.isdisjoint({v for v in own1.values()})
+
+
+def test_readouts_that_do_not_pickle_are_recomputed_not_waited_for(tmp_path):
+    """A readout value that cannot cross ranks must not fail inside the collective (the other ranks would wait
+    until the timeout): the rank offers nothing, warns, and the replay recomputes."""
+    class Unpicklable:
+        id = "toy.unpicklable"
+
+        def measure(self, ctx, system, settings):
+            return [ctx.readout("f", ctx.run(system, settings, b, until=1), lambda: (lambda: 1))()
+                    for b in ctx.batches(settings)]
+
+    system = random_organism(num_layers=2)
+    s = replace(TINY, instances=1, batch_size=1)
+    w = Gathering(1, 2, other=(False, None))
+    with pytest.warns(UserWarning, match="readouts not shared"):
+        got = RunContext(store=ResultStore(tmp_path / "s"), progress=False, world=w).measure_claim(Unpicklable(),
+                                                                                                   system, s)
+    assert w.offered[0][1] is None and got == [1] * len(instances(s))
 
 
 def test_a_lazy_replay_run_reads_the_store_once_and_only_when_used(tmp_path):

@@ -195,6 +195,11 @@ class Bench(Claim):
             return len(sample_dirs(cfg.data)) * cfg.steps
         return settings.rows * settings.steps   # the ood split
 
+    def shared_runs(self, settings, system) -> dict[str, int]:
+        from cos.vbvr_run import config_of
+
+        return {} if config_of(settings) is not None else super().shared_runs(settings, system)   # VBVR: own runs
+
     def readouts(self, settings, system) -> dict[str, int]:
         from cos.vbvr_run import config_of
 
