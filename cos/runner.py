@@ -29,6 +29,7 @@ Runs that capture activations are stored with what they captured (see `run`).
 """
 from __future__ import annotations
 
+import functools
 import pickle
 import time
 from dataclasses import dataclass, field
@@ -98,7 +99,7 @@ class RunContext:
         batch k goes to rank k mod n. Batches are formed before they are split, so every rank count (and a
         merged store) serves the single-process run batch for batch."""
         insts = instances(settings) if insts is None else insts
-        per = max(1, settings.batch_size // len(settings.seeds))
+        per = instances_per_batch(settings)
         starts = list(range(0, len(insts), per))
         self._batched = True
         rank, n = self.split
@@ -130,21 +131,21 @@ class RunContext:
                 raise RuntimeError("several processes meet through a shared result store: give --cos-store")
             self._phase, self._batched, self._own_readouts = "fill", False, {}
             res = err = None
-            t = [time.perf_counter()]
+            t_fill = time.perf_counter()
             try:
                 res = measure()
             except Exception as e:  # noqa: BLE001 - a conclusion from a part is thrown away; a real error
                 err = e             # recurs in the replay, on every rank, where it is reported
             finally:
                 self._phase = "all"
-            t.append(time.perf_counter())
+            t_barrier = time.perf_counter()
             # the gather is the barrier: every rank has finished its share (its runs are in the store) and hands
             # over the readouts of its batches. A claim that batched on no rank already has its full result (or
             # error) from the one pass
             shares = self.world.gather((self._batched, _payload(self._own_readouts)))
             self._own_readouts = {}
-            t.append(time.perf_counter())
-            self.phase_s[self.label] = {"fill": round(t[1] - t[0], 2), "barrier": round(t[2] - t[1], 2)}
+            t_replay = time.perf_counter()
+            self.phase_s[self.label] = {"fill": round(t_barrier - t_fill, 2), "barrier": round(t_replay - t_barrier, 2)}
             if not any(b for b, _ in shares):
                 if err is not None:
                     raise err
@@ -155,7 +156,7 @@ class RunContext:
             try:
                 return measure()
             finally:
-                self.phase_s[self.label]["replay"] = round(time.perf_counter() - t[2], 2)
+                self.phase_s[self.label]["replay"] = round(time.perf_counter() - t_replay, 2)
         finally:
             self._phase, self.label, self._readouts = "all", "", {}
 
@@ -223,7 +224,7 @@ class RunContext:
         if self._phase == "replay" and not captures and self.store.path(key).exists():
             # the replay is mostly served its readouts and needs only the run's key: read the run when (if) a
             # field of it is used (on the organism's GPU tier the reads were most of a rank's replay)
-            load = _Once(lambda: self._fetch(key, compute, captures))
+            load = functools.cache(lambda: self._fetch(key, compute, captures))
             if kind == "sweep":
                 return _LazyRuns(key, ["clean", *what["branches"]], load)
             return _LazyResult(key, load)
@@ -245,6 +246,11 @@ class RunContext:
                 iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
             hit = hit["run"]
         return _from_disk(hit, key)
+
+
+def instances_per_batch(settings: ClaimSettings) -> int:
+    """Task instances in one batch: each brings a row per seed, `batch_size` rows at most (one at least)."""
+    return max(1, settings.batch_size // len(settings.seeds))
 
 
 def storable_capture(iv: Intervention) -> bool:
@@ -317,18 +323,6 @@ def unpack_readouts(v: Any) -> Any:
     return v
 
 
-class _Once:
-    """`fn()` computed on the first call, then remembered."""
-
-    def __init__(self, fn: Callable[[], Any]):
-        self.fn, self.value, self.done = fn, None, False
-
-    def __call__(self) -> Any:
-        if not self.done:
-            self.value, self.done = self.fn(), True
-        return self.value
-
-
 class _LazyResult:
     """A stored run (a `SampleResult`, or one branch of a stored sweep) read from the store the first time one of
     its fields is used; its `key` is known without reading it."""
@@ -385,9 +379,9 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     `warmup` times first (CUDA context, kernel selection, allocator, compilation: a cold first forward took 50x
     longer than a warm one and gave an ETA of 55 h for a 141 s run), then timed once. Both are divided over the
     run's ranks, by whole batches (`share`): each rank reads out only the batches it sampled
-    (`RunContext.readout`). Readouts matter: on
-    the organism's GPU tier they were three quarters of the wall time (an ETA from forwards alone said 45 s for
-    a 175 s run). An upper bound where batches share (a shared prefix, runs already in the store)."""
+    (`RunContext.readout`). Readouts matter: on the organism's GPU tier they were three quarters of the wall time
+    (an ETA from forwards alone said 45 s for a 175 s run). An upper bound where batches share (a shared prefix,
+    runs already in the store)."""
     cfg = 2 if settings.guidance_scale > 1 else 1
     per = {c.id: c.cost(settings, system) for c in claims}
     shared = {name: n for c in claims for name, n in c.shared_runs(settings, system).items()}
@@ -415,7 +409,7 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     # a rank's share is whole batches: with B batches over N ranks the busiest does ceil(B/N) of them, not B/N
     # (the organism's GPU tier: 13 batches a claim, 4 ranks do 4 each, 23% more than a quarter). B is the plan's
     # batch count; claims that size their own instances (ensemble, frames, swap_flip) are approximated by it
-    n_batches = -(-(settings.rows // len(settings.seeds)) // max(1, settings.batch_size // len(settings.seeds)))
+    n_batches = len(range(0, settings.rows // len(settings.seeds), instances_per_batch(settings)))
     share = -(-n_batches // ranks) / n_batches
     return {"row_forwards": int(total), "per_claim": per, "shared_runs": shared, "seconds_per_row_forward": t,
             "ranks": ranks,

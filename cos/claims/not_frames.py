@@ -19,6 +19,7 @@ from cos.controls import SMALL, ref
 from cos.readouts import commit_step, shows_answer, weights_per_step
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
+from cos.settings import instances
 from cos.stats import bootstrap_ci, interval, spearman_ci
 from cos.tasks.base import deciding_frames
 
@@ -106,8 +107,6 @@ class NotFrames(Claim):
     def readouts(self, settings, system) -> dict[str, int]:
         # every step: the whole-video mixture and one per deciding frame after the first (counted on the plan's
         # instances: 6.85 of 9 frames on average, where "half the frames" said 4 and under-timed this claim)
-        from cos.settings import instances
-
         n = settings.rows * settings.steps
         frames = sum(len([f for f in deciding_frames(i) if f > 0]) for i in instances(settings))
         return {"decode": n, "weights": n, "frame_weights": frames * len(settings.seeds) * settings.steps}
