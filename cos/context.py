@@ -20,7 +20,8 @@ class StepContext:
     `passes` maps "cond"/"uncond" to the rows of the current forward's batch that carry that pass;
     a separate-pass forward holds one key, a batched cond+uncond forward holds both.
     `block_input` is the residual stream entering the block whose `on_block` hooks are running (None
-    elsewhere), so that hooks can read or patch a block's own update, output − input.
+    elsewhere), so that hooks can read or patch a block's own update, output − input. `prev_x0` is the previous
+    step's x̂0 (None at step 0).
     """
 
     step: int
@@ -32,6 +33,9 @@ class StepContext:
     passes: dict[str, slice] = field(default_factory=dict)
     grid: tuple[int, int, int] | None = None
     block_input: torch.Tensor | None = None
+    # x̂0 = x_s − σ_s·v of the previous step's forward (float32, (B, C, F, H, W)); None at the first step of a
+    # trajectory. What `RenoiseAtStep` re-noises: the model's last estimate of the clean video before step s
+    prev_x0: torch.Tensor | None = None
 
     @property
     def fraction(self) -> float:

@@ -82,3 +82,13 @@ def foreground_energy(increments: tuple[float, ...], amp: float = 1.0) -> WanSys
     from cos.models.planted import SceneBlock, planted_system
 
     return planted_system([SceneBlock(amp * a) for a in increments], "planted-foreground-energy")
+
+
+def with_scheduler(system: WanSystem, name: str) -> WanSystem:
+    """`system` sampled with another scheduler ("unipc": Wan's UniPC multistep, flow sigmas; "euler"), named so
+    (its fingerprint covers the scheduler, so runs are keyed apart)."""
+    from cos.models.tiny import euler, unipc
+
+    system.scheduler = {"unipc": unipc, "euler": euler}[name]()
+    system.name = f"{system.name}+{name}"
+    return system

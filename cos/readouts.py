@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from cos.interventions import NoiseAtFrame, NoiseAtStep
+from cos.interventions import NoiseAtFrame, NoiseAtStep, RenoiseAtStep
 from cos.models.system import WanSystem
 from cos.runner import RunContext, step_videos, videos
 from cos.settings import ClaimSettings
@@ -120,12 +120,22 @@ def noise_frames(system: WanSystem, settings: ClaimSettings, sizing: NoiseSizing
     return sorted({min(f, n - 1) for f in sizing.frames if n > 1})
 
 
+# the branches of the noise sweep, by reading (cos.interventions.noise): name prefix → intervention at an index
+STEP_READINGS = {"step": NoiseAtStep, "renoise": RenoiseAtStep}
+FRAME_READINGS = {"frame": lambda f: NoiseAtFrame(f), "framestate": lambda f: NoiseAtFrame(f, into_state=True)}
+RESEED = "reseed"     # NoiseAtStep(0): x_0 redrawn, the natural null of "a perturbation propagates"
+
+
 def noise_sweep(ctx: RunContext, system: WanSystem, settings: ClaimSettings, batch: TaskBatch,
                 sizing: NoiseSizing) -> dict:
-    """Clean run plus every noise branch, x̂0 recorded, computed once per batch and session."""
+    """Clean run plus every noise branch, x̂0 recorded, computed once per batch and session: "step{s}" (x_s ←
+    N(0, I)), "renoise{s}" (x_s ← (1 − σ_s)·x̂0 + σ_s·ε), "frame{f}" (the model's view of frame f noised),
+    "framestate{f}" (frame f of the state noised) and "reseed" (x_0 redrawn)."""
     steps = noise_injection_steps(settings, sizing)
     frames = noise_frames(system, settings, sizing)
-    branches = {**{f"step{s}": [NoiseAtStep(s)] for s in steps}, **{f"frame{f}": [NoiseAtFrame(f)] for f in frames}}
+    branches = {RESEED: [NoiseAtStep(0)],
+                **{f"{r}{s}": [make(s)] for r, make in STEP_READINGS.items() for s in steps},
+                **{f"{r}{f}": [make(f)] for r, make in FRAME_READINGS.items() for f in frames}}
     return ctx.memo(("noise-sweep", sizing), system, settings, batch,
                     lambda: ctx.sweep(system, settings, batch, branches, record=("x0",)))
 
@@ -140,4 +150,5 @@ def noise_sweep_runs(settings: ClaimSettings, sizing: NoiseSizing) -> dict[str, 
 def noise_sweep_cost(settings: ClaimSettings, sizing: NoiseSizing) -> int:
     """Row-forwards of the branches of one noise sweep beyond the shared clean prefix."""
     s = noise_settings(settings)
-    return s.rows * (sum(s.steps - k for k in noise_injection_steps(s, sizing)) + len(sizing.frames) * s.steps)
+    return s.rows * (len(STEP_READINGS) * sum(s.steps - k for k in noise_injection_steps(s, sizing))
+                     + (len(FRAME_READINGS) * len(sizing.frames) + 1) * s.steps)

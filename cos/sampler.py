@@ -106,12 +106,13 @@ class SamplerState:
     num_steps: int
     seeds: list[int]
     cond: Conditioning
+    last_x0: torch.Tensor | None = None     # x̂0 of the last step run (StepContext.prev_x0 of the next)
 
     def fork(self) -> "SamplerState":
         """An independent copy: continuing it leaves this state untouched (the scheduler, solver history
         included, is deep-copied, so a fork that restarts the history leaves the trunk's intact)."""
         return SamplerState(self.latents.clone(), self.condition, copy.deepcopy(self.scheduler), self.next_step,
-                            self.num_steps, list(self.seeds), self.cond)
+                            self.num_steps, list(self.seeds), self.cond, self.last_x0)
 
 
 @dataclass
@@ -251,7 +252,7 @@ class Sampler:
                 model = sysm.experts[expert]
                 g = guidance_scale if expert == 0 else gs2
                 sigma_t = sched.sigmas[i]
-                ctx = StepContext(i, state.num_steps, t, float(sigma_t), expert, state.seeds)
+                ctx = StepContext(i, state.num_steps, t, float(sigma_t), expert, state.seeds, prev_x0=state.last_x0)
                 latents = state.latents
                 replaced = False
                 for iv in interventions:
@@ -282,6 +283,7 @@ class Sampler:
                         val = {"latents": lambda: latents, "velocity": lambda: v, "model_input": lambda: seen,
                                "x0": lambda: latents - sigma_t * v}[name]()
                         traj[name].append(val.detach().float().to(self.record_device))
+                state.last_x0 = (latents - sigma_t * v).float()
                 state.latents = sched.step(v, t, latents, return_dict=False)[0]
                 state.next_step = i + 1
                 if self.check_finite:

@@ -46,7 +46,7 @@ def test_noise_dropping_the_injection_breaks_information_flow(monkeypatch):
 
     claim, ctl = positive("noise.information_flow")
     assert ctl.run(claim).status == "holds"
-    monkeypatch.setattr(cos.readouts, "NoiseAtStep", DroppedNoiseAtStep)
+    monkeypatch.setitem(cos.readouts.STEP_READINGS, "step", DroppedNoiseAtStep)
     r = ctl.run(claim)
     assert r.status != "holds" and r.measured == pytest.approx(0, abs=1e-6), (r.status, r.measured)
 
