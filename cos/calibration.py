@@ -4,8 +4,9 @@ Every claim's controls (cos.registry.Control) are rerun over draws 1..N: indepen
 seeds (and weight seeds for random models), so a draw is a fresh repetition of the control at the tier's sizes.
 Draw 0 (the default test tier's) is left out so the calibration is not conditioned on the draw the tests pin.
 Per control: how often the claim came out `holds`, with a Wilson interval. For a claim: its power is that of
-its weakest positive control, its false-positive rate that of its most permissive negative control (one bad
-control is not averaged away); `sensitivity` controls (the effect planted at the paper's size or smaller) are
+its weakest positive control, its false-positive rate that of its most permissive *noisy* negative control (one
+bad control is not averaged away; a null whose effect is identically 0 on every draw cannot be a false positive,
+so it is listed as `exact_zero_nulls` and not counted: a claim with no noisy null has no FPR and misses the goal); `sensitivity` controls (the effect planted at the paper's size or smaller) are
 reported beside, undecided. The minimum detectable effect is the median over the planted draws of what each
 run reported from its own interval (cos.stats.detectable).
 
@@ -185,6 +186,15 @@ def _rate(recs: list[dict], kind: str) -> dict:
             "statuses": dict(sorted(Counter(r["status"] for r in recs).items()))}
 
 
+NOISE_FLOOR = 1e-6    # |effect| at or below this on every draw: the null is identically zero (float noise)
+
+
+def noisy_null(recs: list[dict]) -> bool:
+    """Whether a negative control's effect is noisy (zero in expectation, not identically): some draw measured
+    an effect above float noise. A null that is exactly 0 on every draw cannot be a false positive."""
+    return any(r["measured"] is not None and abs(r["measured"]) > NOISE_FLOOR for r in recs)
+
+
 def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wall_s: float) -> dict:
     """The calibration document from the draws' records (wall_s: this invocation's; draw_seconds: the draws'
     own times summed, whichever invocation ran them)."""
@@ -201,8 +211,13 @@ def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wa
         ctl = {k.name: k for k in c.controls()}
         per = {name: {"kind": ctl[name].kind, "why": ctl[name].why, **_rate(rs, ctl[name].kind)}
                for name, rs in by.get(c.id, {}).items()}
+        for name, v in per.items():
+            if v["kind"] == "negative":
+                v["noisy"] = noisy_null(by[c.id][name])
         pos = [v for v in per.values() if v["kind"] == "positive"]
-        neg = [v for v in per.values() if v["kind"] == "negative"]
+        # the false-positive rate is measured on noisy nulls only: a null whose effect is identically zero (an
+        # oracle's exact 0) can never come out `holds`, so its 0/N says nothing about the claim's error rate
+        neg = [v for v in per.values() if v["kind"] == "negative" and v["noisy"]]
         planted = min(pos, key=lambda v: v["rate"]) if pos else None
         null = max(neg, key=lambda v: v["rate"]) if neg else None
         mdes = [r["mde"] for name, rs in by.get(c.id, {}).items() if per[name]["kind"] == "positive"
@@ -214,7 +229,9 @@ def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wa
         # the goal shown by the intervals themselves: 0 misses needs 35 draws for a Wilson low > 0.9, 0 false
         # positives 73 draws for a Wilson high < 0.05
         shown = bool(planted and null and planted["ci"][0] >= GOAL_POWER and null["ci"][1] <= GOAL_FPR and not crashed)
+        exact = sorted(n for n, v in per.items() if v["kind"] == "negative" and not v["noisy"])
         out[c.id] = {"version": c.spec.version, "threshold": c.spec.threshold, "direction": c.spec.direction,
+                     "exact_zero_nulls": exact,
                      "planted": planted and {k: planted[k] for k in ("draws", "holds", "rate", "ci")},
                      "null": null and {k: null[k] for k in ("draws", "holds", "rate", "ci")},
                      "off_design_draws": {n: v["off_design"] for n, v in per.items() if v["off_design"]},
@@ -247,18 +264,21 @@ def markdown(doc: dict) -> str:
     for cid, c in doc["claims"].items():
         sens = [f"{n}: {v['holds']}/{v['draws']}" for n, v in c["controls"].items() if v["kind"] == "sensitivity"]
         mde = c["min_detectable_effect"]
-        rows.append([cid, _pct(c["planted"]), _pct(c["null"]), "; ".join(sens) or "–",
+        rows.append([cid, _pct(c["planted"]), _pct(c["null"]) if c["null"] else "no noisy null",
+                     "; ".join(sens) or "–",
                      "–" if mde is None else f"{mde:.3g}", "yes" if c["meets_goal"] else "no",
                      "yes" if c.get("goal_shown_by_interval") else "no"])
         for n, v in c["controls"].items():
-            ctl_rows.append([cid, n, v["kind"], _pct(v), ", ".join(f"{k} {m}" for k, m in v["statuses"].items()),
+            kind = v["kind"] + ("" if v["kind"] != "negative" else " (noisy)" if v.get("noisy") else " (exact 0)")
+            ctl_rows.append([cid, n, kind, _pct(v), ", ".join(f"{k} {m}" for k, m in v["statuses"].items()),
                              v["off_design"] or ""])
     head = (f"Calibration, tier `{p['tier']}`: {p['draws']} independent draws per control (draws 1..{p['draws']}), "
             f"{p['jobs']} worker(s), {p['wall_s']:.0f} s on {p['machine']} ({p['cpus']} CPUs), torch {p['torch']}, "
             f"{p['date']}; draws by host: {p.get('draws_by_host', {})}. Goal: power ≥ {g['power']} and false-positive rate ≤ {g['false_positive_rate']} with "
             f"≥ {g['min_draws']} draws ('goal met': point estimates; 'by CI': the Wilson interval itself lies within "
             "the goal, which needs ≥ 35 draws without a miss and ≥ 73 without a false positive). Power: the weakest "
-            "positive control; FPR: the most permissive negative control; Wilson 95% intervals. MDE: median minimum detectable effect (80% power) the planted runs "
+            "positive control; FPR: the most permissive noisy negative control (a null identically 0 on every draw, "
+            "marked 'exact 0', cannot be a false positive and is not counted); Wilson 95% intervals. MDE: median minimum detectable effect (80% power) the planted runs "
             "reported from their own intervals, in the claim's units.\n\n")
     return (head + tabulate(rows, headers=["claim", "power (planted holds)", "FPR (null holds)", "sensitivity",
                                            "MDE", "goal met", "by CI"], tablefmt="github")

@@ -108,12 +108,32 @@ def test_summarize_only_recomputes_from_the_recorded_draws(tmp_path):
 
     validate(tmp_path, draws=2, select="memory.persistence", stream=io.StringIO())
     recs = [json.loads(x) for x in (tmp_path / "draws.jsonl").read_text().splitlines()]
-    for r in recs:      # as if the null had held on every draw, its check failing
+    for r in recs:      # as if the null had held on every draw with an effect, its check failing
         if r["kind"] == "negative":
-            r.update(status="holds", check=False)
+            r.update(status="holds", check=False, measured=0.7)
     (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     from cos.calibration import resummarize
 
     doc = resummarize(tmp_path)
     c = doc["claims"]["memory.persistence"]
     assert c["null"]["holds"] == 2 and doc["provenance"]["resummarized"]
+
+
+def test_the_false_positive_rate_counts_noisy_nulls_only():
+    """A null whose effect is identically 0 on every draw cannot be a false positive: it is listed apart and left
+    out of the FPR; a claim whose nulls are all of that kind has no FPR and misses the goal."""
+    from cos.calibration import summarize
+    from cos.registry import get_claim
+
+    claim = get_claim("memory.persistence")
+    rec = lambda control, kind, status, measured, d: {"claim": claim.id, "control": control, "kind": kind,
+                                                      "status": status, "check": True, "measured": measured,
+                                                      "mde": None, "seconds": 1.0, "draw": d}
+    pos = [rec("oracle", "positive", "holds", 0.9, d) for d in range(1, 31)]
+    exact = [rec("lapse-mid-way", "negative", "fails", 0.0, d) for d in range(1, 31)]
+    noisy = [rec("untrained", "negative", "holds" if d <= 3 else "fails", 0.01 * (-1) ** d, d) for d in range(1, 31)]
+    doc = summarize(pos + exact + noisy, [claim], 30, "cpu", 1, 1.0)["claims"][claim.id]
+    assert doc["exact_zero_nulls"] == ["lapse-mid-way"] and doc["controls"]["untrained"]["noisy"]
+    assert doc["null"]["holds"] == 3 and not doc["meets_goal"]          # 3/30 = 0.1 > 0.05
+    only_exact = summarize(pos + exact, [claim], 30, "cpu", 1, 1.0)["claims"][claim.id]
+    assert only_exact["null"] is None and not only_exact["meets_goal"]

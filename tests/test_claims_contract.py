@@ -59,7 +59,7 @@ class Toy(Claim):
     def measure(self, ctx, system, settings):
         from cos.stats import bootstrap_ci
 
-        est = bootstrap_ci([1.0, 2.0, 3.0])
+        est = bootstrap_ci([1.0, 2.0, 3.0] * 2)    # n = 3: no 95% interval of a mean excludes 0
         return self.result(est, SimpleNamespace(name="toy", weights_hash=None), settings, ToyDetails(values=[1, 2, 3]),
                            samples={"maze-id-00003": {"score": [0.5]}, "return_to_origin-ood-00012": {"score": [1.0]}})
 

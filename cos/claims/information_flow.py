@@ -201,7 +201,9 @@ class InformationFlow(Claim):
                                 cbar_label="1 − CKA(perturbed, clean x̂0) (unitless)", yticks=sorted(c, key=int),
                                 title="how far a perturbation at one step travels (means)"),
                         f"1 − CKA between the literally noised and the clean x̂0 (mean over instances; per-cell "
-                        f"intervals not recorded). A reseed alone gives {d.reseed_dissimilarity:.3g} at the last step."))
+                        f"intervals not recorded)." + ("" if d.reseed_dissimilarity is None else
+                                                       f" A reseed alone gives {d.reseed_dissimilarity:.3g} at the "
+                                                       f"last step.")))
         series = {}
         for r, v in d.readings.items():
             ps = v.get("per_step", {})
