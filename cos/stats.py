@@ -46,12 +46,14 @@ def expanded_tail(n: int, confidence: float = 0.95) -> tuple[float, float]:
     return float(stats.norm.sf(z)), z
 
 
-def _studentized_mean(center: float) -> Callable:
+def _studentized_mean(center: float, se_floor: float = 0.0) -> Callable:
     """t* = (mean(x*) − center) / (sd(x*)/√n) of resamples along `axis`. A resample with no spread gives ±inf (its
     mean is off the centre by a finite amount: the studentized tail is unbounded that way), or 0 if its mean is the
-    centre."""
+    centre. A standard error at or below `se_floor` counts as no spread: values tied up to float rounding (1.0 and
+    0.99999999) otherwise give t* of 1e8 and a bound millions of units away (seen: [-2060970, 1.03] for scores)."""
     def t(x, axis=-1):
         se = np.std(x, axis=axis, ddof=1) / np.sqrt(x.shape[axis])
+        se = np.where(se <= se_floor, 0.0, se)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = (np.mean(x, axis=axis) - center) / se
         return np.where(np.isnan(r), 0.0, r)
@@ -66,7 +68,13 @@ def bootstrap_t_star(x: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> n
     validation, and a percentile interval and standard error of t* that are not used), which the coverage test's
     ~5000 calls would feel."""
     idx = np.random.default_rng(seed).integers(0, x.size, (n_resamples, x.size))
-    return _studentized_mean(float(np.mean(x)))(x[idx], axis=-1)
+    return _studentized_mean(float(np.mean(x)), se_floor(x))(x[idx], axis=-1)
+
+
+def se_floor(x: np.ndarray) -> float:
+    """The resample standard error below which a resample counts as having no spread: a millionth of the sample's
+    own (and float rounding of its values' scale), so that float noise among tied values is not studentized."""
+    return max(1e-6 * float(np.std(x, ddof=1) / np.sqrt(x.size)), 1e-12 * float(np.max(np.abs(x))))
 
 
 def hall_t_bounds(x: np.ndarray, z: float) -> tuple[float, float]:

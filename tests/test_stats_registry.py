@@ -50,12 +50,12 @@ def test_the_vectorised_bootstrap_of_the_mean_is_the_per_resample_one(n):
 
     from scipy import stats
 
-    from cos.stats import _studentized_mean, bootstrap_t_star, expanded_tail, hall_t_bounds
+    from cos.stats import _studentized_mean, bootstrap_t_star, expanded_tail, hall_t_bounds, se_floor
 
     x = np.random.default_rng(n).normal(size=n) * 3.7
     with warnings.catch_warnings(), np.errstate(all="ignore"):   # n = 2: half the resamples have no spread
         warnings.simplefilter("ignore")
-        slow = stats.bootstrap((x,), _studentized_mean(float(np.mean(x))), n_resamples=2000, method="percentile",
+        slow = stats.bootstrap((x,), _studentized_mean(float(np.mean(x)), se_floor(x)), n_resamples=2000, method="percentile",
                                random_state=np.random.default_rng(0), vectorized=False).bootstrap_distribution
     np.testing.assert_array_equal(bootstrap_t_star(x), slow)
     tail, z = expanded_tail(n)
@@ -184,3 +184,11 @@ def test_argmax_ci_covers_a_plateau_instead_of_its_first_position():
     peaked[:, 3] += 3.0
     e = argmax_ci(peaked)
     assert e.value == e.ci_low == e.ci_high == 3.0
+
+
+def test_values_tied_up_to_float_rounding_are_not_studentized_into_a_huge_bound():
+    """Scores of 1.0 and 0.99999999 (float rounding of the same value) gave resamples a standard error of ~1e-9
+    and t* of ~1e8: an interval of [-2060970, 1.03] for a mean of scores in [0, 1]."""
+    x = [1.0, 0.99999999, 0.9999999995, 1.0, 0.6666666, 1.0, 0.99999998, 1.0, 1.0, 0.999999, 1.0, 1.0]
+    e = bootstrap_ci(x)
+    assert -0.5 < e.ci_low < e.value < e.ci_high < 1.5, e
