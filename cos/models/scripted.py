@@ -138,11 +138,16 @@ WRONG_MASS = (0.6, 0.9)    # mass the wrong commitment holds (drawn per row): ab
 RIGHT_MASS = 0.75          # mass on the answer at the switch step, rising to 1 at the last step
 
 
-def wrong_then_right(per_frame_share: float = 0.0, wave: int = 4) -> Script:
+def wrong_then_right(per_frame_share: float = 0.0, wave: int = 4, end: str = "answer") -> Script:
     """Step 0: the even blend of the candidates (the prior's blur). Steps 1..k−1: committed to a wrong candidate
     (mass in WRONG_MASS). From step k on: the answer, its mass rising from RIGHT_MASS to 1 at the last step. In a
     row drawn with probability 1 − `per_frame_share` every frame switches at k (a global correction); otherwise
-    the deciding frames switch one after another over `wave` steps, in frame order (a per-frame correction)."""
+    the deciding frames switch one after another over `wave` steps, in frame order (a per-frame correction).
+    `end="random"`: from step k on, a candidate drawn uniformly among all but the wrong one (the answer with
+    probability 1/(K − 1), as likely as each other wrong candidate) in place of the answer: a sampler that
+    leaves its wrong commitment for a chance candidate (the selfcorrection claim's null, zero in expectation)."""
+    if end not in ("answer", "random"):
+        raise ValueError(f"wrong_then_right: end={end!r}: expected 'answer' or 'random'")
     def script(inst: TaskInstance, rng: np.random.Generator, steps: int) -> torch.Tensor:
         if steps < 5:
             raise ValueError(f"wrong_then_right: needs ≥ 5 steps, got {steps}")
@@ -154,13 +159,59 @@ def wrong_then_right(per_frame_share: float = 0.0, wave: int = 4) -> Script:
         if per_frame:
             frames = [f for f in deciding_frames(inst) if f > 0]
             switch[frames] = lo + np.round(np.linspace(0, wave, len(frames))).astype(int)
+        target = inst.answer if end == "answer" else int(rng.choice([j for j in range(k) if j != wrong]))
         out = [mix(inst, torch.full((k,), 1.0 / k, dtype=torch.float64))]
         for i in range(1, steps):
             w = torch.empty(k, f_n, dtype=torch.float64)
             for f in range(f_n):
                 if i < switch[f]:
                     w[:, f] = leaning(k, wrong, mass)
-                else:   # the answer's mass rises from RIGHT_MASS at this frame's switch to 1 at the last step
+                else:   # the target's mass rises from RIGHT_MASS at this frame's switch to 1 at the last step
+                    u = (i - switch[f]) / max(1, steps - 1 - switch[f])
+                    w[:, f] = leaning(k, target, RIGHT_MASS + (1 - RIGHT_MASS) * u)
+            out.append(mix(inst, w))
+        return torch.stack(out)
+    return script
+
+
+# ---------------------------------------------------------------- cos.not_frames
+def frames_apart(window: int | None = None, stray_share: float = 0.0) -> Script:
+    """Every deciding frame commits on its own: step 0 the even blend of the candidates; then each deciding frame
+    shows a wrong candidate unlike the answer (mass in WRONG_MASS) until a switch step of its own, drawn
+    independently per frame and row, uniformly in 1..S−1, and from there the answer (mass rising from RIGHT_MASS to
+    1 at the last step). Every frame ends on the answer, so no row is censored: the spread of the frames'
+    commitment steps is that of independent draws (random per row, not identically anything) and their order has
+    nothing to do with the frame index (Spearman ρ(frame, commit step) 0 in expectation): the frame-by-frame null
+    of `cos.not_frames`, measured on every row.
+
+    `window`: the switch steps are drawn within a few consecutive steps (a width drawn per row, 1..`window`) from a
+    step drawn per row: frames commit close together. `stray_share`: the probability that a row has one deciding
+    frame (where the wrong candidate looks unlike the answer) that keeps its wrong candidate to the end: that frame
+    never shows the final answer (a censored row)."""
+    def script(inst: TaskInstance, rng: np.random.Generator, steps: int) -> torch.Tensor:
+        if steps < 3:
+            raise ValueError(f"frames_apart: needs ≥ 3 steps, got {steps}")
+        k, f_n = len(inst.candidates), inst.num_frames
+        wrong, mass = unlike_answer(inst, rng), float(rng.uniform(*WRONG_MASS))
+        if window is None:
+            switch = rng.integers(1, steps, size=f_n)          # frame 0 (the conditioning frame) is shared
+        else:
+            width = int(rng.integers(1, window + 1))
+            lo = int(rng.integers(1, max(2, steps - width + 1)))
+            switch = np.minimum(lo + rng.integers(0, width, size=f_n), steps - 1)
+        if rng.random() < stray_share:
+            c = inst.candidates
+            apart = [f for f in deciding_frames(inst)
+                     if f > 0 and (c[wrong, f] - c[inst.answer, f]).abs().amax() > 1e-6]
+            if apart:
+                switch[int(rng.choice(apart))] = steps         # never switches
+        out = [mix(inst, torch.full((k,), 1.0 / k, dtype=torch.float64))]
+        for i in range(1, steps):
+            w = torch.empty(k, f_n, dtype=torch.float64)
+            for f in range(f_n):
+                if i < switch[f]:
+                    w[:, f] = leaning(k, wrong, mass)
+                else:
                     u = (i - switch[f]) / max(1, steps - 1 - switch[f])
                     w[:, f] = leaning(k, inst.answer, RIGHT_MASS + (1 - RIGHT_MASS) * u)
             out.append(mix(inst, w))
