@@ -192,3 +192,10 @@ def test_values_tied_up_to_float_rounding_are_not_studentized_into_a_huge_bound(
     x = [1.0, 0.99999999, 0.9999999995, 1.0, 0.6666666, 1.0, 0.99999998, 1.0, 1.0, 0.999999, 1.0, 1.0]
     e = bootstrap_ci(x)
     assert -0.5 < e.ci_low < e.value < e.ci_high < 1.5, e
+
+
+def test_values_tied_within_clusters_fall_back_to_halls_bound():
+    """Scores tied within clusters (1.0, 0.999, 0.667): resamples drawn from one cluster have a spread far below the
+    sample's and t* explodes (an interval of [-38, 1.03] was seen); such a side is Hall's bound instead."""
+    e = bootstrap_ci([0.958, 1.0, 0.999, 0.667, 1.0, 0.9995, 1.0, 1.0, 0.999, 1.0, 0.667, 1.0])
+    assert 0.0 < e.ci_low < e.value < e.ci_high < 1.4, e
