@@ -77,6 +77,19 @@ def answer_at(code: dict[int, float], num_layers: int = 8, mu: float = 1.0, sigm
     return planted_system(blocks, f"planted-answer-at-{'-'.join(map(str, sorted(code)))}")
 
 
+def answer_after_step0(code: dict[int, float], num_layers: int = 8, mu: float = 1.0, sigma_seed: float = 0.0,
+                       sigma_inst: float = 0.0, scene: float = 0.1) -> WanSystem:
+    """A planted DiT deciding after step 0: as `answer_at`, but the blocks in `code` write the answer's code at
+    every step except the first (`LateCodeBlock`), so step 0's x̂0 is the candidates' mean whatever is done to its
+    blocks there. The controls of no leverage: a step-0 intervention, even at its maximum, cannot move it; the
+    same intervention at every step can."""
+    from cos.models.planted import LateCodeBlock, SceneBlock, planted_system
+
+    blocks = [LateCodeBlock(code[k], mu, sigma_seed, sigma_inst, salt=k) if k in code else SceneBlock(scene)
+              for k in range(num_layers)]
+    return planted_system(blocks, f"planted-answer-after-step0-at-{'-'.join(map(str, sorted(code)))}")
+
+
 def foreground_energy(increments: tuple[float, ...], amp: float = 1.0) -> WanSystem:
     """A planted DiT whose block k adds amp·increments[k] × the first frame's colour on foreground tokens
     (`SceneBlock`): where the increments rise then fall, the foreground energy peaks at those blocks."""

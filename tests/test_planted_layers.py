@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cos.claims.energy_profile import RISE_FALL, token_masks
-from cos.controls import answer_at, foreground_energy
+from cos.controls import answer_after_step0, answer_at, foreground_energy, random_organism
 from cos.interventions import CaptureBlocks, EnsembleAverage, SwapBlock
 from cos.models.planted import CODE, DIM, K_MAX, SCENE, TASK, BlockInputs, CodeBlock
 from cos.runner import RunContext, videos
@@ -74,6 +74,57 @@ def test_the_ensemble_of_the_coding_block_averages_the_seeds_noise_and_nothing_e
     assert torch.equal(caps["early"], caps["none"])
     mean = caps["none"].view(3, 3, K_MAX).mean(1).repeat_interleave(3, 0)
     assert torch.allclose(caps["mid"], mean, atol=1e-6)
+
+
+def test_a_model_deciding_after_step0_cannot_be_moved_at_step0_and_can_at_every_step():
+    """`answer_after_step0`, the no-leverage control of swap and ensemble: its coding block writes at every step but
+    step 0, so the swap ceiling (the alternative's whole block-0 output at step 0) leaves the run bitwise unchanged,
+    while the coding block's update swapped in at every step flips the outcome."""
+    system = answer_after_step0({4: 1.0})
+    batch = grounding_batch(6)
+    cap = CaptureBlocks(blocks=[4], steps=[0, 1, 2], what="update")
+    base, base_out = outcomes(system, batch, [cap])
+    assert base_out == [i.answer for i in batch.instances]
+    assert cap[0, 4][..., CODE].abs().max() == 0
+    assert all(cap[s, 4][..., CODE].abs().max() > 0 for s in (1, 2))
+    alt = make_batch([i.alternative for i in batch.instances], [0], 16, 16)
+    top = CaptureBlocks(blocks=[0], steps=[0], cfg_pass="both", what="output")
+    alt_upd = CaptureBlocks(blocks=[4], steps=[0, 1, 2], what="update")
+    RunContext(progress=False).run(system, S, alt, interventions=[top, alt_upd])
+    ceiling, _ = outcomes(system, batch, [SwapBlock(0, top, steps=[0], cfg_pass="both", what="output")])
+    assert torch.equal(ceiling.latents, base.latents)
+    _, every = outcomes(system, batch, [SwapBlock(4, alt_upd, steps=[0, 1, 2])])
+    assert every == [i.alternative.answer for i in batch.instances] != base_out
+
+
+def test_the_swap_ceiling_makes_step0_the_alternatives_forward_on_wan_blocks():
+    """The swap claim's leverage ceiling on real Wan blocks (random weights): the alternative's whole block-0 output
+    at step 0 makes step 0's x̂0 the alternative's (the configurations differ only at the input)."""
+    system = random_organism(seed=0, num_layers=4)
+    batch = grounding_batch(2)
+    alt = make_batch([i.alternative for i in batch.instances], [0], 16, 16)
+    ctx = RunContext(progress=False)
+    top = CaptureBlocks(blocks=[0], steps=[0], cfg_pass="both", what="output")
+    a = ctx.run(system, S, alt, record=("x0",), interventions=[top], until=1)
+    o = ctx.run(system, S, batch, record=("x0",), until=1)
+    c = ctx.run(system, S, batch, record=("x0",), until=1,
+                interventions=[SwapBlock(0, top, steps=[0], cfg_pass="both", what="output")])
+    assert torch.allclose(c["x0"][0], a["x0"][0], atol=1e-5)
+    assert not torch.allclose(o["x0"][0], a["x0"][0], atol=1e-3)
+
+
+def test_the_ensemble_ceiling_gives_the_seeds_one_velocity_on_wan_blocks():
+    """The ensemble claim's leverage ceiling (every block's whole output averaged over an instance's seeds at step 0):
+    the seeds of an instance get one velocity at step 0; without it they differ."""
+    system = random_organism(seed=0, num_layers=4)
+    batch = grounding_batch(2, seeds=(0, 1, 2))
+    groups = [b // 3 for b in range(6)]
+    ctx = RunContext(progress=False)
+    v = lambda ivs: ctx.run(system, S, batch, record=("velocity",), interventions=ivs, until=1)["velocity"][0]
+    shared = v([EnsembleAverage(blocks="all", steps=[0], groups=groups, what="output")]).view(2, 3, -1)
+    own = v([]).view(2, 3, -1)
+    assert torch.allclose(shared, shared[:, :1].expand_as(shared), atol=1e-5)
+    assert not torch.allclose(own, own[:, :1].expand_as(own), atol=1e-3)
 
 
 def test_frame_noise_is_standard_normal_and_more_frames_decide_better():

@@ -138,6 +138,28 @@ class CodeBlock(torch.nn.Module):
         return hidden_states + update
 
 
+class _AfterCommit(BlockInputs):
+    """`BlockInputs` whose write window is every step after the commit step (for `LateCodeBlock`)."""
+
+    @property
+    def commit(self) -> torch.Tensor:
+        return self.s < COMMIT_S
+
+
+class LateCodeBlock(CodeBlock):
+    """A `CodeBlock` that writes the answer's code at every step after the commit step and nothing at it: a model
+    that decides after step 0. At step 0 no block writes a code, so the head's x̂0 there is the candidates' mean
+    (the posterior at s = 1 is the uniform prior and the commit extrapolation has nothing to extrapolate), whatever
+    is done to the blocks at that step: no step-0 intervention can move the outcome (the planted case of no
+    leverage at step 0). At every later step the code prior β·code decides, its seed noise read from x_s as
+    `CodeBlock` reads it (at s < 1, x_s also carries the trajectory's own signal, shared by the seeds)."""
+
+    def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, temb: torch.Tensor,
+                rotary_emb: BlockInputs) -> torch.Tensor:
+        late = _AfterCommit(rotary_emb.s, rotary_emb.grid, rotary_emb.valid)
+        return super().forward(hidden_states, encoder_hidden_states, temb, late)
+
+
 class SceneBlock(torch.nn.Module):
     """Adds `amp` × the first frame's colour (in [0, 1]; 0 on the black background) of each token's position, at
     every frame (it reads frame 0 as temporal attention would), into SCENE: energy on the foreground objects only.
