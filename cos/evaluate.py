@@ -1,6 +1,8 @@
 """Held-out evaluation of a model on the task suite through the shared sampler.
 
-    python -m cos.evaluate --model fixtures/organism --n 32 [--steps 12] [--json out.json]
+    python -m cos.evaluate --model fixtures/organism --n 32 [--steps 12] [--frames 17] [--json out.json]
+    python -m cos.evaluate --model fixtures/organism --distilled      # the model's own 4-step LoRA, its schedule
+    python -m cos.evaluate --model fixtures/organism --lora L.safetensors:1.0 --steps 4
 """
 from __future__ import annotations
 
@@ -71,6 +73,10 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError(f"--n {args.n}: must be at least 2 (a bootstrap interval needs two instances per task)")
     if args.steps is not None:
         positive_int("--steps", args.steps)
+    if args.frames is not None and positive_int("--frames", args.frames) < 2:
+        raise InputError(f"--frames {args.frames}: must be at least 2 (the first frame and a generated one)")
+    if args.distilled and args.lora:
+        raise InputError("--distilled and --lora: give one (--distilled is the model's own LoRA stack)")
     check_device("--device", args.device)
 
 
@@ -82,12 +88,31 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--first", type=int, default=0, help="first instance seed (validation uses a range of its own)")
     ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--frames", type=int, default=None, help="frame count (default: the model's)")
+    ap.add_argument("--lora", action="append", default=[], metavar="PATH[:WEIGHT]",
+                    help="a LoRA applied to the model (repeat to stack; weight 0.5 by default)")
+    ap.add_argument("--distilled", action="store_true",
+                    help="the model's own distilled LoRA (cos_model.json \"distilled\") at its steps and guidance")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", default=None)
     ap.add_argument("--snapshots", action="store_true", help="evaluate every model directory under --model")
     args = ap.parse_args(argv)
     _check(args)
+    from cos.models.lora import parse_lora_spec
+
     over = {"steps": args.steps} if args.steps else {}
+    if args.frames:
+        over["num_frames"] = args.frames
+    loras = [parse_lora_spec(x) for x in args.lora]
+    if args.distilled:
+        from cos.errors import InputError
+        from cos.models.loading import shipped_distilled
+
+        decl = shipped_distilled(args.model)
+        if decl is None:
+            raise InputError(f"--distilled: {args.model} declares no distilled LoRA (cos_model.json \"distilled\")")
+        loras = decl["loras"]
+        over = {"steps": decl["steps"], "guidance_scale": decl["guidance_scale"], **over}
     if args.snapshots:
         from pathlib import Path
         dirs = sorted(p.parent for p in Path(args.model).glob("*/cos_model.json"))
@@ -104,7 +129,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         if args.json:
             Path(args.json).write_text(json.dumps({"first": args.first, "n": args.n, "snapshots": table}, indent=1))
         return
-    system = load_system(args.model, device=args.device)
+    system = load_system(args.model, device=args.device, loras=loras)
     t0 = time.time()
     rows = evaluate(system, n=args.n, first=args.first, **over)
     summary = summarize(rows)
@@ -114,7 +139,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     print(f"wall {time.time() - t0:.1f}s on {args.device}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"summary": summary, "rows": rows,
+            json.dump({"summary": summary, "rows": rows, "model": system.name, "weights_hash": system.weights_hash,
+                       "loras": [[str(p), w] for p, w in loras], "device": args.device,
                        "settings": {**defaults(system), **over, "n": args.n, "first": args.first}}, f)
 
 if __name__ == "__main__":

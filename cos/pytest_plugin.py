@@ -42,7 +42,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="a previous claims-status.json: fail when a claim that held there no longer holds")
     g.addoption("--cos-lora", action="append", default=[], metavar="PATH[:WEIGHT]",
                 help="a LoRA for distill.four_step's distilled model (repeat: reasoning and distillation LoRAs, "
-                     "weight 0.5 each by default), applied to both experts of --cos-model")
+                     "weight 0.5 each by default), applied to both experts of --cos-model; without it, the "
+                     "model's own distilled LoRA where its cos_model.json declares one (the organism does)")
     g.addoption("--cos-model-lora", action="append", default=[], metavar="PATH[:WEIGHT]",
                 help="a LoRA applied to --cos-model itself (e.g. base Wan2.2 + the VBVR LoRA at 1.0)")
     g.addoption("--cos-flow-shift", type=float, default=None,
@@ -422,9 +423,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def cos_run(pytestconfig: pytest.Config, cos_model_path: Path, cos_device: str) -> "RunContext":
-    """The session's `RunContext` (store, shard, shared runs); the distilled model of --cos-lora loads on first use."""
+    """The session's `RunContext` (store, shard, shared runs); the distilled model (--cos-lora, else the model's
+    own declared LoRA) loads on first use."""
     ctx = pytestconfig._cos.ctx
-    if pytestconfig.getoption("--cos-lora"):
+    if distilled_loras(cos_model_path, pytestconfig):
         ctx.distilled_loader = lambda: _distilled_system(cos_model_path, cos_device, pytestconfig)
     return ctx
 
@@ -435,7 +437,8 @@ def cos_tier(pytestconfig: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
-def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request: pytest.FixtureRequest):
+def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request: pytest.FixtureRequest,
+                 cos_model_path: Path):
     """The tier's settings with the --cos-* overrides; on gpu/full an ETA line is printed before the work starts."""
     from dataclasses import replace
 
@@ -486,8 +489,8 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
                if item.get_closest_marker("claim") is not None]
         session = pytestconfig._cos
         if session.ctx.world.is_main:       # one line per run, not per rank
-            # a claim that will be skipped plans nothing (distill without --cos-lora was counted: 10 s of 400)
-            lora = bool(pytestconfig.getoption("--cos-lora"))
+            # a claim that will be skipped plans nothing (distill without a LoRA stack was counted: 10 s of 400)
+            lora = bool(distilled_loras(cos_model_path, pytestconfig))
             planned = [c for c in map(get_claim, ids) if lora or not c.needs_distilled]
             est = estimate_forwards(session.ctx, cos_system, s, planned)
             est["at_s"] = time.time() - session.start     # it predicts the time from here (model loaded, timed)
@@ -544,13 +547,26 @@ def cos_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Confi
     return system
 
 
-def _distilled_system(model_path: Path, device: str, config: pytest.Config):
-    """--cos-model with the --cos-lora stack applied (App. C's 4-step distilled model)."""
-    from cos.models import load_system
+def distilled_loras(model_path: Path, config: pytest.Config) -> list:
+    """The LoRA stack of distill.four_step's fast model: --cos-lora when given (it overrides), else the one the
+    model directory ships and declares (cos_model.json "distilled", `cos.models.loading.shipped_distilled`),
+    else none (the claim skips with its reason)."""
     from cos.models.lora import parse_lora_spec
 
+    if config.getoption("--cos-lora"):
+        return [parse_lora_spec(s) for s in config.getoption("--cos-lora")]
+    from cos.models.loading import shipped_distilled
+
+    decl = shipped_distilled(model_path)
+    return decl["loras"] if decl else []
+
+
+def _distilled_system(model_path: Path, device: str, config: pytest.Config):
+    """--cos-model with the distilled LoRA stack applied (App. C's 4-step distilled model; `distilled_loras`)."""
+    from cos.models import load_system
+
     return load_system(model_path, device=device, dtype=_dtype(model_path, device),
-                       loras=[parse_lora_spec(s) for s in config.getoption("--cos-lora")],
+                       loras=distilled_loras(model_path, config),
                        flow_shift=config.getoption("--cos-flow-shift"), offload=config.getoption("--cos-offload"))
 
 

@@ -1,5 +1,6 @@
 """distill.four_step (App. C): a 4-step distilled model (reasoning LoRA + distillation LoRA at 0.5 each, given
-with --cos-lora) scores lower than the full schedule but still shows reasoning activity (several candidates) at
+with --cos-lora; else the model's own distilled LoRA declared in its cos_model.json, as the organism ships one)
+scores lower than the full schedule but still shows reasoning activity (several candidates) at
 its first step. Paired per (instance, seed): full-schedule score minus the 4-step score."""
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ class FourStep(Claim):
         fast = fast if fast is not None else ctx.distilled
         if fast is None:
             return self.skipped("no 4-step distilled model: pass --cos-lora REASONING:0.5 --cos-lora DISTILL:0.5 "
-                                "(LoRA pair of App. C)", system, settings)
+                                "(LoRA pair of App. C); the model declares none of its own (cos_model.json "
+                                "\"distilled\")", system, settings)
         fs = replace(settings, steps=FAST_STEPS, guidance_scale=FAST_GUIDANCE)
         drop, first_h, full, four = {}, [], {}, {}
         for batch in ctx.batches(settings):

@@ -184,6 +184,30 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     return system
 
 
+def shipped_distilled(path: str | Path) -> dict | None:
+    """The model directory's own distilled LoRA stack, declared in cos_model.json as
+    `"distilled": {"loras": [{"path": "distill/x.safetensors", "weight": 1.0}], "steps": 4, "guidance_scale": 1}`
+    (paths relative to the directory): {"loras": [(Path, weight)], "steps", "guidance_scale"}; None when the
+    directory declares none (a diffusers Wan directory never does). A declared file that is missing is an error."""
+    path = Path(path)
+    cfg_path = path / "cos_model.json"
+    if not cfg_path.exists():
+        return None
+    decl = _read_json(cfg_path).get("distilled")
+    if not decl:
+        return None
+    items = decl.get("loras") if isinstance(decl, dict) else None
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) and "path" in i for i in items):
+        raise ModelLoadError(f"{cfg_path}: \"distilled\" must hold a non-empty list \"loras\" of {{\"path\", \"weight\"}}")
+    loras = []
+    for i in items:
+        f = path / i["path"]
+        if not f.exists():
+            raise ModelLoadError(f"{f}: the distilled LoRA declared in {cfg_path} is missing")
+        loras.append((f, float(i.get("weight", 1.0))))
+    return {"loras": loras, "steps": int(decl.get("steps", 4)), "guidance_scale": float(decl.get("guidance_scale", 1.0))}
+
+
 def weights_hash_with_loras(base: str, loras: Sequence[tuple[Path, float]]) -> str:
     """The base weights' hash combined with each LoRA's content hash (not its folder or name) and weight."""
     h = hashlib.sha256(base.encode())
