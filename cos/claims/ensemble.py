@@ -117,8 +117,8 @@ def gate_on_leverage(res, lev: dict, note: str = ""):
         return res
     why = (f"no leverage: the step-0 ceiling ({CEILING}) moves the score by {lev['estimate']:.3g} "
            f"[{lev['ci'][0]:.3g}, {lev['ci'][1]:.3g}] per instance (mean |change|; final latents by "
-           f"{lev['relative_latent_change']:.2g} relative), not wholly above {LEVERAGE_MIN:g}: a step-0 ensemble "
-           "cannot show a gain on this model")
+           f"{lev['relative_latent_change']:.2g} relative), not wholly above {LEVERAGE_MIN:g}: it is not shown that "
+           "step 0 can move this model's score, so the step-0 gain says nothing about its layers")
     res.status, res.reason = "inconclusive", "; ".join(t for t in (why, note, res.reason) if t)
     return res
 

@@ -108,8 +108,8 @@ def gate_on_leverage(res, lev: dict, note: str = ""):
     if lev["shown"] or res.status == "error":
         return res
     why = (f"no leverage: the step-0 ceiling ({CEILING}) flips {lev['flips']} = {lev['estimate']:.3g} "
-           f"[{lev['ci'][0]:.3g}, {lev['ci'][1]:.3g}], not wholly above {LEVERAGE_MIN:g}: step-0 swaps cannot "
-           "locate a layer in this model")
+           f"[{lev['ci'][0]:.3g}, {lev['ci'][1]:.3g}], not wholly above {LEVERAGE_MIN:g}: it is not shown that step 0 "
+           "can move this model, so its step-0 swaps say nothing about its layers")
     res.status, res.reason = "inconclusive", "; ".join(t for t in (why, note, res.reason) if t)
     return res
 
