@@ -136,7 +136,7 @@ def noise_sweep(ctx: RunContext, system: WanSystem, settings: ClaimSettings, bat
     branches = {RESEED: [NoiseAtStep(0)],
                 **{f"{r}{s}": [make(s)] for r, make in STEP_READINGS.items() for s in steps},
                 **{f"{r}{f}": [make(f)] for r, make in FRAME_READINGS.items() for f in frames}}
-    return ctx.memo(("noise-sweep", sizing), system, settings, batch,
+    return ctx.memo(("noise-sweep", sizing, tuple(branches)), system, settings, batch,
                     lambda: ctx.sweep(system, settings, batch, branches, record=("x0",)))
 
 

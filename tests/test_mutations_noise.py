@@ -29,15 +29,27 @@ class NoOpFrame(NoiseAtFrame):
         return latents
 
 
-def test_frame_noise_made_a_no_op_is_caught_by_the_leverage_condition(monkeypatch):
-    """A no-op frame noise makes frame drops 0, so "step hurts more than frame" would hold more easily: the
-    frame arm's leverage (the model's x̂0 at the noised frame moved) must turn the planted positive inconclusive."""
+def test_frame_noise_made_a_no_op_is_caught_by_the_applied_check(monkeypatch):
+    """A no-op frame noise makes frame drops 0, so "step hurts more than frame" would hold more easily: the check
+    that the frame noise was applied (the recorded x̂0 at the noised frame changed) must make the row `error`."""
     import cos.readouts
 
     monkeypatch.setitem(cos.readouts.FRAME_READINGS, "frame", lambda f: NoOpFrame(f))
     claim, ctl = control("noise.step_vs_frame", "decides-at-step-0")
     r = ctl.run(claim)
-    assert r.status == "inconclusive" and r.reason.startswith("no leverage: frame"), (r.status, r.reason)
+    assert r.status == "error" and r.reason.startswith("frame noise was not applied"), (r.status, r.reason)
+
+
+def test_late_injections_let_decide_make_the_recovering_null_hold(monkeypatch):
+    """Version 2 averaged the step drop over every injection step: a model that recovers from early step noise and
+    collapses under late literal noise (which any model does) then holds. Every step counted early must make the
+    recovering null hold, so the early stratum is what keeps it from holding."""
+    import cos.claims.step_vs_frame as mod
+
+    monkeypatch.setattr(mod, "EARLY", 1.01)
+    claim, ctl = control("noise.step_vs_frame", "recovers-early")
+    r = ctl.run(claim)
+    assert r.status == "holds", (r.status, r.measured, r.ci_low, r.reason)
 
 
 def test_restart_of_the_solver_history_removed_breaks_the_unipc_control(monkeypatch):
@@ -72,6 +84,25 @@ def test_information_flow_with_the_injection_replaced_by_a_reseed_does_not_hold(
     claim, ctl = control("noise.information_flow", "decides-at-step-0")
     r = ctl.run(claim)
     assert r.status != "holds" and r.measured == pytest.approx(0, abs=1e-6), (r.status, r.measured)
+
+
+@dataclass
+class NoReseed(NoiseAtStep):
+    """The reseed branch left as the clean run (NoiseAtStep(0) scheduled but not applied)."""
+
+    def before_forward(self, ctx, latents):
+        return latents
+
+
+def test_information_flow_with_the_reseed_left_clean_makes_the_seed_null_hold(monkeypatch):
+    """Decided against a reseed that is really the clean run, the claim falls back to version 2's raw 1 − CKA:
+    the null whose answer is drawn by its seed must then hold (the reseed is what keeps it from holding)."""
+    import cos.readouts
+
+    monkeypatch.setattr(cos.readouts, "NoiseAtStep", NoReseed)     # only the reseed branch: STEP_READINGS holds its own
+    claim, ctl = control("noise.information_flow", "answer-set-by-seed")
+    r = ctl.run(claim)
+    assert r.status == "holds", (r.status, r.measured, r.ci_low, r.ci_high)
 
 
 def test_renoise_keeps_x0_and_replaces_only_the_noise():

@@ -15,21 +15,25 @@ more than a reseed (which recomputes it). A model whose outcome is set by its se
 
 Two readings of "x_s ← N(0, I)" are measured, each as (injected − reseed) per injection step with its interval
 (details.readings): literal (x_s ← N(0, I), `NoiseAtStep`) and re-noised to the step's level (x_s ← (1 − σ_s)·x̂0 +
-σ_s·ε, `RenoiseAtStep`). The verdict is the literal reading at the earliest step, the paper's formula; there σ_s
-≈ 1 and both readings nearly coincide. Where they differ is late: literally, a late injection leaves too few
-steps to denoise pure noise, so the final dissimilarity rises towards the end for any model and no mid-schedule
-peak can show; re-noised, a late injection keeps what x̂0 committed and is lost only where the decision still
-rode on the noise. The paper's red curve (sensitivity peaking at steps 20-30 of 50, "later steps appear less
-critical") therefore supports the re-noised reading: its peak (argmax of the per-instance sensitivity curve,
-bootstrap interval over instances) is located and compared with the paper's window, reported beside the verdict
-and not decided (details.conditions.peak): no planted model with a known mid-schedule peak exists yet to control
-it.
+σ_s·ε, `RenoiseAtStep`). The verdict is the literal reading at the earliest step, the paper's formula. The two
+differ from the first step on: re-noised at step 1, the state keeps (1 − σ_1)·x̂0_0, what step 0 computed, and
+under flow Euler it is exactly a reseed that keeps it; literally, that term is dropped too (the planted positive:
+literal 0.21, re-noised 5e-11). Late, literally, an injection leaves too few steps to denoise pure noise, so the
+final dissimilarity rises towards the end for any model and no mid-schedule peak can show; re-noised, a late
+injection keeps what x̂0 committed and is lost only where the decision still rode on the noise. The paper's red
+curve (sensitivity peaking at steps 20-30 of 50, "later steps appear less critical") therefore supports the
+re-noised reading: its peak (argmax of the per-instance sensitivity curve, bootstrap interval over instances) is
+located and compared with the paper's window, reported beside the verdict and not decided
+(details.conditions.peak): no planted model with a known mid-schedule peak exists yet to control it.
 
-What the literal reading costs a model with no reasoning: the reference denoiser (a posterior sampler, its outcome
-set by its noise) ends 0.09 [0.025, 0.185] further from the clean run after a literal injection at step 1 of 10
-than after a reseed (n = 12, measured once, not a control): the injection also takes away the schedule's first
-steps, which a reseed keeps. The threshold (0.05) lies inside that interval; the noisy null of the controls is a
-planted model whose answer is drawn by its seed (a reseed and an injection each redraw it)."""
+The null, and what is not a null: a planted model whose answer is drawn by its seed at step 0 (a reseed and an
+injection each redraw it: zero in expectation; its code's mean μ makes a reseed agree with the clean pick about
+one point above chance, a small bias towards `holds`). The reference denoiser (a posterior sampler over the
+task's candidates) is not a null here: its x̂0_0 is the candidates' prior mean, computed from the conditioning,
+and x_1 carries it; a literal injection at step 1 drops it and a reseed keeps it, so the reference ends 0.09
+[0.025, 0.185] further from the clean run after the injection than after a reseed (n = 12, 10 Euler steps,
+measured once, BCa; not a control). That is information carried along the steps, weakly, and the threshold
+(0.05) does not exclude it: a verdict of `holds` near 0.1 says no more than a posterior sampler shows."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -78,7 +82,7 @@ def _mean_per_instance(values: dict[str, list[float]]) -> list[float]:
 
 class InformationFlow(Claim):
     spec = ClaimSpec(
-        id="noise.information_flow", title="Early perturbations propagate beyond a reseed; sensitivity peaks mid-schedule",
+        id="noise.information_flow", title="Early perturbations propagate beyond a reseed",
         paper_ref="Sec 3.2, Fig 3c", paper_value="little recovery; peak at steps 20-30 of 50",
         measured_quantity="final-step 1 − CKA after the earliest injection minus after a reseed",
         threshold=0.05,    # in 1 − CKA: an injection that moves the outcome less than this beyond a reseed did not
@@ -214,14 +218,16 @@ class InformationFlow(Claim):
         if series and d.num_steps:
             xs = [int(s) / d.num_steps for s in sorted(next(iter(d.readings.values()))["per_step"], key=int)]
             if all(len(v[0]) == len(xs) for v in series.values()):
+                # no threshold line: only the literal reading's earliest point is decided (the caption says so)
                 out.append((curves(xs, series, fig_dir / "information_flow_vs_reseed.png",
                                    xlabel="injection step (fraction of the schedule)",
-                                   ylabel="final 1 − CKA, injected minus reseed", threshold=self.spec.threshold,
-                                   direction=">", spans={"paper's peak (steps 20-30 of 50)": SENSITIVITY_PEAK},
+                                   ylabel="final 1 − CKA, injected minus reseed",
+                                   spans={"paper's peak (steps 20-30 of 50)": SENSITIVITY_PEAK},
                                    title="what an injection does beyond redrawing the seed (95% CI)"),
-                            f"Final-step dissimilarity beyond a reseed, per injection step and reading. Holds when "
-                            f"the literal reading at the earliest step (step {d.injection_step}) has a CI above "
-                            f"{self.spec.threshold:g}; the re-noised reading's peak is reported, not decided."))
+                            f"Final-step dissimilarity beyond a reseed, per injection step and reading (95% CI). "
+                            f"Only the literal reading at the earliest step (step {d.injection_step}) is decided: "
+                            f"holds when its CI lies above {self.spec.threshold:g}. The re-noised reading's peak is "
+                            f"reported, not decided."))
         return out
 
     def shared_runs(self, settings, system) -> dict[str, int]:

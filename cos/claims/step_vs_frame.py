@@ -4,8 +4,8 @@ injected at a frame, also where the model has steps left to recover.
 Measured (version 3): paired per instance, (clean − score with step noise, averaged over the *early* injection
 steps, s < S/2) minus (clean − score with frame noise, averaged over the noised frames); holds when its CI lies
 above 0.02, the worst case likewise (largest early step drop minus largest frame drop, CI above 0), and both
-arms had leverage (below). On the full tier the worst step must also bring the score below 0.3 (CI), the paper's
-collapse.
+arms had leverage (below). On the full tier the score under early step noise (mean over the early steps, per
+instance) must also have a CI below 0.3, the paper's collapse, on the early stratum too.
 
 Why early injections decide: read literally (x_s ← N(0, I)), a late injection leaves too few steps to denoise
 pure noise, and the score collapses for any model, reasoning or not; version 2 averaged over every injection step
@@ -21,10 +21,21 @@ model). The paper's numbers ("collapse from 0.685 to below 0.3" under step noise
 fit the literal step reading; its frame formula x_{∀s,f} ← N(0, I) is ambiguous between the two frame readings,
 and the model-input reading is the one under which "recovery from neighbouring frames" can happen at all.
 
-Leverage: each deciding arm must move the model under test: the step arm its final latents, the frame arm the
-model's x̂0 at the noised frame (mean relative change over the steps before the last, against the clean run) by
-at least 1e-3 of their norm; an arm that moves nothing makes the row `inconclusive` ("no leverage: …"), never
-`fails` or `holds` (an oracle that ignores its input; a frame noise that silently became a no-op)."""
+Leverage: the row needs an arm that moved the model under test: the model's x̂0 responds (relative change ≥
+1e-3 against the clean run, at any step from the injection on) to the early step noise, or, at the frames not
+noised, to the frame noise. A model that neither arm moves (an oracle that ignores its input) cannot show the
+claim either way: its row is `inconclusive` ("no leverage: …"), never `fails` or `holds`. A model that recovers
+from early step noise (its x̂0 moves, its outcome does not) or is immune to frame noise is not short of leverage:
+those are the claim's negative and positive cases. Separately, the frame noise must have been applied: the
+recorded x̂0 = x_s − σ_s·v at the noised frame carries the noise the model saw (x_s − x′) and must change; a frame
+noise that silently became a no-op makes the row `error`. How far each arm moved the final video is reported
+(details.leverage).
+
+Controls: besides the planted positives (Euler and UniPC), a planted model that writes the answer at every step
+after the first is the null that recovers: it re-derives the answer after early step noise, and late literal
+noise (too few steps left) collapses it, so only the early stratum keeps it from holding. A posterior sampler with
+the prior's mass 0.8 on the answer is no such null: literal noise at steps 1 and 3 of 10 already costs it 0.21 and
+0.38 of its 0.875 (the state at σ < 1 is read as signal), so it is not a control."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cos.controls import SMALL, answer_at, ref, with_scheduler
+from cos.controls import SMALL, answer_after_step0, answer_at, ref, with_scheduler
 from cos.readouts import (FRAME_READINGS, NOISE_SIZING, STEP_READINGS, NoiseSizing, final_scores, noise_frames,
                           noise_injection_steps, noise_settings, noise_sweep, noise_sweep_runs)
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
@@ -42,6 +53,7 @@ from cos.stats import bootstrap_ci, interval
 
 EARLY = 0.5            # injection steps s < EARLY·S form the early stratum, where a model has steps left to recover
 LEVERAGE_MIN = 1e-3    # relative change below which an arm moved nothing (float32 noise is ~1e-7)
+APPLIED_MIN = 1e-6     # the recorded x̂0 at a noised frame changed at least this much: the frame noise was applied
 DECIDING = ("step", "frame")   # literal step noise, frame noise in the model's input
 
 
@@ -54,7 +66,9 @@ class StepVsFrameDetails(Details):
     num_steps: int | None = None
     early_steps: list[int] = field(default_factory=list)
     min_score_step_noise: float | None = None
-    min_score_step_noise_ci: list[float] | None = None
+    min_score_step_noise_ci: list[float] | None = None     # the worst step, any stratum: reported, not decided
+    early_step_score: float | None = None                   # mean over the early steps (the full tier's collapse)
+    early_step_score_ci: list[float] | None = None
     worst_case_difference: dict | None = None
     readings: dict = field(default_factory=dict)     # "step/frame early" → {estimate, ci, n, status}
     leverage: dict = field(default_factory=dict)     # arm → mean relative change it caused
@@ -73,24 +87,30 @@ class StepVsFrame(Claim):
         direction=">", paper={"baseline": 0.685, "step_noise_below": 0.3}, version=3)
     Details = StepVsFrameDetails
     conditions = ("worst-case drop under early step noise minus under frame noise: CI above 0",
-                  f"leverage: step and frame noise each move the model (relative change ≥ {LEVERAGE_MIN:g})",
-                  "full tier: the score at the worst injection step has a CI below 0.3")
+                  f"leverage: early step noise or frame noise moves the model's x̂0 (relative change ≥ "
+                  f"{LEVERAGE_MIN:g}); frame noise applied, else `error`",
+                  "full tier: the score under early step noise has a CI below 0.3")
     sizing = NOISE_SIZING
 
     def measure(self, ctx: RunContext, system, settings, sizing: NoiseSizing | None = None):
         if sizing is None:
             sizing, settings = self.sizing_for(settings), noise_settings(settings)
         steps, frames = noise_injection_steps(settings, sizing), noise_frames(system, settings, sizing)
+        if not frames:
+            return self.skipped(f"the video has one latent frame ({settings.num_frames} frames): no frame to noise "
+                                "besides the conditioning one (more frames: --cos-size)", system, settings)
         early = [s for s in steps if s < EARLY * settings.steps] or steps[:1]
         strata = {"early": early, "late": [s for s in steps if s not in early]}
         names = ["clean", *(f"{r}{s}" for r in STEP_READINGS for s in steps),
                  *(f"{r}{f}" for r in FRAME_READINGS for f in frames)]
         per: dict[str, dict[str, list[float]]] = {}      # reading/stratum → instance → per-row differences
-        worst, scores, lev = {}, {k: [] for k in names}, {"step": [], "frame": []}
+        worst, scores = {}, {k: [] for k in names}
+        lev = {k: [] for k in ("step", "frame", "frame_applied", "step_final", "frame_final")}
+        early_score: dict[str, list[float]] = {}
         for batch in ctx.batches(settings):
             res = noise_sweep(ctx, system, settings, batch, sizing)
             score = {k: final_scores(ctx, system, res[k], batch.instances) for k in names}
-            moved = ctx.readout("leverage", res["clean"], lambda: self._leverage(res, steps, frames, len(batch.instances)))
+            moved = ctx.readout("leverage", res["clean"], lambda: self._leverage(res, early, frames, len(batch.instances)))
             for row, inst in enumerate(batch.instances):
                 clean = score["clean"][row]
                 drop = lambda name: clean - score[name][row]
@@ -105,21 +125,24 @@ class StepVsFrame(Claim):
                                                      - max(drop(f"frame{f}") for f in frames))
                 for k in names:
                     scores[k].append(score[k][row])
-                lev["step"].append(moved["step"][row])
-                lev["frame"].append(moved["frame"][row])
+                early_score.setdefault(inst.id, []).append(float(np.mean([score[f"step{s}"][row] for s in early])))
+                for arm in lev:
+                    lev[arm].append(moved[arm][row])
         mean_inst = lambda d: [float(np.mean(v)) for _, v in sorted(d.items())]
         deciding = f"{DECIDING[0]}/{DECIDING[1]} early"
         est = bootstrap_ci(mean_inst(per[deciding]))
         readings = {}
         for name, d in per.items():
             e = bootstrap_ci(mean_inst(d))
+            # the reading's interval against the threshold alone (no leverage or worst-case condition): what the
+            # row would say on this reading's interval, not a verdict
             readings[name] = {"estimate": e.value, "ci": [e.ci_low, e.ci_high], "n": e.n,
-                              "status": decide(e.ci_low, e.ci_high, self.spec.threshold, ">") if e.decidable
-                              else "inconclusive", "decides": name == deciding}
+                              "interval_vs_threshold": decide(e.ci_low, e.ci_high, self.spec.threshold, ">")
+                              if e.decidable else "inconclusive", "decides": name == deciding}
         w = bootstrap_ci(mean_inst(worst))
         step_scores = {s: scores[f"step{s}"] for s in steps}
         worst_step = min(step_scores, key=lambda k: np.mean(step_scores[k]))
-        low = interval(step_scores[worst_step])
+        low = interval(mean_inst(early_score))
         leverage = {arm: float(np.mean(v)) for arm, v in lev.items()}
         res = self.result(est, system, settings, StepVsFrameDetails(
             measured="mean score drop under early step noise (x_s ← N(0, I), s < S/2) minus under frame noise (the "
@@ -129,33 +152,52 @@ class StepVsFrame(Claim):
             score_noise_at_frame={str(f): float(np.mean(scores[f"frame{f}"])) for f in frames},
             ci={k: interval(v) for k, v in scores.items()},
             num_steps=settings.steps, early_steps=early, min_score_step_noise=float(np.mean(step_scores[worst_step])),
-            min_score_step_noise_ci=low, worst_case_difference={"value": w.value, "ci": [w.ci_low, w.ci_high]},
+            min_score_step_noise_ci=interval(step_scores[worst_step]),
+            early_step_score=float(np.mean(mean_inst(early_score))), early_step_score_ci=low, worst_case_difference={"value": w.value, "ci": [w.ci_low, w.ci_high]},
             readings=readings, leverage=leverage),
             samples={k: {"mean_difference": v, "worst_case_difference": worst[k]} for k, v in per[deciding].items()})
         res = also_requires(res, decide(w.ci_low, w.ci_high, 0.0, ">") if w.decidable else "inconclusive",
                             f"mean drops differ but the worst-case difference {w} is not above 0", "worst_case")
-        idle = [arm for arm, v in leverage.items() if not v >= LEVERAGE_MIN]     # NaN counts as idle
-        res.details.setdefault("conditions", {})["leverage"] = "inconclusive" if idle else "holds"
-        if idle and res.status in ("holds", "fails"):
+        if not leverage["frame_applied"] >= APPLIED_MIN:      # NaN too
+            res.status, res.reason = "error", (f"frame noise was not applied: the recorded x̂0 at the noised frames "
+                                               f"changed by {leverage['frame_applied']:.2g} (relative)")
+            return res
+        moved = [arm for arm in ("step", "frame") if leverage[arm] >= LEVERAGE_MIN]
+        res.details.setdefault("conditions", {})["leverage"] = "holds" if moved else "inconclusive"
+        if not moved and res.status in ("holds", "fails"):
             res.status = "inconclusive"
-            res.reason = (f"no leverage: {' and '.join(idle)} noise moved the model by "
-                          f"{', '.join(f'{leverage[a]:.2g}' for a in idle)} (relative; needs ≥ {LEVERAGE_MIN:g})")
+            res.reason = (f"no leverage: neither early step noise ({leverage['step']:.2g}) nor frame noise "
+                          f"({leverage['frame']:.2g}) moved the model's x̂0 (relative; needs ≥ {LEVERAGE_MIN:g})")
         if settings.tier == "full":
             res = also_requires(res, decide(low[0], low[1], self.spec.paper["step_noise_below"], "<"),
-                                f"step noise leaves the score at {np.mean(step_scores[worst_step]):.3f} {low}, not "
-                                f"below {self.spec.paper['step_noise_below']}", "collapse_below_0.3")
+                                f"early step noise leaves the score at {np.mean(mean_inst(early_score)):.3f} {low}, "
+                                f"not below {self.spec.paper['step_noise_below']}", "collapse_below_0.3")
         return res
 
     @staticmethod
+    @staticmethod
     def _leverage(res, steps: list[int], frames: list[int], rows: int) -> dict[str, list[float]]:
-        """Per row: how far the deciding step arm moved the final latents, and the deciding frame arm the
-        model's x̂0 at the noised frame before the last step, relative to the clean run (means over arms)."""
+        """Per row, relative changes against the clean run, means over the arms: "step", the early step arms'
+        (`steps`) largest change of the model's x̂0 from the injection on (the recorded x̂0 = x_s − σ·v: the
+        model's own estimate from the injected state); "frame", the frame arms' largest change of x̂0 at the frames
+        not noised (the model's response through attention); "frame_applied", their change of the recorded x̂0 at
+        the noised frame (it carries the noise the model saw); "step_final"/"frame_final", of the final latents."""
         clean_final, clean_x0 = res["clean"].latents, res["clean"]["x0"]
-        step = [float(np.mean([_rel_change(res[f"step{s}"].latents[r], clean_final[r]) for s in steps]))
-                for r in range(rows)]
-        frame = [float(np.mean([_rel_change(res[f"frame{f}"]["x0"][:-1, r, :, f], clean_x0[:-1, r, :, f])
-                                for f in frames])) for r in range(rows)]
-        return {"step": step, "frame": frame}
+        T = clean_x0.shape[0]
+        rc = lambda a, b: max(_rel_change(a[t], b[t]) for t in range(a.shape[0]))
+        others = lambda f: [k for k in range(1, clean_x0.shape[3]) if k != f]
+        out = {"step": [], "frame": [], "frame_applied": [], "step_final": [], "frame_final": []}
+        for r in range(rows):
+            out["step"].append(float(np.mean([rc(res[f"step{s}"]["x0"][s:, r], clean_x0[s:, r]) for s in steps])))
+            out["frame"].append(float(np.mean([rc(res[f"frame{f}"]["x0"][:, r][:, :, others(f)],
+                                                  clean_x0[:, r][:, :, others(f)]) for f in frames])))
+            out["frame_applied"].append(float(np.mean([_rel_change(res[f"frame{f}"]["x0"][:T - 1, r, :, f],
+                                                                   clean_x0[:T - 1, r, :, f]) for f in frames])))
+            out["step_final"].append(float(np.mean([_rel_change(res[f"step{s}"].latents[r], clean_final[r])
+                                                    for s in steps])))
+            out["frame_final"].append(float(np.mean([_rel_change(res[f"frame{f}"].latents[r], clean_final[r])
+                                                     for f in frames])))
+        return out
 
     def controls(self) -> list[Control]:
         sizing = lambda d: {"sizing": NoiseSizing((0.1, 0.3), (1, 8))}
@@ -163,6 +205,10 @@ class StepVsFrame(Claim):
                         "an oracle ignores its input: no noise changes its answer, difference exactly 0, and no "
                         "arm moves it (no leverage)", kwargs=sizing,
                         check=lambda r: abs(r.measured) < 1e-6 and r.reason.startswith("no leverage")),
+                Control("recovers-early", "negative", lambda d: answer_after_step0({4: 1.0}), SMALL,
+                        "planted: block 4 writes the answer at every step after the first, so the model re-derives "
+                        "it after early step noise (no drop), while late literal noise collapses it: it holds only "
+                        "if late injections are let decide", kwargs=lambda d: {"sizing": NOISE_SIZING["cpu"]}),
                 Control("posterior-sampler", "negative", lambda d: ref(), SMALL,
                         "the reference samples its posterior with no reasoning: it ends on a chance candidate with "
                         "or without either noise, so the difference is zero in expectation, not identically",

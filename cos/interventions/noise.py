@@ -90,7 +90,9 @@ class NoiseAtFrame(Intervention):
     The second reading, `into_state=True`, writes the noise into the trajectory state instead (x_s's frame f ←
     N(0, I) at every step but the last, the solver's history restarted each time, as for any replaced state):
     the paper's x_{∀s,f} ← N(0, I) taken literally. It is reported beside the model-input reading, not decided
-    on: the frame the video returns is then mostly the noise itself (see above).
+    on: the frame the video returns is then mostly the noise itself (see above), and since the state is replaced
+    at every step, a multistep solver (UniPC) runs first-order for the whole video from then on: a second confound
+    of this reading.
     """
 
     frame: int

@@ -258,7 +258,7 @@ def planted_system(blocks: list[torch.nn.Module], name: str, beta: float = 50.0,
     from cos.models.tiny import euler
 
     model = PlantedDiT(blocks, beta=beta, gain=gain).eval()
-    desc = f"planted-dit/v2 beta={beta} gain={gain} " + ";".join(f"{type(b).__name__}({b.extra_repr()})"
+    desc = f"planted-dit/v2 beta={beta} gain={gain} commit_s={COMMIT_S} " + ";".join(f"{type(b).__name__}({b.extra_repr()})"
                                                                  for b in blocks)
     return WanSystem(transformer=model, scheduler=euler(3.0), vae=IdentityVAE(3), name=name,
                      weights_hash="planted-" + hashlib.sha256(desc.encode()).hexdigest()[:24],
