@@ -13,15 +13,9 @@ from cos.interventions.base import Intervention
 
 
 @dataclass
-class NoiseAtStep(Intervention):
-    """"Noise at step": every frame of x_s ← N(0, I) at one denoising step.
-
-    The noise replaces the trajectory state (`before_forward` returns a new tensor), so the sampler restarts
-    the scheduler's history at this step: the trajectory continues from the injected x_s alone, whatever the
-    solver, as with the first-order flow-matching Euler sampler the paper's model was run with (DiffSynth).
-    Without the restart UniPC's corrector rebuilds x_s from the clean prefix and the injection survives only
-    through the model's prediction on the noised input. The noise is seeded per sample by (seed, step).
-    """
+class _AtStep(Intervention):
+    """A replacement of the whole trajectory state at one step (`_state`). Returning a new tensor makes the
+    sampler restart a multistep solver's history there, so the trajectory continues from the new x_s alone."""
 
     step: int
 
@@ -30,13 +24,29 @@ class NoiseAtStep(Intervention):
         return self.step
 
     def before_forward(self, ctx: StepContext, latents: torch.Tensor) -> torch.Tensor:
-        if ctx.step != self.step:
-            return latents
-        return ctx.sample_noise(("noise_at_step", self.step), tuple(latents.shape[1:]), latents.device).to(latents.dtype)
+        return latents if ctx.step != self.step else self._state(ctx, latents).to(latents.dtype)
+
+    def _state(self, ctx: StepContext, latents: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 @dataclass
-class RenoiseAtStep(Intervention):
+class NoiseAtStep(_AtStep):
+    """"Noise at step": every frame of x_s ← N(0, I) at one denoising step.
+
+    The noise replaces the trajectory state, so the sampler restarts the scheduler's history at this step: the
+    trajectory continues from the injected x_s alone, whatever the solver, as with the first-order
+    flow-matching Euler sampler the paper's model was run with (DiffSynth). Without the restart UniPC's
+    corrector rebuilds x_s from the clean prefix and the injection survives only through the model's
+    prediction on the noised input. The noise is seeded per sample by (seed, step).
+    """
+
+    def _state(self, ctx: StepContext, latents: torch.Tensor) -> torch.Tensor:
+        return ctx.sample_noise(("noise_at_step", self.step), tuple(latents.shape[1:]), latents.device)
+
+
+@dataclass
+class RenoiseAtStep(_AtStep):
     """"Noise at step" re-noised to the step's own level: x_s ← (1 − σ_s)·x̂0 + σ_s·ε at one step, where x̂0 is
     the model's last estimate of the clean video (the previous step's x̂0, `StepContext.prev_x0`) and ε fresh
     N(0, I) seeded per sample by (seed, step).
@@ -49,23 +59,15 @@ class RenoiseAtStep(Intervention):
     `NoiseAtStep` (the state is replaced).
     """
 
-    step: int
-
     def __post_init__(self) -> None:
         if self.step < 1:
             raise ValueError(f"RenoiseAtStep(step={self.step}): needs a previous step's x̂0 (step >= 1)")
 
-    @property
-    def first_step(self) -> int:  # type: ignore[override]
-        return self.step
-
-    def before_forward(self, ctx: StepContext, latents: torch.Tensor) -> torch.Tensor:
-        if ctx.step != self.step:
-            return latents
+    def _state(self, ctx: StepContext, latents: torch.Tensor) -> torch.Tensor:
         if ctx.prev_x0 is None:
             raise ValueError(f"RenoiseAtStep(step={self.step}): the sampler passed no previous x̂0")
         eps = ctx.sample_noise(("renoise_at_step", self.step), tuple(latents.shape[1:]), latents.device)
-        return ((1 - ctx.sigma) * ctx.prev_x0.to(latents.device) + ctx.sigma * eps).to(latents.dtype)
+        return (1 - ctx.sigma) * ctx.prev_x0.to(latents.device) + ctx.sigma * eps
 
 
 @dataclass
