@@ -1,7 +1,9 @@
 """`cos`: the command line for what is not a test.
 
     cos run --model DIR --out DIR [...]     run every registered claim on a model (pytest underneath)
-    cos list                                the registered claims: id, version, paper reference, decision rule
+    cos list [--format markdown]            the registered claims (markdown: docs/claims.md, generated)
+    cos new-claim ID                        write a claim module's skeleton (docs/adding-a-claim.md)
+    cos baseline add|update RUN --into B    copy a run's rows into a baseline file (never by hand)
     cos report RUN_DIR                      re-render the report beside RUN_DIR/claims-status.json
     cos status STATUS.json [--compare B]    print the table; with --compare, what changed against B
     cos compare RUN_A RUN_B --out DIR       two runs side by side (statuses, paired differences, figures)
@@ -19,12 +21,26 @@ from pathlib import Path
 
 from cos.errors import CosError, InputError
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line (exit 2 through main), not usage plus a message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{message} (see {self.prog} --help)")
+
+
+TABLE_FORMATS = ["simple", "github", "plain", "grid", "pipe", "rst", "html", "latex", "tsv"]
+
 
 def _list(a) -> None:
     from tabulate import tabulate
 
     from cos.registry import all_claims
 
+    if a.format == "markdown":   # docs/claims.md: the claims' specs, rules, controls and docstrings
+        from cos.scaffold import claims_markdown
+
+        print(claims_markdown(), end="")
+        return
     rows = [(c.id, c.spec.version, c.spec.paper_ref, f"{c.spec.direction} {c.spec.threshold:g}",
              ", ".join(f"{k.kind} {k.name}" for k in c.controls()), c.spec.title) for c in all_claims()]
     print(tabulate(rows, headers=["claim", "version", "paper", "holds when CI", "controls", "title"], tablefmt=a.format))
@@ -153,19 +169,86 @@ def _validate(a) -> None:
           + (f"; not: {', '.join(missed)}" if missed else ""))
 
 
+def _new_claim(a) -> None:
+    from cos.scaffold import new_claim
+
+    path = new_claim(a.claim_id, a.out)
+    print(f"written: {path}\nnext: fill the TODOs, run `pytest tests/test_claims_contract.py -k {a.claim_id}`, "
+          f"then `cos baseline add RUN_DIR --into claims-baseline.json -k {a.claim_id}` (docs/adding-a-claim.md)")
+
+
+def _baseline(a) -> None:
+    from cos.scaffold import baseline_rows
+
+    for line in baseline_rows(a.run, a.into, a.k, replace=a.action == "update"):
+        print(line)
+
+
+def forwarded_options() -> str:
+    """The pytest plugin's --cos-* options as help text, read from its option group (not a copy)."""
+    from cos.pytest_plugin import pytest_addoption
+
+    opts: list[tuple[list[str], dict]] = []
+
+    class Group:
+        def addoption(self, *names: str, **kw) -> None:
+            opts.append((list(names), kw))
+
+    class Parser:
+        def getgroup(self, *_a, **_k) -> Group:
+            return Group()
+
+        def addini(self, *_a, **_k) -> None:
+            pass
+
+    pytest_addoption(Parser())
+    lines = ["options forwarded to pytest (the cos plugin's group; `cos run` passes every unknown option on):"]
+    for names, kw in opts:
+        flag = ", ".join(names) + (f" {kw['metavar']}" if kw.get("metavar") else
+                                   "" if kw.get("action") in ("store_true", "store_false") else
+                                   " " + names[0].lstrip("-").removeprefix("cos-").upper().replace("-", "_"))
+        choices = f" (one of {', '.join(map(str, kw['choices']))})" if kw.get("choices") else ""
+        lines.append(f"  {flag}\n      {kw.get('help', '')}{choices}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="cos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from cos import __version__
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:   # before the verbs' parsers: building vbvr's imports torch (seconds)
+        print(f"cos {__version__}")
+        return 0
+    ap = _Parser(prog="cos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"cos {__version__}")
     sub = ap.add_subparsers(dest="verb", required=True)
+    wants_help = bool(argv) and argv[0] == "run" and ("-h" in argv or "--help" in argv)
     p = sub.add_parser("run", help="run every registered claim on a model and write the table and report",
-                       description="Unknown options go to pytest, e.g. --cos-tier gpu --cos-instances 8 -k noise.")
-    p.add_argument("--model", default=None, help="a diffusers Wan2.x I2V directory or a cos organism "
+                       description="Unknown options go to pytest, e.g. --cos-tier gpu --cos-instances 8 -k noise.",
+                       epilog=forwarded_options() if wants_help else None,   # imports pytest: only for --help
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", "--cos-model", dest="model", default=None, help="a diffusers Wan2.x I2V directory or a cos organism "
                                                  "(default: the organism of a source checkout)")
-    p.add_argument("--out", default="cos-out", help="folder for the table, report and store (default: cos-out)")
-    p.add_argument("--baseline", default=None, help="a claims-status.json: fail when a claim that held there does not")
+    p.add_argument("--out", "--cos-out", dest="out", default="cos-out",
+                   help="folder for the table, report and store (default: cos-out)")
+    p.add_argument("--baseline", "--cos-baseline", dest="baseline", default=None,
+                   help="a claims-status.json: fail when a claim that held there does not")
     p.set_defaults(fn=None)
     p = sub.add_parser("list", help="the registered claims with their versions, paper references and controls")
-    p.add_argument("--format", default="simple", help="tabulate format (simple, github, ...)")
+    p.add_argument("--format", default="simple", choices=["markdown", *TABLE_FORMATS],
+                   help="markdown: the claims catalogue (docs/claims.md); otherwise a tabulate table format")
     p.set_defaults(fn=_list)
+    p = sub.add_parser("new-claim", help="write the skeleton of a new claim module (docs/adding-a-claim.md)")
+    p.add_argument("claim_id", metavar="ID", help="the claim id, family.name (lower case), e.g. memory.persistence")
+    p.add_argument("--out", default=None, help="the module file (default: cos/claims/<name>.py in a checkout, "
+                                               "else ./<name>.py); never overwritten")
+    p.set_defaults(fn=_new_claim)
+    p = sub.add_parser("baseline", help="copy rows of a run into a baseline file (add new ids, or update them)")
+    p.add_argument("action", choices=["add", "update"], help="add: only ids the baseline lacks; update: replace")
+    p.add_argument("run", help="a run folder (its claims-status.json) or a claims-status.json")
+    p.add_argument("--into", required=True, help="the baseline file (e.g. claims-baseline.json; created by add)")
+    p.add_argument("-k", default=None, help="only the rows whose claim id contains this (default: every row)")
+    p.set_defaults(fn=_baseline)
     p = sub.add_parser("report", help="re-render the claims report of a run folder (needs the report extra)")
     p.add_argument("run_dir", help="the folder holding claims-status.json (the --cos-out of the run)")
     p.set_defaults(fn=_report)
@@ -177,28 +260,29 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="print a claims-status.json as a table")
     p.add_argument("status", help="a claims-status.json")
     p.add_argument("--compare", default=None, help="another claims-status.json (e.g. the baseline)")
-    p.add_argument("--format", default="simple", help="tabulate format (simple, github, ...)")
+    p.add_argument("--format", default="simple", choices=TABLE_FORMATS, help="tabulate table format")
     p.set_defaults(fn=_status)
     p = sub.add_parser("trace", help="one x̂0 filmstrip (steps × frames) for a task instance")
-    p.add_argument("--task", required=True)
-    p.add_argument("--instance", type=int, default=0)
+    p.add_argument("--task", required=True, help="a task of the suite (maze, grounding, pattern, ...)")
+    p.add_argument("--instance", type=int, default=0, help="the task instance's seed (default 0)")
     p.add_argument("--seed", type=int, default=0, help="the noise seed")
-    p.add_argument("--split", default="id", choices=["id", "ood"])
-    p.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "fixtures" / "organism"))
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--split", default="id", choices=["id", "ood"], help="in-domain or out-of-domain instance")
+    p.add_argument("--model", default=str(Path(__file__).resolve().parent.parent / "fixtures" / "organism"),
+                   help="a model directory (default: the organism of a source checkout)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--every", type=int, default=1, help="draw every k-th step")
     p.add_argument("--out", default=None, help="PNG path (default: trace-<task>-<instance>-s<seed>.png)")
     p.set_defaults(fn=_trace)
     p = sub.add_parser("merge", help="unite the result stores of sharded runs (--cos-shard)")
-    p.add_argument("stores", nargs="+")
-    p.add_argument("--into", required=True)
+    p.add_argument("stores", nargs="+", help="result store folders (each a --cos-store or <cos-out>/cos-store)")
+    p.add_argument("--into", required=True, help="the store to merge into (created when missing)")
     p.set_defaults(fn=_merge)
     p = sub.add_parser("validate", help="each claim's power and false-positive rate over independent draws of its "
                                         "planted and null controls (calibration.json, calibration.md)")
     p.add_argument("--out", required=True, help="folder for draws.jsonl, calibration.json and calibration.md")
-    p.add_argument("--draws", default=20, help="independent draws per control (default 20; the goal needs >= 20)")
-    p.add_argument("--tier", default="cpu", help="cpu (the controls as the tests run them) or gpu (4x the instances)")
-    p.add_argument("--jobs", default=1, help="worker processes (one torch thread each; default 1)")
+    p.add_argument("--draws", type=int, default=20, help="independent draws per control (default 20; the goal needs >= 20)")
+    p.add_argument("--tier", default="cpu", choices=["cpu", "gpu"], help="cpu (the controls as the tests run them) or gpu (4x the instances)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each; default 1)")
     p.add_argument("-k", default=None, help="only claims whose id contains this")
     p.add_argument("--summarize-only", action="store_true",
                    help="recompute calibration.json/.md from DIR/draws.jsonl, running nothing (keeps its provenance)")
@@ -208,7 +292,6 @@ def main(argv: list[str] | None = None) -> int:
     add_vbvr(sub)
     for verb, mod in (("train", "cos.train"), ("evaluate", "cos.evaluate")):
         sub.add_parser(verb, help=f"python -m {mod} (see cos {verb} --help)", add_help=False)
-    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         if argv and argv[0] in ("train", "evaluate"):
             # handed on whole: argparse's REMAINDER refuses a tail that starts with an option (--config ...)
