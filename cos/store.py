@@ -1,13 +1,18 @@
-"""The result store: finished sampling runs on disk, keyed by a hash of (model weights, task instances, seeds,
+"""The result store: finished sampling runs on disk, keyed by a hash of (model identity, task instances, seeds,
 settings, what was recorded, the interventions as data), written atomically. An interrupted long run resumes
 without recomputing or losing a finished batch; shards of one run on several hosts fill stores that
 `cos merge` unites, after which the unsharded run reads everything back without sampling.
 
 Trust: an entry is one safetensors file (`<key[:2]>/<key>.safetensors`): tensors as tensors, everything else
-as a JSON tree in its metadata, with the key it belongs to and a sha256 over its content. Nothing is ever
-unpickled, so a planted file cannot run code; a file that fails its checksum, belongs to another key or is not
-an entry at all is a miss (one warning line) and is recomputed. A claim file per key (`<key>.claim`, created
-with O_EXCL) makes a second process on the same store wait for the first instead of computing the key again.
+as a JSON tree in its metadata, with the key it belongs to and an HMAC-SHA256 over its whole content keyed by
+the user's secret store key (`cos.trust`: a file outside the store, mode 0600; one key may be shared on purpose
+between the hosts of one launch). Whoever can write to the store but cannot read the key cannot make an entry
+that is served: a planted, edited, re-keyed or foreign entry is a miss (one warning line) and is recomputed;
+`cos merge --trust KEYFILE` accepts another key's entries and re-signs them with this user's key. Nothing is
+ever unpickled. Reading never hangs: only regular files (no FIFO, device or symlink), size checked against
+`MAX_ENTRY_BYTES` before reading; any error reading an entry is a miss with one warning. A claim file per key
+(`<key>.claim`, created with O_EXCL) makes a second process on the same store wait for the first instead of
+computing the key again; a claim whose holder is dead, silent or dated in the future is broken.
 """
 from __future__ import annotations
 
@@ -28,12 +33,18 @@ from typing import Any, Iterator
 
 import torch
 
-FORMAT = "cos-store/2"
+from cos.errors import InputError
+from cos.trust import UnsafeFile, key_id, key_path, load_key, mac, mac_ok, read_regular
+
+FORMAT = "cos-store/3"      # 3: an HMAC by the user's key instead of an unkeyed sha256 (2's entries are misses)
 SUFFIX = ".safetensors"
 STALE_TMP_S = 3600          # a temporary older than this is a crashed writer's leftover
 CLAIM_STALE_S = 300         # a claim not touched for this long is abandoned (holders touch theirs every 30 s)
 HEARTBEAT_S = 30
+MAX_ENTRY_BYTES = 16 << 30  # a bound on one entry (a full-tier batch with trajectories is well under 2 GiB)
+MAX_CLAIM_BYTES = 4096
 _PLACEHOLDER = "0" * 64
+_KID_PLACEHOLDER = "0" * 16
 _RESERVED = ("__tensor__", "__tuple__", "__dict__")
 
 
@@ -125,48 +136,107 @@ def _split(raw: bytes) -> tuple[dict, int]:
     return header, 8 + n
 
 
-def _digest(meta: dict, header: dict, data: bytes | memoryview) -> str:
+def _digest(meta: dict, header: dict, data: bytes | memoryview) -> bytes:
+    """sha256 over everything an entry says: format, key, tree, the tensors' header and their bytes."""
     h = hashlib.sha256()
     for part in (meta["format"], meta["key"], meta["tree"],
                  json.dumps({k: v for k, v in header.items() if k != "__metadata__"}, sort_keys=True)):
         h.update(part.encode() + b"\0")
     h.update(data)
-    return h.hexdigest()
+    return h.digest()
 
 
-def pack(key: str, value: Any) -> bytes:
-    """`value` as the bytes of one entry for `key`."""
+def _patch(head: bytes, field: str, old: str, new: str) -> bytes | None:
+    """Replace one metadata string of equal length in a serialized header; None if it is not found exactly once."""
+    needle = f'"{field}":"{old}"'.encode()
+    if head.count(needle) != 1 or len(old) != len(new):
+        return None
+    return head.replace(needle, f'"{field}":"{new}"'.encode())
+
+
+def pack(key: str, value: Any, secret: bytes | None = None) -> bytes:
+    """`value` as the bytes of one entry for `key`, signed with `secret` (default: the user's store key)."""
     from safetensors.torch import save
 
+    secret = load_key() if secret is None else secret
     tensors: dict[str, torch.Tensor] = {}
     tree = json.dumps(_encode(value, tensors))
-    meta = {"format": FORMAT, "key": key, "tree": tree, "sha256": _PLACEHOLDER}
+    meta = {"format": FORMAT, "key": key, "tree": tree, "key_id": _KID_PLACEHOLDER, "mac": _PLACEHOLDER}
     raw = save(tensors, metadata=meta)
     header, start = _split(raw)
-    digest = _digest(meta, header, memoryview(raw)[start:])
-    # the digest has the placeholder's length: patch it in place instead of serializing the tensors twice
-    needle = f'"sha256":"{_PLACEHOLDER}"'.encode()
-    if raw[:start].count(needle) != 1:
-        return save(tensors, metadata={**meta, "sha256": digest})
-    return raw[:start].replace(needle, f'"sha256":"{digest}"'.encode()) + raw[start:]
+    tag = mac(secret, _digest(meta, header, memoryview(raw)[start:]))
+    return _sign(raw, start, _KID_PLACEHOLDER, _PLACEHOLDER, key_id(secret), tag) or \
+        save(tensors, metadata={**meta, "key_id": key_id(secret), "mac": tag})
 
 
-def unpack(raw: bytes, key: str) -> Any:
-    """The value stored in `raw` for `key`; EntryError (one line) when the bytes are not that entry."""
-    from safetensors.torch import load
+def _sign(raw: bytes, start: int, old_kid: str, old_mac: str, kid: str, tag: str) -> bytes | None:
+    # the tag has the placeholder's length: patch it in place instead of serializing the tensors twice
+    head = _patch(raw[:start], "mac", old_mac, tag)
+    head = head and _patch(head, "key_id", old_kid, kid)
+    return None if head is None else head + raw[start:]
 
+
+def _check(raw: bytes, key: str, secrets: list[bytes]) -> tuple[dict, int, bytes]:
+    """The header, data start and the accepted secret that signed `raw` as the entry of `key`; else EntryError."""
     header, start = _split(raw)
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise EntryError(f"not a cos store entry (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("key") != key:
-        raise EntryError(f"holds the entry of key {meta.get('key')!r} (a swapped file)")
-    if _digest(meta, header, memoryview(raw)[start:]) != meta.get("sha256"):
-        raise EntryError("checksum mismatch (sha256 of the content differs from the one recorded)")
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        raise EntryError(f"not a cos store entry of this version (format {fmt!r}, this cos reads {FORMAT!r})")
+    if not all(isinstance(meta.get(k), str) for k in ("key", "tree", "key_id", "mac")):
+        raise EntryError("not a cos store entry (metadata without key, tree, key_id or mac)")
+    if meta["key"] != key:
+        raise EntryError(f"holds the entry of key {meta['key']!r} (a swapped file)")
+    digest = _digest(meta, header, memoryview(raw)[start:])
+    for s in secrets:
+        if mac_ok(s, meta["mac"], digest):
+            return header, start, s
+    mine = ", ".join(key_id(s) for s in secrets)
+    if meta["key_id"] in {key_id(s) for s in secrets}:
+        raise EntryError(f"authentication failed (content changed after key {meta['key_id']} signed it)")
+    raise EntryError(f"not signed by a trusted key (signed by key id {meta['key_id']!r}; trusted: {mine}): a "
+                     "planted or another host's entry (cos merge --trust KEYFILE accepts a known host's)")
+
+
+def unpack(raw: bytes, key: str, secret: bytes | list[bytes] | None = None) -> Any:
+    """The value stored in `raw` for `key` if one of the accepted secrets (default: the user's store key) signed
+    it; EntryError (one line) when the bytes are not that entry."""
+    from safetensors.torch import load
+
+    secrets = [load_key()] if secret is None else [secret] if isinstance(secret, bytes) else list(secret)
+    header, _, _ = _check(raw, key, secrets)
     try:
-        return _decode(json.loads(meta["tree"]), load(raw))
-    except Exception as e:  # noqa: BLE001 - a checksum-valid but malformed entry: still a miss
+        return _decode(json.loads(header["__metadata__"]["tree"]), load(raw))
+    except Exception as e:  # noqa: BLE001 - a signed but malformed entry (another cos version?): still a miss
         raise EntryError(f"unreadable entry ({type(e).__name__})") from None
+
+
+def resign(raw: bytes, key: str, trusted: list[bytes], secret: bytes) -> bytes:
+    """`raw` checked against the trusted secrets and signed anew with `secret` (EntryError when not trusted)."""
+    header, start, s = _check(raw, key, trusted)
+    if s == secret:
+        return raw
+    meta = header["__metadata__"]
+    tag = mac(secret, _digest(meta, header, memoryview(raw)[start:]))
+    out = _sign(raw, start, meta["key_id"], meta["mac"], key_id(secret), tag)
+    return out if out is not None else pack(key, unpack(raw, key, s), secret)
+
+
+def _why(e: BaseException, p: Path) -> str:
+    """One line on why an entry was not used, without repeating its path."""
+    if isinstance(e, (EntryError, UnsafeFile)):
+        return str(e).removeprefix(f"{p}: ")
+    if isinstance(e, OSError):
+        return f"unreadable ({e.strerror or type(e).__name__})"
+    return f"unreadable ({type(e).__name__})"
+
+
+def _read_entry(p: Path) -> bytes | None:
+    """An entry's bytes; None when absent; OSError (one line) when it is not a regular file or too large."""
+    try:
+        return read_regular(p, MAX_ENTRY_BYTES, follow=False)
+    except FileNotFoundError:
+        return None
 
 
 # ---------------------------------------------------------------- claims (one computing process per key)
@@ -225,17 +295,23 @@ def _release_all() -> None:
 
 
 def _claim_is_stale(p: Path, stale_s: float) -> bool:
+    """Whether a claim may be broken: its holder is dead (same host), or it has not been touched for `stale_s`
+    either way (a claim dated in the future is no live holder's heartbeat), or it is not a claim file at all."""
     try:
-        age = time.time() - p.stat().st_mtime
-        info = json.loads(p.read_text() or "{}")
+        age = time.time() - os.lstat(p).st_mtime
+        info = json.loads(read_regular(p, MAX_CLAIM_BYTES, follow=False) or b"{}")
     except FileNotFoundError:
         return False
-    except (OSError, json.JSONDecodeError):
+    except UnsafeFile:     # a FIFO, link or huge file in a claim's place: no holder made it, never read it
+        return True
+    except (OSError, ValueError):
+        info = {}
+    if not isinstance(info, dict):
         info = {}
     if info.get("host") == _HOST and isinstance(info.get("pid"), int) and info["pid"] != os.getpid():
         if not _pid_alive(info["pid"]):
             return True
-    return age > stale_s
+    return abs(age) > stale_s
 
 
 def _tmp_is_stale(p: Path, now: float) -> bool:
@@ -256,8 +332,11 @@ class ResultStore:
     asking for the same key meanwhile waits for the entry instead of computing it too."""
 
     def __init__(self, root: str | Path, *, poll_s: float = 0.25, claim_stale_s: float = CLAIM_STALE_S,
-                 wait_s: float | None = None):
+                 wait_s: float | None = None, key_file: str | Path | None = None):
         self.root = Path(root)
+        self.key_file = key_path(key_file)
+        _refuse_key_inside(self.key_file, self.root)
+        self.secret = load_key(key_file)
         self.hits = self.misses = 0
         self.poll_s, self.claim_stale_s, self.wait_s = poll_s, claim_stale_s, wait_s
         self._warned: set[str] = set()
@@ -267,8 +346,11 @@ class ResultStore:
     def _clean(self) -> None:
         now = time.time()
         for p in self.root.glob("*/*.tmp*"):
-            if _tmp_is_stale(p, now):
-                p.unlink(missing_ok=True)
+            try:
+                if p.is_file() and _tmp_is_stale(p, now):
+                    p.unlink(missing_ok=True)
+            except OSError:     # another process's, or not ours to remove: left alone
+                pass
         old = sum(1 for _ in self.root.glob("*/*.pt"))
         if old:
             warnings.warn(f"{self.root}: {old} entries in the old pickle format (.pt) are ignored, never "
@@ -280,36 +362,45 @@ class ResultStore:
     def _claim_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.claim"
 
+    def _warn(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(msg, StoreWarning, stacklevel=4)
+
     def _read(self, key: str) -> tuple[bool, Any]:
         p = self.path(key)
         try:
-            raw = p.read_bytes()
-        except FileNotFoundError:
-            return False, None
-        try:
-            return True, unpack(raw, key)
-        except EntryError as e:
-            if key not in self._warned:
-                self._warned.add(key)
-                warnings.warn(f"{p}: {e}; recomputing it", StoreWarning, stacklevel=3)
+            raw = _read_entry(p)
+            if raw is None:
+                return False, None
+            return True, unpack(raw, key, self.secret)
+        except (EntryError, OSError, MemoryError) as e:   # any error reading an entry is a miss, never a crash
+            self._warn(key, f"{p}: {_why(e, p)}; recomputing it")
             return False, None
 
     def _try_claim(self, key: str) -> bool:
         p = self._claim_path(key)
         if p in _HELD:
             return True
-        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:    # a read-only store: compute here, unclaimed (put will say it cannot store)
+            self._warn(key, f"{p}: cannot claim ({e.strerror or e}); computing without a claim")
+            return True
         for _ in range(3):
             try:
                 fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
+            except OSError as e:
+                if not isinstance(e, FileExistsError):
+                    self._warn(key, f"{p}: cannot claim ({e.strerror or e}); computing without a claim")
+                    return True
                 if not _claim_is_stale(p, self.claim_stale_s):
                     return False
                 # break the abandoned claim: rename first, so that only one breaker wins
                 try:
                     os.rename(p, p.with_name(f"{p.name}.stale{os.getpid()}"))
                     p.with_name(f"{p.name}.stale{os.getpid()}").unlink()
-                except FileNotFoundError:
+                except OSError:     # gone already (another breaker won), or a folder: left renamed
                     pass
                 continue
             with os.fdopen(fd, "w") as f:
@@ -340,12 +431,23 @@ class ResultStore:
             time.sleep(self.poll_s)
 
     def put(self, key: str, value: Any) -> None:
+        """Store `value` (signed); a write error (full disk, read-only store) loses only this entry: warned once,
+        the run goes on with the value in memory."""
         p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f"{p.name}.tmp{os.getpid()}-{_HOST_TAG}")
-        tmp.write_bytes(pack(key, value))
-        os.replace(tmp, p)
-        self.release(key)
+        raw = pack(key, value, self.secret)
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(raw)
+            os.replace(tmp, p)
+        except OSError as e:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            self._warn(key, f"{p}: not stored ({e.strerror or e}); this run keeps the value, a rerun recomputes it")
+        finally:
+            self.release(key)
 
     def release(self, key: str) -> None:
         """Give up this process's claim on `key` (after `put`, or when computing it failed)."""
@@ -365,10 +467,25 @@ class ResultStore:
         return sum(1 for _ in self.root.glob(f"*/*{SUFFIX}")) if self.root.exists() else 0
 
 
-def merge(sources: list[str | Path], dest: str | Path) -> int:
+def _refuse_key_inside(key_file: Path, root: Path) -> None:
+    """A key kept in the store would travel with it to whoever receives the store: refused."""
+    k, r = key_file.absolute().resolve(), root.absolute().resolve()
+    if k == r or r in k.parents:
+        raise InputError(f"{key_file}: the store key must not live inside the store {root} (whoever gets the store "
+                         "could then sign entries); keep it in the cache dir or name another with $COS_STORE_KEY")
+
+
+def merge(sources: list[str | Path], dest: str | Path, trust: list[str | Path] = (),
+          key_file: str | Path | None = None) -> int:
     """Copy every valid result of `sources` into `dest` (results are immutable: an existing valid key is kept).
-    Entries that fail their check are skipped with one warning line each. Returns how many files were copied."""
+    An entry is valid when this user's key or one of the `trust` key files signed it; it is written re-signed
+    with this user's key. Entries that fail their check are skipped with one warning line each. Returns how many
+    files were copied."""
     dest = Path(dest)
+    own_file = key_path(key_file)
+    _refuse_key_inside(own_file, dest)
+    own = load_key(key_file)
+    trusted = [own] + [load_key(t, create=False) for t in trust]
     n = 0
     for src in map(Path, sources):
         if not src.is_dir():
@@ -379,22 +496,29 @@ def merge(sources: list[str | Path], dest: str | Path) -> int:
                           stacklevel=2)
         for f in sorted(src.glob(f"*/*{SUFFIX}")):
             key = f.name.removesuffix(SUFFIX)
-            raw = f.read_bytes()
             try:
-                unpack(raw, key)
-            except EntryError as e:
-                warnings.warn(f"{f}: {e}; not merged", StoreWarning, stacklevel=2)
+                raw = _read_entry(f)
+                if raw is None:
+                    continue
+                raw = resign(raw, key, trusted, own)
+            except (EntryError, OSError, MemoryError) as e:
+                warnings.warn(f"{f}: {_why(e, f)}; not merged", StoreWarning, stacklevel=2)
                 continue
             target = dest / f.parent.name / f.name
-            if target.exists():
-                try:
-                    unpack(target.read_bytes(), key)
+            try:
+                have = _read_entry(target)
+                if have is not None:
+                    _check(have, key, [own])
                     continue
-                except EntryError:
-                    pass     # a damaged copy in dest: replace it with the good one
+            except (EntryError, OSError):
+                pass     # a damaged or foreign copy in dest: replace it with the good one
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f"{target.name}.tmp{os.getpid()}-{_HOST_TAG}")
-            tmp.write_bytes(raw)
-            os.replace(tmp, target)
+            try:
+                tmp.write_bytes(raw)
+                os.replace(tmp, target)
+            except OSError:
+                tmp.unlink(missing_ok=True)
+                raise
             n += 1
     return n

@@ -5,14 +5,20 @@ Accepted layouts:
   `transformer_2/` (with `boundary_ratio` in `model_index.json`), `scheduler/`, `vae/`;
 - a cos model directory (the organism): `cos_model.json`, `transformer/`, `scheduler/`, and a
   pixel-space VAE declared in `cos_model.json`.
-Every problem is reported as one line naming the path, before any weights are read.
+Every problem is reported as one line naming the path, before any weights are read: every JSON a user can
+hand-edit is read bounded (`cos.trust.read_regular`) and must be an object with values of the right types; a
+transformer with no blocks (or a config whose `num_layers` disagrees with its weights), weights in a pickle
+format (`.bin`, `.pt`, ...: diffusers would load them in place of the checked safetensors) and a LoRA that
+changes nothing are refused; whatever diffusers still raises while building a component is one line too.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -22,13 +28,39 @@ from cos.models.files import check_safetensors  # noqa: F401 - also imported fro
 from cos.models.identity import weights_hash  # noqa: F401 - also imported from here
 from cos.models.system import IdentityVAE, WanSystem, WanVAE
 
+MAX_JSON_BYTES = 64 << 20     # the largest config or index a real model ships is a few hundred KB
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
 def _read_json(path: Path) -> dict:
+    """A JSON object from a regular file of bounded size; ModelLoadError (one line naming the file) otherwise."""
+    from cos.trust import read_regular
+
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(read_regular(path, MAX_JSON_BYTES))
     except FileNotFoundError:
         raise ModelLoadError(f"{path}: missing") from None
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{path}: malformed JSON (not UTF-8 text)") from None
+    except OSError as e:
+        raise ModelLoadError(f"{path}: unreadable ({str(e).removeprefix(f'{path}: ')})") from None
+    if not isinstance(doc, dict):
+        raise ModelLoadError(f"{path}: must hold a JSON object, not {type(doc).__name__}")
+    return doc
+
+
+def _field(path: Path, cfg: dict, name: str, ok: Callable[[Any], bool], rule: str, default: Any = None) -> Any:
+    """cfg[name] (or `default` when absent) if `ok` accepts it; else one line naming file, field, value and rule."""
+    v = cfg.get(name, default)
+    if not ok(v):
+        raise ModelLoadError(f"{path}: {name}={v!r} {rule}")
+    return v
+
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 def _check_component(folder: Path, class_name: str | None) -> dict:
@@ -37,29 +69,104 @@ def _check_component(folder: Path, class_name: str | None) -> dict:
     cfg = _read_json(folder / "config.json")
     if class_name is not None and cfg.get("_class_name") != class_name:
         raise ModelLoadError(f"{folder / 'config.json'}: _class_name is {cfg.get('_class_name')!r}, expected {class_name!r}")
+    pickled = sorted(f.name for f in folder.iterdir() if f.suffix in PICKLE_WEIGHTS)
+    if pickled:
+        raise ModelLoadError(f"{folder / pickled[0]}: weights in a pickle format are not loaded (diffusers would "
+                             "read them in place of the checked safetensors); convert to .safetensors or remove it")
     files = sorted(folder.glob("*.safetensors"))
     index = list(folder.glob("*.safetensors.index.json"))
     if index:
-        shards = set(_read_json(index[0]).get("weight_map", {}).values())
+        wmap = _read_json(index[0]).get("weight_map", {})
+        if not isinstance(wmap, dict) or not all(isinstance(v, str) for v in wmap.values()):
+            raise ModelLoadError(f"{index[0]}: weight_map must map tensor names to shard file names")
+        shards = set(wmap.values())
         missing = [s for s in sorted(shards) if not (folder / s).exists()]
         if missing:
             raise ModelLoadError(f"{folder}: shard {missing[0]} named in {index[0].name} is missing")
     if not files:
         raise ModelLoadError(f"{folder}: no .safetensors weights")
+    names: set[str] = set()
     for f in files:
-        check_safetensors(f)
+        names |= set(check_safetensors(f)) - {"__metadata__"}
+    cfg["__tensor_names__"] = names     # for the checks of what the config says against the weights
     return cfg
+
+
+def _check_transformer(path: Path, which: str, cfg: dict) -> None:
+    """The config's shape fields have the right types, and its block count matches the weights' blocks."""
+    cfg_path = path / which / "config.json"
+    for name in ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "num_layers"):
+        _field(cfg_path, cfg, name, _pos_int, "must be a positive integer (a transformer with no blocks or heads "
+                                              "computes nothing)" if name == "num_layers" else "must be a positive integer")
+    _field(cfg_path, cfg, "patch_size", lambda v: isinstance(v, list) and len(v) == 3 and all(map(_pos_int, v)),
+           "must be a list of 3 positive integers", [1, 2, 2])
+    blocks = {int(m.group(1)) for k in cfg["__tensor_names__"] if (m := re.match(r"(?:transformer\.)?blocks\.(\d+)\.", k))}
+    if blocks != set(range(cfg["num_layers"])):
+        raise ModelLoadError(f"{cfg_path}: num_layers={cfg['num_layers']} but the weights hold {len(blocks)} blocks"
+                             + (f" (indices {min(blocks)}..{max(blocks)})" if blocks else ""))
+
+
+def _building(what: Path, fn: Callable[[], Any]) -> Any:
+    """Run a diffusers/transformers constructor; whatever it raises on a malformed file becomes one line."""
+    try:
+        return fn()
+    except ModelLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - diffusers raises many kinds on configs that do not fit their weights
+        msg = " ".join(str(e).split())[:200]
+        raise ModelLoadError(f"{what}: cannot be loaded ({type(e).__name__}: {msg})") from None
 
 
 def _scheduler(path: Path):
     import diffusers
 
-    cfg = _read_json(path / "scheduler" / "scheduler_config.json")
+    cfg_path = path / "scheduler" / "scheduler_config.json"
+    cfg = _read_json(cfg_path)
     name = cfg.get("_class_name")
     if name not in ("UniPCMultistepScheduler", "FlowMatchEulerDiscreteScheduler"):
         raise ModelLoadError(f"{path / 'scheduler'}: scheduler {name!r} is not supported "
                              "(UniPCMultistepScheduler or FlowMatchEulerDiscreteScheduler)")
-    return getattr(diffusers, name).from_pretrained(path, subfolder="scheduler", local_files_only=True)
+    for k in ("flow_shift", "shift"):
+        if k in cfg:
+            _field(cfg_path, cfg, k, _finite_pos, "must be a finite number > 0")
+    if "num_train_timesteps" in cfg:
+        _field(cfg_path, cfg, "num_train_timesteps", _pos_int, "must be a positive integer")
+    return _building(cfg_path, lambda: getattr(diffusers, name).from_pretrained(path, subfolder="scheduler",
+                                                                                local_files_only=True))
+
+
+def _finite_pos(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _check_boundary(where: Path, v: Any) -> None:
+    if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1):
+        raise ModelLoadError(f"{where}: boundary_ratio={v!r} must be a number in (0, 1)")
+
+
+DEFAULT_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "num_frames": (_pos_int, "must be a positive integer"),
+    "height": (lambda v: _pos_int(v) and v % 16 == 0, "must be a positive multiple of 16"),
+    "width": (lambda v: _pos_int(v) and v % 16 == 0, "must be a positive multiple of 16"),
+    "steps": (_pos_int, "must be a positive integer"),
+    "guidance_scale": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+                       "must be a finite number >= 0"),
+}
+
+
+def check_cos_config(cfg_path: Path, cfg: dict) -> None:
+    """cos_model.json's fields that loading and the claim settings use: types and ranges, one line each."""
+    vae = _field(cfg_path, cfg, "vae", lambda v: isinstance(v, dict), "must be an object", {})
+    if vae.get("type") != "identity":
+        raise ModelLoadError(f"{cfg_path}: vae.type must be 'identity', got {vae.get('type')!r}")
+    _field(cfg_path, vae, "channels", _pos_int, "(vae) must be a positive integer", 3)
+    _check_boundary(cfg_path, cfg.get("boundary_ratio"))
+    _field(cfg_path, cfg, "name", lambda v: isinstance(v, str) and v.strip() != "", "must be a non-empty string",
+           "model")
+    d = _field(cfg_path, cfg, "defaults", lambda v: isinstance(v, dict), "must be an object", {})
+    for k, (ok, rule) in DEFAULT_RULES.items():
+        if k in d:
+            _field(cfg_path, d, k, ok, f"(defaults) {rule}")
 
 
 def _check_io(path: Path, tcfg: dict, z_dim: int, mask_ch: int, which: str) -> None:
@@ -114,25 +221,32 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     cos_cfg_path, index_path = path / "cos_model.json", path / "model_index.json"
     if cos_cfg_path.exists():
         cos_cfg = _read_json(cos_cfg_path)
+        check_cos_config(cos_cfg_path, cos_cfg)
         boundary = cos_cfg.get("boundary_ratio")
-        vae_cfg = cos_cfg.get("vae", {})
-        if vae_cfg.get("type") != "identity":
-            raise ModelLoadError(f"{cos_cfg_path}: vae.type must be 'identity', got {vae_cfg.get('type')!r}")
-        z_dim, mask_ch = int(vae_cfg.get("channels", 3)), 1
+        z_dim, mask_ch = cos_cfg.get("vae", {}).get("channels", 3), 1
+        cos_cfg.setdefault("name", path.name)
     elif index_path.exists():
         cos_cfg = {}
-        boundary = _read_json(index_path).get("boundary_ratio")
+        index = _read_json(index_path)
+        boundary = index.get("boundary_ratio")
+        _check_boundary(index_path, boundary)
+        vae_path = path / "vae" / "config.json"
         vae_json = _check_component(path / "vae", "AutoencoderKLWan")
-        z_dim, mask_ch = vae_json.get("z_dim", 16), vae_json.get("scale_factor_temporal", 4)
+        z_dim = _field(vae_path, vae_json, "z_dim", _pos_int, "must be a positive integer", 16)
+        mask_ch = _field(vae_path, vae_json, "scale_factor_temporal", _pos_int, "must be a positive integer", 4)
     else:
         raise ModelLoadError(f"{path}: not a diffusers Wan directory (no model_index.json or cos_model.json)")
 
     experts = ["transformer"] + (["transformer_2"] if (path / "transformer_2").exists() else [])
-    declared = _read_json(index_path).get("transformer_2") if index_path.exists() and not cos_cfg else None
+    declared = index.get("transformer_2") if not cos_cfg else None
+    if declared is not None and not (isinstance(declared, list) and len(declared) == 2):
+        raise ModelLoadError(f"{index_path}: transformer_2={declared!r} must be [library, class] or absent")
     if declared and declared[0] is not None and "transformer_2" not in experts:
         raise ModelLoadError(f"{path / 'transformer_2'}: model_index.json declares a second expert but the folder is missing")
     for which in experts:
-        _check_io(path, _check_component(path / which, "WanTransformer3DModel"), z_dim, mask_ch, which)
+        tcfg = _check_component(path / which, "WanTransformer3DModel")
+        _check_transformer(path, which, tcfg)
+        _check_io(path, tcfg, z_dim, mask_ch, which)
     if len(experts) == 2 and boundary is None:
         raise ModelLoadError(f"{path}: two experts but no boundary_ratio in model_index.json")
     scheduler = _scheduler(path)
@@ -148,20 +262,19 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     check_fits(path, experts, dtype, device, offload)
 
     def load_t(which):
-        m = WanTransformer3DModel.from_pretrained(path, subfolder=which, torch_dtype=dtype, local_files_only=True)
+        m = _building(path / which, lambda: WanTransformer3DModel.from_pretrained(
+            path, subfolder=which, torch_dtype=dtype, local_files_only=True))
         return m.eval().to("cpu" if offload else device)
+    identity = weights_hash(path)   # before loading: a file that cannot be read is one line, not a torch error
     encode_prompt = None
     if cos_cfg:
         vae = IdentityVAE(z_dim)
         if (path / "prompt_encoder.safetensors").exists():
-            from cos.models.prompt import TokenPromptEncoder
-
-            check_safetensors(path / "prompt_encoder.safetensors")
-            enc = TokenPromptEncoder.load(path).to(device)
+            enc = _prompt_encoder(path, device)
             encode_prompt = lambda prompts: enc(prompts).detach()  # noqa: E731
     else:
-        vae = WanVAE(AutoencoderKLWan.from_pretrained(path, subfolder="vae", torch_dtype=torch.float32,
-                                                      local_files_only=True).eval().to(device))
+        vae = WanVAE(_building(path / "vae", lambda: AutoencoderKLWan.from_pretrained(
+            path, subfolder="vae", torch_dtype=torch.float32, local_files_only=True)).eval().to(device))
         if (path / "text_encoder").is_dir() and (path / "tokenizer").is_dir():
             from cos.models.text import UMT5PromptEncoder
 
@@ -170,7 +283,7 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     system = WanSystem(transformer=load_t("transformer"), transformer_2=load_t("transformer_2") if len(experts) == 2 else None,
                        boundary_ratio=boundary if len(experts) == 2 else None, scheduler=scheduler, vae=vae,
                        encode_prompt=encode_prompt,
-                       name=cos_cfg.get("name", path.name), path=str(path), weights_hash=weights_hash(path),
+                       name=cos_cfg.get("name", path.name), path=str(path), weights_hash=identity,
                        extra=cos_cfg, offload=offload, execution_device=str(device) if offload else None)
     if lora_files:
         from cos.models.lora import apply_loras
@@ -182,6 +295,25 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
     if flow_shift is not None:
         system.extra = {**system.extra, "flow_shift": float(flow_shift)}
     return system
+
+
+def _prompt_encoder(path: Path, device: str | torch.device):
+    """The organism's word-level prompt encoder, its JSON and table checked against each other first."""
+    from cos.models.prompt import TokenPromptEncoder
+
+    cfg_path = path / "prompt_encoder.json"
+    cfg = _read_json(cfg_path)
+    vocab = _field(cfg_path, cfg, "vocab", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v),
+                   "must be a list of words")
+    dim = _field(cfg_path, cfg, "text_dim", _pos_int, "must be a positive integer")
+    _field(cfg_path, cfg, "max_len", _pos_int, "must be a positive integer")
+    header = check_safetensors(path / "prompt_encoder.safetensors")
+    n = len(TokenPromptEncoder(vocab, dim, 1).vocab)
+    shape = (header.get("embedding") or {}).get("shape")
+    if shape != [n, dim]:
+        raise ModelLoadError(f"{path / 'prompt_encoder.safetensors'}: embedding of shape {shape}, but "
+                             f"{cfg_path.name} has {n} words (with <pad>, <unk>) of dimension {dim}")
+    return _building(path / "prompt_encoder.safetensors", lambda: TokenPromptEncoder.load(path)).to(device)
 
 
 def shipped_distilled(path: str | Path) -> dict | None:
@@ -197,15 +329,23 @@ def shipped_distilled(path: str | Path) -> dict | None:
     if not decl:
         return None
     items = decl.get("loras") if isinstance(decl, dict) else None
-    if not isinstance(items, list) or not items or not all(isinstance(i, dict) and "path" in i for i in items):
+    if not isinstance(items, list) or not items or not all(isinstance(i, dict) and isinstance(i.get("path"), str)
+                                                           for i in items):
         raise ModelLoadError(f"{cfg_path}: \"distilled\" must hold a non-empty list \"loras\" of {{\"path\", \"weight\"}}")
     loras = []
     for i in items:
         f = path / i["path"]
+        if not f.resolve().is_relative_to(path.resolve()):
+            raise ModelLoadError(f"{cfg_path}: distilled LoRA path {i['path']!r} leads outside the model directory")
         if not f.exists():
             raise ModelLoadError(f"{f}: the distilled LoRA declared in {cfg_path} is missing")
-        loras.append((f, float(i.get("weight", 1.0))))
-    return {"loras": loras, "steps": int(decl.get("steps", 4)), "guidance_scale": float(decl.get("guidance_scale", 1.0))}
+        w = _field(cfg_path, i, "weight", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and math.isfinite(v) and v != 0, "(distilled.loras) must be a finite nonzero number", 1.0)
+        loras.append((f, float(w)))
+    steps = _field(cfg_path, decl, "steps", _pos_int, "(distilled) must be a positive integer", 4)
+    gs = _field(cfg_path, decl, "guidance_scale", DEFAULT_RULES["guidance_scale"][0],
+                "(distilled) must be a finite number >= 0", 1.0)
+    return {"loras": loras, "steps": steps, "guidance_scale": float(gs)}
 
 
 def weights_hash_with_loras(base: str, loras: Sequence[tuple[Path, float]]) -> str:
