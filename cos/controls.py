@@ -45,12 +45,12 @@ def random_organism(seed: int = 0, num_layers: int = 12) -> WanSystem:
 def scripted(name: str, steps: int, **config) -> WanSystem:
     """A scripted x̂0 trajectory (cos/models/scripted.py) on an Euler schedule of `steps` steps: `name` is
     "wrong_then_right" (selfcorrection.rate), "grounding_lag" (perception.before_action), "pick"
-    (bench.table1), "anchor_lapse" (memory.persistence) or "frames_apart" (cos.not_frames), `config` its
-    arguments."""
+    (bench.table1), "anchor_lapse" (memory.persistence), "frames_apart" (cos.not_frames) or "committed"
+    (the nulls of cos.superposition and perception.before_action), `config` its arguments."""
     from cos.models import scripted as sc
 
     make = {"wrong_then_right": sc.wrong_then_right, "grounding_lag": sc.grounding_lag, "pick": sc.pick,
-            "anchor_lapse": sc.anchor_lapse, "frames_apart": sc.frames_apart}[name]
+            "anchor_lapse": sc.anchor_lapse, "frames_apart": sc.frames_apart, "committed": sc.committed}[name]
     script = make(**config)
     desc = ",".join(f"{k}={sorted(v.items()) if isinstance(v, dict) else v}" for k, v in sorted(config.items()))
     return sc.scripted_system(name, script, steps, config=desc)

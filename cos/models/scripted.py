@@ -219,6 +219,36 @@ def frames_apart(window: int | None = None, stray_share: float = 0.0) -> Script:
     return script
 
 
+# ---------------------------------------------------------------- cos.superposition / perception (nulls)
+def committed(fade: tuple[float, float] | None = None, noise: tuple[float, float] = (0.0, 0.0),
+              toward: str = "static") -> Script:
+    """One candidate from step 0, drawn uniformly per row (the answer with probability 1/K): no superposition and
+    no grounding before motion, by construction. Step i's x̂0 is a_i·c + (1 − a_i)·m + η_i: c the drawn candidate;
+    m the still first frame (`toward="static"`) or flat grey (0.5, `"grey"`); a_i = 1 at every step when `fade` is
+    None (committed and sharp), else rising linearly from a_0 (drawn per row in `fade`) at step 0 to 1 at the last
+    (committed but shrunk towards m: what an early x̂0 of a model that never superposes looks like); η_i Gaussian
+    noise per cell and channel, independent across steps, with a standard deviation drawn per row in `noise` (the
+    scale of a trained model's x̂0 error). The superposition and perception claims' natural nulls are built from
+    the final video and m in the same way, so their difference is 0 in expectation here, and not identically
+    where there is noise."""
+    if toward not in ("static", "grey"):
+        raise ValueError(f"committed: toward={toward!r}: expected 'static' or 'grey'")
+
+    def script(inst: TaskInstance, rng: np.random.Generator, steps: int) -> torch.Tensor:
+        k = len(inst.candidates)
+        c = inst.candidates[int(rng.integers(k))].double()
+        m = inst.video[:1].double().expand_as(c) if toward == "static" else torch.full_like(c, 0.5)
+        a0 = 1.0 if fade is None else float(rng.uniform(*fade))
+        tau = float(rng.uniform(*noise))
+        out = []
+        for i in range(steps):
+            a = 1.0 if steps == 1 else a0 + (1 - a0) * i / (steps - 1)
+            eta = torch.from_numpy(rng.normal(0.0, tau, size=tuple(c.shape))) if tau > 0 else 0.0
+            out.append((a * c + (1 - a) * m + eta).float())
+        return torch.stack(out)
+    return script
+
+
 # ---------------------------------------------------------------- perception.before_action
 def footprint(video: torch.Tensor, static: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
     """static + the time-average of (video − static) on the cells `where` (G, G), the same in every frame: where
