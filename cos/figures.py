@@ -67,24 +67,31 @@ def _err(est: np.ndarray, intervals: Sequence[Interval]) -> tuple[np.ndarray, li
 
 def bars(labels: Sequence[str], est: Sequence[float], intervals: Sequence[Interval], path: str | Path, *,
          ylabel: str, title: str = "", paper: Sequence[float | None] | None = None,
-         beside: tuple[str, dict[str, float]] | None = None, threshold: float | None = None,
-         direction: str | None = None) -> Path:
-    """Measured values with their 95% CIs. `paper`: the paper's value of the same quantity, drawn as a red
-    bar-wide mark on the bar's centre. `beside`: (label, {name: value}) of the paper in another setting (another
-    quantity), drawn in a panel of its own, never over the bars. `threshold`/`direction`: the decision line."""
+         threshold: float | None = None, direction: str | None = None,
+         spans: dict[str, Sequence[int]] | None = None) -> Path:
+    """Measured values with their 95% CIs. `paper`: the paper's value of the *same* quantity, drawn as a red
+    bar-wide mark on the bar's centre (the paper's numbers of another quantity or benchmark belong in the caption,
+    never beside the bars). `threshold`/`direction`: the decision line. `spans`: labelled groups of bar indices
+    shaded behind the bars (e.g. the blocks a claim compares). An error bar is drawn only where an interval was
+    recorded: a bar without one is hatched, the legend and title say so."""
     plt = _plt()
     n = len(labels)
-    ratios = [0.55 * n + 2.4] + ([max(2.6, 0.45 * len(beside[1]) + 1.4)] if beside else [])
-    width = min(10.0, sum(ratios))
-    fig, axes = plt.subplots(1, len(ratios), figsize=(width, 3.4), layout="constrained", squeeze=False,
-                             gridspec_kw={"width_ratios": ratios})
-    ax = axes[0, 0]
+    width = min(10.0, 0.55 * n + 2.4)
+    fig, ax = plt.subplots(figsize=(width, 3.4), layout="constrained")
     x = np.arange(n)
     e = np.asarray(est, float)
     err, missing = _err(e, intervals)
-    ax.bar(x, e, yerr=err, capsize=3, color="tab:blue", width=0.6, label="measured (95% CI)")
+    for i, (name, idx) in enumerate((spans or {}).items()):
+        for j, k in enumerate(sorted(idx)):
+            ax.axvspan(k - 0.5, k + 0.5, color=("tab:orange", "tab:purple", "tab:olive")[i % 3], alpha=0.12, lw=0,
+                       label=name if j == 0 else None)
+    has = [i for i in range(n) if i not in missing]
+    ax.bar(x[has], e[has], color="tab:blue", width=0.6, label="measured (95% CI)" if has else None)
+    if has:   # caps only on bars that have an interval: a zero-length cap would read as a certain value
+        ax.errorbar(x[has], e[has], yerr=err[:, has], fmt="none", ecolor="k", capsize=3, lw=1)
     if missing:
-        ax.bar(x[missing], e[missing], color="tab:blue", width=0.6, hatch="//", edgecolor="white")
+        ax.bar(x[missing], e[missing], color="tab:blue", width=0.6, hatch="//", edgecolor="white",
+               label="measured (no interval)")
     if paper is not None and any(p is not None for p in paper):
         px = [i for i, p in enumerate(paper) if p is not None]
         ax.hlines([paper[i] for i in px], [i - 0.3 for i in px], [i + 0.3 for i in px], color=PAPER, lw=2.5,
@@ -94,16 +101,8 @@ def bars(labels: Sequence[str], est: Sequence[float], intervals: Sequence[Interv
     ax.set_ylabel(ylabel), ax.grid(alpha=0.3, axis="y")
     which = "any bar" if len(missing) == n else ", ".join(labels[i] for i in missing)
     note = f" Hatched: no interval recorded ({which})." if missing else ""
-    ax.set_title(wrap(title + note, width * ratios[0] / sum(ratios)), loc="left")
+    ax.set_title(wrap(title + note, width), loc="left")
     ax.legend(loc="best")
-    if beside:
-        name, vals = beside
-        b = axes[0, 1]
-        bx = np.arange(len(vals))
-        b.bar(bx, list(vals.values()), color=PAPER, alpha=0.6, width=0.6)
-        b.set_xticks(bx, list(vals), rotation=30 if len(vals) > 4 else 0, ha="right" if len(vals) > 4 else "center")
-        b.set_title(wrap(f"the paper's setting: {name}", width * ratios[1] / sum(ratios)), loc="left")
-        b.set_ylabel("paper's value"), b.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
 
@@ -122,8 +121,8 @@ def curves(x: Sequence[float], series: dict[str, tuple[Sequence[float], Sequence
         line, = ax.plot(x, est, marker="o", ms=3, label=name + ("" if banded else " (no interval recorded)"))
         if banded:
             ax.fill_between(x, lo, hi, alpha=0.2, color=line.get_color())
-    for name, y in (hlines or {}).items():
-        ax.axhline(y, ls=":", lw=1.2, color="k" if "baseline" in name else PAPER, label=name)
+    for name, y in (hlines or {}).items():   # red only for the paper's numbers; a decision level is black
+        ax.axhline(y, ls=":" if "paper" in name else "--", lw=1.2, color=PAPER if "paper" in name else "k", label=name)
     threshold_line(ax, threshold, direction)
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.grid(alpha=0.3)
     ax.legend(loc="best")
@@ -133,8 +132,9 @@ def curves(x: Sequence[float], series: dict[str, tuple[Sequence[float], Sequence
 
 def heatmap(matrix: np.ndarray, path: str | Path, *, xlabel: str, ylabel: str, cbar_label: str,
             xticks: Sequence | None = None, yticks: Sequence | None = None, title: str = "",
-            cmap: str = "viridis") -> Path:
-    """One matrix as an image with a labelled colour bar (CKA step × step, energy block × frame)."""
+            cmap: str = "viridis", mark: tuple[int, int, str] | None = None) -> Path:
+    """One matrix as an image with a labelled colour bar (CKA step × step, energy block × frame). `mark`:
+    (row, column, label) of the cell a claim decides on, outlined."""
     plt = _plt()
     m = np.asarray(matrix, dtype=float)
     w = min(10.0, max(4.5, 0.38 * m.shape[1] + 2.6))
@@ -145,6 +145,11 @@ def heatmap(matrix: np.ndarray, path: str | Path, *, xlabel: str, ylabel: str, c
         ax.set_xticks(range(len(xticks)), [str(t) for t in xticks])
     if yticks is not None:
         ax.set_yticks(range(len(yticks)), [str(t) for t in yticks])
+    if mark is not None:
+        from matplotlib.patches import Rectangle
+
+        ax.add_patch(Rectangle((mark[1] - 0.5, mark[0] - 0.5), 1, 1, fill=False, ec="red", lw=2, label=mark[2]))
+        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.18), frameon=False)
     ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
     ax.set_title(wrap(title, w), loc="left")
     return _save(fig, path)
@@ -171,6 +176,68 @@ def decision(rows: Sequence[tuple[str, float, Interval]], path: str | Path, *, t
     ax.legend(loc="lower right" if direction == "<" else "lower left")
     ax.set_title(wrap(title, 6.4), loc="left")
     return _save(fig, path)
+
+
+STATUS_COLOUR = {"holds": "#1a7f37", "fails": "#cf222e", "inconclusive": "#9a6700", "skipped": "#6e7781",
+                 "error": "#8250df"}
+
+
+def forest(rows: Sequence[dict], path: str | Path, *, title: str = "") -> Path:
+    """Every claim's headline interval relative to its own threshold, one line each, coloured by the row's
+    status (read from the row, never decided here). Each row is scaled to its own reach (the largest distance of
+    its estimate or bounds from the threshold), so 0 is every threshold and the claimed side is always right;
+    the real numbers are written beside. A row without an interval is a grey point (no bar); a row without an
+    estimate (skipped, error) is its status word alone."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10.0, 0.36 * len(rows) + 1.4), layout="constrained")
+    y = np.arange(len(rows))[::-1]
+    nums = []
+    for yi, r in zip(y, rows):
+        col = STATUS_COLOUR.get(r["status"], "k")
+        d = r.get("details") or {}
+        t, sign = d.get("threshold"), (1 if d.get("direction", ">") == ">" else -1)
+        m, lo, hi = r.get("measured"), r.get("ci_low"), r.get("ci_high")
+        nums.append("")
+        if m is None or t is None:
+            continue
+        pts = [v for v in (m, lo, hi) if v is not None]
+        reach = max(abs(v - t) for v in pts) or 1.0
+        f = lambda v: sign * (v - t) / reach
+        if lo is not None and hi is not None:
+            ax.hlines(yi, min(f(lo), f(hi)), max(f(lo), f(hi)), color=col, lw=3)
+            num = f"{m:.3g} [{lo:.3g}, {hi:.3g}]"
+        else:
+            num = f"{m:.3g} (no interval)"
+        ax.plot([f(m)], [yi], "o", color=col if lo is not None else "tab:gray", ms=6)
+        nums[-1] = f"{num}, {d.get('direction', '>')} {t:g}"
+    # tick labels, not free text: constrained layout keeps them inside the figure
+    ax.set_yticks(y, [f"{r['id']}  {r['status']}" for r in rows])
+    for tick, r in zip(ax.get_yticklabels(), rows):
+        tick.set_color(STATUS_COLOUR.get(r["status"], "k"))
+    right = ax.twinx()
+    right.set_ylim(-0.7, len(rows) - 0.3)
+    right.set_yticks(y, nums)
+    ax.axvline(0, ls="--", lw=1.2, color="k")
+    ax.axvspan(0, 1.08, color=CLAIMED, alpha=0.08, lw=0)
+    ax.set_xlim(-1.08, 1.08), ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xticks([-1, 0, 1], ["wrong side", "threshold", "claimed side"])
+    ax.set_xlabel("each interval relative to its own threshold, scaled to its own reach")
+    ax.set_title(wrap(title, 10.0), loc="left")
+    return _save(fig, path)
+
+
+def filmstrips(strips: Sequence[tuple[str, np.ndarray]], path: str | Path, *,
+               candidates: np.ndarray | None = None, candidate_labels: Sequence[str] | None = None,
+               title: str = "") -> Path:
+    """Small multiples: several x̂0 filmstrips (name, (R, F, H, W, 3)) as one figure, one panel of rows ×
+    frames per strip, and the candidate videos ((K, F, H, W, 3)) once at the top (not in every strip)."""
+    groups = ([("candidates", candidates)] if candidates is not None else []) + list(strips)
+    frames = np.concatenate([g for _, g in groups])
+    labels = [f"{candidate_labels[i] if candidate_labels else i}" for i in range(len(candidates))] \
+        if candidates is not None else []
+    for name, g in strips:
+        labels += [f"{name} {i}" if i == 0 else f"{i}" for i in range(len(g))]
+    return filmstrip(frames, path, row_labels=labels, title=title)
 
 
 def filmstrip(frames: np.ndarray, path: str | Path, *, row_labels: Sequence[str] | None = None,

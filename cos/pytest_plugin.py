@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 
@@ -26,7 +26,7 @@ MARKERS = {
     "gpu": "needs a CUDA GPU",
     "full_model": "needs a full Wan2.2-I2V model directory (--cos-model)",
     "slow": "takes minutes",
-    "claim(id)": "the claim id (from CLAIMS.md) this test reports",
+    "claim(id)": "the claim id (docs/claims.md, `cos list`) this test reports",
 }
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "fixtures" / "organism"
 _RESULT_KEY, _ID_KEY, _ARRAYS_KEY, _SAMPLES_KEY = "cos_claim_result", "cos_claim_id", "cos_claim_arrays", "cos_samples"
@@ -61,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-store", default=None,
                 help="result-store folder: finished runs are kept there and an interrupted run resumes; "
                      "'none' disables (default: <cos-out>/cos-store on the full tier, off otherwise)")
+    g.addoption("--cos-store-key", default=None, metavar="KEYFILE",
+                help="the secret key that signs and checks result-store entries (default: $COS_STORE_KEY, else "
+                     "<cache dir>/store.key, made on first use); copy one key to the hosts of one launch")
     g.addoption("--cos-shard", default=None, metavar="I/N",
                 help="hosts without a shared filesystem: run only batch shard I of N (0-based, the split of "
                      "`accelerate launch` ranks) into the result store; `cos merge` the stores and rerun for the "
@@ -122,10 +125,32 @@ def refuse_overwrite(config: pytest.Config) -> None:
     out = Path(config.getoption("--cos-out"))
     if config.getoption("--cos-overwrite") or not (out / "claims-status.json").exists():
         return
+    if _all_errored(out / "claims-status.json"):   # a run that measured nothing is not worth protecting
+        return
     if config.getoption("--cos-out") == "." and "claims" not in (config.option.markexpr or ""):
         return
     raise pytest.UsageError(f"--cos-out {out}: holds an earlier run's claims-status.json; give a fresh folder, "
                             "or --cos-overwrite to replace it")
+
+
+def _all_errored(path: Path) -> bool:
+    """Whether a claims-status file's rows are all `error` (it holds no measurement a rerun could lose)."""
+    import json
+
+    from cos.trust import read_regular
+
+    try:
+        rows = json.loads(read_regular(path, 256 << 20)).get("claims")
+        return bool(rows) and all(isinstance(r, dict) and r.get("status") == "error" for r in rows)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def session_fatal(what: str, e: BaseException) -> "NoReturn":
+    """End the session with one line (not one traceback per claim): a model, LoRA or option error is the same
+    for every claim. Nothing is written, so an earlier table stays and a rerun is not refused."""
+    msg = str(e) if isinstance(e, Exception) and type(e).__module__.startswith("cos") else f"{type(e).__name__}: {e}"
+    pytest.exit(f"ERROR: {what}: {' '.join(msg.split())}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -200,7 +225,11 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     if store is None and (resolve_tier(config) == "full" or shard is not None or launched):
         store = str(Path(config.getoption("--cos-out")) / "cos-store")
     world = world_from_env() if launched else None
-    ctx = RunContext(store=None if store in (None, "none") else ResultStore(store), shard=shard,
+    try:
+        opened = None if store in (None, "none") else ResultStore(store, key_file=config.getoption("--cos-store-key"))
+    except Exception as e:  # noqa: BLE001 - a bad key or store: one line before any test
+        raise pytest.UsageError(f"--cos-store {store}: {e}") from None
+    ctx = RunContext(store=opened, shard=shard,
                      report_instances=config.getoption("--cos-report-instances"))
     if world is not None:
         ctx.world = world
@@ -304,10 +333,10 @@ class CosSession:
         ran = [g["rows"] for g in gathered]
         if not self.is_main or not self.results:
             return
-        from cos.reporting import apply_holm, compare, provenance, write_status
+        from cos.reporting import apply_p, compare, provenance, write_status
 
         rows = list(self.results.values())
-        apply_holm(rows)
+        apply_p(rows)
         if self.baseline is not None:
             self.comparison = compare(self.baseline, rows)
         models = sorted({r.model for r in rows if r.model})
@@ -337,7 +366,13 @@ class CosSession:
             self.paths = ()
             self.report_note = f"every claim errored: {out / 'claims-status.json'} (an earlier run's) left as it was"
             return
-        self.paths = write_status(out, rows, prov, self.comparison)
+        try:
+            self.paths = write_status(out, rows, prov, self.comparison)
+        except OSError as e:   # full disk, read-only folder: keep what exists, say which file, fail the run
+            self.paths = ()
+            self.report_note = _failed_write_note(out, e)
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+            return
         try:
             from cos.report import write_report
 
@@ -372,6 +407,19 @@ class CosSession:
                 tr.write_line(f"REGRESSED against baseline (run fails): {', '.join(c['regressed'])}", red=True)
             if c["newly_holds"]:
                 tr.write_line(f"newly hold: {', '.join(c['newly_holds'])}", green=True)
+
+
+def _failed_write_note(out: Path, e: OSError) -> str:
+    """One line on a failed final write: the file (the temporary it left, removed: cos made it) and why."""
+    tmps = sorted(out.glob("*.tmp")) + sorted(out.glob("data/*.tmp"))
+    failed = e.filename or (max(tmps, key=lambda p: p.stat().st_mtime) if tmps else None)
+    for t in tmps:
+        t.unlink(missing_ok=True)
+    final = str(failed).removesuffix(".tmp") if failed else out / "claims-status.json"
+    kept = [p.name for p in (out / "claims-status.json", out / "claims-status.md", out / "samples.jsonl") if p.exists()]
+    return (f"ERROR: {final} not written ({e.strerror or e}); the table above is this run's; "
+            + (f"{', '.join(kept)} in {out} each whole (written atomically: this run's or the earlier one)" if kept
+               else f"nothing else in {out} was changed"))
 
 
 class ClaimReporter:
@@ -524,8 +572,8 @@ def cos_model_path(pytestconfig: pytest.Config) -> Path:
     """The model directory named by --cos-model, or the shipped organism; a skip says when it is absent."""
     path = pytestconfig.getoption("--cos-model")
     if path is None:
-        if not DEFAULT_MODEL.exists():
-            pytest.skip(f"no --cos-model given and the organism is not in {DEFAULT_MODEL}")
+        if not DEFAULT_MODEL.exists():   # a skip per claim would end the run "passed" having run nothing
+            session_fatal("--cos-model", FileNotFoundError(f"none given and the organism is not in {DEFAULT_MODEL}"))
         return DEFAULT_MODEL
     return Path(path)
 
@@ -537,10 +585,13 @@ def cos_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Confi
 
     from cos.models.lora import parse_lora_spec
 
-    system = load_system(cos_model_path, device=cos_device, dtype=_dtype(cos_model_path, cos_device),
-                         loras=[parse_lora_spec(x) for x in pytestconfig.getoption("--cos-model-lora")],
-                         flow_shift=pytestconfig.getoption("--cos-flow-shift"),
-                         offload=pytestconfig.getoption("--cos-offload"))
+    try:
+        system = load_system(cos_model_path, device=cos_device, dtype=_dtype(cos_model_path, cos_device),
+                             loras=[parse_lora_spec(x) for x in pytestconfig.getoption("--cos-model-lora")],
+                             flow_shift=pytestconfig.getoption("--cos-flow-shift"),
+                             offload=pytestconfig.getoption("--cos-offload"))
+    except Exception as e:  # noqa: BLE001 - the same failure for every claim: one line for the session
+        session_fatal(f"loading {cos_model_path}", e)
     if pytestconfig.getoption("--cos-compile"):
         for e in system.experts:
             e.compile_repeated_blocks(fullgraph=True)

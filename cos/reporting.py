@@ -30,12 +30,24 @@ def measured_cell(r: ClaimResult) -> str:
     return f"{_fmt(r.measured)} [{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]"
 
 
-def holm_cell(r: ClaimResult) -> str:
-    h = (r.details or {}).get("holm")
-    if not h:
+def decision_alpha(r: ClaimResult) -> float:
+    """One side's α of the intervals that decided the row: 0.025 for 95% intervals (a sequential look records
+    the level it decided at)."""
+    d = r.details or {}
+    level = d.get("confidence") or (d.get("sequential") or {}).get("level") or 0.95
+    return (1 - float(level)) / 2
+
+
+def p_cell(r: ClaimResult) -> str:
+    """The row's one-sided p (of "not on the claimed side") as the bound its own intervals give, so it can never
+    contradict the status: a row holds exactly when every interval it decides on clears its threshold at one
+    side's α, i.e. when that intersection-union test has p < α; a wholly wrong-side interval puts p above 1 − α.
+    (A normal approximation of the interval gave p-values that disagreed with the verdicts, e.g. 0.048 beside a
+    row that held and 4.8e-05 beside an inconclusive one.)"""
+    if r.status not in ("holds", "fails", "inconclusive") or r.measured is None:
         return "–"
-    return f"{h['p_adjusted']:.2g}" + (" (holds)" if r.status == "holds" and h["rejects"] else
-                                       " (not after Holm)" if r.status == "holds" else "")
+    a = decision_alpha(r)
+    return {"holds": f"< {a:g}", "fails": f"> {1 - a:g}", "inconclusive": f"{a:g} – {1 - a:g}"}[r.status]
 
 
 def table_rows(results: Iterable[ClaimResult], changes: dict[str, str] | None = None) -> list[list[str]]:
@@ -43,25 +55,27 @@ def table_rows(results: Iterable[ClaimResult], changes: dict[str, str] | None = 
     rows = []
     for r in sorted(results, key=lambda r: r.id):
         status = r.status + (f" ({changes[r.id]})" if r.id in changes else "")
-        rows.append([r.id, status, r.paper_value, measured_cell(r), "–" if r.n is None else str(r.n), holm_cell(r),
+        rows.append([r.id, status, r.paper_value, measured_cell(r), "–" if r.n is None else str(r.n), p_cell(r),
                      reason_text(r)])
     return rows
 
 
-HEADERS = ["claim", "status", "paper", "measured [95% CI]", "n", "Holm-adj. p", "reason"]
+HEADERS = ["claim", "status", "paper", "measured [95% CI]", "n", "p (one-sided)", "reason"]
+P_NOTE = ("p (one-sided): bounded by the intervals that decide the row, at α = 0.025 a side (95% intervals): "
+          "< 0.025 exactly when the row holds. No adjustment across claims.")
 
 
-def apply_holm(results: list[ClaimResult], alpha: float = 0.05) -> None:
-    """Holm's adjustment across the run's claims, beside each claim's own decision: each row's one-sided p (of
-    "not on the claimed side", from its interval) adjusted for the number of claims decided in the run; a row
-    that holds but does not survive the adjustment says so in the table (its status is kept)."""
-    from cos.stats import holm
+def apply_p(results: list[ClaimResult]) -> None:
+    """Record each decided row's p bound and its α in details["p"] (what the table shows), and drop the
+    normal-approximation p of the interval, which could contradict the status."""
+    for r in results:
+        if r.status in ("holds", "fails", "inconclusive") and r.measured is not None:
+            d = {k: v for k, v in (r.details or {}).items() if k not in ("p_value", "holm")}
+            r.details = {**d, "p": {"bound": p_cell(r), "alpha_one_sided": decision_alpha(r),
+                                    "from": "the row's own decision intervals (intersection-union)"}}
 
-    ps = {r.id: r.details["p_value"] for r in results
-          if r.status in ("holds", "fails", "inconclusive") and (r.details or {}).get("p_value") is not None}
-    for k, v in holm(ps, alpha).items():
-        r = next(x for x in results if x.id == k)
-        r.details = {**r.details, "holm": {**v, "m": len(ps), "alpha": alpha}}
+
+
 
 
 def render_table(results: Iterable[ClaimResult], fmt: str = "github", changes: dict[str, str] | None = None) -> str:
@@ -77,6 +91,34 @@ def git_commit(cwd: str | Path = ".") -> str | None:
         return None
 
 
+def git_dirty(cwd: str | Path = ".") -> bool | None:
+    """Whether tracked files differ from the commit (None outside a checkout): a dirty tree's commit does not
+    say which code ran."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
+def environment() -> dict:
+    """GPU, CUDA, driver and cuDNN from torch.utils.collect_env (what `python -m torch.utils.collect_env`
+    prints), beside the CPU and OS; {} where it cannot run."""
+    try:
+        from torch.utils import collect_env
+
+        e = collect_env.get_env_info()
+    except Exception:  # collect_env shells out (nvidia-smi, ...): never let it break a run's table
+        return {}
+    gpu = e.nvidia_gpu_models or None
+    cpu = next((x.split(":", 1)[1].strip() for x in (e.cpu_info or "").splitlines() if x.startswith("Model name")), None)
+    # a CUDA toolkit on a host without a GPU is not what ran: CUDA and cuDNN only beside a GPU
+    return {"gpu": gpu, "driver": e.nvidia_driver_version or None, "cuda": (e.cuda_runtime_version or None) if gpu else None,
+            "torch_cuda": e.cuda_compiled_version or None, "cudnn": (e.cudnn_version or None) if gpu else None,
+            "os": e.os, "cpu": cpu}
+
+
 def provenance(model: str | None = None, weights_hash: str | None = None, device: str | None = None,
                command: list[str] | None = None, start_time: float | None = None) -> dict:
     """Versions, hardware, commit, model and command: enough to reproduce a claims-status file."""
@@ -87,7 +129,8 @@ def provenance(model: str | None = None, weights_hash: str | None = None, device
         except metadata.PackageNotFoundError:
             versions[p] = None
     info = {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
-            "git_commit": git_commit(Path(__file__).parent), "model": model, "weights_hash": weights_hash,
+            "git_commit": git_commit(Path(__file__).parent), "git_dirty": git_dirty(Path(__file__).parent),
+            "env": environment(), "model": model, "weights_hash": weights_hash,
             "command": command or sys.argv,
             "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start_time or time.time())),
             "wall_s": round(time.time() - start_time, 1) if start_time else None}
@@ -97,7 +140,8 @@ def provenance(model: str | None = None, weights_hash: str | None = None, device
         info["torch"] = torch.__version__
         info["cuda"] = torch.version.cuda
         info["device"] = device or "cpu"
-        if torch.cuda.is_available() and (device or "").startswith(("cuda", "auto")):
+        # the default device (None or auto) is CUDA where there is one: name the GPU, not the host's CPU
+        if torch.cuda.is_available() and (device or "auto").startswith(("cuda", "auto")):
             info["device_name"] = torch.cuda.get_device_name()
             info["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         else:

@@ -1,6 +1,7 @@
 """The claims report: every claim gets its section, figures are valid PNGs of sane size, the HTML is
 self-contained and renders in headless Chromium (screenshot not blank), and the `cos` command line."""
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -38,13 +39,17 @@ def check_report(run: Path) -> Path:
         for name, status in (row["details"].get("conditions") or {}).items():
             assert f"`{name}` {status}" in section
         if row["status"] not in ("skipped", "error"):
-            assert f"figures/decision-{cid.replace('.', '-')}.png" in section, f"{cid}: no decision figure"
             # one sentence under every figure saying what would make the claim (or its condition) hold
             for line in section.splitlines():
                 if line.startswith("!["):
                     cap = section.split(line)[1].strip().splitlines()[0]
                     assert cap.startswith("*") and ("hold" in cap.lower() or "decided" in cap.lower()), (cid, cap)
     assert "| claim | status | measured [95% CI] | decision rule |" in text
+    # the forest plot's status words are the rows' (read, never re-decided): its SVG holds them as text
+    svg = (run / "figures" / "forest.svg").read_text()
+    for row in rows:
+        assert f"{row['id']}  {row['status']}" in svg, f"{row['id']}: forest says otherwise than its row"
+    assert (run / "figures" / ".cos-made").exists()
     pngs = sorted((run / "figures").glob("*.png"))
     assert pngs, "no figures drawn"
     for p in pngs:
@@ -65,15 +70,26 @@ def test_report_of_the_committed_gpu_run_has_every_claim_and_figure(tmp_path):
     # this run predates the arrays file: it has every figure drawn from details, no filmstrip
 
 
-def test_report_draws_into_a_fresh_figures_folder_and_every_figure_has_its_interval(tmp_path):
+def test_report_clears_only_a_figures_folder_cos_made(tmp_path, capsys):
     run = shutil.copytree(GPU_V2, tmp_path / "run")
-    (run / "figures").mkdir(exist_ok=True)
+    shutil.rmtree(run / "figures", ignore_errors=True)
+    (run / "figures").mkdir()
+    (run / "figures" / "fig1-final.pdf").write_bytes(b"a user's")       # a folder cos did not make: refused
+    assert cos_main(["report", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not made by cos" in err[0] and (run / "figures" / "fig1-final.pdf").exists()
+    (run / "figures" / "fig1-final.pdf").unlink()
+    check_report(run)                                                   # an empty folder is adopted
     (run / "figures" / "stale-from-another-run.png").write_bytes(b"x")
-    check_report(run)
+    check_report(run)                                                   # cos's own: cleared
     assert not (run / "figures" / "stale-from-another-run.png").exists()
     text = (run / "claims-report.md").read_text()
-    # the paper's VBVR-Bench numbers are a different quantity: beside the bars, labelled, never over them
-    assert "figures/bench-category.png" in text and "figures/bench-above-random.png" in text
+    # the paper's VBVR-Bench numbers are another benchmark's: in the caption, no twin panel of bars
+    assert "figures/bench-above-random.png" in text and "figures/bench.png" not in text
+    assert "another benchmark, not comparable" in text
+    # `cos compare --out RUN` never clears the run's own figures (another verb's folder)
+    assert cos_main(["compare", str(run), str(run), "--out", str(run)]) == 2
+    assert "made by `cos report`" in capsys.readouterr().err and (run / "figures" / "forest.png").exists()
 
 
 def test_distill_draws_its_scores_and_first_step_entropy(tmp_path):
@@ -94,6 +110,9 @@ def test_a_bar_without_interval_is_drawn_without_error_bar_and_says_so(tmp_path)
     p = bars(["a", "b"], [0.3, 0.5], [(0.2, 0.4), None], tmp_path / "b.png", ylabel="score", title="t")
     svg = p.with_suffix(".svg").read_text()
     assert "Hatched: no interval" in svg and "(b)." in svg
+    # no interval anywhere: no "95% CI" in the legend (and no zero-length caps drawn as if certain)
+    svg = bars(["a", "b"], [0.3, 0.5], [None, None], tmp_path / "c.png", ylabel="n").with_suffix(".svg").read_text()
+    assert "95% CI" not in svg and "measured (no interval)" in svg
 
 
 def test_compare_two_runs_side_by_side_with_paired_differences(tmp_path, capsys):
@@ -117,6 +136,7 @@ def test_compare_two_runs_side_by_side_with_paired_differences(tmp_path, capsys)
         assert f"## {row['id']}:" in md and f"id='{row['id']}'" in page
     line = next(x for x in md.splitlines() if x.startswith("| [memory.persistence]"))
     assert "| holds | fails |" in line and "+0.01 [+0.01, +0.01] paired, 6 shared instances" in line
+    assert (tmp_path / "cmp" / "figures" / ".cos-made").exists()
     assert "unpaired (no shared per-instance values)" in md
     assert "figures/compare-cos-superposition.png" in md and "figures/a/" in md and "figures/b/" in md
     assert "src='figures/" not in page and "data:image/png;base64," in page
@@ -194,7 +214,12 @@ def test_report_renders_in_headless_chromium(tmp_path):
     for row in json.loads((run / "claims-status.json").read_text())["claims"]:
         sec = dom.split(f'id="{row["id"]}"')
         assert len(sec) == 2, f"{row['id']}: no section in the rendered page"
-        assert "Rule:" in sec[1].split("<section")[0]
+        body = sec[1].split("<section")[0]
+        assert "Rule:" in body
+        # every figure of the section carries its row's status word, as the table's row says it
+        table_row = dom.split(f'data-claim="{row["id"]}"')[1].split("</tr>")[0]
+        assert f"<b>{row['status']}</b>" in table_row
+        assert set(re.findall(r'<figure data-status="(\w+)"', body)) <= {row["status"]}
     shot = tmp_path / "shot.png"
     subprocess.run([*chrome, f"--screenshot={shot}", "--window-size=1200,2400", page.resolve().as_uri()],
                    check=True, capture_output=True, timeout=120)
@@ -230,3 +255,42 @@ def test_cli_trace_and_merge(tmp_path, capsys):
     assert ResultStore(tmp_path / "m").get("abcd") == {"n": 1} and not (tmp_path / "m" / "ab" / "abce.pt").exists()
     assert "1 old-format (.pt, pickle) entries skipped" in capsys.readouterr().err
     assert cos_main(["merge", str(tmp_path / "nope"), "--into", str(tmp_path / "m")]) == 2
+
+
+HOSTILE_ID = "<script>document.body.setAttribute('data-pwned','1')</script>"
+HOSTILE_DIR = "<img src=x onerror=\"document.body.setAttribute('data-pwned','1')\">"
+
+
+def hostile_run(path: Path) -> Path:
+    """A run folder (named with an <img onerror>) whose status file has a <script> claim id and title."""
+    run = shutil.copytree(GPU_V2, path)
+    shutil.rmtree(run / "figures", ignore_errors=True)
+    doc = json.loads((run / "claims-status.json").read_text())
+    doc["claims"][0]["id"] = HOSTILE_ID
+    doc["claims"][0]["title"] = HOSTILE_ID
+    doc["claims"][1]["reason"] = HOSTILE_ID
+    (run / "claims-status.json").write_text(json.dumps(doc))
+    return run
+
+
+def test_strings_from_a_status_file_are_escaped_in_report_and_comparison(tmp_path):
+    run = hostile_run(tmp_path / HOSTILE_DIR)
+    _, page = write_report(run)
+    assert cos_main(["compare", str(run), str(GPU_V2), "--out", str(tmp_path / "cmp")]) == 0
+    for html in (page.read_text(), (tmp_path / "cmp" / "compare.html").read_text()):
+        assert "<script" not in html and "<img src=x" not in html
+        assert "&lt;script&gt;" in html or "&lt;img" in html
+    assert "&lt;img src=x" in (tmp_path / "cmp" / "compare.html").read_text()
+    assert "<script" not in (run / "claims-report.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed (apt-get install chromium)")
+def test_a_script_claim_id_or_folder_name_does_not_run_in_chromium(tmp_path):
+    run = hostile_run(tmp_path / HOSTILE_DIR)
+    _, page = write_report(run)
+    assert cos_main(["compare", str(run), str(GPU_V2), "--out", str(tmp_path / "cmp")]) == 0
+    chrome = ["chromium", "--headless", "--no-sandbox", "--disable-gpu"]
+    for p in (page, tmp_path / "cmp" / "compare.html"):
+        dom = subprocess.run([*chrome, "--dump-dom", p.resolve().as_uri()], check=True, capture_output=True,
+                             text=True, timeout=120).stdout
+        assert "<body" in dom and 'data-pwned="1"' not in dom, f"{p.name}: a script from the data ran"

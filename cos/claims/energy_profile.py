@@ -143,7 +143,12 @@ class EnergyProfile(Claim):
                                  ("sparsity (Gini)", d.sparsity_per_block, d.sparsity_per_block_ci)):
                 c = np.array(ci) if ci else None
                 series[label] = (v, None if c is None else c[:, 0], None if c is None else c[:, 1])
+            L = len(x)   # the windows the claim compares, as measure() cuts them
+            lo_f, hi_f = int(FIRST[0] * L), max(int(FIRST[0] * L) + 1, int(FIRST[1] * L))
+            lo_m, hi_m = int(MIDDLE[0] * L), max(int(MIDDLE[0] * L) + 1, int(MIDDLE[1] * L))
             out.append((curves(x, series, fig_dir / "energy_profile.png", xlabel="block", ylabel="ratio / Gini (unitless)",
+                               spans={"first quarter (subtracted)": (lo_f - 0.5, hi_f - 0.5),
+                                      "middle half (decided)": (lo_m - 0.5, hi_m - 0.5)},
                                title="foreground/background energy ratio and sparsity per block (95% bands)"),
                         f"Ratio and sparsity per block. Holds when the fg/bg ratio of the middle half of the blocks "
                         f"minus the first quarter has a CI above {self.spec.threshold:g}, and the sparsity peak's "

@@ -292,12 +292,11 @@ class Ensemble(Claim):
             return []
         out = [(bars(names, [x["value"] for x in e], [(x["ci_low"], x["ci_high"]) for x in e], fig_dir / "ensemble.png",
                      ylabel="task-suite score",
-                     beside=("VBVR-Bench, Table 2 (another benchmark)",
-                             {n: v for n in names if (v := self.spec.paper.get(n)) is not None}),
                      title="score per ensemble window (best_of_3: oracle pick of the baseline's seeds)"),
                 "Score per ensemble window with 95% CIs (unpaired intervals; the decision uses paired differences, "
-                "below). The paper's VBVR-Bench scores are beside: a different benchmark. Holds when the paired mid − baseline "
-                f"difference has a CI above {self.spec.threshold:g}.")]
+                f"below). Holds when the paired mid − baseline difference has a CI above {self.spec.threshold:g}. "
+                "The paper's Table 2 (VBVR-Bench, another benchmark): "
+                + ", ".join(f"{n} {v:g}" for n in names if (v := self.spec.paper.get(n)) is not None) + ".")]
         rows = [(f"{a} − {b}", v, ci) for a, b, v, ci in (("mid", "early", d.mid_minus_early, d.mid_minus_early_ci),
                                                           ("mid", "all", d.mid_minus_all, d.mid_minus_all_ci))
                 if v is not None]

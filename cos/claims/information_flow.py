@@ -203,9 +203,14 @@ class InformationFlow(Claim):
             out.append((heatmap(m, fig_dir / "information_flow.png", xlabel="later denoising step",
                                 ylabel="injection step (literal x_s ← N(0, I))",
                                 cbar_label="1 − CKA(perturbed, clean x̂0) (unitless)", yticks=sorted(c, key=int),
+                                mark=None if d.injection_step is None or str(d.injection_step) not in c else
+                                (sorted(c, key=int).index(str(d.injection_step)), n - 1,
+                                 f"decided: injection at step {d.injection_step}, last step (minus a reseed)"),
                                 title="how far a perturbation at one step travels (means)"),
                         f"1 − CKA between the literally noised and the clean x̂0 (mean over instances; per-cell "
-                        f"intervals not recorded)." + ("" if d.reseed_dissimilarity is None else
+                        f"intervals not recorded). Decided on the outlined cell (earliest injection, last step) "
+                        f"beyond a reseed: holds when its CI lies above {self.spec.threshold:g}."
+                        + ("" if d.reseed_dissimilarity is None else
                                                        f" A reseed alone gives {d.reseed_dissimilarity:.3g} at the "
                                                        f"last step.")))
         series = {}

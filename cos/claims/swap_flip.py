@@ -274,6 +274,8 @@ class SwapFlip(Claim):
             return []
         return [(bars(list(f), list(f.values()), [d.flip_rate_per_block_ci.get(b) for b in f],
                       fig_dir / "swap_flip.png", ylabel="flip rate (share of instances)",
+                      spans={"middle": [i for i, b in enumerate(f) if int(b) in d.middle_blocks],
+                             "outer": [i for i, b in enumerate(f) if int(b) in d.outer_blocks]},
                       title="grounding outcome flips per swapped block (step 0, 95% CI)"),
                  f"Flip rate per swapped block (middle blocks {d.middle_blocks}, outer {d.outer_blocks}). Holds when "
                  f"the middle-minus-outer flip rate has a CI above {self.spec.threshold:g} and the peak's interval "
