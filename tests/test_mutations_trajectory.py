@@ -7,6 +7,7 @@ collapses): the positive control holds either way, so without the null the break
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cos.registry import get_claim
 
@@ -83,3 +84,59 @@ def test_not_frames_leaving_out_frames_that_never_commit_is_caught_by_the_stray_
                                                               min(commits.values())) / n)
     r = null.run(claim)
     assert r.status == "holds", (r.status, r.measured, r.ci_low, r.ci_high)
+
+
+# ---------------------------------------------------------------- cos.superposition
+def _superposition_null_holds_when(monkeypatch, name: str, attr: str, broken) -> None:
+    """The committed-but-blurred noisy null as written (its raw drop holds by the readout's bias alone, the
+    difference to its null does not), then with `attr` of the claim's module replaced by `broken`: the difference
+    holds (the row itself may stay undecided on the live-candidates condition) and the control's check fails."""
+    import cos.claims.superposition as mod
+
+    claim, null = control("cos.superposition", name)
+    r = null.run(claim)
+    assert r.status in null.expect and null.check(r), (r.status, r.measured, r.details.get("raw_drop"))
+    monkeypatch.setattr(mod, attr, broken)
+    r = null.run(claim)
+    assert r.ci_low > claim.spec.threshold, (r.status, r.measured, r.ci_low, r.ci_high)
+    assert not null.check(r)
+
+
+def test_superposition_with_its_null_set_to_zero_is_caught_by_the_blurred_null(monkeypatch):
+    """The null's drop set to 0 (its x̂0 the final at every step): the claim decides on the raw drop again, and a
+    model committed from step 0 whose early x̂0 is only faded holds."""
+    _superposition_null_holds_when(monkeypatch, "committed-blurred", "committed_blur",
+                                   lambda inst, cells, final: final.expand_as(cells).clone())
+
+
+def test_superposition_null_built_from_another_rows_final_is_caught_by_the_blurred_null(monkeypatch):
+    """The null built from the final x̂0 of another row (the previous row of the batch of the same shape, another
+    instance or seed): it no longer explains the row's x̂0, its early entropy is the misfit's, and the blurred
+    null holds."""
+    def other(rows, row):
+        prev = next((r for r in rows[row - 1::-1] + rows[:row:-1] if r.shape == rows[row].shape and r is not rows[row]),
+                    rows[row])
+        return prev[-1]
+    _superposition_null_holds_when(monkeypatch, "committed-blurred", "final_of", other)
+
+
+def test_superposition_null_fitted_on_the_noisy_final_is_caught_by_the_blurred_null(monkeypatch):
+    """The final x̂0 not projected onto span{candidates, static, 𝟙} before the fit: its noise dilutes a_s, the late
+    null is shrunk towards the still frame, its drop is too small, and the blurred null reads above it."""
+    _superposition_null_holds_when(monkeypatch, "committed-blurred", "span_basis",
+                                   lambda inst: torch.eye(inst.candidates[0].numel(), dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- perception.before_action
+def test_perception_with_its_null_set_to_zero_is_caught_by_the_blurred_null(monkeypatch):
+    """The null's statistic set to 0: the claim decides on the raw half-rise difference again, in which the
+    scale-free grounding share runs ahead of the motion amplitude for any x̂0 that fades in, and the committed,
+    faded, noisy null (no grounding before motion) holds."""
+    import cos.claims.perception as mod
+
+    claim, null = control("perception.before_action", "committed-blurred")
+    r = null.run(claim)
+    assert r.status in null.expect and null.check(r), (r.status, r.measured, r.details.get("raw"))
+    monkeypatch.setattr(mod, "null_statistic", lambda g, m: 0.0 if mod.statistic(g, m) is not None else None)
+    r = null.run(claim)
+    assert r.ci_low > claim.spec.threshold and not null.check(r), (r.status, r.measured, r.ci_low, r.ci_high)
