@@ -84,15 +84,56 @@ def run_one(claim_id: str, control: str, draw: int, tier: str) -> dict:
             "torch": torch.__version__, **out}
 
 
-def _load(path: Path) -> dict[str, dict]:
-    done = {}
+MAX_DRAWS_BYTES = 1 << 30     # a draws.jsonl of 20 draws of every control is well under 1 MB
+STATUSES = ("holds", "fails", "inconclusive", "skipped", "error")
+
+
+def _num(v: object, none_ok: bool = True) -> bool:
+    return (v is None and none_ok) or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _is_record(d: object) -> bool:
+    """A draw record as `run_one` writes it (the fields summarize reads, with their types)."""
+    return (isinstance(d, dict) and all(isinstance(d.get(k), str) for k in ("tier", "claim", "control"))
+            and all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool) for k in ("version", "draw"))
+            and d.get("status") in STATUSES and isinstance(d.get("check"), bool) and _num(d.get("measured"))
+            and _num(d.get("mde")) and _num(d.get("seconds"), none_ok=False)
+            and isinstance(d.get("ci"), list) and len(d["ci"]) == 2 and all(_num(x) for x in d["ci"]))
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A calibration file's text: a regular file of bounded size (a FIFO or a link to a device would hang)."""
+    from cos.errors import InputError
+    from cos.trust import read_regular
+
+    try:
+        return read_regular(path, MAX_DRAWS_BYTES).decode("utf-8", "replace")
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise InputError(f"{what}: {str(e) if str(path) in str(e) else f'{path}: {e.strerror or e}'}") from None
+
+
+def _load(path: Path, stream=None) -> dict[str, dict]:
+    """The finished draws of a draws.jsonl by key. A line cut short by a kill is skipped silently (that draw is
+    rerun); any other line that is not a draw record is skipped too, and said in one line on `stream`."""
+    done, bad = {}, []
     if path.exists():
-        for line in path.read_text().splitlines():
+        lines = _read_text(path, "draws").splitlines()
+        for i, line in enumerate(lines, 1):
             try:
                 d = json.loads(line)
-            except json.JSONDecodeError:   # a line cut short by a kill: that draw is simply rerun
+            except json.JSONDecodeError:
+                if i < len(lines) and line.strip():
+                    bad.append(i)
+                continue
+            if not _is_record(d):
+                bad.append(i)
                 continue
             done[_key(d["tier"], d["claim"], d["version"], d["control"], d["draw"])] = d
+    if bad and stream is not None:
+        print(f"warning: {path}: {len(bad)} line(s) are not draw records (first: line {bad[0]}); skipped, those "
+              "draws are rerun", file=stream)
     return done
 
 
@@ -108,7 +149,7 @@ def validate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1
         raise InputError(f"--draws {draws} / --jobs {jobs}: must be positive integers")
     out.mkdir(parents=True, exist_ok=True)
     log = out / "draws.jsonl"
-    done = _load(log)
+    done = _load(log, stream)
     claims = [c for c in all_claims() if select is None or select in c.id]
     plan = [(c.id, c.spec.version, k.name, d) for c in claims for k in c.controls() for d in range(1, draws + 1)]
     todo = [p for p in plan if _key(tier, p[0], p[1], p[2], p[3]) not in done]
@@ -140,13 +181,24 @@ def resummarize(out: Path) -> dict:
     from cos.errors import InputError
     from cos.registry import all_claims
 
-    old = json.loads((out / "calibration.json").read_text()) if (out / "calibration.json").exists() else None
-    recs = list(_load(out / "draws.jsonl").values())
+    cal = out / "calibration.json"
+    try:
+        old = json.loads(_read_text(cal, "--summarize-only")) if cal.exists() else None
+    except json.JSONDecodeError as e:
+        raise InputError(f"--summarize-only: {cal}: malformed JSON ({e.msg} at line {e.lineno})") from None
+    recs = list(_load(out / "draws.jsonl", sys.stderr).values())
     if old is None or not recs:
         raise InputError(f"--summarize-only: {out} holds no calibration.json and draws.jsonl of an earlier run")
-    p = old["provenance"]
+    p = old.get("provenance") if isinstance(old, dict) else None
+    if not (isinstance(p, dict) and p.get("tier") in TIER_SCALE and _num(p.get("wall_s"), none_ok=False)
+            and all(isinstance(p.get(k), int) and not isinstance(p.get(k), bool) and p[k] >= 1 for k in ("draws", "jobs"))):
+        raise InputError(f"--summarize-only: {cal}: not a calibration document of this cos (its provenance needs "
+                         "tier, draws, jobs and wall_s)")
     ids = {r["claim"] for r in recs}
     claims = [c for c in all_claims() if c.id in ids]
+    # draws of controls a claim no longer has (renamed, or a hand-edited line) cannot be summarized: left out
+    known = {(c.id, k.name) for c in claims for k in c.controls()}
+    recs = [r for r in recs if (r["claim"], r["control"]) in known]
     doc = summarize([r for r in recs if r["tier"] == p["tier"]], claims, p["draws"], p["tier"], p["jobs"], p["wall_s"])
     doc["provenance"] = {**p, "draw_seconds": doc["provenance"]["draw_seconds"],
                          "resummarized": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

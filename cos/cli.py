@@ -54,12 +54,20 @@ def run_claims(model: str | None, out: str, baseline: str | None = None, extra: 
     import pytest
 
     import cos.testing
+    from cos.pytest_plugin import DEFAULT_MODEL
 
+    if not model and not DEFAULT_MODEL.exists():   # every claim would skip and the run would "pass"
+        raise InputError(f"--model: none given and no organism at {DEFAULT_MODEL} (cos runs from a source checkout "
+                         "only there); name a model directory with --model DIR")
     Path(out).mkdir(parents=True, exist_ok=True)
+    # --opt=value: a bare absolute path among pytest's arguments would move its rootdir to a common ancestor
     args = [cos.testing.__file__, "-m", "claims", "-c", os.devnull, "--rootdir", out, "-p", "no:cacheprovider",
-            "--cos-out", out, *(["--cos-model", model] if model else []),
-            *(["--cos-baseline", baseline] if baseline else []), *(extra or [])]
-    return int(pytest.main(args))
+            f"--cos-out={out}", *([f"--cos-model={model}"] if model else []),
+            *([f"--cos-baseline={baseline}"] if baseline else []), *(extra or [])]
+    rc = int(pytest.main(args))
+    if rc == pytest.ExitCode.NO_TESTS_COLLECTED:
+        print("cos run: no claim selected (a -k or -m that matches nothing?); nothing was run", file=sys.stderr)
+    return rc
 
 
 def _report(a) -> None:
@@ -149,7 +157,7 @@ def _merge(a) -> None:
 
     with warnings.catch_warnings(record=True) as caught:   # one line per skipped entry, not warnings' two
         warnings.simplefilter("always")
-        n = merge(a.stores, a.into)
+        n = merge(a.stores, a.into, trust=a.trust or [])
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"merged {n} new results into {a.into}")
@@ -159,6 +167,11 @@ def _validate(a) -> None:
     from cos.calibration import resummarize, validate
     from cos.validation import positive_int
 
+    if a.k is not None:
+        from cos.registry import all_claims
+
+        if not any(a.k in c.id for c in all_claims()):
+            raise InputError(f"-k {a.k!r}: matches no claim id (cos list shows them); nothing to validate")
     if a.summarize_only:
         doc = resummarize(Path(a.out))
     else:
@@ -276,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("merge", help="unite the result stores of sharded runs (--cos-shard)")
     p.add_argument("stores", nargs="+", help="result store folders (each a --cos-store or <cos-out>/cos-store)")
     p.add_argument("--into", required=True, help="the store to merge into (created when missing)")
+    p.add_argument("--trust", action="append", default=[], metavar="KEYFILE",
+                   help="also accept entries signed with this store key (another host's; repeat); they are "
+                        "re-signed with yours. Without it only entries signed with your own key are merged")
     p.set_defaults(fn=_merge)
     p = sub.add_parser("validate", help="each claim's power and false-positive rate over independent draws of its "
                                         "planted and null controls (calibration.json, calibration.md)")

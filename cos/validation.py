@@ -99,12 +99,44 @@ def check_store(flag: str, value: str) -> Path | None:
 
 
 def check_model(flag: str, value: str) -> Path:
+    """An existing model directory whose configs and weight headers pass every check that reads no weights
+    (`cos.models.loading.check_model_dir`): a bad model is one line before the first test, not one per claim."""
     p = Path(value)
     if not p.exists():
         _fail(flag, value, "model path does not exist")
     if not p.is_dir():
         _fail(flag, value, "must be a model directory, and this is a file")
+    from cos.models.loading import check_model_dir
+
+    try:
+        check_model_dir(p)
+    except CosError as e:
+        raise InputError(f"{flag}: {e}") from None
     return p
+
+
+def check_tasks(flag: str, value: str) -> tuple[str, ...]:
+    """Comma-separated names of registered tasks, at least one."""
+    from cos.tasks import TASKS as known   # importing cos.tasks registers them
+
+    tasks = tuple(t.strip() for t in str(value).split(",") if t.strip())
+    if not tasks:
+        _fail(flag, value, f"names no task; known: {', '.join(sorted(known))}")
+    bad = [t for t in tasks if t not in known]
+    if bad:
+        _fail(flag, value, f"unknown task(s) {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    return tasks
+
+
+def check_store_key(flag: str, value: str) -> Path:
+    """An existing store key file, readable by its owner only (cos.trust)."""
+    from cos.trust import load_key
+
+    try:
+        load_key(value, create=False)
+    except CosError as e:
+        raise InputError(f"{flag}: {e}") from None
+    return Path(value)
 
 
 def check_lora(flag: str, spec: str) -> tuple[Path, float]:
@@ -114,6 +146,8 @@ def check_lora(flag: str, spec: str) -> tuple[Path, float]:
     path, weight = parse_lora_spec(str(spec))
     if not math.isfinite(weight):
         _fail(flag, spec, "the LoRA weight must be a finite number")
+    if weight == 0:
+        _fail(flag, spec, "a LoRA at weight 0 changes nothing; drop it or give a nonzero weight")
     if not path.exists():
         _fail(flag, spec, f"LoRA file {path} does not exist")
     if path.is_dir():
@@ -130,16 +164,34 @@ def check_lora(flag: str, spec: str) -> tuple[Path, float]:
     return path, weight
 
 
+STATUSES = ("holds", "fails", "inconclusive", "skipped", "error")
+MAX_STATUS_BYTES = 256 << 20
+
+
 def check_baseline(flag: str, value: str) -> dict:
+    """A claims-status file: regular, bounded, of this schema, and every row with a string id, a known status
+    and an integer version (a hand-edited row would otherwise crash the comparison at the end of the run)."""
     from cos.registry import SCHEMA
     from cos.reporting import load_status
+    from cos.trust import read_regular
 
     try:
+        read_regular(value, MAX_STATUS_BYTES)     # a FIFO or /dev/zero would hang load_status's read
         doc = load_status(value)
+    except FileNotFoundError:
+        _fail(flag, value, "claims-status file does not exist")
+    except OSError as e:
+        raise InputError(f"{flag}: {str(e) if str(value) in str(e) else f'{value}: {e.strerror or e}'}") from None
     except CosError as e:
         raise InputError(f"{flag}: {e}") from None
     if doc.get("schema", SCHEMA) != SCHEMA:
         _fail(flag, value, f"a claims-status file of schema {doc.get('schema')!r}; this cos writes {SCHEMA!r}")
+    for i, c in enumerate(doc["claims"]):
+        if not isinstance(c["id"], str) or c["status"] not in STATUSES:
+            _fail(flag, value, f"claims[{i}] needs a string id and a status of {', '.join(STATUSES)} "
+                               f"(has {c['id']!r}, {c['status']!r})")
+        if c.get("version") is not None and (not isinstance(c["version"], int) or isinstance(c["version"], bool)):
+            _fail(flag, value, f"claims[{i}] ({c['id']}): version {c['version']!r} must be an integer")
     return doc
 
 
@@ -173,6 +225,7 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "--cos-flow-shift": check_flow_shift, "--cos-shard": check_shard, "--cos-device": check_device,
     "--cos-out": check_writable_dir, "--cos-store": check_store, "--cos-model": check_model,
     "--cos-baseline": check_baseline, "--cos-report-instances": positive_int, "--cos-vbvr": check_vbvr,
+    "--cos-tasks": check_tasks, "--cos-store-key": check_store_key,
 }
 LISTS: dict[str, Callable[[str, Any], Any]] = {"--cos-lora": check_lora, "--cos-model-lora": check_lora}
 

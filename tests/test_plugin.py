@@ -131,7 +131,11 @@ def test_a_gpu_list_that_repeats_an_ordinal_is_refused_in_one_line(pytester, mon
 def test_claim_tests_carry_the_markers_of_the_models_tier(pytester, tmp_path):
     pytester.makepyfile(test_toy=TOY)
     # a diffusers directory (no cos_model.json) means the full tier: -m "claims and full_model" selects them
+    # (a real tiny one: --cos-model is validated, configs and weight headers, before any test)
+    from tests.helpers import write_wan_dir
+
     (tmp_path / "m").mkdir()
+    write_wan_dir(tmp_path / "m")
     res = pytester.runpytest_subprocess("-m", "claims and full_model", "--cos-model", str(tmp_path / "m"),
                                         "--cos-out", str(tmp_path / "o"), "-p", "no:cacheprovider")
     res.assert_outcomes(passed=3, skipped=1, errors=0, failed=1)

@@ -19,8 +19,21 @@ MAX_HEADER = 100 * 1024**2   # the safetensors library's own limit
 def check_safetensors(path: Path) -> dict:
     """Header parses, each tensor's shape matches its byte range, and the file is as long as the header says
     (catches truncated downloads and files that are not safetensors at all); returns the header."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
+    import os
+    import stat
+
+    try:   # non-blocking, then fstat: a FIFO or device named *.safetensors must not hang the check
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path}: missing") from None
+    except OSError as e:
+        raise ModelLoadError(f"{path}: cannot be read ({e.strerror or e})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ModelLoadError(f"{path}: not a regular file (a FIFO, device or folder cannot hold weights)")
+    size = st.st_size
+    with os.fdopen(fd, "rb") as f:
         head = f.read(9)
         if len(head) < 8:
             raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, no header)")

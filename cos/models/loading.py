@@ -120,6 +120,13 @@ def _building(what: Path, fn: Callable[[], Any]) -> Any:
 def _scheduler(path: Path):
     import diffusers
 
+    name = _check_scheduler(path)
+    return _building(path / "scheduler" / "scheduler_config.json", lambda: getattr(diffusers, name).from_pretrained(
+        path, subfolder="scheduler", local_files_only=True))
+
+
+def _check_scheduler(path: Path) -> str:
+    """The scheduler config's class is one cos samples with and its numbers are sane; returns the class name."""
     cfg_path = path / "scheduler" / "scheduler_config.json"
     cfg = _read_json(cfg_path)
     name = cfg.get("_class_name")
@@ -131,8 +138,7 @@ def _scheduler(path: Path):
             _field(cfg_path, cfg, k, _finite_pos, "must be a finite number > 0")
     if "num_train_timesteps" in cfg:
         _field(cfg_path, cfg, "num_train_timesteps", _pos_int, "must be a positive integer")
-    return _building(cfg_path, lambda: getattr(diffusers, name).from_pretrained(path, subfolder="scheduler",
-                                                                                local_files_only=True))
+    return name
 
 
 def _finite_pos(v: Any) -> bool:
@@ -203,16 +209,9 @@ def check_fits(path: Path, experts: list[str], dtype: torch.dtype, device: str |
                              f"{free / 2**30:.1f} GiB free{hint}")
 
 
-def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *,
-                loras: Sequence[tuple[str | Path, float]] = (), flow_shift: float | None = None,
-                offload: bool = False) -> WanSystem:
-    """Validate, then load a Wan system from a local directory (see the module docstring for layouts).
-
-    loras: (path, weight) pairs applied to every expert (`cos.models.lora`); flow_shift: override the shipped
-    scheduler's shift (VBVR-Wan2.2 was evaluated at 50 steps, shift 5); offload: experts wait on the CPU.
-    """
-    from diffusers import AutoencoderKLWan, WanTransformer3DModel
-
+def check_model_dir(path: str | Path) -> dict:
+    """Every check of a model directory that reads no weights (configs, safetensors headers, what they say of
+    each other): ModelLoadError, one line, at the first problem. Returns what loading needs of it."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: model path does not exist")
@@ -249,6 +248,25 @@ def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: tor
         _check_io(path, tcfg, z_dim, mask_ch, which)
     if len(experts) == 2 and boundary is None:
         raise ModelLoadError(f"{path}: two experts but no boundary_ratio in model_index.json")
+    _check_scheduler(path)
+    if cos_cfg and (path / "prompt_encoder.safetensors").exists():
+        _check_prompt_encoder(path)
+    return {"cos_cfg": cos_cfg, "boundary": boundary, "z_dim": z_dim, "mask_ch": mask_ch, "experts": experts}
+
+
+def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *,
+                loras: Sequence[tuple[str | Path, float]] = (), flow_shift: float | None = None,
+                offload: bool = False) -> WanSystem:
+    """Validate, then load a Wan system from a local directory (see the module docstring for layouts).
+
+    loras: (path, weight) pairs applied to every expert (`cos.models.lora`); flow_shift: override the shipped
+    scheduler's shift (VBVR-Wan2.2 was evaluated at 50 steps, shift 5); offload: experts wait on the CPU.
+    """
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+    path = Path(path)
+    layout = check_model_dir(path)
+    cos_cfg, boundary, z_dim, experts = layout["cos_cfg"], layout["boundary"], layout["z_dim"], layout["experts"]
     scheduler = _scheduler(path)
     if flow_shift is not None:
         if "flow_shift" not in scheduler.config and "shift" not in scheduler.config:
@@ -301,6 +319,13 @@ def _prompt_encoder(path: Path, device: str | torch.device):
     """The organism's word-level prompt encoder, its JSON and table checked against each other first."""
     from cos.models.prompt import TokenPromptEncoder
 
+    _check_prompt_encoder(path)
+    return _building(path / "prompt_encoder.safetensors", lambda: TokenPromptEncoder.load(path)).to(device)
+
+
+def _check_prompt_encoder(path: Path) -> None:
+    from cos.models.prompt import TokenPromptEncoder
+
     cfg_path = path / "prompt_encoder.json"
     cfg = _read_json(cfg_path)
     vocab = _field(cfg_path, cfg, "vocab", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v),
@@ -312,8 +337,7 @@ def _prompt_encoder(path: Path, device: str | torch.device):
     shape = (header.get("embedding") or {}).get("shape")
     if shape != [n, dim]:
         raise ModelLoadError(f"{path / 'prompt_encoder.safetensors'}: embedding of shape {shape}, but "
-                             f"{cfg_path.name} has {n} words (with <pad>, <unk>) of dimension {dim}")
-    return _building(path / "prompt_encoder.safetensors", lambda: TokenPromptEncoder.load(path)).to(device)
+                             f"{cfg_path} has {n} words (with <pad>, <unk>) of dimension {dim}")
 
 
 def shipped_distilled(path: str | Path) -> dict | None:
