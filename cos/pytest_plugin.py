@@ -76,6 +76,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-vbvr", default=None, metavar="DIR",
                 help="VBVR-Bench data folder: bench.table1 and ensemble.mid_layers generate its samples at "
                      "VBVR-Wan2.2's evaluation settings and score them with VBVR-EvalKit (cos.vbvr_run)")
+    g.addoption("--cos-sequential", default="auto", choices=["auto", "on", "off"],
+                help="decide claims written as records at up to 3 looks (O'Brien-Fleming alpha spending) and stop "
+                     "each once decided or futile; auto: on for the gpu and full tiers, off for cpu (cos.sequential)")
     g.addoption("--cos-tier", default="auto", choices=["auto", "cpu", "gpu", "full"],
                 help="claim settings: cpu (CI), gpu (full statistics), full (a full Wan model, paper settings); "
                      "auto picks from the model and device")
@@ -229,8 +232,10 @@ def make_run_context(config: pytest.Config) -> "RunContext":
         opened = None if store in (None, "none") else ResultStore(store, key_file=config.getoption("--cos-store-key"))
     except Exception as e:  # noqa: BLE001 - a bad key or store: one line before any test
         raise pytest.UsageError(f"--cos-store {store}: {e}") from None
-    ctx = RunContext(store=opened, shard=shard,
-                     report_instances=config.getoption("--cos-report-instances"))
+    from cos.sequential import resolve as sequential_on
+
+    ctx = RunContext(store=opened, shard=shard, report_instances=config.getoption("--cos-report-instances"),
+                     sequential=sequential_on(config.getoption("--cos-sequential"), resolve_tier(config)))
     if world is not None:
         ctx.world = world
     return ctx

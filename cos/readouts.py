@@ -70,16 +70,24 @@ def clean_rows(ctx: RunContext, system: WanSystem, settings: ClaimSettings,
     shared clean run (of `tasks`). `read` runs once per row and data-parallel run, on the rank that sampled the
     row (`RunContext.readout`): it should return what the claim keeps of the row, not the videos."""
     for batch in ctx.batches(settings):
-        res = ctx.clean_run(system, settings, batch)
-        mine = [tasks is None or inst.task in tasks for inst in batch.instances]
+        yield from clean_batch_rows(ctx, system, settings, batch, read, tasks)
 
-        def compute():
-            final = videos(system, res.latents) if any(mine) else None
-            return [read(inst, step_videos(system, res, row), final[row]) if m else None
-                    for row, (inst, m) in enumerate(zip(batch.instances, mine))]
-        for row, (inst, m, out) in enumerate(zip(batch.instances, mine, ctx.readout("rows", res, compute))):
-            if m:
-                yield inst, batch.seeds[row], out
+
+def clean_batch_rows(ctx: RunContext, system: WanSystem, settings: ClaimSettings, batch: TaskBatch,
+                     read: Callable[[TaskInstance, torch.Tensor, torch.Tensor], Any],
+                     tasks: Sequence[str] | None = None) -> list[tuple[TaskInstance, int, Any]]:
+    """`clean_rows` of one batch (a claim written as records reads its batch with this)."""
+    mine = [tasks is None or inst.task in tasks for inst in batch.instances]
+    if not any(mine):       # a batch of other tasks only: nothing to read, nothing to sample
+        return []
+    res = ctx.clean_run(system, settings, batch)
+
+    def compute():
+        final = videos(system, res.latents) if any(mine) else None
+        return [read(inst, step_videos(system, res, row), final[row]) if m else None
+                for row, (inst, m) in enumerate(zip(batch.instances, mine))]
+    return [(inst, batch.seeds[row], out) for row, (inst, m, out)
+            in enumerate(zip(batch.instances, mine, ctx.readout("rows", res, compute))) if m]
 
 
 # ---------------------------------------------------------------- the noise sweep (Sec. 3.2)

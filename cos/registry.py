@@ -132,8 +132,32 @@ class Claim:
     def sizing_for(self, settings: "ClaimSettings") -> Any:
         return self.sizing.get(settings.tier, self.sizing.get("cpu"))
 
-    def measure(self, ctx: "RunContext", system: "WanSystem", settings: "ClaimSettings") -> "ClaimResult":
+    def measure(self, ctx: "RunContext", system: "WanSystem", settings: "ClaimSettings", **kw: Any) -> "ClaimResult":
+        """The claim's row. A claim written as records (`measure_batch` + `conclude`) needs nothing here: the run
+        context samples its batches, keeps their records and concludes, sequentially where the run says so
+        (`RunContext.measure_records`). An older claim overrides `measure` and loops over `ctx.batches` itself."""
+        if not self.by_records:
+            raise NotImplementedError(f"{self.id}: implement measure_batch and conclude (or measure)")
+        return ctx.measure_records(self, system, settings, **kw)
+
+    def measure_batch(self, ctx: "RunContext", system: "WanSystem", settings: "ClaimSettings", batch: Any,
+                      **kw: Any) -> list[dict]:
+        """The records of one batch's rows: one small dict of plain numbers per (instance × seed) row it reads,
+        with its "instance" id and "seed" (what samples.jsonl lists). Records are stored, gathered across ranks
+        and read by `conclude`; they must follow from the batch alone (the same batch gives the same records)."""
         raise NotImplementedError
+
+    def conclude(self, records: list[dict], system: "WanSystem", settings: "ClaimSettings",
+                 **kw: Any) -> "ClaimResult":
+        """The row of the table from the records of the batches run so far, in batch order: its estimate,
+        interval, conditions and decision. Intervals take the decision level in force (`cos.stats.decision_level`:
+        a sequential look's), so a conclusion passes no level of its own to its decision intervals."""
+        raise NotImplementedError
+
+    @property
+    def by_records(self) -> bool:
+        """Whether the claim is written as records (`measure_batch` + `conclude`)."""
+        return type(self).measure_batch is not Claim.measure_batch
 
     def controls(self) -> list[Control]:
         return []

@@ -67,6 +67,8 @@ class RunContext:
     # where progress lines go (the plugin passes one that writes past pytest's capture); None: stderr
     progress_writer: Callable[[str, bool], None] | None = field(default=None, repr=False)
     label: str = ""                     # the claim being measured (named in progress lines)
+    # claims written as records decide at looks and stop once decided or futile (--cos-sequential, cos.sequential)
+    sequential: bool = False
     _memo: dict = field(default_factory=dict, repr=False)
     # every stored run read or written: {"key", "kind", "rows": [(instance id, seed)]} (samples.jsonl names them)
     key_log: list = field(default_factory=list, repr=False)
@@ -119,9 +121,128 @@ class RunContext:
             bar.step()
         bar.close()
 
+    # ---------------------------------------------------------------- claims written as records
+    def measure_records(self, claim, system: WanSystem, settings: ClaimSettings, **kw):
+        """A claim's row from records (`Claim.measure_batch` per batch, `Claim.conclude` on all so far): the
+        batches are those of `batches` (every claim that reads the shared clean run sees the same ones), split
+        over the ranks by batch index; after each look the ranks gather the records (small dicts, in batch
+        order), every rank concludes on the same records at the look's level, and all stop at the same look.
+        Records are kept in the result store under the claim's id, version and code (`records_key`): a killed
+        run resumes with what it finished. Without `sequential` the only look is after the last batch (fixed n:
+        the same row as one pass over every batch)."""
+        from cos import sequential as seq
+        from cos.stats import decision_level
+
+        self.label = claim.id
+        try:
+            insts = instances(settings)
+            per = instances_per_batch(settings)
+            starts = list(range(0, len(insts), per))
+            rank, n_ranks = self.split
+            alone_share = self.shard is not None      # a shard fills the store with its share and concludes on it
+            mine = lambda k: n_ranks == 1 or k % n_ranks == rank
+            points = (seq.look_points(len(starts)) if self.sequential and not alone_share and starts
+                      else [len(starts)])
+            looks = seq.plan_looks([b / len(starts) for b in points]) if starts else []
+            bar = Progress(self, claim.id + (f" [share {rank}/{n_ranks}]" if n_ranks > 1 else ""),
+                           -(-len(starts) // n_ranks) if n_ranks > 1 else len(starts))
+            records: list[tuple[int, list[dict]]] = []
+            done, history, res = 0, [], None
+            for look in looks or [None]:
+                upto = points[look.index] if look else 0
+                own = []
+                for k in range(done, upto):
+                    if not mine(k):
+                        continue
+                    batch = make_batch(insts[starts[k]:starts[k] + per], settings.seeds, settings.height,
+                                       settings.width)
+                    for inst, seed in zip(batch.instances, batch.seeds):
+                        seen = self.ran.setdefault(inst.id, [])
+                        if seed not in seen:
+                            seen.append(seed)
+                    own.append((k, self._batch_records(claim, system, settings, batch, kw)))
+                    bar.step()
+                done = upto
+                for part in self.world.gather(own) if (self.world.connected and not alone_share) else [own]:
+                    records.extend(part)
+                records.sort(key=lambda kr: kr[0])
+                flat = [r for _, rs in records for r in rs]
+                level = look.confidence if (look and len(looks) > 1) else None
+                with decision_level(level) if level else _nullcontext():
+                    res = claim.conclude(flat, system, settings, **kw)
+                if look is None or len(looks) == 1:
+                    break
+                stop = self._look_stops(claim, res, look, looks[-1],
+                                        lambda: _conclude_at(claim, flat, system, settings, kw, 0.95))
+                history.append({"batches": upto, "fraction": round(look.fraction, 4),
+                                "confidence": round(look.confidence, 6), "n": res.n, "status": res.status,
+                                "stop": stop})
+                if stop:
+                    if stop == "futile":
+                        res.reason = "; ".join(t for t in (res.reason, (
+                            f"futile at look {look.index + 1} of {len(looks)} (n={res.n}): under the trend so far "
+                            f"neither decision reaches {seq.FUTILITY_POWER:.0%} power by the last look")) if t)
+                    break
+            bar.close()
+            if res is not None and len(looks) > 1:
+                res.details["sequential"] = {
+                    "design": f"group-sequential, Lan-DeMets O'Brien-Fleming spending, alpha {seq.ALPHA}",
+                    "looks_planned": [{"batches": b, "fraction": round(b / len(starts), 4),
+                                       "confidence": round(lk.confidence, 6)} for b, lk in zip(points, looks)],
+                    "looks": history, "batches_used": done, "batches_max": len(starts)}
+            return res
+        finally:
+            self.label = ""
+
+    @staticmethod
+    def _look_stops(claim, res, look, last, at95: Callable[[], Any]) -> str:
+        """Why a look stops the claim ("decided", "futile", "error") or "" to go on. A look before the claim has
+        MIN_LOOK_UNITS units decides nothing (its interval's coverage is not checked there). Futility reads the
+        trend from the records' 95% interval (`at95`, se = width / 2·1.96), and only from FUTILITY_MIN_UNITS on:
+        at n = 8 a bootstrap-t interval is ~2× a normal one, so its se would be doubled and the futility rule
+        would stop claims that still had power."""
+        from cos import sequential as seq
+
+        if res.status in ("error", "skipped"):
+            return res.status
+        if look.final or res.n is None or res.n < seq.MIN_LOOK_UNITS:
+            return ""
+        if res.status in ("holds", "fails"):
+            return "decided"
+        th = (res.details or {}).get("threshold", claim.spec.threshold)
+        if res.ci_low is not None and (res.ci_low > th or res.ci_high < th):
+            return ""        # the interval is decided; a further condition is not: more rows may decide it
+        if res.n < seq.FUTILITY_MIN_UNITS:
+            return ""
+        r = at95()
+        z = seq.z_of(r.measured, r.ci_low, r.ci_high, 0.95, th)
+        if z is not None and seq.conditional_power(z, look.fraction, last.boundary) < seq.FUTILITY_POWER:
+            return "futile"
+        return ""
+
+    def _batch_records(self, claim, system: WanSystem, settings: ClaimSettings, batch: TaskBatch,
+                       kw: Mapping[str, Any]) -> list[dict]:
+        """`claim.measure_batch` of one batch, from the store when a run of the same claim code kept them."""
+        compute = lambda: claim.measure_batch(self, system, settings, batch, **kw)
+        if self.store is None:
+            return compute()
+        key = records_key(claim, system, settings, batch, kw)
+        self.key_log.append({"key": key, "kind": "records",
+                             "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
+        hit = self.store.get(key)
+        if hit is not None:
+            return hit["records"]
+        with self.store.computing(key):
+            out = _plain_records(compute())
+            self.store.put(key, {"records": out})
+        return out
+
     def measure_claim(self, claim, system: WanSystem, settings: ClaimSettings, *args, **kwargs):
         """`claim.measure(self, system, settings, ...)`, data parallel over the world's ranks (see the module doc):
-        alone, one pass as always; with several connected ranks, fill (own share) → barrier → replay (all)."""
+        alone, one pass as always; with several connected ranks, fill (own share) → barrier → replay (all).
+        A claim written as records is measured by `measure_records` (its ranks gather records, no replay)."""
+        if getattr(claim, "by_records", False):     # its measure (a claim may check its inputs first) → records
+            return claim.measure(self, system, settings, *args, **kwargs)
         self.label = getattr(claim, "id", "")
         measure = lambda: claim.measure(self, system, settings, *args, **kwargs)
         try:
@@ -246,6 +367,51 @@ class RunContext:
                 iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
             hit = hit["run"]
         return _from_disk(hit, key)
+
+
+def _conclude_at(claim, records: list[dict], system: WanSystem, settings: ClaimSettings, kw: Mapping[str, Any],
+                 confidence: float):
+    from cos.stats import decision_level
+
+    with decision_level(confidence):
+        return claim.conclude(records, system, settings, **kw)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def records_key(claim, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, kw: Mapping[str, Any]) -> str:
+    """Store key of one batch's records: the claim's id, version and the bytes of its module (a claim edited
+    without a version bump still gets new records), cos's version and ENGINE, the model, settings and rows."""
+    import hashlib
+    import inspect
+
+    from cos import __version__ as cos_version
+
+    try:
+        src = inspect.getsource(inspect.getmodule(type(claim)))
+    except (OSError, TypeError):
+        src = type(claim).__qualname__
+    return key_of(kind="records", claim=claim.id, version=claim.spec.version, cos=cos_version, engine=ENGINE,
+                  code=hashlib.sha256(src.encode()).hexdigest()[:16], model=system.fingerprint, name=system.name,
+                  settings=settings.record(), rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
+                  size=(batch.height, batch.width),
+                  kw={k: getattr(v, "fingerprint", None) or repr(v) for k, v in sorted(kw.items())})
+
+
+def _plain_records(records: list[dict]) -> list[dict]:
+    """Records as plain JSON-able values (numpy scalars and arrays become numbers and lists): what the store keeps
+    and what a stored run hands back, so a computed and a served batch conclude alike."""
+    import json
+
+    from cos.registry import _plain
+
+    return json.loads(json.dumps(_plain(records)))
 
 
 def instances_per_batch(settings: ClaimSettings) -> int:

@@ -9,6 +9,8 @@ indices are the ones scipy.stats.bootstrap draws; proportions use Wilson (scipy.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -35,6 +37,25 @@ class Estimate:
 
 
 _AXIS_STATISTICS = (np.mean,)
+DEFAULT_CONFIDENCE = 0.95
+# The level of every decision interval computed while a sequential look concludes (cos.sequential): the functions
+# below take `confidence=None` to mean this level, so a claim's conclusion needs no parameter for it
+_LEVEL: contextvars.ContextVar[float] = contextvars.ContextVar("cos_decision_level", default=DEFAULT_CONFIDENCE)
+
+
+@contextlib.contextmanager
+def decision_level(confidence: float):
+    """Intervals computed inside default to `confidence` (a sequential look's level)."""
+    token = _LEVEL.set(float(confidence))
+    try:
+        yield
+    finally:
+        _LEVEL.reset(token)
+
+
+def current_level(confidence: float | None = None) -> float:
+    """`confidence`, or the decision level in force (0.95 outside a sequential look)."""
+    return _LEVEL.get() if confidence is None else float(confidence)
 
 
 @functools.lru_cache(maxsize=256)
@@ -93,7 +114,7 @@ def hall_t_bounds(x: np.ndarray, z: float) -> tuple[float, float]:
     return m - se * ginv(z), m - se * ginv(-z)
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.mean, confidence: float = 0.95,
+def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.mean, confidence: float | None = None,
                  n_resamples: int = 2000, seed: int = 0) -> Estimate:
     """CI of `statistic` over independent values (NaN → error, n < 2 → error; all values equal → a point, not
     decidable). For the mean (every claim's statistic): a bootstrap-t interval at Hesterberg's expanded level.
@@ -112,6 +133,7 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.
     and the same interval bit for bit as one call per resample). Any other statistic (no claim uses one) has no
     standard error to studentize with: it gets scipy's BCa at the same expanded level, percentile where BCa fails,
     which the simulation did not check."""
+    confidence = current_level(confidence)
     x = np.asarray(values, dtype=np.float64).ravel()
     if x.size < 2:
         raise ValueError(f"bootstrap_ci: needs at least 2 values, got {x.size}")
@@ -121,6 +143,14 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.
     if np.all(x == x[0]):  # degenerate: every resample gives the same statistic
         return Estimate(value, value, value, x.size, confidence, decidable=False)
     tail, z = expanded_tail(x.size, confidence)
+    if statistic in _AXIS_STATISTICS and confidence > DEFAULT_CONFIDENCE and tail * n_resamples < 10:
+        # a sequential look's level: a tail this thin has too few resamples beyond it (look 1 of 3 at 99.93%, n = 16:
+        # a = 5e-6); more resamples up to 100k, beyond that Hall's analytic skewness-corrected bounds
+        if 10 / tail <= 100_000:
+            n_resamples = int(np.ceil(10 / tail))
+        else:
+            lo, hi = hall_t_bounds(x, z)
+            return Estimate(value, lo, hi, x.size, confidence)
     if statistic in _AXIS_STATISTICS:
         q_lo, q_hi = np.quantile(bootstrap_t_star(x, n_resamples, seed), [tail, 1 - tail], method="inverted_cdf")
         se = float(np.std(x, ddof=1) / np.sqrt(x.size))
@@ -151,7 +181,7 @@ def interval(values: Sequence[float] | np.ndarray) -> list[float]:
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size < 2 or np.ptp(v) == 0:
         return [float(v.mean())] * 2
-    e = bootstrap_ci(v)
+    e = bootstrap_ci(v, confidence=DEFAULT_CONFIDENCE)   # a drawn band: 95% whatever look it is drawn at
     return [e.ci_low, e.ci_high]
 
 
@@ -163,9 +193,10 @@ def paired_difference_ci(a: Sequence[float], b: Sequence[float], **kw) -> Estima
     return bootstrap_ci(a - b, **kw)
 
 
-def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> Estimate:
+def proportion_ci(successes: int, n: int, confidence: float | None = None) -> Estimate:
     """Wilson score interval of a proportion (scipy.stats.binomtest): informative also at 0/n and n/n, where
     a bootstrap collapses to a point."""
+    confidence = current_level(confidence)
     if n < 1:
         raise ValueError(f"proportion_ci: needs n >= 1, got {n}")
     if not 0 <= successes <= n:
@@ -174,9 +205,10 @@ def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> Estimate:
     return Estimate(successes / n, float(ci.low), float(ci.high), int(n), confidence)
 
 
-def share_ci(per_unit: Sequence[Sequence[float]], confidence: float = 0.95) -> Estimate:
+def share_ci(per_unit: Sequence[Sequence[float]], confidence: float | None = None) -> Estimate:
     """CI of a share of 0/1 outcomes grouped by unit (task instance; its seeds are not independent): Wilson on
     the units when each has one outcome or when every unit agrees, else a bootstrap over the units' means."""
+    confidence = current_level(confidence)
     means = np.array([np.mean(u) for u in per_unit], dtype=np.float64)
     if means.size == 0:
         raise ValueError("share_ci: no units")
@@ -185,13 +217,14 @@ def share_ci(per_unit: Sequence[Sequence[float]], confidence: float = 0.95) -> E
     return bootstrap_ci(means, confidence=confidence)
 
 
-def argmax_ci(curves: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> Estimate:
+def argmax_ci(curves: np.ndarray, confidence: float | None = None, n_resamples: int = 2000, seed: int = 0) -> Estimate:
     """Where a curve peaks, with an interval: `curves` is (units, positions); the estimate is the argmax of the
     mean curve, the interval the percentile interval of the argmax over bootstrap resamples of the units.
     Ties count at both ends: a resample whose maximum is shared by several positions contributes its first to
     the lower quantile and its last to the upper one, and the interval always covers every position tied at the
     mean curve's maximum (`np.argmax` alone picks the first: a plateau over blocks 4-7 read as a peak at 4 with
     a zero-width interval)."""
+    confidence = current_level(confidence)
     c = np.asarray(curves, dtype=np.float64)
     if c.ndim != 2 or c.shape[0] < 2:
         raise ValueError(f"argmax_ci: needs (units >= 2, positions), got shape {c.shape}")
@@ -263,11 +296,12 @@ def holm(pvalues: dict[str, float], alpha: float = 0.05) -> dict[str, dict]:
     return out
 
 
-def spearman_ci(pairs: dict[str, list[tuple[float, float]]], confidence: float = 0.95, n_resamples: int = 1000,
+def spearman_ci(pairs: dict[str, list[tuple[float, float]]], confidence: float | None = None, n_resamples: int = 1000,
                 seed: int = 0) -> tuple[float, list[float] | None]:
     """Spearman ρ over the (x, y) pairs of every unit pooled, and its percentile interval from resampling whole
     units (a task instance's pairs are not independent). ρ is NaN where it is undefined (fewer than 3 pairs or a
     constant coordinate); the interval is None with fewer than 2 units or no defined resample."""
+    confidence = current_level(confidence)
     ids = sorted(pairs)
 
     def rho(keys) -> float:

@@ -38,3 +38,20 @@ def small_cfg():
     cfg["data"].update(pool_per_task=2, tasks=["pattern", "maze"])
     cfg["train"].update(batch=4, bf16=False, ckpt_every=2, warmup=2)
     return cfg
+
+
+class ThreadWorld:
+    """Ranks as threads of one process (cos.parallel.World's interface): `gather` meets through a barrier, as a gloo
+    all_gather does. Each thread must sample its own copy of the model: hooks live on the modules."""
+
+    def __new__(cls, rank: int, size: int, box: dict, barrier):
+        from cos.parallel import World
+
+        class _ThreadWorld(World):
+            def gather(self, obj):
+                box[self.rank] = obj
+                barrier.wait()
+                out = [box[r] for r in range(self.size)]
+                barrier.wait()
+                return out
+        return _ThreadWorld(rank, size, connected=True)

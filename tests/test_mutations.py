@@ -131,9 +131,9 @@ def test_memory_reading_only_the_final_video_is_caught_by_the_lapse_null(monkeyp
     claim = get_claim("memory.persistence")
     null = next(c for c in claim.controls() if c.name == "lapse-mid-way")
     assert null.run(claim).status == "fails"
-    real = mod.clean_rows
+    real = mod.clean_batch_rows
     # the per-row readout sees the final video at every step in place of the x̂0 trajectory
-    monkeypatch.setattr(mod, "clean_rows", lambda ctx, system, settings, read, tasks=None: real(
-        ctx, system, settings, lambda i, steps, final: read(i, final[None].expand(len(steps), -1, -1, -1, -1), final),
-        tasks))
+    monkeypatch.setattr(mod, "clean_batch_rows", lambda ctx, system, settings, batch, read, tasks=None: real(
+        ctx, system, settings, batch,
+        lambda i, steps, final: read(i, final[None].expand(len(steps), -1, -1, -1, -1), final), tasks))
     assert null.run(claim).status == "holds"

@@ -77,8 +77,38 @@ def test_capture_runs_are_stored_with_what_they_captured(tmp_path):
 
 
 @pytest.mark.parametrize("claim_id", ["layers.energy_profile",      # a capture run per batch: stored captures
-                                      "noise.step_vs_frame",        # a sweep's branches, scores read out per rank
                                       "selfcorrection.rate"])       # per-row readouts of the clean run
+def test_records_claims_ranks_conclude_the_single_process_row(tmp_path, claim_id):
+    """A claim written as records on two ranks (threads meeting in a gather): each samples its own batches into
+    the shared store, the records are gathered and both conclude exactly what one process does."""
+    import threading
+
+    from tests.helpers import ThreadWorld
+
+    claim = get_claim(claim_id)
+    assert claim.by_records
+    s = replace(TINY, instances=3, batch_size=1)
+    ctx = RunContext(progress=False)
+    alone, alone_ran = ctx.measure_claim(claim, random_organism(num_layers=8), s), ctx.ran
+    box, bar, got = {}, threading.Barrier(2), {}
+    systems = [random_organism(num_layers=8) for _ in range(2)]   # built here: init draws from the global RNG
+
+    def rank(r):
+        c = RunContext(store=ResultStore(tmp_path / "store"), progress=False, world=ThreadWorld(r, 2, box, bar))
+        got[r] = c.measure_claim(claim, systems[r], s)
+        got[r, "ran"] = c.ran
+    threads = [threading.Thread(target=rank, args=(r,)) for r in (0, 1)]
+    [t.start() for t in threads]
+    [t.join(300) for t in threads]
+    assert set(got[0, "ran"]) | set(got[1, "ran"]) == set(alone_ran)
+    assert not set(got[0, "ran"]) & set(got[1, "ran"])
+    for r in (0, 1):
+        a, b = alone.to_dict(), got[r].to_dict()
+        for k in ("status", "measured", "ci_low", "ci_high", "n", "reason", "details"):
+            assert a[k] == b[k], (r, k, a[k], b[k])
+
+
+@pytest.mark.parametrize("claim_id", ["noise.step_vs_frame"])       # a sweep's branches, scores read out per rank
 def test_each_rank_replays_the_single_process_result(tmp_path, claim_id):
     """Rank 1 fills its share, then replays (computing rank 0's share itself, as nobody else filled it); rank 0
     then fills its own and replays everything from the store: both conclude exactly what one process does."""

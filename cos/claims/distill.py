@@ -36,7 +36,7 @@ class FourStep(Claim):
     spec = ClaimSpec(
         id="distill.four_step", title="A 4-step distilled model scores lower but still reasons at step 0",
         paper_ref="App C", paper_value="0.685 → 0.605", measured_quantity="full-schedule score minus the 4-step distilled score",
-        threshold=0.0, direction=">", paper={"full": 0.685, "four_step": 0.605}, version=2)
+        threshold=0.0, direction=">", paper={"full": 0.685, "four_step": 0.605}, version=3)
     Details = DistillDetails
     conditions = (f"first-step candidate entropy of the fast model: CI above {MIN_FIRST_ENTROPY} nats",
                   f"the fast model runs its own schedule: {FAST_STEPS} steps, guidance {FAST_GUIDANCE}")
@@ -48,19 +48,25 @@ class FourStep(Claim):
             return self.skipped("no 4-step distilled model: pass --cos-lora REASONING:0.5 --cos-lora DISTILL:0.5 "
                                 "(LoRA pair of App. C); the model declares none of its own (cos_model.json "
                                 "\"distilled\")", system, settings)
+        return ctx.measure_records(self, system, settings, fast=fast)
+
+    def measure_batch(self, ctx: RunContext, system, settings, batch, fast=None) -> list[dict]:
         fs = replace(settings, steps=FAST_STEPS, guidance_scale=FAST_GUIDANCE)
+        a = final_scores(ctx, system, ctx.clean_run(system, settings, batch), batch.instances)
+        rb = ctx.run(fast, fs, batch, record=("x0",))
+        b = final_scores(ctx, fast, rb, batch.instances)
+        h0 = ctx.readout("first_entropy", rb, lambda: [entropy(inst.candidate_weights(step_videos(fast, rb, row)[0]))
+                                                       for row, inst in enumerate(batch.instances)])
+        return [{"instance": inst.id, "seed": seed, "score_full": a[row], "score_fast": b[row],
+                 "first_step_entropy": h0[row]} for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds))]
+
+    def conclude(self, records: list[dict], system, settings, fast=None):
         drop, first_h, full, four = {}, [], {}, {}
-        for batch in ctx.batches(settings):
-            a = final_scores(ctx, system, ctx.clean_run(system, settings, batch), batch.instances)
-            rb = ctx.run(fast, fs, batch, record=("x0",))
-            b = final_scores(ctx, fast, rb, batch.instances)
-            h0 = ctx.readout("first_entropy", rb, lambda: [entropy(inst.candidate_weights(step_videos(fast, rb, row)[0]))
-                                                           for row, inst in enumerate(batch.instances)])
-            for row, inst in enumerate(batch.instances):
-                sa, sb = a[row], b[row]
-                drop.setdefault(inst.id, []).append(sa - sb)
-                full.setdefault(inst.id, []).append(sa), four.setdefault(inst.id, []).append(sb)
-                first_h.append(h0[row])
+        for r in records:
+            sa, sb = r["score_full"], r["score_fast"]
+            drop.setdefault(r["instance"], []).append(sa - sb)
+            full.setdefault(r["instance"], []).append(sa), four.setdefault(r["instance"], []).append(sb)
+            first_h.append(r["first_step_entropy"])
         est = bootstrap_ci([np.mean(v) for v in drop.values()])
         h = bootstrap_ci(first_h) if len(first_h) > 1 else None
         res = self.result(est, system, settings, DistillDetails(

@@ -62,32 +62,43 @@ class EnergyProfile(Claim):
         # Set on a null model, never on the organism: an untrained organism-shaped model measured 0.0025
         # [0.0008, 0.0046] (random blocks respond a little to the objects' contrast), which a threshold of 0 would
         # call `holds`; the untrained model is a negative control below.
-        threshold=0.05, direction=">", version=2)
+        threshold=0.05, direction=">", version=3)
     Details = EnergyDetails
     conditions = (f"the peak of the sparsity (Gini) profile lies in depth {list(SPARSITY_PEAK)}, its bootstrap "
                   "interval over instances included",)
 
-    def measure(self, ctx: RunContext, system, settings, shuffle_masks: bool = False):
+    def measure_batch(self, ctx: RunContext, system, settings, batch, shuffle_masks: bool = False) -> list[dict]:
+        L = system.num_layers
+        cap = CaptureBlocks(blocks="all", steps=[0], reduce="energy", cfg_pass="cond")
+        ctx.run(system, settings, batch, interventions=[cap], until=1)   # step 0 is all it reads
+        out = []
+        for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds)):
+            e0 = cap[0, 0][row]
+            fg, bg = token_masks(inst, settings.height, settings.width, tuple(e0.shape), system.vae.scale_temporal)
+            if shuffle_masks:   # negative control: masks unrelated to the objects
+                g = torch.Generator().manual_seed(inst.seed)
+                fg = fg.flatten()[torch.randperm(fg.numel(), generator=g)].view_as(fg)
+                bg = ~fg
+            rec = {"instance": inst.id, "seed": seed, "grid": list(e0.shape), "ratio": None}
+            if fg.any() and bg.any():
+                rec.update(ratio=[float(cap[0, b][row][fg].mean() / cap[0, b][row][bg].mean()) for b in range(L)],
+                           sparsity=[gini(cap[0, b][row]) for b in range(L)],
+                           energy=[cap[0, b][row].mean(dim=(1, 2)).tolist() for b in range(L)])   # block × frame
+            out.append(rec)
+        return out
+
+    def conclude(self, records: list[dict], system, settings, shuffle_masks: bool = False):
         L = system.num_layers
         ratios, sparsity, energy = {}, [], []
-        for batch in ctx.batches(settings):
-            cap = CaptureBlocks(blocks="all", steps=[0], reduce="energy", cfg_pass="cond")
-            ctx.run(system, settings, batch, interventions=[cap], until=1)   # step 0 is all it reads
-            for row, inst in enumerate(batch.instances):
-                e0 = cap[0, 0][row]
-                fg, bg = token_masks(inst, settings.height, settings.width, tuple(e0.shape), system.vae.scale_temporal)
-                if shuffle_masks:   # negative control: masks unrelated to the objects
-                    g = torch.Generator().manual_seed(inst.seed)
-                    fg = fg.flatten()[torch.randperm(fg.numel(), generator=g)].view_as(fg)
-                    bg = ~fg
-                if not fg.any() or not bg.any():
-                    continue
-                r = [float(cap[0, b][row][fg].mean() / cap[0, b][row][bg].mean()) for b in range(L)]
-                ratios.setdefault(inst.id, []).append(r)
-                sparsity.append([gini(cap[0, b][row]) for b in range(L)])
-                energy.append([cap[0, b][row].mean(dim=(1, 2)).tolist() for b in range(L)])     # block × frame
+        for r in records:
+            if r["ratio"] is None:
+                continue
+            ratios.setdefault(r["instance"], []).append(r["ratio"])
+            sparsity.append(r["sparsity"])
+            energy.append(r["energy"])
         if len(ratios) < 2:
-            return self.skipped(f"the token grid {tuple(e0.shape)} is too coarse to separate foreground from "
+            grid = tuple(records[-1]["grid"]) if records else ()
+            return self.skipped(f"the token grid {grid} is too coarse to separate foreground from "
                                 "background tokens (use a larger --cos-size)", system, settings)
         blocks = lambda span: list(range(int(span[0] * L), max(int(span[0] * L) + 1, int(span[1] * L))))
         diff = [np.mean([np.mean([r[b] for b in blocks(MIDDLE)]) - np.mean([r[b] for b in blocks(FIRST)]) for r in rs])

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cos.controls import SMALL, TINY, random_organism, ref, scripted
-from cos.readouts import clean_rows
+from cos.readouts import clean_batch_rows
 from cos.registry import Claim, ClaimSpec, Control, Details, register
 from cos.runner import RunContext
 from cos.stats import interval, share_ci
@@ -46,17 +46,23 @@ class Memory(Claim):
         paper_value="qualitative: anchor kept", measured_quantity="share of anchor-task instances whose anchor is kept",
         threshold=0.5,     # the "stated share" of anchor instances
         direction=">", statistic="share of anchor-task instances, Wilson 95% CI (seeds: bootstrap over instances)",
-        version=2)
+        version=3)
     Details = MemoryDetails
 
-    def measure(self, ctx: RunContext, system, settings):
-        kept, per_step = {}, []
+    def measure_batch(self, ctx: RunContext, system, settings, batch) -> list[dict]:
         read = lambda inst, steps, final: ([anchor_fidelity(inst, v) for v in steps], anchor_fidelity(inst, final))
-        for inst, _, (fid, end) in clean_rows(ctx, system, settings, read, ANCHOR_TASKS):
+        out = []
+        for inst, seed, (fid, end) in clean_batch_rows(ctx, system, settings, batch, read, ANCHOR_TASKS):
             start = int(KEEP_FROM * len(fid))
-            ok = min(fid[start:]) >= KEEP_FIDELITY and end >= KEEP_FIDELITY
-            kept.setdefault(inst.id, []).append(float(ok))
-            per_step.append(fid)
+            out.append({"instance": inst.id, "seed": seed, "fidelity": fid, "final_fidelity": end,
+                        "kept": float(min(fid[start:]) >= KEEP_FIDELITY and end >= KEEP_FIDELITY)})
+        return out
+
+    def conclude(self, records: list[dict], system, settings):
+        kept, per_step = {}, []
+        for r in records:
+            kept.setdefault(r["instance"], []).append(r["kept"])
+            per_step.append(r["fidelity"])
         if len(kept) < 2:
             return self.skipped(f"needs ≥ 2 instances of {ANCHOR_TASKS}; settings give {len(kept)}", system, settings)
         est = share_ci(list(kept.values()))

@@ -66,33 +66,38 @@ class NotFrames(Claim):
         paper_ref="Sec 3.1-3.2, 4.2", paper_value="qualitative: commitment is global across frames",
         measured_quantity="spread of per-frame commitment steps (fraction of the schedule)",
         threshold=0.25,    # all frames commit within this fraction of the schedule
-        direction="<", version=3)
+        direction="<", version=4)
     Details = NotFramesDetails
     conditions = (f"Spearman ρ(frame, commit step) with a CI below {MAX_RHO} (bootstrap over instances)",)
 
-    def measure(self, ctx: RunContext, system, settings):
+    def measure_batch(self, ctx: RunContext, system, settings, batch) -> list[dict]:
+        frames = lambda inst: [f for f in deciding_frames(inst) if f > 0]
+        whole, per_frame = weights_per_step(ctx, system, settings, batch, frames)
+        out = []
+        for inst, seed, steps, w in zip(batch.instances, batch.seeds, per_frame, whole):
+            fs = frames(inst)
+            if len(fs) < 2:
+                continue
+            answer = int(torch.argmax(w[-1]))
+            commits = [[f, commit_step([shows_answer(inst, st[f], f, answer) for st in steps])] for f in fs]
+            out.append({"instance": inst.id, "seed": seed, "steps": len(steps), "commits": commits})
+        return out
+
+    def conclude(self, records: list[dict], system, settings):
         spreads, pairs, glob, uncensored, censored, rows = {}, {}, {}, {}, 0, 0
         thr = self.spec.threshold
-        frames = lambda inst: [f for f in deciding_frames(inst) if f > 0]
-        for batch in ctx.batches(settings):
-            whole, per_frame = weights_per_step(ctx, system, settings, batch, frames)
-            for inst, steps, w in zip(batch.instances, per_frame, whole):
-                fs = frames(inst)
-                if len(fs) < 2:
-                    continue
-                answer = int(torch.argmax(w[-1]))
-                commits = {f: commit_step([shows_answer(inst, st[f], f, answer) for st in steps]) for f in fs}
-                n = len(steps)
-                rows += 1
-                never = max(commits.values()) >= n     # a frame never committed: censored (see the module doc)
-                censored += never
-                spread = spread_of(commits, n)
-                spreads.setdefault(inst.id, []).append(spread)
-                glob.setdefault(inst.id, []).append(float(not never and spread < thr))
-                if not never:
-                    uncensored.setdefault(inst.id, []).append(spread)
-                # a frame that never committed: at 1.0, after the last step (commit_step gives n for it)
-                pairs.setdefault(inst.id, []).extend((f, min(c, n) / n) for f, c in commits.items())
+        for r in records:
+            commits, n, inst_id = {int(f): int(c) for f, c in r["commits"]}, r["steps"], r["instance"]
+            rows += 1
+            never = max(commits.values()) >= n     # a frame never committed: censored (see the module doc)
+            censored += never
+            spread = spread_of(commits, n)
+            spreads.setdefault(inst_id, []).append(spread)
+            glob.setdefault(inst_id, []).append(float(not never and spread < thr))
+            if not never:
+                uncensored.setdefault(inst_id, []).append(spread)
+            # a frame that never committed: at 1.0, after the last step (commit_step gives n for it)
+            pairs.setdefault(inst_id, []).extend((f, min(c, n) / n) for f, c in commits.items())
         if len(spreads) < 2:
             return self.empty_row("inconclusive", f"{rows} rows with ≥ 2 deciding frames, from fewer than 2 "
                                   f"instances", system, settings)

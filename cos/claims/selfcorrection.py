@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from cos.controls import SMALL, ref, scripted
-from cos.readouts import clean_rows, commit_step, shows_answer
+from cos.readouts import clean_batch_rows, commit_step, shows_answer
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
 from cos.stats import Estimate, bootstrap_ci, proportion_ci, share_ci
@@ -107,26 +107,30 @@ class SelfCorrection(Claim):
                           "candidate), among trajectories committed wrong mid-way",
         threshold=0.0, direction=">",
         statistic="mean over task instances (seeds averaged), 95% bootstrap CI (Wilson where every instance "
-                  "agrees)", version=3)
+                  "agrees)", version=4)
     Details = SelfCorrectionDetails
     conditions = (f"of the corrections with ≥ 2 deciding frames, a share switching in all frames within one step "
                   f"whose Wilson CI lies above {SIMULTANEOUS}",)
 
-    def measure(self, ctx: RunContext, system, settings):
+    def measure_batch(self, ctx: RunContext, system, settings, batch) -> list[dict]:
+        return [{"instance": inst.id, "seed": seed, **r}
+                for inst, seed, r in clean_batch_rows(ctx, system, settings, batch, self._row)]
+
+    def conclude(self, records: list[dict], system, settings):
         per, right, other, rows, simultaneous, spread = {}, {}, {}, [], [], []
         trajectories, seen, few = 0, set(), 0
-        for inst, _, r in clean_rows(ctx, system, settings, self._row):
+        for r in records:
             trajectories += 1
-            seen.add(inst.id)
+            seen.add(r["instance"])
             if r["wrong"] is None:
                 continue
             if r["K"] < 3:      # no other wrong candidate to end on: the null's rate is not defined
                 few += 1
                 continue
             d = 1.0 if r["end"] == "right" else -1.0 / (r["K"] - 2) if r["end"] == "other" else 0.0
-            per.setdefault(inst.id, []).append(d)
-            right.setdefault(inst.id, []).append(float(r["end"] == "right"))
-            other.setdefault(inst.id, []).append(float(r["end"] == "other") / (r["K"] - 2))
+            per.setdefault(r["instance"], []).append(d)
+            right.setdefault(r["instance"], []).append(float(r["end"] == "right"))
+            other.setdefault(r["instance"], []).append(float(r["end"] == "other") / (r["K"] - 2))
             rows.append(r)
             if r["switch"] is not None:
                 sw = r["switch"]

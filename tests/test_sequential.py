@@ -1,0 +1,195 @@
+"""Sequential decisions (cos.sequential) and claims written as records (Claim.measure_batch + conclude,
+RunContext.measure_records): the α-spending boundaries spend what they promise, looks at those levels keep a
+null's false decisions at α with the claims' own intervals, a records claim concludes the one-pass row at fixed
+n, stops early only when decided or futile, resumes from the store and gives one table on any rank count."""
+from __future__ import annotations
+
+import threading
+import zlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytest
+
+from cos import sequential as seq
+from cos.controls import TINY
+from cos.registry import Claim, ClaimSpec
+from cos.runner import RunContext
+from cos.settings import instances
+from cos.stats import bootstrap_ci, decision_level, share_ci
+from cos.store import ResultStore
+from tests.helpers import ThreadWorld
+
+
+def test_boundaries_spend_alpha_as_planned():
+    """Monte Carlo of the looks' joint law (Brownian motion at t = 1/3, 2/3, 1): the chance of crossing by look k
+    is α(t_k), the spent α of Lan-DeMets' O'Brien-Fleming function, 0.05 at the end."""
+    t = (1 / 3, 2 / 3, 1.0)
+    c = seq.boundaries(t)
+    rng = np.random.default_rng(1)
+    inc = rng.standard_normal((400_000, 3)) * np.sqrt(np.diff((0,) + t))
+    z = np.cumsum(inc, axis=1) / np.sqrt(t)
+    crossed = np.cumsum(np.abs(z) > np.asarray(c), axis=1) > 0
+    for k in range(3):
+        assert crossed[:, k].mean() == pytest.approx(seq.obf_spent(t[k]), abs=0.0015)
+    assert crossed[:, 2].mean() == pytest.approx(0.05, abs=0.0015)
+    assert c[0] > c[1] > c[2] > 1.96        # O'Brien-Fleming: strict early, near the fixed-n z at the end
+    assert seq.boundaries((1.0,)) == pytest.approx((1.959964,), abs=1e-5)
+
+
+def test_bad_look_fractions_and_mode_are_refused():
+    with pytest.raises(ValueError, match="look fractions"):
+        seq.boundaries((0.5, 0.4, 1.0))
+    with pytest.raises(ValueError, match="--cos-sequential='sometimes'"):
+        seq.resolve("sometimes", "gpu")
+    assert seq.resolve("auto", "gpu") and seq.resolve("auto", "full") and not seq.resolve("auto", "cpu")
+    assert seq.look_points(13) == [5, 9, 13] and seq.look_points(1) == [1]
+
+
+@pytest.mark.parametrize("dist", ["normal", "skewed", "binary"])
+def test_looks_keep_a_nulls_false_decisions_at_alpha(dist):
+    """A null (mean exactly at the threshold) decided at looks n = 8, 16, 24 with the claims' own interval at
+    each look's level: the share of runs that decide anything (holds or fails) at any look stays ≤ α = 0.05
+    (Monte Carlo error at 400 runs: ±0.02). The same data looked at three times at 95% each decides more often."""
+    rng = np.random.default_rng({"normal": 2, "skewed": 3, "binary": 4}[dist])
+    looks = seq.plan_looks([1 / 3, 2 / 3, 1.0])
+    draw = {"normal": lambda n: rng.standard_normal(n),
+            "skewed": lambda n: rng.exponential(size=n) - 1.0,
+            "binary": lambda n: rng.integers(0, 2, n) - 0.5}[dist]
+    decided = naive = 0
+    for _ in range(400):
+        x = draw(24)
+        hit = hit95 = False
+        for look, n in zip(looks, (8, 16, 24)):
+            v = x[:n]
+            if np.ptp(v) == 0:
+                continue
+            with decision_level(look.confidence):
+                e = bootstrap_ci(v)
+            hit |= e.ci_low > 0 or e.ci_high < 0
+            e95 = bootstrap_ci(v)
+            hit95 |= e95.ci_low > 0 or e95.ci_high < 0
+        decided += hit
+        naive += hit95
+    assert decided / 400 <= 0.05 + 0.02
+    assert naive >= decided
+
+
+def test_decision_level_reaches_every_interval_and_is_restored():
+    x = np.random.default_rng(0).standard_normal(16)
+    wide_b = bootstrap_ci(x)
+    with decision_level(0.999):
+        b = bootstrap_ci(x)
+        s = share_ci([[1.0], [0.0], [1.0], [1.0]])
+    assert b.confidence == 0.999 and s.confidence == 0.999
+    assert b.ci_high - b.ci_low > wide_b.ci_high - wide_b.ci_low
+    assert bootstrap_ci(x).confidence == 0.95
+
+
+def test_conditional_power_and_z():
+    assert seq.conditional_power(0.0, 0.5, 2.0) < 0.01
+    assert seq.conditional_power(4.0, 0.5, 2.0) > 0.99
+    assert seq.z_of(1.0, 0.0, 2.0, 0.95, 0.0) == pytest.approx(1.96, abs=1e-3)
+    assert seq.z_of(float("nan"), 0.0, 2.0, 0.95, 0.0) is None
+
+
+# ---------------------------------------------------------------- a claim written as records
+@dataclass
+class _Effect:
+    """A stand-in model: a row's value is effect + N(0, 1) from its (instance, seed); nothing is sampled."""
+
+    effect: float
+    name: str = "toy"
+    weights_hash: str = "toy"
+    fingerprint: str = "toy"
+
+
+class Toy(Claim):
+    spec = ClaimSpec(id="toy.records", title="toy", paper_ref="-", paper_value="-", measured_quantity="value",
+                     threshold=0.0, direction=">")
+
+    def __init__(self):
+        self.calls = []
+
+    def measure_batch(self, ctx, system, settings, batch):
+        self.calls.append(tuple(i.id for i in batch.instances))
+        return [{"instance": i.id, "seed": s,
+                 "value": float(system.effect + np.random.default_rng(zlib.crc32(f"{i.id}|{s}".encode())).standard_normal())}
+                for i, s in zip(batch.instances, batch.seeds)]
+
+    def conclude(self, records, system, settings):
+        by = {}
+        for r in records:
+            by.setdefault(r["instance"], []).append(r["value"])
+        return self.result(bootstrap_ci([np.mean(v) for v in by.values()]), system, settings,
+                           self.Details(measured="toy"), samples=by)
+
+
+SEQ = replace(TINY, tasks=("grounding",), instances=48, seeds=(0,), batch_size=8)   # 6 batches of 8 instances
+
+
+def test_fixed_n_records_conclude_the_one_pass_row():
+    claim = Toy()
+    r = RunContext(progress=False).measure_claim(claim, _Effect(0.3), SEQ)
+    assert r.n == 48 and "sequential" not in r.details and len(claim.calls) == 6
+    one = Toy()
+    recs = [x for b in RunContext(progress=False).batches(SEQ) for x in one.measure_batch(None, _Effect(0.3), SEQ, b)]
+    ref = one.conclude(recs, _Effect(0.3), SEQ)
+    assert (r.measured, r.ci_low, r.ci_high, r.status) == (ref.measured, ref.ci_low, ref.ci_high, ref.status)
+
+
+def _seq(effect: float, shift: int):
+    claim = Toy()
+    r = RunContext(progress=False, sequential=True).measure_claim(claim, _Effect(effect),
+                                                                   replace(SEQ, first_instance=100 * shift))
+    return r, r.details["sequential"], claim
+
+
+def test_sequential_stops_a_large_effect_early_and_runs_a_small_one_out():
+    r, sq, claim = _seq(1.2, 1)                 # n = 16 at look 1 already clears 0 at 99.93%
+    assert r.status == "holds" and sq["batches_used"] == 2 and sq["looks"][-1]["stop"] == "decided"
+    assert len(claim.calls) == 2 and r.ci_low > 0 and r.n == 16
+    assert sq["looks_planned"][0]["confidence"] > 0.999 and sq["batches_max"] == 6
+    r, sq, claim = _seq(0.6, 2)                 # 0.42 at n = 48: decided only at the last look
+    assert r.status == "holds" and sq["batches_used"] == 6 and [lk["stop"] for lk in sq["looks"]] == ["", "", ""]
+    assert len(claim.calls) == 6
+
+
+def test_futility_stops_a_flat_null_as_inconclusive():
+    outcomes = [_seq(0.0, shift) for shift in range(4)]
+    assert all(r.status == "inconclusive" for r, _, _ in outcomes)
+    futile = [(r, sq) for r, sq, _ in outcomes if sq["looks"][-1]["stop"] == "futile"]
+    assert len(futile) >= 2 and all("futile at look" in r.reason and sq["batches_used"] < 6 for r, sq in futile)
+    # no futility before FUTILITY_MIN_UNITS: with 8 units a look neither decides nor gives up on a null
+
+
+def test_records_are_stored_and_a_rerun_samples_nothing(tmp_path):
+    first = Toy()
+    a = RunContext(store=ResultStore(tmp_path / "s"), progress=False).measure_claim(first, _Effect(0.3), SEQ)
+    again = Toy()
+    b = RunContext(store=ResultStore(tmp_path / "s"), progress=False).measure_claim(again, _Effect(0.3), SEQ)
+    assert len(first.calls) == 6 and again.calls == []
+    assert (a.measured, a.ci_low, a.ci_high) == (b.measured, b.ci_low, b.ci_high)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("sequential", [False, True])
+def test_ranks_conclude_the_single_process_row(n, sequential):
+    alone = RunContext(progress=False, sequential=sequential).measure_claim(Toy(), _Effect(0.8), SEQ)
+    box, bar, got, claims = {}, threading.Barrier(n), {}, [Toy() for _ in range(n)]
+
+    def rank(r):
+        ctx = RunContext(progress=False, sequential=sequential, world=ThreadWorld(r, n, box, bar))
+        got[r] = ctx.measure_claim(claims[r], _Effect(0.8), SEQ)
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(n)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    for r in range(n):
+        assert (got[r].measured, got[r].ci_low, got[r].ci_high, got[r].status, got[r].n) == \
+            (alone.measured, alone.ci_low, alone.ci_high, alone.status, alone.n)
+        assert got[r].details.get("sequential") == alone.details.get("sequential")
+    # every batch sampled once over the ranks, none twice
+    sampled = [b for c in claims for b in c.calls]
+    assert len(sampled) == len(set(sampled))
+    assert len(sampled) == (alone.details["sequential"]["batches_used"] if sequential
+                            else len(instances(SEQ)) // 8)
