@@ -161,6 +161,9 @@ def test_a_malformed_distilled_declaration_is_one_line(organism, tmp_path, case,
     with pytest.raises(ModelLoadError) as e:
         shipped_distilled(organism)
     one_line(str(e.value), str(organism / C), *words)
+    with pytest.raises(InputError) as e:                      # before the first test, not in a session fixture
+        validate_options({"--cos-model": str(organism)})
+    one_line(str(e.value), "--cos-model: ", str(organism / C), *words)
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +316,11 @@ CLI = [
      ["draws.jsonl", "a FIFO"]),
     ("merge into a store holding the key", ["merge", "{out}/src", "--into", "{out}"],
      lambda o: None, ["must not live inside the store"]),
+    ("status of a FIFO", ["status", "{out}/s.json"], lambda o: (o.mkdir(), os.mkfifo(o / "s.json")),
+     ["s.json", "a FIFO, not a regular file"]),
+    ("status compared with /dev/zero", ["status", "{out}/s.json", "--compare", "{out}/z.json"],
+     lambda o: (o.mkdir(), _status(o, [{"id": "x", "status": "holds"}]), os.replace(o / "base.json", o / "s.json"),
+                (o / "z.json").symlink_to("/dev/zero")), ["z.json", "a character device"]),
 ]
 
 

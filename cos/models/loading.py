@@ -251,6 +251,8 @@ def check_model_dir(path: str | Path) -> dict:
     _check_scheduler(path)
     if cos_cfg and (path / "prompt_encoder.safetensors").exists():
         _check_prompt_encoder(path)
+    if cos_cfg:
+        shipped_distilled(path)    # its declaration feeds every claim's session fixtures: checked up front too
     return {"cos_cfg": cos_cfg, "boundary": boundary, "z_dim": z_dim, "mask_ch": mask_ch, "experts": experts}
 
 
