@@ -38,6 +38,10 @@ class ClaimSpec:
     statistic: str = "mean over task instances (seeds averaged), 95% BCa bootstrap CI"
     version: int = 1
     paper: Mapping[str, float] = field(default_factory=dict)   # the paper's numbers: they exist here only
+    # the effect size a run is sized for (`cos plan`): distance from the threshold in the claim's own units, and
+    # where it comes from ("paper: ..." where the paper's numbers give it in these units, else "chosen: ... why")
+    effect: float | None = None
+    effect_note: str = ""
 
     def __post_init__(self) -> None:
         if self.direction not in DIRECTIONS:
@@ -154,6 +158,20 @@ class Claim:
         a sequential look's), so a conclusion passes no level of its own to its decision intervals."""
         raise NotImplementedError
 
+    def batch_settings(self, settings: "ClaimSettings", **kw: Any) -> list["ClaimSettings"]:
+        """The settings whose batches the claim reads, one per phase (default: `settings` alone). A claim that
+        samples several variants of its rows (one per frame count, per split) lists one settings each. The runner
+        interleaves them: unit k is the k-th batch of every phase, in this order (so every look sees whole
+        instances of every phase), and `measure_batch` is handed the phase's settings, `conclude` those given to
+        `measure_records`. A record should name its phase where `conclude` needs it (e.g. its frame count)."""
+        return [settings]
+
+    def finish(self, ctx: "RunContext", system: "WanSystem", settings: "ClaimSettings", records: list[dict],
+               result: "ClaimResult", **kw: Any) -> "ClaimResult":
+        """Report-only extras that need the run context (x̂0 filmstrips, their arrays), once, after the last look,
+        on the records it concluded on; never anything the decision reads. Default: the row as concluded."""
+        return result
+
     @property
     def by_records(self) -> bool:
         """Whether the claim is written as records (`measure_batch` + `conclude`)."""
@@ -164,6 +182,11 @@ class Claim:
 
     def figures(self, details: Details, fig_dir: Path, arrays: Mapping[str, Any]) -> list[Figure]:
         return []
+
+    def max_units(self, settings: "ClaimSettings", system: "WanSystem") -> int:
+        """The most units (task instances, seeds averaged) the claim's interval is over at these settings: every
+        instance of the settings unless the claim reads fewer (a subset of tasks) or sizes its own."""
+        return settings.instances * len(settings.tasks)
 
     def cost(self, settings: "ClaimSettings", system: "WanSystem") -> int:
         """Row-forwards (one sample through one expert once, per CFG pass) of this claim's own runs, beyond the

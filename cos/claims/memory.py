@@ -46,8 +46,13 @@ class Memory(Claim):
         paper_value="qualitative: anchor kept", measured_quantity="share of anchor-task instances whose anchor is kept",
         threshold=0.5,     # the "stated share" of anchor instances
         direction=">", statistic="share of anchor-task instances, Wilson 95% CI (seeds: bootstrap over instances)",
-        version=3)
+        version=3, effect=0.3,
+        effect_note="chosen: the paper shows anchors kept (Fig 4a-b) without a rate; a share of 0.8, 0.3 above the "
+                    "threshold, is the smallest we would call kept")
     Details = MemoryDetails
+
+    def max_units(self, settings, system) -> int:
+        return settings.instances * len(set(ANCHOR_TASKS) & set(settings.tasks))
 
     def measure_batch(self, ctx: RunContext, system, settings, batch) -> list[dict]:
         read = lambda inst, steps, final: ([anchor_fidelity(inst, v) for v in steps], anchor_fidelity(inst, final))

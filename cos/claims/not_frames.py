@@ -66,7 +66,9 @@ class NotFrames(Claim):
         paper_ref="Sec 3.1-3.2, 4.2", paper_value="qualitative: commitment is global across frames",
         measured_quantity="spread of per-frame commitment steps (fraction of the schedule)",
         threshold=0.25,    # all frames commit within this fraction of the schedule
-        direction="<", version=4)
+        direction="<", version=4, effect=0.15,
+        effect_note="chosen: the paper shows frames committing together without a spread; 0.10 of the schedule "
+                    "(5 of 50 steps), 0.15 below the threshold")
     Details = NotFramesDetails
     conditions = (f"Spearman ρ(frame, commit step) with a CI below {MAX_RHO} (bootstrap over instances)",)
 

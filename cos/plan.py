@@ -1,0 +1,181 @@
+"""`cos plan`: what a claims run costs and what it can detect, before a GPU-hour is spent.
+
+Per claim: its maximum n (units its interval is over), the row-forwards of its own runs and of the shared runs it
+reads (counted once in the total), GPU-hours at a measured or given time per row-forward, and, where a pilot run
+gives the spread of the claim's units, the power at the claim's effect size and the minimum detectable effect at
+the maximum n; with sequential decisions (`cos.sequential`) the expected n and GPU-hours at that effect.
+
+The effect size is the claim's `ClaimSpec.effect` (distance from its threshold, in the claim's own units) with
+`effect_note` saying where it comes from: the paper's numbers where they give one in those units, otherwise a
+size chosen and said why (`no_paper_size`). The spread comes from a pilot: a `claims-status.json` of the same
+claims at any n (its rows' intervals give se at that n; sd per unit = se·√n, scaled to the plan's n by 1/√n).
+The se is read from an interval by a normal approximation (width / 2z): for a small-n bootstrap-t interval this
+overstates se (up to 2× at n = 8), so the power stated is a lower bound. Without a pilot the power is unknown and
+said so: no number is made up.
+
+Expected n under the sequential rule: the looks' joint law with the drift the effect gives (Brownian motion at the
+looks' information fractions, `MC_PATHS` paths), stopped where the rule stops (decided, or futile at conditional
+power below `FUTILITY_POWER`); at the null (effect 0) too.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from scipy import stats
+
+from cos import sequential as seq
+
+MC_PATHS = 20_000
+
+
+@dataclass
+class ClaimPlan:
+    max_n: int
+    expected_n: float
+    expected_n_at_null: float
+    row_forwards: int
+    expected_row_forwards: float
+    gpu_hours: float | None
+    expected_gpu_hours: float | None
+    power_at_paper_effect: float | None
+    mde: float | None
+    effect: float | None
+    no_paper_size: bool
+    effect_note: str
+    se_source: str
+
+
+def unit_sd(row: Mapping[str, Any]) -> float | None:
+    """sd per unit from a pilot row's interval and n (normal approximation; None where the row has no interval)."""
+    lo, hi, n = row.get("ci_low"), row.get("ci_high"), row.get("n")
+    if lo is None or hi is None or not n or n < 2 or not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return None
+    conf = (row.get("details") or {}).get("sequential", {}).get("confidence", 0.95)
+    return (hi - lo) / (2 * float(stats.norm.isf((1 - conf) / 2))) * math.sqrt(n)
+
+
+def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: int = 0) -> tuple[float, float]:
+    """(power, expected fraction of the maximum n) of a claim whose effect is `theta` standard errors (at the
+    maximum n) from its threshold: with the looks of `cos.sequential` when `sequential`, else one look at the end."""
+    if not sequential:
+        c = float(stats.norm.isf(seq.ALPHA / 2))
+        return float(stats.norm.sf(c - theta)), 1.0     # decided on the effect's side
+    looks = seq.plan_looks([k / seq.LOOKS for k in range(1, seq.LOOKS + 1)])
+    t = np.array([lk.fraction for lk in looks])
+    rng = np.random.default_rng(seed)
+    inc = rng.standard_normal((paths, t.size)) * np.sqrt(np.diff(np.concatenate([[0.0], t])))
+    b = np.cumsum(inc, axis=1) + theta * t                 # B(t) = Z(t)·√t with drift theta
+    z = b / np.sqrt(t)
+    stop_at = np.full(paths, t.size - 1)
+    decided_right = np.zeros(paths, dtype=bool)
+    alive = np.ones(paths, dtype=bool)
+    for k, lk in enumerate(looks):
+        cross = alive & (np.abs(z[:, k]) > lk.boundary)
+        decided_right |= cross & (z[:, k] > 0)
+        stop_at[cross] = k
+        alive &= ~cross
+        if not lk.final:
+            drift_end = np.abs(z[:, k]) / np.sqrt(lk.fraction)
+            cp = stats.norm.cdf((drift_end - looks[-1].boundary) / np.sqrt(1 - lk.fraction))
+            futile = alive & (cp < seq.FUTILITY_POWER)
+            stop_at[futile] = k
+            alive &= ~futile
+    return float(decided_right.mean()), float(t[stop_at].mean())
+
+
+def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | None, gpus: int = 1,
+         pilot: Mapping[str, Mapping[str, Any]] | None = None, sequential: bool = False,
+         pilot_name: str = "") -> dict:
+    """The plan of `claims` at `settings` (see the module doc): {"claims": {id: ClaimPlan as dict}, "total": {...}}."""
+    from cos.settings import instances
+
+    cfg = 2 if settings.guidance_scale > 1 else 1
+    out, shared_readers = {}, {}
+    z = float(stats.norm.isf(seq.ALPHA / 2))
+    for c in claims:
+        spec = c.spec
+        n_max = int(c.max_units(settings, system)) if hasattr(c, "max_units") else len(instances(settings))
+        own = int(c.cost(settings, system)) * cfg
+        shared = {k: v * cfg for k, v in c.shared_runs(settings, system).items()}
+        effect, note = getattr(spec, "effect", None), getattr(spec, "effect_note", "")
+        row = (pilot or {}).get(spec.id)
+        sd = unit_sd(row) if row else None
+        se = sd / math.sqrt(n_max) if sd and n_max > 0 else None
+        power = mde = None
+        frac = frac0 = 1.0
+        if se:
+            mde = (z + float(stats.norm.ppf(0.8))) * se
+            _, frac0 = sequential_profile(0.0, sequential)
+            if effect is not None:
+                power, frac = sequential_profile(abs(effect) / se, sequential)
+        elif sequential:
+            frac = frac0 = float("nan")    # unknown without a spread: the maximum is what is planned
+        by_records = getattr(c, "by_records", False)
+        if not by_records:                 # a claim not written as records runs to its maximum n
+            frac = frac0 = 1.0
+        f = 1.0 if math.isnan(frac) else frac
+        for k, v in shared.items():
+            shared_readers.setdefault(k, []).append((v, f))
+        rf = own + sum(shared.values())
+        out[spec.id] = ClaimPlan(
+            max_n=n_max, expected_n=round(n_max * frac, 1) if not math.isnan(frac) else float("nan"),
+            expected_n_at_null=round(n_max * frac0, 1) if not math.isnan(frac0) else float("nan"),
+            row_forwards=rf, expected_row_forwards=round(own * f + sum(shared.values()) * f, 1),
+            gpu_hours=None if seconds_per_forward is None else rf * seconds_per_forward / 3600 / gpus,
+            expected_gpu_hours=None if seconds_per_forward is None else (own * f + sum(shared.values()) * f)
+            * seconds_per_forward / 3600 / gpus,
+            power_at_paper_effect=None if power is None else round(power, 3), mde=mde, effect=effect,
+            no_paper_size=not note.startswith("paper"), effect_note=note,
+            se_source=(f"pilot {pilot_name}: {spec.id} n={row.get('n')}" if sd else
+                       "no pilot row with an interval: power unknown"))
+    shared_total = sum(max(v for v, _ in rs) for rs in shared_readers.values())
+    shared_expected = sum(max(v * f for v, f in rs) for rs in shared_readers.values())
+    own_total = sum(p.row_forwards for p in out.values()) - sum(v for rs in shared_readers.values() for v, _ in rs)
+    own_expected = sum(p.expected_row_forwards for p in out.values()) - \
+        sum(v * f for rs in shared_readers.values() for v, f in rs)
+    rf_total, rf_exp = own_total + shared_total, own_expected + shared_expected
+    hours = (lambda n: None if seconds_per_forward is None else n * seconds_per_forward / 3600 / gpus)
+    return {"claims": {k: asdict(v) for k, v in out.items()},
+            "total": {"row_forwards": int(rf_total), "expected_row_forwards": round(rf_exp, 1),
+                      "gpu_hours": hours(rf_total), "expected_gpu_hours": hours(rf_exp)},
+            "settings": {"tier": settings.tier, "steps": settings.steps, "size": [settings.height, settings.width,
+                         settings.num_frames], "guidance_scale": settings.guidance_scale,
+                         "instances": settings.instances, "seeds": list(settings.seeds)},
+            "seconds_per_forward": seconds_per_forward, "gpus": gpus, "sequential": sequential,
+            "pilot": pilot_name or None,
+            "notes": ["row-forwards: one row through one expert for one step, per CFG pass; shared runs once",
+                      "GPU-hours divide by --gpus at efficiency 1 (benchmarks/scaling.sh measures it)",
+                      "power: at the claim's effect size, from the pilot's spread (a lower bound: see cos.plan)"]}
+
+
+def load_pilot(path: str | Path) -> dict[str, dict]:
+    """Rows of a claims-status.json by id (one clean line on a file that is not one)."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+        rows = d["claims"]
+        return {r["id"]: r for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--pilot {p}: not a readable claims-status.json ({type(e).__name__}: {e})") from None
+
+
+def table(p: dict) -> str:
+    """The plan as a text table (tabulate)."""
+    from tabulate import tabulate
+
+    fmt = lambda v, d=3: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else (
+        f"{v:.{d}g}" if isinstance(v, float) else str(v))
+    rows = [[k, c["max_n"], fmt(c["expected_n"]), c["row_forwards"], fmt(c["expected_row_forwards"], 4),
+             fmt(c["gpu_hours"]), fmt(c["expected_gpu_hours"]), fmt(c["effect"]) + (" (chosen)" if c["no_paper_size"]
+                                                                                   and c["effect"] is not None else ""),
+             fmt(c["power_at_paper_effect"], 2), fmt(c["mde"])] for k, c in p["claims"].items()]
+    t = p["total"]
+    rows.append(["total", "", "", t["row_forwards"], fmt(t["expected_row_forwards"], 4), fmt(t["gpu_hours"]),
+                 fmt(t["expected_gpu_hours"]), "", "", ""])
+    return tabulate(rows, headers=["claim", "max n", "expected n", "row-forwards", "expected", "GPU-h",
+                                   "expected GPU-h", "effect", "power", "MDE"])

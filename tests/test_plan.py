@@ -1,0 +1,90 @@
+"""cos plan (cos.plan): cost, power and expected n per claim before a run; bad input is one line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy import stats
+
+from cos import plan as planning
+from cos.cli import main
+from cos.registry import all_claims
+from cos.settings import TIERS
+
+KEYS = {"max_n", "expected_n", "row_forwards", "gpu_hours", "expected_gpu_hours", "power_at_paper_effect", "mde",
+        "no_paper_size"}
+
+
+def test_fixed_n_power_is_the_normal_formula_and_the_null_decides_at_alpha():
+    p, f = planning.sequential_profile(2.8, sequential=False)
+    assert p == pytest.approx(stats.norm.sf(1.959964 - 2.8), abs=1e-3) and f == 1.0
+    assert planning.sequential_profile(0.0, sequential=False)[0] == pytest.approx(0.025, abs=1e-3)
+
+
+def test_sequential_profile_keeps_power_and_saves_rows():
+    p_fix, _ = planning.sequential_profile(2.8, sequential=False)
+    p_seq, f_seq = planning.sequential_profile(2.8, sequential=True)
+    # the price of looks and futility (cos.sequential's doc): 0.72 against 0.80 at the fixed-n 80%-power effect,
+    # for 0.73 of the rows on average
+    assert p_fix - 0.1 < p_seq < p_fix and f_seq < 0.8
+    p0, f0 = planning.sequential_profile(0.0, sequential=True)
+    assert p0 <= 0.025 + 0.005 and f0 < 0.8               # a null: decided right rarely, stopped early by futility
+    p_big, f_big = planning.sequential_profile(6.0, sequential=True)
+    assert p_big > 0.99 and f_big < 0.5
+
+
+@pytest.fixture(scope="module")
+def organism():
+    from cos.models import load_system
+    from cos.pytest_plugin import DEFAULT_MODEL
+
+    return load_system(DEFAULT_MODEL, device="cpu")
+
+
+def test_plan_counts_shared_runs_once_and_states_unknown_power_without_a_pilot(organism):
+    claims = all_claims()
+    s = TIERS["cpu"]
+    p = planning.plan(organism, s, claims, seconds_per_forward=2.0, gpus=2)
+    assert set(p["claims"]) == {c.id for c in claims}
+    for c in p["claims"].values():
+        assert KEYS <= set(c) and c["power_at_paper_effect"] is None and c["mde"] is None
+        assert c["gpu_hours"] == pytest.approx(c["row_forwards"] * 2.0 / 3600 / 2)
+    shared = {k: v for c in claims for k, v in c.shared_runs(s, organism).items()}
+    own = sum(c.cost(s, organism) for c in claims)
+    assert p["total"]["row_forwards"] == own + sum(shared.values())          # guidance 1: one pass
+    assert p["total"]["row_forwards"] < sum(c["row_forwards"] for c in p["claims"].values())
+
+
+def test_a_pilot_gives_power_and_mde_at_the_effect_size(organism):
+    claims = [c for c in all_claims() if c.id == "memory.persistence"]
+    s = TIERS["gpu"]                      # 32 instances of each of the two anchor tasks: 64 units
+    pilot = {"memory.persistence": {"ci_low": 0.5, "ci_high": 0.9, "n": 16}}
+    p = planning.plan(organism, s, claims, None, pilot=pilot, pilot_name="pilot.json")["claims"]["memory.persistence"]
+    se16 = 0.4 / (2 * 1.959964)
+    se = se16 * (16 / 64) ** 0.5
+    assert p["max_n"] == 64 and p["mde"] == pytest.approx((1.959964 + 0.841621) * se, rel=1e-4)
+    assert p["power_at_paper_effect"] == pytest.approx(stats.norm.sf(1.959964 - 0.3 / se), abs=2e-3)
+    assert p["gpu_hours"] is None and p["no_paper_size"] is True
+    assert "pilot pilot.json" in p["se_source"]
+
+
+def test_cli_bad_inputs_are_one_line(tmp_path, capsys):
+    assert main(["plan", "--gpus", "0", "--seconds-per-forward", "1"]) == 2
+    assert "--gpus 0" in capsys.readouterr().err
+    bad = tmp_path / "p.json"
+    bad.write_text("{not json")
+    assert main(["plan", "--pilot", str(bad), "--seconds-per-forward", "1"]) == 2
+    assert f"--pilot {bad}" in capsys.readouterr().err
+    assert main(["plan", "-k", "nomatch", "--seconds-per-forward", "1"]) == 2
+    assert "matches no claim" in capsys.readouterr().err
+
+
+def test_cli_plans_the_organism_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--tier", "cpu", "--seconds-per-forward", "0.5", "--json", str(out), "-k", "memory,noise"]) in (0, None)
+    text = capsys.readouterr().out
+    assert "memory.persistence" in text and "total" in text
+    d = json.loads(out.read_text())
+    assert set(d["claims"]) == {"memory.persistence", "noise.information_flow", "noise.step_vs_frame"}
+    assert {"row_forwards", "gpu_hours", "expected_gpu_hours"} <= set(d["total"])
+    assert d["claims"]["memory.persistence"]["max_n"] == 8 and d["claims"]["memory.persistence"]["effect"] == 0.3
