@@ -46,6 +46,63 @@ def _list(a) -> None:
     print(tabulate(rows, headers=["claim", "version", "paper", "holds when CI", "controls", "title"], tablefmt=a.format))
 
 
+def _plan(a) -> None:
+    """cos plan: the run's cost and power per claim before it runs (cos.plan)."""
+    import fnmatch
+    import json
+    from dataclasses import replace
+
+    from cos import plan as planning
+    from cos.registry import all_claims
+    from cos.sequential import resolve
+    from cos.settings import TIERS, settings_for
+
+    if a.gpus < 1:
+        raise InputError(f"--gpus {a.gpus}: must be at least 1")
+    if a.seconds_per_forward is not None and not a.seconds_per_forward > 0:
+        raise InputError(f"--seconds-per-forward {a.seconds_per_forward}: must be a positive number of seconds")
+    try:
+        pilot = planning.load_pilot(a.pilot) if a.pilot else None
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    from cos.models import load_system
+    from cos.pytest_plugin import DEFAULT_MODEL
+
+    model = Path(a.model) if a.model else DEFAULT_MODEL
+    if not model.exists():
+        raise InputError(f"--model {model}: no such directory")
+    device = a.device if a.device != "auto" else ("cuda" if _cuda() else "cpu")
+    system = load_system(model, device=device)
+    tier = a.tier if a.tier != "auto" else ("cpu" if device == "cpu" and (model / "cos_model.json").exists() else
+                                             "gpu" if (model / "cos_model.json").exists() else "full")
+    settings = settings_for(system, tier) if tier != "full" else TIERS["full"]
+    if a.instances:
+        settings = replace(settings, instances=a.instances)
+    claims = [c for c in all_claims() if not a.k or any(fnmatch.fnmatch(c.id, f"*{k}*") for k in a.k.split(","))]
+    if not claims:
+        raise InputError(f"-k {a.k!r}: matches no claim")
+    spf = a.seconds_per_forward
+    if spf is None:
+        from cos.runner import RunContext, estimate_forwards
+
+        spf = estimate_forwards(RunContext(progress=False), system, settings, claims)["seconds_per_row_forward"]
+    p = planning.plan(system, settings, claims, spf, a.gpus, pilot, resolve(a.sequential, tier),
+                      pilot_name=a.pilot or "")
+    p["model"], p["timed"] = str(model), a.seconds_per_forward is None
+    print(f"cos plan: {model} at the {tier} tier, {spf:.4g} s per row-forward"
+          f" ({'timed warm forward on ' + device if a.seconds_per_forward is None else 'given'}), {a.gpus} GPU(s), "
+          f"sequential {'on' if p['sequential'] else 'off'}" + (f", pilot {a.pilot}" if a.pilot else ", no pilot"))
+    print(planning.table(p))
+    if a.json:
+        Path(a.json).write_text(json.dumps(p, indent=2, default=str))
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def run_claims(model: str | None, out: str, baseline: str | None = None, extra: list[str] | None = None) -> int:
     """Run every registered claim through pytest (the installed entry point `cos/testing.py`), outside any
     project's own pytest configuration; returns pytest's exit code."""
@@ -275,6 +332,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_b", help="another run folder")
     p.add_argument("--out", required=True, help="folder for compare.md, figures/ and compare.html")
     p.set_defaults(fn=_compare)
+    p = sub.add_parser("plan", help="before a run: per claim its max and expected n, row-forwards, GPU-hours, "
+                                     "power at its effect size and MDE (cos.plan)")
+    p.add_argument("--model", "--cos-model", dest="model", default=None,
+                   help="a diffusers Wan2.x I2V directory or a cos organism (default: the shipped organism)")
+    p.add_argument("--tier", default="auto", choices=["auto", "cpu", "gpu", "full"], help="the claims' settings")
+    p.add_argument("-k", default=None, help="comma-separated fragments of claim ids to plan (default: all)")
+    p.add_argument("--gpus", type=int, default=1, help="GPUs the run is spread over (efficiency 1 assumed)")
+    p.add_argument("--seconds-per-forward", type=float, default=None,
+                   help="seconds per row-forward; default: time a warm forward of the model here")
+    p.add_argument("--instances", type=int, default=None, help="task instances per task (overrides the tier)")
+    p.add_argument("--pilot", default=None, metavar="STATUS_JSON",
+                   help="a claims-status.json of the same claims: its intervals give each claim's spread per unit "
+                        "(power and MDE need it; without it they are unknown)")
+    p.add_argument("--sequential", default="auto", choices=["auto", "on", "off"],
+                   help="plan the expected n of sequential decisions (auto: on for gpu and full)")
+    p.add_argument("--device", default="auto", help="where to time the forward: cpu, cuda, auto")
+    p.add_argument("--json", default=None, metavar="FILE", help="write the plan as JSON")
+    p.set_defaults(fn=_plan)
     p = sub.add_parser("status", help="print a claims-status.json as a table")
     p.add_argument("status", help="a claims-status.json")
     p.add_argument("--compare", default=None, help="another claims-status.json (e.g. the baseline)")
