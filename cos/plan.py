@@ -19,6 +19,7 @@ power below `FUTILITY_POWER`); at the null (effect 0) too.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -26,11 +27,18 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy import optimize, stats
 
 from cos import sequential as seq
 
 MC_PATHS = 20_000
+POWER_GOAL = 0.8
+
+
+@functools.lru_cache(maxsize=4)
+def theta_for_power(sequential: bool, goal: float = POWER_GOAL) -> float:
+    """The effect, in standard errors at the maximum n, that the decision rule detects with power `goal`."""
+    return float(optimize.brentq(lambda th: sequential_profile(th, sequential)[0] - goal, 0.5, 8.0, xtol=1e-3))
 
 
 @dataclass
@@ -48,6 +56,7 @@ class ClaimPlan:
     no_paper_size: bool
     effect_note: str
     se_source: str
+    n_for_power: int | None = None      # units for POWER_GOAL at the effect, under the plan's decision rule
 
 
 def unit_sd(row: Mapping[str, Any]) -> float | None:
@@ -106,13 +115,15 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
         row = (pilot or {}).get(spec.id)
         sd = unit_sd(row) if row else None
         se = sd / math.sqrt(n_max) if sd and n_max > 0 else None
-        power = mde = None
+        power = mde = n_pow = None
         frac = frac0 = 1.0
         if se:
             mde = (z + float(stats.norm.ppf(0.8))) * se
             _, frac0 = sequential_profile(0.0, sequential)
             if effect is not None:
                 power, frac = sequential_profile(abs(effect) / se, sequential)
+                # se ∝ 1/√n: the n at which the effect is theta_for_power standard errors from the threshold
+                n_pow = int(math.ceil((theta_for_power(sequential) * sd / abs(effect)) ** 2)) if effect else None
         elif sequential:
             frac = frac0 = float("nan")    # unknown without a spread: the maximum is what is planned
         by_records = getattr(c, "by_records", False)
@@ -131,7 +142,7 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
             * seconds_per_forward / 3600 / gpus,
             power_at_paper_effect=None if power is None else round(power, 3), mde=mde, effect=effect,
             no_paper_size=not note.startswith("paper"), effect_note=note,
-            se_source=(f"pilot {pilot_name}: {spec.id} n={row.get('n')}" if sd else
+            n_for_power=n_pow, se_source=(f"pilot {pilot_name}: {spec.id} n={row.get('n')}" if sd else
                        "no pilot row with an interval: power unknown"))
     shared_total = sum(max(v for v, _ in rs) for rs in shared_readers.values())
     shared_expected = sum(max(v * f for v, f in rs) for rs in shared_readers.values())
@@ -173,9 +184,10 @@ def table(p: dict) -> str:
     rows = [[k, c["max_n"], fmt(c["expected_n"]), c["row_forwards"], fmt(c["expected_row_forwards"], 4),
              fmt(c["gpu_hours"]), fmt(c["expected_gpu_hours"]), fmt(c["effect"]) + (" (chosen)" if c["no_paper_size"]
                                                                                    and c["effect"] is not None else ""),
-             fmt(c["power_at_paper_effect"], 2), fmt(c["mde"])] for k, c in p["claims"].items()]
+             fmt(c["power_at_paper_effect"], 2), fmt(c["mde"]), fmt(c["n_for_power"])]
+            for k, c in p["claims"].items()]
     t = p["total"]
     rows.append(["total", "", "", t["row_forwards"], fmt(t["expected_row_forwards"], 4), fmt(t["gpu_hours"]),
-                 fmt(t["expected_gpu_hours"]), "", "", ""])
+                 fmt(t["expected_gpu_hours"]), "", "", "", ""])
     return tabulate(rows, headers=["claim", "max n", "expected n", "row-forwards", "expected", "GPU-h",
-                                   "expected GPU-h", "effect", "power", "MDE"])
+                                   "expected GPU-h", "effect", "power", "MDE", f"n for {POWER_GOAL:.0%}"])

@@ -66,6 +66,11 @@ def test_a_pilot_gives_power_and_mde_at_the_effect_size(organism):
     assert p["power_at_paper_effect"] == pytest.approx(stats.norm.sf(1.959964 - 0.3 / se), abs=2e-3)
     assert p["gpu_hours"] is None and p["no_paper_size"] is True
     assert "pilot pilot.json" in p["se_source"]
+    # the n that gives the effect 80% power under fixed n (sequential is off on no tier here: gpu says auto → off
+    # only through --sequential; plan() was called with sequential=False): (2.80·sd/0.3)²
+    sd = se16 * 4
+    assert p["n_for_power"] == pytest.approx(((1.959964 + 0.841621) * sd / 0.3) ** 2, abs=1.5)
+    assert planning.theta_for_power(True) > planning.theta_for_power(False)
 
 
 def test_cli_bad_inputs_are_one_line(tmp_path, capsys):
