@@ -124,43 +124,43 @@ class RunContext:
     # ---------------------------------------------------------------- claims written as records
     def measure_records(self, claim, system: WanSystem, settings: ClaimSettings, **kw):
         """A claim's row from records (`Claim.measure_batch` per batch, `Claim.conclude` on all so far): the
-        batches are those of `batches` (every claim that reads the shared clean run sees the same ones), split
-        over the ranks by batch index; after each look the ranks gather the records (small dicts, in batch
+        batches are those of `batches` for each of the claim's `batch_settings` (every claim that reads the shared
+        clean run sees the same ones), grouped into units (`batch_units`: the k-th batch of every phase) and
+        split over the ranks by unit index; after each look the ranks gather the records (small dicts, in batch
         order), every rank concludes on the same records at the look's level, and all stop at the same look.
         Records are kept in the result store under the claim's id, version and code (`records_key`): a killed
         run resumes with what it finished. Without `sequential` the only look is after the last batch (fixed n:
-        the same row as one pass over every batch)."""
+        the same row as one pass over every batch). `Claim.finish` then adds its report-only extras once."""
         from cos import sequential as seq
         from cos.stats import decision_level
 
         self.label = claim.id
         try:
-            insts = instances(settings)
-            per = instances_per_batch(settings)
-            starts = list(range(0, len(insts), per))
+            units = batch_units(claim.batch_settings(settings, **kw))
             rank, n_ranks = self.split
             alone_share = self.shard is not None      # a shard fills the store with its share and concludes on it
             mine = lambda k: n_ranks == 1 or k % n_ranks == rank
-            points = (seq.look_points(len(starts)) if self.sequential and not alone_share and starts
-                      else [len(starts)])
-            looks = seq.plan_looks([b / len(starts) for b in points]) if starts else []
+            points = (seq.look_points(len(units)) if self.sequential and not alone_share and units
+                      else [len(units)])
+            looks = seq.plan_looks([b / len(units) for b in points]) if units else []
             bar = Progress(self, claim.id + (f" [share {rank}/{n_ranks}]" if n_ranks > 1 else ""),
-                           -(-len(starts) // n_ranks) if n_ranks > 1 else len(starts))
+                           -(-len(units) // n_ranks) if n_ranks > 1 else len(units))
             records: list[tuple[int, list[dict]]] = []
-            done, history, res = 0, [], None
+            done, history, res, flat = 0, [], None, []
             for look in looks or [None]:
                 upto = points[look.index] if look else 0
                 own = []
                 for k in range(done, upto):
                     if not mine(k):
                         continue
-                    batch = make_batch(insts[starts[k]:starts[k] + per], settings.seeds, settings.height,
-                                       settings.width)
-                    for inst, seed in zip(batch.instances, batch.seeds):
-                        seen = self.ran.setdefault(inst.id, [])
-                        if seed not in seen:
-                            seen.append(seed)
-                    own.append((k, self._batch_records(claim, system, settings, batch, kw)))
+                    rs = []
+                    for s, batch in units[k]:
+                        for inst, seed in zip(batch.instances, batch.seeds):
+                            seen = self.ran.setdefault(inst.id, [])
+                            if seed not in seen:
+                                seen.append(seed)
+                        rs.extend(self._batch_records(claim, system, s, batch, kw))
+                    own.append((k, rs))
                     bar.step()
                 done = upto
                 for part in self.world.gather(own) if (self.world.connected and not alone_share) else [own]:
@@ -184,12 +184,14 @@ class RunContext:
                             f"neither decision reaches {seq.FUTILITY_POWER:.0%} power by the last look")) if t)
                     break
             bar.close()
+            if res is not None:
+                res = claim.finish(self, system, settings, flat, res, **kw)
             if res is not None and len(looks) > 1:
                 res.details["sequential"] = {
                     "design": f"group-sequential, Lan-DeMets O'Brien-Fleming spending, alpha {seq.ALPHA}",
-                    "looks_planned": [{"batches": b, "fraction": round(b / len(starts), 4),
+                    "looks_planned": [{"batches": b, "fraction": round(b / len(units), 4),
                                        "confidence": round(lk.confidence, 6)} for b, lk in zip(points, looks)],
-                    "looks": history, "batches_used": done, "batches_max": len(starts)}
+                    "looks": history, "batches_used": done, "batches_max": len(units)}
             return res
         finally:
             self.label = ""
@@ -225,7 +227,7 @@ class RunContext:
         """`claim.measure_batch` of one batch, from the store when a run of the same claim code kept them."""
         compute = lambda: claim.measure_batch(self, system, settings, batch, **kw)
         if self.store is None:
-            return compute()
+            return _plain_records(compute())      # as a stored batch would hand them back
         key = records_key(claim, system, settings, batch, kw)
         self.key_log.append({"key": key, "kind": "records",
                              "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
@@ -412,6 +414,19 @@ def _plain_records(records: list[dict]) -> list[dict]:
     from cos.registry import _plain
 
     return json.loads(json.dumps(_plain(records)))
+
+
+def batch_units(phases: Sequence[ClaimSettings]) -> list[list[tuple[ClaimSettings, TaskBatch]]]:
+    """A records claim's units of work: unit k holds the k-th batch of each phase (`Claim.batch_settings`), in
+    phase order, with that phase's settings. The batches of a phase are formed from its (instance × seed) rows
+    as `RunContext.batches` forms them (so a phase that is the shared clean run's settings reads its batches),
+    and ranks and looks split the units by index: every look sees whole instances of every phase."""
+    per_phase = []
+    for s in phases:
+        insts, per = instances(s), instances_per_batch(s)
+        per_phase.append([(s, insts[b:b + per]) for b in range(0, len(insts), per)])
+    return [[(s, make_batch(chunk, s.seeds, s.height, s.width)) for s, chunk in
+             (p[k] for p in per_phase if k < len(p))] for k in range(max(map(len, per_phase), default=0))]
 
 
 def instances_per_batch(settings: ClaimSettings) -> int:

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from cos.controls import SMALL, ref, scripted
-from cos.readouts import clean_rows
+from cos.readouts import clean_batch_rows
 from cos.registry import Claim, ClaimSpec, Control, Details, decide, register
 from cos.runner import RunContext
 from cos.stats import bootstrap_ci, interval
@@ -129,24 +129,40 @@ class Perception(Claim):
         id="perception.before_action", title="Grounding precedes motion along the steps", paper_ref="Sec 4.3, Fig 5",
         paper_value="qualitative: grounding first, motion later",
         measured_quantity="half-rise step of motion minus of grounding, minus the same on the row's one-factor "
-                          "null (its step-0 and final x̂0 blended)", threshold=0.0, direction=">", version=2,
+                          "null (its step-0 and final x̂0 blended)", threshold=0.0, direction=">",
+        version=3,    # 3: written as records (measure_batch + conclude), the same quantity as 2
         statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI")
     Details = PerceptionDetails
 
-    def measure(self, ctx: RunContext, system, settings, reference: bool = True):
-        diffs, raws, nulls, curves, left = {}, {}, {}, [], 0
-
+    def measure_batch(self, ctx: RunContext, system, settings, batch, reference: bool = True) -> list[dict]:
+        """Per row of the motion tasks: the grounding and motion curves of x̂0 and of the row's null; with
+        `reference`, the same of the posterior sampler (ref(), uniform prior) on the same rows, marked "ref"."""
         def read(inst, steps, final):
             g, m = grounding_and_motion(inst, steps)
             return (g, m), toward_step0(inst, steps, g)
-        for inst, _, ((g, m), (gn, mn)) in clean_rows(ctx, system, settings, read, MOTION_TASKS):
+
+        def rows(sys, tag):
+            return [{"instance": inst.id, "seed": seed, "ref": tag, "g": g, "m": m, "gn": gn, "mn": mn}
+                    for inst, seed, ((g, m), (gn, mn)) in clean_batch_rows(ctx, sys, settings, batch, read,
+                                                                           MOTION_TASKS)]
+        out = rows(system, False)
+        if reference and not system.name.startswith("reference"):
+            out += rows(ref(), True)
+        return out
+
+    def conclude(self, records: list[dict], system, settings, reference: bool = True):
+        diffs, raws, nulls, curves, left = {}, {}, {}, [], 0
+        for r in records:
+            if r["ref"]:
+                continue
+            g, m, gn, mn = (np.array(r[k], dtype=np.float64) for k in ("g", "m", "gn", "mn"))
             raw, null = statistic(g, m), null_statistic(gn, mn)
             if raw is None or null is None:
                 left += 1
                 continue
-            diffs.setdefault(inst.id, []).append(raw - null)
-            raws.setdefault(inst.id, []).append(raw)
-            nulls.setdefault(inst.id, []).append(null)
+            diffs.setdefault(r["instance"], []).append(raw - null)
+            raws.setdefault(r["instance"], []).append(raw)
+            nulls.setdefault(r["instance"], []).append(null)
             curves.append((g, m, gn, mn))
         if len(diffs) < 2:
             return self.skipped(f"fewer than 2 instances of {MOTION_TASKS} with rising grounding and motion curves "
@@ -155,7 +171,7 @@ class Perception(Claim):
         est, r_est, n_est = bootstrap_ci(per(diffs)), bootstrap_ci(per(raws)), bootstrap_ci(per(nulls))
         ref_row = None
         if reference and not system.name.startswith("reference"):
-            r = self.measure(ctx, ref(), settings, reference=False)
+            r = self.conclude([{**x, "ref": False} for x in records if x["ref"]], ref(), settings, reference=False)
             ref_row = {"model": r.model, "status": r.status, "difference": r.measured,
                        "difference_ci": [r.ci_low, r.ci_high], "reason": r.reason,
                        **{k: r.details.get(k) for k in ("raw", "raw_ci", "null", "null_ci")}}
