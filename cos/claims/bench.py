@@ -46,7 +46,7 @@ class Bench(Claim):
                **{f"ood/{c}": v for c, v in zip(CATS, (0.768, 0.572, 0.547, 0.618, 0.615))},
                **{f"ensemble/id/{c}": v for c, v in zip(CATS, (0.760, 0.744, 0.809, 0.749, 0.858))},
                **{f"ensemble/ood/{c}": v for c, v in zip(CATS, (0.803, 0.705, 0.531, 0.639, 0.716))}},
-        version=3)   # 3: with --cos-vbvr, VBVR-Bench scores against Table 1
+        version=4)   # 3: with --cos-vbvr, VBVR-Bench scores against Table 1; 4: the task suite written as records
     Details = BenchDetails
     conditions = ("in-domain and out-of-domain separately: score − 1/K with a CI above 0",)
 
@@ -55,7 +55,7 @@ class Bench(Claim):
 
         if config_of(settings) is not None:
             return self._measure_vbvr(ctx, system, settings, config_of(settings))
-        return on_task_suite(self._measure_suite(ctx, system, settings))
+        return on_task_suite(ctx.measure_records(self, system, settings))
 
     def _measure_vbvr(self, ctx: RunContext, system, settings, cfg):
         from cos.stats import Estimate, in_window
@@ -96,24 +96,40 @@ class Bench(Claim):
             res.reason += f"; {doc['overall']['errors']} sample(s) the scorer failed on (scored 0)"
         return res
 
-    def _measure_suite(self, ctx: RunContext, system, settings):
-        rows = [r for split in ("id", "ood") for r in self._final_scores(ctx, system, replace(settings, split=split))]
+    def batch_settings(self, settings, **kw) -> list:
+        """Both splits of the task suite: in-domain (the shared clean run) and out-of-domain."""
+        return [replace(settings, split=split) for split in ("id", "ood")]
+
+    def measure_batch(self, ctx: RunContext, system, settings, batch) -> list[dict]:
+        """The final score of every row of one split's batch, with what the conclusion groups it by."""
+        res = ctx.clean_run(system, settings, batch) if settings.split == "id" else \
+            ctx.memo("final", system, settings, batch, lambda: ctx.run(system, settings, batch))
+        return [{"instance": inst.id, "seed": seed, "split": inst.split, "category": inst.category,
+                 "candidates": int(inst.candidates.shape[0]), "score": sc}
+                for inst, seed, sc in zip(batch.instances, batch.seeds,
+                                          final_scores(ctx, system, res, batch.instances))]
+
+    def conclude(self, records: list[dict], system, settings):
+        """The task-suite row (score − 1/K pooled, with the per-split condition) from the rows' scores."""
+        # the in-domain rows first, then the out-of-domain ones, each in batch order (the units interleave them)
+        rows = [r for sp in ("id", "ood") for r in records if r["split"] == sp]
+        above = lambda r: r["score"] - 1.0 / r["candidates"]
         per = {}
-        for inst, sc in rows:
-            per.setdefault(inst.id, []).append(sc - 1.0 / inst.candidates.shape[0])
+        for r in rows:
+            per.setdefault(r["instance"], []).append(above(r))
         est = bootstrap_ci([np.mean(v) for v in per.values()])
         ci = lambda xs: bootstrap_ci(xs).__dict__ if len(xs) > 1 else None
         split = {}
         for sp in ("id", "ood"):
-            vals = [np.mean([sc - 1.0 / i.candidates.shape[0] for i, sc in rows if i.id == k])
-                    for k in sorted({i.id for i, _ in rows if i.split == sp})]
+            vals = [np.mean([above(r) for r in rows if r["instance"] == k])
+                    for k in sorted({r["instance"] for r in rows if r["split"] == sp})]
             split[sp] = bootstrap_ci(vals) if len(vals) > 1 else None
         res = self.result(est, system, settings, BenchDetails(
             measured="score minus the random-candidate score (1/K), per instance, both splits",
-            score={k: ci([s for i, s in rows if k == "all" or i.split == k]) for k in ("all", "id", "ood")},
-            category={f"{sp}/{c}": float(np.mean([s for i, s in rows if i.split == sp and i.category == c]))
-                      for sp in ("id", "ood") for c in sorted({i.category for i, _ in rows})},
-            random_candidate=float(np.mean([1 / i.candidates.shape[0] for i, _ in rows])),
+            score={k: ci([r["score"] for r in rows if k == "all" or r["split"] == k]) for k in ("all", "id", "ood")},
+            category={f"{sp}/{c}": float(np.mean([r["score"] for r in rows if r["split"] == sp and r["category"] == c]))
+                      for sp in ("id", "ood") for c in sorted({r["category"] for r in rows})},
+            random_candidate=float(np.mean([1 / r["candidates"] for r in rows])),
             above_random={sp: [e.value, e.ci_low, e.ci_high] if e else None for sp, e in split.items()}),
             samples={k: {"score_minus_random": v} for k, v in per.items()})
         st = [decide(e.ci_low, e.ci_high, 0.0, ">") if e is not None and e.decidable else "inconclusive"
@@ -121,15 +137,6 @@ class Bench(Claim):
         return also_requires(res, "fails" if "fails" in st else "inconclusive" if "inconclusive" in st else "holds",
                              "above the random candidate pooled, not in every split: " + ", ".join(
                                  f"{sp} {e}" for sp, e in split.items()), "per_split")
-
-    @staticmethod
-    def _final_scores(ctx, system, settings):
-        out = []
-        for batch in ctx.batches(settings):
-            res = ctx.clean_run(system, settings, batch) if settings.split == "id" else \
-                ctx.memo("final", system, settings, batch, lambda: ctx.run(system, settings, batch))
-            out.extend(zip(batch.instances, final_scores(ctx, system, res, batch.instances)))
-        return out
 
     def controls(self) -> list[Control]:
         # three tasks of different candidate counts K (grounding 3/4, pattern 3-5, rotation 4), 5 instances each
