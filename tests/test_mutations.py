@@ -86,7 +86,7 @@ def test_ensemble_averaging_nothing_breaks_the_ensemble_claim(monkeypatch):
 
 
 def test_frames_scoring_the_single_frame_setting_at_every_count_breaks_frames(monkeypatch):
-    """Frames family: every frame count silently sampled at the single-frame length."""
+    """Frames family: every frame count silently read at the single-frame length (its records)."""
     from cos.claims.frames import FramesCount
 
     claim, ctl = positive("frames.count")
@@ -94,7 +94,7 @@ def test_frames_scoring_the_single_frame_setting_at_every_count_breaks_frames(mo
     real = FramesCount._scores_at
     single = ctl.kwargs(0)["sizing"].single
     monkeypatch.setattr(FramesCount, "_scores_at",
-                        staticmethod(lambda ctx, system, settings, frames: real(ctx, system, settings, single)))
+                        staticmethod(lambda records, frames: real(records, single)))
     r = ctl.run(claim)
     assert r.status != "holds" and r.measured == pytest.approx(0, abs=1e-9), (r.status, r.measured)
 

@@ -56,7 +56,8 @@ class FramesCount(Claim):
         id="frames.count", title="More frames help up to ~17-33; single frame is worst", paper_ref="App B, Table 3",
         paper_value="1f 0.581; 5f 0.619; 9f 0.632; 17f 0.663; 33f 0.685; 65f 0.675",
         measured_quantity="score, mean over the multi-frame counts minus the single frame (paired)", threshold=0.0, direction=">",
-        paper={"1": 0.581, "5": 0.619, "9": 0.632, "17": 0.663, "33": 0.685, "65": 0.675}, version=2)
+        paper={"1": 0.581, "5": 0.619, "9": 0.632, "17": 0.663, "33": 0.685, "65": 0.675},
+        version=3)   # 3: written as records (one phase per frame count), the same quantity as 2
     Details = FramesDetails
     conditions = ("every multi-frame count minus single: paired CI above 0",
                   "rise 5 → 17: Spearman ρ CI above 0 (≥ 3 counts ≤ 17)",
@@ -67,8 +68,21 @@ class FramesCount(Claim):
     def measure(self, ctx: RunContext, system, settings, sizing: FramesSizing | None = None):
         if sizing is None:
             sizing, settings = self.sizing_for(settings), frames_settings(settings)
+        return ctx.measure_records(self, system, settings, sizing=sizing)
+
+    def batch_settings(self, settings, sizing: FramesSizing) -> list:
+        """One phase per frame count, the single frame first (a unit holds the same instances at every count)."""
+        return [replace(settings, num_frames=c) for c in dict.fromkeys([sizing.single, *sorted(set(sizing.counts))])]
+
+    def measure_batch(self, ctx: RunContext, system, settings, batch, sizing: FramesSizing) -> list[dict]:
+        """The final score of every row at this phase's frame count."""
+        scores = final_scores(ctx, system, ctx.run(system, settings, batch), batch.instances)
+        return [{"instance": inst.id, "seed": seed, "frames": settings.num_frames, "score": sc}
+                for inst, seed, sc in zip(batch.instances, batch.seeds, scores)]
+
+    def conclude(self, records: list[dict], system, settings, sizing: FramesSizing):
         counts = sorted(set(sizing.counts))
-        per = {c: self._scores_at(ctx, system, settings, c) for c in [sizing.single, *counts]}
+        per = {c: self._scores_at(records, c) for c in [sizing.single, *counts]}
         ids = sorted(per[sizing.single])
         multi = [np.mean([per[c][i] for c in counts]) for i in ids]
         est = bootstrap_ci(np.array(multi) - np.array([per[sizing.single][i] for i in ids]))
@@ -113,12 +127,12 @@ class FramesCount(Claim):
         return (None, None) if np.isnan(rho) or ci is None else (rho, ci)
 
     @staticmethod
-    def _scores_at(ctx, system, settings, frames: int) -> dict[str, float]:
-        s = replace(settings, num_frames=frames)
+    def _scores_at(records: list[dict], frames: int) -> dict[str, float]:
+        """Per instance, the mean score of its rows at `frames` frames (in batch order)."""
         out = {}
-        for batch in ctx.batches(s):
-            for inst, sc in zip(batch.instances, final_scores(ctx, system, ctx.run(system, s, batch), batch.instances)):
-                out.setdefault(inst.id, []).append(sc)
+        for r in records:
+            if r["frames"] == frames:
+                out.setdefault(r["instance"], []).append(r["score"])
         return {k: float(np.mean(v)) for k, v in out.items()}
 
     def controls(self) -> list[Control]:
