@@ -86,7 +86,7 @@ class InformationFlow(Claim):
         paper_ref="Sec 3.2, Fig 3c", paper_value="little recovery; peak at steps 20-30 of 50",
         measured_quantity="final-step 1 − CKA after the earliest injection minus after a reseed",
         threshold=0.05,    # in 1 − CKA: an injection that moves the outcome less than this beyond a reseed did not
-        direction=">", version=3,
+        direction=">", version=4,    # 4: written as records (measure_batch + conclude), the same quantity as 3
         statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI")
     Details = InformationFlowDetails
     conditions = (f"reported, not decided: where the re-noised reading's sensitivity curve (final 1 − CKA per "
@@ -97,32 +97,37 @@ class InformationFlow(Claim):
     def measure(self, ctx: RunContext, system, settings, sizing: NoiseSizing | None = None):
         if sizing is None:
             sizing, settings = self.sizing_for(settings), noise_settings(settings)
+        return ctx.measure_records(self, system, settings, sizing=sizing)
+
+    def measure_batch(self, ctx: RunContext, system, settings, batch, sizing: NoiseSizing) -> list[dict]:
+        """Per row of the noise sweep: the reseed's final-step 1 − CKA against the clean run, and per reading and
+        injection step the 1 − CKA at every later step (curves[reading][str(step)], empty after the last step)."""
+        steps = noise_injection_steps(settings, sizing)
+        res = noise_sweep(ctx, system, settings, batch, sizing)
+        clean = res["clean"]["x0"]
+        last = clean.shape[0] - 1
+        d = lambda name, t, row: cka_dissimilarity(tokens(clean[t][row]), tokens(res[name]["x0"][t][row]))
+        return [{"instance": inst.id, "seed": seed, "reseed": d(RESEED, last, row),
+                 "curves": {r: {str(s): [d(f"{r}{s}", t, row) for t in range(s + 1, last + 1)] for s in steps}
+                            for r in STEP_READINGS}}
+                for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds))]
+
+    def conclude(self, records: list[dict], system, settings, sizing: NoiseSizing):
         steps = noise_injection_steps(settings, sizing)
         final = {r: {s: {} for s in steps} for r in STEP_READINGS}
         curves = {s: [] for s in steps}
         reseed: dict[str, list[float]] = {}
-        for batch in ctx.batches(settings):
-            res = noise_sweep(ctx, system, settings, batch, sizing)
-
-            def cka():
-                # per reading, injection step and row: 1 − CKA at every later step; the reseed's at the last
-                clean = res["clean"]["x0"]
-                last = clean.shape[0] - 1
-                d = lambda name, t, row: cka_dissimilarity(tokens(clean[t][row]), tokens(res[name]["x0"][t][row]))
-                return {"reseed": [d(RESEED, last, row) for row in range(len(batch.instances))],
-                        **{r: {s: [[d(f"{r}{s}", t, row) for t in range(s + 1, last + 1)]
-                                   for row in range(len(batch.instances))] for s in steps} for r in STEP_READINGS}}
-            out = ctx.readout("cka-v3", res["clean"], cka)
-            for row, inst in enumerate(batch.instances):
-                reseed.setdefault(inst.id, []).append(out["reseed"][row])
-                for r in STEP_READINGS:
-                    for s in steps:
-                        curve = out[r][s][row]
-                        if curve:
-                            # paired per row: the injection's final dissimilarity minus the reseed's
-                            final[r][s].setdefault(inst.id, []).append((curve[-1], curve[-1] - out["reseed"][row]))
-                            if r == DECIDING_READING:
-                                curves[s].append(curve)
+        for rec in records:
+            inst_id = rec["instance"]
+            reseed.setdefault(inst_id, []).append(rec["reseed"])
+            for r in STEP_READINGS:
+                for s in steps:
+                    curve = rec["curves"][r][str(s)]
+                    if curve:
+                        # paired per row: the injection's final dissimilarity minus the reseed's
+                        final[r][s].setdefault(inst_id, []).append((curve[-1], curve[-1] - rec["reseed"]))
+                        if r == DECIDING_READING:
+                            curves[s].append(curve)
         lit = final[DECIDING_READING]
         first = next((s for s in steps if len(lit[s]) >= 2), None)
         if first is None:
