@@ -84,7 +84,8 @@ class StepVsFrame(Claim):
         paper_value="baseline 0.685; step noise < 0.3; frame noise drops much less",
         measured_quantity="score drop under early step noise minus under frame noise",
         threshold=0.02,    # score points: smaller differences in drop are not a difference
-        direction=">", paper={"baseline": 0.685, "step_noise_below": 0.3}, version=3)
+        direction=">", paper={"baseline": 0.685, "step_noise_below": 0.3},
+        version=4)   # 4: written as records (measure_batch + conclude), the same quantity as 3
     Details = StepVsFrameDetails
     conditions = ("worst-case drop under early step noise minus under frame noise: CI above 0",
                   f"leverage: early step noise or frame noise moves the model's x̂0 (relative change ≥ "
@@ -95,39 +96,56 @@ class StepVsFrame(Claim):
     def measure(self, ctx: RunContext, system, settings, sizing: NoiseSizing | None = None):
         if sizing is None:
             sizing, settings = self.sizing_for(settings), noise_settings(settings)
-        steps, frames = noise_injection_steps(settings, sizing), noise_frames(system, settings, sizing)
-        if not frames:
+        if not noise_frames(system, settings, sizing):
             return self.skipped(f"the video has one latent frame ({settings.num_frames} frames): no frame to noise "
                                 "besides the conditioning one (more frames: --cos-size)", system, settings)
+        return ctx.measure_records(self, system, settings, sizing=sizing)
+
+    @staticmethod
+    def _design(system, settings, sizing: NoiseSizing):
+        """Injection steps, noised frames, the early stratum and every branch name of the sweep read."""
+        steps, frames = noise_injection_steps(settings, sizing), noise_frames(system, settings, sizing)
         early = [s for s in steps if s < EARLY * settings.steps] or steps[:1]
-        strata = {"early": early, "late": [s for s in steps if s not in early]}
         names = ["clean", *(f"{r}{s}" for r in STEP_READINGS for s in steps),
                  *(f"{r}{f}" for r in FRAME_READINGS for f in frames)]
+        return steps, frames, early, names
+
+    def measure_batch(self, ctx: RunContext, system, settings, batch, sizing: NoiseSizing) -> list[dict]:
+        """Per row of the noise sweep: the final score of every branch, and how far the arms moved the model
+        (`_leverage`)."""
+        steps, frames, early, names = self._design(system, settings, sizing)
+        res = noise_sweep(ctx, system, settings, batch, sizing)
+        score = {k: final_scores(ctx, system, res[k], batch.instances) for k in names}
+        moved = self._leverage(res, early, frames, len(batch.instances))
+        return [{"instance": inst.id, "seed": seed, "scores": {k: score[k][row] for k in names},
+                 "moved": {arm: v[row] for arm, v in moved.items()}}
+                for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds))]
+
+    def conclude(self, records: list[dict], system, settings, sizing: NoiseSizing):
+        steps, frames, early, names = self._design(system, settings, sizing)
+        strata = {"early": early, "late": [s for s in steps if s not in early]}
         per: dict[str, dict[str, list[float]]] = {}      # reading/stratum → instance → per-row differences
         worst, scores = {}, {k: [] for k in names}
         lev = {k: [] for k in ("step", "frame", "frame_applied", "step_final", "frame_final")}
         early_score: dict[str, list[float]] = {}
-        for batch in ctx.batches(settings):
-            res = noise_sweep(ctx, system, settings, batch, sizing)
-            score = {k: final_scores(ctx, system, res[k], batch.instances) for k in names}
-            moved = ctx.readout("leverage", res["clean"], lambda: self._leverage(res, early, frames, len(batch.instances)))
-            for row, inst in enumerate(batch.instances):
-                clean = score["clean"][row]
-                drop = lambda name: clean - score[name][row]
-                for r in STEP_READINGS:
-                    for fr in FRAME_READINGS:
-                        fd = np.mean([drop(f"{fr}{f}") for f in frames])
-                        for st, ss in strata.items():
-                            if ss:
-                                per.setdefault(f"{r}/{fr} {st}", {}).setdefault(inst.id, []).append(
-                                    np.mean([drop(f"{r}{s}") for s in ss]) - fd)
-                worst.setdefault(inst.id, []).append(max(drop(f"step{s}") for s in early)
-                                                     - max(drop(f"frame{f}") for f in frames))
-                for k in names:
-                    scores[k].append(score[k][row])
-                early_score.setdefault(inst.id, []).append(float(np.mean([score[f"step{s}"][row] for s in early])))
-                for arm in lev:
-                    lev[arm].append(moved[arm][row])
+        for rec in records:
+            inst_id, score = rec["instance"], rec["scores"]
+            clean = score["clean"]
+            drop = lambda name: clean - score[name]
+            for r in STEP_READINGS:
+                for fr in FRAME_READINGS:
+                    fd = np.mean([drop(f"{fr}{f}") for f in frames])
+                    for st, ss in strata.items():
+                        if ss:
+                            per.setdefault(f"{r}/{fr} {st}", {}).setdefault(inst_id, []).append(
+                                np.mean([drop(f"{r}{s}") for s in ss]) - fd)
+            worst.setdefault(inst_id, []).append(max(drop(f"step{s}") for s in early)
+                                                 - max(drop(f"frame{f}") for f in frames))
+            for k in names:
+                scores[k].append(score[k])
+            early_score.setdefault(inst_id, []).append(float(np.mean([score[f"step{s}"] for s in early])))
+            for arm in lev:
+                lev[arm].append(rec["moved"][arm])
         mean_inst = lambda d: [float(np.mean(v)) for _, v in sorted(d.items())]
         deciding = f"{DECIDING[0]}/{DECIDING[1]} early"
         est = bootstrap_ci(mean_inst(per[deciding]))
