@@ -136,9 +136,9 @@ class RunContext:
 
         self.label = claim.id
         try:
-            units = batch_units(claim.batch_settings(settings, **kw))
             rank, n_ranks = self.split
             alone_share = self.shard is not None      # a shard fills the store with its share and concludes on it
+            units = batch_units(claim.batch_settings(settings, **kw), interleave=self.sequential and not alone_share)
             mine = lambda k: n_ranks == 1 or k % n_ranks == rank
             points = (seq.look_points(len(units)) if self.sequential and not alone_share and units
                       else [len(units)])
@@ -416,14 +416,27 @@ def _plain_records(records: list[dict]) -> list[dict]:
     return json.loads(json.dumps(_plain(records)))
 
 
-def batch_units(phases: Sequence[ClaimSettings]) -> list[list[tuple[ClaimSettings, TaskBatch]]]:
+def across_tasks(insts: Sequence[Any]) -> list:
+    """The instances in task-interleaved order (the first of every task, then the second, ...): a sequential
+    look after the first batches then sees every task, not the first tasks of a task-major list (on the organism's
+    GPU tier a look at 5 of 13 batches held 3 of 10 tasks, and memory's anchor tasks not at all)."""
+    by: dict[str, list] = {}
+    for i in insts:
+        by.setdefault(i.task, []).append(i)
+    return [v[k] for k in range(max(map(len, by.values()), default=0)) for v in by.values() if k < len(v)]
+
+
+def batch_units(phases: Sequence[ClaimSettings], interleave: bool = False) -> list[list[tuple[ClaimSettings, TaskBatch]]]:
     """A records claim's units of work: unit k holds the k-th batch of each phase (`Claim.batch_settings`), in
     phase order, with that phase's settings. The batches of a phase are formed from its (instance × seed) rows
     as `RunContext.batches` forms them (so a phase that is the shared clean run's settings reads its batches),
-    and ranks and looks split the units by index: every look sees whole instances of every phase."""
+    and ranks and looks split the units by index: every look sees whole instances of every phase. `interleave`
+    (sequential looks): the rows in task-interleaved order (`across_tasks`), so every look sees every task; its
+    batches are then not those of a fixed-n run (their runs are not shared with one)."""
     per_phase = []
     for s in phases:
         insts, per = instances(s), instances_per_batch(s)
+        insts = across_tasks(insts) if interleave else insts
         per_phase.append([(s, insts[b:b + per]) for b in range(0, len(insts), per)])
     return [[(s, make_batch(chunk, s.seeds, s.height, s.width)) for s, chunk in
              (p[k] for p in per_phase if k < len(p))] for k in range(max(map(len, per_phase), default=0))]

@@ -193,3 +193,21 @@ def test_ranks_conclude_the_single_process_row(n, sequential):
     assert len(sampled) == len(set(sampled))
     assert len(sampled) == (alone.details["sequential"]["batches_used"] if sequential
                             else len(instances(SEQ)) // 8)
+
+
+def test_sequential_looks_see_every_task_from_the_first():
+    """Looks are at fractions of the batches: the rows are interleaved across tasks so the first look is not the
+    first tasks alone (task-major batches left memory's anchor tasks out of the organism's first look)."""
+    seen = []
+
+    class Tasks(Toy):
+        def conclude(self, records, system, settings):
+            seen.append({r["instance"].rsplit("-", 2)[0] for r in records})
+            return super().conclude(records, system, settings)
+
+    s = replace(SEQ, tasks=("grounding", "maze", "pattern"), instances=16)      # 48 rows, 6 batches of 8
+    RunContext(progress=False, sequential=True).measure_claim(Tasks(), _Effect(0.0), s)
+    assert len(seen) >= 1 and seen[0] == {"grounding", "maze", "pattern"}
+    seen.clear()
+    RunContext(progress=False, sequential=False).measure_claim(Tasks(), _Effect(0.0), s)   # fixed n: all of them
+    assert seen == [{"grounding", "maze", "pattern"}]
