@@ -46,7 +46,7 @@ import torch
 from cos.controls import SMALL, ref, scripted
 from cos.readouts import weights_per_step
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
-from cos.runner import RunContext, step_videos
+from cos.runner import RunContext, batch_units, step_videos
 from cos.stats import bootstrap_ci, interval, share_ci
 from cos.tasks import entropy, live_candidates
 
@@ -129,46 +129,61 @@ class Superposition(Claim):
         measured_quantity="candidate entropy drop of decoded x̂0 (first 20% minus last 20% of steps, nats) minus "
                           "that of the row's final x̂0 committed but blurred (the readout's bias)",
         threshold=0.05,    # nats: the noisy nulls give |mean| ≤ 0.007; smaller differences are not superposition
-        direction=">", version=3,
+        direction=">", version=4,    # 4: written as records (measure_batch + conclude + finish), the same as 3
         statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI")
     Details = SuperpositionDetails
     conditions = (f"≥ 2 live candidates (mass ≥ 0.1) in the first 20% of steps on a share of instances whose "
                   f"Wilson CI lies above {MIN_LIVE_SHARE}",)
 
-    def measure(self, ctx: RunContext, system, settings, trace: bool = True, reference: bool = True):
-        raw, null, null0, early_live, null_live, curves, null_curves, candidates = {}, {}, {}, {}, {}, [], [], {}
-        for batch in ctx.batches(settings):
-            res = ctx.clean_run(system, settings, batch)
+    def measure_batch(self, ctx: RunContext, system, settings, batch, trace: bool = True,
+                      reference: bool = True) -> list[dict]:
+        """Per row: the candidate entropy of x̂0 at every step, of its null and of the strict step-0 null, whether
+        ≥ 2 candidates are live early (x̂0 and null), the final mixture's largest weight and (with `trace`) the
+        mixture at every step (the filmstrips'); with `reference`, the same of the posterior sampler (ref(),
+        uniform prior) on the same rows, marked "ref"."""
+        out = self._rows(ctx, system, settings, batch, False, trace)
+        if reference and not system.name.startswith("reference"):
+            out += self._rows(ctx, ref(), settings, batch, True, False)
+        return out
 
-            def compute():
-                rows = [torch.stack([inst.cells(v) for v in step_videos(system, res, row)])
-                        for row, inst in enumerate(batch.instances)]
-                out = []
-                for row, inst in enumerate(batch.instances):
-                    final = final_of(rows, row)
-                    w = [inst.candidate_weights(v) for v in committed_blur(inst, rows[row], final)]
-                    w0 = [inst.candidate_weights(v) for v in toward_step0(rows[row], final)]
-                    out.append({"h": [entropy(x) for x in w], "h0": [entropy(x) for x in w0],
-                                "live": [live_candidates(x) for x in w]})
-                return out
-            nulls = ctx.readout("superposition-null-v3", res, compute)
-            for row, (inst, steps) in enumerate(zip(batch.instances, weights_per_step(ctx, system, settings, batch)[0])):
-                n = len(steps)
-                k_early = max(1, round(EARLY * n))
-                h = [entropy(w) for w in steps]
-                curves.append(h)
-                null_curves.append(nulls[row]["h"])
-                if trace:   # confidence: the final mixture's largest weight (whichever candidate it is)
-                    candidates.setdefault(inst.task, []).append((float(steps[-1].max()), inst, batch, row, steps))
-                raw.setdefault(inst.id, []).append(drop(h))
-                null.setdefault(inst.id, []).append(drop(nulls[row]["h"]))
-                null0.setdefault(inst.id, []).append(drop(nulls[row]["h0"]))
-                early_live.setdefault(inst.id, []).append(float(max(live_candidates(w) for w in steps[:k_early]) >= 2))
-                null_live.setdefault(inst.id, []).append(float(max(nulls[row]["live"][:k_early]) >= 2))
+    @staticmethod
+    def _rows(ctx: RunContext, system, settings, batch, tag: bool, trace: bool) -> list[dict]:
+        res = ctx.clean_run(system, settings, batch)
+        rows = [torch.stack([inst.cells(v) for v in step_videos(system, res, row)])
+                for row, inst in enumerate(batch.instances)]
+        out = []
+        for row, (inst, seed, steps) in enumerate(zip(batch.instances, batch.seeds,
+                                                      weights_per_step(ctx, system, settings, batch)[0])):
+            final = final_of(rows, row)
+            w = [inst.candidate_weights(v) for v in committed_blur(inst, rows[row], final)]
+            w0 = [inst.candidate_weights(v) for v in toward_step0(rows[row], final)]
+            k_early = max(1, round(EARLY * len(steps)))
+            rec = {"instance": inst.id, "seed": seed, "ref": tag, "h": [entropy(x) for x in steps],
+                   "h_null": [entropy(x) for x in w], "h_null0": [entropy(x) for x in w0],
+                   "live_early": float(max(live_candidates(x) for x in steps[:k_early]) >= 2),
+                   "null_live_early": float(max(live_candidates(x) for x in w[:k_early]) >= 2),
+                   "confidence": float(steps[-1].max())}   # the final mixture's largest weight (any candidate)
+            if trace:
+                rec["weights"] = [x.tolist() for x in steps]
+            out.append(rec)
+        return out
+
+    def conclude(self, records: list[dict], system, settings, trace: bool = True, reference: bool = True):
+        raw, null, null0, early_live, null_live, curves, null_curves = {}, {}, {}, {}, {}, [], []
+        for r in records:
+            if r["ref"]:
+                continue
+            k = r["instance"]
+            curves.append(r["h"])
+            null_curves.append(r["h_null"])
+            raw.setdefault(k, []).append(drop(r["h"]))
+            null.setdefault(k, []).append(drop(r["h_null"]))
+            null0.setdefault(k, []).append(drop(r["h_null0"]))
+            early_live.setdefault(k, []).append(r["live_early"])
+            null_live.setdefault(k, []).append(r["null_live_early"])
         if any(not np.isfinite(v) for d in (raw, null) for vs in d.values() for v in vs):
             return self.empty_row("error", "a non-finite entropy drop (raw or null)", system, settings)
         diffs = {k: [r - z for r, z in zip(raw[k], null[k])] for k in raw}
-        arrays, traces = self._traces(ctx, system, settings, candidates, ctx.report_instances) if trace else ({}, [])
         per = lambda d: [float(np.mean(v)) for v in d.values()]
         est = bootstrap_ci(per(diffs))
         r_est, n_est, n0_est = bootstrap_ci(per(raw)), bootstrap_ci(per(null)), bootstrap_ci(per(null0))
@@ -176,7 +191,8 @@ class Superposition(Claim):
         live_null = share_ci(list(null_live.values()))
         ref_row = None
         if reference and not system.name.startswith("reference"):
-            r = self.measure(ctx, ref(), settings, trace=False, reference=False)
+            r = self.conclude([{**x, "ref": False} for x in records if x["ref"]], ref(), settings, trace=False,
+                              reference=False)
             d = r.details
             ref_row = {"model": r.model, "difference": r.measured, "difference_ci": [r.ci_low, r.ci_high],
                        "status": r.status, **{k: d.get(k) for k in ("raw_drop", "raw_drop_ci", "null_drop",
@@ -192,7 +208,7 @@ class Superposition(Claim):
             share_two_live_early_null=live_null.value,
             entropy_per_step=np.mean(curves, axis=0).round(4).tolist(),
             entropy_per_step_ci=[interval(c) for c in np.array(curves).T],
-            null_entropy_per_step=np.mean(null_curves, axis=0).round(4).tolist(), traces=traces), arrays,
+            null_entropy_per_step=np.mean(null_curves, axis=0).round(4).tolist()),
             samples={k: {"entropy_drop": v, "null_drop": null[k], "difference": diffs[k], "null_step0_drop": null0[k],
                          "two_live_early": early_live[k]} for k, v in raw.items()})
         res.reason = (f"raw drop {r_est}, null (committed, blurred) {n_est}, difference {est}" +
@@ -204,10 +220,27 @@ class Superposition(Claim):
                              f"entropy drops beyond the null, but the share of instances with ≥ 2 live candidates "
                              f"early is {live}, not above {MIN_LIVE_SHARE}; {res.reason}", "live_candidates_early")
 
+    def finish(self, ctx: RunContext, system, settings, records: list[dict], result, trace: bool = True,
+               reference: bool = True):
+        """The x̂0 filmstrips (report only): `_traces` of the model's rows, into the row's arrays and details."""
+        if not trace or "traces" not in result.details:      # an empty row (non-finite drop) has none
+            return result
+        arrays, traces = self._traces(ctx, system, settings, [r for r in records if not r["ref"]],
+                                      ctx.report_instances)
+        result.arrays.update(arrays)
+        result.details["traces"] = traces
+        return result
+
     @staticmethod
-    def _traces(ctx, system, settings, candidates: dict, per_task: int) -> tuple[dict, list[dict]]:
+    def _traces(ctx, system, settings, records: list[dict], per_task: int) -> tuple[dict, list[dict]]:
         """x̂0 filmstrips of every task: its most and least confident instances (alternately, `per_task` of
         them), decoded at ≤ TRACE_STEPS steps as uint8 (small arrays), with the mixture at every step."""
+        where = {(inst.id, seed): (inst, batch, row) for unit in batch_units([settings]) for _, batch in unit
+                 for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds))}
+        candidates: dict[str, list] = {}
+        for r in records:
+            inst, batch, row = where[(r["instance"], r["seed"])]
+            candidates.setdefault(inst.task, []).append((r["confidence"], inst, batch, row, r["weights"]))
         arrays, traces = {}, []
         for task in sorted(candidates):
             rows = sorted(candidates[task], key=lambda c: -c[0])
@@ -224,7 +257,7 @@ class Superposition(Claim):
                 x0 = step_videos(system, res, row)[at].clamp(0, 1).permute(0, 1, 3, 4, 2)
                 arrays[f"{key}.x0"] = (x0 * 255).round().to(torch.uint8).numpy()
                 arrays[f"{key}.steps"] = np.asarray(at, dtype=np.int64)
-                arrays[f"{key}.weights"] = torch.stack([w[order] for w in steps]).numpy()
+                arrays[f"{key}.weights"] = np.asarray(steps, dtype=np.float64)[:, order]
                 arrays[f"{key}.sigmas"] = np.asarray(res.sigmas, dtype=np.float64)
                 traces.append({"task": inst.task, "instance": inst.seed, "seed": batch.seeds[row], "prompt": inst.prompt,
                                "key": key, "confidence": round(conf, 4),
