@@ -136,8 +136,8 @@ class Ensemble(Claim):
         measured_quantity="score, mid-window ensemble minus baseline (paired)",
         threshold=0.005,   # score points; the paper's gain is 0.031
         direction=">", paper={"baseline": 0.685, "mid": 0.716, "early": 0.688, "all": 0.690},
-        version=4)   # 3: with --cos-vbvr, on VBVR-Bench scored by VBVR-EvalKit; 4: the step-0 leverage gate and
-                     # the every-step reading (task suite)
+        version=5)   # 3: with --cos-vbvr, on VBVR-Bench scored by VBVR-EvalKit; 4: the step-0 leverage gate and
+                     # the every-step reading (task suite); 5: the task suite written as records
     Details = EnsembleDetails
     conditions = ("mid − early and mid − all: paired CIs not wholly below 0",
                   f"leverage (task suite): the step-0 ceiling ({CEILING}) moves the score by a mean |change| whose "
@@ -185,31 +185,49 @@ class Ensemble(Claim):
     def _measure_suite(self, ctx: RunContext, system, settings, seeds=SEEDS, sized: bool = False,
                        every_step: bool = True):
         settings = replace(settings if sized else ensemble_settings(settings), seeds=tuple(seeds))
+        return ctx.measure_records(self, system, settings, every_step=every_step)
+
+    @staticmethod
+    def _arms(every_step: bool) -> list[str]:
         # the ceiling first, then the step-0 windows; the every-step reading last
-        arms = ["baseline", "ceiling", *WINDOWS] + (["every_step"] if every_step else [])
-        per = {name: {} for name in arms}
-        rel = {name: {} for name in ("ceiling", "mid")}     # relative change of the final latents, per row
+        return ["baseline", "ceiling", *WINDOWS] + (["every_step"] if every_step else [])
+
+    def measure_batch(self, ctx: RunContext, system, settings, batch, every_step: bool = True) -> list[dict]:
+        """Per row (an instance's seed): the final score under every arm, and the relative change of the final
+        latents under the ceiling and the mid window against the baseline."""
+        arms = self._arms(every_step)
         every = list(range(settings.steps))
-        for batch in ctx.batches(settings):
-            ids = [inst.id for inst in batch.instances]
-            group = [sorted(set(ids)).index(x) for x in ids]
-            ivs = {"baseline": [],
-                   "ceiling": [EnsembleAverage(blocks="all", steps=[0], groups=group, what="output")],
-                   **{w: [EnsembleAverage(blocks=window(WINDOWS[w], system.num_layers), steps=[0], groups=group)]
-                      for w in WINDOWS},
-                   "every_step": [EnsembleAverage(blocks=window(WINDOWS["mid"], system.num_layers), steps=every,
-                                                  groups=group)]}
-            base = None
-            for name in arms:
-                res = ctx.run(system, settings, batch, interventions=ivs[name])
-                for inst, sc in zip(batch.instances, final_scores(ctx, system, res, batch.instances)):
-                    per[name].setdefault(inst.id, []).append(sc)
-                if name == "baseline":
-                    base = res.latents.flatten(1).double()
-                if name in rel:
-                    d = (res.latents.flatten(1).double() - base).norm(dim=1) / base.norm(dim=1).clamp_min(1e-12)
-                    for inst, r in zip(batch.instances, d.tolist()):
-                        rel[name].setdefault(inst.id, []).append(r)
+        ids = [inst.id for inst in batch.instances]
+        group = [sorted(set(ids)).index(x) for x in ids]
+        ivs = {"baseline": [],
+               "ceiling": [EnsembleAverage(blocks="all", steps=[0], groups=group, what="output")],
+               **{w: [EnsembleAverage(blocks=window(WINDOWS[w], system.num_layers), steps=[0], groups=group)]
+                  for w in WINDOWS},
+               "every_step": [EnsembleAverage(blocks=window(WINDOWS["mid"], system.num_layers), steps=every,
+                                              groups=group)]}
+        out = [{"instance": inst.id, "seed": seed, "scores": {}, "rel": {}}
+               for inst, seed in zip(batch.instances, batch.seeds)]
+        base = None
+        for name in arms:
+            res = ctx.run(system, settings, batch, interventions=ivs[name])
+            for rec, sc in zip(out, final_scores(ctx, system, res, batch.instances)):
+                rec["scores"][name] = sc
+            if name == "baseline":
+                base = res.latents.flatten(1).double()
+            if name in ("ceiling", "mid"):
+                d = (res.latents.flatten(1).double() - base).norm(dim=1) / base.norm(dim=1).clamp_min(1e-12)
+                for rec, r in zip(out, d.tolist()):
+                    rec["rel"][name] = r
+        return out
+
+    def conclude(self, records: list[dict], system, settings, every_step: bool = True):
+        per = {name: {} for name in self._arms(every_step)}
+        rel = {name: {} for name in ("ceiling", "mid")}     # relative change of the final latents, per row
+        for rec in records:
+            for name in per:
+                per[name].setdefault(rec["instance"], []).append(rec["scores"][name])
+            for name in rel:
+                rel[name].setdefault(rec["instance"], []).append(rec["rel"][name])
         lev = leverage(per, rel)
         mean = {name: [np.mean(v) for _, v in sorted(d.items())] for name, d in per.items()}
         best = [max(v) for _, v in sorted(per["baseline"].items())]
