@@ -137,7 +137,8 @@ class SwapFlip(Claim):
     spec = ClaimSpec(
         id="layers.swap_flip", title="Swapping a middle layer flips the grounding outcome", paper_ref="Sec 5.2, Fig 6b",
         paper_value="layer 20 of 40 flips the outcome", measured_quantity="flip rate, middle-depth minus outer swapped blocks",
-        threshold=0.0, direction=">", version=3)   # 3: the step-0 leverage gate and the every-step reading
+        threshold=0.0, direction=">",
+        version=4)   # 3: the step-0 leverage gate and the every-step reading; 4: written as records
     Details = SwapDetails
     conditions = (f"the flip-rate peak lies in depth {list(MIDDLE_SWAP)}, its bootstrap interval over instances "
                   "included",
@@ -155,41 +156,62 @@ class SwapFlip(Claim):
         k's update with the alternative configuration's and see whether the final outcome flips.
         `identity=True` swaps in the run's own (nothing can flip)."""
         sizing = sizing or self.sizing_for(settings)
+        blocks, _, mid, outer, _ = self._layout(system, sizing)
+        if not mid or not outer:
+            raise InputError(f"layers.swap_flip: blocks {blocks} of {system.num_layers} give no middle-depth "
+                             f"{MIDDLE_SWAP} or outer block; use a deeper model or stride 1")
+        s = replace(settings, tasks=("grounding",), instances=sizing.instances)
+        return ctx.measure_records(self, system, s, sizing=sizing, identity=identity)
+
+    @staticmethod
+    def _layout(system, sizing: SwapSizing):
+        """Blocks swapped at step 0, their depths, the middle and outer ones, and those of the every-step reading
+        (the middle and outer blocks, which its estimate reads, to hold its cost down)."""
         L = system.num_layers
         blocks = list(range(0, L, sizing.stride))
-        s = replace(settings, tasks=("grounding",), instances=sizing.instances)
         depth = {b: b / max(1, L - 1) for b in blocks}
         mid = [b for b in blocks if MIDDLE_SWAP[0] <= depth[b] <= MIDDLE_SWAP[1]]
         outer = [b for b in blocks if depth[b] < OUTER or depth[b] > 1 - OUTER]
-        if not mid or not outer:
-            raise InputError(f"layers.swap_flip: blocks {blocks} of {L} give no middle-depth {MIDDLE_SWAP} or outer "
-                             f"block; use a deeper model or stride 1")
+        return blocks, depth, mid, outer, sorted(mid + outer) if sizing.every_step else []
+
+    def measure_batch(self, ctx: RunContext, system, settings, batch, sizing: SwapSizing,
+                      identity: bool = False) -> list[dict]:
+        """Per row: whether the outcome flips under the ceiling, under each block's step-0 swap and (every-step
+        reading) each swept block's every-step swap, against the row's own unswapped outcome."""
+        s = settings
+        blocks, _, _, _, blocks_every = self._layout(system, sizing)
         every = list(range(s.steps))
-        # the every-step reading sweeps the blocks its estimate reads (middle and outer), to hold its cost down
-        blocks_every = sorted(mid + outer) if sizing.every_step else []
+        src_batch = batch if identity else make_batch([i.alternative for i in batch.instances], [0], s.height,
+                                                      s.width)
+        src_batch.seeds = list(batch.seeds)
+        cap = CaptureBlocks(blocks=blocks, steps=every if sizing.every_step else [0], cfg_pass="cond",
+                            what="update")
+        top = CaptureBlocks(blocks=[0], steps=[0], cfg_pass="both", what="output")
+        ctx.run(system, s, src_batch, interventions=[cap, top], until=None if sizing.every_step else 1)
+        out = lambda res: final_scores(ctx, system, res, batch.instances, outcome, "outcome")
+        base = out(ctx.run(system, s, batch))
+        flip = lambda ivs: [float(o != b0) for o, b0 in zip(out(ctx.run(system, s, batch, interventions=ivs)), base)]
+        # the ceiling first: the alternative's whole step-0 forward
+        ceiling = flip([SwapBlock(0, top, steps=[0], cfg_pass="both", what="output")])
+        flips = {b: flip([SwapBlock(b, cap, steps=[0], what="update")]) for b in blocks}
+        flips_every = {b: flip([SwapBlock(b, cap, steps=every, what="update")]) for b in blocks_every}
+        return [{"instance": inst.id, "seed": seed, "ceiling": ceiling[row],
+                 "flips": {str(b): f[row] for b, f in flips.items()},
+                 "flips_every": {str(b): f[row] for b, f in flips_every.items()}}
+                for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds))]
+
+    def conclude(self, records: list[dict], system, settings, sizing: SwapSizing, identity: bool = False):
+        s = settings
+        blocks, depth, mid, outer, blocks_every = self._layout(system, sizing)
         ceiling: dict[str, list[float]] = {}
         flips = {b: {} for b in blocks}
         flips_every = {b: {} for b in blocks_every}
-        for batch in ctx.batches(s):
-            src_batch = batch if identity else make_batch([i.alternative for i in batch.instances], [0], s.height,
-                                                          s.width)
-            src_batch.seeds = list(batch.seeds)
-            cap = CaptureBlocks(blocks=blocks, steps=every if sizing.every_step else [0], cfg_pass="cond",
-                                what="update")
-            top = CaptureBlocks(blocks=[0], steps=[0], cfg_pass="both", what="output")
-            ctx.run(system, s, src_batch, interventions=[cap, top], until=None if sizing.every_step else 1)
-            out = lambda res: final_scores(ctx, system, res, batch.instances, outcome, "outcome")
-            base = out(ctx.run(system, s, batch))
-
-            def tally(into, ivs):
-                for inst, o, b0 in zip(batch.instances, out(ctx.run(system, s, batch, interventions=ivs)), base):
-                    into.setdefault(inst.id, []).append(float(o != b0))
-            # the ceiling first: the alternative's whole step-0 forward
-            tally(ceiling, [SwapBlock(0, top, steps=[0], cfg_pass="both", what="output")])
+        for r in records:
+            ceiling.setdefault(r["instance"], []).append(r["ceiling"])
             for b in blocks:
-                tally(flips[b], [SwapBlock(b, cap, steps=[0], what="update")])
+                flips[b].setdefault(r["instance"], []).append(r["flips"][str(b)])
             for b in blocks_every:
-                tally(flips_every[b], [SwapBlock(b, cap, steps=every, what="update")])
+                flips_every[b].setdefault(r["instance"], []).append(r["flips_every"][str(b)])
         lev = leverage(ceiling)
         r0 = read_flips(flips, blocks, depth, mid, outer)
         est, peak, peak_est, ids = r0["est"], r0["peak"], r0["peak_est"], r0["ids"]
