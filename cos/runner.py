@@ -138,7 +138,7 @@ class RunContext:
         try:
             rank, n_ranks = self.split
             alone_share = self.shard is not None      # a shard fills the store with its share and concludes on it
-            units = batch_units(claim.batch_settings(settings, **kw), interleave=self.sequential and not alone_share)
+            units = self.units_of(claim, settings, **kw)
             mine = lambda k: n_ranks == 1 or k % n_ranks == rank
             points = (seq.look_points(len(units)) if self.sequential and not alone_share and units
                       else [len(units)])
@@ -195,6 +195,12 @@ class RunContext:
             return res
         finally:
             self.label = ""
+
+    def units_of(self, claim, settings: ClaimSettings, **kw) -> list[list[tuple[ClaimSettings, TaskBatch]]]:
+        """The units a records claim's batches form in this run (`batch_units` of its `batch_settings`, task-
+        interleaved under sequential looks): what `measure_records` samples, and where `Claim.finish` finds the
+        batch a record came from."""
+        return batch_units(claim.batch_settings(settings, **kw), interleave=self.sequential and self.shard is None)
 
     @staticmethod
     def _look_stops(claim, res, look, last, at95: Callable[[], Any]) -> str:

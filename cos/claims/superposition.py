@@ -46,7 +46,7 @@ import torch
 from cos.controls import SMALL, ref, scripted
 from cos.readouts import weights_per_step
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
-from cos.runner import RunContext, batch_units, step_videos
+from cos.runner import RunContext, step_videos
 from cos.stats import bootstrap_ci, interval, share_ci
 from cos.tasks import entropy, live_candidates
 
@@ -225,17 +225,19 @@ class Superposition(Claim):
         """The x̂0 filmstrips (report only): `_traces` of the model's rows, into the row's arrays and details."""
         if not trace or "traces" not in result.details:      # an empty row (non-finite drop) has none
             return result
-        arrays, traces = self._traces(ctx, system, settings, [r for r in records if not r["ref"]],
+        units = ctx.units_of(self, settings, trace=trace, reference=reference)
+        arrays, traces = self._traces(ctx, system, settings, units, [r for r in records if not r["ref"]],
                                       ctx.report_instances)
         result.arrays.update(arrays)
         result.details["traces"] = traces
         return result
 
     @staticmethod
-    def _traces(ctx, system, settings, records: list[dict], per_task: int) -> tuple[dict, list[dict]]:
+    def _traces(ctx, system, settings, units: list, records: list[dict], per_task: int) -> tuple[dict, list[dict]]:
         """x̂0 filmstrips of every task: its most and least confident instances (alternately, `per_task` of
-        them), decoded at ≤ TRACE_STEPS steps as uint8 (small arrays), with the mixture at every step."""
-        where = {(inst.id, seed): (inst, batch, row) for unit in batch_units([settings]) for _, batch in unit
+        them), decoded at ≤ TRACE_STEPS steps as uint8 (small arrays), with the mixture at every step (each row
+        read from the batch of `units` it was sampled in)."""
+        where = {(inst.id, seed): (inst, batch, row) for unit in units for _, batch in unit
                  for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds))}
         candidates: dict[str, list] = {}
         for r in records:
