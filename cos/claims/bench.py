@@ -65,7 +65,9 @@ class Bench(Claim):
                **{f"ood/{c}": v for c, v in zip(CATS, (0.768, 0.572, 0.547, 0.618, 0.615))},
                **{f"ensemble/id/{c}": v for c, v in zip(CATS, (0.760, 0.744, 0.809, 0.749, 0.858))},
                **{f"ensemble/ood/{c}": v for c, v in zip(CATS, (0.803, 0.705, 0.531, 0.639, 0.716))}},
-        version=5)   # 3: with --cos-vbvr, VBVR-Bench scores against Table 1; 4: the task suite written as records;
+        version=5, effect=0.1,
+        effect_note="chosen: the paper's 0.685 is a VBVR-Bench score, not a score above the random candidate on this "
+                    "suite; 0.1 above it")   # 3: with --cos-vbvr, VBVR-Bench scores against Table 1; 4: the task suite written as records;
                      # 5: a split scored right/wrong is decided on the Wilson interval of its share right
     Details = BenchDetails
     conditions = ("in-domain and out-of-domain separately: score − 1/K with a CI above 0",)

@@ -87,7 +87,9 @@ class InformationFlow(Claim):
         measured_quantity="final-step 1 − CKA after the earliest injection minus after a reseed",
         threshold=0.05,    # in 1 − CKA: an injection that moves the outcome less than this beyond a reseed did not
         direction=">", version=4,    # 4: written as records (measure_batch + conclude), the same quantity as 3
-        statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI")
+        statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI",
+        effect=0.1, effect_note="chosen: the paper shows little recovery (Fig 3c) without a 1 − CKA beyond a reseed; "
+                                "0.15, 0.1 above the threshold")
     Details = InformationFlowDetails
     conditions = (f"reported, not decided: where the re-noised reading's sensitivity curve (final 1 − CKA per "
                   f"injection step minus a reseed's, ≥ 5 points) peaks, with its bootstrap interval, against the "

@@ -130,7 +130,9 @@ class Superposition(Claim):
                           "that of the row's final x̂0 committed but blurred (the readout's bias)",
         threshold=0.05,    # nats: the noisy nulls give |mean| ≤ 0.007; smaller differences are not superposition
         direction=">", version=4,    # 4: written as records (measure_batch + conclude + finish), the same as 3
-        statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI")
+        statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI",
+        effect=0.1, effect_note="chosen: the paper shows several candidates early (Fig 1-2) without an entropy; "
+                                "0.15 nats beyond the null, 0.1 above the threshold")
     Details = SuperpositionDetails
     conditions = (f"≥ 2 live candidates (mass ≥ 0.1) in the first 20% of steps on a share of instances whose "
                   f"Wilson CI lies above {MIN_LIVE_SHARE}",)

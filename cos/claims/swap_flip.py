@@ -138,7 +138,9 @@ class SwapFlip(Claim):
         id="layers.swap_flip", title="Swapping a middle layer flips the grounding outcome", paper_ref="Sec 5.2, Fig 6b",
         paper_value="layer 20 of 40 flips the outcome", measured_quantity="flip rate, middle-depth minus outer swapped blocks",
         threshold=0.0, direction=">",
-        version=4)   # 3: the step-0 leverage gate and the every-step reading; 4: written as records
+        version=4,   # 3: the step-0 leverage gate and the every-step reading; 4: written as records
+        effect=0.25, effect_note="chosen: the paper shows layer 20 of 40 flipping outcomes (Sec 5) without a rate "
+                                 "against the outer blocks; middle blocks flipping a quarter more")
     Details = SwapDetails
     conditions = (f"the flip-rate peak lies in depth {list(MIDDLE_SWAP)}, its bootstrap interval over instances "
                   "included",
