@@ -23,7 +23,8 @@ A14B = dict(patch_size=(1, 2, 2), num_attention_heads=40, attention_head_dim=128
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", choices=["a14b", "tiny"], default="tiny")
+    ap.add_argument("--shape", choices=["a14b", "tiny", "layout"], default="tiny",
+                    help="layout: the A14B block count (40) and real VAE config on a tiny width: what `cos plan` counts, without 28 GB of weights")
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -36,6 +37,8 @@ def main() -> None:
             t = WanTransformer3DModel(**A14B).eval()
             torch.set_default_dtype(prev)
         vae = AutoencoderKLWan()            # the Wan2.1/2.2-A14B VAE config (z_dim 16, base_dim 96)
+    elif args.shape == "layout":
+        t, vae = tiny_transformer(0, A14B["num_layers"]), AutoencoderKLWan()
     else:
         t, vae = tiny_transformer(0, 4), tiny_vae(0)
     t.save_pretrained(out / "transformer", max_shard_size="10GB")
