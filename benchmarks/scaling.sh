@@ -88,7 +88,7 @@ PY
 }
 
 # all3 NAME: every process count's table side by side, every row at full precision, and per rank and claim the
-# seconds in its share, at the barrier and in the replay (what bounds the run)
+# seconds in its share, at the looks' gathers and concluding (what bounds the run)
 all3() {
   local name=$1 files=("$OUT/$1-1/claims-status.json")
   for N in "${NS[@]}"; do files+=("$OUT/$name-$N/claims-status.json"); done
@@ -98,8 +98,8 @@ all3() {
 import json, sys
 p = json.load(open(sys.argv[1]))["provenance"]
 for r, ph in enumerate(p.get("rank_phases_s") or []):
-    tot = {k: round(sum(v.get(k, 0) for v in ph.values()), 1) for k in ("fill", "barrier", "replay")}
-    print(f"{sys.argv[1]}: rank {r} seconds in its share / at barriers / replaying: {tot}")
+    tot = {k: round(sum(v.get(k, 0) for v in ph.values()), 1) for k in ("share", "gather", "conclude")}
+    print(f"{sys.argv[1]}: rank {r} seconds in its share / at the gathers / concluding: {tot}")
 PY
   done
 }

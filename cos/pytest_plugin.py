@@ -357,7 +357,7 @@ class CosSession:
         # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)
         prov["rank_store"] = [g["store"] for g in gathered]
         if world > 1 and self.ctx.shard is None:
-            # per rank, per claim: seconds in its share, waiting at the barrier, replaying (what bounds the run)
+            # per rank, per claim: seconds measuring its share, at the looks' gathers, concluding (what bounds the run)
             prov["rank_phases_s"] = [g["phases"] for g in gathered]
         if self.eta is not None:
             prov["eta_s"] = round(self.eta["eta_s"], 1)

@@ -32,15 +32,15 @@ def weights_per_step(ctx: RunContext, system: WanSystem, settings: ClaimSettings
             whole.append(w)
             per_frame.append(pf)
         return whole, per_frame
-    return ctx.readout("weights_per_step" + ("" if frames is None else "+frames"), res, compute)
+    return compute()
 
 
 def final_scores(ctx: RunContext, system: WanSystem, run, instances: Sequence[TaskInstance],
                  fn: Callable[[TaskInstance, torch.Tensor], Any] | None = None, name: str = "scores") -> list:
-    """`fn(instance, decoded final video)` (default: the instance's score) for every row of a run, computed once
-    per data-parallel run on the rank that sampled it (`RunContext.readout`)."""
+    """`fn(instance, decoded final video)` (default: the instance's score) for every row of a run (`name` is kept
+    for callers; a records claim calls this in `measure_batch`, once, on the rank that sampled the run)."""
     fn = fn or (lambda inst, v: inst.score(v))
-    return ctx.readout(name, run, lambda: [fn(i, v) for i, v in zip(instances, videos(system, run.latents))])
+    return [fn(i, v) for i, v in zip(instances, videos(system, run.latents))]
 
 
 def commit_step(shows: list[bool]) -> int:
@@ -67,8 +67,8 @@ def clean_rows(ctx: RunContext, system: WanSystem, settings: ClaimSettings,
                read: Callable[[TaskInstance, torch.Tensor, torch.Tensor], Any],
                tasks: Sequence[str] | None = None) -> Iterator[tuple[TaskInstance, int, Any]]:
     """(instance, seed, `read(instance, per-step decoded x̂0 (S, F, 3, H, W), final video)`) for every row of the
-    shared clean run (of `tasks`). `read` runs once per row and data-parallel run, on the rank that sampled the
-    row (`RunContext.readout`): it should return what the claim keeps of the row, not the videos."""
+    shared clean run (of `tasks`), for a claim that loops over `ctx.batches` itself. `read` should return what the
+    claim keeps of the row, not the videos."""
     for batch in ctx.batches(settings):
         yield from clean_batch_rows(ctx, system, settings, batch, read, tasks)
 
@@ -76,7 +76,7 @@ def clean_rows(ctx: RunContext, system: WanSystem, settings: ClaimSettings,
 def clean_batch_rows(ctx: RunContext, system: WanSystem, settings: ClaimSettings, batch: TaskBatch,
                      read: Callable[[TaskInstance, torch.Tensor, torch.Tensor], Any],
                      tasks: Sequence[str] | None = None) -> list[tuple[TaskInstance, int, Any]]:
-    """`clean_rows` of one batch (a claim written as records reads its batch with this)."""
+    """`clean_rows` of one batch (a claim written as records reads its batch with this in `measure_batch`)."""
     mine = [tasks is None or inst.task in tasks for inst in batch.instances]
     if not any(mine):       # a batch of other tasks only: nothing to read, nothing to sample
         return []
@@ -87,7 +87,7 @@ def clean_batch_rows(ctx: RunContext, system: WanSystem, settings: ClaimSettings
         return [read(inst, step_videos(system, res, row), final[row]) if m else None
                 for row, (inst, m) in enumerate(zip(batch.instances, mine))]
     return [(inst, batch.seeds[row], out) for row, (inst, m, out)
-            in enumerate(zip(batch.instances, mine, ctx.readout("rows", res, compute))) if m]
+            in enumerate(zip(batch.instances, mine, compute())) if m]
 
 
 # ---------------------------------------------------------------- the noise sweep (Sec. 3.2)

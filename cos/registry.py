@@ -202,7 +202,7 @@ class Claim:
         """Host-side work of `measure` beyond the forwards, for the ETA: "decode" (one row's video decoded),
         "weights" (one NNLS candidate mixture; "frame_weights" of one frame), "score" (one video scored), "cka"
         (one x̂0 comparison). Divided over the ranks of a data-parallel run, as the batches are (each reads out
-        the batches it sampled: cos.runner.RunContext.readout)."""
+        the batches it sampled in `measure_batch`: cos.runner.RunContext.measure_records)."""
         return {}
 
     # ---------------------------------------------------------------- building the row

@@ -4,33 +4,30 @@ It owns what used to be module globals: the result store, this process's share o
 in-process runs (the clean x̂0 run, the noise sweep) and the loader of the distilled model. The plugin makes
 one per session; a control or a script makes its own (`RunContext()`: no store, alone).
 
-Data parallel (several processes, `accelerate launch` / `torchrun`; see `cos.parallel`): `measure_claim` runs a
-claim's `measure` twice. Pass 1 ("fill"): `batches` yields only this rank's batches (batch k goes to rank
-k mod N; batches are formed from the (instance × seed) rows before they are split, so the split is fixed by
-the rows, whatever N) and every sampling run lands in the shared result store; what `measure` concludes from
-its part is thrown away. A barrier. Pass 2 ("replay"): `batches` yields every batch in the one order of a
-single process, every run is read back from the store, and `measure` computes its statistics on all
-instances exactly as one process does, on every rank (rank 0 writes the table).
+A claim is written as records (`cos.registry.Claim`): `measure_batch` turns one batch of (instance × seed) rows
+into small records of plain numbers, `conclude` turns the records of the batches so far into the row, `finish`
+adds report-only extras once. `measure_records` runs that loop: the batches of the claim's `batch_settings`
+(phases, e.g. frame counts, interleaved into units: unit k holds the k-th batch of every phase) are formed from
+the rows before they are split, so every rank count samples the single-process batches; unit k goes to rank
+k mod N. After each look (one at fixed n; up to `cos.sequential.LOOKS` with --cos-sequential) the ranks gather
+their records (`World.gather`: small dicts, a few numbers a row), put them in unit order, and every rank
+concludes on the same records at the look's level and stops at the same look; rank 0 writes the table. The
+decision is taken on the same records in the same order whatever the number of processes, so 1 and N processes
+give the same table. Records are JSON round-tripped (`_plain_records`) whether or not they were stored, so a
+conclusion never sees a type the store would change.
 
-Why the store and not `gather_object` of per-batch results: the claims accumulate whatever they need in their
-own loop bodies (dicts by instance, curves, counters); gathering would mean rewriting every claim into
-"per-batch function + reducer". Replaying from the store leaves claim code unchanged, gives the same table as
-one process by construction (same order, same values: a computed run is handed out in the same CPU form a
-stored one is read back in), and is also what makes a run resumable: a rank that dies loses only the batch it
-was computing, and a relaunch (any N) finds the rest in the store.
+Records and runs are kept in the result store: a batch's records under the claim's id, version and module
+source (`records_key`: a claim edited without a version bump still gets new records), its sampling runs under
+the model, settings, rows and interventions (`RunContext.run`, `sweep`). A rank that dies loses only the batch
+it was computing; a relaunch (any N) finds the rest. Runs that capture activations are stored with what they
+captured (see `run`). Host-side readouts (decoding, NNLS mixtures, scores, CKA) happen inside `measure_batch`,
+on the rank that sampled the batch, once: only their records cross ranks.
 
-The replay must not repeat the host-side work (decoding, NNLS mixtures, scores, CKA): on 4 GPUs every rank
-replaying all of it held the A14B-shaped full tier at an efficiency of 0.73. So a claim wraps each batch's
-readouts in `ctx.readout(name, run, fn)`: in the fill pass each rank computes the readouts of its own batches
-and keeps them, the barrier gathers them (`gather_object`: small things, scalars and candidate weights), and
-the replay is served them by (claim, name, the run's store key) instead of recomputing. They are not written
-to the store: a readout's meaning changes with cos's code, not with the run, so a stored one could be stale.
-Runs that capture activations are stored with what they captured (see `run`).
+(Before records, each claim ran twice under several processes, a fill pass into the store and a replay of
+every batch on every rank served gathered readouts; that machinery is gone.)
 """
 from __future__ import annotations
 
-import functools
-import pickle
 import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping
@@ -55,8 +52,8 @@ ENGINE = 2
 @dataclass
 class RunContext:
     """Where a claims session keeps its state. `world`: this process among the run's processes (data parallel
-    through `measure_claim`); `shard=(i, n)`: `--cos-shard`, only every n-th batch from the i-th, into the store
-    (a world of n that never meets: no replay, rows are left to `cos merge` and an unsharded rerun)."""
+    through `measure_records`); `shard=(i, n)`: `--cos-shard`, only every n-th batch from the i-th, into the store
+    (a world of n that never meets: no gather, rows are left to `cos merge` and an unsharded rerun)."""
 
     store: ResultStore | None = None
     shard: tuple[int, int] | None = None
@@ -73,14 +70,9 @@ class RunContext:
     # every stored run read or written: {"key", "kind", "rows": [(instance id, seed)]} (samples.jsonl names them)
     key_log: list = field(default_factory=list, repr=False)
     _distilled: Any = field(default=None, repr=False)
-    _phase: str = field(default="all", repr=False)     # all | fill | replay
-    _batched: bool = field(default=False, repr=False)
     ran: dict = field(default_factory=dict, repr=False)  # instance id -> seeds this process sampled (own share)
-    # readouts this rank computed in the fill pass / every rank's, served in the replay (see `readout`)
-    _own_readouts: dict = field(default_factory=dict, repr=False)
-    _readouts: dict = field(default_factory=dict, repr=False)
-    # claim -> seconds this rank spent in its share (fill), waiting for the others (barrier), and in the replay:
-    # what bounds a data-parallel run (provenance records it per rank)
+    # claim -> seconds this rank spent measuring its share of the batches ("share"), at the gathers of the looks
+    # ("gather") and concluding ("conclude"): what bounds a data-parallel run (provenance records it per rank)
     phase_s: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -97,26 +89,24 @@ class RunContext:
 
     # ---------------------------------------------------------------- batches
     def batches(self, settings: ClaimSettings, insts: list | None = None, desc: str = "batches") -> Iterator[TaskBatch]:
-        """The batches of (instance × seed) rows. In a fill pass (several ranks, or a shard i/n) only this rank's:
-        batch k goes to rank k mod n. Batches are formed before they are split, so every rank count (and a
-        merged store) serves the single-process run batch for batch."""
+        """The batches of (instance × seed) rows, for code that loops over them itself (a script, `cos trace`,
+        the VBVR evaluation). Under a shard i/n only this host's: batch k goes to shard k mod n. Batches are formed
+        before they are split, so every shard count (and a merged store) serves the unsharded run batch for batch.
+        Claims do not call this: `measure_records` forms and splits their batches."""
         insts = instances(settings) if insts is None else insts
         per = instances_per_batch(settings)
         starts = list(range(0, len(insts), per))
-        self._batched = True
         rank, n = self.split
-        filling = self._phase == "fill" or self.shard is not None
-        if filling and n > 1:
+        sharded = self.shard is not None and n > 1
+        if sharded:
             starts = [b for k, b in enumerate(starts) if k % n == rank]
-        bar = Progress(self, f"{self.label or desc}" + (f" [share {rank}/{n}]" if filling and n > 1 else
-                                                         " [gather]" if self._phase == "replay" else ""), len(starts))
+        bar = Progress(self, f"{self.label or desc}" + (f" [share {rank}/{n}]" if sharded else ""), len(starts))
         for b in starts:
             batch = make_batch(insts[b:b + per], settings.seeds, settings.height, settings.width)
-            if filling or n == 1:
-                for inst, seed in zip(batch.instances, batch.seeds):
-                    seeds = self.ran.setdefault(inst.id, [])
-                    if seed not in seeds:
-                        seeds.append(seed)
+            for inst, seed in zip(batch.instances, batch.seeds):
+                seeds = self.ran.setdefault(inst.id, [])
+                if seed not in seeds:
+                    seeds.append(seed)
             yield batch
             bar.step()
         bar.close()
@@ -147,7 +137,9 @@ class RunContext:
                            -(-len(units) // n_ranks) if n_ranks > 1 else len(units))
             records: list[tuple[int, list[dict]]] = []
             done, history, res, flat = 0, [], None, []
+            spent = self.phase_s[claim.id] = {"share": 0.0, "gather": 0.0, "conclude": 0.0}
             for look in looks or [None]:
+                t0 = time.perf_counter()
                 upto = points[look.index] if look else 0
                 own = []
                 for k in range(done, upto):
@@ -163,13 +155,17 @@ class RunContext:
                     own.append((k, rs))
                     bar.step()
                 done = upto
+                t1 = time.perf_counter()
                 for part in self.world.gather(own) if (self.world.connected and not alone_share) else [own]:
                     records.extend(part)
+                t2 = time.perf_counter()
                 records.sort(key=lambda kr: kr[0])
                 flat = [r for _, rs in records for r in rs]
                 level = look.confidence if (look and len(looks) > 1) else None
                 with decision_level(level) if level else _nullcontext():
                     res = claim.conclude(flat, system, settings, **kw)
+                for k, dt in (("share", t1 - t0), ("gather", t2 - t1), ("conclude", time.perf_counter() - t2)):
+                    spent[k] = round(spent[k] + dt, 2)
                 if look is None or len(looks) == 1:
                     break
                 stop = self._look_stops(claim, res, look, looks[-1],
@@ -246,60 +242,15 @@ class RunContext:
         return out
 
     def measure_claim(self, claim, system: WanSystem, settings: ClaimSettings, *args, **kwargs):
-        """`claim.measure(self, system, settings, ...)`, data parallel over the world's ranks (see the module doc):
-        alone, one pass as always; with several connected ranks, fill (own share) → barrier → replay (all).
-        A claim written as records is measured by `measure_records` (its ranks gather records, no replay)."""
-        if getattr(claim, "by_records", False):     # its measure (a claim may check its inputs first) → records
-            return claim.measure(self, system, settings, *args, **kwargs)
-        self.label = getattr(claim, "id", "")
-        measure = lambda: claim.measure(self, system, settings, *args, **kwargs)
-        try:
-            if self.shard is not None or not (self.world.connected and self.world.size > 1):
-                return measure()
-            if self.store is None:
-                raise RuntimeError("several processes meet through a shared result store: give --cos-store")
-            self._phase, self._batched, self._own_readouts = "fill", False, {}
-            res = err = None
-            t_fill = time.perf_counter()
-            try:
-                res = measure()
-            except Exception as e:  # noqa: BLE001 - a conclusion from a part is thrown away; a real error
-                err = e             # recurs in the replay, on every rank, where it is reported
-            finally:
-                self._phase = "all"
-            t_barrier = time.perf_counter()
-            # the gather is the barrier: every rank has finished its share (its runs are in the store) and hands
-            # over the readouts of its batches. A claim that batched on no rank already has its full result (or
-            # error) from the one pass
-            shares = self.world.gather((self._batched, _payload(self._own_readouts)))
-            self._own_readouts = {}
-            t_replay = time.perf_counter()
-            self.phase_s[self.label] = {"fill": round(t_barrier - t_fill, 2), "barrier": round(t_replay - t_barrier, 2)}
-            if not any(b for b, _ in shares):
-                if err is not None:
-                    raise err
-                return res
-            self._readouts = {k: v for _, r in shares if r is not None
-                              for k, v in unpack_readouts(pickle.loads(r)).items()}
-            self._phase = "replay"
-            try:
-                return measure()
-            finally:
-                self.phase_s[self.label]["replay"] = round(time.perf_counter() - t_replay, 2)
-        finally:
-            self._phase, self.label, self._readouts = "all", "", {}
+        """`claim.measure(self, system, settings, ...)`: a claim written as records goes through `measure_records`
+        (its ranks split the batches and gather the records). A claim that overrides `measure` and loops over
+        `batches` itself is measured whole by every rank (correct, not split)."""
+        return claim.measure(self, system, settings, *args, **kwargs)
 
     def readout(self, name: str, run: SampleResult | None, fn: Callable[[], Any]) -> Any:
-        """`fn()`: a claim's host-side readouts of one stored run (decoded videos scored, candidate mixtures, CKA),
-        computed once per data-parallel run, on the rank that sampled it (see the module doc). `name` tells a
-        claim's readouts of the same run apart; the value must be picklable and small (it crosses ranks)."""
-        key = None if run is None or run.key is None else (self.label, name, run.key)
-        if key is not None and self._phase == "replay" and key in self._readouts:
-            return self._readouts[key]
-        value = fn()
-        if key is not None and self._phase == "fill":
-            self._own_readouts[key] = value
-        return value
+        """`fn()`. Kept for claims written before records, which wrapped their host-side readouts of a run in it
+        (they were served to a replay); a records claim computes them in `measure_batch`, once, on its rank."""
+        return fn()
 
     # ---------------------------------------------------------------- sampling
     def run(self, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, record: Sequence[str] = (),
@@ -350,13 +301,6 @@ class RunContext:
                      rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
                      size=(batch.height, batch.width), **what)
         self.key_log.append({"key": key, "kind": kind, "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
-        if self._phase == "replay" and not captures and self.store.path(key).exists():
-            # the replay is mostly served its readouts and needs only the run's key: read the run when (if) a
-            # field of it is used (on the organism's GPU tier the reads were most of a rank's replay)
-            load = functools.cache(lambda: self._fetch(key, compute, captures))
-            if kind == "sweep":
-                return _LazyRuns(key, ["clean", *what["branches"]], load)
-            return _LazyResult(key, load)
         return self._fetch(key, compute, captures)
 
     def _fetch(self, key: str, compute: Callable, captures: Sequence[Intervention]):
@@ -478,85 +422,6 @@ def step_videos(system: WanSystem, res: SampleResult, row: int) -> torch.Tensor:
     return torch.stack([videos(system, res["x0"][s][row:row + 1], clamp=False)[0] for s in range(len(res.steps))])
 
 
-def _payload(readouts: dict) -> bytes | None:
-    """This rank's readouts as bytes for the gather, or None (nothing served: the replay recomputes them) when
-    they do not pack or pickle: a failure inside the collective would leave the other ranks waiting for ever."""
-    try:
-        return pickle.dumps(pack_readouts(readouts), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as e:  # noqa: BLE001 - anything unpicklable: correct, only slower
-        import warnings
-
-        warnings.warn(f"readouts not shared between ranks ({type(e).__name__}: {e}); every rank recomputes them")
-        return None
-
-
-class _Array:
-    """A CPU tensor travelling as its numpy array (see `pack_readouts`)."""
-
-    __slots__ = ("a",)
-
-    def __init__(self, a):
-        self.a = a
-
-
-def pack_readouts(v: Any) -> Any:
-    """Readouts as they cross ranks: CPU tensors as numpy arrays. Pickling a torch tensor goes through a
-    torch.save of its storage, about 0.1 ms each: the organism's GPU tier gathers ~74k small candidate-weight
-    tensors a claim, minutes of pickling on every rank; numpy arrays pickle 20x faster, values bit for bit."""
-    if isinstance(v, torch.Tensor) and v.device.type == "cpu" and v.dtype != torch.bfloat16 and not v.requires_grad:
-        return _Array(v.numpy())
-    if type(v) is dict:
-        return {k: pack_readouts(x) for k, x in v.items()}
-    if type(v) in (list, tuple):
-        return type(v)(pack_readouts(x) for x in v)
-    return v
-
-
-def unpack_readouts(v: Any) -> Any:
-    """`pack_readouts` undone: the tensors back, same dtype and values."""
-    if isinstance(v, _Array):
-        return torch.from_numpy(v.a)
-    if type(v) is dict:
-        return {k: unpack_readouts(x) for k, x in v.items()}
-    if type(v) in (list, tuple):
-        return type(v)(unpack_readouts(x) for x in v)
-    return v
-
-
-class _LazyResult:
-    """A stored run (a `SampleResult`, or one branch of a stored sweep) read from the store the first time one of
-    its fields is used; its `key` is known without reading it."""
-
-    def __init__(self, key: str, load: Callable[[], SampleResult]):
-        self.key, self._load = key, load
-
-    def __getattr__(self, name: str) -> Any:        # only for what is not set here: the run's own fields
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self._load(), name)
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        return self._load()[name]
-
-
-class _LazyRuns(Mapping):
-    """A stored sweep (branch name -> run) whose branches are read when first used; iterating it reads it (the
-    order is the sampler's)."""
-
-    def __init__(self, key: str, names: Sequence[str], load: Callable[[], dict]):
-        self._load = load
-        self._runs = {n: _LazyResult(f"{key}/{n}", (lambda n=n: load()[n])) for n in names}
-
-    def __getitem__(self, name: str):
-        return self._runs[name] if name in self._runs else self._load()[name]
-
-    def __iter__(self):
-        return iter(self._load())
-
-    def __len__(self) -> int:
-        return len(self._runs)
-
-
 def _to_disk(res):
     if isinstance(res, dict):
         return {k: _to_disk(v) for k, v in res.items()}
@@ -579,7 +444,7 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     `warmup` times first (CUDA context, kernel selection, allocator, compilation: a cold first forward took 50x
     longer than a warm one and gave an ETA of 55 h for a 141 s run), then timed once. Both are divided over the
     run's ranks, by whole batches (`share`): each rank reads out only the batches it sampled
-    (`RunContext.readout`). Readouts matter: on the organism's GPU tier they were three quarters of the wall time
+    (`RunContext.measure_records`). Readouts matter: on the organism's GPU tier they were three quarters of the wall time
     (an ETA from forwards alone said 45 s for a 175 s run). An upper bound where batches share (a shared prefix,
     runs already in the store)."""
     cfg = 2 if settings.guidance_scale > 1 else 1

@@ -1,24 +1,20 @@
-"""Data parallel claims (cos.parallel, RunContext.measure_claim): ranks split the (instance × seed) batches,
-fill the shared store, and every rank's replay computes the single-process table; captures travel with their
-runs; CPU threads are shared out; the ETA comes from a warm forward. The real multi-process launch
-(`accelerate launch --cpu --num_processes 2`) is checked by benchmarks/parallel_check.sh (in .ci/run)."""
+"""Data parallel claims (cos.parallel, RunContext.measure_records): ranks split a records claim's units of batches,
+gather the records and every rank concludes the single-process row; captures travel with their runs; CPU threads
+are shared out; the ETA comes from a warm forward. The real multi-process launch (`accelerate launch --cpu
+--num_processes 2`) is checked by benchmarks/parallel_check.sh (in .ci/run)."""
 from __future__ import annotations
 
-import pickle
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
 from cos.controls import TINY, random_organism
-from cos.interventions import NoiseAtStep
 from cos.interventions.capture import CaptureBlocks
 from cos.parallel import World, limit_threads
 from cos.readouts import noise_settings
-from cos.registry import get_claim
-from cos.runner import Progress, RunContext, estimate_forwards, terminal_writer, unpack_readouts
-from cos.settings import instances
+from cos.registry import Claim, ClaimSpec, get_claim
+from cos.runner import Progress, RunContext, estimate_forwards, terminal_writer
 from cos.store import ResultStore
 
 SET = replace(TINY, tasks=("grounding", "pattern"), instances=3, seeds=(0, 1), batch_size=2)
@@ -35,23 +31,58 @@ def rows(batches):
     return [(i.id, s) for b in batches for i, s in zip(b.instances, b.seeds)]
 
 
+class _Rows(Claim):
+    """A records claim that samples nothing: a row's record is its (instance, seed), a batch's rows one record each;
+    it concludes the records it was given."""
+
+    spec = ClaimSpec(id="toy.rows", title="rows", paper_ref="", paper_value="", measured_quantity="rows",
+                     threshold=0.0, direction=">")
+
+    def measure_batch(self, ctx, system, settings, batch):
+        return [{"instance": i.id, "seed": s, "batch": [x.id for x in batch.instances]}
+                for i, s in zip(batch.instances, batch.seeds)]
+
+    def conclude(self, records, system, settings):
+        return records
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
 def test_ranks_split_the_rows_disjointly_and_completely(n):
-    everything = rows(RunContext(progress=False).batches(SET))
+    """Unit k goes to rank k mod n: the ranks' shares are disjoint, whole batches of the single-process run, and
+    together every row; the gather hands every rank the records in the single-process order."""
+    alone = RunContext(progress=False).measure_records(_Rows(), None, SET)
+    everything = [(r["instance"], r["seed"]) for r in alone]
     shares = []
     for r in range(n):
         ctx = RunContext(progress=False, world=FakeWorld(r, n, connected=True))
-        ctx._phase = "fill"
-        shares.append(rows(ctx.batches(SET)))
-        assert rows(ctx.batches(SET)) == shares[-1]                    # deterministic
-        assert set(ctx.ran) == {i for i, _ in shares[-1]}             # what provenance records
+        got = ctx.measure_records(_Rows(), None, SET)
+        share = [(i, s) for i, seeds in ctx.ran.items() for s in seeds]
+        shares.append(share)
+        assert {(x["instance"], x["seed"]) for x in got} == set(share)   # its records: the rows it ran (provenance)
     assert sorted(sum(shares, [])) == sorted(everything) and len(sum(shares, [])) == len(everything)
     # batches never mix: a rank's share is whole batches of the single-process run, so their store keys match
     assert all(len(s) % len(SET.seeds) == 0 for s in shares)
-    # replay (and a process alone) sees every batch, in the single-process order
-    ctx = RunContext(progress=False, world=FakeWorld(0, n, connected=True))
-    ctx._phase = "replay"
-    assert rows(ctx.batches(SET)) == everything
+    assert [r["batch"] for r in alone] == [r["batch"] for r in RunContext(progress=False).measure_records(
+        _Rows(), None, SET)]                                              # deterministic
+
+
+def test_units_interleave_the_phases_of_a_claim():
+    """A claim reading several settings (`batch_settings`: one per phase, e.g. a frame count) gets units holding
+    the k-th batch of every phase, in phase order; `measure_batch` sees the phase's settings."""
+    class Phased(_Rows):
+        def batch_settings(self, settings, **kw):
+            return [replace(settings, num_frames=5), replace(settings, num_frames=9)]
+
+        def measure_batch(self, ctx, system, settings, batch):
+            return [{**r, "frames": settings.num_frames} for r in super().measure_batch(ctx, system, settings, batch)]
+
+    got = RunContext(progress=False).measure_records(Phased(), None, SET)
+    batches = len(list(RunContext(progress=False).batches(SET)))
+    frames = [r["frames"] for r in got]
+    per_batch = len(got) // (2 * batches)
+    assert frames == ([5] * per_batch + [9] * per_batch) * batches
+    assert [(r["instance"], r["seed"]) for r in got if r["frames"] == 5] == \
+        [(r["instance"], r["seed"]) for r in got if r["frames"] == 9]
 
 
 def test_capture_runs_are_stored_with_what_they_captured(tmp_path):
@@ -77,7 +108,8 @@ def test_capture_runs_are_stored_with_what_they_captured(tmp_path):
 
 
 @pytest.mark.parametrize("claim_id", ["layers.energy_profile",      # a capture run per batch: stored captures
-                                      "selfcorrection.rate"])       # per-row readouts of the clean run
+                                      "selfcorrection.rate",        # per-row readouts of the clean run
+                                      "noise.step_vs_frame"])       # a sweep's branches, scores per row
 def test_records_claims_ranks_conclude_the_single_process_row(tmp_path, claim_id):
     """A claim written as records on two ranks (threads meeting in a gather): each samples its own batches into
     the shared store, the records are gathered and both conclude exactly what one process does."""
@@ -108,156 +140,18 @@ def test_records_claims_ranks_conclude_the_single_process_row(tmp_path, claim_id
             assert a[k] == b[k], (r, k, a[k], b[k])
 
 
-@pytest.mark.parametrize("claim_id", ["noise.step_vs_frame"])       # a sweep's branches, scores read out per rank
-def test_each_rank_replays_the_single_process_result(tmp_path, claim_id):
-    """Rank 1 fills its share, then replays (computing rank 0's share itself, as nobody else filled it); rank 0
-    then fills its own and replays everything from the store: both conclude exactly what one process does."""
-    claim = get_claim(claim_id)
-    system = random_organism(num_layers=8)
-    s = replace(TINY, instances=3, batch_size=1)
-    ctx = RunContext(progress=False)
-    alone, alone_ran = ctx.measure_claim(claim, system, s), ctx.ran
-    store = tmp_path / "store"
-    got = {}
-    for rank in (1, 0):
-        ctx = RunContext(store=ResultStore(store), progress=False, world=FakeWorld(rank, 2, connected=True))
-        got[rank] = ctx.measure_claim(claim, system, s)
-        got[rank, "store"] = ctx.store
-        got[rank, "ran"] = ctx.ran
-    if claim_id == "layers.energy_profile":                        # one run per batch
-        assert got[1, "store"].misses == len(instances(s))         # its share, then the rest in the replay
-    assert got[0, "store"].misses == 0                             # everything was there
-    assert set(got[0, "ran"]) | set(got[1, "ran"]) == set(alone_ran)
-    assert not set(got[0, "ran"]) & set(got[1, "ran"])
-    for r in (0, 1):
-        a, b = alone.to_dict(), got[r].to_dict()
-        for k in ("status", "measured", "ci_low", "ci_high", "n", "reason"):
-            assert a[k] == b[k], (r, k, a[k], b[k])
-        assert a["details"] == b["details"] or {k: v for k, v in a["details"].items() if k != "runtime_s"} == \
-            {k: v for k, v in b["details"].items() if k != "runtime_s"}
-
-
-class Gathering(World):
-    """Two ranks in one process: rank 1's fill pass has run; its gather returns both ranks' offerings."""
-
-    def __init__(self, rank, size, other):
-        super().__init__(rank, size, connected=True)
-        self.other, self.offered = other, []
-
-    def gather(self, obj):
-        self.offered.append(obj)
-        return [obj, self.other] if self.rank == 0 else [self.other, obj]
-
-
-def test_the_replay_is_served_the_readouts_of_every_ranks_share(tmp_path):
-    """A readout runs once per data-parallel run, on the rank that sampled the batch: the replay is served what
-    the fill passes computed (its own and the other rank's, through the gather), not recomputed."""
+def test_a_claim_that_overrides_measure_is_measured_once_by_it():
     calls = []
 
-    class Reads:
-        id = "toy.reads"
-
-        def measure(self, ctx, system, settings):
-            out = []
-            for batch in ctx.batches(settings):
-                res = ctx.run(system, settings, batch, until=1)
-                ids = tuple(i.id for i in batch.instances)
-                out.append(ctx.readout("ids", res, lambda: (calls.append((ctx._phase, ids)), ids)[1]))
-            return out
-
-    system = random_organism(num_layers=2)
-    s = replace(TINY, instances=2, batch_size=1)
-    n = len(instances(s))
-    alone = RunContext(progress=False).measure_claim(Reads(), system, s)
-    assert len(calls) == n >= 4 and all(p == "all" for p, _ in calls)
-    store = ResultStore(tmp_path / "store")
-    calls.clear()
-    w1 = Gathering(1, 2, other=(False, None))
-    r1 = RunContext(store=store, progress=False, world=w1)
-    r1.measure_claim(Reads(), system, s)
-    payload = w1.offered[0][1]                  # bytes: pickled once, before the collective
-    own1 = unpack_readouts(pickle.loads(payload))
-    assert len(own1) == n // 2 and all(k[0] == "toy.reads" and k[1] == "ids" for k in own1)
-    calls.clear()
-    w0 = Gathering(0, 2, other=(True, payload))
-    r0 = RunContext(store=store, progress=False, world=w0)
-    before = (store.hits, store.misses)       # rank 1 sampled its share and, in its replay, rank 0's
-    got = r0.measure_claim(Reads(), system, s)
-    assert got == alone
-    assert set(r0.phase_s["toy.reads"]) == {"fill", "barrier", "replay"}      # provenance: what bounds the run
-    # the replay, served every readout, read no run: only the fill's own share came from the store
-    assert (store.hits - before[0], store.misses - before[1]) == (n // 2, 0)
-    # rank 0 read out its own half in the fill pass and nothing in the replay
-    assert [p for p, _ in calls] == ["fill"] * (n // 2)
-    assert {ids for _, ids in calls}.isdisjoint({v for v in own1.values()})
-
-
-def test_readouts_that_do_not_pickle_are_recomputed_not_waited_for(tmp_path):
-    """A readout value that cannot cross ranks must not fail inside the collective (the other ranks would wait
-    until the timeout): the rank offers nothing, warns, and the replay recomputes."""
-    class Unpicklable:
-        id = "toy.unpicklable"
-
-        def measure(self, ctx, system, settings):
-            return [ctx.readout("f", ctx.run(system, settings, b, until=1), lambda: (lambda: 1))()
-                    for b in ctx.batches(settings)]
-
-    system = random_organism(num_layers=2)
-    s = replace(TINY, instances=1, batch_size=1)
-    w = Gathering(1, 2, other=(False, None))
-    with pytest.warns(UserWarning, match="readouts not shared"):
-        got = RunContext(store=ResultStore(tmp_path / "s"), progress=False, world=w).measure_claim(Unpicklable(),
-                                                                                                   system, s)
-    assert w.offered[0][1] is None and got == [1] * len(instances(s))
-
-
-def test_a_lazy_replay_run_reads_the_store_once_and_only_when_used(tmp_path):
-    """In the replay a stored run (and each branch of a stored sweep) is handed out unread: its key is known,
-    its fields are read from the store on first use, once, and are the stored run's."""
-    system = random_organism(num_layers=2)
-    batch = next(RunContext(progress=False).batches(SET))
-    branches = {"step1": [NoiseAtStep(1)]}
-    filled = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
-    run, sweep = filled.run(system, SET, batch, record=("x0",)), filled.sweep(system, SET, batch, branches)
-    ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
-    ctx._phase = "replay"
-    lazy, lazy_sweep = ctx.run(system, SET, batch, record=("x0",)), ctx.sweep(system, SET, batch, branches)
-    assert (lazy.key, lazy_sweep["step1"].key) == (run.key, sweep["step1"].key) and ctx.store.hits == 0
-    assert torch.equal(lazy["x0"], run["x0"]) and lazy.steps == run.steps and ctx.store.hits == 1
-    assert torch.equal(lazy.latents, run.latents) and ctx.store.hits == 1
-    assert torch.equal(lazy_sweep["clean"].latents, sweep["clean"].latents) and ctx.store.hits == 2
-    assert list(lazy_sweep) == list(sweep) and torch.equal(lazy_sweep["step1"].latents, sweep["step1"].latents)
-    assert ctx.store.hits == 2
-
-
-def test_readouts_cross_ranks_as_numpy_and_come_back_identical():
-    import pickle
-
-    from cos.runner import pack_readouts, unpack_readouts
-
-    w = torch.rand(5, dtype=torch.float64)
-    value = {("c", "weights", "k"): ([[w, w[1:]], [{3: w * 2}]], [0.5, "x"], (np.arange(3), torch.tensor(7)))}
-    packed = pickle.dumps(pack_readouts(value))
-    assert b"torch" not in packed                                # no tensor pickled through torch.save
-    back = unpack_readouts(pickle.loads(packed))[("c", "weights", "k")]
-    assert torch.equal(back[0][0][0], w) and back[0][0][0].dtype == torch.float64
-    assert torch.equal(back[0][0][1], w[1:]) and torch.equal(back[0][1][0][3], w * 2)
-    assert back[1] == [0.5, "x"] and isinstance(back[2], tuple) and isinstance(back[2][0], np.ndarray)
-    assert torch.equal(back[2][1], torch.tensor(7))
-
-
-def test_a_claim_that_never_batches_is_measured_once():
-    calls = []
-
-    class NoBatches:
+    class Own:
         id = "x"
 
         def measure(self, ctx, system, settings):
-            calls.append(ctx._phase)
+            calls.append(1)
             return "result"
 
     ctx = RunContext(store=ResultStore("/tmp/unused-cos-store"), progress=False, world=FakeWorld(0, 2, connected=True))
-    assert ctx.measure_claim(NoBatches(), None, SET) == "result" and calls == ["fill"]
+    assert ctx.measure_claim(Own(), None, SET) == "result" and calls == [1]
 
 
 def test_threads_are_shared_out(monkeypatch):

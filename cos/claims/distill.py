@@ -56,8 +56,7 @@ class FourStep(Claim):
         a = final_scores(ctx, system, ctx.clean_run(system, settings, batch), batch.instances)
         rb = ctx.run(fast, fs, batch, record=("x0",))
         b = final_scores(ctx, fast, rb, batch.instances)
-        h0 = ctx.readout("first_entropy", rb, lambda: [entropy(inst.candidate_weights(step_videos(fast, rb, row)[0]))
-                                                       for row, inst in enumerate(batch.instances)])
+        h0 = [entropy(inst.candidate_weights(step_videos(fast, rb, row)[0])) for row, inst in enumerate(batch.instances)]
         return [{"instance": inst.id, "seed": seed, "score_full": a[row], "score_fast": b[row],
                  "first_step_entropy": h0[row]} for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds))]
 
