@@ -35,10 +35,11 @@ MC_PATHS = 20_000
 POWER_GOAL = 0.8
 
 
-@functools.lru_cache(maxsize=4)
-def theta_for_power(sequential: bool, goal: float = POWER_GOAL) -> float:
+@functools.lru_cache(maxsize=64)
+def theta_for_power(sequential: bool, goal: float = POWER_GOAL, n_max: int | None = None) -> float:
     """The effect, in standard errors at the maximum n, that the decision rule detects with power `goal`."""
-    return float(optimize.brentq(lambda th: sequential_profile(th, sequential)[0] - goal, 0.5, 8.0, xtol=1e-3))
+    return float(optimize.brentq(lambda th: sequential_profile(th, sequential, n_max=n_max)[0] - goal, 0.5, 8.0,
+                                 xtol=1e-3))
 
 
 @dataclass
@@ -64,13 +65,17 @@ def unit_sd(row: Mapping[str, Any]) -> float | None:
     lo, hi, n = row.get("ci_low"), row.get("ci_high"), row.get("n")
     if lo is None or hi is None or not n or n < 2 or not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
         return None
-    conf = (row.get("details") or {}).get("sequential", {}).get("confidence", 0.95)
+    looks = ((row.get("details") or {}).get("sequential") or {}).get("looks") or []
+    conf = looks[-1].get("confidence", 0.95) if looks else 0.95     # a row stopped early is at its look's level
     return (hi - lo) / (2 * float(stats.norm.isf((1 - conf) / 2))) * math.sqrt(n)
 
 
-def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: int = 0) -> tuple[float, float]:
+def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: int = 0,
+                       n_max: int | None = None) -> tuple[float, float]:
     """(power, expected fraction of the maximum n) of a claim whose effect is `theta` standard errors (at the
-    maximum n) from its threshold: with the looks of `cos.sequential` when `sequential`, else one look at the end."""
+    maximum n) from its threshold: with the looks of `cos.sequential` when `sequential`, else one look at the end.
+    With `n_max` (the claim's units), the runner's minimums apply: a look with fewer than MIN_LOOK_UNITS units
+    decides nothing, one with fewer than FUTILITY_MIN_UNITS does not stop for futility."""
     if not sequential:
         c = float(stats.norm.isf(seq.ALPHA / 2))
         return float(stats.norm.sf(c - theta)), 1.0     # decided on the effect's side
@@ -84,11 +89,14 @@ def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, se
     decided_right = np.zeros(paths, dtype=bool)
     alive = np.ones(paths, dtype=bool)
     for k, lk in enumerate(looks):
+        units = None if n_max is None else n_max * lk.fraction
+        if not lk.final and units is not None and units < seq.MIN_LOOK_UNITS:
+            continue
         cross = alive & (np.abs(z[:, k]) > lk.boundary)
         decided_right |= cross & (z[:, k] > 0)
         stop_at[cross] = k
         alive &= ~cross
-        if not lk.final:
+        if not lk.final and (units is None or units >= seq.FUTILITY_MIN_UNITS):
             drift_end = np.abs(z[:, k]) / np.sqrt(lk.fraction)
             cp = stats.norm.cdf((drift_end - looks[-1].boundary) / np.sqrt(1 - lk.fraction))
             futile = alive & (cp < seq.FUTILITY_POWER)
@@ -119,11 +127,11 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
         frac = frac0 = 1.0
         if se:
             mde = (z + float(stats.norm.ppf(0.8))) * se
-            _, frac0 = sequential_profile(0.0, sequential)
+            _, frac0 = sequential_profile(0.0, sequential, n_max=n_max)
             if effect is not None:
-                power, frac = sequential_profile(abs(effect) / se, sequential)
+                power, frac = sequential_profile(abs(effect) / se, sequential, n_max=n_max)
                 # se ∝ 1/√n: the n at which the effect is theta_for_power standard errors from the threshold
-                n_pow = int(math.ceil((theta_for_power(sequential) * sd / abs(effect)) ** 2)) if effect else None
+                n_pow = int(math.ceil((theta_for_power(sequential, n_max=n_max) * sd / abs(effect)) ** 2)) if effect else None
         elif sequential:
             frac = frac0 = float("nan")    # unknown without a spread: the maximum is what is planned
         by_records = getattr(c, "by_records", False)

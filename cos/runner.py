@@ -207,9 +207,10 @@ class RunContext:
         would stop claims that still had power."""
         from cos import sequential as seq
 
-        if res.status in ("error", "skipped"):
+        if res.status == "error":
             return res.status
-        if look.final or res.n is None or res.n < seq.MIN_LOOK_UNITS:
+        if look.final or res.status == "skipped" or res.n is None or res.n < seq.MIN_LOOK_UNITS:
+            # skipped on an early look's subset (too few instances of a task, say): more rows may measure it
             return ""
         if res.status in ("holds", "fails"):
             return "decided"
@@ -337,6 +338,28 @@ class _nullcontext:
         return False
 
 
+# what a claim's records are computed with besides its own module: the shared readouts, the tasks (scores,
+# candidate mixtures, entropy), the metrics (CKA), the reference denoiser and the controls' models
+_RECORD_DEPS = ("cos.readouts", "cos.metrics", "cos.tasks", "cos.tasks.base", "cos.tasks.suite", "cos.controls",
+                "cos.models.reference", "cos.models.scripted", "cos.models.planted")
+
+
+def _code_hash(module) -> str:
+    """sha256 of the claim module's source and of the modules its records depend on (a change in any of them
+    must not serve stale records); a module without source (a frozen build) counts by its name."""
+    import hashlib
+    import importlib
+    import inspect
+
+    h = hashlib.sha256()
+    for m in [module, *(importlib.import_module(n) for n in _RECORD_DEPS)]:
+        try:
+            h.update(inspect.getsource(m).encode())
+        except (OSError, TypeError):
+            h.update(getattr(m, "__name__", repr(m)).encode())
+    return h.hexdigest()[:16]
+
+
 def records_key(claim, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, kw: Mapping[str, Any]) -> str:
     """Store key of one batch's records: the claim's id, version and the bytes of its module (a claim edited
     without a version bump still gets new records), cos's version and ENGINE, the model, settings and rows."""
@@ -345,12 +368,8 @@ def records_key(claim, system: WanSystem, settings: ClaimSettings, batch: TaskBa
 
     from cos import __version__ as cos_version
 
-    try:
-        src = inspect.getsource(inspect.getmodule(type(claim)))
-    except (OSError, TypeError):
-        src = type(claim).__qualname__
     return key_of(kind="records", claim=claim.id, version=claim.spec.version, cos=cos_version, engine=ENGINE,
-                  code=hashlib.sha256(src.encode()).hexdigest()[:16], model=system.fingerprint, name=system.name,
+                  code=_code_hash(inspect.getmodule(type(claim))), model=system.fingerprint, name=system.name,
                   settings=settings.record(), rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
                   size=(batch.height, batch.width),
                   kw={k: getattr(v, "fingerprint", None) or repr(v) for k, v in sorted(kw.items())})

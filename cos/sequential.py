@@ -10,7 +10,7 @@ Why this and not an anytime-valid confidence sequence (betting or empirical-Bern
   the argmax of a curve), whose coverage was checked at the n it decides on. α-spending keeps each interval and
   only changes its level per look (`cos.stats.decision_level`); a confidence sequence would replace all of them
   with one family that needs bounded observations and is ~1.5-2× wider than the fixed-n interval at the last n;
-- O'Brien-Fleming spends almost nothing early (3 equal looks: 99.93%, 98.1%, then z 2.004 instead of 1.96 at the
+- O'Brien-Fleming spends almost nothing early (3 equal looks: 99.93%, 98.4%, then z 2.015 instead of 1.96 at the
   last), so a run that goes to the end keeps nearly the fixed-n power, and the early looks stop the claims
   decided far from their threshold;
 - the GPU works in batches and a look costs a conclusion (bootstraps): a handful of planned looks is all a run

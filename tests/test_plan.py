@@ -93,3 +93,11 @@ def test_cli_plans_the_organism_and_writes_json(tmp_path, capsys):
     assert set(d["claims"]) == {"memory.persistence", "noise.information_flow", "noise.step_vs_frame"}
     assert {"row_forwards", "gpu_hours", "expected_gpu_hours"} <= set(d["total"])
     assert d["claims"]["memory.persistence"]["max_n"] == 8 and d["claims"]["memory.persistence"]["effect"] == 0.3
+
+
+def test_profile_follows_the_runners_minimum_units():
+    """With few units the early looks cannot stop (MIN_LOOK_UNITS, FUTILITY_MIN_UNITS): more rows used, more power."""
+    p_inf, f_inf = planning.sequential_profile(3.09, True)
+    p_40, f_40 = planning.sequential_profile(3.09, True, n_max=40)
+    p_14, f_14 = planning.sequential_profile(0.0, True, n_max=14)
+    assert f_40 > f_inf and p_40 > p_inf and f_14 > 0.95

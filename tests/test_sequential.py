@@ -160,7 +160,6 @@ def test_futility_stops_a_flat_null_as_inconclusive():
     assert all(r.status == "inconclusive" for r, _, _ in outcomes)
     futile = [(r, sq) for r, sq, _ in outcomes if sq["looks"][-1]["stop"] == "futile"]
     assert len(futile) >= 2 and all("futile at look" in r.reason and sq["batches_used"] < 6 for r, sq in futile)
-    # no futility before FUTILITY_MIN_UNITS: with 8 units a look neither decides nor gives up on a null
 
 
 def test_records_are_stored_and_a_rerun_samples_nothing(tmp_path):
@@ -211,3 +210,20 @@ def test_sequential_looks_see_every_task_from_the_first():
     seen.clear()
     RunContext(progress=False, sequential=False).measure_claim(Tasks(), _Effect(0.0), s)   # fixed n: all of them
     assert seen == [{"grounding", "maze", "pattern"}]
+
+
+def test_no_look_decides_before_min_units_and_an_early_skip_is_not_final():
+    """A look with fewer than MIN_LOOK_UNITS units decides nothing, however large the effect; a conclusion that
+    skips on an early look's subset goes on to the next look."""
+    s = replace(SEQ, instances=12, batch_size=4)            # 3 batches of 4: looks at 4, 8, 12 units
+    r = RunContext(progress=False, sequential=True).measure_claim(Toy(), _Effect(5.0), s)
+    looks = r.details["sequential"]["looks"]
+    assert looks[0]["n"] == 4 and looks[0]["stop"] == "" and r.status == "holds" and looks[-1]["n"] == 8
+
+    class SkipsEarly(Toy):
+        def conclude(self, records, system, settings):
+            if len(records) < 16:
+                return self.skipped("too few rows so far", system, settings)
+            return super().conclude(records, system, settings)
+    r = RunContext(progress=False, sequential=True).measure_claim(SkipsEarly(), _Effect(0.3), SEQ)
+    assert r.status != "skipped" and r.n >= 16

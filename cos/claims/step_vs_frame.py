@@ -190,7 +190,10 @@ class StepVsFrame(Claim):
             res.reason = (f"no leverage: neither early step noise ({leverage['step']:.2g}) nor frame noise "
                           f"({leverage['frame']:.2g}) moved the model's x̂0 (relative; needs ≥ {LEVERAGE_MIN:g})")
         if settings.tier == "full":
-            res = also_requires(res, decide(low[0], low[1], self.spec.paper["step_noise_below"], "<"),
+            # decided on a decision interval (the look's level), not the drawn 95% band `low`
+            e_low = bootstrap_ci(mean_inst(early_score)) if len(early_score) > 1 else None
+            res = also_requires(res, decide(e_low.ci_low, e_low.ci_high, self.spec.paper["step_noise_below"], "<")
+                                if e_low is not None and e_low.decidable else "inconclusive",
                                 f"early step noise leaves the score at {np.mean(mean_inst(early_score)):.3f} {low}, "
                                 f"not below {self.spec.paper['step_noise_below']}", "collapse_below_0.3")
         return res
