@@ -18,9 +18,10 @@ _API: dict[str, str] = {
     "Claim": "cos.registry", "ClaimSpec": "cos.registry", "Details": "cos.registry", "Control": "cos.registry",
     "ClaimResult": "cos.registry", "register": "cos.registry", "also_requires": "cos.registry",
     "decide": "cos.registry", "all_claims": "cos.registry", "get_claim": "cos.registry",
-    # what `measure` receives and reads out
+    # what `measure_batch` receives and reads out
     "RunContext": "cos.runner", "ClaimSettings": "cos.settings", "TaskInstance": "cos.tasks",
-    "clean_rows": "cos.readouts", "final_scores": "cos.readouts", "weights_per_step": "cos.readouts",
+    "clean_rows": "cos.readouts", "clean_batch_rows": "cos.readouts", "final_scores": "cos.readouts",
+    "weights_per_step": "cos.readouts",
     "commit_step": "cos.readouts", "shows_answer": "cos.readouts",
     # intervals (every status is decided on one of these)
     "Estimate": "cos.stats", "bootstrap_ci": "cos.stats", "paired_difference_ci": "cos.stats",

@@ -11,11 +11,11 @@ from cos.errors import CosError, InputError
 
 CLAIM_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?$")
 
-SKELETON = '''"""{id} (TODO: Sec. / Fig. of the paper): TODO one sentence: what the paper claims, and what is measured here.
+SKELETON = '''\"\"\"{id} (TODO: Sec. / Fig. of the paper): TODO one sentence: what the paper claims, and what is measured here.
 
 How the paper is read (docs/claims.md prints this docstring): TODO what had to be interpreted and how; why the
 threshold is what it is (fixed before running any real model).
-"""
+\"\"\"
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,15 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cos import (TINY, Claim, ClaimSpec, Control, Details, Estimate, RunContext, bootstrap_ci, clean_rows, ref,
+from cos import (TINY, Claim, ClaimSpec, Control, Details, RunContext, bootstrap_ci, clean_batch_rows, ref,
                  register)
 
 THRESHOLD = 0.0   # TODO: the smallest effect that counts, fixed before measuring
+EFFECT = None     # TODO: the effect a run is sized for (`cos plan`): distance from THRESHOLD in the claim's units
 
 
 @dataclass
 class {cls}Details(Details):
-    """What the row records for the report and the JSON (typed; `Details.from_dict` reads it back)."""
+    \"\"\"What the row records for the report and the JSON (typed; `Details.from_dict` reads it back).\"\"\"
 
     per_instance: dict[str, float] = field(default_factory=dict)   # `cos compare` pairs runs on these
 
@@ -41,26 +42,33 @@ class {cls}(Claim):
         id="{id}", title="TODO: the claim in a few words", paper_ref="TODO: Sec x, Fig y",
         paper_value="TODO: what the paper reports", measured_quantity="final score minus the random-candidate score",
         threshold=THRESHOLD, direction=">", version=1,
-        statistic="mean over task instances (seeds averaged), 95% bootstrap CI")
+        statistic="mean over task instances (seeds averaged), 95% bootstrap CI",
+        effect=EFFECT,
+        effect_note="chosen: TODO why this size ('paper: ...' where the paper's numbers give it in these units)")
     Details = {cls}Details
     # the claim's own sizes per tier (cpu / gpu / full): sweep points, blocks, frame counts; None: none needed
     sizing = {{"cpu": None, "gpu": None, "full": None}}
 
-    def per_row(self, inst, steps, final) -> float:
-        """What the claim keeps of one sampled row: `steps` are the decoded x̂0 per step (S, F, 3, H, W), `final`
-        the decoded video. Runs once per row, on the rank that sampled it; must be deterministic (the same row
-        gives the same value in every process and on a rerun from the store). TODO: your readout."""
-        return float(inst.score(final)) - 1.0 / inst.candidates.shape[0]
+    def measure_batch(self, ctx: RunContext, system, settings, batch) -> list[dict]:
+        \"\"\"The records of one batch: one small dict of plain numbers per (instance × seed) row, with its
+        "instance" and "seed". `read(inst, steps, final)` sees the shared clean run's decoded x̂0 per step
+        (S, F, 3, H, W) and the decoded video; it runs once per row, on the rank that sampled the batch, and must
+        be deterministic (the records are stored with the claim's code hash and gathered across ranks; the same
+        batch gives the same records). TODO: your readout; `ctx.run` / `ctx.sweep` for your own interventions.\"\"\"
+        read = lambda inst, steps, final: float(inst.score(final)) - 1.0 / inst.candidates.shape[0]
+        return [{{"instance": inst.id, "seed": seed, "value": v}}
+                for inst, seed, v in clean_batch_rows(ctx, system, settings, batch, read)]
 
-    def conclude(self, values: dict[str, list[float]]) -> Estimate:
-        """The interval the status is decided on: one value per task instance (its seeds averaged)."""
-        return bootstrap_ci([float(np.mean(v)) for v in values.values()])
-
-    def measure(self, ctx: RunContext, system, settings):
+    def conclude(self, records: list[dict], system, settings):
+        \"\"\"The row from the records of the batches so far (every look of a sequential run, and the last): the
+        interval the status is decided on, one value per task instance (its seeds averaged). Intervals take the
+        look's level themselves (`cos.stats.decision_level`): pass no confidence of your own.\"\"\"
         values: dict[str, list[float]] = {{}}
-        for inst, _seed, v in clean_rows(ctx, system, settings, self.per_row):   # the shared clean run
-            values.setdefault(inst.id, []).append(v)
-        est = self.conclude(values)
+        for r in records:
+            values.setdefault(r["instance"], []).append(r["value"])
+        if len(values) < 2:
+            return self.skipped(f"needs ≥ 2 task instances; the records hold {{len(values)}}", system, settings)
+        est = bootstrap_ci([float(np.mean(v)) for v in values.values()])
         d = {cls}Details(measured=f"{{self.spec.measured_quantity}}, {{est}}",
                          per_instance={{k: float(np.mean(v)) for k, v in values.items()}})
         return self.result(est, system, settings, d, samples={{k: {{"value": v}} for k, v in values.items()}})

@@ -101,12 +101,22 @@ def test_a_claim_from_the_skeleton_keeps_the_contract(tmp_path, capsys):
     assert cos_main(["new-claim", "toy.scaffolded", "--out", str(path)]) == 0
     assert cos_main(["new-claim", "toy.scaffolded", "--out", str(path)]) == 2       # never overwrites
     assert cos_main(["new-claim", "Not An Id"]) == 2
+    text = path.read_text()
+    assert "def measure_batch(" in text and "def conclude(" in text and "def measure(" not in text
+    assert "clean_rows(" not in text and "EFFECT = None" in text and 'effect_note="chosen: TODO' in text
+    # an author fills the placeholders: the effect a run is sized for, and where it comes from
+    path.write_text(text.replace("EFFECT = None", "EFFECT = 0.1").replace(
+        'effect_note="chosen: TODO', 'effect_note="chosen: the toy\'s smallest effect that counts; was TODO'))
     spec = importlib.util.spec_from_file_location("scaffolded_claim", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     try:
         spec.loader.exec_module(mod)             # registers the claim, as a module of cos/claims/ would
         claim = get_claim("toy.scaffolded")
+        from cos.registry import Claim
+
+        assert claim.by_records and type(claim).measure is Claim.measure     # records, run by measure_records
+        assert claim.spec.effect == 0.1 and claim.spec.effect_note.startswith("chosen: ")
         statuses = {k.kind: k.run(claim).status for k in claim.controls()}   # the skeleton's trivial measure
         assert statuses == {"positive": "holds", "negative": "inconclusive"}, statuses
         write_status(tmp_path / "run", [claim.controls()[0].run(claim)], provenance())
