@@ -303,7 +303,7 @@ class Superposition(Claim):
                 and decide(r.ci_low, r.ci_high, self.spec.threshold, ">") != "holds")
 
     def figures(self, d: SuperpositionDetails, fig_dir: Path, arrays) -> list:
-        from cos.figures import curves, filmstrip
+        from cos.figures import curves, filmstrips
 
         out = []
         if d.entropy_per_step:
@@ -311,33 +311,35 @@ class Superposition(Claim):
             ci = np.array(d.entropy_per_step_ci) if d.entropy_per_step_ci else None
             n = len(h)
             k_e, k_l = max(1, round(EARLY * n)), max(1, round(LATE * n))
-            out.append((curves(np.arange(n), {"candidate entropy (mean, 95% CI)": (
-                h, None if ci is None else ci[:, 0], None if ci is None else ci[:, 1])},
+            series = {"candidate entropy (mean, 95% CI)": (
+                h, None if ci is None else ci[:, 0], None if ci is None else ci[:, 1])}
+            if getattr(d, "null_entropy_per_step", None):   # the natural null the claim is decided against
+                series["null: the row's final x̂0 committed, blurred (mean)"] = (d.null_entropy_per_step, None, None)
+            out.append((curves(np.arange(n), series,
                 fig_dir / "superposition.png", xlabel="denoising step", ylabel="candidate entropy (nats)",
                 spans={"first 20% of steps": (-0.5, k_e - 0.5), "last 20% of steps": (n - k_l - 0.5, n - 0.5)},
                 title="entropy of the candidate mixture of decoded x̂0 along the steps"),
-                f"Candidate entropy per step (mean over instances, 95% band). Holds when the early window's mean "
-                f"entropy exceeds the late window's by more than {self.spec.threshold:g} nats (whole CI), and ≥ 2 "
+                f"Candidate entropy per step (mean over instances, 95% band) beside its natural null. Holds when "
+                f"the early-minus-late drop exceeds the null's by more than {self.spec.threshold:g} nats (whole CI), "
+                f"and ≥ 2 "
                 f"candidates are live early on a share of instances with a CI above {MIN_LIVE_SHARE}."))
+        strips = []
         for t in d.traces:
-            x0, w, sig = (arrays.get(f"{t['key']}.{k}") for k in ("x0", "weights", "sigmas"))
+            x0, sig = arrays.get(f"{t['key']}.x0"), arrays.get(f"{t['key']}.sigmas")
             if x0 is None:
                 continue
-            steps = arrays.get(f"{t['key']}.steps")
-            if steps is None:   # runs before the arrays kept ≤ 8 steps: every step was recorded
-                steps = sorted(set(np.linspace(0, len(x0) - 1, min(len(x0), 8)).round().astype(int).tolist()))
-                x0 = x0[steps]
-            steps = [int(i) for i in steps]
-            k = w.shape[1]
-            which = f" ({t['which']}, final max weight {t['confidence']:.2f})" if t.get("which") else ""
-            p = filmstrip(x0, fig_dir / f"{t['key'].replace('.', '-')}.png", weights=w[steps],
-                          row_labels=[f"step {i}\nσ={sig[i]:.2f}" for i in steps],
-                          candidate_labels=["ans"] + [f"c{i}" for i in range(1, k)],
-                          title=f"{t['task']} #{t['instance']}{which}: decoded x̂0 per step (rows) and frame "
-                                "(columns), candidate mixture at right")
-            out.append((p, f"x̂0 filmstrip, {t['task']} instance {t['instance']}{which}. Superposition looks like "
-                           "several high bars early and one late; the claim holds on the intervals of the entropy "
-                           "drop and the live-candidate share, not on one instance."))
+            # 4 of the stored steps (first, two between, last) of each trace: one small-multiples figure
+            pick = sorted(set(np.linspace(0, len(x0) - 1, min(len(x0), 4)).round().astype(int).tolist()))
+            which = f", {t['which']}" if t.get("which") else ""
+            strips.append((f"{t['task']} #{t['instance']}{which}", x0[pick]))
+        if strips:
+            p = filmstrips(strips, fig_dir / "trace-superposition.png",
+                           title="decoded x̂0 of the most and least confident instances of each task: 4 steps "
+                                 "(rows, first to last) × frames (columns)")
+            out.append((p, "x̂0 filmstrips, every task's most and least confident instances at 4 steps each. "
+                           "Superposition looks like blends of candidates early and one answer late; the claim holds "
+                           "on the intervals of the entropy drop beyond the null and the live-candidate share, not "
+                           "on one instance."))
         return out
 
     def readouts(self, settings, system) -> dict[str, int]:
