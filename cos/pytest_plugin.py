@@ -320,6 +320,19 @@ class CosSession:
             line = next((m[2:].strip() for m in reversed(msg) if m.startswith("E ")), msg[-1] if msg else "failed")
             self.results[cid] = ClaimResult.for_claim(cid, measured=None, ci_low=None, ci_high=None, n=None,
                                                       status="error", reason=f"{report.when}: {line}"[:300])
+        if cid in self.results and report.when in ("call", "setup") and self.ctx.world.is_main:
+            self._write_partial()
+
+    def _write_partial(self) -> None:
+        """Every finished row, as each claim finishes (cos.reporting.write_partial): a killed run keeps them."""
+        from cos.reporting import write_partial
+
+        try:
+            write_partial(self.config.getoption("--cos-out"), list(self.results.values()))
+        except OSError as e:    # a full disk here must not stop the claims; the final write says it again
+            import warnings
+
+            warnings.warn(f"partial table not written: {e}")
 
     @property
     def is_main(self) -> bool:

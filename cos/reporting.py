@@ -176,7 +176,25 @@ def write_status(out_dir: str | Path, results: list[ClaimResult], prov: dict, co
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
         tmp.replace(path)
+    (out / PARTIAL).unlink(missing_ok=True)      # the whole table is written: the partial one has served
     return jpath, mpath
+
+
+PARTIAL = "claims-status.partial.json"
+
+
+def write_partial(out_dir: str | Path, results: list[ClaimResult]) -> Path:
+    """The rows finished so far, rewritten (atomically) as each claim finishes, with their samples: a run killed
+    or out of disk before its final write keeps every claim it finished. The final write removes it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / PARTIAL
+    doc = {"schema": "cos.claims-status-partial/1", "partial": True,
+           "claims": [{**r.to_dict(), "samples": r.samples} for r in sorted(results, key=lambda r: r.id)]}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, default=str))
+    tmp.replace(path)
+    return path
 
 
 def write_samples(out: Path, results: list[ClaimResult], prov: dict) -> Path:
