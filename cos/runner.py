@@ -162,8 +162,17 @@ class RunContext:
                 records.sort(key=lambda kr: kr[0])
                 flat = [r for _, rs in records for r in rs]
                 level = look.confidence if (look and len(looks) > 1) else None
-                with decision_level(level) if level else _nullcontext():
-                    res = claim.conclude(flat, system, settings, **kw)
+                early = look is not None and not look.final
+                try:
+                    with decision_level(level) if level else _nullcontext():
+                        res = claim.conclude(flat, system, settings, **kw)
+                except Exception as e:  # noqa: BLE001 - an early look's subset may be too small to conclude on
+                    if not early:       # (one instance of a task, a zero count): not final; the last look raises
+                        raise
+                    history.append({"batches": upto, "fraction": round(look.fraction, 4),
+                                    "confidence": round(look.confidence, 6), "n": None, "status": "not concluded",
+                                    "stop": "", "why": f"{type(e).__name__}: {e}"[:200]})
+                    continue
                 for k, dt in (("share", t1 - t0), ("gather", t2 - t1), ("conclude", time.perf_counter() - t2)):
                     spent[k] = round(spent[k] + dt, 2)
                 if look is None or len(looks) == 1:

@@ -328,15 +328,15 @@ class Superposition(Claim):
             x0, sig = arrays.get(f"{t['key']}.x0"), arrays.get(f"{t['key']}.sigmas")
             if x0 is None:
                 continue
-            # 4 of the stored steps (first, two between, last) of each trace: one small-multiples figure
-            pick = sorted(set(np.linspace(0, len(x0) - 1, min(len(x0), 4)).round().astype(int).tolist()))
+            # 3 of the stored steps (first, middle, last) of each trace: one small-multiples figure
+            pick = sorted(set(np.linspace(0, len(x0) - 1, min(len(x0), 3)).round().astype(int).tolist()))
             which = f", {t['which']}" if t.get("which") else ""
             strips.append((f"{t['task']} #{t['instance']}{which}", x0[pick]))
         if strips:
             p = filmstrips(strips, fig_dir / "trace-superposition.png",
-                           title="decoded x̂0 of the most and least confident instances of each task: 4 steps "
-                                 "(rows, first to last) × frames (columns)")
-            out.append((p, "x̂0 filmstrips, every task's most and least confident instances at 4 steps each. "
+                           title="decoded x̂0 of the most and least confident instances of each task: 3 steps "
+                                 "(rows: first, middle, last) × frames (columns)")
+            out.append((p, "x̂0 filmstrips, every task's most and least confident instances at 3 steps each. "
                            "Superposition looks like blends of candidates early and one answer late; the claim holds "
                            "on the intervals of the entropy drop beyond the null and the live-candidate share, not "
                            "on one instance."))

@@ -100,9 +100,9 @@ def apply_loras(experts: list[torch.nn.Module], loras: list[tuple[Path, float]])
         sd = sd[0] if isinstance(sd, tuple) else sd
         if not isinstance(sd, dict):
             raise ModelLoadError(f"{f}: not a Wan LoRA diffusers can read (no state dict)")
-        check_changes_something(sd, f, float(weight))
-        for i, e in enumerate(experts):
+        for i, e in enumerate(experts):     # structure first: a LoRA for another model says so, zero or not
             _check_fits(e, sd, f, f"expert {i}")
+        check_changes_something(sd, f, float(weight))
         states.append(sd)
     names = [f"cos_lora_{i}" for i in range(len(loras))]
     for e in experts:
