@@ -103,13 +103,17 @@ class RunContext:
         bar = Progress(self, f"{self.label or desc}" + (f" [share {rank}/{n}]" if sharded else ""), len(starts))
         for b in starts:
             batch = make_batch(insts[b:b + per], settings.seeds, settings.height, settings.width)
-            for inst, seed in zip(batch.instances, batch.seeds):
-                seeds = self.ran.setdefault(inst.id, [])
-                if seed not in seeds:
-                    seeds.append(seed)
+            self._note_ran(batch)
             yield batch
             bar.step()
         bar.close()
+
+    def _note_ran(self, batch: TaskBatch) -> None:
+        """Record the (instance, seed) rows this process sampled (provenance's rank_rows)."""
+        for inst, seed in zip(batch.instances, batch.seeds):
+            seen = self.ran.setdefault(inst.id, [])
+            if seed not in seen:
+                seen.append(seed)
 
     # ---------------------------------------------------------------- claims written as records
     def measure_records(self, claim, system: WanSystem, settings: ClaimSettings, **kw):
@@ -122,7 +126,6 @@ class RunContext:
         run resumes with what it finished. Without `sequential` the only look is after the last batch (fixed n:
         the same row as one pass over every batch). `Claim.finish` then adds its report-only extras once."""
         from cos import sequential as seq
-        from cos.stats import decision_level
 
         self.label = claim.id
         try:
@@ -147,10 +150,7 @@ class RunContext:
                         continue
                     rs = []
                     for s, batch in units[k]:
-                        for inst, seed in zip(batch.instances, batch.seeds):
-                            seen = self.ran.setdefault(inst.id, [])
-                            if seed not in seen:
-                                seen.append(seed)
+                        self._note_ran(batch)
                         rs.extend(self._batch_records(claim, system, s, batch, kw))
                     own.append((k, rs))
                     bar.step()
@@ -164,8 +164,7 @@ class RunContext:
                 level = look.confidence if (look and len(looks) > 1) else None
                 early = look is not None and not look.final
                 try:
-                    with decision_level(level) if level else _nullcontext():
-                        res = claim.conclude(flat, system, settings, **kw)
+                    res = _conclude_at(claim, flat, system, settings, kw, level)
                 except Exception as e:  # noqa: BLE001 - an early look's subset may be too small to conclude on
                     if not early:       # (one instance of a task, a zero count): not final; the last look raises
                         raise
@@ -332,19 +331,14 @@ class RunContext:
 
 
 def _conclude_at(claim, records: list[dict], system: WanSystem, settings: ClaimSettings, kw: Mapping[str, Any],
-                 confidence: float):
+                 confidence: float | None):
+    """`claim.conclude` with its decision intervals at `confidence` (None: the default level, fixed n)."""
+    import contextlib
+
     from cos.stats import decision_level
 
-    with decision_level(confidence):
+    with decision_level(confidence) if confidence is not None else contextlib.nullcontext():
         return claim.conclude(records, system, settings, **kw)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # what a claim's records are computed with besides its own module: the shared readouts, the tasks (scores,

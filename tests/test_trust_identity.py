@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import struct
 from pathlib import Path
 
@@ -27,18 +26,6 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("COS_STORE_KEY", raising=False)
     monkeypatch.setattr(identity, "_verified", {})
     return tmp_path / "cache"
-
-
-@pytest.fixture
-def no_hang():
-    """Fail (instead of hanging the suite) when a case blocks for 20 s."""
-    def boom(*_):
-        raise TimeoutError("hung: a read blocked for 20 s")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture

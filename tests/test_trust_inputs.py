@@ -6,7 +6,6 @@ through `validate_options`, on copies of the organism and of a tiny diffusers di
 import json
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -27,17 +26,6 @@ ORGANISM = ROOT / "fixtures" / "organism"
 def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("COS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("COS_STORE_KEY", raising=False)
-
-
-@pytest.fixture
-def no_hang():
-    def boom(*_):
-        raise TimeoutError("hung: blocked for 20 s")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def one_line(msg: str, *words: str) -> None:

@@ -5,7 +5,6 @@ import errno
 import hashlib
 import json
 import os
-import signal
 import struct
 import time
 import warnings
@@ -27,17 +26,6 @@ def own_key(tmp_path, monkeypatch):
     monkeypatch.setenv("COS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("COS_STORE_KEY", raising=False)
     return tmp_path / "cache" / "store.key"
-
-
-@pytest.fixture
-def no_hang():
-    def boom(*_):
-        raise TimeoutError("hung: blocked for 20 s")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(20)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def other_key(tmp_path: Path, name: str = "other.key") -> Path:
