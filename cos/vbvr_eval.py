@@ -79,6 +79,12 @@ def check_tasks(pairs: Iterable[tuple[str, str]]) -> list[str]:
     """(split folder, task) pairs → the split mismatches with EvalKit's table, in words. Unknown task names
     (EvalKit would crash on them mid-run) are a one-line InputError before any scoring or generation."""
     table, pairs = task_table(), sorted(set(pairs))
+    for _, t in pairs:   # a surrogate-escaped name could not even be printed in the message below
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(f"task folder {ascii(t)}: the name is not valid UTF-8; rename it (VBVR-Bench names "
+                             "are ASCII)") from None
     unknown = sorted({t for _, t in pairs if t not in table})
     if unknown:
         raise InputError(f"{len(unknown)} task folder(s) unknown to VBVR-EvalKit ({EVALKIT_REF}): "

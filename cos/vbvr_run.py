@@ -21,7 +21,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from cos.settings import ClaimSettings
-from cos.tasks.vbvr import _png, sample_dirs, video_info, write_video
+from cos.tasks.vbvr import PNG_LIMIT, _png, check_data, read_prompt, sample_dirs, video_info, write_video
+from cos.trust import read_regular
 
 # Wan2.2's default negative prompt (`sample_neg_prompt` of its I2V configs), used by its I2V inference
 WAN_NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，"
@@ -54,7 +55,10 @@ class VBVRConfig:
 
 def extra_from_options(data: str, out: str = ".", steps: int | None = None, size: str | None = None,
                        flow_shift: float | None = None) -> dict[str, Any]:
-    """What `ClaimSettings.extra["vbvr"]` holds: the data folder and only the overrides actually given."""
+    """What `ClaimSettings.extra["vbvr"]` holds: the data folder and only the overrides actually given. The data
+    is checked here (`check_data`: one line naming the file, value and rule), before anything is sampled; the
+    option's own check at configure ran the same, so this costs a folder walk (the content checks are memoized)."""
+    check_data(data)
     d: dict[str, Any] = {"data": str(data), "out": str(out)}
     if steps:
         d["steps"] = int(steps)
@@ -117,12 +121,12 @@ def items(cfg: VBVRConfig) -> list[VBVRItem]:
     from cos.vbvr_eval import check_tasks
 
     root = Path(cfg.data)
-    dirs = sample_dirs(root)
+    dirs = check_data(root)     # every sample checked before the first is generated
     check_tasks(d.relative_to(root).parts[:2] for d in dirs)
     out = []
     for d in dirs:
         split, task, idx = d.relative_to(root).parts
-        prompt = (d / "prompt.txt").read_text().strip()
+        prompt = read_prompt(d / "prompt.txt")
         n, fps = video_info(d / "ground_truth.mp4")
         if cfg.size:
             h, w, f = cfg.size
@@ -130,7 +134,7 @@ def items(cfg: VBVRConfig) -> list[VBVRItem]:
             h0, w0 = _png(d / "first_frame.png").shape[1:]
             h, w, f = round16(h0), round16(w0), round4k1(n)
         digest = hashlib.sha256(prompt.encode() + b"\0" + cfg.negative_prompt.encode() + b"\0"
-                                + (d / "first_frame.png").read_bytes()).hexdigest()[:16]
+                                + read_regular(d / "first_frame.png", PNG_LIMIT)).hexdigest()[:16]
         out.append(VBVRItem(d, split, task, idx, prompt, f, n, fps, h, w, cfg.negative_prompt, digest))
     return out
 

@@ -26,10 +26,14 @@ def test_rounding():
     assert (round4k1(24), round4k1(79), round4k1(81), round4k1(5)) == (25, 81, 81, 5)
 
 
-def test_settings_carry_the_options():
-    s = replace(ClaimSettings(), extra={"vbvr": extra_from_options("/d", "/o", 2, "32x48x5", None)})
+def test_settings_carry_the_options(tmp_path):
+    from cos.tasks import make_instance
+    from cos.tasks.vbvr import export_tasks
+
+    export_tasks(tmp_path, [make_instance("maze", 0, 5, "id")], 32, 32)   # extra_from_options checks the data
+    s = replace(ClaimSettings(), extra={"vbvr": extra_from_options(str(tmp_path), "/o", 2, "32x48x5", None)})
     cfg = config_of(s)
-    assert cfg == VBVRConfig(data="/d", out="/o", steps=2, size=(32, 48, 5))
+    assert cfg == VBVRConfig(data=str(tmp_path), out="/o", steps=2, size=(32, 48, 5))
     assert (cfg.guidance_scale, cfg.flow_shift, cfg.seed) == (5.0, 5.0, 1)     # VBVR-Wan2.2's evaluation
     assert config_of(ClaimSettings()) is None
 
