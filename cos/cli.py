@@ -7,6 +7,7 @@
     cos report RUN_DIR                      re-render the report beside RUN_DIR/claims-status.json
     cos status STATUS.json [--compare B]    print the table; with --compare, what changed against B
     cos compare RUN_A RUN_B --out DIR       two runs side by side (statuses, paired differences, figures)
+    cos history DIR                         the runs a --cos-out folder holds (the latest and DIR/history/*)
     cos trace --task maze --seed 3          one x̂0 filmstrip of a task on a model (PNG)
     cos merge STORE... --into DEST          unite result stores of sharded runs
     cos validate --out DIR [--draws N]      each claim's power and false-positive rate on its controls
@@ -192,6 +193,27 @@ def _status(a) -> int:
     return 1 if c and c["regressed"] else 0
 
 
+def _history(a) -> int:
+    """cos history DIR: one line per run of a --cos-out folder, oldest first (cos.runs.history)."""
+    from tabulate import tabulate
+
+    from cos.runs import history
+
+    if not Path(a.dir).is_dir():
+        raise InputError(f"{a.dir}: no such folder (the --cos-out of a run)")
+    runs = history(a.dir)
+    if not runs:
+        raise InputError(f"{a.dir}: holds no run (no claims-status.json, here or under {Path(a.dir) / 'history'})")
+    order = ("holds", "fails", "inconclusive", "skipped", "error")
+    rows = [(r["run"] + (" (partial)" if r["partial"] else ""), r["start_time"] or "–", r["model"] or "–",
+             r["weights_hash"] or "–", r["tier"] or "–",
+             ", ".join(f"{r['statuses'][k]} {k}" for k in (*order, *sorted(set(r["statuses"]) - set(order)))
+                       if r["statuses"].get(k)))
+            for r in runs]
+    print(tabulate(rows, headers=["run", "started", "model", "weights", "tier", "statuses"], tablefmt=a.format))
+    return 0
+
+
 def _trace(a) -> None:
     from cos.models import load_system
     from cos.tasks import TASKS, make_instance
@@ -355,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", default=None, help="another claims-status.json (e.g. the baseline)")
     p.add_argument("--format", default="simple", choices=TABLE_FORMATS, help="tabulate table format")
     p.set_defaults(fn=_status)
+    p = sub.add_parser("history", help="the runs of a --cos-out folder: when, model, weights hash, tier, statuses")
+    p.add_argument("dir", help="a --cos-out folder (its latest run and those moved to DIR/history/)")
+    p.add_argument("--format", default="simple", choices=TABLE_FORMATS, help="tabulate table format")
+    p.set_defaults(fn=_history)
     p = sub.add_parser("trace", help="one x̂0 filmstrip (steps × frames) for a task instance")
     p.add_argument("--task", required=True, help="a task of the suite (maze, grounding, pattern, ...)")
     p.add_argument("--instance", type=int, default=0, help="the task instance's seed (default 0)")

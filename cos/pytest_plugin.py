@@ -32,8 +32,25 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "fixtures" / "organism"
 _RESULT_KEY, _ID_KEY, _ARRAYS_KEY, _SAMPLES_KEY = "cos_claim_result", "cos_claim_id", "cos_claim_arrays", "cos_samples"
 
 
+class _Recording:
+    """An option group that also records each option's default (`cos_requested` compares against them)."""
+
+    def __init__(self, group) -> None:
+        self.group = group
+
+    def addoption(self, *names: str, **kw) -> None:
+        _DEFAULTS[names[0].lstrip("-").replace("-", "_")] = kw.get("default", False if kw.get("action") ==
+                                                                   "store_true" else None)
+        self.group.addoption(*names, **kw)
+
+
+_DEFAULTS: dict[str, object] = {}
+_SESSION = pytest.StashKey["CosSession"]()
+_STARTED_AT = pytest.StashKey[float]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    g = parser.getgroup("cos", "Chain-of-Steps claims harness")
+    g = _Recording(parser.getgroup("cos", "Chain-of-Steps claims harness"))
     g.addoption("--cos-model", default=None,
                 help=f"diffusers-format Wan model directory (default: the organism, {DEFAULT_MODEL})")
     g.addoption("--cos-device", default="auto", help="cpu, cuda, cuda:N or auto (cuda when available)")
@@ -71,7 +88,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-report-instances", type=int, default=2, metavar="N",
                 help="x̂0 filmstrips per task in the report: the N most and least confident instances (default 2)")
     g.addoption("--cos-overwrite", action="store_true",
-                help="write into a --cos-out that already holds a claims-status.json (refused otherwise)")
+                help="replace the run a --cos-out holds without keeping it: by default it moves to "
+                     "<cos-out>/history/<UTC start time>/ when this run first writes (cos.runs)")
+    g.addoption("--cos-compare", default=None, choices=["last"],
+                help="last: print what changed against the previous run in --cos-out on the same weights (the "
+                     "most recent history entry with the same weights hash); informational, --cos-baseline gates")
     g.addoption("--cos-compile", action="store_true", help="compile_repeated_blocks on the experts")
     g.addoption("--cos-vbvr", default=None, metavar="DIR",
                 help="VBVR-Bench data folder: bench.table1 and ensemble.mid_layers generate its samples at "
@@ -120,48 +141,47 @@ def validate_session(config: pytest.Config) -> None:
         launch_env()    # a malformed launcher environment: one line before anything connects
     except CosError as e:
         raise pytest.UsageError(str(e)) from None
-    refuse_overwrite(config)
-
-
-def refuse_overwrite(config: pytest.Config) -> None:
-    """One run per folder: a --cos-out holding an earlier run's claims-status.json is refused (before any test
-    runs) unless --cos-overwrite is given. The default "." is checked only when claims are selected, so that a
-    unit-test run in a folder with an old table is not refused."""
-    out = Path(config.getoption("--cos-out"))
-    if config.getoption("--cos-overwrite") or not (out / "claims-status.json").exists():
-        return
-    if _all_errored(out / "claims-status.json"):   # a run that measured nothing is not worth protecting
-        return
-    if config.getoption("--cos-out") == "." and "claims" not in (config.option.markexpr or ""):
-        return
-    raise pytest.UsageError(f"--cos-out {out}: holds an earlier run's claims-status.json; give a fresh folder, "
-                            "or --cos-overwrite to replace it")
-
-
-def _all_errored(path: Path) -> bool:
-    """Whether a claims-status file's rows are all `error` (it holds no measurement a rerun could lose)."""
-    import json
-
-    from cos.trust import read_regular
-
-    try:
-        rows = json.loads(read_regular(path, 256 << 20)).get("claims")
-        return bool(rows) and all(isinstance(r, dict) and r.get("status") == "error" for r in rows)
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def session_fatal(what: str, e: BaseException) -> "NoReturn":
     """End the session with one line (not one traceback per claim): a model, LoRA or option error is the same
-    for every claim. Nothing is written, so an earlier table stays and a rerun is not refused."""
+    for every claim. Nothing is written, so the earlier run stays in place (not moved to history)."""
     msg = str(e) if isinstance(e, Exception) and type(e).__module__.startswith("cos") else f"{type(e).__name__}: {e}"
     pytest.exit(f"ERROR: {what}: {' '.join(msg.split())}", returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    validate_session(config)
+    """Options and markers only: installing cos must not change another project's test session (no torch import,
+    no nvidia-smi, no CUDA_VISIBLE_DEVICES rewrite, no thread limit, no process group). The claims session starts
+    when claims are collected, or at once when a --cos-* option is given (`start_session`)."""
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    config.stash[_STARTED_AT] = time.time()
+    validate_session(config)    # only the options given (the defaults need no check): nothing heavy is imported
+    config.pluginmanager.register(_Hooks(config), "cos-session")
+    if cos_requested(config):
+        start_session(config)
+
+
+def cos_requested(config: pytest.Config) -> bool:
+    """Whether a --cos-* option was given a value other than its default."""
+    return any(getattr(config.option, dest, default) != default for dest, default in _DEFAULTS.items())
+
+
+def cos_session(config: pytest.Config) -> "CosSession | None":
+    """The session's `CosSession`, or None while no claim was collected and no --cos-* option given."""
+    return config.stash.get(_SESSION, None)
+
+
+def start_session(config: pytest.Config) -> "CosSession":
+    """Start the claims session once per process: pin this process's GPU (an xdist worker or a launched rank takes
+    its own), limit torch's threads, connect the launched ranks, open the store. Called at configure when a --cos-*
+    option is given, else at collection when an item carries the `claim` marker (each xdist worker collects; the
+    controller, which never collects, at the first claim's report): always before any fixture, so before torch
+    can have initialised CUDA with the unpinned CUDA_VISIBLE_DEVICES."""
+    session = cos_session(config)
+    if session is not None:
+        return session
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env and len([d for d in env.split(",") if d.strip()]) != len({d.strip() for d in env.split(",") if d.strip()}):
         # CUDA rejects a list that repeats an ordinal ("invalid device ordinal"): no GPU would be seen at all
@@ -169,17 +189,45 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "workers share GPUs list each once (workers take entries round-robin)")
     from cos.parallel import launched_size, limit_threads
 
-    if launched_size() > 1 and os.environ.get("PYTEST_XDIST_WORKER"):
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if launched_size() > 1 and worker:
         raise pytest.UsageError("accelerate launch / torchrun and pytest-xdist (-n) both split the work: use one")
-    if config.getoption("--cos-device") in ("auto", "cuda"):
-        gpu = assign_worker_gpu(os.environ.get("PYTEST_XDIST_WORKER"), _visible_gpus())
-        if launched_size() > 1:     # accelerate launch / torchrun: local rank N takes the node's N-th GPU
-            gpu = assign_worker_gpu(f"gw{os.environ.get('LOCAL_RANK', '0')}", _visible_gpus())
+    if config.getoption("--cos-device") in ("auto", "cuda") and (worker or launched_size() > 1):
+        # accelerate launch / torchrun: local rank N takes the node's N-th GPU; xdist worker gwN the N-th
+        gpu = assign_worker_gpu(f"gw{os.environ.get('LOCAL_RANK', '0')}" if launched_size() > 1 else worker,
+                                _visible_gpus())
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     limit_threads()     # several processes on a node: each takes its share of the cores
-    config._cos = CosSession(config)
-    config.pluginmanager.register(config._cos, "cos-session")
+    session = config.stash[_SESSION] = CosSession(config)
+    return session
+
+
+class _Hooks:
+    """Registered at configure (cheap): hands the run's hooks to the `CosSession` once one has started."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        session = cos_session(self.config)
+        if session is None:
+            # the xdist controller never collects: it learns that claims run from the first claim's report
+            if hasattr(self.config, "workerinput") or _ID_KEY not in dict(report.user_properties):
+                return
+            session = start_session(self.config)
+        session.pytest_runtest_logreport(report)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        cos = cos_session(self.config)
+        if cos is not None:
+            cos.pytest_sessionfinish(session)
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        cos = cos_session(self.config)
+        if cos is not None:
+            cos.pytest_terminal_summary(terminalreporter)
 
 
 def resolve_tier(config: pytest.Config) -> str:
@@ -257,10 +305,12 @@ def progress_writer(config: pytest.Config):
         if tr is None:
             return
         if capman is None:
-            tr._tw.write(text, flush=True)
+            tr.ensure_newline()     # not after a test file's dots
+            tr.write(text, flush=True)
             return
         with capman.global_and_fixture_disabled():
-            tr._tw.write(text, flush=True)
+            tr.ensure_newline()
+            tr.write(text, flush=True)
 
     tr = config.pluginmanager.getplugin("terminalreporter")
     return terminal_writer(write, bool(tr is not None and tr.isatty))
@@ -270,6 +320,9 @@ def progress_writer(config: pytest.Config):
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # claim tests are tier-agnostic; they carry the markers of the tier the chosen model runs in, so that
     # `-m "claims and full_model"` selects them for a full model and `-m "claims and gpu"` on a GPU
+    if not any(item.get_closest_marker("claim") is not None for item in items):
+        return      # no claims here: the session stays unstarted (resolving the tier would import torch)
+    start_session(config)   # first: it pins this process's GPU before resolve_tier asks torch about CUDA
     tier = resolve_tier(config)
     extra = {"cpu": [], "gpu": ["gpu"], "full": ["gpu", "full_model"]}[tier]
     for item in items:
@@ -284,11 +337,14 @@ class CosSession:
     def __init__(self, config: pytest.Config):
         self.config = config
         self.results: dict[str, ClaimResult] = {}
-        self.start = time.time()
+        self.start = config.stash.get(_STARTED_AT, time.time())    # the wall time counts from configure
         self.ctx = make_run_context(config)
         self.ctx.progress_writer = progress_writer(config)
         self.eta: dict | None = None
         self.comparison: dict | None = None
+        self.cleared = False                  # the folder's previous run moved away (at this run's first write)
+        self.moved_to: Path | None = None     # ... into this history folder
+        self.last: dict | None = None         # --cos-compare last: what changed against the previous run
         self.baseline = None
         path = config.getoption("--cos-baseline")
         if path:
@@ -327,14 +383,37 @@ class CosSession:
             self.results[cid] = ClaimResult.for_claim(cid, measured=None, ci_low=None, ci_high=None, n=None,
                                                       status="error", reason=f"{report.when}: {line}"[:300])
         if cid in self.results and report.when in ("call", "setup") and self.ctx.world.is_main:
-            self._write_partial()
+            if self.cleared or not self._only_errors_over_a_run():
+                self._write_partial()
+
+    def _only_errors_over_a_run(self) -> bool:
+        """Whether every row so far errored while the folder still holds a previous run: writing now would move
+        that run to history for a run that has measured nothing (it stays until a row is measured)."""
+        from cos.runs import holds_run
+
+        return all(r.status == "error" for r in self.results.values()) and \
+            holds_run(self.config.getoption("--cos-out"))
+
+    def _clear(self, out: Path) -> None:
+        """Before this run's first write: the folder's previous run moves to history (cos.runs.keep_previous),
+        or is deleted under --cos-overwrite. Once per session."""
+        if self.cleared:
+            return
+        from cos.runs import keep_previous
+
+        self.moved_to = keep_previous(out, keep=not self.config.getoption("--cos-overwrite"))
+        self.cleared = True
 
     def _write_partial(self) -> None:
         """Every finished row, as each claim finishes (cos.reporting.write_partial): a killed run keeps them."""
         from cos.reporting import write_partial
+        from cos.runs import mark_run
 
+        out = Path(self.config.getoption("--cos-out"))
         try:
-            write_partial(self.config.getoption("--cos-out"), list(self.results.values()))
+            self._clear(out)
+            write_partial(out, list(self.results.values()))
+            mark_run(out)
         except OSError as e:    # a full disk here must not stop the claims; the final write says it again
             import warnings
 
@@ -369,6 +448,7 @@ class CosSession:
                           device=self.config.getoption("--cos-device"), start_time=self.start)
         out = Path(self.config.getoption("--cos-out"))
         rank, world = self.ctx.split
+        prov["tier"] = resolve_tier(self.config)    # `cos history` lists it
         prov["world_size"] = world
         prov["shard"] = list(self.ctx.shard) if self.ctx.shard is not None else None
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
@@ -385,13 +465,17 @@ class CosSession:
                                    "readouts_per_claim": {k: round(v * self.eta["share"], 2)
                                                           for k, v in self.eta["host_s_per_claim"].items()}}
         self.report_note = None
-        if all(r.status == "error" for r in rows) and (out / "claims-status.json").exists():
-            # every claim broke: the earlier run's table is worth more than this one
+        from cos.runs import mark_run
+
+        if self._only_errors_over_a_run() and not self.cleared:
+            # every claim broke: the earlier run is worth more than this one; it stays in place, not in history
             self.paths = ()
-            self.report_note = f"every claim errored: {out / 'claims-status.json'} (an earlier run's) left as it was"
+            self.report_note = f"every claim errored: the earlier run in {out} left as it was"
             return
         try:
+            self._clear(out)
             self.paths = write_status(out, rows, prov, self.comparison)
+            mark_run(out)
         except OSError as e:   # full disk, read-only folder: keep what exists, say which file, fail the run
             self.paths = ()
             self.report_note = _failed_write_note(out, e)
@@ -401,8 +485,11 @@ class CosSession:
             from cos.report import write_report
 
             self.paths = (*self.paths, *write_report(self.config.getoption("--cos-out")))
+            mark_run(out)
         except Exception as e:  # the table stands on its own; say why the pictures are missing
             self.report_note = f"report not written: {type(e).__name__}: {e}"
+        if self.config.getoption("--cos-compare") == "last":
+            self.last = compare_last(out, rows, prov.get("weights_hash"))
         if self.comparison and self.comparison["regressed"]:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -417,6 +504,11 @@ class CosSession:
         tr.write_line("written: " + ", ".join(str(p) for p in self.paths))
         if self.report_note:
             tr.write_line(self.report_note, yellow=True)
+        if self.moved_to is not None:
+            tr.write_line(f"[cos] the previous run in {self.config.getoption('--cos-out')} moved to {self.moved_to}")
+        if self.last is not None:
+            for line in self.last["lines"]:
+                tr.write_line(line)
         rank, world = self.ctx.split
         from cos.runner import fmt_s
 
@@ -431,6 +523,30 @@ class CosSession:
                 tr.write_line(f"REGRESSED against baseline (run fails): {', '.join(c['regressed'])}", red=True)
             if c["newly_holds"]:
                 tr.write_line(f"newly hold: {', '.join(c['newly_holds'])}", green=True)
+
+
+def compare_last(out: Path, rows: list[ClaimResult], weights_hash: str | None) -> dict:
+    """--cos-compare last: this run's rows against the previous run on the same weights in `out`'s history
+    (cos.reporting.compare, plus every other status move); the lines say what changed, or why nothing is compared."""
+    from cos.reporting import compare, load_status
+    from cos.runs import PARTIAL, previous_run, status_changes
+
+    prev = previous_run(out, weights_hash)
+    if prev is None:
+        return {"run": None, "lines": [f"[cos] --cos-compare last: no earlier run in {out / 'history'} on weights "
+                                       f"{weights_hash}: nothing to compare"]}
+    try:
+        doc = load_status(prev / "claims-status.json" if (prev / "claims-status.json").exists() else prev / PARTIAL)
+    except Exception as e:  # noqa: BLE001 - a damaged history entry must not fail the run that just finished
+        return {"run": str(prev), "lines": [f"[cos] --cos-compare last: {prev} unreadable: {e}"]}
+    c = compare(doc, rows)
+    moved = status_changes(doc, rows)
+    lines = [f"[cos] against the previous run on the same weights ({prev}): regressed {', '.join(c['regressed']) or 'none'}"
+             f"; newly hold {', '.join(c['newly_holds']) or 'none'}"
+             + (f"; changed definition {', '.join(c['changed_definition'])}" if c["changed_definition"] else "")
+             + (f"; not run now {', '.join(c['missing'])}" if c["missing"] else "")]
+    lines += [f"  {m}" for m in moved] or ["  no claim changed status"]
+    return {"run": str(prev), "comparison": c, "changes": moved, "lines": lines}
 
 
 def _failed_write_note(out: Path, e: OSError) -> str:
@@ -483,7 +599,7 @@ def cos_claim(request: pytest.FixtureRequest) -> ClaimReporter:
     if marker is None or not marker.args:
         raise pytest.UsageError(f"{request.node.nodeid}: uses cos_claim without @pytest.mark.claim('<id>')")
     # the id itself was recorded in pytest_runtest_setup
-    return ClaimReporter(request.node, marker.args[0], request.config._cos.ctx.shard)
+    return ClaimReporter(request.node, marker.args[0], start_session(request.config).ctx.shard)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -497,7 +613,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def cos_run(pytestconfig: pytest.Config, cos_model_path: Path, cos_device: str) -> "RunContext":
     """The session's `RunContext` (store, shard, shared runs); the distilled model (--cos-lora, else the model's
     own declared LoRA) loads on first use."""
-    ctx = pytestconfig._cos.ctx
+    ctx = start_session(pytestconfig).ctx
     if distilled_loras(cos_model_path, pytestconfig):
         ctx.distilled_loader = lambda: _distilled_system(cos_model_path, cos_device, pytestconfig)
     return ctx
@@ -559,7 +675,7 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
 
         ids = [item.get_closest_marker("claim").args[0] for item in request.session.items
                if item.get_closest_marker("claim") is not None]
-        session = pytestconfig._cos
+        session = start_session(pytestconfig)
         if session.ctx.world.is_main:       # one line per run, not per rank
             # a claim that will be skipped plans nothing (distill without a LoRA stack was counted: 10 s of 400)
             lora = bool(distilled_loras(cos_model_path, pytestconfig))

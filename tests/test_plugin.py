@@ -122,10 +122,14 @@ def test_worker_gpu_assignment_indexes_callers_list():
 
 def test_a_gpu_list_that_repeats_an_ordinal_is_refused_in_one_line(pytester, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,0")
-    pytester.makepyfile(test_x="def test_x():\n    pass\n")
-    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
-    assert res.ret != 0
+    pytester.makepyfile(test_toy=TOY)
+    res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "-k", "holds")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
     assert "CUDA_VISIBLE_DEVICES=0,0 repeats a GPU" in res.stderr.str()
+    # ... only where claims run: another project's tests are not cos's business (the plugin stays inert)
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "test_x.py")
+    assert res.ret == 0, res.stdout.str()
 
 
 def test_claim_tests_carry_the_markers_of_the_models_tier(pytester, tmp_path):

@@ -74,8 +74,11 @@ def test_an_all_error_table_does_not_block_the_rerun_and_a_real_one_does(pyteste
     res.assert_outcomes(passed=2)
     doc = json.loads((out / "claims-status.json").read_text())
     assert {c["status"] for c in doc["claims"]} == {"holds", "fails"}
-    res = run(pytester)                                      # now a measured table: refused, one line
-    assert res.ret == pytest.ExitCode.USAGE_ERROR and "holds an earlier run's claims-status.json" in res.stderr.str()
+    res = run(pytester)                  # now a measured table: not refused, it moves to history (tests/test_runs.py)
+    assert res.ret == 0
+    kept = sorted((out / "history").iterdir())      # the all-error table (moved by the first rerun), then `doc`
+    assert [json.loads((k / "claims-status.json").read_text())["claims"][0]["status"] for k in kept] == ["error", "holds"]
+    assert json.loads((kept[1] / "claims-status.json").read_text()) == doc
 
 
 def test_a_full_disk_at_the_final_write_names_the_file_and_keeps_what_exists(pytester):
