@@ -27,7 +27,7 @@ MADE_BY = "cos run"
 HISTORY = "history"
 STATUS, PARTIAL = "claims-status.json", "claims-status.partial.json"
 RUN_FILES = (STATUS, "claims-status.md", PARTIAL, "samples.jsonl", "records.jsonl", "claims-report.md",
-             "claims-report.html", "gate.json")     # every file name a run writes into --cos-out: extend here
+             "claims-report.html", "gate.json", "gate.md")     # every file a run writes into --cos-out: extend here
 MAX_STATUS = 256 << 20       # the bound on a status file read here (cos.trust.read_regular)
 _DATA = re.compile(r"data/[A-Za-z0-9_.\-]+\.safetensors")
 
