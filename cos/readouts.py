@@ -25,10 +25,12 @@ def weights_per_step(ctx: RunContext, system: WanSystem, settings: ClaimSettings
         whole, per_frame = [], []
         for row, inst in enumerate(batch.instances):
             w, pf = [], []
+            fs = None if frames is None else frames(inst)
             for video in step_videos(system, res, row):
-                w.append(inst.candidate_weights(video))
-                if frames is not None:
-                    pf.append({f: inst.candidate_weights(video, [f]) for f in frames(inst)})
+                cells = inst.cells(video)        # read back once: the whole video's and every frame's weights
+                w.append(inst.cell_weights(cells))
+                if fs is not None:
+                    pf.append({f: inst.cell_weights(cells, [f]) for f in fs})
             whole.append(w)
             per_frame.append(pf)
         return whole, per_frame
@@ -55,11 +57,18 @@ def commit_step(shows: list[bool]) -> int:
     return s
 
 
-def shows_answer(inst: TaskInstance, weights: torch.Tensor, frame: int, answer: int) -> bool:
-    """Most of the frame's candidate mass lies on candidates that look like `answer` in this frame
-    (candidates sharing a frame, e.g. a common maze prefix, cannot be told apart there)."""
+def lookalikes(inst: TaskInstance, frame: int, answer: int) -> list[int]:
+    """The candidates that look like `answer` in this frame (itself included)."""
     c = inst.candidates[:, frame]
-    same = [k for k in range(c.shape[0]) if (c[k] - c[answer]).abs().amax() <= 1e-6]
+    return [k for k in range(c.shape[0]) if (c[k] - c[answer]).abs().amax() <= 1e-6]
+
+
+def shows_answer(inst: TaskInstance, weights: torch.Tensor, frame: int, answer: int,
+                 same: list[int] | None = None) -> bool:
+    """Most of the frame's candidate mass lies on candidates that look like `answer` in this frame
+    (candidates sharing a frame, e.g. a common maze prefix, cannot be told apart there). `same`: the frame's
+    `lookalikes`, when the caller asks about many steps of one frame."""
+    same = lookalikes(inst, frame, answer) if same is None else same
     return float(weights[same].sum()) > 0.5
 
 

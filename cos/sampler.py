@@ -15,6 +15,7 @@ from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteSchedul
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from cos import forward_timing
 from cos.context import StepContext
 from cos.errors import InputError, NonFiniteTrajectoryError
 from cos.interventions.base import Intervention
@@ -293,7 +294,7 @@ class Sampler:
 
     def _forward(self, model, x: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, name: str) -> torch.Tensor:
         self.forward_count += 1
-        with model.cache_context(name):
+        with model.cache_context(name), forward_timing.span(x):
             return model(hidden_states=x, timestep=t.expand(x.shape[0]), encoder_hidden_states=embeds,
                          encoder_hidden_states_image=None, attention_kwargs=None, return_dict=False)[0]
 

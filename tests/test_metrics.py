@@ -107,3 +107,17 @@ def test_gram_and_feature_space_paths_agree():
     feature_space = float((Y64.T @ X64).pow(2).sum() / ((X64.T @ X64).norm() * (Y64.T @ Y64).norm()))
     assert linear_cka(X, Y) == pytest.approx(feature_space, abs=1e-10)
     assert 0 <= linear_cka(Xt, Yt) <= 1
+
+
+def test_prepared_cka_is_linear_cka_to_the_bit():
+    """`LinearCKA(x)(y)`, the clean side prepared once (information_flow), gives linear_cka's number exactly."""
+    from cos.metrics import LinearCKA
+
+    g = torch.Generator().manual_seed(3)
+    for n, f in ((300, 12), (8, 40)):
+        for debiased in (False, True):
+            x = torch.randn(n, f, generator=g)
+            prep = LinearCKA(x, debiased)
+            for _ in range(3):
+                y = x + 0.5 * torch.randn(n, f, generator=g)
+                assert prep(y) == linear_cka(x, y, debiased=debiased)

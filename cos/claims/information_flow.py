@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from cos.controls import SMALL, answer_at, ref
-from cos.metrics import cka_dissimilarity
+from cos.metrics import LinearCKA
 from cos.readouts import (NOISE_SIZING, RESEED, STEP_READINGS, NoiseSizing, noise_injection_steps, noise_settings,
                           noise_sweep, noise_sweep_runs)
 from cos.registry import Claim, ClaimSpec, Control, Details, register
@@ -108,7 +108,12 @@ class InformationFlow(Claim):
         res = noise_sweep(ctx, system, settings, batch, sizing)
         clean = res["clean"]["x0"]
         last = clean.shape[0] - 1
-        d = lambda name, t, row: cka_dissimilarity(tokens(clean[t][row]), tokens(res[name]["x0"][t][row]))
+        refs: dict = {}      # the clean run's tokens at (step, row), prepared once for every branch they meet
+
+        def d(name: str, t: int, row: int) -> float:
+            if (t, row) not in refs:
+                refs[t, row] = LinearCKA(tokens(clean[t][row]))
+            return 1.0 - refs[t, row](tokens(res[name]["x0"][t][row]))
         return [{"instance": inst.id, "seed": seed, "reseed": d(RESEED, last, row),
                  "curves": {r: {str(s): [d(f"{r}{s}", t, row) for t in range(s + 1, last + 1)] for s in steps}
                             for r in STEP_READINGS}}

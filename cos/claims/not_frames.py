@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from cos.controls import SMALL, ref, scripted
-from cos.readouts import commit_step, shows_answer, weights_per_step
+from cos.readouts import commit_step, lookalikes, shows_answer, weights_per_step
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
 from cos.settings import instances
@@ -81,7 +81,8 @@ class NotFrames(Claim):
             if len(fs) < 2:
                 continue
             answer = int(torch.argmax(w[-1]))
-            commits = [[f, commit_step([shows_answer(inst, st[f], f, answer) for st in steps])] for f in fs]
+            same = {f: lookalikes(inst, f, answer) for f in fs}
+            commits = [[f, commit_step([shows_answer(inst, st[f], f, answer, same[f]) for st in steps])] for f in fs]
             out.append({"instance": inst.id, "seed": seed, "steps": len(steps), "commits": commits})
         return out
 

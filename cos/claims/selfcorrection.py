@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from cos.controls import SMALL, ref, scripted
-from cos.readouts import clean_batch_rows, commit_step, shows_answer
+from cos.readouts import clean_batch_rows, commit_step, lookalikes, shows_answer
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
 from cos.stats import Estimate, bootstrap_ci, proportion_ci, share_ci
@@ -173,7 +173,8 @@ class SelfCorrection(Claim):
         """The row's first wrong commitment mid-way (None if it has none), its ending (right, another wrong
         candidate, stayed on the wrong one, none), and, for a correction with ≥ 2 deciding frames, each frame's
         switch step."""
-        w = [inst.candidate_weights(v) for v in steps]
+        cells = [inst.cells(v) for v in steps]      # read back once: the whole video's and each frame's weights
+        w = [inst.cell_weights(c) for c in cells]
         k = len(inst.candidates)
         wrong = next((int(torch.argmax(x)) for x in w[1:-1]
                       if int(torch.argmax(x)) != inst.answer and float(x.max()) > WRONG_COMMIT), None)
@@ -187,8 +188,8 @@ class SelfCorrection(Claim):
         frames = [f for f in deciding_frames(inst) if f > 0]
         switch = None
         if end == "right" and len(frames) >= 2:
-            switch = [commit_step([shows_answer(inst, inst.candidate_weights(v, [f]), f, inst.answer) for v in steps])
-                      for f in frames]
+            switch = [commit_step([shows_answer(inst, inst.cell_weights(c, [f]), f, inst.answer, same)
+                                   for c in cells]) for f in frames for same in [lookalikes(inst, f, inst.answer)]]
         return {"K": k, "wrong": wrong, "end": end, "switch": switch}
 
     def controls(self) -> list[Control]:

@@ -44,7 +44,6 @@ import numpy as np
 import torch
 
 from cos.controls import SMALL, ref, scripted
-from cos.readouts import weights_per_step
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext, step_videos
 from cos.stats import bootstrap_ci, interval, share_ci
@@ -154,8 +153,9 @@ class Superposition(Claim):
         rows = [torch.stack([inst.cells(v) for v in step_videos(system, res, row)])
                 for row, inst in enumerate(batch.instances)]
         out = []
-        for row, (inst, seed, steps) in enumerate(zip(batch.instances, batch.seeds,
-                                                      weights_per_step(ctx, system, settings, batch)[0])):
+        # the x̂0 mixtures at every step (`weights_per_step`'s whole-video weights), from the cells read above
+        whole = [[inst.cell_weights(c) for c in cells] for inst, cells in zip(batch.instances, rows)]
+        for row, (inst, seed, steps) in enumerate(zip(batch.instances, batch.seeds, whole)):
             final = final_of(rows, row)
             w = [inst.candidate_weights(v) for v in committed_blur(inst, rows[row], final)]
             w0 = [inst.candidate_weights(v) for v in toward_step0(rows[row], final)]

@@ -14,6 +14,7 @@ score 0. `PASS_THRESHOLD` = 0.2 (α ≥ 0.6): clearly closer to the right answer
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -43,8 +44,10 @@ def blank(grid: int, frames: int | None = None) -> torch.Tensor:
     return torch.zeros((3, grid, grid) if frames is None else (frames, 3, grid, grid))
 
 
+@functools.lru_cache(maxsize=64)
 def _partition(n_px: int, grid: int) -> torch.Tensor:
-    """(grid, n_px) matrix whose row g averages the pixels that fall in cell g (nearest mapping)."""
+    """(grid, n_px) matrix whose row g averages the pixels that fall in cell g (nearest mapping); cached (every
+    readout of a video calls it twice with the same sizes), so callers must not modify it in place."""
     idx = (torch.arange(n_px) * grid) // n_px
     m = torch.nn.functional.one_hot(idx, grid).T.to(torch.float32)
     return m / m.sum(1, keepdim=True)
@@ -151,7 +154,11 @@ class TaskInstance:
         """Non-negative least-squares mixture weights of the candidates explaining the video (or only the
         given frames), summing to 1. For an exact mixture Σ w_k c_k of affinely independent candidates
         this returns w."""
-        cells = self.cells(video)
+        return self.cell_weights(self.cells(video), frames)
+
+    def cell_weights(self, cells: torch.Tensor, frames: list[int] | None = None) -> torch.Tensor:
+        """`candidate_weights` of a video already read back onto the cells (`cells(video)`, (F, 3, G, G)): a
+        caller that wants the whole video's and each frame's weights reads the cells once."""
         cands = self.candidates
         if frames is not None:
             cells, cands = cells[frames], cands[:, frames]
