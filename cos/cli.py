@@ -1,6 +1,8 @@
 """`cos`: the command line for what is not a test.
 
     cos run --model DIR --out DIR [...]     run every registered claim on a model (pytest underneath)
+    cos gate --model NEW --against OLD --out DIR [...]   each claim's paired change NEW − OLD; exit 1 on a regression
+    cos conclude RUN_DIR                    recompute a run's table from its records.jsonl (no model, no sampling)
     cos list [--format markdown]            the registered claims (markdown: docs/claims.md, generated)
     cos new-claim ID                        write a claim module's skeleton (docs/adding-a-claim.md)
     cos baseline add|update RUN --into B    copy a run's rows into a baseline file (never by hand)
@@ -126,6 +128,62 @@ def run_claims(model: str | None, out: str, baseline: str | None = None, extra: 
     if rc == pytest.ExitCode.NO_TESTS_COLLECTED:
         print("cos run: no claim selected (a -k or -m that matches nothing?); nothing was run", file=sys.stderr)
     return rc
+
+
+def gate_claims(model: str | None, against: str, out: str, extra: list[str] | None = None) -> int:
+    """`cos gate`: `cos run` with --cos-against; exit 0 when no claim regressed, 1 when one did (or a claim
+    errored), 2 on a usage error (cos.gate)."""
+    import pytest
+
+    rc = run_claims(model, out, None, [f"--cos-against={against}", *(extra or [])])
+    gate = Path(out) / "gate.md"
+    if gate.exists():
+        print(f"cos gate: {gate}", file=sys.stderr)
+    return {int(pytest.ExitCode.OK): 0, int(pytest.ExitCode.TESTS_FAILED): 1,
+            int(pytest.ExitCode.USAGE_ERROR): 2}.get(rc, rc)
+
+
+def _conclude(a) -> int:
+    """cos conclude RUN_DIR: every row of the run recomputed from its records.jsonl, beside the row the run wrote;
+    exit 1 when one differs (the records were not enough to conclude it)."""
+    import math
+
+    from tabulate import tabulate
+
+    from cos.records import load_records
+    from cos.registry import get_claim
+    from cos.reporting import load_status
+
+    run = Path(a.run)
+    bundles = load_records(run)
+    written = {c["id"]: c for c in load_status(run / "claims-status.json")["claims"]}
+    rows, differ = [], []
+    for cid, b in sorted(bundles.items()):
+        claim = get_claim(cid)
+        if claim.spec.version != b.version:
+            rows.append((cid, f"v{b.version} recorded, v{claim.spec.version} installed: not recomputed", "", "", ""))
+            continue
+        try:
+            r = b.conclude(claim)
+        except (AttributeError, TypeError) as e:   # a conclusion that reads more of the model than its records
+            rows.append((cid, f"not recomputable from records: {type(e).__name__}: {e}"[:120], "", "", ""))
+            continue
+        w = written.get(cid, {})
+        same = (r.status == w.get("status") and all(
+            (x is None and y is None) or (x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12))
+            for x, y in ((r.measured, w.get("measured")), (r.ci_low, w.get("ci_low")), (r.ci_high, w.get("ci_high")))))
+        if not same:
+            differ.append(cid)
+        rows.append((cid, r.status, "" if r.measured is None else f"{r.measured:.4g}",
+                     "" if r.ci_low is None else f"[{r.ci_low:.4g}, {r.ci_high:.4g}]",
+                     "same" if same else f"DIFFERS: run wrote {w.get('status')} {w.get('measured')}"))
+    print(tabulate(rows, headers=["claim", "status", "measured", "CI", "against the run's row"], tablefmt=a.format))
+    missing = sorted(set(written) - set(bundles))
+    if missing:
+        print(f"no records (not concluded from records, or skipped): {', '.join(missing)}")
+    if differ:
+        print(f"cos conclude: {len(differ)} row(s) differ from the run's: {', '.join(differ)}", file=sys.stderr)
+    return 1 if differ else 0
 
 
 def _report(a) -> None:
@@ -331,6 +389,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", "--cos-baseline", dest="baseline", default=None,
                    help="a claims-status.json: fail when a claim that held there does not")
     p.set_defaults(fn=None)
+    p = sub.add_parser("gate", help="gate a model change: every claim on NEW and OLD on the same rows, each "
+                       "claim's paired change; exit 1 when one regresses", description="Unknown options go to pytest "
+                       "(e.g. -k noise, --cos-tier gpu, --cos-tolerance 0.5). OLD is a model directory or a run folder "
+                       "with records.jsonl (then the new model runs at that run's settings to pair with it).")
+    p.add_argument("--model", "--cos-model", dest="model", default=None, help="the new model (default: the organism)")
+    p.add_argument("--against", "--cos-against", dest="against", required=True,
+                   help="the old model directory, or an earlier run folder (its records.jsonl)")
+    p.add_argument("--out", "--cos-out", dest="out", default="cos-gate", help="folder for gate.json/.md and both tables")
+    p.set_defaults(fn=None)
+    p = sub.add_parser("conclude", help="recompute a run's table from its records.jsonl and check it against the "
+                       "rows the run wrote (no model is loaded, nothing is sampled)")
+    p.add_argument("run", help="a run folder (claims-status.json and records.jsonl)")
+    p.add_argument("--format", default="simple", choices=TABLE_FORMATS, help="table format (tabulate's)")
+    p.set_defaults(fn=_conclude)
     p = sub.add_parser("list", help="the registered claims with their versions, paper references and controls")
     p.add_argument("--format", default="simple", choices=["markdown", *TABLE_FORMATS],
                    help="markdown: the claims catalogue (docs/claims.md); otherwise a tabulate table format")
@@ -425,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
             # unknown options go to pytest (--cos-tier, --cos-instances, -k ...)
             a, rest = ap.parse_known_args(argv)
             return run_claims(a.model, a.out, a.baseline, rest)
+        if argv and argv[0] == "gate":
+            a, rest = ap.parse_known_args(argv)
+            return gate_claims(a.model, a.against, a.out, rest)
         a = ap.parse_args(argv)
         return a.fn(a) or 0
     except (CosError, FileNotFoundError, OSError) as e:

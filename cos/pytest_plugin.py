@@ -30,6 +30,7 @@ MARKERS = {
 }
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "fixtures" / "organism"
 _RESULT_KEY, _ID_KEY, _ARRAYS_KEY, _SAMPLES_KEY = "cos_claim_result", "cos_claim_id", "cos_claim_arrays", "cos_samples"
+_RECORDS_KEY, _GATE_KEY = "cos_records", "cos_gate"
 
 
 class _Recording:
@@ -100,6 +101,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-sequential", default="auto", choices=["auto", "on", "off"],
                 help="decide claims written as records at up to 3 looks (O'Brien-Fleming alpha spending) and stop "
                      "each once decided or futile; auto: on for the gpu and full tiers, off for cpu (cos.sequential)")
+    g.addoption("--cos-against", default=None, metavar="OLD",
+                help="gate a model change: also measure every selected claim on OLD (a model directory, or a run "
+                     "folder whose records.jsonl to pair with) on the same rows, and report each claim's paired "
+                     "change (DIR/gate.json, gate.md); the run fails when a claim regresses (cos.gate). Fixed n")
+    g.addoption("--cos-tolerance", type=float, default=None, metavar="FRACTION",
+                help="with --cos-against: a claim regresses when its change is confidently worse than this fraction "
+                     "of the effect it is sized for (ClaimSpec.effect; default 0.5), or than its own gate_tolerance")
     g.addoption("--cos-tier", default="auto", choices=["auto", "cpu", "gpu", "full"],
                 help="claim settings: cpu (CI), gpu (full statistics), full (a full Wan model, paper settings); "
                      "auto picks from the model and device")
@@ -289,7 +297,9 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     from cos.sequential import resolve as sequential_on
 
     ctx = RunContext(store=opened, shard=shard, report_instances=config.getoption("--cos-report-instances"),
-                     sequential=sequential_on(config.getoption("--cos-sequential"), resolve_tier(config)))
+                     # a gate pairs the two models' rows: both run every row (fixed n), not stopped at looks
+                     sequential=(sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
+                                 and not config.getoption("--cos-against")))
     if world is not None:
         ctx.world = world
     return ctx
@@ -342,6 +352,7 @@ class CosSession:
         self.ctx.progress_writer = progress_writer(config)
         self.eta: dict | None = None
         self.comparison: dict | None = None
+        self.gate: dict[str, dict] = {}       # --cos-against: claim id -> its gate.json entry (cos.gate)
         self.cleared = False                  # the folder's previous run moved away (at this run's first write)
         self.moved_to: Path | None = None     # ... into this history folder
         self.last: dict | None = None         # --cos-compare last: what changed against the previous run
@@ -369,6 +380,9 @@ class CosSession:
         if _RESULT_KEY in props and report.when == "call" and (report.passed or report.skipped):
             self.results[cid] = ClaimResult.from_dict(props[_RESULT_KEY])
             self.results[cid].samples = props.get(_SAMPLES_KEY) or []
+            self.results[cid].records = props.get(_RECORDS_KEY)
+            if props.get(_GATE_KEY) is not None:
+                self.gate[cid] = props[_GATE_KEY]
             if props.get(_ARRAYS_KEY):
                 from safetensors.numpy import load
 
@@ -475,6 +489,7 @@ class CosSession:
         try:
             self._clear(out)
             self.paths = write_status(out, rows, prov, self.comparison)
+            self.paths = (*self.paths, *self._write_records_and_gate(out, rows))
             mark_run(out)
         except OSError as e:   # full disk, read-only folder: keep what exists, say which file, fail the run
             self.paths = ()
@@ -492,6 +507,21 @@ class CosSession:
             self.last = compare_last(out, rows, prov.get("weights_hash"))
         if self.comparison and self.comparison["regressed"]:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if any(g.get("regressed") for g in self.gate.values()):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _write_records_and_gate(self, out: Path, rows: list[ClaimResult]) -> list[Path]:
+        """records.jsonl (what each row was concluded on: `cos conclude`, `cos gate`) and, under --cos-against,
+        gate.json and gate.md."""
+        from cos.records import write_records
+
+        paths = [p for p in [write_records(out, rows)] if p is not None]
+        if self.gate:
+            from cos.gate import write_gate
+
+            new = ", ".join(sorted({r.model for r in rows if r.model}))
+            paths += write_gate(out, self.gate, new, str(self.config.getoption("--cos-against")))
+        return paths
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if not self.is_main or not self.results:
@@ -501,6 +531,13 @@ class CosSession:
         tr = terminalreporter
         tr.section("claims status")
         tr.write_line(render_table(self.results.values(), "simple", (self.comparison or {}).get("labels")))
+        if self.gate:
+            from cos.gate import render_gate
+
+            doc = {"new": "this model", "old": self.config.getoption("--cos-against"), "claims": self.gate,
+                   "regressed": sorted(k for k, g in self.gate.items() if g.get("regressed"))}
+            tr.section("cos gate")
+            tr.write_line(render_gate(doc, "simple"), red=bool(doc["regressed"]))
         tr.write_line("written: " + ", ".join(str(p) for p in self.paths))
         if self.report_note:
             tr.write_line(self.report_note, yellow=True)
@@ -569,6 +606,10 @@ class ClaimReporter:
         self.item, self.id, self.t0, self.shard = item, claim_id, time.time(), shard
         self.spec = get_claim(claim_id).spec
 
+    def gate(self, row: dict) -> None:
+        """The claim's gate.json entry (--cos-against), reported before its row."""
+        self.item.user_properties.append((_GATE_KEY, row))
+
     def report(self, result: ClaimResult) -> ClaimResult:
         if result.id != self.id:
             raise ValueError(f"test is marked claim({self.id!r}) but reported {result.id!r}")
@@ -581,6 +622,7 @@ class ClaimReporter:
                                                        "`cos merge` the stores and rerun without --cos-shard")
         self.item.user_properties.append((_RESULT_KEY, result.to_dict()))
         self.item.user_properties.append((_SAMPLES_KEY, result.samples))
+        self.item.user_properties.append((_RECORDS_KEY, result.records))
         if result.arrays:   # plain bytes travel to the xdist controller like the row itself
             import numpy as np
             from safetensors.numpy import save
@@ -617,6 +659,26 @@ def cos_run(pytestconfig: pytest.Config, cos_model_path: Path, cos_device: str) 
     if distilled_loras(cos_model_path, pytestconfig):
         ctx.distilled_loader = lambda: _distilled_system(cos_model_path, cos_device, pytestconfig)
     return ctx
+
+
+@pytest.fixture(scope="session")
+def cos_against(pytestconfig: pytest.Config, cos_device: str):
+    """--cos-against OLD: the old side of the gate (cos.gate.Against: a model loaded like --cos-model, or a run
+    folder's records); None without the option."""
+    path = pytestconfig.getoption("--cos-against")
+    if not path:
+        return None
+    from cos.gate import Against
+    from cos.models import load_system
+
+    def load(p: Path):
+        return load_system(p, device=cos_device, dtype=_dtype(p, cos_device),
+                           flow_shift=pytestconfig.getoption("--cos-flow-shift"),
+                           offload=pytestconfig.getoption("--cos-offload"))
+    try:
+        return Against.from_path(path, load)
+    except Exception as e:  # noqa: BLE001 - the same failure for every claim: one line for the session
+        session_fatal(f"--cos-against {path}", e)
 
 
 @pytest.fixture(scope="session")

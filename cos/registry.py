@@ -379,6 +379,8 @@ class ClaimResult:
     version: int | None = None
     arrays: dict[str, Any] = field(default_factory=dict, repr=False)
     samples: list[dict] = field(default_factory=list, repr=False)   # samples.jsonl, never the status JSON
+    # what the row was concluded on (cos.records.Concluded as JSON): records.jsonl, never the status JSON
+    records: dict | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -394,8 +396,9 @@ class ClaimResult:
         d = asdict(self)
         d.pop("arrays")
         d.pop("samples")
+        d.pop("records")
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ClaimResult":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d and k not in ("arrays", "samples")})
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__ if k in d and k not in ("arrays", "samples", "records")})

@@ -164,7 +164,7 @@ class RunContext:
                 level = look.confidence if (look and len(looks) > 1) else None
                 early = look is not None and not look.final
                 try:
-                    res = _conclude_at(claim, flat, system, settings, kw, level)
+                    res, res_level = _conclude_at(claim, flat, system, settings, kw, level), level
                 except Exception as e:  # noqa: BLE001 - an early look's subset may be too small to conclude on
                     if not early:       # (one instance of a task, a zero count): not final; the last look raises
                         raise
@@ -190,6 +190,7 @@ class RunContext:
             bar.close()
             if res is not None:
                 res = claim.finish(self, system, settings, flat, res, **kw)
+                res.records = _recorded(claim, flat, system, settings, kw, res_level)
             if res is not None and len(looks) > 1:
                 res.details["sequential"] = {
                     "design": f"group-sequential, Lan-DeMets O'Brien-Fleming spending, alpha {seq.ALPHA}",
@@ -328,6 +329,21 @@ class RunContext:
                 iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
             hit = hit["run"]
         return _from_disk(hit, key)
+
+
+def _recorded(claim, records: list[dict], system: WanSystem, settings: ClaimSettings, kw: Mapping[str, Any],
+              level: float | None) -> dict | None:
+    """The records a row was concluded on with that conclusion's arguments (cos.records: records.jsonl, `cos
+    conclude`, `cos gate`); None, with a warning, where an argument has no record form (a claim's own object)."""
+    from cos.records import Concluded
+
+    try:
+        return Concluded(claim.id, claim.spec.version, records, system, settings, dict(kw), level).to_dict()
+    except TypeError as e:
+        import warnings
+
+        warnings.warn(f"{claim.id}: records not kept for records.jsonl: {e}")
+        return None
 
 
 def _conclude_at(claim, records: list[dict], system: WanSystem, settings: ClaimSettings, kw: Mapping[str, Any],

@@ -53,6 +53,21 @@ def decision_level(confidence: float):
         _LEVEL.reset(token)
 
 
+_POINT: contextvars.ContextVar[bool] = contextvars.ContextVar("cos_point_estimates", default=False)
+
+
+@contextlib.contextmanager
+def point_estimates():
+    """Inside, the interval functions return their point estimate with a zero-width interval and draw no resample:
+    for recomputing a conclusion's estimate many times over subsets of its units (cos.gate's jackknife), which
+    reads `measured` only. No decision may be taken on a row concluded inside."""
+    token = _POINT.set(True)
+    try:
+        yield
+    finally:
+        _POINT.reset(token)
+
+
 def current_level(confidence: float | None = None) -> float:
     """`confidence`, or the decision level in force (0.95 outside a sequential look)."""
     return _LEVEL.get() if confidence is None else float(confidence)
@@ -140,6 +155,8 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.
     if not np.all(np.isfinite(x)):
         raise ValueError("bootstrap_ci: values contain NaN or Inf")
     value = float(statistic(x))
+    if _POINT.get():
+        return Estimate(value, value, value, x.size, confidence)
     if np.all(x == x[0]):  # degenerate: every resample gives the same statistic
         return Estimate(value, value, value, x.size, confidence, decidable=False)
     tail, z = expanded_tail(x.size, confidence)
@@ -230,6 +247,10 @@ def argmax_ci(curves: np.ndarray, confidence: float | None = None, n_resamples: 
     c = np.asarray(curves, dtype=np.float64)
     if c.ndim != 2 or c.shape[0] < 2:
         raise ValueError(f"argmax_ci: needs (units >= 2, positions), got shape {c.shape}")
+    if _POINT.get():
+        m = c.mean(axis=0)
+        peak = float(np.flatnonzero(np.isclose(m, m.max(), rtol=0, atol=1e-12))[0])
+        return Estimate(peak, peak, peak, c.shape[0], confidence)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, c.shape[0], size=(n_resamples, c.shape[0]))
     means = c[idx].mean(axis=1)                                       # (resamples, positions)
@@ -313,7 +334,7 @@ def spearman_ci(pairs: dict[str, list[tuple[float, float]]], confidence: float |
         return float(stats.spearmanr([p[0] for p in ps], [p[1] for p in ps]).statistic)
 
     est = rho(ids)
-    if len(ids) < 2 or np.isnan(est):
+    if len(ids) < 2 or np.isnan(est) or _POINT.get():
         return est, None
     rng = np.random.default_rng(seed)
     boots = [rho([ids[i] for i in rng.integers(0, len(ids), len(ids))]) for _ in range(n_resamples)]

@@ -223,7 +223,30 @@ def check_vbvr(flag: str, value: str) -> Path:
     return p
 
 
+def check_against(flag: str, value: str) -> Path:
+    """The old side of a gate: a run folder holding records.jsonl (read now: a malformed one is refused here), or a
+    model directory (checked as --cos-model is)."""
+    from cos.records import FILE, load_records
+
+    p = Path(value)
+    if (p / FILE).exists():
+        try:
+            load_records(p)
+        except CosError as e:
+            raise InputError(f"{flag}: {e}") from None
+        return p
+    if (p / "claims-status.json").exists():
+        _fail(flag, value, f"a run folder without {FILE} (written by cos 0.3 and later): rerun it, or give the model")
+    return check_model(flag, value)
+
+
+def check_tolerance(flag: str, value: Any) -> float:
+    """A fraction of the claim's effect size: finite and > 0 (0 would fail the gate on any confident change)."""
+    return check_flow_shift(flag, value)
+
+
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
+    "--cos-against": check_against, "--cos-tolerance": check_tolerance,
     "--cos-steps": positive_int, "--cos-instances": positive_int, "--cos-batch-size": positive_int, "--cos-size": check_size,
     "--cos-flow-shift": check_flow_shift, "--cos-shard": check_shard, "--cos-device": check_device,
     "--cos-out": check_writable_dir, "--cos-store": check_store, "--cos-model": check_model,

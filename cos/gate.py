@@ -1,0 +1,254 @@
+"""Gate a model change as a paired experiment: both models on the same rows, an interval on each claim's change.
+
+`cos gate --model NEW --against OLD` (or pytest with `--cos-against OLD`) measures every selected claim on both
+models with the same task instances and noise seeds. The change of a claim's measured quantity is then estimated
+on the rows both have, paired by task instance (the unit every claim's interval is over: a task instance's seeds
+are averaged, so rows that share an instance are one cluster).
+
+Why a jackknife. A claim's estimate is whatever its `conclude` computes from its records (a mean of per-instance
+differences, a share over anchor-task instances, a pooled score minus chance), so the gate does not re-derive it:
+it recomputes the estimate with each instance left out (`cos.stats.point_estimates`: no resampling inside) and
+forms Quenouille-Tukey pseudo-values, n·θ − (n − 1)·θ₍₋ᵢ₎. For a mean over instances they are the instances' own
+values exactly, so the paired change's interval is the coverage-checked bootstrap-t of `cos.stats.bootstrap_ci`
+over the per-instance differences of pseudo-values; for a smooth non-linear estimate (a ratio, a share of a
+subset) they are its standard linearisation. An instance that moves neither model's estimate when left out (a
+non-anchor instance of a share over anchor tasks) carries no information about it and is left out of the n
+(otherwise its pseudo-value difference, exactly the change itself, would shrink the interval).
+
+The decision (`decide_change`): a claim regresses when its change is confidently worse than its tolerance (the
+whole interval beyond −tolerance on the claim's bad side), or when its status flips from `holds` and the change is
+confidently worse than zero. A flip by noise alone (the interval covers zero) does not fail the gate.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cos.records import Concluded
+
+SCHEMA = "cos.gate/1"
+# the tolerance is this fraction of the effect size the claim is sized for (ClaimSpec.effect: its distance from
+# the threshold in the claim's own units) unless the claim declares `gate_tolerance`: a change that loses half the
+# effect a run is sized to see is a regression worth failing a merge on; less is within what a retrain moves
+TOLERANCE_FRACTION = 0.5
+
+
+def tolerance(claim: Any, fraction: float | None = None) -> float | None:
+    """The change (in the claim's units, on its bad side) beyond which it regresses: the claim's own
+    `gate_tolerance`, else `fraction` (default TOLERANCE_FRACTION) of its spec's effect; None without either."""
+    own = getattr(claim, "gate_tolerance", None)
+    if own is not None:
+        return float(own)
+    eff = claim.spec.effect
+    return None if eff is None else (TOLERANCE_FRACTION if fraction is None else fraction) * float(eff)
+
+
+def _estimate(claim: Any, bundle: Concluded, records: list[dict]) -> float:
+    from cos.stats import point_estimates
+
+    with point_estimates():
+        r = bundle.conclude(claim, records)
+    if r.measured is None or not math.isfinite(r.measured):
+        raise ValueError(f"no estimate ({r.status}{': ' + r.reason if r.reason else ''})")
+    return float(r.measured)
+
+
+def units(records: list[dict]) -> dict[str, tuple]:
+    """Instance id → the sorted seeds of its rows (what must match for two models' rows to pair)."""
+    out: dict[str, set] = {}
+    for r in records:
+        out.setdefault(str(r["instance"]), set()).add(r.get("seed"))
+    return {k: tuple(sorted(v, key=repr)) for k, v in out.items()}
+
+
+def pseudo_values(claim: Any, bundle: Concluded, keep: list[str]) -> tuple[float, dict[str, float], dict[str, float]]:
+    """(θ on the `keep` instances, their pseudo-values, each leave-one-out θ₍₋ᵢ₎)."""
+    keep_set = set(keep)
+    recs = [r for r in bundle.records if str(r["instance"]) in keep_set]
+    theta, n = _estimate(claim, bundle, recs), len(keep)
+    loo = {u: _estimate(claim, bundle, [r for r in recs if str(r["instance"]) != u]) for u in keep}
+    return theta, {u: n * theta - (n - 1) * t for u, t in loo.items()}, loo
+
+
+def paired_change(claim: Any, new: Concluded, old: Concluded, confidence: float = 0.95) -> dict:
+    """The change new − old of the claim's estimate on the rows both models have, with its paired interval (see
+    the module docstring), the unpaired interval's width beside it, and n. Raises ValueError with the reason when
+    no change can be estimated (no shared rows, a conclusion that needs an instance left out)."""
+    from cos.stats import bootstrap_ci
+
+    un, uo = units(new.records), units(old.records)
+    shared = sorted(u for u in un if u in uo and un[u] == uo[u])
+    if len(shared) < 2:
+        raise ValueError(f"{len(shared)} task instance(s) with the same seeds in both runs; a paired change needs 2 "
+                         "(were both run at the same settings?)")
+    t_new, pv_new, loo_new = pseudo_values(claim, new, shared)
+    t_old, pv_old, loo_old = pseudo_values(claim, old, shared)
+    # an instance that moves neither estimate carries nothing about it (see the module docstring)
+    used = [u for u in shared if not (math.isclose(loo_new[u], t_new, rel_tol=0, abs_tol=1e-12)
+                                      and math.isclose(loo_old[u], t_old, rel_tol=0, abs_tol=1e-12))]
+    out = {"change": t_new - t_old, "new": t_new, "old": t_old, "n": len(used), "n_shared": len(shared),
+           "ci": None, "width_ratio_unpaired": None, "method": "jackknife pseudo-values per task instance, "
+           "bootstrap-t of their paired differences"}
+    if len(used) < 2:
+        out["why_no_interval"] = f"{len(used)} instance(s) move the estimate: no interval"
+        return out
+    a, b = np.array([pv_new[u] for u in used]), np.array([pv_old[u] for u in used])
+    d = a - b
+    est = bootstrap_ci(d, confidence=confidence)
+    out["change_jackknife"] = float(d.mean())
+    if not est.decidable:     # every instance changed by the same amount: a point, not an interval
+        out["identical"] = bool(np.all(d == 0))
+        out["why_no_interval"] = f"all {len(used)} paired differences equal {est.value:.3g}"
+        return out
+    out["ci"] = [float(est.ci_low), float(est.ci_high)]
+    sd_pair = float(d.std(ddof=1))
+    sd_unpaired = math.sqrt(float(a.var(ddof=1)) + float(b.var(ddof=1)))
+    out["width_ratio_unpaired"] = (sd_unpaired / sd_pair) if sd_pair > 0 else None
+    return out
+
+
+def decide_change(direction: str, change: dict, tol: float | None, status_new: str, status_old: str) -> dict:
+    """The gate's verdict on one claim from its paired change (`paired_change`), tolerance and both statuses:
+    {"regressed", "verdict", "reason"}. Worse means against the claim's direction ('>': a decrease)."""
+    sign = 1.0 if direction == ">" else -1.0
+    ci = change.get("ci")
+    flip = status_old == "holds" and status_new != "holds"
+    if ci is None and change.get("identical"):
+        return {"regressed": False, "verdict": "unchanged", "reason": "the same value on every paired instance"}
+    if ci is None:
+        return {"regressed": False, "verdict": "undecided",
+                "reason": change.get("why_no_interval", "no interval") + ("; holds → " + status_new if flip else "")}
+    lo, hi = sorted((sign * ci[0], sign * ci[1]))      # the interval on the good-is-positive scale
+    worse_than_tol = tol is not None and hi < -tol
+    worse = hi < 0
+    if worse_than_tol:
+        return {"regressed": True, "verdict": "regressed",
+                "reason": f"confidently worse by more than the tolerance {tol:.3g}"}
+    if flip and worse:
+        return {"regressed": True, "verdict": "regressed",
+                "reason": f"holds → {status_new}, and the change is confidently worse"}
+    if tol is not None and lo > tol:
+        return {"regressed": False, "verdict": "improved", "reason": f"confidently better by more than {tol:.3g}"}
+    if tol is not None and -tol < lo and hi < tol:
+        return {"regressed": False, "verdict": "unchanged", "reason": f"change within ±{tol:.3g}"}
+    return {"regressed": False, "verdict": "undecided",
+            "reason": "the interval reaches past the tolerance on neither side decidedly"
+            + (f"; holds → {status_new} by noise alone (the change's interval covers 0)" if flip else "")}
+
+
+def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_new: str, status_old: str,
+             fraction: float | None = None) -> dict:
+    """One claim's entry of gate.json."""
+    tol = tolerance(claim, fraction)
+    row: dict[str, Any] = {"change": None, "ci": None, "tolerance": tol, "regressed": False, "status_new": status_new,
+                           "status_old": status_old, "n": None, "direction": claim.spec.direction,
+                           "quantity": claim.spec.measured_quantity}
+    if new is None or old is None:
+        row.update(verdict="undecided", reason="no records on " + ("the new" if new is None else "the old") +
+                   f" model ({status_new if new is None else status_old})")
+        return row
+    if new.version != old.version:
+        row.update(verdict="changed definition", reason=f"claim version v{old.version} → v{new.version}: the two "
+                   "answer different questions")
+        return row
+    try:
+        ch = paired_change(claim, new, old)
+    except (ValueError, KeyError, ZeroDivisionError, AttributeError, TypeError) as e:
+        # AttributeError: a conclusion that reads more of the model than its records carry (step_vs_frame's design
+        # reads the VAE): undecided, said, never a crash of the claim's row
+        row.update(verdict="undecided", reason=f"no paired change: {type(e).__name__}: {e}"[:300])
+        return row
+    row.update({k: v for k, v in ch.items() if k not in ("ci",)}, ci=ch["ci"])
+    row.update(decide_change(claim.spec.direction, ch, tol, status_new, status_old))
+    return row
+
+
+def write_gate(out: str | Path, rows: dict[str, dict], new_model: str, old_model: str) -> list[Path]:
+    """DIR/gate.json and DIR/gate.md (atomically)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": SCHEMA, "new": new_model, "old": old_model, "claims": dict(sorted(rows.items())),
+           "regressed": sorted(k for k, r in rows.items() if r.get("regressed"))}
+    paths = []
+    for name, text in (("gate.json", json.dumps(doc, indent=2, default=str)), ("gate.md", render_gate(doc))):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(out / name)
+        paths.append(out / name)
+    return paths
+
+
+def render_gate(doc: dict, fmt: str = "github") -> str:
+    """The gate as a table: per claim the change with its paired interval, the tolerance, both statuses."""
+    from tabulate import tabulate
+
+    def f(v: Any) -> str:
+        return "" if v is None else f"{v:+.3g}"
+
+    rows = [(k, r.get("verdict", ""), f(r.get("change")),
+             "" if not r.get("ci") else f"[{r['ci'][0]:+.3g}, {r['ci'][1]:+.3g}]",
+             "" if r.get("tolerance") is None else f"{r['tolerance']:.3g}", r.get("n") or "",
+             f"{r.get('status_old')} → {r.get('status_new')}", r.get("reason", ""))
+            for k, r in doc["claims"].items()]
+    head = f"# cos gate: {doc['new']} against {doc['old']}\n\n"
+    verdict = ("**REGRESSED**: " + ", ".join(doc["regressed"])) if doc["regressed"] else "**pass**: no claim regressed"
+    return head + verdict + "\n\n" + tabulate(rows, headers=["claim", "verdict", "change", "95% CI (paired)",
+                                                             "tolerance", "n", "status old → new", "why"],
+                                              tablefmt=fmt) + "\n"
+
+
+class Against:
+    """The old side of a gate: a model measured in this session on the same rows (`system`), or the records of an
+    earlier run (`records`: a run folder's records.jsonl, with its statuses)."""
+
+    def __init__(self, label: str, system: Any = None, records: dict[str, Concluded] | None = None,
+                 statuses: dict[str, str] | None = None):
+        self.label, self.system, self.records, self.statuses = label, system, records or {}, statuses or {}
+
+    @classmethod
+    def from_path(cls, path: str | Path, load_model: Any) -> "Against":
+        """A run folder (it holds records.jsonl) or a model directory (loaded by `load_model(path)`)."""
+        from cos.records import FILE, load_records
+
+        p = Path(path)
+        if (p / FILE).exists():
+            recs = load_records(p)
+            return cls(str(p), records=recs, statuses={k: _line_status(p, k) for k in recs})
+        return cls(str(p), system=load_model(p))
+
+    def old(self, claim: Any, ctx: Any, settings: Any) -> tuple[Concluded | None, str]:
+        """The old side's records of `claim` and its status."""
+        if self.system is None:
+            return self.records.get(claim.id), self.statuses.get(claim.id, "not in the old run")
+        if claim.needs_distilled:   # its fast model is the new model's LoRA stack: not the old model's
+            return None, "skipped"
+        r = ctx.measure_claim(claim, self.system, settings)
+        return as_bundle(r.records), r.status
+
+    def row(self, claim: Any, new: Any, ctx: Any, settings: Any, fraction: float | None = None) -> dict:
+        """gate.json's entry for `claim` given the new model's row `new`."""
+        old, status_old = self.old(claim, ctx, settings)
+        return gate_row(claim, as_bundle(new.records), old, new.status, status_old, fraction)
+
+
+def as_bundle(records: dict | None) -> Concluded | None:
+    """A row's records as the bundle a conclusion is recomputed from (through their JSON form, as from disk)."""
+    return None if not records else Concluded.from_dict(json.loads(json.dumps(records, default=str)))
+
+
+def _line_status(run: Path, claim_id: str) -> str:
+    from cos.records import FILE
+    from cos.trust import read_regular
+
+    for line in read_regular(run / FILE, 1 << 30).decode("utf-8").splitlines():
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(d, dict) and d.get("claim") == claim_id:
+            return str(d.get("status", "unknown"))
+    return "unknown"

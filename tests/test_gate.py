@@ -1,0 +1,122 @@
+"""cos.gate and cos.records: the paired change of a claim's estimate, its decision, and records on disk."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cos.errors import CosError
+from cos.gate import decide_change, gate_row, paired_change
+from cos.records import Concluded, RecordedSystem, load_records
+from cos.registry import Claim, ClaimSpec
+from cos.settings import ClaimSettings
+from cos.stats import bootstrap_ci
+
+SYS = RecordedSystem(name="m", weights_hash="h", fingerprint="f", num_layers=4)
+
+
+class MeanClaim(Claim):
+    """A claim whose estimate is the mean over instances of their seeds' mean value, over `subset` tasks only."""
+
+    spec = ClaimSpec(id="test.mean", title="t", paper_ref="-", paper_value="-", measured_quantity="v", threshold=0.0,
+                     direction=">", effect=0.2)
+
+    def conclude(self, records, system, settings, subset=None):
+        per = {}
+        for r in records:
+            if subset is None or r["instance"].startswith(subset):
+                per.setdefault(r["instance"], []).append(r["v"])
+        est = bootstrap_ci([np.mean(v) for v in per.values()])
+        return self.result(est, system, settings, self.Details())
+
+
+def bundle(values, seeds=(0, 1), **kw):
+    recs = [{"instance": f"{'a' if i % 2 else 'b'}-id-{i:05d}", "seed": s, "v": float(v + 0.01 * s)}
+            for i, v in enumerate(values) for s in seeds]
+    return Concluded("test.mean", 1, recs, SYS, ClaimSettings(), kw)
+
+
+def test_paired_change_of_a_mean_is_the_bootstrap_t_of_the_instance_differences():
+    rng = np.random.default_rng(0)
+    old = rng.normal(0.5, 0.3, 12)
+    new = old - 0.1 + rng.normal(0, 0.02, 12)
+    ch = paired_change(MeanClaim(), bundle(new), bundle(old))
+    order = sorted(range(12), key=lambda i: f"{'a' if i % 2 else 'b'}-id-{i:05d}")   # units in id order
+    want = bootstrap_ci((new - old)[order])
+    assert ch["n"] == 12 and ch["change"] == pytest.approx(float(np.mean(new - old)))
+    assert ch["ci"] == pytest.approx([want.ci_low, want.ci_high])
+    # pairing removes the shared instance spread: the unpaired interval is many times wider
+    assert ch["width_ratio_unpaired"] > 5
+
+
+def test_instances_that_move_no_estimate_are_left_out_of_n():
+    rng = np.random.default_rng(1)
+    old, new = rng.normal(0.5, 0.3, 12), rng.normal(0.4, 0.3, 12)
+    ch = paired_change(MeanClaim(), bundle(new, subset="a"), bundle(old, subset="a"))
+    assert ch["n_shared"] == 12 and ch["n"] == 6      # only the "a" instances enter the estimate
+
+
+def test_rows_pair_only_on_the_same_instance_and_seeds():
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_change(MeanClaim(), bundle([1, 2, 3], seeds=(0, 1)), bundle([1, 2, 3], seeds=(5, 6)))
+
+
+@pytest.mark.parametrize("ci,status_old,status_new,regressed,verdict", [
+    ([-0.5, -0.2], "holds", "holds", True, "regressed"),          # worse than the tolerance 0.1
+    ([-0.09, -0.01], "holds", "fails", True, "regressed"),        # a flip with a confidently worse change
+    ([-0.09, -0.01], "holds", "holds", False, "unchanged"),       # worse, but within the tolerance, no flip
+    ([-0.3, 0.2], "holds", "inconclusive", False, "undecided"),   # a flip by noise alone does not fail the gate
+    ([0.15, 0.4], "fails", "holds", False, "improved"),
+])
+def test_decide_change(ci, status_old, status_new, regressed, verdict):
+    d = decide_change(">", {"ci": ci}, 0.1, status_new, status_old)
+    assert (d["regressed"], d["verdict"]) == (regressed, verdict)
+    # the same change on a '<' claim is mirrored
+    m = decide_change("<", {"ci": [-ci[1], -ci[0]]}, 0.1, status_new, status_old)
+    assert (m["regressed"], m["verdict"]) == (regressed, verdict)
+
+
+def test_an_identical_model_is_unchanged_and_a_changed_definition_is_not_compared():
+    b = bundle([0.1, 0.5, 0.3, 0.9])
+    row = gate_row(MeanClaim(), b, b, "holds", "holds")
+    assert row["verdict"] == "unchanged" and not row["regressed"]
+    other = bundle([0.1, 0.5, 0.3, 0.9])
+    other.version = 2
+    assert gate_row(MeanClaim(), b, other, "holds", "holds")["verdict"] == "changed definition"
+
+
+def test_a_planted_regression_fails_the_gate_and_noise_alone_rarely_does():
+    """Power and false-positive rate of the gate on a mean claim at n = 16 (tolerance 0.1 = half the effect 0.2):
+    a drop of 0.3 is caught, two draws of the same model (fresh noise per row) are not called regressed."""
+    rng = np.random.default_rng(7)
+    hits, false = 0, 0
+    for _ in range(40):
+        base = rng.normal(0.5, 0.3, 16)
+        same = base + rng.normal(0, 0.05, 16)
+        worse = base - 0.3 + rng.normal(0, 0.05, 16)
+        hits += gate_row(MeanClaim(), bundle(worse), bundle(base), "holds", "holds")["regressed"]
+        false += gate_row(MeanClaim(), bundle(same), bundle(base), "holds", "holds")["regressed"]
+    assert hits >= 36 and false <= 2
+
+
+def test_records_round_trip_and_refuse_foreign_classes(tmp_path):
+    from cos.records import _tag, _untag
+
+    assert _untag(json.loads(json.dumps(_tag({"t": (1, (2, 3)), "s": SYS})))) == {"t": (1, (2, 3)), "s": SYS}
+    b = bundle([0.2, 0.4, 0.3, 0.8])
+    b.kw = {"subset": "a"}
+    line = json.dumps({**b.to_dict(), "status": "holds"})
+    (tmp_path / "records.jsonl").write_text(line + "\n")
+    back = load_records(tmp_path)["test.mean"]
+    assert back.kw == {"subset": "a"} and back.records == b.records and back.settings == b.settings
+    r = back.conclude(MeanClaim())
+    assert isinstance(r.measured, float)
+    bad = json.loads(line)
+    bad["kw"] = {"x": {"__dataclass__": "os:stat_result", "fields": {}}}
+    (tmp_path / "records.jsonl").write_text(json.dumps(bad) + "\n")
+    with pytest.raises(CosError, match="not cos's"):
+        load_records(tmp_path)
+    (tmp_path / "records.jsonl").write_text("{not json\n")
+    with pytest.raises(CosError, match="malformed JSON"):
+        load_records(tmp_path)
