@@ -32,11 +32,23 @@ class RecordedSystem:
     weights_hash: str | None
     fingerprint: str | None
     num_layers: int
+    scale_temporal: int | None = None    # the VAE's frame stride (noise_frames reads it)
 
     @classmethod
     def of(cls, system: Any) -> "RecordedSystem":
+        vae = getattr(system, "vae", None)
+        st = getattr(vae, "scale_temporal", None) if vae is not None else getattr(system, "scale_temporal", None)
         return cls(name=system.name, weights_hash=system.weights_hash, fingerprint=system.fingerprint,
-                   num_layers=int(system.num_layers))
+                   num_layers=int(system.num_layers), scale_temporal=None if st is None else int(st))
+
+    @property
+    def vae(self) -> Any:
+        """The VAE as far as a conclusion reads it (its frame stride); AttributeError where it was not recorded."""
+        if self.scale_temporal is None:
+            raise AttributeError("the recorded model has no VAE frame stride (records of an older cos)")
+        from types import SimpleNamespace
+
+        return SimpleNamespace(scale_temporal=self.scale_temporal)
 
 
 @dataclass

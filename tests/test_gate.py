@@ -120,3 +120,14 @@ def test_records_round_trip_and_refuse_foreign_classes(tmp_path):
     (tmp_path / "records.jsonl").write_text("{not json\n")
     with pytest.raises(CosError, match="malformed JSON"):
         load_records(tmp_path)
+
+
+def test_a_recorded_model_carries_the_vae_stride_a_conclusion_reads():
+    from cos.readouts import NoiseSizing, noise_frames
+
+    rec = RecordedSystem(name="m", weights_hash="h", fingerprint="f", num_layers=4, scale_temporal=4)
+    back = RecordedSystem(**json.loads(json.dumps(rec.__dict__)))
+    # 9 frames at stride 4: latent frames 0..2; frame 5 is clipped to the last, frame 0 never noised
+    assert noise_frames(back, ClaimSettings(num_frames=9), NoiseSizing((0.1,), (1, 5))) == [1, 2]
+    with pytest.raises(AttributeError, match="frame stride"):
+        _ = SYS.vae
