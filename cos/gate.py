@@ -217,7 +217,7 @@ class Against:
         p = Path(path)
         if (p / FILE).exists():
             recs = load_records(p)
-            return cls(str(p), records=recs, statuses={k: _line_status(p, k) for k in recs})
+            return cls(str(p), records=recs, statuses={k: b.status or "unknown" for k, b in recs.items()})
         return cls(str(p), system=load_model(p))
 
     def old(self, claim: Any, ctx: Any, settings: Any) -> tuple[Concluded | None, str]:
@@ -238,17 +238,3 @@ class Against:
 def as_bundle(records: dict | None) -> Concluded | None:
     """A row's records as the bundle a conclusion is recomputed from (through their JSON form, as from disk)."""
     return None if not records else Concluded.from_dict(json.loads(json.dumps(records, default=str)))
-
-
-def _line_status(run: Path, claim_id: str) -> str:
-    from cos.records import FILE
-    from cos.trust import read_regular
-
-    for line in read_regular(run / FILE, 1 << 30).decode("utf-8").splitlines():
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(d, dict) and d.get("claim") == claim_id:
-            return str(d.get("status", "unknown"))
-    return "unknown"

@@ -62,6 +62,7 @@ class Concluded:
     settings: Any                  # ClaimSettings
     kw: dict = field(default_factory=dict)
     level: float | None = None     # the decision level of the look it was concluded at (None: the default 95%)
+    status: str | None = None      # the row's status as the run wrote it (records.jsonl carries it)
 
     def to_dict(self) -> dict:
         return {"schema": SCHEMA, "claim": self.claim, "version": self.version, "level": self.level,
@@ -80,7 +81,8 @@ class Concluded:
             return cls(claim=str(d["claim"]), version=int(d["version"]), records=d["records"],
                        system=RecordedSystem(**d["system"]), settings=_untag(d["settings"]),
                        kw={k: _untag(v) for k, v in d["kw"].items()},
-                       level=None if d.get("level") is None else float(d["level"]))
+                       level=None if d.get("level") is None else float(d["level"]),
+                       status=None if d.get("status") is None else str(d["status"]))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CosError(f"{where}: not a cos records line ({type(e).__name__}: {e})") from None
 
