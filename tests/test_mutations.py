@@ -21,12 +21,14 @@ def positive(claim_id: str, name: str | None = None):
 
 def test_trajectory_reading_the_final_video_at_every_step_breaks_superposition(monkeypatch):
     """Trajectory family: read the final step's x̂0 in place of x̂0 along the steps."""
-    import cos.readouts
+    import cos.claims.superposition as mod
 
     claim, ctl = positive("cos.superposition")
     assert ctl.run(claim).status == "holds"
-    real = cos.readouts.step_videos
-    monkeypatch.setattr(cos.readouts, "step_videos", lambda system, res, row: real(system, res, row)[-1:].expand(
+    # patched where the claim reads it (it imports step_videos by name); patching cos.readouts alone once
+    # left this positive holding because the claim had stopped going through cos.readouts (2ccae98)
+    real = mod.step_videos
+    monkeypatch.setattr(mod, "step_videos", lambda system, res, row: real(system, res, row)[-1:].expand(
         len(res.steps), -1, -1, -1, -1))
     r = ctl.run(claim)
     assert r.status != "holds", (r.status, r.measured)
