@@ -13,6 +13,7 @@
     cos trace --task maze --seed 3          one x̂0 filmstrip of a task on a model (PNG)
     cos merge STORE... --into DEST          unite result stores of sharded runs
     cos validate --out DIR [--draws N]      each claim's power and false-positive rate on its controls
+                 [--kind gate]              ... or the gate's (cos gate) on pairs of them
     cos vbvr score|baselines --data DIR ... VBVR-Bench scores with VBVR-EvalKit (cos.vbvr_eval)
     cos train / cos evaluate ...            the organism's training and held-out evaluation
 """
@@ -314,6 +315,17 @@ def _validate(a) -> None:
 
         if not any(a.k in c.id for c in all_claims()):
             raise InputError(f"-k {a.k!r}: matches no claim id (cos list shows them); nothing to validate")
+    if a.kind == "gate":
+        from cos.gate_validate import resummarize_gate, validate_gate
+
+        draws = positive_int("--draws", a.draws)
+        doc = (resummarize_gate(Path(a.out), draws) if a.summarize_only else
+               validate_gate(Path(a.out), draws, a.tier, positive_int("--jobs", a.jobs), a.k))
+        print((Path(a.out) / "gate-calibration.md").read_text())
+        missed = [k for k, c in doc["claims"].items() if not c["meets_goal"]]
+        print(f"{len(doc['claims']) - len(missed)}/{len(doc['claims'])} claims meet the gate's goals"
+              + (f"; not: {', '.join(missed)}" if missed else ""))
+        return
     if a.summarize_only:
         doc = resummarize(Path(a.out))
     else:
@@ -478,8 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tier", default="cpu", choices=["cpu", "gpu"], help="cpu (the controls as the tests run them) or gpu (4x the instances)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one torch thread each; default 1)")
     p.add_argument("-k", default=None, help="only claims whose id contains this")
+    p.add_argument("--kind", default="controls", choices=["controls", "gate"],
+                   help="controls: each claim's power and FPR on its controls (default); gate: the gate's power at "
+                        "the MDE and FPR on unchanged models, from pairs of controls on the same rows "
+                        "(gate-calibration.json/.md; docs/gate.md)")
     p.add_argument("--summarize-only", action="store_true",
-                   help="recompute calibration.json/.md from DIR/draws.jsonl, running nothing (keeps its provenance)")
+                   help="recompute calibration.json/.md (with --kind gate: gate-calibration.json/.md, for --draws) "
+                        "from DIR/draws.jsonl, running nothing (keeps its provenance)")
     p.set_defaults(fn=_validate)
     from cos.vbvr_eval import add_cli as add_vbvr
 

@@ -3,6 +3,10 @@ the closed-form reference denoiser (global or per-frame, uniform or oracle prior
 organism's architecture. Each claim's module says which of these is its positive or negative control and why."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from typing import Iterator
+
 import torch
 
 from cos.models.reference import reference_system
@@ -20,6 +24,30 @@ SMALL = ClaimSettings(tasks=("maze", "pattern", "rotation", "tictactoe"), instan
 TINY = ClaimSettings(tasks=("grounding", "pattern"), instances=2, seeds=(0,), steps=3, num_frames=5)
 
 
+# A planted recipe's weight seed: 0 builds every control exactly as its claim wrote it; `weight_seed(s)` builds the
+# same recipe "retrained" (what a seed changes in it: a random model's init, a planted DiT's noise salts, a
+# scripted trajectory's row generators). `cos validate --kind gate` builds its retrained copies inside it, so no
+# claim's control needs a parameter for it. A recipe without weight randomness (the reference denoiser, an answer
+# prior, foreground energies) is the same model at every seed: its weights_hash does not change.
+_WEIGHT_SEED: contextvars.ContextVar[int] = contextvars.ContextVar("cos_weight_seed", default=0)
+
+
+@contextlib.contextmanager
+def weight_seed(seed: int) -> Iterator[None]:
+    """Controls built inside are their recipe at weight seed `seed` (0: as written)."""
+    token = _WEIGHT_SEED.set(int(seed))
+    try:
+        yield
+    finally:
+        _WEIGHT_SEED.reset(token)
+
+
+def _salted(salt: int) -> int:
+    """A planted block's noise salt at the weight seed in force (the salt itself at seed 0)."""
+    ws = _WEIGHT_SEED.get()
+    return salt if ws == 0 else salt + 1_000_003 * ws
+
+
 def ref(per_frame: bool = False, prior: str = "uniform") -> WanSystem:
     """The reference denoiser: superposes the candidates early and commits late, analytically (`oracle`: all
     prior mass on the answer, committed from step 0; `per_frame`: each frame decides on its own)."""
@@ -34,7 +62,8 @@ def random_organism(seed: int = 0, num_layers: int = 12) -> WanSystem:
     from cos.models.system import IdentityVAE
     from cos.models.tiny import unipc
 
-    torch.manual_seed(seed)
+    ws = _WEIGHT_SEED.get()
+    torch.manual_seed(seed if ws == 0 else seed + 7919 * ws)
     model = WanTransformer3DModel(**{**ORGANISM_CONFIG, "num_layers": num_layers}).eval()
     enc = TokenPromptEncoder(["mark", "the", "object"], ORGANISM_CONFIG["text_dim"])
     return WanSystem(transformer=model, scheduler=unipc(), vae=IdentityVAE(3), name="random-organism",
@@ -53,6 +82,8 @@ def scripted(name: str, steps: int, **config) -> WanSystem:
             "anchor_lapse": sc.anchor_lapse, "frames_apart": sc.frames_apart, "committed": sc.committed}[name]
     script = make(**config)
     desc = ",".join(f"{k}={sorted(v.items()) if isinstance(v, dict) else v}" for k, v in sorted(config.items()))
+    if _WEIGHT_SEED.get():   # the rows' generators are salted by the description: another seed, other draws
+        desc += f",weight_seed={_WEIGHT_SEED.get()}"
     return sc.scripted_system(name, script, steps, config=desc)
 
 
@@ -72,8 +103,8 @@ def answer_at(code: dict[int, float], num_layers: int = 8, mu: float = 1.0, sigm
     answer-free). Its outcome is the argmax of the summed code."""
     from cos.models.planted import CodeBlock, SceneBlock, planted_system
 
-    blocks = [CodeBlock(code[k], mu, sigma_seed, sigma_inst, per_frame, salt=k) if k in code else SceneBlock(scene)
-              for k in range(num_layers)]
+    blocks = [CodeBlock(code[k], mu, sigma_seed, sigma_inst, per_frame, salt=_salted(k) if sigma_seed or sigma_inst else k)
+              if k in code else SceneBlock(scene) for k in range(num_layers)]
     return planted_system(blocks, f"planted-answer-at-{'-'.join(map(str, sorted(code)))}")
 
 
@@ -85,8 +116,8 @@ def answer_after_step0(code: dict[int, float], num_layers: int = 8, mu: float = 
     same intervention at every step can."""
     from cos.models.planted import LateCodeBlock, SceneBlock, planted_system
 
-    blocks = [LateCodeBlock(code[k], mu, sigma_seed, sigma_inst, salt=k) if k in code else SceneBlock(scene)
-              for k in range(num_layers)]
+    blocks = [LateCodeBlock(code[k], mu, sigma_seed, sigma_inst, salt=_salted(k) if sigma_seed or sigma_inst else k)
+              if k in code else SceneBlock(scene) for k in range(num_layers)]
     return planted_system(blocks, f"planted-answer-after-step0-at-{'-'.join(map(str, sorted(code)))}")
 
 

@@ -90,6 +90,11 @@ def paired_change(claim: Any, new: Concluded, old: Concluded, confidence: float 
     # an instance that moves neither estimate carries nothing about it (see the module docstring)
     used = [u for u in shared if not (math.isclose(loo_new[u], t_new, rel_tol=0, abs_tol=1e-12)
                                       and math.isclose(loo_old[u], t_old, rel_tol=0, abs_tol=1e-12))]
+    if not used:
+        # no instance moves either estimate: every instance has the same value in each model (a planted oracle's
+        # 1.0 against a null's 0.0), not a subset that leaves some out; each is then one paired difference, all
+        # equal, and the reason below says so (an estimate that reads no instance at all ends here too)
+        used = list(shared)
     out = {"change": t_new - t_old, "new": t_new, "old": t_old, "n": len(used), "n_shared": len(shared),
            "ci": None, "width_ratio_unpaired": None, "method": "jackknife pseudo-values per task instance, "
            "bootstrap-t of their paired differences"}

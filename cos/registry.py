@@ -180,6 +180,14 @@ class Claim:
     def controls(self) -> list[Control]:
         return []
 
+    def gate_pairs(self) -> tuple[list, list[str]]:
+        """The pairs of controls `cos validate --kind gate` calibrates the gate on (cos.gate_validate.GatePair:
+        OLD and NEW run at the same draw), and why any control is left unpaired. Default: built from `controls()`
+        (`cos.gate_validate.default_pairs`); a claim overrides it to add or replace pairs."""
+        from cos.gate_validate import default_pairs
+
+        return default_pairs(self)
+
     def figures(self, details: Details, fig_dir: Path, arrays: Mapping[str, Any]) -> list[Figure]:
         return []
 

@@ -131,3 +131,13 @@ def test_a_recorded_model_carries_the_vae_stride_a_conclusion_reads():
     assert noise_frames(back, ClaimSettings(num_frames=9), NoiseSizing((0.1,), (1, 5))) == [1, 2]
     with pytest.raises(AttributeError, match="frame stride"):
         _ = SYS.vae
+
+
+def test_a_constant_change_on_every_instance_is_a_point_not_an_empty_sample():
+    """Every instance 1.0 before and 0.0 after (a planted oracle against its null): no instance moves either
+    estimate when left out, yet each is a paired difference; all equal, so no interval (said, not 'n = 0')."""
+    ch = paired_change(MeanClaim(), bundle([0.0] * 6, seeds=(0,)), bundle([1.0] * 6, seeds=(0,)))
+    assert ch["n"] == 6 and ch["ci"] is None and ch["change"] == -1.0
+    assert ch["why_no_interval"] == "all 6 paired differences equal -1"
+    d = decide_change(">", ch, 0.1, "fails", "holds")
+    assert not d["regressed"] and d["verdict"] == "undecided"

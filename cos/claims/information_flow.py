@@ -202,6 +202,20 @@ class InformationFlow(Claim):
                     kwargs=lambda d: {"sizing": NoiseSizing((0.1, 0.5), (1,))}, check=lambda r: abs(r.measured) < 1e-6),
         ]
 
+    def gate_pairs(self) -> tuple[list, list[str]]:
+        """The gate's calibration pairs (`cos validate --kind gate`): the nulls are sized smaller than the positive
+        (for the test tier's time), so no pair would run the same rows; here the positive runs at the nulls'
+        sizing, whose injection steps include the earliest one the verdict reads (0.1 of the schedule)."""
+        from dataclasses import replace
+
+        from cos.gate_validate import standard_pairs
+
+        ctl = {c.name: c for c in self.controls()}
+        nulls = [ctl["answer-set-by-seed"], ctl["input-ignoring-oracle"]]
+        old = replace(ctl["decides-at-step-0"], kwargs=nulls[0].kwargs)
+        return standard_pairs(old, nulls), ["decides-at-step-0 runs at its nulls' sizing (injection at 0.1 and 0.5 "
+                                            "of the schedule, frame 1) in every pair"]
+
     def figures(self, d: InformationFlowDetails, fig_dir: Path, arrays) -> list:
         from cos.figures import curves, heatmap
 

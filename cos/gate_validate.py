@@ -1,0 +1,585 @@
+"""`cos validate --kind gate`: the gate's power and false-positive rate, measured on pairs of planted models.
+
+A claim's controls already plant its effect (positive), remove it (negative) or plant it smaller (sensitivity).
+The gate is calibrated on pairs of them run on the same rows (the same draw: the same task instances and noise
+seeds, `cos.registry.at_draw`), OLD = a positive control, and per draw `cos.gate.gate_row` decides NEW against OLD:
+
+- `regressed:<control>`: NEW = a negative (effect removed) or sensitivity (effect reduced) control with OLD's
+  settings and keyword arguments (models among the keyword arguments are part of the model: distill's fast
+  model). How often the gate says `regressed` is its power on that regression, which is as large as the control
+  makes it (removing the effect is usually far beyond the claim's minimum detectable effect).
+- `regressed:<control>@mde`: the regression planted at the claim's MDE. NEW = OLD on most task instances and the
+  partner control (effect removed or reduced) on a share w of them (chosen by a hash of the instance and draw, an exact count): a model
+  that lost the effect on some inputs, its records the two controls' own records of the same rows, spliced by
+  instance. w = the claim's MDE (the median of what OLD's rows report, `cos.stats.detectable`) over the full
+  removal's mean change, both from `PILOT` draws that are not among the measured ones (so w is fixed before the
+  draws it is measured on), at most 1 (then the full removal is below the MDE, said in the table).
+- `same-weights`: NEW = OLD's recipe built again (a fresh object, run after OLD in the same process: what a
+  reload or rebuild of the same weights is); it must never regress.
+- `retrained`: NEW = OLD's recipe at another weight seed (`cos.controls.weight_seed`: a random model's init, a
+  planted DiT's noise salts, a scripted trajectory's generators): a retrained copy with the same effect, which
+  must fail the gate in at most 5% of draws. A recipe without weight randomness is the same model at every seed:
+  its retrained pair is `n/a` (its weights are those of `same-weights`).
+
+A claim may declare its own pairs (`Claim.gate_pairs`); one with no valid pair is listed with the reason. Each
+finished draw of a pair is a line of DIR/draws.jsonl with "kind": "gate", keyed (tier, claim, version,
+"gate:" + pair, draw), so a killed run loses nothing finished and shares the folder with `cos validate`'s control
+draws. The summary is DIR/gate-calibration.json and .md.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import numpy as np
+
+from cos.calibration import MIN_DRAWS, _check_tier, _key, _num, _one_thread, _read_text, tier_settings
+
+if TYPE_CHECKING:
+    from cos.registry import Claim, Control
+
+SCHEMA = "cos.gate-calibration/1"
+KIND = "gate"                          # the `kind` of a gate draw's line in draws.jsonl
+PAIR_KINDS = ("regressed", "same-weights", "retrained")
+GOAL_POWER, GOAL_FPR = 0.8, 0.05       # issue 25: power >= 0.8 at the MDE, an unchanged model flagged in <= 5%
+# pilot draws (never among the measured 1..N): where the splice share of the regression at the MDE is fixed
+PILOT = tuple(range(9001, 9006))
+MDE_SUFFIX = "@mde"
+
+
+@dataclass(frozen=True)
+class GatePair:
+    """OLD and NEW of one gate calibration pair: two controls run at the same draw. `kind` is `regressed` (NEW
+    has the effect removed or reduced: the gate should say so), `same-weights` or `retrained` (NEW is OLD
+    unchanged: the gate must not fail it). `splice`: also measure the regression at the claim's MDE by splicing
+    NEW's rows into OLD's (NEW must remove the effect)."""
+
+    name: str
+    kind: str
+    old: "Control"
+    new: "Control"
+    why: str
+    splice: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in PAIR_KINDS:
+            raise ValueError(f"gate pair {self.name!r}: kind={self.kind!r}: expected one of {PAIR_KINDS}")
+
+
+class _Reseeded:
+    """A control's factory (model or keyword arguments) built at weight seed = the draw (>= 1, never 0, so it is
+    another seed than OLD's in every draw)."""
+
+    def __init__(self, fn: Callable[[int], Any]):
+        self.fn = fn
+
+    def __call__(self, draw: int) -> Any:
+        from cos.controls import weight_seed
+
+        with weight_seed(draw if draw > 0 else 1):
+            return self.fn(draw)
+
+
+def _is_model(v: Any) -> bool:
+    return hasattr(v, "experts") and hasattr(v, "fingerprint")
+
+
+def rows_signature(ctl: "Control", draw: int = 1) -> str:
+    """What must be equal for two controls to run the same rows: the settings and the keyword arguments, a model
+    among them standing for itself (it is part of what is compared, not of the rows)."""
+    from cos.records import _tag
+
+    kw = ctl.kwargs(draw) if ctl.kwargs else {}
+    sig = {"settings": _tag(ctl.settings), "kw": {k: "<model>" if _is_model(v) else _tag(v) for k, v in kw.items()}}
+    return json.dumps(sig, sort_keys=True, default=str)
+
+
+def default_pairs(claim: "Claim") -> tuple[list[GatePair], list[str]]:
+    """The generic pairs of a claim from its controls (module docstring), and why any control was not paired.
+    OLD is the first positive control that has a partner with the same rows."""
+    ctls = claim.controls()
+    positives = [c for c in ctls if c.kind == "positive"]
+    if not positives:
+        return [], ["no positive control: nothing planted to regress from"]
+    sigs = {c.name: rows_signature(c) for c in ctls}
+    notes: list[str] = []
+    for old in positives:
+        partners, not_paired = [], []
+        for c in ctls:
+            if c.kind == "positive":
+                continue
+            if c.settings != old.settings:
+                not_paired.append(f"{c.name}: other settings than {old.name}")
+            elif sigs[c.name] != sigs[old.name]:
+                not_paired.append(f"{c.name}: other keyword arguments than {old.name}")
+            else:
+                partners.append(c)
+        if partners:
+            break
+    else:
+        return [], [f"no negative or sensitivity control runs the rows of a positive one ({'; '.join(not_paired)})"]
+    notes += not_paired + [f"{p.name}: another positive; OLD is {old.name}" for p in positives if p is not old]
+    return standard_pairs(old, partners), notes
+
+
+def standard_pairs(old: "Control", partners: list["Control"]) -> list[GatePair]:
+    """OLD against each partner (a regression, also spliced at the MDE), against itself rebuilt, and against its
+    recipe at another weight seed. A claim's own `gate_pairs` can build on it with its own partners."""
+    pairs = [GatePair(f"regressed:{c.name}", "regressed", old, c,
+                      f"{old.name} → {c.name} (effect {'removed' if c.kind == 'negative' else 'reduced'})",
+                      splice=True) for c in partners]
+    pairs.append(GatePair("same-weights", "same-weights", old, replace(old, name=f"{old.name} (rebuilt)"),
+                          f"{old.name} built again from its recipe and run after it"))
+    pairs.append(GatePair("retrained", "retrained", old,
+                          replace(old, name=f"{old.name} (weight seed = draw)", model=_Reseeded(old.model),
+                                  kwargs=_Reseeded(old.kwargs) if old.kwargs else None),
+                          f"{old.name}'s recipe at another weight seed (cos.controls.weight_seed)"))
+    return pairs
+
+
+def pairs_of(claim: "Claim") -> tuple[list[GatePair], list[str]]:
+    """The claim's gate pairs (its own `gate_pairs`, else `default_pairs`) and the notes on what was not paired.
+    Two pairs of one name, or a pair whose OLD and NEW run different rows, are refused here (a ValueError naming
+    it): NEW and OLD of a pair must be the same draw of the same rows."""
+    pairs, notes = claim.gate_pairs()
+    seen = Counter(p.name for p in pairs)
+    if dup := [n for n, k in seen.items() if k > 1]:
+        raise ValueError(f"{claim.id}: gate pairs named twice: {dup}")
+    for p in pairs:
+        if rows_signature(p.old) != rows_signature(p.new):
+            raise ValueError(f"{claim.id}: gate pair {p.name!r}: {p.old.name} and {p.new.name} do not run the same "
+                             "rows (settings or keyword arguments differ); a pair is one draw of the same rows")
+    return pairs, notes
+
+
+# ---------------------------------------------------------------- one draw of a claim's pairs (a worker's task)
+def _u(key: str) -> float:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2 ** 64
+
+
+def splice(old: Any, null: Any, share: float, salt: str) -> tuple[Any, list[str]]:
+    """OLD's bundle (cos.records.Concluded) with the rows of round(share·n) of its n task instances (at least 1;
+    ranked by a hash of `salt` and the instance id) taken from `null`'s bundle of the same rows: a model that lost
+    the effect on those instances. Returns (the bundle, the instances taken). ValueError when the two bundles'
+    rows are not the same rows in the same order."""
+    inst = lambda r: str(r["instance"])
+    rows = lambda b: [(inst(r), r.get("seed")) for r in b.records]
+    if rows(old) != rows(null):
+        raise ValueError("the two runs' rows differ (instances, seeds or order): not the same draw")
+    units = sorted({inst(r) for r in old.records})
+    k = min(len(units), max(1, round(share * len(units))))
+    taken = sorted(units, key=lambda u: _u(f"{salt}|{u}"))[:k]
+    pick = set(taken)
+    recs = [b if inst(a) in pick else a for a, b in zip(old.records, null.records)]
+    return replace(old, records=recs, status=None), sorted(taken)
+
+
+def _identity(system: Any, kw: dict) -> tuple:
+    return (system.fingerprint, tuple(sorted((k, v.fingerprint) for k, v in kw.items() if _is_model(v))))
+
+
+def _measure(claim: "Claim", ctl: "Control", draw: int, tier: str) -> tuple[Any, tuple]:
+    """The claim's row on `ctl` at `draw` and the identity of the models it ran (as `Control.run`, which it is)."""
+    from cos.registry import at_draw
+    from cos.runner import RunContext
+
+    system = ctl.model(draw)
+    kw = dict(ctl.kwargs(draw)) if ctl.kwargs else {}
+    r = claim.measure(RunContext(progress=False), system, at_draw(tier_settings(ctl.settings, tier), draw), **kw)
+    return r, _identity(system, kw)
+
+
+def _row_fields(row: dict) -> dict:
+    keep = ("verdict", "regressed", "change", "ci", "n", "tolerance", "status_old", "status_new", "reason",
+            "width_ratio_unpaired", "identical")
+    return {k: row.get(k) for k in keep}
+
+
+def _bad(direction: str, change: float | None) -> float | None:
+    """A change on the claim's bad side as a positive number (how much worse NEW is)."""
+    return None if change is None else (-change if direction == ">" else change)
+
+
+def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] | None = None) -> list[dict]:
+    """Every gate pair of a claim at one draw (OLD run once): one record per pair, and per spliced pair in
+    `shares` (pair name → share of instances) one more for the regression at the MDE."""
+    import torch
+
+    from cos.gate import as_bundle, gate_row, units
+    from cos.registry import get_claim
+
+    claim = get_claim(claim_id)
+    pairs, _ = pairs_of(claim)
+    base = {"kind": KIND, "claim": claim_id, "version": claim.spec.version, "draw": draw, "tier": tier,
+            "host": platform.node(), "torch": torch.__version__}
+    out: list[dict] = []
+    olds: dict[str, Any] = {}
+    for p in pairs:
+        t0 = time.perf_counter()
+        rec = {**base, "pair": p.name, "pair_kind": p.kind, "share": None, "on_design": False, "old_mde": None}
+        try:
+            if p.old.name not in olds:
+                olds[p.old.name] = _measure(claim, p.old, draw, tier)
+            old, old_id = olds[p.old.name]
+            det = (old.details or {}).get("detectable") or {}
+            rec["old_mde"] = det.get("min_detectable_effect")
+            if p.kind == "retrained":
+                new_system = p.new.model(draw)
+                new_kw = dict(p.new.kwargs(draw)) if p.new.kwargs else {}
+                if _identity(new_system, new_kw) == old_id:
+                    rec.update(verdict="n/a", regressed=False, reason="the recipe has no weight randomness: its "
+                               "retrained copy is the same weights (same-weights covers it)")
+                    out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+                    continue
+            new, new_id = _measure(claim, p.new, draw, tier)
+            if p.kind == "same-weights" and new_id != old_id:
+                raise ValueError("the rebuilt model is not the same weights (its fingerprint differs)")
+            b_old, b_new = as_bundle(old.records), as_bundle(new.records)
+            if b_old is None or b_new is None:
+                raise ValueError(f"no records (old {old.status}: {old.reason}; new {new.status}: {new.reason})"[:300])
+            if units(b_old.records) != units(b_new.records):
+                raise ValueError("OLD and NEW ran different rows (task instances or seeds): not one draw")
+            row = gate_row(claim, b_new, b_old, new.status, old.status)
+            rec.update(_row_fields(row), on_design=row.get("change") is not None or bool(row.get("identical")))
+            rec["bad_change"] = _bad(claim.spec.direction, row.get("change"))
+            out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+            w = (shares or {}).get(p.name)
+            if w is not None and p.splice:
+                t1 = time.perf_counter()
+                sp, taken = splice(b_old, b_new, w, f"{claim_id}|{draw}|{p.name}")
+                status = sp.conclude(claim).status
+                srow = gate_row(claim, replace(sp, status=status), b_old, status, old.status)
+                out.append({**rec, **_row_fields(srow), "pair": p.name + MDE_SUFFIX, "share": w,
+                            "spliced": len(taken), "on_design": srow.get("change") is not None,
+                            "bad_change": _bad(claim.spec.direction, srow.get("change")),
+                            "seconds": round(time.perf_counter() - t1, 2)})
+        except Exception as e:   # a pair that cannot be measured is off design: counted apart, never as a pass
+            rec.update(verdict="error", regressed=False, reason=f"{type(e).__name__}: {e}"[:300], on_design=False)
+            out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+    return out
+
+
+# ---------------------------------------------------------------- the validation
+def _is_record(d: object) -> bool:
+    return (isinstance(d, dict) and d.get("kind") == KIND
+            and all(isinstance(d.get(k), str) for k in ("tier", "claim", "pair", "pair_kind", "verdict"))
+            and all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool) for k in ("version", "draw"))
+            and isinstance(d.get("regressed"), bool) and isinstance(d.get("on_design"), bool)
+            and _num(d.get("change")) and _num(d.get("seconds"), none_ok=False))
+
+
+def gate_key(d: dict) -> str:
+    """A gate draw's key in draws.jsonl: the kind (gate), tier, claim, version, pair and draw."""
+    return _key(d["tier"], d["claim"], d["version"], f"{KIND}:{d['pair']}", d["draw"])
+
+
+def load(path: Path, stream=None) -> dict[str, dict]:
+    """The finished gate draws of a draws.jsonl by key (its other lines, `cos validate`'s control draws, are not
+    read here; a line cut short by a kill is skipped and rerun; another malformed gate line is said on `stream`)."""
+    done, bad = {}, []
+    if path.exists():
+        lines = _read_text(path, "draws").splitlines()
+        for i, line in enumerate(lines, 1):
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if not (isinstance(d, dict) and d.get("kind") == KIND):
+                continue
+            if not _is_record(d):
+                bad.append(i)
+                continue
+            done[gate_key(d)] = d
+    if bad and stream is not None:
+        print(f"warning: {path}: {len(bad)} gate line(s) are not gate draw records (first: line {bad[0]}); skipped, "
+              "those draws are rerun", file=stream)
+    return done
+
+
+def shares_from_pilot(recs: Iterable[dict]) -> dict[tuple[str, str], dict]:
+    """(claim, pair) → {"share", "target_mde", "pilot_bad_change", "why"} for each spliceable pair, from its pilot
+    draws: share = the median MDE of OLD's rows / the mean full-removal change on the claim's bad side, at most 1."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in recs:
+        if r["draw"] in PILOT and r["pair_kind"] == "regressed" and not r["pair"].endswith(MDE_SUFFIX):
+            by.setdefault((r["claim"], r["pair"]), []).append(r)
+    out = {}
+    for key, rs in by.items():
+        bad = [r["bad_change"] for r in rs if r.get("bad_change") is not None]
+        mdes = [r["old_mde"] for r in rs if r.get("old_mde") is not None]
+        mean_bad = float(np.mean(bad)) if bad else None
+        target = float(np.median(mdes)) if mdes else None
+        if mean_bad is None or target is None or mean_bad <= 0:
+            out[key] = {"share": None, "target_mde": target, "pilot_bad_change": mean_bad,
+                        "why": "no MDE or no regression on the pilot draws: not spliced"}
+            continue
+        share = min(1.0, target / mean_bad)
+        out[key] = {"share": share, "target_mde": target, "pilot_bad_change": mean_bad,
+                    "why": "" if share < 1 else "the full removal is below the MDE: spliced whole"}
+    return out
+
+
+def validate_gate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1, select: str | None = None,
+                  stream=sys.stderr) -> dict:
+    """Every claim's gate pairs (ids containing `select`) over the pilot draws, then draws 1..`draws`; appends to
+    DIR/draws.jsonl, writes DIR/gate-calibration.json and .md; returns the document."""
+    from cos.errors import InputError
+    from cos.registry import all_claims
+
+    _check_tier(tier)
+    if not 1 <= draws < PILOT[0] or jobs < 1:
+        raise InputError(f"--draws {draws} / --jobs {jobs}: positive integers, --draws below {PILOT[0]} (the pilot "
+                         "draws' numbers)")
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "draws.jsonl"
+    done = load(log, stream)
+    claims = [c for c in all_claims() if select is None or select in c.id]
+    plans = {c.id: pairs_of(c) for c in claims}
+    t0, n_run = time.perf_counter(), [0]
+
+    def missing(cid: str, version: int, d: int, names: list[str]) -> bool:
+        return any(_key(tier, cid, version, f"{KIND}:{n}", d) not in done for n in names)
+
+    def run(tasks: list[tuple[str, int, dict | None]], what: str) -> None:
+        print(f"cos validate --kind gate: {what}: {len(tasks)} claim draws to run ({jobs} worker(s))", file=stream)
+        with log.open("a") as f:
+            def record(recs: list[dict]) -> None:
+                for r in recs:
+                    f.write(json.dumps(r) + "\n")
+                    done[gate_key(r)] = r
+                f.flush()
+                n_run[0] += 1
+                r0 = recs[0] if recs else {}
+                print(f"  [{n_run[0]}] {r0.get('claim')} draw {r0.get('draw')}: "
+                      + ", ".join(f"{r['pair']} {r['verdict']}" for r in recs)
+                      + f" · elapsed {time.perf_counter() - t0:.0f} s", file=stream, flush=True)
+            if jobs > 1:
+                with ProcessPoolExecutor(jobs, initializer=_one_thread) as pool:
+                    futs = [pool.submit(run_gate_draw, cid, d, tier, sh) for cid, d, sh in tasks]
+                    for fut in as_completed(futs):
+                        record(fut.result())
+            else:
+                for cid, d, sh in tasks:
+                    record(run_gate_draw(cid, d, tier, sh))
+
+    version = {c.id: c.spec.version for c in claims}
+    splice_names = {cid: [p.name for p in ps if p.splice] for cid, (ps, _) in plans.items()}
+    pilot = [(cid, d, None) for cid in plans for d in PILOT
+             if splice_names[cid] and missing(cid, version[cid], d, splice_names[cid])]
+    run(pilot, f"pilot draws {PILOT[0]}..{PILOT[-1]} (where the regression at the MDE is sized)")
+    shares = shares_from_pilot(r for r in done.values() if r["tier"] == tier)
+    todo = {}
+    for cid, (ps, _) in plans.items():
+        sh = {p.name: shares[(cid, p.name)]["share"] for p in ps
+              if p.splice and shares.get((cid, p.name), {}).get("share") is not None}
+        todo[cid] = (sh, [p.name for p in ps] + [n + MDE_SUFFIX for n in sh])
+    # draw by draw over the claims: a run stopped early leaves every claim about as many draws
+    main = [(cid, d, sh) for d in range(1, draws + 1) for cid, (sh, names) in todo.items()
+            if missing(cid, version[cid], d, names)]
+    run(main, f"draws 1..{draws}")
+    recs = [r for r in done.values() if r["tier"] == tier and r["claim"] in plans]
+    doc = summarize(recs, claims, draws, tier, jobs, time.perf_counter() - t0)
+    _write(out, doc)
+    return doc
+
+
+def _write(out: Path, doc: dict) -> None:
+    (out / "gate-calibration.json").write_text(json.dumps(doc, indent=1))
+    (out / "gate-calibration.md").write_text(markdown(doc))
+
+
+def resummarize_gate(out: Path, draws: int) -> dict:
+    """DIR/gate-calibration.json and .md again from DIR/draws.jsonl's gate lines, running nothing."""
+    from cos.errors import InputError
+    from cos.registry import all_claims
+
+    recs = list(load(out / "draws.jsonl", sys.stderr).values())
+    if not recs:
+        raise InputError(f"--summarize-only: {out}/draws.jsonl holds no gate draws (run cos validate --kind gate)")
+    tiers = Counter(r["tier"] for r in recs)
+    tier = tiers.most_common(1)[0][0]
+    ids = {r["claim"] for r in recs}
+    claims = [c for c in all_claims() if c.id in ids]
+    doc = summarize([r for r in recs if r["tier"] == tier], claims, draws, tier, 0, 0.0)
+    doc["provenance"]["resummarized"] = True
+    _write(out, doc)
+    return doc
+
+
+# ---------------------------------------------------------------- the summary
+def _rate(recs: list[dict], flagged_counts_on_design_only: bool) -> dict | None:
+    """How often the gate said `regressed` over a pair's draws, with a Wilson interval. Power counts every draw
+    (a draw that could not be paired is a miss); a false-positive rate counts only the draws that were paired
+    (an unpaired draw tested nothing, it is no pass), and says how many were not."""
+    from cos.stats import proportion_ci
+
+    off = sum(not r["on_design"] for r in recs)
+    use = [r for r in recs if r["on_design"]] if flagged_counts_on_design_only else recs
+    if not use:
+        return None
+    k = sum(r["regressed"] for r in use)
+    e = proportion_ci(k, len(use))
+    return {"draws": len(use), "flagged": k, "rate": e.value, "ci": [e.ci_low, e.ci_high], "off_design": off,
+            "verdicts": dict(sorted(Counter(r["verdict"] for r in recs).items()))}
+
+
+def _mean_ci(values: list[float]) -> dict | None:
+    from cos.stats import bootstrap_ci
+
+    v = [x for x in values if x is not None and math.isfinite(x)]
+    if len(v) < 2:
+        return None if not v else {"mean": v[0], "ci": None, "n": 1}
+    e = bootstrap_ci(v)
+    return {"mean": e.value, "ci": None if not e.decidable else [e.ci_low, e.ci_high], "n": len(v)}
+
+
+def _ratio(recs: list[dict]) -> dict | None:
+    """The unpaired/paired interval width ratio over draws: geometric mean with a 95% interval (bootstrap-t of the
+    log ratios, exponentiated)."""
+    logs = [math.log(r["width_ratio_unpaired"]) for r in recs
+            if r.get("width_ratio_unpaired") is not None and r["width_ratio_unpaired"] > 0]
+    m = _mean_ci(logs)
+    if m is None:
+        return None
+    return {"geomean": math.exp(m["mean"]), "ci": m["ci"] and [math.exp(x) for x in m["ci"]], "draws": m["n"]}
+
+
+def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: int, wall_s: float) -> dict:
+    """The gate calibration document from the draws' records (draws 1..`draws` measured; pilot draws size the
+    regression at the MDE)."""
+    import torch
+
+    import cos
+
+    recs = list(recs)
+    shares = shares_from_pilot(recs)
+    by: dict[str, dict[str, list[dict]]] = {}
+    for r in recs:
+        if 1 <= r["draw"] <= draws:
+            by.setdefault(r["claim"], {}).setdefault(r["pair"], []).append(r)
+    out = {}
+    for c in claims:
+        try:
+            pairs, notes = pairs_of(c)
+        except ValueError as e:
+            out[c.id] = {"version": c.spec.version, "pairs": {}, "unpaired": [str(e)], "meets_goal": False}
+            continue
+        per: dict[str, dict] = {}
+        for p in pairs:
+            names = [p.name] + ([p.name + MDE_SUFFIX] if p.splice else [])
+            for name in names:
+                rs = by.get(c.id, {}).get(name, [])
+                entry: dict[str, Any] = {"kind": p.kind, "why": p.why, "old": p.old.name, "new": p.new.name}
+                if name.endswith(MDE_SUFFIX):
+                    s = shares.get((c.id, p.name), {})
+                    entry.update(kind="regressed at the MDE", share=s.get("share"), target_mde=s.get("target_mde"),
+                                 pilot_bad_change=s.get("pilot_bad_change"), share_note=s.get("why", "no pilot"))
+                na = [r for r in rs if r["verdict"] == "n/a"]
+                if rs and len(na) == len(rs):
+                    entry.update(draws=len(rs), not_applicable=na[0]["reason"])
+                else:
+                    entry.update(draws=len(rs), rate=_rate(rs, p.kind != "regressed") if rs else None,
+                                 bad_change=_mean_ci([r.get("bad_change") for r in rs]),
+                                 width_ratio=_ratio(rs))
+                per[name] = entry
+        full = [v for n, v in per.items() if v["kind"] == "regressed" and v.get("rate")]
+        # a pair whose whole regression is below the MDE (spliced whole) is not a regression at the MDE: listed, not
+        # counted in the claim's power at the MDE
+        at_mde = [v for n, v in per.items() if v["kind"] == "regressed at the MDE" and v.get("rate")
+                  and v.get("share") is not None and not v.get("share_note")]
+        weakest = lambda vs: min(vs, key=lambda v: v["rate"]["rate"]) if vs else None
+        mde_pair, full_pair = weakest(at_mde), weakest(full)
+        same, retr = per.get("same-weights"), per.get("retrained")
+        fpr = lambda v: v and v.get("rate")
+        power_ok = bool(mde_pair and mde_pair["rate"]["rate"] >= GOAL_POWER and mde_pair["rate"]["draws"] >= MIN_DRAWS)
+        same_ok = bool(fpr(same) and same["rate"]["rate"] <= GOAL_FPR and not same["rate"]["off_design"])
+        retr_ok = (None if retr is None or retr.get("not_applicable") else
+                   bool(fpr(retr) and retr["rate"]["rate"] <= GOAL_FPR and not retr["rate"]["off_design"]))
+        out[c.id] = {"version": c.spec.version, "direction": c.spec.direction, "effect": c.spec.effect,
+                     "tolerance": next((r["tolerance"] for rs in by.get(c.id, {}).values() for r in rs
+                                        if r.get("tolerance") is not None), None),
+                     "unpaired": notes, "pairs": per,
+                     "power_at_mde": mde_pair and {k: mde_pair.get(k) for k in ("new", "share", "target_mde", "rate",
+                                                                                "bad_change", "width_ratio")},
+                     "power_full": full_pair and {k: full_pair.get(k) for k in ("new", "rate", "bad_change")},
+                     "goals": {"power_at_mde": power_ok, "fpr_same_weights": same_ok, "fpr_retrained": retr_ok},
+                     "meets_goal": power_ok and same_ok and retr_ok is not False}
+    return {"schema": SCHEMA, "claims": out,
+            "goal": {"power_at_mde": GOAL_POWER, "false_positive_rate": GOAL_FPR, "min_draws": MIN_DRAWS},
+            "provenance": {"cos": getattr(cos, "__version__", None), "torch": torch.__version__, "tier": tier,
+                           "draws": draws, "pilot_draws": list(PILOT), "jobs": jobs, "wall_s": round(wall_s, 1),
+                           "draw_seconds": round(sum(r["seconds"] for r in recs), 1),
+                           "draws_by_host": dict(Counter(f"{r.get('host', '?')} (torch {r.get('torch', '?')})"
+                                                         for r in recs)),
+                           "machine": platform.node(), "cpus": os.cpu_count(),
+                           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
+
+
+def _pct(rate: dict | None) -> str:
+    if not rate:
+        return "–"
+    s = f"{rate['flagged']}/{rate['draws']} = {rate['rate']:.2f} [{rate['ci'][0]:.2f}, {rate['ci'][1]:.2f}]"
+    return s + (f" ({rate['off_design']} off design)" if rate.get("off_design") else "")
+
+
+def _mc(m: dict | None) -> str:
+    if not m:
+        return "–"
+    return f"{m['mean']:.3g}" + (f" [{m['ci'][0]:.3g}, {m['ci'][1]:.3g}]" if m.get("ci") else "")
+
+
+def _wr(w: dict | None) -> str:
+    if not w:
+        return "–"
+    return f"{w['geomean']:.2g}" + (f" [{w['ci'][0]:.2g}, {w['ci'][1]:.2g}]" if w.get("ci") else "")
+
+
+def markdown(doc: dict) -> str:
+    """The gate calibration tables: per claim power at the MDE, FPR of both unchanged kinds, width ratio; then
+    every pair."""
+    from tabulate import tabulate
+
+    g, p = doc["goal"], doc["provenance"]
+    rows, pair_rows, notes = [], [], []
+    for cid, c in doc["claims"].items():
+        pm, pf = c.get("power_at_mde"), c.get("power_full")
+        same, retr = c["pairs"].get("same-weights"), c["pairs"].get("retrained")
+        rows.append([cid, "–" if c.get("tolerance") is None else f"{c['tolerance']:.3g}",
+                     "–" if not pm else f"{pm['target_mde']:.3g} (w {pm['share']:.2f}: {_mc(pm['bad_change'])})",
+                     _pct(pm and pm["rate"]), "–" if not pf else f"{_pct(pf['rate'])}; {_mc(pf['bad_change'])}",
+                     _pct(same and same.get("rate")),
+                     "n/a" if retr and retr.get("not_applicable") else _pct(retr and retr.get("rate")),
+                     _wr(pm and pm["width_ratio"]), _wr(retr and retr.get("width_ratio")),
+                     "yes" if c["meets_goal"] else "no"])
+        for name, v in c.get("pairs", {}).items():
+            pair_rows.append([cid, name, v["kind"], v.get("not_applicable") and "n/a" or _pct(v.get("rate")),
+                              ", ".join(f"{k} {m}" for k, m in (v.get("rate") or {}).get("verdicts", {}).items()),
+                              _mc(v.get("bad_change")), _wr(v.get("width_ratio"))])
+        notes += [f"- {cid}: {n}" for n in c.get("unpaired", [])]
+    head = (f"Gate calibration, tier `{p['tier']}`: draws 1..{p['draws']} per pair (pilot draws {p['pilot_draws'][0]}.."
+            f"{p['pilot_draws'][-1]} size the regression at the MDE), {p['jobs']} worker(s), {p['wall_s']:.0f} s on "
+            f"{p['machine']} ({p['cpus']} CPUs), torch {p['torch']}, {p['date']}; draws by host: "
+            f"{p['draws_by_host']}. Goals: a regression at the claim's MDE flagged `regressed` in ≥ {g['power_at_mde']} "
+            f"of draws; an unchanged model (same weights rebuilt; a retrained copy at another weight seed) flagged in "
+            f"≤ {g['false_positive_rate']}; Wilson 95% intervals. MDE: the median of the positive control's own rows' "
+            "MDE; w: the share of task instances whose rows come from the effect-removed control, fixed on the pilot "
+            "draws, with the mean planted change it gave [95% CI over draws] (on the claim's bad side, claim units). "
+            "Width ratio: unpaired/paired interval width of the change, geometric mean over draws [95% CI].\n\n")
+    table = tabulate(rows, headers=["claim", "tolerance", "MDE (w: planted change)", "power at MDE",
+                                    "power, effect removed; its change", "FPR same weights", "FPR retrained",
+                                    "width ratio (at MDE)", "width ratio (retrained)", "goals met"],
+                     tablefmt="github")
+    pairs = tabulate(pair_rows, headers=["claim", "pair", "kind", "flagged / draws [95% CI]", "verdicts",
+                                         "change (bad side) [95% CI]", "width ratio"], tablefmt="github")
+    return (head + table + "\n\nEvery pair:\n\n" + pairs + "\n"
+            + ("\nNot paired:\n\n" + "\n".join(notes) + "\n" if notes else ""))

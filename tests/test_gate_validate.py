@@ -1,0 +1,182 @@
+"""`cos validate --kind gate` (cos.gate_validate): pairs of controls on the same rows, the gate's decision per draw,
+the regression spliced at the MDE, resume keys, the table; on a stub claim whose rows cost nothing."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+
+from cos.controls import _WEIGHT_SEED, weight_seed
+from cos.gate_validate import GatePair, gate_key, load, pairs_of, splice, validate_gate
+from cos.records import Concluded
+from cos.registry import Claim, ClaimSpec, Control, register, unregister
+from cos.settings import ClaimSettings
+from cos.stats import bootstrap_ci
+
+ROWS = ClaimSettings(tasks=("t",), instances=16, seeds=(0, 1))
+
+
+class StubSystem:
+    """What a control's model is to the gate: an identity, and here the effect its rows carry."""
+
+    experts: list = []
+    num_layers = 1
+
+    def __init__(self, effect: float, noisy: bool = True):
+        self.effect = effect
+        self.seed = _WEIGHT_SEED.get() if noisy else 0      # a retrained copy: other row noise (same effect)
+        self.name = f"stub-{effect}"
+        self.weights_hash = f"stub:{effect}:{self.seed}"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.weights_hash
+
+
+class StubClaim(Claim):
+    """Mean over task instances of v = effect + an instance's own bias (large: what pairing removes) + row noise."""
+
+    spec = ClaimSpec(id="test.gatestub", title="t", paper_ref="-", paper_value="-", measured_quantity="v",
+                     threshold=0.0, direction=">", effect=0.4)
+
+    def measure(self, ctx, system, settings, **kw):
+        recs = []
+        for i in range(settings.first_instance, settings.first_instance + settings.instances):
+            bias = np.random.default_rng(i).normal(0, 0.5)
+            for s in settings.seeds:
+                noise = np.random.default_rng([i, s, system.seed]).normal(0, 0.1)
+                recs.append({"instance": f"t-id-{i:05d}", "seed": s, "v": float(system.effect + bias + noise)})
+        r = self.conclude(recs, system, settings)
+        r.records = Concluded(self.id, self.spec.version, recs, system, settings, {}).to_dict()
+        return r
+
+    def conclude(self, records, system, settings, **kw):
+        per: dict[str, list] = {}
+        for r in records:
+            per.setdefault(r["instance"], []).append(r["v"])
+        return self.result(bootstrap_ci([np.mean(v) for v in per.values()]), system, settings, self.Details())
+
+    def controls(self):
+        return [Control("planted", "positive", lambda d: StubSystem(0.8), ROWS, "effect 0.8"),
+                Control("removed", "negative", lambda d: StubSystem(0.0), ROWS, "effect removed"),
+                Control("elsewhere", "negative", lambda d: StubSystem(0.0), ROWS.__class__(tasks=("t",), instances=8),
+                        "other rows: never paired")]
+
+
+@pytest.fixture
+def stub():
+    claim = register(StubClaim())
+    yield claim
+    unregister(claim.id)
+
+
+def _lines(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_a_planted_regression_is_flagged_and_an_unchanged_model_is_not(stub, tmp_path):
+    doc = validate_gate(tmp_path, draws=3, select=stub.id, stream=io.StringIO())
+    c = doc["claims"][stub.id]
+    pairs = c["pairs"]
+    assert set(pairs) == {"regressed:removed", "regressed:removed@mde", "same-weights", "retrained"}
+    assert pairs["regressed:removed"]["rate"]["flagged"] == 3          # 0.8 → 0.0, tolerance 0.2
+    assert pairs["same-weights"]["rate"]["verdicts"] == {"unchanged": 3} and pairs["same-weights"]["rate"]["flagged"] == 0
+    retr = pairs["retrained"]["rate"]
+    assert retr["draws"] == 3 and retr["off_design"] == 0 and retr["flagged"] == 0
+    # the rows differ by row noise only: pairing removes the instance bias (sd 0.5 against 0.1·√2/√2)
+    assert pairs["retrained"]["width_ratio"]["geomean"] > 3
+    # the MDE splice: a share of instances from the null, sized on the pilot draws (never the measured ones)
+    mde = pairs["regressed:removed@mde"]
+    assert 0 < mde["share"] < 1 and mde["target_mde"] > 0 and mde["rate"]["draws"] == 3
+    assert c["power_at_mde"]["new"] == "removed"
+    assert any("elsewhere: other settings" in n for n in c["unpaired"])
+    md = (tmp_path / "gate-calibration.md").read_text()
+    assert "| test.gatestub" in md and "power at MDE" in md and "FPR retrained" in md and "elsewhere" in md
+    # below 20 draws the goal is not met, whatever the rates
+    assert not c["meets_goal"]
+
+
+def test_draws_resume_by_keys_that_name_the_gate_kind(stub, tmp_path):
+    validate_gate(tmp_path, draws=2, select=stub.id, stream=io.StringIO())
+    recs = _lines(tmp_path / "draws.jsonl")
+    assert all(r["kind"] == "gate" and "|gate:" in gate_key(r) for r in recs)
+    assert {r["draw"] for r in recs} == {1, 2, 9001, 9002, 9003, 9004, 9005}
+    err = io.StringIO()
+    validate_gate(tmp_path, draws=2, select=stub.id, stream=err)
+    assert "pilot" in err.getvalue() and err.getvalue().count(": 0 claim draws to run") == 2
+    # one line lost (a killed run): exactly that claim draw runs again
+    kept = [r for r in recs if not (r["draw"] == 2 and r["pair"] == "same-weights")]
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    err = io.StringIO()
+    validate_gate(tmp_path, draws=2, select=stub.id, stream=err)
+    assert "draws 1..2: 1 claim draws to run" in err.getvalue()
+    assert len(load(tmp_path / "draws.jsonl")) == len(recs)
+    # `cos validate`'s control draws share the file: gate lines are neither read nor warned about there
+    from cos.calibration import _load
+
+    warn = io.StringIO()
+    assert _load(tmp_path / "draws.jsonl", warn) == {} and warn.getvalue() == ""
+
+
+def test_a_pair_that_does_not_run_one_draw_of_the_same_rows_is_never_counted_unchanged(stub, tmp_path, monkeypatch):
+    import cos.gate_validate as gv
+
+    run = gv._measure
+    # NEW of the same-weights pair run one draw later: other task instances and seeds
+    monkeypatch.setattr(gv, "_measure", lambda claim, ctl, draw, tier:
+                        run(claim, ctl, draw + ("rebuilt" in ctl.name), tier))
+    doc = validate_gate(tmp_path, draws=2, select=stub.id, stream=io.StringIO())
+    recs = [r for r in _lines(tmp_path / "draws.jsonl") if r["pair"] == "same-weights"]
+    assert all(r["verdict"] == "error" and not r["on_design"] and "different rows" in r["reason"] for r in recs)
+    c = doc["claims"][stub.id]
+    assert c["pairs"]["same-weights"]["rate"] is None and not c["goals"]["fpr_same_weights"]
+    # and a claim's own pair of controls with other rows is refused before anything runs
+    ctl = {k.name: k for k in stub.controls()}
+    monkeypatch.setattr(StubClaim, "gate_pairs", lambda self: (
+        [GatePair("regressed:elsewhere", "regressed", ctl["planted"], ctl["elsewhere"], "other rows")], []))
+    with pytest.raises(ValueError, match="do not run the same rows"):
+        pairs_of(stub)
+
+
+def test_splice_takes_a_share_of_instances_from_the_null_and_refuses_other_rows():
+    claim = StubClaim()
+    old = Concluded.from_dict(claim.measure(None, StubSystem(0.8), ROWS).records)
+    null = Concluded.from_dict(claim.measure(None, StubSystem(0.0), ROWS).records)
+    sp, taken = splice(old, null, 0.25, "salt")
+    assert len(taken) == 4                                              # round(0.25 · 16) instances
+    for a, b, c in zip(old.records, null.records, sp.records):
+        assert c == (b if a["instance"] in taken else a)
+    assert splice(old, null, 0.25, "salt")[1] == taken and splice(old, null, 0.25, "other")[1] != taken
+    assert len(splice(old, null, 0.001, "salt")[1]) == 1                 # at least one instance
+    later = Concluded.from_dict(claim.measure(None, StubSystem(0.0), ROWS.__class__(tasks=("t",), instances=16,
+                                                                                    first_instance=1000)).records)
+    with pytest.raises(ValueError, match="rows differ"):
+        splice(old, later, 0.25, "salt")
+
+
+def test_weight_seed_retrains_a_recipe_with_weight_randomness_only():
+    from cos.controls import answer_at, ref, scripted
+
+    noisy = lambda: answer_at({4: 1.0}, sigma_seed=1.0).weights_hash
+    plain = lambda: answer_at({4: 1.0}).weights_hash
+    pick = lambda: scripted("pick", 4, right=0.9).weights_hash
+    at0 = (noisy(), plain(), pick(), ref().fingerprint)
+    with weight_seed(3):
+        at3 = (noisy(), plain(), pick(), ref().fingerprint)
+    with weight_seed(4):
+        at4 = noisy()
+    assert at3[0] != at0[0] and at4 != at3[0]        # a planted DiT's noise salts: another copy per seed
+    assert at3[2] != at0[2]                          # a scripted trajectory's row generators
+    assert at3[1] == at0[1] and at3[3] == at0[3]     # nothing random in the recipe: the same weights
+    assert (noisy(), plain(), pick()) == at0[:3]     # outside, every control is as its claim wrote it
+
+
+def test_cli_gate_kind_bad_option_is_one_line(tmp_path, capsys):
+    from cos.cli import main
+
+    assert main(["validate", "--kind", "gate", "--out", str(tmp_path), "--draws", "0"]) == 2
+    assert main(["validate", "--kind", "gates", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--draws" in err[0] and "--kind" in err[1]
