@@ -399,19 +399,27 @@ def _write(out: Path, doc: dict) -> None:
 
 
 def resummarize_gate(out: Path, draws: int) -> dict:
-    """DIR/gate-calibration.json and .md again from DIR/draws.jsonl's gate lines, running nothing."""
+    """DIR/gate-calibration.json and .md again from DIR/draws.jsonl's gate lines with this version's rules, running
+    nothing; the provenance of the run that made the draws is kept (from the earlier gate-calibration.json, marked
+    `resummarized`)."""
     from cos.errors import InputError
     from cos.registry import all_claims
 
     recs = list(load(out / "draws.jsonl", sys.stderr).values())
     if not recs:
         raise InputError(f"--summarize-only: {out}/draws.jsonl holds no gate draws (run cos validate --kind gate)")
-    tiers = Counter(r["tier"] for r in recs)
-    tier = tiers.most_common(1)[0][0]
+    cal = out / "gate-calibration.json"
+    try:
+        old = json.loads(_read_text(cal, "--summarize-only")).get("provenance") if cal.exists() else None
+    except (json.JSONDecodeError, AttributeError):
+        raise InputError(f"--summarize-only: {cal}: not a gate calibration document") from None
+    tier = old["tier"] if isinstance(old, dict) and old.get("tier") else Counter(r["tier"] for r in recs).most_common(1)[0][0]
     ids = {r["claim"] for r in recs}
     claims = [c for c in all_claims() if c.id in ids]
     doc = summarize([r for r in recs if r["tier"] == tier], claims, draws, tier, 0, 0.0)
-    doc["provenance"]["resummarized"] = True
+    if isinstance(old, dict):
+        doc["provenance"] = {**old, "draws": draws, "draw_seconds": doc["provenance"]["draw_seconds"]}
+    doc["provenance"]["resummarized"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     _write(out, doc)
     return doc
 
@@ -576,7 +584,7 @@ def markdown(doc: dict) -> str:
             "draws, with the mean planted change it gave [95% CI over draws] (on the claim's bad side, claim units). "
             "Width ratio: unpaired/paired interval width of the change, geometric mean over draws [95% CI].\n\n")
     table = tabulate(rows, headers=["claim", "tolerance", "MDE (w: planted change)", "power at MDE",
-                                    "power, effect removed; its change", "FPR same weights", "FPR retrained",
+                                    "power, whole regression (weakest pair); its change", "FPR same weights", "FPR retrained",
                                     "width ratio (at MDE)", "width ratio (retrained)", "goals met"],
                      tablefmt="github")
     pairs = tabulate(pair_rows, headers=["claim", "pair", "kind", "flagged / draws [95% CI]", "verdicts",

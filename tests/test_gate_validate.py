@@ -118,6 +118,13 @@ def test_draws_resume_by_keys_that_name_the_gate_kind(stub, tmp_path):
 
     warn = io.StringIO()
     assert _load(tmp_path / "draws.jsonl", warn) == {} and warn.getvalue() == ""
+    # summarized again from the lines alone: the same claims, the run's provenance kept
+    from cos.gate_validate import resummarize_gate
+
+    before = json.loads((tmp_path / "gate-calibration.json").read_text())
+    again = resummarize_gate(tmp_path, 2)
+    assert again["claims"] == before["claims"] and again["provenance"]["jobs"] == before["provenance"]["jobs"]
+    assert again["provenance"]["resummarized"]
 
 
 def test_a_pair_that_does_not_run_one_draw_of_the_same_rows_is_never_counted_unchanged(stub, tmp_path, monkeypatch):
