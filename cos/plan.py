@@ -33,6 +33,7 @@ from cos import sequential as seq
 
 MC_PATHS = 20_000
 POWER_GOAL = 0.8
+PRIOR_SOURCE = f"prior: as if sized for {POWER_GOAL:.0%} power (no pilot row)"
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,9 +77,18 @@ def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, se
     maximum n) from its threshold: with the looks of `cos.sequential` when `sequential`, else one look at the end.
     With `n_max` (the claim's units), the runner's minimums apply: a look with fewer than MIN_LOOK_UNITS units
     decides nothing, one with fewer than FUTILITY_MIN_UNITS does not stop for futility."""
+    power, stops = stop_profile(theta, sequential, paths, seed, n_max)
+    return power, float(sum(f * p for f, p in stops))
+
+
+def stop_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: int = 0,
+                 n_max: int | None = None) -> tuple[float, list[tuple[float, float]]]:
+    """(power, [(look fraction, probability the claim stops there)]) under the same model as
+    `sequential_profile`: the run's ETA (cos.eta) needs where a claim may stop, not only its mean, to re-estimate
+    a claim that passed a look without stopping."""
     if not sequential:
         c = float(stats.norm.isf(seq.ALPHA / 2))
-        return float(stats.norm.sf(c - theta)), 1.0     # decided on the effect's side
+        return float(stats.norm.sf(c - theta)), [(1.0, 1.0)]     # decided on the effect's side
     looks = seq.plan_looks([k / seq.LOOKS for k in range(1, seq.LOOKS + 1)])
     t = np.array([lk.fraction for lk in looks])
     rng = np.random.default_rng(seed)
@@ -102,7 +112,50 @@ def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, se
             futile = alive & (cp < seq.FUTILITY_POWER)
             stop_at[futile] = k
             alive &= ~futile
-    return float(decided_right.mean()), float(t[stop_at].mean())
+    counts = np.bincount(stop_at, minlength=t.size) / paths
+    return float(decided_right.mean()), [(float(t[k]), float(counts[k])) for k in range(t.size)]
+
+
+def _minimums_key(n_max: int | None) -> int | None:
+    """`n_max` where the runner's minimums (MIN_LOOK_UNITS, FUTILITY_MIN_UNITS) still skip a look, else None (every
+    look active: the profile no longer depends on n_max, so one cached `theta_for_power` serves every larger n)."""
+    if n_max is None or n_max / seq.LOOKS >= max(seq.MIN_LOOK_UNITS, seq.FUTILITY_MIN_UNITS):
+        return None
+    return int(n_max)
+
+
+def claim_stops(claim: Any, settings: Any, system: Any, sequential: bool,
+                pilot_row: Mapping[str, Any] | None = None) -> tuple[list[tuple[float, float]], float | None, str]:
+    """Where a claim may stop, as [(fraction of its units, probability)], with its power at its effect size (None
+    where unknown) and where both come from. Fixed n (or a claim not written as records): at the end, surely.
+    Sequential with a pilot row: the looks' law at the claim's effect and the pilot's spread at its maximum n (as
+    `plan`), except that where it stops follows the pilot's own estimate (its distance from the threshold, either
+    side, in standard errors at n_max): a model that fails or holds by far stops early whatever the paper's effect.
+    Sequential without one: a prior, the claim as if sized for POWER_GOAL at its effect (`theta_for_power`); the
+    run's ETA (cos.eta) moves it towards where this run's finished claims stopped."""
+    from cos.settings import instances
+
+    if not sequential or not getattr(claim, "by_records", False):
+        return [(1.0, 1.0)], None, "fixed n: every unit"
+    n_max = int(claim.max_units(settings, system)) if hasattr(claim, "max_units") else len(instances(settings))
+    effect = getattr(claim.spec, "effect", None)
+    sd = unit_sd(pilot_row) if pilot_row else None
+    key = _minimums_key(n_max)
+    if sd and n_max > 0:
+        se = sd / math.sqrt(n_max)
+        power = stop_profile(abs(effect) / se, True, n_max=key)[0] if effect else None
+        measured = pilot_row.get("measured")
+        th = (pilot_row.get("details") or {}).get("threshold", claim.spec.threshold)
+        if isinstance(measured, (int, float)) and math.isfinite(measured):
+            # where it stops depends on how far the model's own value lies from the threshold, on either side
+            # (decided or futile alike): the pilot's estimate, not the paper's effect
+            _, stops = stop_profile(abs(measured - th) / se, True, n_max=key)
+            return stops, power, f"pilot (n={pilot_row.get('n')}): its estimate {measured:.3g} against {th:g}"
+        if power is not None:
+            return stop_profile(abs(effect) / se, True, n_max=key)[1], power, \
+                f"pilot spread (n={pilot_row.get('n')}) at its effect {effect:g}"
+    _, stops = stop_profile(theta_for_power(True, n_max=key), True, n_max=key)
+    return stops, None, PRIOR_SOURCE
 
 
 def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | None, gpus: int = 1,

@@ -108,6 +108,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-tolerance", type=float, default=None, metavar="FRACTION",
                 help="with --cos-against: a claim regresses when its change is confidently worse than this fraction "
                      "of the effect it is sized for (ClaimSpec.effect; default 0.5), or than its own gate_tolerance")
+    g.addoption("--cos-budget", default=None, metavar="HOURS[:fit]",
+                help="GPU-hours the run may take (its expected time from the timed warm forward, times its "
+                     "processes): a plan above it is refused before any claim runs; HOURS:fit instead sizes every "
+                     "claim down (fewer instances a task) until the plan fits and says what power that leaves. "
+                     "Claims not yet started when the budget is spent are skipped (cos.eta)")
+    g.addoption("--cos-pilot", default=None, metavar="STATUS_JSON",
+                help="a claims-status.json of the same claims (as `cos plan --pilot`): its intervals give each "
+                     "claim's spread, hence where sequential claims are expected to stop (the ETA) and the power "
+                     "--cos-budget's fit leaves; default: the --cos-baseline when given, else the run --cos-out "
+                     "holds when it is of the same tier and weights, else none (a prior)")
     g.addoption("--cos-tier", default="auto", choices=["auto", "cpu", "gpu", "full"],
                 help="claim settings: cpu (CI), gpu (full statistics), full (a full Wan model, paper settings); "
                      "auto picks from the model and device")
@@ -351,6 +361,16 @@ class CosSession:
         self.ctx = make_run_context(config)
         self.ctx.progress_writer = progress_writer(config)
         self.eta: dict | None = None
+        self.tracker = None                   # the run's estimate, re-estimated after every batch (cos.eta)
+        self.claims_end_s: float | None = None  # seconds into the run when the last claim was done
+        self.pilot_path: str | None = None    # whose rows told the ETA where claims stop, and the fit their power
+        self.budget: tuple[float, bool] | None = None     # --cos-budget: (GPU-hours, fit)
+        self.budget_doc: dict | None = None   # what the budget decided (provenance)
+        self.budget_warned = False
+        if config.getoption("--cos-budget"):
+            from cos.eta import parse_budget
+
+            self.budget = parse_budget(config.getoption("--cos-budget"))    # checked at configure already
         self.comparison: dict | None = None
         self.gate: dict[str, dict] = {}       # --cos-against: claim id -> its gate.json entry (cos.gate)
         self.cleared = False                  # the folder's previous run moved away (at this run's first write)
@@ -370,12 +390,79 @@ class CosSession:
     def is_worker(self) -> bool:
         return hasattr(self.config, "workerinput")
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.is_worker:
+    def pilot(self, weights_hash: str | None) -> tuple[dict | None, str | None]:
+        """(rows by id, path) of the run's pilot: --cos-pilot, else --cos-baseline, else the run this --cos-out still
+        holds when it is of the same tier and weights (a rerun: where its claims stopped is the best guess of where
+        they stop now), else (None, None)."""
+        from cos.plan import load_pilot
+
+        path = self.config.getoption("--cos-pilot") or self.config.getoption("--cos-baseline")
+        if path:
+            return load_pilot(path), str(path)
+        prev = Path(self.config.getoption("--cos-out")) / "claims-status.json"
+        try:
+            import json
+
+            prov = json.loads(prev.read_text()).get("provenance") or {}
+            if prov.get("tier") == resolve_tier(self.config) and weights_hash and prov.get("weights_hash") == weights_hash:
+                return load_pilot(prev), str(prev)
+        except (OSError, ValueError, AttributeError):     # no earlier run, or not one to read: no pilot
+            pass
+        return None, None
+
+    def say(self, line: str) -> None:
+        """A line for the person waiting, past pytest's capture, on the main process only."""
+        if not self.ctx.world.is_main:
             return
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        tr = self.config.pluginmanager.getplugin("terminalreporter")
+        if capman is None or tr is None:
+            print(line)
+            return
+        with capman.global_and_fixture_disabled():     # shown when it is decided, not after the claim
+            tr.ensure_newline()
+            tr.write_line(line)
+
+    def warn_over_budget(self, total_s: float) -> None:
+        """A re-estimate put the run past --cos-budget: said once, and in the provenance (never silently)."""
+        from cos.eta import gpu_hours
+
+        hours, _ = self.budget
+        ranks = self.eta["ranks"] if self.eta else 1
+        if self.budget_warned or gpu_hours(total_s, ranks) <= hours:
+            return
+        self.budget_warned = True
+        if self.budget_doc is not None:
+            self.budget_doc["warned_at_s"] = round(time.time() - self.start, 1)
+            self.budget_doc["projected_gpu_hours"] = round(gpu_hours(total_s, ranks), 4)
+        self.say(f"[cos] WARNING --cos-budget {hours:g}: re-estimated after "
+                 f"{time.time() - self.start:.0f} s, the run needs {gpu_hours(total_s, ranks):.3g} GPU-hours; "
+                 "claims not started once the budget is spent are skipped")
+
+    def budget_spent(self) -> str | None:
+        """Why a claim about to start is skipped: --cos-budget's GPU-hours are spent (rank 0's clock decides for
+        every rank, so all skip alike); None otherwise."""
+        if self.budget is None or self.budget_doc is None:    # the plan first: it refuses or fits before any spend
+            return None
+        from cos.eta import gpu_hours
+
+        hours, _ = self.budget
+        ranks = self.eta["ranks"] if self.eta else self.ctx.split[1]
+        spent = gpu_hours(time.time() - self.start, ranks)
+        reason = (f"--cos-budget {hours:g}: {spent:.3g} GPU-hours spent before this claim started; not run"
+                  if spent >= hours else None)
+        if self.ctx.world.connected:
+            reason = self.ctx.world.gather(reason)[0]
+        if reason and self.budget_doc is not None:
+            self.budget_doc.setdefault("skipped_at_s", round(time.time() - self.start, 1))
+        return reason
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
         cid = props.get(_ID_KEY)
-        if cid is None:
+        if cid is not None and report.when == "teardown" and self.tracker is not None:
+            self.tracker.finished(cid)     # skipped, errored or done: whatever it did not spend leaves the plan
+        if self.is_worker or cid is None:
             return
         if _RESULT_KEY in props and report.when == "call" and (report.passed or report.skipped):
             self.results[cid] = ClaimResult.from_dict(props[_RESULT_KEY])
@@ -474,10 +561,18 @@ class CosSession:
             prov["rank_phases_s"] = [g["phases"] for g in gathered]
         if self.eta is not None:
             prov["eta_s"] = round(self.eta["eta_s"], 1)
+            prov["eta_max_s"] = round(self.eta["eta_max_s"], 1)  # every claim to its maximum n
             prov["eta_at_s"] = round(self.eta["at_s"], 1)        # when it was printed, seconds into the run
+            self.claims_end_s = time.time() - self.start
+            prov["claims_end_s"] = round(self.claims_end_s, 1)    # the last claim done (the report follows)
+            if self.tracker is not None:    # every re-estimate (benchmarks/eta_error.py reads their errors)
+                prov["eta_estimates"] = {**self.tracker.record(), "pilot": self.pilot_path}
             prov["eta_parts_s"] = {"forwards": round(self.eta["forwards_s"], 1), "readouts": round(self.eta["host_s"], 1),
                                    "readouts_per_claim": {k: round(v * self.eta["share"], 2)
-                                                          for k, v in self.eta["host_s_per_claim"].items()}}
+                                                          for k, v in self.eta["host_s_per_claim"].items()},
+                                   "seconds_per_row_forward": self.eta["seconds_per_row_forward"]}
+        if self.budget_doc is not None:
+            prov["budget"] = self.budget_doc
         self.report_note = None
         from cos.runs import mark_run
 
@@ -554,6 +649,15 @@ class CosSession:
                       + (f"; the ETA printed {self.eta['at_s']:.1f} s in said {fmt_s(self.eta['eta_s'])} "
                          f"({self.eta['eta_s']:.1f} s), it took {wall - self.eta['at_s']:.1f} s from there"
                          if self.eta else ""))
+        if self.tracker is not None and self.tracker.trace and self.claims_end_s is not None:
+            from cos.eta import trace_errors
+
+            errs = sorted(abs(e) for _, e, _ in trace_errors(self.tracker.trace, self.claims_end_s, self.eta["at_s"]))
+            if errs:
+                tr.write_line(f"[cos] the ETA was re-estimated {len(errs)} times after batches: the end of the "
+                              f"claims it predicted missed by median {errs[len(errs) // 2]:.0%}, worst {errs[-1]:.0%} "
+                              f"of their {self.claims_end_s - self.eta['at_s']:.1f} s from the ETA line (the table "
+                              f"and report took {wall - self.claims_end_s:.1f} s more; provenance eta_estimates)")
         if self.comparison:
             c = self.comparison
             if c["regressed"]:
@@ -649,6 +753,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     marker = item.get_closest_marker("claim")
     if marker is not None and marker.args and (_ID_KEY, marker.args[0]) not in item.user_properties:
         item.user_properties.append((_ID_KEY, marker.args[0]))
+    session = cos_session(item.config) if marker is not None else None
+    reason = session.budget_spent() if session is not None else None
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -732,30 +840,75 @@ def cos_settings(cos_system, cos_tier: str, pytestconfig: pytest.Config, request
             prompts.add(WAN_NEGATIVE)
         cos_system.encode_prompt.precompute(prompts)       # encode every prompt first, then free UMT5
         cos_system.encode_prompt.release()
-    if cos_tier in ("full", "gpu"):
-        from cos.runner import estimate_forwards, fmt_s
-
+    if cos_tier in ("full", "gpu") or pytestconfig.getoption("--cos-budget"):
         ids = [item.get_closest_marker("claim").args[0] for item in request.session.items
                if item.get_closest_marker("claim") is not None]
-        session = start_session(pytestconfig)
-        if session.ctx.world.is_main:       # one line per run, not per rank
-            # a claim that will be skipped plans nothing (distill without a LoRA stack was counted: 10 s of 400)
-            lora = bool(distilled_loras(cos_model_path, pytestconfig))
-            planned = [c for c in map(get_claim, ids) if lora or not c.needs_distilled]
-            est = estimate_forwards(session.ctx, cos_system, s, planned)
-            est["at_s"] = time.time() - session.start     # it predicts the time from here (model loaded, timed)
+        # a claim that will be skipped plans nothing (distill without a LoRA stack was counted: 10 s of 400)
+        lora = bool(distilled_loras(cos_model_path, pytestconfig))
+        s = plan_run(start_session(pytestconfig), cos_system, s, [c for c in map(get_claim, ids)
+                                                                  if lora or not c.needs_distilled])
+    return s
+
+
+def plan_run(session: "CosSession", system, s, planned: list) -> object:
+    """Before any claim runs: price the plan (`cos.runner.time_forward`: a timed warm forward and readout units),
+    hold it to --cos-budget (refuse in one line, or size every claim down to fit), print the ETA line and start
+    the run's estimate (`cos.eta.RunEstimate`, re-estimated after every batch). Returns the settings to run at
+    (the fitted ones under HOURS:fit). Priced on the main process; under a launcher the budget's decision is
+    rank 0's, handed to every rank (the ranks must run the same settings and stop alike)."""
+    from dataclasses import replace
+
+    from cos.eta import RunEstimate, apply_budget, expected_s, plan_work
+    from cos.runner import fmt_s, price_forwards, time_forward
+
+    ctx = session.ctx
+    decision: dict = {}
+    if ctx.world.is_main:
+        timing = time_forward(system, s)
+        at_s = time.time() - session.start     # the plan predicts the time from here (model loaded, timed)
+        pilot, session.pilot_path = session.pilot(getattr(system, "weights_hash", None))
+
+        def price(settings):
+            est = price_forwards(ctx, system, settings, planned, timing)
+            work, power = plan_work(est, planned, settings, system, ctx.sequential, pilot)
+            return est, work, power
+
+        notes: list[str] = []
+        if session.budget is not None:
+            hours, fit = session.budget
+            ranks = price_forwards(ctx, system, s, planned, timing)["ranks"]
+            s, session.budget_doc, refusal, notes = apply_budget(hours, fit, s, at_s, ranks, price, len(planned))
+            if refusal:
+                decision = {"refuse": refusal}
+            elif session.budget_doc.get("fitted_instances"):
+                decision = {"fit": {"instances": s.instances, "scale": s.instance_scale}}
+        est, work, _ = price(s)
+        eta = expected_s(work)
+        if "refuse" not in decision:
+            est["at_s"] = at_s
+            est["eta_max_s"], est["eta_s"] = est["eta_s"], eta
             session.eta = est
-            eta = est["eta_s"]
-            msg = (f"[cos] {est['row_forwards']} row-forwards planned for {len(planned)} claims at "
+            session.tracker = ctx.tracker = RunEstimate(work, t0=time.time(), start=session.start)
+            if session.budget is not None:
+                session.tracker.over_budget = session.warn_over_budget
+            looks = ctx.sequential and abs(est["eta_max_s"] - eta) > 1e-6
+            msg = (f"[cos] {est['row_forwards']} row-forwards planned for {len(planned)} "
+                   f"claim{'s' if len(planned) != 1 else ''} at "
                    f"{est['seconds_per_row_forward']:.4f} s each (warm forward, batch of {est['batch_rows']}; "
                    f"the cold first one took {est['cold_seconds_per_row_forward'] or 0:.4f} s)"
                    + (f" over {est['ranks']} processes" if est["ranks"] > 1 else "")
                    + f", {fmt_s(est['forwards_s'])}, plus host-side readouts {fmt_s(est['host_s'])}"
-                   + f": ETA {fmt_s(eta)}")
-            capman = pytestconfig.pluginmanager.getplugin("capturemanager")
-            tr = pytestconfig.pluginmanager.getplugin("terminalreporter")
-            with capman.global_and_fixture_disabled():     # shown before the long work starts, not after
-                tr.write_line(msg) if tr else print(msg)
+                   + (f"; with sequential looks expected {fmt_s(eta)} of at most {fmt_s(est['eta_max_s'])}"
+                      if looks else "")
+                   + f": ETA {fmt_s(eta)} (re-estimated after every batch)")
+            for line in [*notes, msg]:
+                session.say(line)
+    if session.budget is not None and ctx.world.connected:
+        decision = ctx.world.gather(decision)[0]
+    if "refuse" in decision:     # one line, nothing written (the earlier run stays in place)
+        pytest.exit(f"ERROR: {decision['refuse']}", returncode=pytest.ExitCode.USAGE_ERROR)
+    if "fit" in decision and not ctx.world.is_main:
+        s = replace(s, instances=decision["fit"]["instances"], instance_scale=decision["fit"]["scale"])
     return s
 
 

@@ -66,6 +66,9 @@ class RunContext:
     label: str = ""                     # the claim being measured (named in progress lines)
     # claims written as records decide at looks and stop once decided or futile (--cos-sequential, cos.sequential)
     sequential: bool = False
+    # the run's ETA (cos.eta.RunEstimate): told where each claim's batches stand, it re-estimates the run's remaining
+    # time after every batch; the progress lines show it. None: no run ETA (a script, the cpu tier)
+    tracker: Any = field(default=None, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
     # every stored run read or written: {"key", "kind", "rows": [(instance id, seed)]} (samples.jsonl names them)
     key_log: list = field(default_factory=list, repr=False)
@@ -138,6 +141,8 @@ class RunContext:
             looks = seq.plan_looks([b / len(units) for b in points]) if units else []
             bar = Progress(self, claim.id + (f" [share {rank}/{n_ranks}]" if n_ranks > 1 else ""),
                            -(-len(units) // n_ranks) if n_ranks > 1 else len(units))
+            if self.tracker is not None:
+                self.tracker.started(claim.id, len(units), points)
             records: list[tuple[int, list[dict]]] = []
             done, history, res, flat = 0, [], None, []
             spent = self.phase_s[claim.id] = {"share": 0.0, "gather": 0.0, "conclude": 0.0}
@@ -153,6 +158,8 @@ class RunContext:
                         self._note_ran(batch)
                         rs.extend(self._batch_records(claim, system, s, batch, kw))
                     own.append((k, rs))
+                    if self.tracker is not None:    # unit k done here, the others' in parallel: k + 1 of them
+                        self.tracker.progress(claim.id, k + 1)
                     bar.step()
                 done = upto
                 t1 = time.perf_counter()
@@ -187,6 +194,8 @@ class RunContext:
                             f"futile at look {look.index + 1} of {len(looks)} (n={res.n}): under the trend so far "
                             f"neither decision reaches {seq.FUTILITY_POWER:.0%} power by the last look")) if t)
                     break
+            if self.tracker is not None:        # a claim stopped at a look: its unspent batches leave the plan
+                self.tracker.finished(claim.id, done)
             bar.close()
             if res is not None:
                 res = claim.finish(self, system, settings, flat, res, **kw)
@@ -481,17 +490,18 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
                       warmup: int = 1) -> dict:
     """The ETA of the claims at these settings: row-forwards (the shared clean run plus each claim's `cost`) at
     the time of a WARM forward, plus each claim's host-side `readouts` (decoding, NNLS mixtures, scores, CKA)
-    at their times measured on the same batch. The plan's first batch (its real batch size) is run for one step
-    `warmup` times first (CUDA context, kernel selection, allocator, compilation: a cold first forward took 50x
-    longer than a warm one and gave an ETA of 55 h for a 141 s run), then timed once. Both are divided over the
-    run's ranks, by whole batches (`share`): each rank reads out only the batches it sampled
-    (`RunContext.measure_records`). Readouts matter: on the organism's GPU tier they were three quarters of the wall time
-    (an ETA from forwards alone said 45 s for a 175 s run). An upper bound where batches share (a shared prefix,
-    runs already in the store)."""
+    at their times measured on the same batch (`time_forward`, then `price_forwards`). Readouts matter: on the
+    organism's GPU tier they were three quarters of the wall time (an ETA from forwards alone said 45 s for a
+    175 s run). An upper bound where batches share (a shared prefix, runs already in the store)."""
+    return price_forwards(ctx, system, settings, claims, time_forward(system, settings, warmup))
+
+
+def time_forward(system: WanSystem, settings: ClaimSettings, warmup: int = 1) -> dict:
+    """Seconds per row-forward of a WARM forward and per host-side readout unit, on the plan's first batch (its
+    real batch size), run for one step `warmup` times first (CUDA context, kernel selection, allocator,
+    compilation: a cold first forward took 50x longer than a warm one and gave an ETA of 55 h for a 141 s run),
+    then timed once. What `price_forwards` prices a plan at (also a plan at other sizes: --cos-budget's fit)."""
     cfg = 2 if settings.guidance_scale > 1 else 1
-    per = {c.id: c.cost(settings, system) for c in claims}
-    shared = {name: n for c in claims for name, n in c.shared_runs(settings, system).items()}
-    total = (sum(shared.values()) + sum(per.values())) * cfg
     batch = next(RunContext(progress=False).batches(settings))
     cond = bound_conditioning(system, settings, batch)
     sampler = Sampler(system)                       # not through the store: this is a timing
@@ -508,8 +518,21 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
 
     cold = [one_step()[0] for _ in range(max(0, warmup))]
     dt, res = one_step()
-    t = dt / (cfg * len(batch.seeds))
-    unit = _readout_seconds(system, batch, res["x0"][0])
+    return {"seconds_per_row_forward": dt / (cfg * len(batch.seeds)),
+            "cold_seconds_per_row_forward": cold[0] / (cfg * len(batch.seeds)) if cold else None,
+            "batch_rows": len(batch.seeds), "readout_seconds": _readout_seconds(system, batch, res["x0"][0])}
+
+
+def price_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, claims: Sequence[Any],
+                   timing: Mapping[str, Any]) -> dict:
+    """The plan of `claims` at `settings` priced at `timing` (`time_forward`): row-forwards, each claim's own and
+    shared runs, host seconds per claim, and the time of the busiest rank. Both are divided over the run's ranks,
+    by whole batches (`share`): each rank reads out only the batches it sampled (`RunContext.measure_records`)."""
+    cfg = 2 if settings.guidance_scale > 1 else 1
+    per = {c.id: c.cost(settings, system) for c in claims}
+    shared = {name: n for c in claims for name, n in c.shared_runs(settings, system).items()}
+    total = (sum(shared.values()) + sum(per.values())) * cfg
+    t, unit = timing["seconds_per_row_forward"], timing["readout_seconds"]
     host = {c.id: sum(n * unit.get(k, 0.0) for k, n in c.readouts(settings, system).items()) for c in claims}
     ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
     # a rank's share is whole batches: with B batches over N ranks the busiest does ceil(B/N) of them, not B/N
@@ -518,10 +541,9 @@ def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSetting
     n_batches = len(range(0, settings.rows // len(settings.seeds), instances_per_batch(settings)))
     share = -(-n_batches // ranks) / n_batches
     return {"row_forwards": int(total), "per_claim": per, "shared_runs": shared, "seconds_per_row_forward": t,
-            "ranks": ranks,
-            "cold_seconds_per_row_forward": cold[0] / (cfg * len(batch.seeds)) if cold else None,
-            "batch_rows": len(batch.seeds), "readout_seconds": unit, "host_s_per_claim": host,
-            "batches_per_claim": n_batches, "share": share,
+            "ranks": ranks, "cold_seconds_per_row_forward": timing.get("cold_seconds_per_row_forward"),
+            "batch_rows": timing.get("batch_rows"), "readout_seconds": unit, "host_s_per_claim": host,
+            "batches_per_claim": n_batches, "share": share, "cfg": cfg,
             "forwards_s": total * t * share, "host_s": sum(host.values()) * share,
             "eta_s": (total * t + sum(host.values())) * share}
 
@@ -593,6 +615,7 @@ class Progress:
         self.desc, self.total, self.done, self.t0, self.last = desc, total, 0, time.monotonic(), 0.0
         self.on = ctx.progress and total >= 2 and (ctx.shard is not None or ctx.world.is_main)
         self.write = (ctx.progress_writer or _stderr_writer()) if self.on else None
+        self.tracker = ctx.tracker      # the run's ETA, appended once it has a measured rate (cos.eta)
         self._emit(False)
 
     def _emit(self, final: bool) -> None:
@@ -600,7 +623,9 @@ class Progress:
             return
         el = time.monotonic() - self.t0
         left = f"~{fmt_s(el / self.done * (self.total - self.done))} left" if 0 < self.done < self.total else ""
-        self.write(f"[cos] {self.desc}: {self.done}/{self.total} batches, {fmt_s(el)} elapsed {left}".rstrip(), final)
+        run = self.tracker.status() if self.tracker is not None else ""
+        self.write(f"[cos] {self.desc}: {self.done}/{self.total} batches, {fmt_s(el)} elapsed {left}".rstrip()
+                   + (f" · {run}" if run else ""), final)
 
     def step(self) -> None:
         self.done += 1

@@ -26,6 +26,9 @@ class ClaimSettings:
     batch_size: int = 64
     tier: str = "cpu"
     instance_cap: int | None = None
+    # set by --cos-budget's fit: claims with instance counts of their own take this share of them (as the tier's
+    # instances a task were scaled), so every claim is sized down in proportion
+    instance_scale: float | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -34,12 +37,16 @@ class ClaimSettings:
         return len(self.tasks) * self.instances * len(self.seeds)
 
     def capped(self, n: int) -> int:
-        """A claim's own instance count under --cos-instances."""
+        """A claim's own instance count under --cos-budget's fit (`instance_scale`) and --cos-instances."""
+        if self.instance_scale is not None:
+            n = max(1, round(n * self.instance_scale))
         return n if self.instance_cap is None else min(n, self.instance_cap)
 
     def record(self) -> dict[str, Any]:
-        """The settings as written into a row's details."""
-        return {k: v for k, v in self.__dict__.items() if k != "extra"}
+        """The settings as written into a row's details (and into store keys: `instance_scale` only where set, so
+        the keys of every run without it are those of before it existed)."""
+        return {k: v for k, v in self.__dict__.items()
+                if k != "extra" and not (k == "instance_scale" and v is None)}
 
 
 TIERS = {

@@ -245,13 +245,21 @@ def check_tolerance(flag: str, value: Any) -> float:
     return check_flow_shift(flag, value)
 
 
+def check_budget(flag: str, value: Any) -> tuple[float, bool]:
+    """HOURS or HOURS:fit (cos.eta.parse_budget): a positive finite number of GPU-hours."""
+    from cos.eta import parse_budget
+
+    return parse_budget(value, flag)
+
+
 CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "--cos-against": check_against, "--cos-tolerance": check_tolerance,
     "--cos-steps": positive_int, "--cos-instances": positive_int, "--cos-batch-size": positive_int, "--cos-size": check_size,
     "--cos-flow-shift": check_flow_shift, "--cos-shard": check_shard, "--cos-device": check_device,
     "--cos-out": check_writable_dir, "--cos-store": check_store, "--cos-model": check_model,
     "--cos-baseline": check_baseline, "--cos-report-instances": positive_int, "--cos-vbvr": check_vbvr,
-    "--cos-tasks": check_tasks, "--cos-store-key": check_store_key,
+    "--cos-tasks": check_tasks, "--cos-store-key": check_store_key, "--cos-budget": check_budget,
+    "--cos-pilot": check_baseline,
 }
 LISTS: dict[str, Callable[[str, Any], Any]] = {"--cos-lora": check_lora, "--cos-model-lora": check_lora}
 
