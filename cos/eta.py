@@ -5,18 +5,20 @@ readout units of `cos.runner.time_forward` (`price_forwards`): a claim's own wor
 readouts) and the shared runs it reads (the clean run, the noise sweep: counted once, done by whichever reader
 gets there first). Under sequential looks a claim may stop at any look: where, with what probability, comes from
 `cos.plan.claim_stops` (a pilot's estimate and spread, or a prior), so the plan is the expected work; at fixed n
-every claim runs all its units. Where the stops come from matters most: with them known the re-estimates of the
-organism's gpu-tier run missed by a median 6% of its wall time, with the prior by 38% (benchmarks/results/eta-h200/).
+every claim runs all its units. Where the stops come from matters most: on the organism's gpu-tier run the
+re-estimates from the prior missed by a median 37% of its wall time; replayed with the stops known, by 6%
+(benchmarks/results/eta-h200/).
 So the prior stops of claims not yet started move towards where this run's finished claims stopped (`_learn`).
 
 `RunEstimate` follows the run: after each batch of any claim the claim's done fraction moves, the work done so far
-is summed in planned seconds, and the measured rate is the wall time since the plan was printed over that work
-(forwards, host readouts, conclusions, pytest's own time: everything the run spends, so none of it has to be
-modelled). The ETA is the remaining planned work times that rate. A claim that passed a look without stopping
+is summed in planned seconds, and the measured rate is the wall time over that work since the run's first batch
+was done (forwards, host readouts, conclusions, pytest's own time: everything the run spends, so none of it has to
+be modelled; the first batch pays warm-ups the timed forward left out, so it is not part of the rate). The ETA
+is the remaining planned work times that rate. A claim that passed a look without stopping
 can only stop at a later one (its expectation is taken over the looks left); a claim that stopped early leaves
 the plan with its unspent batches; a shared run another reader still needs stays in it. Every re-estimate is
 kept (`trace`: seconds into the run, ETA, share of the plan done) so the error at each point can be computed
-afterwards (benchmarks/eta_error.py). No ETA is shown before the first batch has given a rate.
+afterwards (benchmarks/eta_error.py). No ETA is shown before a batch after the first has given a rate.
 """
 from __future__ import annotations
 
@@ -78,6 +80,9 @@ class RunEstimate:
     events: list[list] = field(default_factory=list)
     batches: int = 0
     prior_weight: float = PRIOR_WEIGHT
+    # the rate counts from the end of the run's first batch: that batch pays the warm-up the timed forward left
+    # out (on the organism's gpu tier its first re-estimate said 837 s for 124 s left; the second 197 s)
+    warm: tuple[float, float] | None = None     # (clock, planned seconds done) when the first batch was done
     over_budget: Callable[[float], None] | None = field(default=None, repr=False)   # told elapsed + ETA
 
     # ------------------------------------------------------------------ the plan's arithmetic
@@ -107,11 +112,12 @@ class RunEstimate:
         return sum(self.work())
 
     def rate(self) -> float | None:
-        """Measured wall seconds per planned second, once a batch is done (None before: nothing is measured)."""
-        done, _ = self.work()
-        if self.batches == 0 or done <= 0:
+        """Measured wall seconds per planned second since the first batch was done (None before a batch after it:
+        nothing is measured)."""
+        if self.warm is None:
             return None
-        return max(0.0, self.clock() - self.t0) / done
+        done = self.work()[0] - self.warm[1]
+        return None if done <= 0 else max(0.0, self.clock() - self.warm[0]) / done
 
     def eta(self) -> float | None:
         r = self.rate()
@@ -148,6 +154,8 @@ class RunEstimate:
         c.done = min(1.0, units_done / c.units)
         self.batches += 1
         self.events.append([round(self.clock() - self.start, 2), cid, units_done, c.units])
+        if self.warm is None:
+            self.warm = (self.clock(), self.work()[0])
         self._note()
 
     def finished(self, cid: str, units_done: int | None = None) -> None:
@@ -196,7 +204,7 @@ class RunEstimate:
             self.over_budget(now + eta)
 
     def status(self) -> str:
-        """`run: 41% · ETA 12m30s`, or "" while no batch has given a rate."""
+        """`run: 41% · ETA 12m30s`, or "" while no rate is measured."""
         from cos.runner import fmt_s
 
         eta = self.eta()

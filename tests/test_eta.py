@@ -36,21 +36,23 @@ def estimate(clock, a_stops=((1.0, 1.0),)):
                        clock=clock)
 
 
-def test_no_eta_before_a_batch_then_the_measured_rate_times_what_is_left():
+def test_no_eta_before_a_rate_then_the_measured_rate_times_what_is_left():
     clock = Clock()
     est = estimate(clock)
     assert est.planned_s() == pytest.approx(60.0)          # the shared run once, not per reader
-    assert est.eta() is None and est.status() == ""          # nothing measured: no run ETA is shown
     est.started("a", 4, [4])
     clock.t += 15.0
-    est.progress("a", 1)                 # a quarter of a and of the shared run: 7.5 planned s done in 15 s
+    est.progress("a", 1)                 # the run's first batch: it pays the warm-up, the rate starts after it
+    assert est.eta() is None and est.status() == "" and est.trace == []
+    clock.t += 10.0
+    est.progress("a", 2)                 # 7.5 more planned s (a quarter of a and of the shared run) in 10 s
     done, left = est.work()
-    assert (done, left) == (pytest.approx(7.5), pytest.approx(52.5))
-    assert est.rate() == pytest.approx(2.0) and est.eta() == pytest.approx(105.0)
-    assert est.status() == "run: 12% · ETA 1m45s"
-    assert est.trace == [(20.0, 105.0, 0.125)]               # seconds into the run (start = t0 - 5), ETA, done
-    clock.t += 15.0                      # the same progress, twice the wall time: the rate doubles
-    assert est.rate() == pytest.approx(4.0)
+    assert (done, left) == (pytest.approx(15.0), pytest.approx(45.0))
+    assert est.rate() == pytest.approx(10 / 7.5) and est.eta() == pytest.approx(60.0)
+    assert est.status() == "run: 25% · ETA 1m00s"
+    assert est.trace == [(30.0, 60.0, 0.25)]                # seconds into the run (start = t0 - 5), ETA, done
+    clock.t += 10.0                      # the same progress, twice the wall time: the rate doubles
+    assert est.rate() == pytest.approx(20 / 7.5)
 
 
 def test_a_claim_that_stops_early_shrinks_the_plan_and_leaves_the_shared_run_to_its_other_reader():
@@ -76,6 +78,21 @@ def test_a_claim_that_stops_early_shrinks_the_plan_and_leaves_the_shared_run_to_
     assert est.work()[1] == 0 and est.eta() == 0
 
 
+def test_prior_stops_move_towards_where_finished_claims_stopped():
+    """A claim not yet started whose stops are the prior's learns from the run: one claim stopped at its first look
+    weighs a third against the prior's two (PRIOR_WEIGHT); a claim whose stops came from a pilot keeps them."""
+    est = RunEstimate({"x": ClaimWork("x", 10.0, {}, list(THIRDS), learn=True),
+                       "y": ClaimWork("y", 10.0, {}, list(THIRDS), learn=True),
+                       "z": ClaimWork("z", 10.0, {}, list(THIRDS), learn=False)}, t0=0.0, start=0.0, clock=Clock())
+    est.started("x", 3, [1, 2, 3])
+    est.progress("x", 1)
+    est.finished("x", 1)                 # decided at its first look
+    y = est.claims["y"]
+    assert [p for _, p in y.stops] == pytest.approx([2 / 3 * 0.5 + 1 / 3, 2 / 3 * 0.25, 2 / 3 * 0.25])
+    assert y.target() == pytest.approx(0.5) and 0.5 < 7 / 12   # expected less of it than the prior did
+    assert est.claims["z"].stops == THIRDS
+
+
 def test_looks_move_onto_the_claims_actual_look_points():
     est = estimate(Clock(), THIRDS)
     est.started("a", 2, [1, 2])          # two units: looks after 1 and 2; the planned stop at 2/3 goes to the end
@@ -85,20 +102,27 @@ def test_looks_move_onto_the_claims_actual_look_points():
 def test_the_runner_tells_the_estimate_each_batch_and_the_early_stop():
     lines = []
     clock = Clock()
+
+    class Slow(Toy):                     # each batch takes 3 s of the test's clock
+        def measure_batch(self, *a, **k):
+            clock.t += 3
+            return super().measure_batch(*a, **k)
+
     tracker = RunEstimate({"toy.records": ClaimWork("toy.records", 60.0, {}, THIRDS),
                            "other": ClaimWork("other", 40.0, {}, [(1.0, 1.0)])}, t0=clock(), start=clock(),
                           clock=clock)
     ctx = RunContext(sequential=True, tracker=tracker, progress_writer=lambda t, final: lines.append(t))
-    clock.t += 6
-    r = ctx.measure_claim(Toy(), _Effect(1.2), replace(SEQ, first_instance=100))   # decided at look 1 of 3
+    r = ctx.measure_claim(Slow(), _Effect(1.2), replace(SEQ, first_instance=100))   # decided at look 1 of 3
     assert r.details["sequential"]["batches_used"] == 2
     c = tracker.claims["toy.records"]
     assert c.finished and c.done == pytest.approx(2 / 6) and c.units == 6
     assert tracker.work() == (pytest.approx(20.0), pytest.approx(40.0))     # the rest of toy left; other stays
-    assert len(tracker.trace) == 3      # two batches and the stop
-    assert tracker.trace[-1] == (6.0, pytest.approx(12.0), pytest.approx(20 / 60, abs=1e-4))   # 6 s, 20 planned
+    # batch 2: 3 s for 10 planned s; toy may still stop at look 1 (7/12 expected): 15 + 40 planned s left
+    assert tracker.trace[0] == (6.0, pytest.approx(16.5), pytest.approx(20 / 75, abs=1e-4))
+    assert tracker.trace[-1] == (6.0, pytest.approx(12.0), pytest.approx(20 / 60, abs=1e-4))   # stopped: 40 left
+    assert len(tracker.trace) == 2 and [e[2] for e in tracker.events] == [0, 1, 2]
     assert "run:" not in lines[0] and "ETA" not in lines[0]      # 0/6 batches: no rate yet
-    assert any("run: 33% · ETA 12s" in line for line in lines[1:])
+    assert "run: 33% · ETA 12s" in lines[-1]
 
 
 def test_trace_errors_against_the_wall_time_and_the_time_then_left():
@@ -228,8 +252,11 @@ def test_the_provenance_keeps_every_re_estimate(tmp_path):
     est.started("a", 3, [1, 2, 3])
     clock.t += 3
     est.progress("a", 1)
-    est.finished("a", 1)
+    clock.t += 3
+    est.progress("a", 2)
+    est.finished("a", 2)
     doc = json.loads(json.dumps(est.record()))
-    assert doc["trace"][0] == [8.0, pytest.approx(doc["trace"][0][1]), pytest.approx(doc["trace"][0][2])]
-    assert doc["claims"]["a"]["used_fraction"] == pytest.approx(1 / 3, abs=1e-4)
+    assert [t[0] for t in doc["trace"]] == [11.0, 11.0] and all(t[1] >= 0 for t in doc["trace"])
+    assert doc["events"] == [[5.0, "a", 0, 3], [8.0, "a", 1, 3], [11.0, "a", 2, 3]]
+    assert doc["claims"]["a"]["used_fraction"] == pytest.approx(2 / 3, abs=1e-4)
     assert doc["claims"]["a"]["expected_fraction"] == pytest.approx(7 / 12, abs=1e-4)
