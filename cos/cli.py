@@ -318,7 +318,11 @@ def _validate(a) -> None:
     if a.kind == "gate":
         from cos.gate_validate import resummarize_gate, validate_gate
 
+        from cos.gate_validate import PILOT
+
         draws = positive_int("--draws", a.draws)
+        if draws >= PILOT[0]:   # the pilot draws' numbers: they would be counted as measured draws
+            raise InputError(f"--draws {draws}: must be below {PILOT[0]} (draws {PILOT[0]}.. are the gate's pilot draws)")
         doc = (resummarize_gate(Path(a.out), draws) if a.summarize_only else
                validate_gate(Path(a.out), draws, a.tier, positive_int("--jobs", a.jobs), a.k))
         print((Path(a.out) / "gate-calibration.md").read_text())

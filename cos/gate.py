@@ -231,7 +231,13 @@ class Against:
             return self.records.get(claim.id), self.statuses.get(claim.id, "not in the old run")
         if claim.needs_distilled:   # its fast model is the new model's LoRA stack: not the old model's
             return None, "skipped"
-        r = ctx.measure_claim(claim, self.system, settings)
+        # the run's ETA (cos.eta) tracks the new model's batches; the old side's would restart a finished claim's
+        # progress in it. Left out, its wall time shows in the measured rate instead
+        tracker, ctx.tracker = getattr(ctx, "tracker", None), None
+        try:
+            r = ctx.measure_claim(claim, self.system, settings)
+        finally:
+            ctx.tracker = tracker
         return as_bundle(r.records), r.status
 
     def row(self, claim: Any, new: Any, ctx: Any, settings: Any, fraction: float | None = None) -> dict:

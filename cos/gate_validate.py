@@ -469,7 +469,10 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
 
     import cos
 
-    recs = list(recs)
+    # only the draws of each claim's current version (ordinary validate keys by version too): a bumped claim's
+    # older draws, measured under other rules, are neither pooled with these nor its pilot
+    version = {c.id: c.spec.version for c in claims}
+    recs = [r for r in recs if r.get("version") == version.get(r["claim"])]
     shares = shares_from_pilot(recs)
     by: dict[str, dict[str, list[dict]]] = {}
     for r in recs:
@@ -499,6 +502,9 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                     entry.update(draws=len(rs), rate=_rate(rs, p.kind != "regressed") if rs else None,
                                  bad_change=_mean_ci([r.get("bad_change") for r in rs]),
                                  width_ratio=_ratio(rs))
+                    if name.endswith(MDE_SUFFIX) and entry["bad_change"] and entry.get("target_mde"):
+                        # the splice plants whole instances (round(w·n), at least 1): what it planted, over the MDE
+                        entry["planted_over_mde"] = entry["bad_change"]["mean"] / entry["target_mde"]
                 per[name] = entry
         full = [v for n, v in per.items() if v["kind"] == "regressed" and v.get("rate")]
         # a pair whose whole regression is below the MDE (spliced whole) is not a regression at the MDE: listed, not
@@ -518,7 +524,8 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                                         if r.get("tolerance") is not None), None),
                      "unpaired": notes, "pairs": per,
                      "power_at_mde": mde_pair and {k: mde_pair.get(k) for k in ("new", "share", "target_mde", "rate",
-                                                                                "bad_change", "width_ratio")},
+                                                                                "bad_change", "planted_over_mde",
+                                                                                "width_ratio")},
                      "power_full": full_pair and {k: full_pair.get(k) for k in ("new", "rate", "bad_change")},
                      "goals": {"power_at_mde": power_ok, "fpr_same_weights": same_ok, "fpr_retrained": retr_ok},
                      "meets_goal": power_ok and same_ok and retr_ok is not False}

@@ -157,6 +157,14 @@ def validate_session(config: pytest.Config) -> None:
     try:
         validate_options(opts)
         launch_env()    # a malformed launcher environment: one line before anything connects
+        budget = opts.get("--cos-budget")
+        workers = getattr(config.option, "numprocesses", None)
+        if budget and str(budget).strip().lower().endswith(":fit") and (opts.get("--cos-shard") or workers):
+            # unconnected processes (shards, xdist workers) would each time and fit for themselves: different
+            # instance counts per process, store keys that do not merge, a table of claims at different sizes
+            raise CosError(f"--cos-budget {budget!r}: ':fit' needs one process or a launcher (accelerate/torchrun) "
+                           f"that connects them, not {'--cos-shard' if opts.get('--cos-shard') else '-n (xdist)'}; "
+                           "run `cos plan` and pass the instances it fits as --cos-instances to every process")
     except CosError as e:
         raise pytest.UsageError(str(e)) from None
 
@@ -227,6 +235,7 @@ class _Hooks:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
 
+    @pytest.hookimpl(tryfirst=True)     # before pytest's junitxml, which writes the teardown report's properties
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         session = cos_session(self.config)
         if session is None:
@@ -235,6 +244,8 @@ class _Hooks:
                 return
             session = start_session(self.config)
         session.pytest_runtest_logreport(report)
+        if report.when == "teardown" and not hasattr(self.config, "workerinput"):
+            report.user_properties = junit_properties(report.user_properties)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -246,6 +257,34 @@ class _Hooks:
         cos = cos_session(self.config)
         if cos is not None:
             cos.pytest_terminal_summary(terminalreporter)
+
+
+_INTERNAL = (_RESULT_KEY, _ARRAYS_KEY, _SAMPLES_KEY, _RECORDS_KEY, _GATE_KEY)
+
+
+def junit_properties(props: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """What --junitxml gets of a claim test's properties: the row and its gate change as short text, not the
+    records, samples and arrays that travel in them between processes (pytest writes every property's str(): a
+    junit.xml of megabytes with bytes reprs in it). Other properties are left as they are."""
+    d = dict(props)
+    out = [(k, v) for k, v in props if k not in _INTERNAL]
+    row = d.get(_RESULT_KEY)
+    if isinstance(row, dict):
+        ci = (f" [{row['ci_low']:.4g}, {row['ci_high']:.4g}]" if isinstance(row.get("ci_low"), (int, float))
+              and isinstance(row.get("ci_high"), (int, float)) else "")
+        m = row.get("measured")
+        out.append(("cos_row", f"{row.get('status')}: {'–' if not isinstance(m, (int, float)) else f'{m:.4g}'}{ci}, "
+                               f"n={row.get('n')}" + (f"; {row['reason']}" if row.get("reason") else "")))
+    g = d.get(_GATE_KEY)
+    if isinstance(g, dict):
+        ch, gci = g.get("change"), g.get("ci")
+        out.append(("cos_gate", f"{g.get('verdict')}: change "
+                                + ("–" if not isinstance(ch, (int, float)) else f"{ch:+.4g}")
+                                + (f" [{gci[0]:+.4g}, {gci[1]:+.4g}]" if gci else "")
+                                + (f", tolerance {g['tolerance']:.3g}" if isinstance(g.get("tolerance"), (int, float)) else "")
+                                + f", {g.get('status_old')} → {g.get('status_new')}"
+                                + (f"; {g['reason']}" if g.get("reason") else "")))
+    return out
 
 
 def resolve_tier(config: pytest.Config) -> str:
@@ -367,6 +406,9 @@ class CosSession:
         self.budget: tuple[float, bool] | None = None     # --cos-budget: (GPU-hours, fit)
         self.budget_doc: dict | None = None   # what the budget decided (provenance)
         self.budget_warned = False
+        # set on every rank once plan_run has decided (budget_doc exists on rank 0 only: testing it made rank 0
+        # alone enter budget_spent's gather, off by one against the other ranks' next collective)
+        self.budget_planned = False
         if config.getoption("--cos-budget"):
             from cos.eta import parse_budget
 
@@ -442,7 +484,7 @@ class CosSession:
     def budget_spent(self) -> str | None:
         """Why a claim about to start is skipped: --cos-budget's GPU-hours are spent (rank 0's clock decides for
         every rank, so all skip alike); None otherwise."""
-        if self.budget is None or self.budget_doc is None:    # the plan first: it refuses or fits before any spend
+        if self.budget is None or not self.budget_planned:    # the plan first: it refuses or fits before any spend
             return None
         from cos.eta import gpu_hours
 
@@ -868,9 +910,19 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
         at_s = time.time() - session.start     # the plan predicts the time from here (model loaded, timed)
         pilot, session.pilot_path = session.pilot(getattr(system, "weights_hash", None))
 
+        # --cos-against a model directory samples every claim again on the old model, on the same rows: the budget
+        # and the ETA line price both sides (the per-batch tracker advances on the new side's batches, counting
+        # both sides' seconds; the old side's wall time then shows in its measured rate)
+        against = session.config.getoption("--cos-against")
+        sides = 2 if against and not (Path(against) / "records.jsonl").exists() else 1
+
         def price(settings):
             est = price_forwards(ctx, system, settings, planned, timing)
-            work, power = plan_work(est, planned, settings, system, ctx.sequential, pilot)
+            # shards run every unit (no looks across hosts: cos.runner's alone_share), so they are priced at full n
+            work, power = plan_work(est, planned, settings, system, ctx.sequential and ctx.shard is None, pilot)
+            if sides > 1:
+                work = {k: replace(w, own_s=w.own_s * sides, shared={r: v * sides for r, v in w.shared.items()})
+                        for k, w in work.items()}
             return est, work, power
 
         notes: list[str] = []
@@ -889,6 +941,8 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
             est["eta_max_s"], est["eta_s"] = est["eta_s"], eta
             session.eta = est
             session.tracker = ctx.tracker = RunEstimate(work, t0=time.time(), start=session.start)
+            if sides > 1:
+                est["sides"] = sides
             if session.budget is not None:
                 session.tracker.over_budget = session.warn_over_budget
             looks = ctx.sequential and abs(est["eta_max_s"] - eta) > 1e-6
@@ -900,6 +954,7 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
                    + f", {fmt_s(est['forwards_s'])}, plus host-side readouts {fmt_s(est['host_s'])}"
                    + (f"; with sequential looks expected {fmt_s(eta)} of at most {fmt_s(est['eta_max_s'])}"
                       if looks else "")
+                   + (" (both models: --cos-against samples the old one on the same rows)" if sides > 1 else "")
                    + f": ETA {fmt_s(eta)} (re-estimated after every batch)")
             for line in [*notes, msg]:
                 session.say(line)
@@ -909,6 +964,7 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
         pytest.exit(f"ERROR: {decision['refuse']}", returncode=pytest.ExitCode.USAGE_ERROR)
     if "fit" in decision and not ctx.world.is_main:
         s = replace(s, instances=decision["fit"]["instances"], instance_scale=decision["fit"]["scale"])
+    session.budget_planned = session.budget is not None
     return s
 
 

@@ -260,3 +260,33 @@ def test_the_provenance_keeps_every_re_estimate(tmp_path):
     assert doc["events"] == [[5.0, "a", 0, 3], [8.0, "a", 1, 3], [11.0, "a", 2, 3]]
     assert doc["claims"]["a"]["used_fraction"] == pytest.approx(2 / 3, abs=1e-4)
     assert doc["claims"]["a"]["expected_fraction"] == pytest.approx(7 / 12, abs=1e-4)
+
+
+def test_every_rank_meets_at_the_budget_gather_alike():
+    """budget_spent gathers rank 0's decision: every rank must enter that collective, rank 0 (which holds the
+    budget's provenance) and the others (which do not) alike, or the ranks' later collectives pair off by one."""
+    import time
+    from types import SimpleNamespace
+
+    from cos.pytest_plugin import CosSession
+
+    calls = []
+
+    class World:
+        connected = True
+
+        def __init__(self, rank):
+            self.rank = rank
+
+        def gather(self, obj):
+            calls.append(self.rank)
+            return ["rank 0's reason"]
+
+    def session(rank, planned):
+        return SimpleNamespace(budget=(1.0, False), budget_planned=planned, eta=None, start=time.time(),
+                               budget_doc={} if rank == 0 else None,
+                               ctx=SimpleNamespace(world=World(rank), split=(rank, 2)))
+
+    assert [CosSession.budget_spent(session(r, True)) for r in (0, 1)] == ["rank 0's reason"] * 2
+    assert calls == [0, 1]
+    assert [CosSession.budget_spent(session(r, False)) for r in (0, 1)] == [None, None] and calls == [0, 1]

@@ -141,3 +141,17 @@ def test_a_constant_change_on_every_instance_is_a_point_not_an_empty_sample():
     assert ch["why_no_interval"] == "all 6 paired differences equal -1"
     d = decide_change(">", ch, 0.1, "fails", "holds")
     assert not d["regressed"] and d["verdict"] == "undecided"
+
+
+def test_junit_gets_the_row_and_the_gate_change_as_short_text():
+    from cos.pytest_plugin import junit_properties
+
+    row = {"status": "holds", "measured": 0.41, "ci_low": 0.3, "ci_high": 0.52, "n": 24, "reason": None}
+    gate = {"verdict": "regressed", "change": -0.21, "ci": [-0.3, -0.12], "tolerance": 0.05, "status_old": "holds",
+            "status_new": "holds", "reason": "confidently worse by more than the tolerance 0.05"}
+    out = dict(junit_properties([("cos_claim_id", "x.y"), ("mine", 1), ("cos_claim_result", row),
+                                 ("cos_records", {"records": [1] * 1000}), ("cos_samples", [{}]),
+                                 ("cos_claim_arrays", b"\0" * 100), ("cos_gate", gate)]))
+    assert out == {"cos_claim_id": "x.y", "mine": 1, "cos_row": "holds: 0.41 [0.3, 0.52], n=24",
+                   "cos_gate": "regressed: change -0.21 [-0.3, -0.12], tolerance 0.05, holds → holds; "
+                               "confidently worse by more than the tolerance 0.05"}

@@ -187,3 +187,21 @@ def test_cli_gate_kind_bad_option_is_one_line(tmp_path, capsys):
     assert main(["validate", "--kind", "gates", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--draws" in err[0] and "--kind" in err[1]
+
+
+def test_draws_of_an_older_claim_version_are_not_pooled(stub, tmp_path):
+    """A bumped claim's older draws (other rules) are neither counted with its current ones nor its pilot."""
+    from cos.gate_validate import resummarize_gate
+
+    validate_gate(tmp_path, draws=2, select=stub.id, stream=io.StringIO())
+    recs = _lines(tmp_path / "draws.jsonl")
+    older = [{**r, "version": r["version"] - 1, "regressed": True, "verdict": "regressed", "bad_change": 99.0}
+             for r in recs]
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs + older))
+    doc = resummarize_gate(tmp_path, 2)
+    pairs = doc["claims"][stub.id]["pairs"]
+    assert pairs["same-weights"]["rate"]["draws"] == 2 and pairs["same-weights"]["rate"]["flagged"] == 0
+    assert pairs["regressed:removed@mde"]["pilot_bad_change"] < 99.0 / 2
+    from cos.cli import main
+
+    assert main(["validate", "--kind", "gate", "--summarize-only", "--out", str(tmp_path), "--draws", "9001"]) == 2

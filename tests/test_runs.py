@@ -149,8 +149,15 @@ def test_reruns_keep_history_and_compare_with_the_last_run(pytester, monkeypatch
     out = pytester.path / "out"
     pytester.makepyfile(test_toy=TOY)
     args = ("-m", "claims", "-p", "no:cacheprovider", "-p", "no:xdist", "--cos-out", str(out))
-    assert pytester.runpytest_subprocess(*args).ret == 0
+    junit = pytester.path / "junit.xml"
+    assert pytester.runpytest_subprocess(*args, f"--junitxml={junit}").ret == 0
     first = json.loads((out / "claims-status.json").read_text())
+    # junit.xml: the row as one short property per claim test, not the records/samples that travel between processes
+    import xml.etree.ElementTree as ET
+
+    props = {p.get("name"): p.get("value") for p in ET.parse(junit).iter("property")}
+    assert props["cos_row"].startswith("holds: ") and "n=" in props["cos_row"], props
+    assert not {"cos_records", "cos_samples", "cos_claim_result"} & set(props) and junit.stat().st_size < 20_000
     # a rerun needs no --cos-overwrite: the first run moves to history when this one first writes
     monkeypatch.setenv("TOY_LO", "-0.1")
     res = pytester.runpytest_subprocess(*args, "--cos-compare", "last")
