@@ -135,12 +135,20 @@ def test_a_recorded_model_carries_the_vae_stride_a_conclusion_reads():
 
 def test_a_constant_change_on_every_instance_is_a_point_not_an_empty_sample():
     """Every instance 1.0 before and 0.0 after (a planted oracle against its null): no instance moves either
-    estimate when left out, yet each is a paired difference; all equal, so no interval (said, not 'n = 0')."""
+    estimate when left out, yet each is a paired difference; all equal. From 6 instances the order-statistic
+    interval of their median (coverage 1 - 2·0.5^n >= 0.95) is the point: regressed; at 5 it is not decidable."""
     ch = paired_change(MeanClaim(), bundle([0.0] * 6, seeds=(0,)), bundle([1.0] * 6, seeds=(0,)))
-    assert ch["n"] == 6 and ch["ci"] is None and ch["change"] == -1.0
-    assert ch["why_no_interval"] == "all 6 paired differences equal -1"
+    assert ch["n"] == 6 and ch["ci"] == [-1.0, -1.0] and ch["change"] == -1.0 and "sign-test" in ch["method"]
     d = decide_change(">", ch, 0.1, "fails", "holds")
-    assert not d["regressed"] and d["verdict"] == "undecided"
+    assert d["regressed"] and d["verdict"] == "regressed"
+    ch5 = paired_change(MeanClaim(), bundle([0.0] * 5, seeds=(0,)), bundle([1.0] * 5, seeds=(0,)))
+    assert ch5["ci"] is None and ch5["why_no_interval"] == ("all 5 paired differences equal -1 (a point interval "
+                                                           "needs n >= 6 at 95%)")
+    assert decide_change(">", ch5, 0.1, "fails", "holds")["verdict"] == "undecided"
+    # an identical model stays unchanged, never a point interval at 0
+    same = paired_change(MeanClaim(), bundle([1.0] * 6, seeds=(0,)), bundle([1.0] * 6, seeds=(0,)))
+    assert same["ci"] is None and same["identical"]
+    assert decide_change(">", same, 0.1, "holds", "holds")["verdict"] == "unchanged"
 
 
 def test_junit_gets_the_row_and_the_gate_change_as_short_text():
