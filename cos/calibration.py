@@ -114,9 +114,10 @@ def _read_text(path: Path, what: str) -> str:
         raise InputError(f"{what}: {str(e) if str(path) in str(e) else f'{path}: {e.strerror or e}'}") from None
 
 
-def _load(path: Path, stream=None) -> dict[str, dict]:
-    """The finished draws of a draws.jsonl by key. A line cut short by a kill is skipped silently (that draw is
-    rerun); any other line that is not a draw record is skipped too, and said in one line on `stream`."""
+def read_draws(path: Path, mine, is_record, key, unparsed_are_bad: bool) -> tuple[dict[str, dict], list[int]]:
+    """The lines `mine(line)` selects in a draws.jsonl (control draws and the gate's share the file), by
+    `key(line)`, and the numbers of the selected lines `is_record` refuses. A line that is not JSON is skipped; it
+    counts as bad only with `unparsed_are_bad` and not as the last line (a line cut short by a kill: rerun)."""
     done, bad = {}, []
     if path.exists():
         lines = _read_text(path, "draws").splitlines()
@@ -124,15 +125,25 @@ def _load(path: Path, stream=None) -> dict[str, dict]:
             try:
                 d = json.loads(line)
             except json.JSONDecodeError:
-                if i < len(lines) and line.strip():
+                if unparsed_are_bad and i < len(lines) and line.strip():
                     bad.append(i)
                 continue
-            if isinstance(d, dict) and d.get("kind") == "gate":   # `cos validate --kind gate`'s (cos.gate_validate)
+            if not mine(d):
                 continue
-            if not _is_record(d):
+            if not is_record(d):
                 bad.append(i)
                 continue
-            done[_key(d["tier"], d["claim"], d["version"], d["control"], d["draw"])] = d
+            done[key(d)] = d
+    return done, bad
+
+
+def _load(path: Path, stream=None) -> dict[str, dict]:
+    """The finished draws of a draws.jsonl by key. A line cut short by a kill is skipped silently (that draw is
+    rerun); any other line that is not a draw record is skipped too, and said in one line on `stream`. The gate's
+    lines (`cos validate --kind gate`, cos.gate_validate) share the file and are not read here."""
+    gate = lambda d: isinstance(d, dict) and d.get("kind") == "gate"
+    done, bad = read_draws(path, lambda d: not gate(d), _is_record,
+                           lambda d: _key(d["tier"], d["claim"], d["version"], d["control"], d["draw"]), True)
     if bad and stream is not None:
         print(f"warning: {path}: {len(bad)} line(s) are not draw records (first: line {bad[0]}); skipped, those "
               "draws are rerun", file=stream)

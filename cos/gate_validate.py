@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from cos.calibration import MIN_DRAWS, _check_tier, _key, _num, _one_thread, _read_text, tier_settings
+from cos.calibration import MIN_DRAWS, _check_tier, _key, _num, _one_thread, _read_text, read_draws, tier_settings
 
 if TYPE_CHECKING:
     from cos.registry import Claim, Control
@@ -286,20 +286,7 @@ def gate_key(d: dict) -> str:
 def load(path: Path, stream=None) -> dict[str, dict]:
     """The finished gate draws of a draws.jsonl by key (its other lines, `cos validate`'s control draws, are not
     read here; a line cut short by a kill is skipped and rerun; another malformed gate line is said on `stream`)."""
-    done, bad = {}, []
-    if path.exists():
-        lines = _read_text(path, "draws").splitlines()
-        for i, line in enumerate(lines, 1):
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not (isinstance(d, dict) and d.get("kind") == KIND):
-                continue
-            if not _is_record(d):
-                bad.append(i)
-                continue
-            done[gate_key(d)] = d
+    done, bad = read_draws(path, lambda d: isinstance(d, dict) and d.get("kind") == KIND, _is_record, gate_key, False)
     if bad and stream is not None:
         print(f"warning: {path}: {len(bad)} gate line(s) are not gate draw records (first: line {bad[0]}); skipped, "
               "those draws are rerun", file=stream)
