@@ -405,7 +405,8 @@ def resummarize_gate(out: Path, draws: int) -> dict:
     claims = [c for c in all_claims() if c.id in ids]
     doc = summarize([r for r in recs if r["tier"] == tier], claims, draws, tier, 0, 0.0)
     if isinstance(old, dict):
-        doc["provenance"] = {**old, "draws": draws, "draw_seconds": doc["provenance"]["draw_seconds"]}
+        # the draws themselves say which host and torch made them (a resumed or partly rerun folder mixes them)
+        doc["provenance"] = {**old, "draws": draws, **{k: doc["provenance"][k] for k in ("draw_seconds", "draws_by_host")}}
     doc["provenance"]["resummarized"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     _write(out, doc)
     return doc
