@@ -125,6 +125,12 @@ def test_draws_resume_by_keys_that_name_the_gate_kind(stub, tmp_path):
     again = resummarize_gate(tmp_path, 2)
     assert again["claims"] == before["claims"] and again["provenance"]["jobs"] == before["provenance"]["jobs"]
     assert again["provenance"]["resummarized"]
+    # draws rerun elsewhere (another host or torch): the provenance counts each host's draws from the lines
+    recs = _lines(tmp_path / "draws.jsonl")
+    recs[0] = {**recs[0], "host": "elsewhere", "torch": "9.9"}
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    hosts = resummarize_gate(tmp_path, 2)["provenance"]["draws_by_host"]
+    assert hosts.get("elsewhere (torch 9.9)") == 1 and sum(hosts.values()) == sum(before["provenance"]["draws_by_host"].values()), hosts
 
 
 def test_a_pair_that_does_not_run_one_draw_of_the_same_rows_is_never_counted_unchanged(stub, tmp_path, monkeypatch):
