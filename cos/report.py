@@ -236,11 +236,35 @@ def alpha_note() -> str:
 
 
 # ---------------------------------------------------------------- two runs side by side (`cos compare`)
-def paired_difference(a: dict, b: dict) -> tuple[str, Any]:
-    """B − A: paired over the instances both rows record in `details.per_instance` ({instance key: value, seeds
-    averaged}) when the runs used the same seeds, else the two estimates' difference, unpaired (no CI)."""
+def paired_difference(a: dict, b: dict, rec_a: Any = None, rec_b: Any = None) -> tuple[str, Any]:
+    """B − A, paired where it can be: over the task instances both runs measured with the same seeds, from the
+    runs' records (`rec_a`, `rec_b`: the claim's `Concluded` bundles of records.jsonl) by the gate's jackknife
+    paired change (`cos.gate.paired_change`, the same interval `cos gate` decides on); else over the instances both
+    rows record in `details.per_instance` (a scaffolded claim's); else the two estimates' difference, unpaired (no
+    CI), with the reason the rows could not be paired."""
     from cos.stats import bootstrap_ci
 
+    why = "no shared per-instance values"
+    if rec_a is not None and rec_b is not None:
+        claim = _claim(a.get("id") or b.get("id") or rec_a.claim)
+        if claim is None:
+            why = "not a claim of this cos: its records cannot be concluded"
+        elif rec_a.version != rec_b.version:
+            why = f"claim version v{rec_a.version} → v{rec_b.version}: the two answer different questions"
+        else:
+            from cos.gate import paired_change
+
+            try:
+                ch = paired_change(claim, rec_b, rec_a)
+            except (ValueError, KeyError, ZeroDivisionError, AttributeError, TypeError) as e:
+                why = f"records not paired: {e}"[:160]
+            else:
+                if ch["ci"] is not None:
+                    lo, hi = ch["ci"]
+                    wr = ch.get("width_ratio_unpaired")
+                    return (f"{ch['change']:+.3g} [{lo:+.3g}, {hi:+.3g}] paired over {ch['n']} instances"
+                            + (f" (unpaired {wr:.2g}× wider)" if wr else ""), ch)
+                return f"{ch['change']:+.3g} paired over {ch['n']} instances, no interval: {ch['why_no_interval']}", ch
     pa, pb = ((r.get("details") or {}).get("per_instance") for r in (a, b))
     if isinstance(pa, dict) and isinstance(pb, dict) and a.get("seeds") == b.get("seeds"):
         shared = sorted(set(pa) & set(pb))
@@ -250,7 +274,15 @@ def paired_difference(a: dict, b: dict) -> tuple[str, Any]:
                     "instances", est)
     if a.get("measured") is None or b.get("measured") is None:
         return "–", None
-    return f"{b['measured'] - a['measured']:+.3g} unpaired (no shared per-instance values): compare the CIs", None
+    return f"{b['measured'] - a['measured']:+.3g} unpaired ({why}): compare the CIs", None
+
+
+def _run_records(run: Path) -> dict:
+    """A run folder's records by claim id ({} when it has none: a run of cos < 0.3, or no claim written as
+    records); a records.jsonl that is there but unreadable is one line, as everywhere."""
+    from cos.records import FILE, load_records
+
+    return load_records(run) if (run / FILE).exists() else {}
 
 
 def overlay_figure(cid: str, rows: list[tuple[str, dict]], fig_dir: Path) -> Figure | None:
@@ -275,6 +307,7 @@ def write_comparison(run_a: str | Path, run_b: str | Path, out: str | Path) -> t
 
     run_a, run_b, out = Path(run_a), Path(run_b), Path(out)
     docs = [load_status(r / "claims-status.json") for r in (run_a, run_b)]
+    recs = [_run_records(r) for r in (run_a, run_b)]
     out.mkdir(parents=True, exist_ok=True)
     fig = fresh_dir(out / "figures", "cos compare")
     na, nb = (run_a.name, run_b.name) if run_a.name != run_b.name else ("A", "B")
@@ -289,7 +322,8 @@ def write_comparison(run_a: str | Path, run_b: str | Path, out: str | Path) -> t
         claims.append({"id": cid, "title": (ra or rb).get("title"), "rule": (sa or sb).rule,
                        "status": [s.status if s else "absent" for s in (sa, sb)],
                        "measured": [ci_text(ra), ci_text(rb)],
-                       "delta": paired_difference(ra, rb)[0] if ra and rb else "–",
+                       "delta": paired_difference(ra, rb, recs[0].get(cid), recs[1].get(cid))[0] if ra and rb
+                       else "–",
                        "overlay": overlay_figure(cid, [(na, ra), (nb, rb)], fig) if have_mpl else None,
                        "pairs": [(figs[0].get(k), figs[1].get(k)) for k in dict.fromkeys([*figs[0], *figs[1]])]})
     ctx = {"na": na, "nb": nb, "run_a": str(run_a), "run_b": str(run_b), "claims": claims, "colour": COLOUR,

@@ -137,10 +137,42 @@ def test_compare_two_runs_side_by_side_with_paired_differences(tmp_path, capsys)
     line = next(x for x in md.splitlines() if x.startswith("| [memory.persistence]"))
     assert "| holds | fails |" in line and "+0.01 [+0.01, +0.01] paired, 6 shared instances" in line
     assert (tmp_path / "cmp" / "figures" / ".cos-made").exists()
-    assert "unpaired (no shared per-instance values)" in md
+    assert "unpaired (no shared per-instance values)" in md    # the copies hold no records.jsonl
     assert "figures/compare-cos-superposition.png" in md and "figures/a/" in md and "figures/b/" in md
     assert "src='figures/" not in page and "data:image/png;base64," in page
     assert cos_main(["compare", str(a), str(tmp_path / "nope"), "--out", str(tmp_path / "c2")]) == 2
+
+
+def test_compare_pairs_two_runs_through_their_records(tmp_path):
+    """Runs written as records (every claim today; `details.per_instance` is only a scaffold's) are paired by the
+    gate's paired change: memory's oracle (A) against its lapse null (B) on the same 6 rows is -1 on every instance,
+    decided by the sign-test interval; rows of other seeds are said to be unpaired, with the reason."""
+    from dataclasses import replace
+
+    from cos.records import write_records
+    from cos.registry import get_claim
+
+    claim = get_claim("memory.persistence")
+    ctl = {c.name: c for c in claim.controls()}
+    rows = {n: ctl[n].run(claim) for n in ("oracle", "lapse-mid-way")}
+    other = replace(ctl["lapse-mid-way"], settings=replace(ctl["lapse-mid-way"].settings, seeds=(77,))).run(claim)
+    runs = {}
+    for name, res in (("a", rows["oracle"]), ("b", rows["lapse-mid-way"]), ("c", other)):
+        run = shutil.copytree(GPU_V2, tmp_path / name)
+        doc = json.loads((run / "claims-status.json").read_text())
+        for row in doc["claims"]:
+            if row["id"] == claim.id:
+                row.update(status=res.status, measured=res.measured, ci_low=res.ci_low, ci_high=res.ci_high)
+        (run / "claims-status.json").write_text(json.dumps(doc))
+        assert write_records(run, [res]) is not None
+        runs[name] = run
+    line = lambda md: next(x for x in md.splitlines() if x.startswith("| [memory.persistence]"))
+    assert cos_main(["compare", str(runs["a"]), str(runs["b"]), "--out", str(tmp_path / "ab")]) == 0
+    ab = line((tmp_path / "ab" / "compare.md").read_text())
+    assert "-1 [-1, -1] paired over 6 instances" in ab, ab
+    assert cos_main(["compare", str(runs["a"]), str(runs["c"]), "--out", str(tmp_path / "ac")]) == 0
+    ac = line((tmp_path / "ac" / "compare.md").read_text())
+    assert "unpaired (records not paired: 0 task instance(s) with the same seeds" in ac, ac
 
 
 def test_a_folder_with_an_earlier_run_is_not_refused_and_a_run_that_writes_nothing_leaves_it(pytester, tmp_path):
