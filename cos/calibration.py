@@ -11,7 +11,11 @@ reported beside, undecided. The minimum detectable effect is the median over the
 run reported from its own interval (cos.stats.detectable).
 
 Each finished draw is appended to DIR/draws.jsonl keyed by (tier, claim, version, control, draw): a killed
-validation loses nothing finished and a rerun computes only what is missing. With `--jobs J` > 1 the draws
+validation loses nothing finished and a rerun computes only what is missing. With `sequential` (`cos validate
+--sequential on`) every draw decides at looks as `--cos-sequential on` does (cos.sequential: at most `LOOKS`,
+α-spending, futility), so power and FPR count the looks; its record adds the batches it used of its maximum and
+its key ends in "|seq" (draws with and without looks never pool); the summary adds per claim the mean share of
+the batches used (`n_fraction`) on the positive, null and sensitivity controls. With `--jobs J` > 1 the draws
 run in J worker processes, each with one torch thread; with 1, in this process, whose threads are left alone.
 """
 from __future__ import annotations
@@ -49,8 +53,16 @@ def tier_settings(settings, tier: str):
     return settings if tier == "cpu" else replace(settings, instances=settings.instances * TIER_SCALE[tier])
 
 
-def _key(tier: str, claim_id: str, version: int, control: str, draw: int) -> str:
-    return f"{tier}|{claim_id}|v{version}|{control}|{draw}"
+N_FRACTION_TARGET = 0.5    # issue 24: the mean n a sequential run uses, as a share of its maximum, on average
+
+
+def _key(tier: str, claim_id: str, version: int, control: str, draw: int, sequential: bool = False) -> str:
+    return f"{tier}|{claim_id}|v{version}|{control}|{draw}" + ("|seq" if sequential else "")
+
+
+def _rec_key(d: dict) -> str:
+    """A record's key: a draw decided at looks (`"sequential": true`) is keyed apart from a fixed-n one."""
+    return _key(d["tier"], d["claim"], d["version"], d["control"], d["draw"], d.get("sequential") is True)
 
 
 def _one_thread() -> None:
@@ -60,8 +72,39 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def run_one(claim_id: str, control: str, draw: int, tier: str) -> dict:
-    """One control at one draw: the row's status, estimate, interval and sensitivity."""
+def unit_rows(claim, ctl, draw: int) -> list[int]:
+    """The rows of each unit (batch) a sequential run of control `ctl` (at its tier's settings) samples at `draw`:
+    `len()` is its maximum number of batches, and the looks fall after `cos.sequential.look_points(len())` of them."""
+    from cos.registry import at_draw
+    from cos.runner import RunContext
+
+    units = RunContext(progress=False, sequential=True).units_of(
+        claim, at_draw(ctl.settings, draw), **(ctl.kwargs(draw) if ctl.kwargs else {}))
+    return [sum(len(b.instances) for _, b in unit) for unit in units]
+
+
+def looks_of(details: dict | None, rows: list[int] | None) -> dict:
+    """What a sequential draw used: `batches_used` of `batches_max`, the looks it had planned and those it took,
+    why the last stopped it ("decided", "futile", "error"; None: it ran to its last look), and the rows of those
+    batches (`rows`: each unit's, from `unit_rows`). From `details["sequential"]` when the claim had several
+    looks; a claim whose batches form one unit has one look, at the end: it used all of them (their number from
+    `rows`, None without)."""
+    seq = (details or {}).get("sequential")
+    if isinstance(seq, dict) and isinstance(seq.get("batches_used"), int) and isinstance(seq.get("batches_max"), int):
+        used, most, hist = seq["batches_used"], seq["batches_max"], seq.get("looks") or []
+        planned, looks = len(seq.get("looks_planned") or []) or None, len(hist)
+        stop = (hist[-1].get("stop") or None) if hist else None
+    else:
+        used = most = len(rows) if rows else None
+        planned, looks, stop = 1, 1, None
+    fits = rows is not None and most == len(rows) and used is not None
+    return {"batches_used": used, "batches_max": most, "looks_planned": planned, "looks": looks, "stop": stop,
+            "rows_used": sum(rows[:used]) if fits else None, "rows_max": sum(rows) if fits else None}
+
+
+def run_one(claim_id: str, control: str, draw: int, tier: str, sequential: bool = False) -> dict:
+    """One control at one draw: the row's status, estimate, interval and sensitivity; with `sequential`, decided
+    at looks, and what it used of its batches (`looks_of`)."""
     import torch
 
     from cos.registry import get_claim
@@ -69,19 +112,31 @@ def run_one(claim_id: str, control: str, draw: int, tier: str) -> dict:
     claim = get_claim(claim_id)
     ctl = next(c for c in claim.controls() if c.name == control)
     t0 = time.perf_counter()
+    used = {}
     try:
         ctl = replace(ctl, settings=tier_settings(ctl.settings, tier))
-        r = ctl.run(claim, draw)
+        r = ctl.run(claim, draw, sequential=True) if sequential else ctl.run(claim, draw)
         ok = ctl.check is None or bool(ctl.check(r))
         det = (r.details or {}).get("detectable") or {}
         out = {"status": r.status, "measured": r.measured, "ci": [r.ci_low, r.ci_high], "n": r.n,
                "reason": r.reason, "check": ok, "mde": det.get("min_detectable_effect")}
+        if sequential:
+            try:
+                rows = unit_rows(claim, ctl, draw)
+            except Exception:   # noqa: BLE001 - the row stands; only the rows' count is then unknown
+                rows = None
+            used = looks_of(r.details, rows)
     except Exception as e:   # a control that crashes is an `error` draw, counted as not holding, and recorded
         out = {"status": "error", "measured": None, "ci": [None, None], "n": None,
                "reason": f"{type(e).__name__}: {e}"[:300], "check": False, "mde": None}
+        if sequential:
+            used = looks_of(None, None)
+            used.update(looks_planned=None, looks=None)
+    # a fixed-n draw's record is as it always was (no "sequential" key: off)
+    seq = {"sequential": True, **used} if sequential else {}
     return {"claim": claim_id, "version": claim.spec.version, "control": control, "kind": ctl.kind, "draw": draw,
             "tier": tier, "seconds": round(time.perf_counter() - t0, 2), "host": platform.node(),
-            "torch": torch.__version__, **out}
+            "torch": torch.__version__, **out, **seq}
 
 
 MAX_DRAWS_BYTES = 1 << 30     # a draws.jsonl of 20 draws of every control is well under 1 MB
@@ -98,7 +153,10 @@ def _is_record(d: object) -> bool:
             and all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool) for k in ("version", "draw"))
             and d.get("status") in STATUSES and isinstance(d.get("check"), bool) and _num(d.get("measured"))
             and _num(d.get("mde")) and _num(d.get("seconds"), none_ok=False)
-            and isinstance(d.get("ci"), list) and len(d["ci"]) == 2 and all(_num(x) for x in d["ci"]))
+            and isinstance(d.get("ci"), list) and len(d["ci"]) == 2 and all(_num(x) for x in d["ci"])
+            and isinstance(d.get("sequential", False), bool)
+            and all(d.get(k) is None or (isinstance(d[k], int) and not isinstance(d[k], bool) and d[k] >= 0)
+                    for k in ("batches_used", "batches_max")))
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -142,8 +200,7 @@ def _load(path: Path, stream=None) -> dict[str, dict]:
     rerun); any other line that is not a draw record is skipped too, and said in one line on `stream`. The gate's
     lines (`cos validate --kind gate`, cos.gate_validate) share the file and are not read here."""
     gate = lambda d: isinstance(d, dict) and d.get("kind") == "gate"
-    done, bad = read_draws(path, lambda d: not gate(d), _is_record,
-                           lambda d: _key(d["tier"], d["claim"], d["version"], d["control"], d["draw"]), True)
+    done, bad = read_draws(path, lambda d: not gate(d), _is_record, _rec_key, True)
     if bad and stream is not None:
         print(f"warning: {path}: {len(bad)} line(s) are not draw records (first: line {bad[0]}); skipped, those "
               "draws are rerun", file=stream)
@@ -151,9 +208,10 @@ def _load(path: Path, stream=None) -> dict[str, dict]:
 
 
 def validate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1, select: str | None = None,
-             stream=sys.stderr) -> dict:
-    """Run every control of every claim (ids containing `select`, if given) over draws 1..`draws`; write
-    DIR/draws.jsonl, DIR/calibration.json and DIR/calibration.md; return the calibration document."""
+             stream=sys.stderr, sequential: bool = False) -> dict:
+    """Run every control of every claim (ids containing `select`, if given) over draws 1..`draws`, each decided at
+    looks with `sequential`; write DIR/draws.jsonl, DIR/calibration.json and DIR/calibration.md; return the
+    calibration document."""
     from cos.errors import InputError
     from cos.registry import all_claims
 
@@ -165,21 +223,21 @@ def validate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1
     done = _load(log, stream)
     claims = [c for c in all_claims() if select is None or select in c.id]
     plan = [(c.id, c.spec.version, k.name, d) for c in claims for k in c.controls() for d in range(1, draws + 1)]
-    todo = [p for p in plan if _key(tier, p[0], p[1], p[2], p[3]) not in done]
-    print(f"cos validate: {len(plan)} control draws ({len(claims)} claims, {draws} draws, tier {tier}); "
-          f"{len(plan) - len(todo)} already in {log}", file=stream)
+    todo = [p for p in plan if _key(tier, *p, sequential) not in done]
+    print(f"cos validate: {len(plan)} control draws ({len(claims)} claims, {draws} draws, tier {tier}"
+          f"{', sequential looks' if sequential else ''}); {len(plan) - len(todo)} already in {log}", file=stream)
     t0, secs = time.perf_counter(), []
     with log.open("a") as f:
         if jobs > 1:
             with ProcessPoolExecutor(jobs, initializer=_one_thread) as pool:
-                futs = [pool.submit(run_one, cid, ctl, d, tier) for cid, _, ctl, d in todo]
+                futs = [pool.submit(run_one, cid, ctl, d, tier, sequential) for cid, _, ctl, d in todo]
                 for i, fut in enumerate(as_completed(futs), 1):
-                    _record(f, done, fut.result(), tier, secs, i, len(todo), t0, jobs, stream)
+                    _record(f, done, fut.result(), secs, i, len(todo), t0, jobs, stream)
         else:
             for i, (cid, _, ctl, d) in enumerate(todo, 1):
-                _record(f, done, run_one(cid, ctl, d, tier), tier, secs, i, len(todo), t0, 1, stream)
-    return _write(out, summarize([done[_key(tier, *p)] for p in plan], claims, draws, tier, jobs,
-                                 time.perf_counter() - t0))
+                _record(f, done, run_one(cid, ctl, d, tier, sequential), secs, i, len(todo), t0, 1, stream)
+    return _write(out, summarize([done[_key(tier, *p, sequential)] for p in plan], claims, draws, tier, jobs,
+                                 time.perf_counter() - t0, sequential))
 
 
 def _write(out: Path, doc: dict) -> dict:
@@ -190,7 +248,8 @@ def _write(out: Path, doc: dict) -> dict:
 
 def resummarize(out: Path) -> dict:
     """Recompute DIR/calibration.json and .md from DIR/draws.jsonl with this version's rules, without running
-    anything; the provenance of the run that made the draws is kept (and marked `resummarized`)."""
+    anything; the provenance of the run that made the draws is kept (and marked `resummarized`), its mode too:
+    draws decided at looks when its `sequential` is true (a provenance without it: fixed n)."""
     from cos.errors import InputError
     from cos.registry import all_claims
 
@@ -204,24 +263,28 @@ def resummarize(out: Path) -> dict:
         raise InputError(f"--summarize-only: {out} holds no calibration.json and draws.jsonl of an earlier run")
     p = old.get("provenance") if isinstance(old, dict) else None
     if not (isinstance(p, dict) and p.get("tier") in TIER_SCALE and _num(p.get("wall_s"), none_ok=False)
-            and all(isinstance(p.get(k), int) and not isinstance(p.get(k), bool) and p[k] >= 1 for k in ("draws", "jobs"))):
+            and all(isinstance(p.get(k), int) and not isinstance(p.get(k), bool) and p[k] >= 1 for k in ("draws", "jobs"))
+            and isinstance(p.get("sequential", False), bool)):
         raise InputError(f"--summarize-only: {cal}: not a calibration document of this cos (its provenance needs "
-                         "tier, draws, jobs and wall_s)")
+                         "tier, draws, jobs and wall_s, and sequential true or false if any)")
+    seq = p.get("sequential", False)
     ids = {r["claim"] for r in recs}
     claims = [c for c in all_claims() if c.id in ids]
     # draws of controls a claim no longer has (renamed, or a hand-edited line) cannot be summarized: left out
     known = {(c.id, k.name) for c in claims for k in c.controls()}
     recs = [r for r in recs if (r["claim"], r["control"]) in known]
-    doc = summarize([r for r in recs if r["tier"] == p["tier"]], claims, p["draws"], p["tier"], p["jobs"], p["wall_s"])
-    doc["provenance"] = {**p, "draw_seconds": doc["provenance"]["draw_seconds"],
+    doc = summarize([r for r in recs if r["tier"] == p["tier"] and (r.get("sequential") is True) == seq], claims,
+                    p["draws"], p["tier"], p["jobs"], p["wall_s"], seq)
+    doc["provenance"] = {**p, "sequential": seq, **({"looks_max": doc["provenance"]["looks_max"]} if seq else {}),
+                         "draw_seconds": doc["provenance"]["draw_seconds"],
                          "resummarized": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     return _write(out, doc)
 
 
-def _record(f, done, rec, tier, secs, i, total, t0, jobs, stream) -> None:
+def _record(f, done, rec, secs, i, total, t0, jobs, stream) -> None:
     f.write(json.dumps(rec) + "\n")
     f.flush()
-    done[_key(tier, rec["claim"], rec["version"], rec["control"], rec["draw"])] = rec
+    done[_rec_key(rec)] = rec
     secs.append(rec["seconds"])
     elapsed = time.perf_counter() - t0
     # remaining work at the observed mean seconds per draw, spread over the workers
@@ -260,9 +323,38 @@ def noisy_null(recs: list[dict]) -> bool:
     return any(r["measured"] is not None and abs(r["measured"]) > NOISE_FLOOR for r in recs)
 
 
-def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wall_s: float) -> dict:
+def _mean(xs: list[float]) -> float | None:
+    return round(float(np.mean(xs)), 4) if xs else None
+
+
+def n_fraction(recs: list[dict], kinds: dict[str, str]) -> dict | None:
+    """The mean share of its maximum n a sequential draw used, batches_used / batches_max, over the draws of the
+    positive, the negative ("null") and the sensitivity controls (`kinds`: control name -> kind); `rows`: the same
+    in rows (a claim's last batch may be short, so the rows' share can differ); `multi_look_draws`: the draws that
+    had more than one look planned (0: every control's batches form one unit, fixed n in effect). None when no
+    draw recorded it."""
+    kinds_ = ("positive", "negative", "sensitivity")
+    fr, rows = {k: [] for k in kinds_}, {k: [] for k in kinds_}
+    for r in recs:
+        kind = kinds.get(r["control"])
+        if kind in fr and isinstance(r.get("batches_used"), int) and r.get("batches_max"):
+            fr[kind].append(r["batches_used"] / r["batches_max"])
+            if isinstance(r.get("rows_used"), int) and r.get("rows_max"):
+                rows[kind].append(r["rows_used"] / r["rows_max"])
+    if not any(fr.values()):
+        return None
+    name = {"positive": "positive", "negative": "null", "sensitivity": "sensitivity"}
+    return {**{name[k]: _mean(v) for k, v in fr.items()},
+            "draws": {name[k]: len(v) for k, v in fr.items()},
+            "rows": {name[k]: _mean(v) for k, v in rows.items()},
+            "multi_look_draws": sum(isinstance(r.get("looks_planned"), int) and r["looks_planned"] > 1 for r in recs)}
+
+
+def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wall_s: float,
+              sequential: bool = False) -> dict:
     """The calibration document from the draws' records (wall_s: this invocation's; draw_seconds: the draws'
-    own times summed, whichever invocation ran them)."""
+    own times summed, whichever invocation ran them). `sequential`: the draws were decided at looks; a claim whose
+    draws recorded their batches gets `n_fraction`, and the document the mean of those over claims."""
     import torch
 
     import cos
@@ -302,9 +394,24 @@ def summarize(recs: Iterable[dict], claims, draws: int, tier: str, jobs: int, wa
                      "off_design_draws": {n: v["off_design"] for n, v in per.items() if v["off_design"]},
                      "min_detectable_effect": float(np.median(mdes)) if mdes else None,
                      "meets_goal": meets, "goal_shown_by_interval": shown, "controls": per}
-    return {"schema": SCHEMA, "claims": out,
-            "goal": {"power": GOAL_POWER, "false_positive_rate": GOAL_FPR, "min_draws": MIN_DRAWS},
+        nf = n_fraction([r for rs in by.get(c.id, {}).values() for r in rs], {n: v.kind for n, v in ctl.items()})
+        if nf is not None:      # draws decided at looks only: a fixed-n claim's entry is as it always was
+            out[c.id]["n_fraction"] = nf
+    doc = {"schema": SCHEMA, "claims": out,
+           "goal": {"power": GOAL_POWER, "false_positive_rate": GOAL_FPR, "min_draws": MIN_DRAWS}}
+    if sequential:
+        from cos import sequential as seq
+
+        fr = [c["n_fraction"] for c in out.values() if c.get("n_fraction")]
+        doc["n_fraction"] = {"positive": _mean([f["positive"] for f in fr if f["positive"] is not None]),
+                             "null": _mean([f["null"] for f in fr if f["null"] is not None]),
+                             "claims": len(fr), "target": N_FRACTION_TARGET}
+        looks = {"looks_max": seq.LOOKS}
+    else:
+        looks = {}
+    return {**doc,
             "provenance": {"cos": getattr(cos, "__version__", None), "torch": torch.__version__, "tier": tier,
+                           "sequential": sequential, **looks,
                            "draws": draws, "jobs": jobs, "wall_s": round(wall_s, 1),
                            "draw_seconds": round(sum(r["seconds"] for r in recs), 1),
                            # a resumed calibration may hold draws of several machines: which made how many
@@ -319,12 +426,28 @@ def _pct(v: dict | None) -> str:
     return f"{v['holds']}/{v['draws']} = {v['rate']:.2f} [{v['ci'][0]:.2f}, {v['ci'][1]:.2f}]"
 
 
+def _f(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def _used(nf: dict | None) -> str:
+    if not nf:
+        return "–"
+    return f"{_f(nf['positive'])} / {_f(nf['null'])}" + ("" if nf.get("multi_look_draws") else " (one look)")
+
+
+def _met(nf: dict) -> bool:
+    vals = [v for v in (nf["positive"], nf["null"]) if v is not None]
+    return bool(vals) and all(v <= nf["target"] for v in vals)
+
+
 def markdown(doc: dict) -> str:
     """The calibration table: per claim, power (weakest positive control) and false-positive rate (most permissive
     negative control) with Wilson 95% intervals, the sensitivity controls, the median MDE; then every control."""
     from tabulate import tabulate
 
     g, p = doc["goal"], doc["provenance"]
+    seq = p.get("sequential") is True
     rows, ctl_rows = [], []
     for cid, c in doc["claims"].items():
         sens = [f"{n}: {v['holds']}/{v['draws']}" for n, v in c["controls"].items() if v["kind"] == "sensitivity"]
@@ -332,7 +455,8 @@ def markdown(doc: dict) -> str:
         rows.append([cid, _pct(c["planted"]), _pct(c["null"]) if c["null"] else "no noisy null",
                      "; ".join(sens) or "–",
                      "–" if mde is None else f"{mde:.3g}", "yes" if c["meets_goal"] else "no",
-                     "yes" if c.get("goal_shown_by_interval") else "no"])
+                     "yes" if c.get("goal_shown_by_interval") else "no"]
+                    + ([_used(c.get("n_fraction"))] if seq else []))
         for n, v in c["controls"].items():
             kind = v["kind"] + ("" if v["kind"] != "negative" else " (noisy)" if v.get("noisy") else " (exact 0)")
             ctl_rows.append([cid, n, kind, _pct(v), ", ".join(f"{k} {m}" for k, m in v["statuses"].items()),
@@ -345,8 +469,22 @@ def markdown(doc: dict) -> str:
             "positive control; FPR: the most permissive noisy negative control (a null identically 0 on every draw, "
             "marked 'exact 0', cannot be a false positive and is not counted); Wilson 95% intervals. MDE: median minimum detectable effect (80% power) the planted runs "
             "reported from their own intervals, in the claim's units.\n\n")
+    if seq:
+        head = head[:-2] + (
+            f" Sequential looks on: every draw decided as `--cos-sequential on` decides, at up to "
+            f"{p.get('looks_max', '?')} looks per claim (Lan-DeMets O'Brien-Fleming α-spending, non-binding "
+            "futility; cos.sequential), so power and FPR count the looks: a draw is the decision it stopped at. "
+            "'mean n used': the mean share of its batches a draw ran (batches used / batches max), over the "
+            "positive and over the negative controls' draws; a control whose batches form one unit has a single "
+            "look and uses all of them ('one look': no draw of the claim had more than one planned).\n\n")
+    nf = doc.get("n_fraction") if seq else None
+    overall = "" if nf is None else (
+        f"\n\nMean n used across the {nf['claims']} claim(s) whose draws recorded it: positives "
+        f"{_f(nf['positive'])}, nulls {_f(nf['null'])} (issue 24's target: ≤ {nf['target']} on average; "
+        f"{'met' if _met(nf) else 'not met'}).")
     return (head + tabulate(rows, headers=["claim", "power (planted holds)", "FPR (null holds)", "sensitivity",
-                                           "MDE", "goal met", "by CI"], tablefmt="github")
+                                           "MDE", "goal met", "by CI"] + (["mean n used (pos / null)"] if seq else []),
+                            tablefmt="github") + overall
             + "\n\nEvery control:\n\n"
             + tabulate(ctl_rows, headers=["claim", "control", "kind", "holds / draws [95% CI]", "statuses",
                                           "off design (check failed, skipped, error)"],

@@ -318,6 +318,9 @@ def _validate(a) -> None:
     if a.kind == "gate":
         from cos.gate_validate import resummarize_gate, validate_gate
 
+        if a.sequential != "off":
+            raise InputError(f"--sequential {a.sequential}: only with --kind controls (the gate compares fixed-n rows)")
+
         from cos.gate_validate import PILOT
 
         draws = positive_int("--draws", a.draws)
@@ -333,7 +336,8 @@ def _validate(a) -> None:
     if a.summarize_only:
         doc = resummarize(Path(a.out))
     else:
-        doc = validate(Path(a.out), positive_int("--draws", a.draws), a.tier, positive_int("--jobs", a.jobs), a.k)
+        doc = validate(Path(a.out), positive_int("--draws", a.draws), a.tier, positive_int("--jobs", a.jobs), a.k,
+                       sequential=a.sequential == "on")
     print((Path(a.out) / "calibration.md").read_text())
     missed = [k for k, c in doc["claims"].items() if not c["meets_goal"]]
     print(f"{len(doc['claims']) - len(missed)}/{len(doc['claims'])} claims meet the goal"
@@ -498,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="controls: each claim's power and FPR on its controls (default); gate: the gate's power at "
                         "the MDE and FPR on unchanged models, from pairs of controls on the same rows "
                         "(gate-calibration.json/.md; docs/gate.md)")
+    p.add_argument("--sequential", default="off", choices=["off", "on"],
+                   help="on: every draw decides at looks as --cos-sequential on does (power and FPR count the "
+                        "looks; calibration adds the mean share of the batches used); off: fixed n (default). "
+                        "--summarize-only keeps the mode of the run it resummarizes")
     p.add_argument("--summarize-only", action="store_true",
                    help="recompute calibration.json/.md (with --kind gate: gate-calibration.json/.md, for --draws) "
                         "from DIR/draws.jsonl, running nothing (keeps its provenance)")

@@ -139,3 +139,122 @@ def test_the_false_positive_rate_counts_noisy_nulls_only():
     assert doc["null"]["holds"] == 3 and not doc["meets_goal"]          # 3/30 = 0.1 > 0.05
     only_exact = summarize(pos + exact, [claim], 30, "cpu", 1, 1.0)["claims"][claim.id]
     assert only_exact["null"] is None and not only_exact["meets_goal"]
+
+
+# ---------------------------------------------------------------- cos validate --sequential (issue 24)
+
+def test_the_fixed_n_key_is_unchanged_and_a_sequential_draw_is_keyed_apart():
+    from cos.calibration import _key, _rec_key
+
+    assert _key("cpu", "memory.persistence", 3, "oracle", 7) == "cpu|memory.persistence|v3|oracle|7"
+    rec = {"tier": "gpu", "claim": "a.b", "version": 2, "control": "c", "draw": 1}
+    assert _rec_key(rec) == "gpu|a.b|v2|c|1"                      # a record of before (no "sequential"): fixed n
+    assert _rec_key({**rec, "sequential": False}) == "gpu|a.b|v2|c|1"
+    assert _rec_key({**rec, "sequential": True}) == "gpu|a.b|v2|c|1|seq"
+
+
+def test_a_sequential_draw_records_the_batches_it_used():
+    """A real draw of a cheap control (memory's `untrained`, one unit at the cpu tier: one look, all of it), with
+    looks and without: the fixed-n record is as before (no sequential fields), the sequential one has them."""
+    from cos.calibration import _is_record, _rec_key, run_one
+
+    off = run_one("memory.persistence", "untrained", 1, "cpu")
+    on = run_one("memory.persistence", "untrained", 1, "cpu", sequential=True)
+    assert not {"sequential", "batches_used", "batches_max", "looks", "stop"} & set(off)
+    assert on["sequential"] is True and _is_record(on) and _is_record(off)
+    assert 1 <= on["batches_used"] <= on["batches_max"] and on["looks"] == on["looks_planned"] == 1
+    assert on["rows_used"] == on["rows_max"] > 0 and on["stop"] is None
+    assert _rec_key(on) == _rec_key(off) + "|seq"
+    assert {k: on[k] for k in ("status", "measured", "ci", "n")} == {k: off[k] for k in ("status", "measured", "ci", "n")}
+
+
+def test_looks_of_reads_an_early_stop_from_the_runs_details():
+    """The extraction from a claim's `details["sequential"]` (as `RunContext.measure_records` writes it), on a
+    fabricated strong positive that stopped at the first of three looks. No claim's planted positive stops early
+    at the cpu tier: the controls' batches form one unit (frames.count's two, and its positive did not stop at
+    the first in a measured draw), so a real early stop would need the gpu tier's sizes, minutes on this CPU."""
+    from cos.calibration import looks_of
+
+    details = {"sequential": {"looks_planned": [{"batches": 1}, {"batches": 2}, {"batches": 3}],
+                              "looks": [{"batches": 1, "n": 16, "status": "holds", "stop": "decided"}],
+                              "batches_used": 1, "batches_max": 3}}
+    got = looks_of(details, [64, 64, 32])
+    assert got == {"batches_used": 1, "batches_max": 3, "looks_planned": 3, "looks": 1, "stop": "decided",
+                   "rows_used": 64, "rows_max": 160}
+    # ran to the last look: no stop reason; one unit and no details: one look over everything
+    details["sequential"].update(looks=[{"stop": ""}, {"stop": ""}, {"stop": ""}], batches_used=3)
+    assert looks_of(details, [64, 64, 32])["stop"] is None and looks_of(details, None)["rows_used"] is None
+    assert looks_of({}, [12]) == {"batches_used": 1, "batches_max": 1, "looks_planned": 1, "looks": 1, "stop": None,
+                                  "rows_used": 12, "rows_max": 12}
+
+
+def _seq_recs(claim):
+    """Fabricated sequential draws of memory.persistence's controls: (control, kind, batches used, max, status)."""
+    rows = [("oracle", "positive", 1, 3, "holds"), ("oracle", "positive", 2, 3, "holds"),
+            ("oracle", "positive", 3, 3, "holds"), ("lapse-mid-way", "negative", 3, 3, "fails"),
+            ("lapse-mid-way", "negative", 2, 3, "inconclusive"), ("untrained", "negative", 1, 1, "fails")]
+    return [{"claim": claim.id, "version": claim.spec.version, "control": c, "kind": k, "draw": d, "tier": "cpu",
+             "status": s, "check": True, "measured": 0.1 * d, "ci": [0.0, 0.2], "mde": None, "seconds": 1.0,
+             "sequential": True, "batches_used": u, "batches_max": m, "looks_planned": m, "looks": u,
+             "stop": "decided" if u < m else None, "rows_used": 10 * u, "rows_max": 10 * m}
+            for d, (c, k, u, m, s) in enumerate(rows, 1)]
+
+
+def test_the_summary_reports_the_mean_share_of_n_used():
+    from cos.calibration import markdown, summarize
+    from cos.registry import get_claim
+
+    claim = get_claim("memory.persistence")
+    recs = _seq_recs(claim)
+    doc = summarize(recs, [claim], 3, "cpu", 1, 1.0, sequential=True)
+    nf = doc["claims"][claim.id]["n_fraction"]
+    assert nf["positive"] == pytest.approx((1 / 3 + 2 / 3 + 1) / 3, abs=1e-4)
+    assert nf["null"] == pytest.approx((1 + 2 / 3 + 1) / 3, abs=1e-4)
+    assert nf["sensitivity"] is None and nf["draws"] == {"positive": 3, "null": 3, "sensitivity": 0}
+    assert nf["multi_look_draws"] == 5
+    assert doc["n_fraction"]["positive"] == nf["positive"] and doc["n_fraction"]["target"] == 0.5
+    assert doc["provenance"]["sequential"] is True and doc["provenance"]["looks_max"] == 3
+    md = markdown(doc)
+    assert "mean n used (pos / null)" in md and "0.67 / 0.89" in md and "Sequential looks on" in md
+    assert "count the looks" in md and "target: ≤ 0.5" in md and "not met" in md
+    # fixed n: no n_fraction, no column, no sentence (the document as before, its provenance saying off)
+    off = summarize([{k: v for k, v in r.items() if k not in ("sequential", "batches_used", "batches_max")}
+                     for r in recs], [claim], 3, "cpu", 1, 1.0)
+    assert "n_fraction" not in off and "n_fraction" not in off["claims"][claim.id]
+    assert off["provenance"]["sequential"] is False and "looks_max" not in off["provenance"]
+    assert "mean n used" not in markdown(off) and "Sequential" not in markdown(off)
+
+
+def test_summarize_only_keeps_the_mode_of_the_run(tmp_path):
+    """draws.jsonl may hold draws with looks and without (keyed apart): resummarize reads those of the mode its
+    calibration.json's provenance names, fixed n when it names none (a document of before)."""
+    from cos.calibration import _write, resummarize, summarize
+    from cos.registry import get_claim
+
+    claim = get_claim("memory.persistence")
+    seq = _seq_recs(claim)
+    fixed = [{**{k: v for k, v in r.items() if k not in ("sequential", "batches_used", "batches_max")},
+              "status": "fails" if r["kind"] == "positive" else r["status"]} for r in seq]
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fixed + seq))
+    _write(tmp_path, summarize(seq, [claim], 3, "cpu", 1, 1.0, sequential=True))
+    doc = resummarize(tmp_path)
+    assert doc["provenance"]["sequential"] is True and doc["claims"][claim.id]["planted"]["holds"] == 3
+    assert doc["claims"][claim.id]["n_fraction"]["draws"]["positive"] == 3
+    old = summarize(fixed, [claim], 3, "cpu", 1, 1.0)
+    del old["provenance"]["sequential"]          # a calibration.json written before --sequential
+    _write(tmp_path, old)
+    doc = resummarize(tmp_path)
+    assert doc["provenance"]["sequential"] is False and doc["claims"][claim.id]["planted"]["holds"] == 0
+    assert "n_fraction" not in doc["claims"][claim.id]
+
+
+def test_validate_cli_refuses_a_bad_sequential_value_in_one_line(tmp_path, capsys):
+    from cos.cli import main
+
+    assert main(["validate", "--out", str(tmp_path), "--sequential", "maybe"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sequential" in err[0] and "'off'" in err[0] and "'on'" in err[0]
+    assert main(["validate", "--out", str(tmp_path), "--kind", "gate", "--sequential", "on"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--kind controls" in err[0]
+    assert not (tmp_path / "draws.jsonl").exists()
