@@ -170,9 +170,7 @@ def test_a_sequential_draw_records_the_batches_it_used():
 
 def test_looks_of_reads_an_early_stop_from_the_runs_details():
     """The extraction from a claim's `details["sequential"]` (as `RunContext.measure_records` writes it), on a
-    fabricated strong positive that stopped at the first of three looks. No claim's planted positive stops early
-    at the cpu tier: the controls' batches form one unit (frames.count's two, and its positive did not stop at
-    the first in a measured draw), so a real early stop would need the gpu tier's sizes, minutes on this CPU."""
+    fabricated strong positive that stopped at the first of three looks (a real one: the next test)."""
     from cos.calibration import looks_of
 
     details = {"sequential": {"looks_planned": [{"batches": 1}, {"batches": 2}, {"batches": 3}],
@@ -186,6 +184,18 @@ def test_looks_of_reads_an_early_stop_from_the_runs_details():
     assert looks_of(details, [64, 64, 32])["stop"] is None and looks_of(details, None)["rows_used"] is None
     assert looks_of({}, [12]) == {"batches_used": 1, "batches_max": 1, "looks_planned": 1, "looks": 1, "stop": None,
                                   "rows_used": 12, "rows_max": 12}
+
+
+def test_a_strong_positive_stops_at_its_first_look_at_the_gpu_tier_scale():
+    """At the cpu tier almost every control's batches form one unit (one look: fixed n in effect; frames.count's
+    two are the exception, and its positive is slow and did not stop early in a measured draw). At the gpu tier's
+    scale (4x instances) selfcorrection.rate's planted positive has 2 batches (64 + 32 rows) and decides on the
+    first: a few seconds on a CPU."""
+    from cos.calibration import run_one
+
+    r = run_one("selfcorrection.rate", "wrong-then-right", 1, "gpu", sequential=True)
+    assert r["status"] == "holds" and r["stop"] == "decided" and r["looks_planned"] == 2 and r["looks"] == 1
+    assert (r["batches_used"], r["batches_max"], r["rows_used"], r["rows_max"]) == (1, 2, 64, 96)
 
 
 def _seq_recs(claim):
