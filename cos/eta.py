@@ -19,12 +19,18 @@ can only stop at a later one (its expectation is taken over the looks left); a c
 the plan with its unspent batches; a shared run another reader still needs stays in it. Every re-estimate is
 kept (`trace`: seconds into the run, ETA, share of the plan done) so the error at each point can be computed
 afterwards (benchmarks/eta_error.py). No ETA is shown before a batch after the first has given a rate.
+
+What the result store holds already is not work (`cos.runner.stored_work`): a rerun of a killed run, or of a run
+whose claims an earlier run measured, serves those batches' records without sampling. Per claim the plan keeps,
+per unit, the share of its batches that is stored (`ClaimWork.stored`) and, per shared run it reads, the share
+that will not sample it; its planned seconds up to a fraction of its units (`to_do`) count only the rest, so the
+plan, the ETA and the rate (planned seconds done per wall second) leave the stored batches out alike.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from cos.errors import InputError
@@ -35,6 +41,20 @@ MIN_FIT_INSTANCES = 2       # a claim's interval over instances needs two of the
 # replay of the organism's gpu-tier run one, two and four gave a median error of 28%, 29% and 32% of the wall time
 # (benchmarks/results/eta-h200/: in-sample, one run, so no tuning beyond a round number)
 PRIOR_WEIGHT = 2.0
+
+
+def to_do(stored: Sequence[float], f: float) -> float:
+    """The share of a claim's work up to fraction `f` of its units that the store does not hold: `f` itself when
+    nothing is stored; else the units before f·U, each counted by the share of its batches not stored, and of the
+    unit `f` falls in the part reached (`stored`: per unit in run order, the share of its batches stored)."""
+    f = min(max(f, 0.0), 1.0)
+    if not stored:
+        return f
+    n = len(stored)
+    x = f * n
+    i = min(int(x + 1e-9), n)
+    part = (max(0.0, x - i) * (1.0 - stored[i])) if i < n else 0.0
+    return (sum(1.0 - s for s in stored[:i]) + part) / n
 
 
 @dataclass
@@ -52,6 +72,12 @@ class ClaimWork:
     units: int | None = None
     learn: bool = False                     # stops from the prior: moved towards where finished claims stopped
     prior: list[tuple[float, float]] | None = None
+    # what the result store holds (cos.runner.stored_work), per unit in run order: the share of its batches whose
+    # records are stored, and per shared run the share that will not sample it. Empty: nothing stored
+    stored: tuple[float, ...] = ()
+    shared_stored: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    batches: int = 0                        # its record batches, and how many of them are stored
+    stored_batches: int = 0
 
     def target(self) -> float:
         """The fraction of its units the claim is expected to end at, given it has got to `done` without
@@ -64,6 +90,19 @@ class ClaimWork:
             return max(self.done, 1.0)
         exp = sum(f * p for f, p in ahead) / mass if mass > 0 else min(f for f, _ in ahead)
         return max(self.done, exp)
+
+    def expected_to_do(self, stored: Sequence[float] = ()) -> float:
+        """`target` in work not served by the store (`to_do` of `stored`): the expectation, over the looks still
+        ahead, of the work up to each; the same as `target` when nothing is stored."""
+        if self.finished:
+            return to_do(stored, self.done)
+        ahead = [(f, p) for f, p in self.stops if f >= self.done - 1e-9]
+        mass = sum(p for _, p in ahead)
+        if not ahead:
+            return to_do(stored, max(self.done, 1.0))
+        if mass <= 0:
+            return to_do(stored, max(self.done, min(f for f, _ in ahead)))
+        return sum(p * to_do(stored, max(self.done, f)) for f, p in ahead) / mass
 
 
 @dataclass
@@ -88,23 +127,28 @@ class RunEstimate:
     # ------------------------------------------------------------------ the plan's arithmetic
     def _shared(self) -> tuple[float, float]:
         """(done, remaining) planned seconds of the shared runs: covered as far as their furthest reader got,
-        still needed as far as the furthest expected target of a reader."""
+        still needed as far as the furthest expected target of a reader; a unit's batch of a shared run is not
+        sampled where no reader needs it (`shared_stored`, per reader: the smallest share over the readers)."""
         done = left = 0.0
         names = {k for c in self.claims.values() for k in c.shared}
         for name in names:
             readers = [c for c in self.claims.values() if name in c.shared]
             secs = max(c.shared[name] for c in readers)
-            covered = max(c.done for c in readers)
-            need = max(c.target() for c in readers)
+            flags = [c.shared_stored.get(name, ()) for c in readers]
+            # readers of other unit counts (a claim that sizes its own instances) are not matched unit by unit
+            skip = tuple(min(v) for v in zip(*flags)) if all(flags) and len({len(f) for f in flags}) == 1 else ()
+            covered = to_do(skip, max(c.done for c in readers))
+            need = max(c.expected_to_do(skip) for c in readers)
             done += secs * covered
             left += secs * max(0.0, need - covered)
         return done, left
 
     def work(self) -> tuple[float, float]:
-        """(done, remaining) planned seconds of the whole plan."""
+        """(done, remaining) planned seconds of the whole plan (stored batches are neither)."""
         sd, sl = self._shared()
-        done = sum(c.own_s * c.done for c in self.claims.values()) + sd
-        left = sum(c.own_s * max(0.0, c.target() - c.done) for c in self.claims.values()) + sl
+        done = sum(c.own_s * to_do(c.stored, c.done) for c in self.claims.values()) + sd
+        left = sum(c.own_s * max(0.0, c.expected_to_do(c.stored) - to_do(c.stored, c.done))
+                   for c in self.claims.values()) + sl
         return done, left
 
     def planned_s(self) -> float:
@@ -137,6 +181,8 @@ class RunEstimate:
         c = self._claim(cid)
         if c is None or units <= 0:
             return
+        if c.stored and len(c.stored) != units:     # not the plan's units: what is stored is not known unit by unit
+            c.stored, c.shared_stored = (), {}
         c.units = units
         self.events.append([round(self.clock() - self.start, 2), cid, 0, units])
         actual = sorted({p / units for p in points} | {1.0})
@@ -154,7 +200,7 @@ class RunEstimate:
         c.done = min(1.0, units_done / c.units)
         self.batches += 1
         self.events.append([round(self.clock() - self.start, 2), cid, units_done, c.units])
-        if self.warm is None:
+        if self.warm is None and self.work()[0] > 0:     # a batch served from the store warms nothing up
             self.warm = (self.clock(), self.work()[0])
         self._note()
 
@@ -218,7 +264,8 @@ class RunEstimate:
                 "claims": {k: {"planned_s": round(c.own_s + sum(c.shared.values()), 2),
                                "expected_fraction": round(sum(f * p for f, p in (c.prior or c.stops)), 4),
                                "stops": [[round(f, 4), round(p, 4)] for f, p in c.stops],
-                               "used_fraction": round(c.done, 4), "stops_from": c.source}
+                               "used_fraction": round(c.done, 4), "stops_from": c.source,
+                               "batches": c.batches, "stored_batches": c.stored_batches}
                            for k, c in self.claims.items()}}
 
 
@@ -242,6 +289,23 @@ def plan_work(est: Mapping[str, Any], claims: Sequence[Any], settings: Any, syst
 def expected_s(work: Mapping[str, ClaimWork]) -> float:
     """The plan's expected seconds before anything ran."""
     return RunEstimate(dict(work), 0.0, 0.0).planned_s()
+
+
+def with_stored(work: Mapping[str, ClaimWork], stored: Mapping[str, Mapping[str, Any]]) -> dict[str, ClaimWork]:
+    """The plan with what the result store holds taken off (`stored`: `cos.runner.stored_work`)."""
+    return {k: w if k not in stored else replace(
+        w, stored=tuple(stored[k]["records"]), shared_stored={n: tuple(v) for n, v in stored[k]["shared"].items()},
+        batches=stored[k]["batches"], stored_batches=stored[k]["stored_batches"]) for k, w in work.items()}
+
+
+def nothing_stored(work: Mapping[str, ClaimWork]) -> dict[str, ClaimWork]:
+    """The plan as if the store held nothing (every batch measured)."""
+    return {k: replace(w, stored=(), shared_stored={}, stored_batches=0) for k, w in work.items()}
+
+
+def stored_counts(work: Mapping[str, ClaimWork]) -> tuple[int, int]:
+    """(record batches stored, record batches) over the plan's claims."""
+    return sum(w.stored_batches for w in work.values()), sum(w.batches for w in work.values())
 
 
 def parse_budget(value: Any, flag: str = "--cos-budget") -> tuple[float, bool]:
@@ -301,27 +365,34 @@ def apply_budget(hours: float, fit: bool, settings: Any, at_s: float, ranks: int
     or None, lines to print). `price(settings)` -> (priced estimate, plan work, power per claim at its effect);
     `at_s`: seconds the run has spent already (loading, timing), counted against the budget too. Over the budget
     a run is refused, or with `fit` sized down: the most instances a task that fit (`fit_instances`), every claim's
-    own instance count scaled alike (`ClaimSettings.instance_scale`), with the power that leaves per claim."""
-    from dataclasses import replace
-
+    own instance count scaled alike (`ClaimSettings.instance_scale`), with the power that leaves per claim.
+    The plan is what the store does not hold yet (`with_stored`): a rerun of a killed run pays for its unfinished
+    batches only, so a plan whose remainder fits runs as it is, unscaled (scaling would throw the stored batches
+    away). A sized plan is priced with nothing stored: other instance counts are other rows and other store keys."""
     from cos.runner import fmt_s
 
     est, work, power = price(settings)
     eta = expected_s(work)
     need = gpu_hours(at_s + eta, ranks)
+    need_bare = gpu_hours(at_s + expected_s(nothing_stored(work)), ranks)
+    got, total = stored_counts(work)
     n = settings.instances
     doc: dict = {"hours": hours, "mode": "fit" if fit else "refuse", "ranks": ranks,
-                 "planned_gpu_hours": round(need, 4), "instances": n}
+                 "planned_gpu_hours": round(need, 4), "planned_gpu_hours_if_nothing_stored": round(need_bare, 4),
+                 "stored_batches": got, "total_batches": total, "instances": n}
+    stored = (f"{need_bare:.3g} with nothing stored; {got} of {total} batches already stored" if got else "")
     if need <= hours:
         doc["within"] = "yes"
-        return settings, doc, None, []
+        return settings, doc, None, [f"[cos] --cos-budget {hours:g}{':fit' if fit else ''}: plan {need:.3g} "
+                                     f"GPU-hours ({stored}), within the budget"] if got else []
     what = (f"{n_claims} claim{'s' if n_claims != 1 else ''}, {n} instances a task, {est['row_forwards']} row-forwards at "
-            f"{est['seconds_per_row_forward']:.3g} s, {fmt_s(at_s)} so far + ETA {fmt_s(eta)} on {ranks} process(es)")
+            f"{est['seconds_per_row_forward']:.3g} s, {fmt_s(at_s)} so far + ETA {fmt_s(eta)} on {ranks} process(es)"
+            + (f"; {stored}" if got else ""))
     if not fit:
         doc["within"] = "refused"
         return settings, doc, budget_refusal(hours, need, what), []
     sized = lambda k: replace(settings, instances=k, instance_scale=k / n * (settings.instance_scale or 1.0))
-    k = fit_instances(lambda k: expected_s(price(sized(k))[1]), n, hours * 3600 / ranks - at_s)
+    k = fit_instances(lambda k: expected_s(nothing_stored(price(sized(k))[1])), n, hours * 3600 / ranks - at_s)
     if k is None:
         doc["within"] = "refused"
         return settings, doc, budget_refusal(hours, need, what, fit_note=(
@@ -329,6 +400,7 @@ def apply_budget(hours: float, fit: bool, settings: Any, at_s: float, ranks: int
             else f"{n} instances a task are the fewest the fit goes to")), []
     fitted = sized(k)
     _, work, fit_power = price(fitted)
+    work = nothing_stored(work)
     doc.update(within="fitted", fitted_instances=k, scale=round(k / n, 4),
                fitted_gpu_hours=round(gpu_hours(at_s + expected_s(work), ranks), 4),
                power_at_effect={c: None if p is None else round(p, 3) for c, p in fit_power.items()},
@@ -338,7 +410,10 @@ def apply_budget(hours: float, fit: bool, settings: Any, at_s: float, ranks: int
     unknown = [c for c, p in fit_power.items() if p is None]
     line = (f"[cos] --cos-budget {hours:g}:fit: the plan needed {need:.3g} GPU-hours; sized down to {k} of {n} "
             f"instances a task (every claim keeps {k / n:.0%} of its n: its interval ~{math.sqrt(n / k):.2f}x wider), "
-            f"{doc['fitted_gpu_hours']:.3g} expected GPU-hours. Power at each claim's effect: "
+            f"{doc['fitted_gpu_hours']:.3g} expected GPU-hours"
+            + (f" (fewer instances are other rows under other store keys: the {got} stored batches cannot be reused, "
+               "so the sized plan is priced with nothing stored)" if got else "")
+            + ". Power at each claim's effect: "
             + (known + ("; " if unknown else "") if known else "")
             + (f"unknown without a pilot's spread (--cos-pilot) for {', '.join(unknown)}" if unknown else ""))
     return fitted, doc, None, [line]

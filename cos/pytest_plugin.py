@@ -900,8 +900,8 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
     rank 0's, handed to every rank (the ranks must run the same settings and stop alike)."""
     from dataclasses import replace
 
-    from cos.eta import RunEstimate, apply_budget, expected_s, plan_work
-    from cos.runner import fmt_s, price_forwards, time_forward
+    from cos.eta import RunEstimate, apply_budget, expected_s, plan_work, stored_counts, with_stored
+    from cos.runner import fmt_s, price_forwards, stored_work, time_forward
 
     ctx = session.ctx
     decision: dict = {}
@@ -920,9 +920,12 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
             est = price_forwards(ctx, system, settings, planned, timing)
             # shards run every unit (no looks across hosts: cos.runner's alone_share), so they are priced at full n
             work, power = plan_work(est, planned, settings, system, ctx.sequential and ctx.shard is None, pilot)
-            if sides > 1:
+            if sides > 1:   # what the store holds is not taken off: the old side's keys need the old model (not
+                # loaded yet), and a killed gate run stored the new side of a claim before its old side
                 work = {k: replace(w, own_s=w.own_s * sides, shared={r: v * sides for r, v in w.shared.items()})
                         for k, w in work.items()}
+            else:           # a rerun pays only for the batches the store does not hold (a killed run's rest)
+                work = with_stored(work, stored_work(ctx, planned, system, settings))
             return est, work, power
 
         notes: list[str] = []
@@ -955,6 +958,8 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
                    + (f"; with sequential looks expected {fmt_s(eta)} of at most {fmt_s(est['eta_max_s'])}"
                       if looks else "")
                    + (" (both models: --cos-against samples the old one on the same rows)" if sides > 1 else "")
+                   + ("; {} of {} batches of the claims already stored, not redone".format(*stored_counts(work))
+                      if stored_counts(work)[0] else "")
                    + f": ETA {fmt_s(eta)} (re-estimated after every batch)")
             for line in [*notes, msg]:
                 session.say(line)

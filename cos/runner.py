@@ -211,11 +211,13 @@ class RunContext:
         finally:
             self.label = ""
 
-    def units_of(self, claim, settings: ClaimSettings, **kw) -> list[list[tuple[ClaimSettings, TaskBatch]]]:
+    def units_of(self, claim, settings: ClaimSettings, *, instances_of: Callable = instances,
+                 **kw) -> list[list[tuple[ClaimSettings, TaskBatch]]]:
         """The units a records claim's batches form in this run (`batch_units` of its `batch_settings`, task-
         interleaved under sequential looks): what `measure_records` samples, and where `Claim.finish` finds the
-        batch a record came from."""
-        return batch_units(claim.batch_settings(settings, **kw), interleave=self.sequential and self.shard is None)
+        batch a record came from (`instances_of=row_ids`: the same batches of instance ids, for store keys)."""
+        return batch_units(claim.batch_settings(settings, **kw), interleave=self.sequential and self.shard is None,
+                           instances_of=instances_of)
 
     @staticmethod
     def _look_stops(claim, res, look, last, at95: Callable[[], Any]) -> str:
@@ -315,11 +317,7 @@ class RunContext:
                 captures: Sequence[Intervention] = (), **what):
         if self.store is None:
             return compute()
-        # the system's fingerprint: weights and LoRAs by content, scheduler config (flow shift), boundary, dtype;
-        # ENGINE names the meaning of the interventions, so a store filled by an older engine is not served
-        key = key_of(kind=kind, engine=ENGINE, model=system.fingerprint, name=system.name, settings=settings.record(),
-                     rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
-                     size=(batch.height, batch.width), **what)
+        key = run_key(kind, system, settings, batch, **what)
         self.key_log.append({"key": key, "kind": kind, "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
         return self._fetch(key, compute, captures)
 
@@ -339,6 +337,132 @@ class RunContext:
                 iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
             hit = hit["run"]
         return _from_disk(hit, key)
+
+
+def run_key(kind: str, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, **what: Any) -> str:
+    """Store key of a sampling run (`RunContext.run`, `sweep`): the system's fingerprint (weights and LoRAs by
+    content, scheduler config (flow shift), boundary, dtype), the settings, rows and what was recorded or done;
+    ENGINE names the meaning of the interventions, so a store filled by an older engine is not served."""
+    return key_of(kind=kind, engine=ENGINE, model=system.fingerprint, name=system.name, settings=settings.record(),
+                  rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
+                  size=(batch.height, batch.width), **what)
+
+
+def clean_run_key(system: WanSystem, settings: ClaimSettings, batch: TaskBatch) -> str:
+    """Store key of `RunContext.clean_run`'s run of a batch (`run(..., record=("x0",))` through `_stored`)."""
+    return run_key("run", system, settings, batch, record=["x0"], interventions=[], until=None)
+
+
+# the shared run `Claim.shared_runs` names by default: `RunContext.clean_run`, whose entry a plan can look up
+CLEAN_RUN = "clean run"
+
+
+@dataclass(frozen=True)
+class RowId:
+    """A task instance as a store key sees it (`TaskInstance.id` and its frame count), without making its videos:
+    what a plan keys batches by (making the instances took 2 s per settings at the gpu tier)."""
+
+    task: str
+    split: str
+    seed: int
+    num_frames: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.task}-{self.split}-{self.seed:05d}"
+
+
+def row_ids(settings: ClaimSettings) -> list[RowId]:
+    """`instances(settings)` as `RowId`s, in the same order."""
+    return [RowId(t, settings.split, i, settings.num_frames) for t in settings.tasks
+            for i in range(settings.first_instance, settings.first_instance + settings.instances)]
+
+
+class _RecordsCall(BaseException):     # not an Exception: a claim's own `except Exception` must let it through
+    def __init__(self, settings: ClaimSettings, kw: dict):
+        super().__init__()
+        self.settings, self.kw = settings, kw
+
+
+class _NotProbed(BaseException):
+    pass
+
+
+class _Probe:
+    """The run context a claim's `measure` is called with at plan time (`records_call`): it stops the claim at its
+    `measure_records` call, with the settings and arguments the claim measures its records at; anything else the
+    claim reaches for (a run, its batches, the distilled model) stops it too, as not known."""
+
+    def __init__(self, sequential: bool, shard: tuple[int, int] | None):
+        self.sequential, self.shard = sequential, shard
+
+    def measure_records(self, claim, system, settings, **kw):
+        raise _RecordsCall(settings, kw)
+
+    def __getattr__(self, name: str):
+        raise _NotProbed(name)
+
+
+def records_call(claim, system: WanSystem, settings: ClaimSettings, sequential: bool = False,
+                 shard: tuple[int, int] | None = None) -> tuple[ClaimSettings, dict] | None:
+    """(settings, keyword arguments) the claim's `measure` hands `measure_records` at these run settings: several
+    claims size their own (frames.count its frame counts, the noise claims `noise_settings` and their sizing,
+    layers.swap_flip its instances), and both are in its records' store keys. None where the claim does not get
+    there without running something (a VBVR run, distill.four_step's fast model, a claim that skips)."""
+    try:
+        claim.measure(_Probe(sequential, shard), system, settings)
+    except _RecordsCall as call:
+        return call.settings, call.kw
+    except (_NotProbed, Exception):  # noqa: BLE001 - not known: the plan counts nothing of it stored
+        return None
+    return None
+
+
+def stored_work(ctx: RunContext, claims: Sequence[Any], system: WanSystem, settings: ClaimSettings) -> dict[str, dict]:
+    """What of each claim's plan the result store holds already (a killed run's finished batches, an earlier run's
+    claims): per unit in run order (`RunContext.units_of`, what `measure_records` samples), "records" is the share
+    of the unit's batches whose records are stored (`records_key`: served, not measured, so none of the claim's
+    own runs or readouts is done for them), and "shared" is, per shared run the claim reads (`shared_runs`), the
+    share of the unit's batches that will not sample it: the claim's records are stored, or, for the clean run,
+    the run's own entry is (`clean_run_key`). The noise sweep's entry is not looked up (its key needs each
+    reader's branches, built inside its `measure_batch`): it counts as needed wherever a reader's records are
+    missing. "batches" and "stored_batches" count the claim's record batches.
+    The keys are those the run will compute: at the settings and arguments the claim's `measure` hands
+    `measure_records` (`records_call`), over its units with the instances as ids (`row_ids`: no videos made);
+    each looked up by an existence check of its file (`ResultStore.has`), nothing loaded or verified. A claim
+    `records_call` cannot follow, or not written as records, counts as nothing stored. {} without a store."""
+    import inspect
+    from types import SimpleNamespace
+
+    if ctx.store is None:
+        return {}
+    # what the keys read of the model, once (its fingerprint hashes the weights' identity on every call)
+    model = SimpleNamespace(fingerprint=system.fingerprint, name=system.name)
+    out: dict[str, dict] = {}
+    for c in claims:
+        if not getattr(c, "by_records", False) or settings.extra.get("vbvr"):   # VBVR: generated, not records
+            continue
+        call = records_call(c, system, settings, ctx.sequential, ctx.shard)
+        if call is None:
+            continue
+        s_run, kw = call
+        try:
+            units = ctx.units_of(c, s_run, instances_of=row_ids, **kw)
+            shared = list(c.shared_runs(settings, system))
+            code = _code_hash(inspect.getmodule(type(c)))     # once per claim: the module sources are hashed
+        except Exception:  # noqa: BLE001 - a plan is never refused for this: nothing stored, the full price
+            continue
+        recs, runs, n, got = [], {k: [] for k in shared}, 0, 0
+        for unit in units:
+            have = [ctx.store.has(records_key(c, model, s, b, kw, code=code)) for s, b in unit]
+            n, got = n + len(have), got + sum(have)
+            recs.append(sum(have) / len(have) if have else 1.0)
+            for k in shared:
+                skip = [h or (k == CLEAN_RUN and ctx.store.has(clean_run_key(model, s, b)))
+                        for h, (s, b) in zip(have, unit)]
+                runs[k].append(sum(skip) / len(skip) if skip else 1.0)
+        out[c.id] = {"records": recs, "shared": runs, "batches": n, "stored_batches": got}
+    return out
 
 
 def _recorded(claim, records: list[dict], system: WanSystem, settings: ClaimSettings, kw: Mapping[str, Any],
@@ -391,16 +515,18 @@ def _code_hash(module) -> str:
     return h.hexdigest()[:16]
 
 
-def records_key(claim, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, kw: Mapping[str, Any]) -> str:
+def records_key(claim, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, kw: Mapping[str, Any],
+                code: str | None = None) -> str:
     """Store key of one batch's records: the claim's id, version and the bytes of its module (a claim edited
-    without a version bump still gets new records), cos's version and ENGINE, the model, settings and rows."""
+    without a version bump still gets new records), cos's version and ENGINE, the model, settings and rows.
+    `code`: the module's `_code_hash`, when the caller has it already (a plan keys every batch of a claim)."""
     import hashlib
     import inspect
 
     from cos import __version__ as cos_version
 
     return key_of(kind="records", claim=claim.id, version=claim.spec.version, cos=cos_version, engine=ENGINE,
-                  code=_code_hash(inspect.getmodule(type(claim))), model=system.fingerprint, name=system.name,
+                  code=code or _code_hash(inspect.getmodule(type(claim))), model=system.fingerprint, name=system.name,
                   settings=settings.record(), rows=[(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
                   size=(batch.height, batch.width),
                   kw={k: getattr(v, "fingerprint", None) or repr(v) for k, v in sorted(kw.items())})
@@ -426,7 +552,8 @@ def across_tasks(insts: Sequence[Any]) -> list:
     return [v[k] for k in range(max(map(len, by.values()), default=0)) for v in by.values() if k < len(v)]
 
 
-def batch_units(phases: Sequence[ClaimSettings], interleave: bool = False) -> list[list[tuple[ClaimSettings, TaskBatch]]]:
+def batch_units(phases: Sequence[ClaimSettings], interleave: bool = False,
+                instances_of: Callable = instances) -> list[list[tuple[ClaimSettings, TaskBatch]]]:
     """A records claim's units of work: unit k holds the k-th batch of each phase (`Claim.batch_settings`), in
     phase order, with that phase's settings. The batches of a phase are formed from its (instance × seed) rows
     as `RunContext.batches` forms them (so a phase that is the shared clean run's settings reads its batches),
@@ -435,7 +562,7 @@ def batch_units(phases: Sequence[ClaimSettings], interleave: bool = False) -> li
     batches are then not those of a fixed-n run (their runs are not shared with one)."""
     per_phase = []
     for s in phases:
-        insts, per = instances(s), instances_per_batch(s)
+        insts, per = instances_of(s), instances_per_batch(s)
         insts = across_tasks(insts) if interleave else insts
         per_phase.append([(s, insts[b:b + per]) for b in range(0, len(insts), per)])
     return [[(s, make_batch(chunk, s.seeds, s.height, s.width)) for s, chunk in

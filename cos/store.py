@@ -430,6 +430,14 @@ class ResultStore:
                 return None
             time.sleep(self.poll_s)
 
+    def has(self, key: str) -> bool:
+        """Whether an entry for `key` is on disk: a file check, nothing read or verified (what a plan counts as
+        stored; an entry `get` then finds damaged or foreign is recomputed, so such a plan is short by it)."""
+        try:
+            return self.path(key).is_file()
+        except OSError:
+            return False
+
     def put(self, key: str, value: Any) -> None:
         """Store `value` (signed); a write error (full disk, read-only store) loses only this entry: warned once,
         the run goes on with the value in memory."""

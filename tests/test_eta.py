@@ -7,11 +7,12 @@ from dataclasses import replace
 import pytest
 
 from cos.errors import InputError
-from cos.eta import (ClaimWork, RunEstimate, apply_budget, expected_s, fit_instances, parse_budget, plan_work,
-                     trace_errors)
+from cos.eta import (ClaimWork, RunEstimate, apply_budget, expected_s, fit_instances, nothing_stored, parse_budget,
+                     plan_work, to_do, trace_errors, with_stored)
 from cos.registry import get_claim
-from cos.runner import RunContext, price_forwards
+from cos.runner import RunContext, clean_run_key, price_forwards, stored_work
 from cos.settings import TIERS
+from cos.store import ResultStore
 from cos.validation import validate_options
 from tests.test_sequential import SEQ, Toy, _Effect
 
@@ -290,3 +291,220 @@ def test_every_rank_meets_at_the_budget_gather_alike():
     assert [CosSession.budget_spent(session(r, True)) for r in (0, 1)] == ["rank 0's reason"] * 2
     assert calls == [0, 1]
     assert [CosSession.budget_spent(session(r, False)) for r in (0, 1)] == [None, None] and calls == [0, 1]
+
+
+# ---------------------------------------------------------------- what the store holds is not work
+def test_to_do_counts_only_the_units_not_stored():
+    assert to_do((), 0.4) == 0.4
+    half = (1.0, 1.0, 0.0, 0.0)                       # a killed run's first two of four units are stored
+    assert [to_do(half, f) for f in (0.25, 0.5, 0.625, 1.0)] == pytest.approx([0.0, 0.0, 0.125, 0.5])
+    assert to_do((1.0, 0.5), 1.0) == pytest.approx(0.25)    # a unit of two phases, one of them stored
+
+
+def test_the_rate_leaves_out_batches_served_from_the_store():
+    """A resumed claim: its first two units are served from the store in no time; they are neither planned work
+    nor done work, and the rate starts after the first unit that was computed (the one that pays the warm-up)."""
+    clock = Clock()
+    est = RunEstimate({"a": ClaimWork("a", 40.0, {"clean": 20.0}, [(1.0, 1.0)], stored=(1.0, 1.0, 0.0, 0.0),
+                                      shared_stored={"clean": (1.0, 1.0, 0.0, 0.0)}, batches=4, stored_batches=2)},
+                      t0=clock(), start=clock(), clock=clock)
+    assert est.planned_s() == pytest.approx(30.0)             # half of 40 + 20
+    est.started("a", 4, [4])
+    est.progress("a", 1)
+    est.progress("a", 2)
+    assert est.warm is None and est.work() == (0.0, pytest.approx(30.0))
+    clock.t += 30                        # the first unit computed: its warm-up is not part of the rate
+    est.progress("a", 3)
+    assert est.warm == (clock.t, pytest.approx(15.0)) and est.eta() is None
+    clock.t += 10
+    est.progress("a", 4)
+    assert est.rate() == pytest.approx(10 / 15) and est.eta() == 0.0
+    assert est.record()["claims"]["a"]["stored_batches"] == 2
+
+
+def test_a_shared_run_is_sampled_where_any_reader_needs_it():
+    a = ClaimWork("a", 0.0, {"clean": 20.0}, [(1.0, 1.0)], shared_stored={"clean": (1.0, 1.0)})
+    b = ClaimWork("b", 0.0, {"clean": 20.0}, [(1.0, 1.0)], shared_stored={"clean": (1.0, 0.0)})
+    assert expected_s({"a": a, "b": b}) == pytest.approx(10.0)     # b still reads the second batch
+    assert expected_s({"a": a}) == 0.0
+    c = ClaimWork("c", 0.0, {"clean": 20.0}, [(1.0, 1.0)])           # nothing known of c: all of it
+    assert expected_s({"a": a, "c": c}) == pytest.approx(20.0)
+
+
+def killed(after: int) -> Toy:
+    """Toy killed in its batch `after` + 1: the batches before it are in the store (the same claim class: a
+    subclass elsewhere would be another module's code, under other store keys)."""
+    claim = Toy()
+    measure = claim.measure_batch
+
+    def measure_batch(ctx, system, settings, batch):
+        if len(claim.calls) == after:
+            raise KeyboardInterrupt("killed")
+        return measure(ctx, system, settings, batch)
+    claim.measure_batch = measure_batch
+    return claim
+
+
+def _toy_pricer(ctx, claims):
+    def price(settings):
+        est = price_forwards(ctx, _Effect(0.3), settings, claims, TIMING)
+        work, power = plan_work(est, claims, settings, _Effect(0.3), False)
+        return est, with_stored(work, stored_work(ctx, claims, _Effect(0.3), settings)), power
+    return price
+
+
+def test_a_killed_run_is_priced_by_what_it_has_left(tmp_path):
+    """Rerunning a killed run under a budget its whole plan exceeds but its unfinished batches fit: not refused,
+    not sized down (that would change the rows and lose the stored batches); below even the rest it is refused in
+    one line that says what was stored."""
+    ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        ctx.measure_claim(killed(3), _Effect(0.3), SEQ)
+    got = stored_work(ctx, [Toy()], _Effect(0.3), SEQ)["toy.records"]
+    assert got["records"] == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0] and (got["stored_batches"], got["batches"]) == (3, 6)
+    assert got["shared"] == {"clean run": got["records"]}       # the clean run is read only by unstored batches
+    price = _toy_pricer(ctx, [Toy()])
+    full = expected_s(nothing_stored(price(SEQ)[1]))
+    assert full > 0 and expected_s(price(SEQ)[1]) == pytest.approx(full / 2)
+    for fit in (False, True):
+        hours = (10 + 0.75 * full) / 3600                        # the whole plan over it, the rest (half) within
+        same, doc, refusal, notes = apply_budget(hours, fit, SEQ, 10.0, 1, price, 1)
+        assert refusal is None and same is SEQ and doc["within"] == "yes"
+        assert doc["stored_batches"] == 3 and doc["total_batches"] == 6
+        assert doc["planned_gpu_hours"] == pytest.approx((10 + full / 2) / 3600, abs=1e-4)
+        assert doc["planned_gpu_hours_if_nothing_stored"] == pytest.approx((10 + full) / 3600, abs=1e-4)
+        assert notes == [f"[cos] --cos-budget {hours:g}{':fit' if fit else ''}: plan {(10 + full / 2) / 3600:.3g} "
+                         f"GPU-hours ({(10 + full) / 3600:.3g} with nothing stored; 3 of 6 batches already stored), "
+                         "within the budget"]
+    hours = (10 + 0.25 * full) / 3600                            # below even the rest
+    _, doc, refusal, _ = apply_budget(hours, False, SEQ, 10.0, 1, price, 1)
+    assert doc["within"] == "refused" and "\n" not in refusal
+    assert refusal.startswith(f"--cos-budget {hours:g}: the plan needs {(10 + full / 2) / 3600:.3g} expected")
+    assert "3 of 6 batches already stored" in refusal
+    fitted, doc, refusal, notes = apply_budget(hours, True, SEQ, 10.0, 1, price, 1)
+    # sized down: other rows, other keys; priced with nothing stored (fewer instances than half the plan's)
+    assert refusal is None and doc["within"] == "fitted" and fitted.instances < SEQ.instances
+    assert doc["fitted_gpu_hours"] == pytest.approx((10 + expected_s(nothing_stored(price(fitted)[1]))) / 3600,
+                                                    abs=1e-4)
+    assert "the 3 stored batches cannot be reused" in notes[0]
+
+
+def test_fit_leaves_a_fully_stored_run_as_it_is(tmp_path):
+    ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
+    ctx.measure_claim(Toy(), _Effect(0.3), SEQ)                  # a first complete run
+    price = _toy_pricer(ctx, [Toy()])
+    assert expected_s(price(SEQ)[1]) == 0.0
+    full = expected_s(nothing_stored(price(SEQ)[1]))
+    hours = (10 + full / 2) / 3600                               # the time so far fits; the whole plan would not
+    same, doc, refusal, notes = apply_budget(hours, True, SEQ, 10.0, 1, price, 1)
+    assert refusal is None and same is SEQ and doc["within"] == "yes" and "fitted_instances" not in doc
+    assert doc["stored_batches"] == doc["total_batches"] == 6 and "6 of 6 batches already stored" in notes[0]
+
+
+def test_the_clean_runs_own_entry_counts_as_stored(organism, tmp_path):
+    """A claim whose records are missing still need not sample the shared clean run where an earlier run of
+    another reader stored it: the plan looks up the same key `RunContext.clean_run` stores it under."""
+    from cos.controls import TINY
+
+    ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
+    claim = get_claim("cos.superposition")
+    s = replace(TINY, tasks=("grounding",), instances=2, batch_size=1)       # two batches of one row
+    (s0, b0), = ctx.units_of(claim, s)[0]
+    ctx.clean_run(organism, s0, b0)
+    assert ctx.key_log[-1]["key"] == clean_run_key(organism, s0, b0)
+    got = stored_work(ctx, [claim], organism, s)[claim.id]
+    assert got["records"] == [0.0, 0.0] and got["shared"] == {"clean run": [1.0, 0.0]}
+    assert stored_work(RunContext(progress=False), [claim], organism, s) == {}     # no store: nothing stored
+
+
+def test_the_plan_keys_each_claims_batches_as_its_run_does(organism):
+    """The plan looks up the keys the run will compute: at the settings and arguments each claim's `measure`
+    hands `measure_records` (several size their own), over instance ids made without their videos."""
+    from cos.registry import all_claims
+    from cos.runner import records_call, row_ids
+    from cos.settings import instances, settings_for
+
+    s = replace(TIERS["cpu"], instances=2, num_frames=5)
+    assert [(r.id, r.num_frames, r.task) for r in row_ids(s)] == [(i.id, i.num_frames, i.task) for i in instances(s)]
+    seen = {}
+
+    class Recording(RunContext):
+        def measure_records(self, claim, system, settings, **kw):
+            seen[claim.id] = (settings, kw)
+            raise StopIteration
+
+    s = settings_for(organism, "gpu")
+    for c in all_claims():
+        try:
+            Recording(progress=False).measure_claim(c, organism, s)
+        except StopIteration:
+            pass
+        assert records_call(c, organism, s) == seen.get(c.id), c.id
+    assert len(seen) == len(all_claims()) - 1 and "distill.four_step" not in seen     # its fast model is not loaded
+    assert seen["frames.count"][0] != s and "sizing" in seen["frames.count"][1]
+
+
+# the rerun's plan at a fixed price (a minute a row-forward, no readouts): its budget decision does not depend on
+# how fast this host's forward happens to be while the test runs
+FIXED_PRICE = '''
+import cos.runner
+
+def fixed(system, settings, warmup=1):
+    return {"seconds_per_row_forward": 60.0, "cold_seconds_per_row_forward": None, "batch_rows": 4,
+            "readout_seconds": {}}
+
+cos.runner.time_forward = fixed
+'''
+RESUMED = ["--cos-tier", "cpu", "--cos-device", "cpu", "--cos-tasks", "grounding,maze", "--cos-instances", "4",
+           "--cos-batch-size", "4", "-k", "energy_profile"]       # 8 rows in 2 batches of 4: 8 row-forwards
+
+
+def _killed_after_one_batch(pytester, organism):
+    """The store a run of layers.energy_profile killed after its first batch leaves (that batch's records, computed
+    here under the keys the run uses), and the rerun's files."""
+    from cos.settings import settings_for
+
+    pytester.makeconftest(FIXED_PRICE)
+    pytester.makepyfile(test_claims="from cos.testing import test_claim  # noqa: F401\n")
+    s = replace(settings_for(organism, "cpu"), instances=4, instance_cap=4, batch_size=4, tasks=("grounding", "maze"))
+    claim, store = get_claim("layers.energy_profile"), pytester.path / "store"
+    ctx = RunContext(store=ResultStore(store), progress=False)
+    units = ctx.units_of(claim, s)
+    assert len(units) == 2
+    (s0, b0), = units[0]
+    ctx._batch_records(claim, organism, s0, b0, {})
+    return store
+
+
+def _rerun(pytester, store, budget):
+    out = pytester.path / "out"
+    res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "-p", "no:xdist", "--cos-out",
+                                        str(out), "--cos-store", str(store), "--cos-budget", budget, *RESUMED)
+    return res, res.stdout.str() + res.stderr.str(), out
+
+
+def test_a_resumed_run_fits_a_budget_its_whole_plan_does_not(pytester, organism):
+    """The rerun's whole plan is 8 row-forwards at 60 s (0.133 GPU-hours) plus its time so far; its first batch is
+    stored, so it has 4 left (0.067): under 0.11:fit it runs, unscaled, and its provenance says what was stored."""
+    store = _killed_after_one_batch(pytester, organism)
+    res, text, out = _rerun(pytester, store, "0.11:fit")
+    assert res.ret == 0, text
+    doc = json.loads((out / "claims-status.json").read_text())
+    budget = doc["provenance"]["budget"]
+    assert budget["within"] == "yes" and "fitted_instances" not in budget and budget["instances"] == 4
+    assert (budget["stored_batches"], budget["total_batches"]) == (1, 2)
+    assert budget["planned_gpu_hours_if_nothing_stored"] > 0.11 > budget["planned_gpu_hours"]
+    (row,) = doc["claims"]
+    assert row["id"] == "layers.energy_profile" and row["status"] in ("holds", "fails", "inconclusive")
+    assert doc["provenance"]["rank_store"][0]["hits"] == 1      # the stored batch served, not redone
+    assert "1 of 2 batches already stored), within the budget" in text
+    assert "1 of 2 batches of the claims already stored, not redone: ETA" in text
+
+
+def test_a_resumed_run_over_its_budget_still_stops_before_any_claim(pytester, organism):
+    store = _killed_after_one_batch(pytester, organism)
+    res, text, out = _rerun(pytester, store, "0.05")            # below even the 4 row-forwards left
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    (line,) = [x for x in text.splitlines() if "--cos-budget" in x]
+    assert "ERROR: --cos-budget 0.05: the plan needs" in line and "1 of 2 batches already stored" in line
+    assert not (out / "claims-status.json").exists()
