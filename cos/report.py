@@ -245,26 +245,33 @@ def paired_difference(a: dict, b: dict, rec_a: Any = None, rec_b: Any = None) ->
     from cos.stats import bootstrap_ci
 
     why = "no shared per-instance values"
+    if (rec_a is None) != (rec_b is None):
+        why = f"no records of this claim in run {'A' if rec_a is None else 'B'}"
     if rec_a is not None and rec_b is not None:
         claim = _claim(a.get("id") or b.get("id") or rec_a.claim)
         if claim is None:
             why = "not a claim of this cos: its records cannot be concluded"
         elif rec_a.version != rec_b.version:
             why = f"claim version v{rec_a.version} → v{rec_b.version}: the two answer different questions"
+        elif rec_a.version != claim.spec.version:
+            # as `cos conclude`: this cos's conclusion is not the one the records were made for
+            why = f"v{rec_a.version} recorded, v{claim.spec.version} installed: not recomputed"
         else:
             from cos.gate import paired_change
 
             try:
                 ch = paired_change(claim, rec_b, rec_a)
-            except (ValueError, KeyError, ZeroDivisionError, AttributeError, TypeError) as e:
-                why = f"records not paired: {e}"[:160]
+            except Exception as e:  # noqa: BLE001 - a display: a conclusion that cannot run on a leave-one-out
+                why = f"records not paired: {type(e).__name__}: {e}"[:160]    # subset leaves B − A unpaired, said
             else:
+                over = (f"paired over {ch['n_shared']} shared instances"
+                        + (f" ({ch['n']} move the estimate)" if ch["n"] != ch["n_shared"] else ""))
                 if ch["ci"] is not None:
                     lo, hi = ch["ci"]
                     wr = ch.get("width_ratio_unpaired")
-                    return (f"{ch['change']:+.3g} [{lo:+.3g}, {hi:+.3g}] paired over {ch['n']} instances"
-                            + (f" (unpaired {wr:.2g}× wider)" if wr else ""), ch)
-                return f"{ch['change']:+.3g} paired over {ch['n']} instances, no interval: {ch['why_no_interval']}", ch
+                    return (f"{ch['change']:+.3g} [{lo:+.3g}, {hi:+.3g}] {over}"
+                            + (f"; the unpaired interval {wr:.2g}× as wide" if wr else ""), ch)
+                return f"{ch['change']:+.3g} {over}, no interval: {ch['why_no_interval']}", ch
     pa, pb = ((r.get("details") or {}).get("per_instance") for r in (a, b))
     if isinstance(pa, dict) and isinstance(pb, dict) and a.get("seeds") == b.get("seeds"):
         shared = sorted(set(pa) & set(pb))

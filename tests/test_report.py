@@ -169,10 +169,19 @@ def test_compare_pairs_two_runs_through_their_records(tmp_path):
     line = lambda md: next(x for x in md.splitlines() if x.startswith("| [memory.persistence]"))
     assert cos_main(["compare", str(runs["a"]), str(runs["b"]), "--out", str(tmp_path / "ab")]) == 0
     ab = line((tmp_path / "ab" / "compare.md").read_text())
-    assert "-1 [-1, -1] paired over 6 instances" in ab, ab
+    assert "-1 [-1, -1] paired over 6 shared instances" in ab, ab
     assert cos_main(["compare", str(runs["a"]), str(runs["c"]), "--out", str(tmp_path / "ac")]) == 0
     ac = line((tmp_path / "ac" / "compare.md").read_text())
-    assert "unpaired (records not paired: 0 task instance(s) with the same seeds" in ac, ac
+    assert "unpaired (records not paired: ValueError: 0 task instance(s) with the same seeds" in ac, ac
+    # records of another claim version than the installed one are not recomputed by this cos's conclusion
+    from cos.report import paired_difference
+    from cos.records import load_records
+
+    ra, rb = (load_records(runs[k])[claim.id] for k in ("a", "b"))
+    old = replace(ra, version=claim.spec.version - 1)
+    row = {"id": claim.id, "measured": 1.0}
+    assert "recorded, v" in paired_difference(row, row, old, replace(rb, version=claim.spec.version - 1))[0]
+    assert "no records of this claim in run A" in paired_difference(row, row, None, rb)[0]
 
 
 def test_a_folder_with_an_earlier_run_is_not_refused_and_a_run_that_writes_nothing_leaves_it(pytester, tmp_path):
