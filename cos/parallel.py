@@ -207,8 +207,10 @@ def _leave(dist: Any, group: Any) -> None:
     died of SIGABRT ('terminate called without an active exception') instead of exiting with the one line: seen
     1 in 15 under load. All ranks reach here (they gathered the same views), so the barrier cannot hang."""
     try:
-        dist.barrier(group=group)
-        dist.destroy_process_group()
+        try:
+            dist.barrier(group=group)
+        finally:            # a barrier that fails still leaves the groups (their threads joined, not left to exit)
+            dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - the one line the caller raises says what happened; this is cleanup only
         pass
 

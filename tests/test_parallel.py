@@ -227,3 +227,27 @@ def test_progress_lines_on_rank_zero_only():
         w(f"line {k}", k == 4)
     assert log == ["line 0\n", "line 4\n"]                 # a log gets the first and the last, not 5 redraws
     assert Progress(RunContext(progress=False), "x", 5).on is False
+
+
+def test_ranks_that_disagree_leave_the_groups_before_the_error():
+    """Every rank leaves together (barrier, then destroy_process_group) before the one-line error: left to
+    interpreter exit, rank 0 died of SIGABRT in CI. A barrier that fails still destroys the groups, and nothing
+    of the cleanup escapes (the caller's one line says what happened)."""
+    from cos.parallel import _leave
+
+    class FakeDist:
+        def __init__(self, barrier_fails: bool):
+            self.calls, self.fails = [], barrier_fails
+
+        def barrier(self, group=None):
+            self.calls.append(("barrier", group))
+            if self.fails:
+                raise RuntimeError("peer gone")
+
+        def destroy_process_group(self):
+            self.calls.append(("destroy",))
+
+    ok, failing = FakeDist(False), FakeDist(True)
+    _leave(ok, "g")
+    _leave(failing, "g")
+    assert ok.calls == [("barrier", "g"), ("destroy",)] and failing.calls == ok.calls
