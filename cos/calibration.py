@@ -246,10 +246,13 @@ def _write(out: Path, doc: dict) -> dict:
     return doc
 
 
-def resummarize(out: Path) -> dict:
+def resummarize(out: Path, sequential: bool | None = None) -> dict:
     """Recompute DIR/calibration.json and .md from DIR/draws.jsonl with this version's rules, without running
     anything; the provenance of the run that made the draws is kept (and marked `resummarized`), its mode too:
-    draws decided at looks when its `sequential` is true (a provenance without it: fixed n)."""
+    draws decided at looks when its `sequential` is true (a provenance without it: fixed n). Only the draws of
+    its tier and mode are summarized (a folder may hold both modes' draws, keyed apart), and the provenance's
+    draws_by_host and draw_seconds are those of the draws summarized. `sequential` (`--sequential` given with
+    --summarize-only): refused when it is not the run's mode."""
     from cos.errors import InputError
     from cos.registry import all_claims
 
@@ -268,15 +271,26 @@ def resummarize(out: Path) -> dict:
         raise InputError(f"--summarize-only: {cal}: not a calibration document of this cos (its provenance needs "
                          "tier, draws, jobs and wall_s, and sequential true or false if any)")
     seq = p.get("sequential", False)
+    mode = lambda on: "on" if on else "off"
+    if sequential is not None and sequential != seq:
+        raise InputError(f"--sequential {mode(sequential)}: with --summarize-only it must be the mode of the run "
+                         f"it resummarizes ({cal} says {mode(seq)}); leave it out to keep that mode")
+    # the draws of the run's tier and mode only, before the claims are listed: a folder holding fixed-n draws of
+    # one claim and sequential draws of another must not list the first, undrawn, in a sequential summary
+    recs = [r for r in recs if r["tier"] == p["tier"] and (r.get("sequential") is True) == seq]
+    if not recs:
+        raise InputError(f"--summarize-only: {out / 'draws.jsonl'} holds no draws of tier {p['tier']} with "
+                         f"--sequential {mode(seq)}, the run {cal} describes")
     ids = {r["claim"] for r in recs}
     claims = [c for c in all_claims() if c.id in ids]
     # draws of controls a claim no longer has (renamed, or a hand-edited line) cannot be summarized: left out
     known = {(c.id, k.name) for c in claims for k in c.controls()}
     recs = [r for r in recs if (r["claim"], r["control"]) in known]
-    doc = summarize([r for r in recs if r["tier"] == p["tier"] and (r.get("sequential") is True) == seq], claims,
-                    p["draws"], p["tier"], p["jobs"], p["wall_s"], seq)
+    doc = summarize(recs, claims, p["draws"], p["tier"], p["jobs"], p["wall_s"], seq)
+    # the draws themselves say which host and torch made them and how long they took (a resumed or partly
+    # rerun folder mixes them), as resummarize_gate does
     doc["provenance"] = {**p, "sequential": seq, **({"looks_max": doc["provenance"]["looks_max"]} if seq else {}),
-                         "draw_seconds": doc["provenance"]["draw_seconds"],
+                         **{k: doc["provenance"][k] for k in ("draw_seconds", "draws_by_host")},
                          "resummarized": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     return _write(out, doc)
 
@@ -476,7 +490,9 @@ def markdown(doc: dict) -> str:
             "futility; cos.sequential), so power and FPR count the looks: a draw is the decision it stopped at. "
             "'mean n used': the mean share of its batches a draw ran (batches used / batches max), over the "
             "positive and over the negative controls' draws; a control whose batches form one unit has a single "
-            "look and uses all of them ('one look': no draw of the claim had more than one planned).\n\n")
+            "look and uses all of them ('one look': no draw of the claim had more than one planned). The null "
+            "share counts every negative control's draws, the exact-0 nulls too (which the FPR column leaves "
+            "out). MDE: measured where each planted draw stopped, not at its full n.\n\n")
     nf = doc.get("n_fraction") if seq else None
     overall = "" if nf is None else (
         f"\n\nMean n used across the {nf['claims']} claim(s) whose draws recorded it: positives "

@@ -318,7 +318,7 @@ def _validate(a) -> None:
     if a.kind == "gate":
         from cos.gate_validate import resummarize_gate, validate_gate
 
-        if a.sequential != "off":
+        if a.sequential not in (None, "off"):
             raise InputError(f"--sequential {a.sequential}: only with --kind controls (the gate compares fixed-n rows)")
 
         from cos.gate_validate import PILOT
@@ -333,8 +333,8 @@ def _validate(a) -> None:
         print(f"{len(doc['claims']) - len(missed)}/{len(doc['claims'])} claims meet the gate's goals"
               + (f"; not: {', '.join(missed)}" if missed else ""))
         return
-    if a.summarize_only:
-        doc = resummarize(Path(a.out))
+    if a.summarize_only:   # the run's own mode; an explicit --sequential that differs is refused
+        doc = resummarize(Path(a.out), None if a.sequential is None else a.sequential == "on")
     else:
         doc = validate(Path(a.out), positive_int("--draws", a.draws), a.tier, positive_int("--jobs", a.jobs), a.k,
                        sequential=a.sequential == "on")
@@ -502,10 +502,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="controls: each claim's power and FPR on its controls (default); gate: the gate's power at "
                         "the MDE and FPR on unchanged models, from pairs of controls on the same rows "
                         "(gate-calibration.json/.md; docs/gate.md)")
-    p.add_argument("--sequential", default="off", choices=["off", "on"],
+    p.add_argument("--sequential", default=None, choices=["off", "on"],
                    help="on: every draw decides at looks as --cos-sequential on does (power and FPR count the "
                         "looks; calibration adds the mean share of the batches used); off: fixed n (default). "
-                        "--summarize-only keeps the mode of the run it resummarizes")
+                        "--summarize-only keeps the mode of the run it resummarizes (a different one is refused)")
     p.add_argument("--summarize-only", action="store_true",
                    help="recompute calibration.json/.md (with --kind gate: gate-calibration.json/.md, for --draws) "
                         "from DIR/draws.jsonl, running nothing (keeps its provenance)")

@@ -227,6 +227,10 @@ def test_the_summary_reports_the_mean_share_of_n_used():
     md = markdown(doc)
     assert "mean n used (pos / null)" in md and "0.67 / 0.89" in md and "Sequential looks on" in md
     assert "count the looks" in md and "target: ≤ 0.5" in md and "not met" in md
+    # the null share is over every negative control (exact-0 nulls too, which the FPR leaves out); the MDE is
+    # measured where each planted draw stopped
+    assert "the exact-0 nulls too (which the FPR column leaves out)" in md
+    assert "MDE: measured where each planted draw stopped, not at its full n" in md
     # fixed n: no n_fraction, no column, no sentence (the document as before, its provenance saying off)
     off = summarize([{k: v for k, v in r.items() if k not in ("sequential", "batches_used", "batches_max")}
                      for r in recs], [claim], 3, "cpu", 1, 1.0)
@@ -268,3 +272,98 @@ def test_validate_cli_refuses_a_bad_sequential_value_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--kind controls" in err[0]
     assert not (tmp_path / "draws.jsonl").exists()
+
+
+def _fixed(recs):
+    return [{k: v for k, v in r.items() if k not in ("sequential", "batches_used", "batches_max")} for r in recs]
+
+
+def test_summarize_only_lists_only_the_claims_drawn_in_the_runs_mode(tmp_path):
+    """Fixed-n draws of one claim and sequential draws of another in one folder: a sequential resummary lists the
+    second only (the first has no draws in that mode: it was listed undrawn, 'meets_goal' false); a folder with
+    no draw of the run's mode is refused in one line instead of writing an empty calibration."""
+    from cos.calibration import _write, resummarize, summarize
+    from cos.registry import get_claim
+
+    mem, frames = get_claim("memory.persistence"), get_claim("frames.count")
+    seq = _seq_recs(mem)
+    other = [{**r, "claim": frames.id, "version": frames.spec.version, "control": c, "kind": k}
+             for r, (c, k) in zip(_fixed(seq), [("every-frame-evidence", "positive"), ("reference", "negative")])]
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other + seq))
+    _write(tmp_path, summarize(seq, [mem], 3, "cpu", 1, 1.0, sequential=True))
+    doc = resummarize(tmp_path)
+    assert list(doc["claims"]) == [mem.id] and frames.id not in (tmp_path / "calibration.md").read_text()
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other))
+    with pytest.raises(InputError, match="holds no draws of tier cpu with --sequential on"):
+        resummarize(tmp_path)
+
+
+def test_summarize_only_takes_draws_by_host_from_the_draws_summarized(tmp_path):
+    """The provenance kept from the run is that of the run; which hosts made the draws and their seconds are
+    recomputed from the draws summarized (a resumed or partly rerun folder), as resummarize_gate does."""
+    from cos.calibration import _write, resummarize, summarize
+    from cos.registry import get_claim
+
+    claim = get_claim("memory.persistence")
+    recs = [{**r, "host": "new-host", "torch": "9.9"} for r in _seq_recs(claim)]
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    old = summarize(recs, [claim], 3, "cpu", 1, 1.0, sequential=True)
+    old["provenance"].update(draws_by_host={"old-host (torch 1.0)": 99}, draw_seconds=1234.0, machine="old-host")
+    _write(tmp_path, old)
+    p = resummarize(tmp_path)["provenance"]
+    assert p["draws_by_host"] == {"new-host (torch 9.9)": 6} and p["draw_seconds"] == 6.0
+    assert p["machine"] == "old-host" and p["resummarized"]       # the run's own provenance otherwise kept
+
+
+def test_summarize_only_refuses_a_sequential_mode_other_than_the_runs(tmp_path, capsys):
+    from cos.calibration import _write, summarize
+    from cos.cli import main
+    from cos.registry import get_claim
+
+    claim = get_claim("memory.persistence")
+    fixed = _fixed(_seq_recs(claim))
+    (tmp_path / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fixed))
+    _write(tmp_path, summarize(fixed, [claim], 3, "cpu", 1, 1.0))
+    before = (tmp_path / "calibration.json").read_text()
+    assert main(["validate", "--out", str(tmp_path), "--summarize-only", "--sequential", "on"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sequential on" in err[0] and "--summarize-only" in err[0] and "says off" in err[0]
+    assert (tmp_path / "calibration.json").read_text() == before           # nothing rewritten
+    for argv in ([], ["--sequential", "off"]):       # left out: the run's mode; the same mode given: accepted
+        assert main(["validate", "--out", str(tmp_path), "--summarize-only", *argv]) == 0
+        assert json.loads((tmp_path / "calibration.json").read_text())["provenance"]["sequential"] is False
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("mode", ["on", "off"])
+def test_validate_cli_passes_sequential_to_every_draw(tmp_path, monkeypatch, capsys, mode):
+    """`cos validate --sequential on|off` reaches run_one, the records' keys and the provenance. run_one is
+    replaced by a stub recording its `sequential`; --jobs 1 only (with --jobs > 1 the draws run in worker
+    processes, which a monkeypatch does not reach)."""
+    import cos.calibration
+    from cos.calibration import _is_record, _rec_key, looks_of
+    from cos.cli import main
+    from cos.registry import get_claim
+
+    seen = []
+
+    def stub(claim_id, control, draw, tier, sequential=False):
+        seen.append(sequential)
+        claim = get_claim(claim_id)
+        ctl = next(c for c in claim.controls() if c.name == control)
+        return {"claim": claim_id, "version": claim.spec.version, "control": control, "kind": ctl.kind,
+                "draw": draw, "tier": tier, "seconds": 0.0, "host": "stub", "torch": "?", "status": "fails",
+                "measured": 0.0, "ci": [0.0, 0.0], "n": 1, "reason": "stub", "check": True, "mde": None,
+                **({"sequential": True, **looks_of(None, [1])} if sequential else {})}
+
+    monkeypatch.setattr(cos.calibration, "run_one", stub)
+    assert main(["validate", "--out", str(tmp_path), "--draws", "1", "-k", "memory", "--sequential", mode]) == 0
+    capsys.readouterr()
+    on = mode == "on"
+    assert seen and set(seen) == {on}
+    recs = [json.loads(x) for x in (tmp_path / "draws.jsonl").read_text().splitlines()]
+    assert len(recs) == len(seen) and all(_is_record(r) for r in recs)
+    assert all(_rec_key(r).endswith("|seq") == on for r in recs)
+    doc = json.loads((tmp_path / "calibration.json").read_text())
+    assert doc["provenance"]["sequential"] is on and ("n_fraction" in doc) is on
+    assert doc["claims"]["memory.persistence"]["planted"]["draws"] == 1     # the draws were summarized in their mode
