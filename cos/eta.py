@@ -24,7 +24,10 @@ What the result store holds already is not work (`cos.runner.stored_work`): a re
 whose claims an earlier run measured, serves those batches' records without sampling. Per claim the plan keeps,
 per unit, the share of its batches that is stored (`ClaimWork.stored`) and, per shared run it reads, the share
 that will not sample it; its planned seconds up to a fraction of its units (`to_do`) count only the rest, so the
-plan, the ETA and the rate (planned seconds done per wall second) leave the stored batches out alike.
+plan, the ETA and the rate (planned seconds done per wall second) leave the stored batches out alike. A process
+runs only its own units (unit k on rank k mod n): a shard (`--cos-shard i/n`) is priced by what its own units
+have left, a world of n ranks by its busiest rank's (`to_do`'s `ranks`, `rank`): what is stored unevenly over
+the ranks (one shard's units finished, a rank that crashed) does not shorten the others' share.
 """
 from __future__ import annotations
 
@@ -43,13 +46,28 @@ MIN_FIT_INSTANCES = 2       # a claim's interval over instances needs two of the
 PRIOR_WEIGHT = 2.0
 
 
-def to_do(stored: Sequence[float], f: float) -> float:
+def to_do(stored: Sequence[float], f: float, ranks: int = 1, rank: int | None = None) -> float:
     """The share of a claim's work up to fraction `f` of its units that the store does not hold: `f` itself when
     nothing is stored; else the units before f·U, each counted by the share of its batches not stored, and of the
-    unit `f` falls in the part reached (`stored`: per unit in run order, the share of its batches stored)."""
+    unit `f` falls in the part reached (`stored`: per unit in run order, the share of its batches stored).
+    Over `ranks` processes, unit k runs on rank k mod `ranks` and each rank gets to `f` of its own units: with
+    `rank` (a shard) the share of that rank's own units up to `f`; without, the busiest rank's, in shares of the
+    largest rank's units (what the plan, priced at the busiest rank's share of the batches, pays for). Both are
+    `f` when nothing is stored."""
     f = min(max(f, 0.0), 1.0)
     if not stored:
         return f
+    if ranks > 1:
+        if rank is not None:
+            mine = stored[rank % ranks::ranks]
+            return _to_do(mine, f) if mine else 0.0
+        most = len(stored[0::ranks])
+        return max(_to_do(stored[r::ranks], f) * len(stored[r::ranks]) / most
+                   for r in range(min(ranks, len(stored))))
+    return _to_do(stored, f)
+
+
+def _to_do(stored: Sequence[float], f: float) -> float:
     n = len(stored)
     x = f * n
     i = min(int(x + 1e-9), n)
@@ -78,6 +96,10 @@ class ClaimWork:
     shared_stored: dict[str, tuple[float, ...]] = field(default_factory=dict)
     batches: int = 0                        # its record batches, and how many of them are stored
     stored_batches: int = 0
+    # the processes the units are split over (unit k on rank k mod ranks) and, for a shard, the one this is
+    # (only its own units are its work); a world's plan is its busiest rank's (`to_do`)
+    ranks: int = 1
+    rank: int | None = None
 
     def target(self) -> float:
         """The fraction of its units the claim is expected to end at, given it has got to `done` without
@@ -91,18 +113,22 @@ class ClaimWork:
         exp = sum(f * p for f, p in ahead) / mass if mass > 0 else min(f for f, _ in ahead)
         return max(self.done, exp)
 
+    def to_do(self, stored: Sequence[float], f: float) -> float:
+        """`to_do` of `stored` at `f` over this claim's ranks."""
+        return to_do(stored, f, self.ranks, self.rank)
+
     def expected_to_do(self, stored: Sequence[float] = ()) -> float:
         """`target` in work not served by the store (`to_do` of `stored`): the expectation, over the looks still
         ahead, of the work up to each; the same as `target` when nothing is stored."""
         if self.finished:
-            return to_do(stored, self.done)
+            return self.to_do(stored, self.done)
         ahead = [(f, p) for f, p in self.stops if f >= self.done - 1e-9]
         mass = sum(p for _, p in ahead)
         if not ahead:
-            return to_do(stored, max(self.done, 1.0))
+            return self.to_do(stored, max(self.done, 1.0))
         if mass <= 0:
-            return to_do(stored, max(self.done, min(f for f, _ in ahead)))
-        return sum(p * to_do(stored, max(self.done, f)) for f, p in ahead) / mass
+            return self.to_do(stored, max(self.done, min(f for f, _ in ahead)))
+        return sum(p * self.to_do(stored, max(self.done, f)) for f, p in ahead) / mass
 
 
 @dataclass
@@ -137,7 +163,7 @@ class RunEstimate:
             flags = [c.shared_stored.get(name, ()) for c in readers]
             # readers of other unit counts (a claim that sizes its own instances) are not matched unit by unit
             skip = tuple(min(v) for v in zip(*flags)) if all(flags) and len({len(f) for f in flags}) == 1 else ()
-            covered = to_do(skip, max(c.done for c in readers))
+            covered = readers[0].to_do(skip, max(c.done for c in readers))   # the readers' ranks are the run's
             need = max(c.expected_to_do(skip) for c in readers)
             done += secs * covered
             left += secs * max(0.0, need - covered)
@@ -146,8 +172,8 @@ class RunEstimate:
     def work(self) -> tuple[float, float]:
         """(done, remaining) planned seconds of the whole plan (stored batches are neither)."""
         sd, sl = self._shared()
-        done = sum(c.own_s * to_do(c.stored, c.done) for c in self.claims.values()) + sd
-        left = sum(c.own_s * max(0.0, c.expected_to_do(c.stored) - to_do(c.stored, c.done))
+        done = sum(c.own_s * c.to_do(c.stored, c.done) for c in self.claims.values()) + sd
+        left = sum(c.own_s * max(0.0, c.expected_to_do(c.stored) - c.to_do(c.stored, c.done))
                    for c in self.claims.values()) + sl
         return done, left
 
@@ -295,7 +321,8 @@ def with_stored(work: Mapping[str, ClaimWork], stored: Mapping[str, Mapping[str,
     """The plan with what the result store holds taken off (`stored`: `cos.runner.stored_work`)."""
     return {k: w if k not in stored else replace(
         w, stored=tuple(stored[k]["records"]), shared_stored={n: tuple(v) for n, v in stored[k]["shared"].items()},
-        batches=stored[k]["batches"], stored_batches=stored[k]["stored_batches"]) for k, w in work.items()}
+        batches=stored[k]["batches"], stored_batches=stored[k]["stored_batches"],
+        ranks=stored[k].get("ranks", 1), rank=stored[k].get("rank")) for k, w in work.items()}
 
 
 def nothing_stored(work: Mapping[str, ClaimWork]) -> dict[str, ClaimWork]:
@@ -360,7 +387,8 @@ def trace_errors(trace: Sequence[Sequence[float]], end_s: float, from_s: float) 
 
 def apply_budget(hours: float, fit: bool, settings: Any, at_s: float, ranks: int,
                  price: Callable[[Any], tuple[dict, dict[str, ClaimWork], dict[str, float | None]]],
-                 n_claims: int) -> tuple[Any, dict, str | None, list[str]]:
+                 n_claims: int, price_bare: Callable[[Any], tuple] | None = None
+                 ) -> tuple[Any, dict, str | None, list[str]]:
     """Hold the plan to `hours` GPU-hours: (settings to run at, the decision for the provenance, the refusal line
     or None, lines to print). `price(settings)` -> (priced estimate, plan work, power per claim at its effect);
     `at_s`: seconds the run has spent already (loading, timing), counted against the budget too. Over the budget
@@ -368,8 +396,12 @@ def apply_budget(hours: float, fit: bool, settings: Any, at_s: float, ranks: int
     own instance count scaled alike (`ClaimSettings.instance_scale`), with the power that leaves per claim.
     The plan is what the store does not hold yet (`with_stored`): a rerun of a killed run pays for its unfinished
     batches only, so a plan whose remainder fits runs as it is, unscaled (scaling would throw the stored batches
-    away). A sized plan is priced with nothing stored: other instance counts are other rows and other store keys."""
+    away). A sized plan is priced with nothing stored: other instance counts are other rows and other store keys;
+    `price_bare(settings)` (default `price`) prices it without looking the store up (the fit prices ~log2(n)
+    sizes, and what the store holds of them is thrown away)."""
     from cos.runner import fmt_s
+
+    price_bare = price_bare or price
 
     est, work, power = price(settings)
     eta = expected_s(work)
@@ -392,14 +424,15 @@ def apply_budget(hours: float, fit: bool, settings: Any, at_s: float, ranks: int
         doc["within"] = "refused"
         return settings, doc, budget_refusal(hours, need, what), []
     sized = lambda k: replace(settings, instances=k, instance_scale=k / n * (settings.instance_scale or 1.0))
-    k = fit_instances(lambda k: expected_s(nothing_stored(price(sized(k))[1])), n, hours * 3600 / ranks - at_s)
+    k = fit_instances(lambda k: expected_s(nothing_stored(price_bare(sized(k))[1])), n,
+                      hours * 3600 / ranks - at_s)
     if k is None:
         doc["within"] = "refused"
         return settings, doc, budget_refusal(hours, need, what, fit_note=(
             f"even {MIN_FIT_INSTANCES} instances a task do not fit" if n > MIN_FIT_INSTANCES
             else f"{n} instances a task are the fewest the fit goes to")), []
     fitted = sized(k)
-    _, work, fit_power = price(fitted)
+    _, work, fit_power = price_bare(fitted)
     work = nothing_stored(work)
     doc.update(within="fitted", fitted_instances=k, scale=round(k / n, 4),
                fitted_gpu_hours=round(gpu_hours(at_s + expected_s(work), ranks), 4),

@@ -916,7 +916,20 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
         against = session.config.getoption("--cos-against")
         sides = 2 if against and not (Path(against) / "records.jsonl").exists() else 1
 
-        def price(settings):
+        looked: list = []       # (settings, what the store holds of them): the plan is priced twice at its own
+
+        def held(settings) -> dict:
+            for at, got in looked:
+                if at == settings:
+                    return got
+            try:
+                got = stored_work(ctx, planned, system, settings)
+            except Exception:  # noqa: BLE001 - never fail the plan (under a launcher the other ranks wait at the
+                got = {}        # gather below): nothing stored, the full price
+            looked.append((settings, got))
+            return got
+
+        def price(settings, stored: bool = True):
             est = price_forwards(ctx, system, settings, planned, timing)
             # shards run every unit (no looks across hosts: cos.runner's alone_share), so they are priced at full n
             work, power = plan_work(est, planned, settings, system, ctx.sequential and ctx.shard is None, pilot)
@@ -924,15 +937,16 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
                 # loaded yet), and a killed gate run stored the new side of a claim before its old side
                 work = {k: replace(w, own_s=w.own_s * sides, shared={r: v * sides for r, v in w.shared.items()})
                         for k, w in work.items()}
-            else:           # a rerun pays only for the batches the store does not hold (a killed run's rest)
-                work = with_stored(work, stored_work(ctx, planned, system, settings))
+            elif stored:    # a rerun pays only for the batches the store does not hold (a killed run's rest)
+                work = with_stored(work, held(settings))
             return est, work, power
 
         notes: list[str] = []
         if session.budget is not None:
             hours, fit = session.budget
             ranks = price_forwards(ctx, system, s, planned, timing)["ranks"]
-            s, session.budget_doc, refusal, notes = apply_budget(hours, fit, s, at_s, ranks, price, len(planned))
+            s, session.budget_doc, refusal, notes = apply_budget(hours, fit, s, at_s, ranks, price, len(planned),
+                                                                 lambda x: price(x, stored=False))
             if refusal:
                 decision = {"refuse": refusal}
             elif session.budget_doc.get("fitted_instances"):

@@ -378,26 +378,38 @@ def row_ids(settings: ClaimSettings) -> list[RowId]:
             for i in range(settings.first_instance, settings.first_instance + settings.instances)]
 
 
-class _RecordsCall(BaseException):     # not an Exception: a claim's own `except Exception` must let it through
-    def __init__(self, settings: ClaimSettings, kw: dict):
-        super().__init__()
-        self.settings, self.kw = settings, kw
-
-
-class _NotProbed(BaseException):
+class _NotProbed(BaseException):     # not an Exception: a claim's own `except Exception` must let it through
     pass
 
 
+class _ProbedResult:
+    """What the probe's `measure_records` hands the claim back: touching it stops the claim (what a claim does
+    after its records call only reshapes the row it returns: `on_task_suite`)."""
+
+    def __getattr__(self, name: str):
+        raise _NotProbed(name)
+
+    def __setattr__(self, name: str, value: Any):
+        raise _NotProbed(name)
+
+
 class _Probe:
-    """The run context a claim's `measure` is called with at plan time (`records_call`): it stops the claim at its
-    `measure_records` call, with the settings and arguments the claim measures its records at; anything else the
-    claim reaches for (a run, its batches, the distilled model) stops it too, as not known."""
+    """The run context a claim's `measure` is called with at plan time (`records_call`): it notes the settings and
+    arguments the claim measures its records at (`measure_records`, whose row it hands back as a `_ProbedResult`);
+    anything else the claim reaches for (a run, its batches, the distilled model) stops it, as not known, and a
+    second `measure_records` call stops it too (`calls` counts them: its keys would not be the first call's)."""
 
     def __init__(self, sequential: bool, shard: tuple[int, int] | None):
         self.sequential, self.shard = sequential, shard
+        self.call: tuple[ClaimSettings, dict] | None = None
+        self.calls = 0
 
     def measure_records(self, claim, system, settings, **kw):
-        raise _RecordsCall(settings, kw)
+        self.calls += 1
+        if self.calls > 1:
+            raise _NotProbed("a second measure_records")
+        self.call = (settings, kw)
+        return _ProbedResult()
 
     def __getattr__(self, name: str):
         raise _NotProbed(name)
@@ -408,14 +420,17 @@ def records_call(claim, system: WanSystem, settings: ClaimSettings, sequential: 
     """(settings, keyword arguments) the claim's `measure` hands `measure_records` at these run settings: several
     claims size their own (frames.count its frame counts, the noise claims `noise_settings` and their sizing,
     layers.swap_flip its instances), and both are in its records' store keys. None where the claim does not get
-    there without running something (a VBVR run, distill.four_step's fast model, a claim that skips)."""
+    there without running something (a VBVR run, distill.four_step's fast model, a claim that skips or fails
+    first, pytest.skip included) or calls `measure_records` more than once (its records are not all under the
+    first call's keys). Nothing the claim raises leaves here but KeyboardInterrupt and SystemExit."""
+    probe = _Probe(sequential, shard)
     try:
-        claim.measure(_Probe(sequential, shard), system, settings)
-    except _RecordsCall as call:
-        return call.settings, call.kw
-    except (_NotProbed, Exception):  # noqa: BLE001 - not known: the plan counts nothing of it stored
-        return None
-    return None
+        claim.measure(probe, system, settings)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException:  # noqa: BLE001 - _NotProbed, a claim's own error or pytest outcome: what it got to counts
+        pass
+    return probe.call if probe.calls == 1 else None
 
 
 def stored_work(ctx: RunContext, claims: Sequence[Any], system: WanSystem, settings: ClaimSettings) -> dict[str, dict]:
@@ -426,16 +441,24 @@ def stored_work(ctx: RunContext, claims: Sequence[Any], system: WanSystem, setti
     share of the unit's batches that will not sample it: the claim's records are stored, or, for the clean run,
     the run's own entry is (`clean_run_key`). The noise sweep's entry is not looked up (its key needs each
     reader's branches, built inside its `measure_batch`): it counts as needed wherever a reader's records are
-    missing. "batches" and "stored_batches" count the claim's record batches.
+    missing. "ranks" and "rank" say whose units are this process's work (unit k runs on rank k mod ranks; `to_do`):
+    a shard's own (rank: its index; "batches" and "stored_batches" count only its record batches), a connected
+    world's busiest rank's (rank None; the counts are the world's), else all (ranks 1).
     The keys are those the run will compute: at the settings and arguments the claim's `measure` hands
     `measure_records` (`records_call`), over its units with the instances as ids (`row_ids`: no videos made);
-    each looked up by an existence check of its file (`ResultStore.has`), nothing loaded or verified. A claim
-    `records_call` cannot follow, or not written as records, counts as nothing stored. {} without a store."""
+    each looked up by the header of its file (`ResultStore.has`: format, key and signer; nothing verified).
+    The contract this relies on: a claim's `measure` calls `measure_records` once, as the last thing it does but
+    reshaping the row it returns; a claim that calls it twice, that `records_call` cannot follow, or not written
+    as records, counts as nothing stored, and so does any error keying or looking up a claim's batches (a plan is
+    never refused for this: the full price). {} without a store."""
     import inspect
     from types import SimpleNamespace
 
     if ctx.store is None:
         return {}
+    rank, n_ranks = ctx.split
+    ranks = n_ranks if (ctx.shard is not None or ctx.world.connected) and n_ranks > 1 else 1
+    own = rank if ctx.shard is not None and ranks > 1 else None
     # what the keys read of the model, once (its fingerprint hashes the weights' identity on every call)
     model = SimpleNamespace(fingerprint=system.fingerprint, name=system.name)
     out: dict[str, dict] = {}
@@ -450,18 +473,20 @@ def stored_work(ctx: RunContext, claims: Sequence[Any], system: WanSystem, setti
             units = ctx.units_of(c, s_run, instances_of=row_ids, **kw)
             shared = list(c.shared_runs(settings, system))
             code = _code_hash(inspect.getmodule(type(c)))     # once per claim: the module sources are hashed
+            recs, runs, n, got = [], {k: [] for k in shared}, 0, 0
+            for u, unit in enumerate(units):
+                have = [ctx.store.has(records_key(c, model, s, b, kw, code=code)) for s, b in unit]
+                if own is None or u % ranks == own:
+                    n, got = n + len(have), got + sum(have)
+                recs.append(sum(have) / len(have) if have else 1.0)
+                for k in shared:
+                    skip = [h or (k == CLEAN_RUN and ctx.store.has(clean_run_key(model, s, b)))
+                            for h, (s, b) in zip(have, unit)]
+                    runs[k].append(sum(skip) / len(skip) if skip else 1.0)
         except Exception:  # noqa: BLE001 - a plan is never refused for this: nothing stored, the full price
             continue
-        recs, runs, n, got = [], {k: [] for k in shared}, 0, 0
-        for unit in units:
-            have = [ctx.store.has(records_key(c, model, s, b, kw, code=code)) for s, b in unit]
-            n, got = n + len(have), got + sum(have)
-            recs.append(sum(have) / len(have) if have else 1.0)
-            for k in shared:
-                skip = [h or (k == CLEAN_RUN and ctx.store.has(clean_run_key(model, s, b)))
-                        for h, (s, b) in zip(have, unit)]
-                runs[k].append(sum(skip) / len(skip) if skip else 1.0)
-        out[c.id] = {"records": recs, "shared": runs, "batches": n, "stored_batches": got}
+        out[c.id] = {"records": recs, "shared": runs, "batches": n, "stored_batches": got, "ranks": ranks,
+                     "rank": own}
     return out
 
 

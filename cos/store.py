@@ -23,6 +23,7 @@ import json
 import math
 import os
 import socket
+import stat
 import struct
 import threading
 import time
@@ -239,6 +240,39 @@ def _read_entry(p: Path) -> bytes | None:
         return None
 
 
+def _entry_head_ok(p: Path, key: str, kid: str) -> bool:
+    """Whether `p` is a regular file (a symlink is not followed, as `_read_entry` does not) whose safetensors
+    header says an entry of this FORMAT for `key`, signed by key id `kid`; only the header is read."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(p, flags)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or not 8 < st.st_size <= MAX_ENTRY_BYTES:
+            return False
+        (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+        if n > st.st_size - 8:
+            return False
+        head = b""
+        while len(head) < n:
+            part = os.pread(fd, min(n - len(head), 1 << 24), 8 + len(head))
+            if not part:
+                return False
+            head += part
+        if head[:1] != b"{":
+            return False
+        meta = json.loads(head).get("__metadata__")
+        return (isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("key") == key
+                and meta.get("key_id") == kid and isinstance(meta.get("mac"), str)
+                and isinstance(meta.get("tree"), str))
+    except (OSError, ValueError, AttributeError, struct.error):
+        return False
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------- claims (one computing process per key)
 
 _HOST = socket.gethostname()
@@ -431,11 +465,13 @@ class ResultStore:
             time.sleep(self.poll_s)
 
     def has(self, key: str) -> bool:
-        """Whether an entry for `key` is on disk: a file check, nothing read or verified (what a plan counts as
-        stored; an entry `get` then finds damaged or foreign is recomputed, so such a plan is short by it)."""
+        """Whether `get` would find an entry for `key` (what a plan counts as stored): a regular file, not a symlink,
+        whose safetensors header names this format, this key and a signer this store trusts. Only the header is
+        read (one small read), the MAC is not verified: an entry damaged after it was signed is still counted, and
+        `get` then recomputes it (such a plan is short by it). Never raises."""
         try:
-            return self.path(key).is_file()
-        except OSError:
+            return _entry_head_ok(self.path(key), key, key_id(self.secret))
+        except Exception:  # noqa: BLE001 - not known to be there: not stored
             return False
 
     def put(self, key: str, value: Any) -> None:

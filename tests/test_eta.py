@@ -389,6 +389,27 @@ def test_a_killed_run_is_priced_by_what_it_has_left(tmp_path):
     assert "the 3 stored batches cannot be reused" in notes[0]
 
 
+def test_the_fit_prices_its_trial_sizes_without_looking_the_store_up(tmp_path):
+    """The fit's ~log2(n) trial sizes are priced with nothing stored anyway: through `price_bare`, which does not
+    look the store up; only the plan's own settings are looked up."""
+    ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
+    price, looked, bare = _toy_pricer(ctx, [Toy()]), [], []
+
+    def counted(settings):
+        looked.append(settings.instances)
+        return price(settings)
+
+    def price_bare(settings):
+        bare.append(settings.instances)
+        est = price_forwards(ctx, _Effect(0.3), settings, [Toy()], TIMING)
+        return est, *plan_work(est, [Toy()], settings, _Effect(0.3), False)
+
+    full = expected_s(price(SEQ)[1])
+    fitted, doc, refusal, _ = apply_budget((10 + full / 2) / 3600, True, SEQ, 10.0, 1, counted, 1, price_bare)
+    assert refusal is None and doc["within"] == "fitted" and looked == [SEQ.instances]
+    assert len(bare) >= 2 and fitted.instances in bare and SEQ.instances not in bare
+
+
 def test_fit_leaves_a_fully_stored_run_as_it_is(tmp_path):
     ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
     ctx.measure_claim(Toy(), _Effect(0.3), SEQ)                  # a first complete run
@@ -442,6 +463,146 @@ def test_the_plan_keys_each_claims_batches_as_its_run_does(organism):
         assert records_call(c, organism, s) == seen.get(c.id), c.id
     assert len(seen) == len(all_claims()) - 1 and "distill.four_step" not in seen     # its fast model is not loaded
     assert seen["frames.count"][0] != s and "sizing" in seen["frames.count"][1]
+
+
+def test_to_do_over_ranks_is_a_shards_own_units_or_the_busiest_ranks():
+    """Unit k runs on rank k mod n: a shard's work is its own units' rest, a world's its busiest rank's, in shares
+    of the largest rank's units; `f` itself with nothing stored."""
+    assert to_do((1.0, 0.0) * 3, 1.0, 2, rank=1) == 1.0 and to_do((1.0, 0.0) * 3, 1.0, 2, rank=0) == 0.0
+    assert to_do((1.0, 0.0) * 3, 1.0, 2) == 1.0            # rank 1 still has all of its units
+    assert to_do((1.0, 0.0) * 3, 1.0) == 0.5                # what one process would have left
+    assert to_do((1.0, 1.0, 0.0, 0.0), 1.0, 2) == pytest.approx(0.5)
+    assert to_do((0.0, 0.0, 0.0, 0.0, 1.0), 1.0, 2) == pytest.approx(2 / 3)   # rank 0: 2 of 3, rank 1: 2 of 2
+    assert to_do((1.0, 0.0, 1.0, 0.0, 1.0), 1.0, 2, rank=1) == 1.0
+    for f in (0.0, 0.3, 0.5, 1.0):
+        assert to_do((0.0,) * 5, f, 2) == pytest.approx(f) and to_do((0.0,) * 5, f, 2, rank=1) == pytest.approx(f)
+        assert to_do((0.0,) * 7, f, 3, rank=2) == pytest.approx(f)
+    assert to_do((0.0,), 1.0, 2, rank=1) == 0.0             # a shard with no unit of the claim has none of its work
+
+
+def test_a_shard_is_priced_by_what_its_own_units_have_left(tmp_path):
+    """Shard 0/2 ran to completion into the store, then shard 1/2 plans against it: half of all units are
+    stored, none of shard 1's, so its plan is its whole share (not half of it) and it says nothing is stored."""
+    RunContext(store=ResultStore(tmp_path / "s"), progress=False, shard=(0, 2)).measure_claim(Toy(), _Effect(0.3), SEQ)
+    for rank, left in ((1, 1.0), (0, 0.0)):
+        ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False, shard=(rank, 2))
+        got = stored_work(ctx, [Toy()], _Effect(0.3), SEQ)["toy.records"]
+        assert got["records"] == [1.0, 0.0] * 3 and (got["ranks"], got["rank"]) == (2, rank)
+        assert (got["stored_batches"], got["batches"]) == (3 - 3 * left, 3)     # its own batches only
+        price = _toy_pricer(ctx, [Toy()])
+        full = expected_s(nothing_stored(price(SEQ)[1]))
+        assert full > 0 and expected_s(price(SEQ)[1]) == pytest.approx(left * full)
+
+
+def test_a_world_is_priced_by_its_busiest_rank(tmp_path):
+    """Rank 1 of two stored its units (rank 0 crashed): a rerun on two ranks still waits for rank 0's whole share,
+    so nothing comes off the plan; with one rank's units half stored the busiest rank has what it has left."""
+    from tests.test_parallel import FakeWorld
+
+    RunContext(store=ResultStore(tmp_path / "s"), progress=False, shard=(1, 2)).measure_claim(Toy(), _Effect(0.3), SEQ)
+    # on three ranks each has one of its two units (0 and 3, 1 and 4, 2 and 5) stored; on one, half is stored
+    for n, left in ((2, 1.0), (3, 0.5), (1, 0.5)):
+        ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False, world=FakeWorld(0, n, connected=n > 1))
+        got = stored_work(ctx, [Toy()], _Effect(0.3), SEQ)["toy.records"]
+        assert got["records"] == [0.0, 1.0] * 3 and (got["ranks"], got["rank"]) == (n, None)
+        assert (got["stored_batches"], got["batches"]) == (3, 6)                # the world's batches
+        price = _toy_pricer(ctx, [Toy()])
+        full = expected_s(nothing_stored(price(SEQ)[1]))
+        assert full > 0 and expected_s(price(SEQ)[1]) == pytest.approx(left * full), n
+    # units 0 and 1 stored of 6 over 2 ranks: each rank has 2 of its 3 left
+    work = {"a": ClaimWork("a", 30.0, {"clean": 30.0}, [(1.0, 1.0)], stored=(1.0, 1.0, 0, 0, 0, 0),
+                           shared_stored={"clean": (1.0, 1.0, 0, 0, 0, 0)}, ranks=2)}
+    assert expected_s(work) == pytest.approx(40.0)
+
+
+class _SkipsAtPlan(Toy):
+    """A claim whose measure skips (pytest.skip, a BaseException) before it gets to measure_records at plan time."""
+
+    def measure(self, ctx, system, settings, **kw):
+        if type(ctx).__name__ == "_Probe":
+            pytest.skip("needs something the plan does not load")
+        return super().measure(ctx, system, settings, **kw)
+
+
+class _TwoCalls(Toy):
+    """A claim that measures its records twice (other settings the second time): not keyed by its first call."""
+
+    def measure(self, ctx, system, settings, **kw):
+        first = ctx.measure_records(self, system, settings)
+        return ctx.measure_records(self, system, replace(settings, first_instance=1000)) or first
+
+
+def test_a_claim_the_probe_cannot_follow_counts_nothing_stored(tmp_path):
+    from cos.runner import records_call
+
+    ctx = RunContext(store=ResultStore(tmp_path / "s"), progress=False)
+    ctx.measure_claim(Toy(), _Effect(0.3), SEQ)                 # everything of Toy's first call is stored
+    assert stored_work(ctx, [Toy()], _Effect(0.3), SEQ)["toy.records"]["stored_batches"] == 6
+    assert records_call(_SkipsAtPlan(), _Effect(0.3), SEQ) is None
+    assert records_call(_TwoCalls(), _Effect(0.3), SEQ) is None
+    assert stored_work(ctx, [_SkipsAtPlan(), _TwoCalls()], _Effect(0.3), SEQ) == {}
+
+    class Interrupted(Toy):
+        def measure(self, ctx, system, settings, **kw):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):                      # ^C at plan time still stops the run
+        records_call(Interrupted(), _Effect(0.3), SEQ)
+
+    class Reshapes(Toy):                                        # one call, its row reshaped after it: keyed
+        def measure(self, ctx, system, settings, **kw):
+            res = ctx.measure_records(self, system, settings)
+            res.reason = "reshaped"
+            return res
+
+    assert records_call(Reshapes(), _Effect(0.3), SEQ) == (SEQ, {})
+
+
+@pytest.mark.parametrize("sequential,shard", [(False, None), (True, None), (False, (1, 3)), (True, (1, 3))])
+def test_the_plan_keys_every_batch_as_the_run_does_at_the_cpu_tier(organism, sequential, shard):
+    """Every records claim's store keys as the plan computes them (instance ids, the model's fingerprint and name
+    only, the module's code hash once) are the keys its run computes, batch for batch, with sequential looks on
+    (units interleaved over tasks) and under a shard (~2.5 s each on a 2-core VM)."""
+    import inspect
+    from types import SimpleNamespace
+
+    from cos.registry import all_claims
+    from cos.runner import _code_hash, records_call, records_key, row_ids
+    from cos.settings import settings_for
+
+    class Stop(BaseException):
+        pass
+
+    seen = {}
+
+    class Recording(RunContext):
+        def measure_records(self, claim, system, settings, **kw):
+            seen[claim.id] = (settings, kw)
+            raise Stop
+
+    s = replace(settings_for(organism, "cpu"), instances=3, instance_cap=3)
+    model = SimpleNamespace(fingerprint=organism.fingerprint, name=organism.name)
+    keyed = 0
+    for c in [c for c in all_claims() if c.by_records]:
+        try:
+            Recording(progress=False, sequential=sequential, shard=shard).measure_claim(c, organism, s)
+        except Stop:
+            pass
+        except Exception:  # noqa: BLE001 - a claim that cannot run here: records_call must say None too
+            pass
+        call = records_call(c, organism, s, sequential, shard)
+        assert call == seen.get(c.id), c.id
+        if call is None:
+            continue
+        sr, kw = call
+        ctx = RunContext(progress=False, sequential=sequential, shard=shard)
+        code = _code_hash(inspect.getmodule(type(c)))
+        planned = [[records_key(c, model, x, b, kw, code=code) for x, b in u]
+                   for u in ctx.units_of(c, sr, instances_of=row_ids, **kw)]
+        run = [[records_key(c, organism, x, b, kw) for x, b in u] for u in ctx.units_of(c, sr, **kw)]
+        assert planned == run and planned, c.id
+        keyed += 1
+    assert keyed >= 10
 
 
 # the rerun's plan at a fixed price (a minute a row-forward, no readouts): its budget decision does not depend on
@@ -508,3 +669,38 @@ def test_a_resumed_run_over_its_budget_still_stops_before_any_claim(pytester, or
     (line,) = [x for x in text.splitlines() if "--cos-budget" in x]
     assert "ERROR: --cos-budget 0.05: the plan needs" in line and "1 of 2 batches already stored" in line
     assert not (out / "claims-status.json").exists()
+
+
+# a claim that skips when the plan probes it (pytest.skip: a BaseException), and runs as ever otherwise
+SKIP_AT_PLAN = '''
+import pytest
+from cos.registry import get_claim
+
+_claim = get_claim("layers.energy_profile")
+_measure = _claim.measure
+
+
+def _skips_at_plan(ctx, system, settings, **kw):
+    if type(ctx).__name__ == "_Probe":
+        pytest.skip("not at plan time")
+    return _measure(ctx, system, settings, **kw)
+
+
+_claim.measure = _skips_at_plan
+'''
+
+
+def test_a_claim_that_skips_at_plan_time_is_planned_as_nothing_stored_and_runs(pytester, organism):
+    """A pytest.skip in a claim's measure at plan time neither errors the session nor counts anything stored:
+    the plan is the full price, and the run then serves the stored batch all the same."""
+    store = _killed_after_one_batch(pytester, organism)
+    pytester.makeconftest(FIXED_PRICE + SKIP_AT_PLAN)
+    res, text, out = _rerun(pytester, store, "10")
+    assert res.ret == 0, text
+    doc = json.loads((out / "claims-status.json").read_text())
+    budget = doc["provenance"]["budget"]
+    assert budget["within"] == "yes" and (budget["stored_batches"], budget["total_batches"]) == (0, 0)
+    assert budget["planned_gpu_hours"] == budget["planned_gpu_hours_if_nothing_stored"]
+    (row,) = doc["claims"]
+    assert row["id"] == "layers.energy_profile" and row["status"] in ("holds", "fails", "inconclusive")
+    assert doc["provenance"]["rank_store"][0]["hits"] == 1

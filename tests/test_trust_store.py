@@ -259,6 +259,42 @@ def test_the_default_key_is_made_once_owner_only_and_outside_the_store(tmp_path,
     assert load_key() == s.secret and ResultStore(tmp_path / "s").get(K) == {"n": 1}
 
 
+# what `has` (a plan's "stored") can tell from the header alone: everything but a MAC that no longer matches
+HEADER_REFUSED = {"signed with a stranger's key", "format-2 entry with a valid sha256", "empty metadata",
+                  "metadata without a MAC", "the entry of another key", "bytes that are no entry", "a JSON file"}
+
+
+def test_a_plan_counts_as_stored_only_what_get_would_read_by_its_header(tmp_path, no_hang):
+    """`has`, what --cos-budget and the ETA count as stored: a regular file (a symlink is not followed, as a read
+    does not) whose header names this format, this key and this user's key id; one small read, no MAC check."""
+    s = ResultStore(tmp_path / "s")
+    assert not s.has(K)
+    s.put(K, {"n": 1, "x": torch.arange(8.0)})
+    s.put("b" * 32, {"n": 2})
+    assert s.has(K) and s.has("b" * 32)
+    ok, other = s.path(K).read_bytes(), s.path("b" * 32).read_bytes()
+    for case, make, _ in FORGERIES:
+        s.path(K).write_bytes(make(ok, other))
+        assert s.has(K) is (case not in HEADER_REFUSED), case
+    s.path(K).write_bytes(ok[:20])                              # truncated inside its header
+    assert not s.has(K)
+    s.path(K).unlink()
+    for case, make, _ in NOT_REGULAR:
+        p = s.path(K)
+        if make is None:                                        # a link to a genuine entry of this key elsewhere
+            elsewhere = ResultStore(tmp_path / "elsewhere")
+            elsewhere.put(K, {"n": 1})
+            assert elsewhere.has(K)
+            p.symlink_to(elsewhere.path(K))
+        else:
+            make(p)
+        assert not s.has(K), case
+        p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
+    # another host's genuine entry (a key this store does not trust) is not stored either
+    ResultStore(tmp_path / "s", key_file=other_key(tmp_path)).put(K, {"n": 3})
+    assert not s.has(K) and ResultStore(tmp_path / "s", key_file=tmp_path / "keys" / "other.key").has(K)
+
+
 def test_hosts_sharing_a_key_read_each_others_entries_and_strangers_do_not(tmp_path, monkeypatch):
     shared = other_key(tmp_path, "launch.key")
     a = ResultStore(tmp_path / "s", key_file=shared)
