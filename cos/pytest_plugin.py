@@ -397,6 +397,9 @@ class CosSession:
         self.config = config
         self.results: dict[str, ClaimResult] = {}
         self.start = config.stash.get(_STARTED_AT, time.time())    # the wall time counts from configure
+        from cos.reporting import code_state
+
+        self.code = code_state()    # the commit the run started from (one made during a long run is not it)
         self.ctx = make_run_context(config)
         self.ctx.progress_writer = progress_writer(config)
         self.eta: dict | None = None
@@ -588,7 +591,7 @@ class CosSession:
         models = sorted({r.model for r in rows if r.model})
         hashes = sorted({r.details.get("weights_hash") for r in rows if r.details.get("weights_hash")})
         prov = provenance(model=", ".join(models) or None, weights_hash=", ".join(hashes) or None,
-                          device=self.config.getoption("--cos-device"), start_time=self.start)
+                          device=self.config.getoption("--cos-device"), start_time=self.start, code=self.code)
         out = Path(self.config.getoption("--cos-out"))
         rank, world = self.ctx.split
         prov["tier"] = resolve_tier(self.config)    # `cos history` lists it

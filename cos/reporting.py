@@ -119,9 +119,19 @@ def environment() -> dict:
             "os": e.os, "cpu": cpu}
 
 
+def code_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout cos runs from; a run takes it when it starts (`provenance(code=...)`):
+    read at the end, a commit made while a long run went on would be named as the code that ran."""
+    here = Path(__file__).parent
+    return git_commit(here), git_dirty(here)
+
+
 def provenance(model: str | None = None, weights_hash: str | None = None, device: str | None = None,
-               command: list[str] | None = None, start_time: float | None = None) -> dict:
-    """Versions, hardware, commit, model and command: enough to reproduce a claims-status file."""
+               command: list[str] | None = None, start_time: float | None = None,
+               code: tuple[str | None, bool | None] | None = None) -> dict:
+    """Versions, hardware, commit, model and command: enough to reproduce a claims-status file. `code`: the
+    (commit, dirty) the run started from (`code_state()` at its start); read now when not given."""
+    commit, dirty = code if code is not None else code_state()
     versions = {}
     for p in PACKAGES:
         try:
@@ -129,7 +139,7 @@ def provenance(model: str | None = None, weights_hash: str | None = None, device
         except metadata.PackageNotFoundError:
             versions[p] = None
     info = {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
-            "git_commit": git_commit(Path(__file__).parent), "git_dirty": git_dirty(Path(__file__).parent),
+            "git_commit": commit, "git_dirty": dirty,
             "env": environment(), "model": model, "weights_hash": weights_hash,
             "command": command or sys.argv,
             "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(start_time or time.time())),

@@ -199,3 +199,15 @@ def test_values_tied_within_clusters_fall_back_to_halls_bound():
     sample's and t* explodes (an interval of [-38, 1.03] was seen); such a side is Hall's bound instead."""
     e = bootstrap_ci([0.958, 1.0, 0.999, 0.667, 1.0, 0.9995, 1.0, 1.0, 0.999, 1.0, 0.667, 1.0])
     assert 0.0 < e.ci_low < e.value < e.ci_high < 1.4, e
+
+
+def test_provenance_names_the_code_the_run_started_from(monkeypatch):
+    """A run passes the (commit, dirty) it started from: a commit made while a long run went on (a 55-minute gate
+    named the commit made 40 minutes in) is not the code that ran."""
+    import cos.reporting as rep
+
+    started = rep.code_state()
+    monkeypatch.setattr(rep, "git_commit", lambda cwd=".": "committed-later")
+    monkeypatch.setattr(rep, "git_dirty", lambda cwd=".": False)
+    assert rep.provenance(code=started)["git_commit"] == started[0] != "committed-later"
+    assert rep.provenance()["git_commit"] == "committed-later"     # nothing given: read now
