@@ -7,7 +7,6 @@ to Student t's, and the share of data sets whose values are all equal (undecidab
 status is decided on it; coverage is computed over the others). The header gives the Monte Carlo standard errors.
 
     python benchmarks/interval_coverage.py [--sims 4000] [--only bca,t,...] [--dists normal,...] [--function]
-    python benchmarks/interval_coverage.py --few-valued [--ns 6,8,12,16] [--level 0.95] [--dists ...]
 
 The distributions look like what claims average: per-instance means bounded in [0, 1] or [-1, 1]; the two marked *
 are stress cases. Every method sees the same data sets and one bootstrap index matrix per n (2000 resamples, seed 0,
@@ -26,25 +25,6 @@ i.e. 2.1, 1.3, 1.1 × BCa. Stress cases: "bimodal 80/20*" at n = 8 draws nothing
 data sets, which then look unimodal: every method misses 12-18% there (boot-t-exp: 12.5%), and no interval that does
 not know the data's bounds can do better; "bern(.1)*" (single rare 0/1 outcomes: claims use Wilson) is covered by
 boot-t-exp but wide.
-
-Few-valued data (`--few-valued`, issue 24): exact coverage, by enumerating every multinomial sample of 17
-distributions on 2-4 values (FEW_VALUED below: the shape of distill.four_step's positive control, per-instance means
-of 2 seeds' 0/1 score drops, {0, 0.5, 1}; {-1, 0, 1}; Bernoulli; skewed and rare outcomes; a rare value far out) at
-n = 4-16, so no Monte Carlo error. The bootstrap-t/Hall interval (`previous`) covers 0.98-1.00 there: Hall's bound
-overshoots by a range or more ({0, 0.5, 0.5, 1, 1, 1, 1, 1}: [-0.62, 1.10]) and resamples of two of the values
-make t* lumpy. Student t at the expanded level alone misses 3-9% on one side (rare outcomes, lattice points; 25% on
-the far-value case *), the empirical-likelihood score interval over the observed support alone up to 87% in all (a
-value not drawn; the likelihood-ratio version, also tried, likewise); their union t∪score on samples of 3-4 distinct values, with two-valued samples left on
-the previous path, is what bootstrap_ci uses at n ≤ 16 (`cos.stats.few_valued_bounds`). At 95% the misses of
-samples on the new path ("fv": the part of each side's miss from samples of 3-4 distinct values) are ≤ 0.012 a side
-in every cell, and the whole procedure's one-sided misses rise by at most 0.011 over `previous` (which over-covers
-at 0.98-1.00); median width on the distill shape (q = 0.63) 0.94/0.64/0.48/0.39 against 1.52/0.86/0.51/0.42 at
-n = 6/8/12/16. At the looks' levels the new path misses ≤ 0.0033 a side at 98.4% (limit 0.008) and < 5e-5 at
-99.93% (limit 0.00035). Every cell over its limit, at any level, comes from two-valued samples on the previous
-path, the same before: {-1, 0, 1} (0.1, 0.6, 0.3) at n = 8 and 95% (0.042); at the looks' levels the distill shape
-at n = 6-8, {-1, 0, 1} (0.1, 0.6, 0.3) and {0, .1, .9, 1} at n = 4-16 (up to 0.049 at 98.4% and 0.029 at 99.93%,
-n = 4-6): Hall's bound at a high level on two values not yet fixed. At n = 24-32 the bootstrap-t is no longer lumpy
-and t∪score is no narrower (distill shapes), hence n ≤ 16.
 """
 from __future__ import annotations
 
@@ -246,123 +226,6 @@ def coverage(lo, hi, mu, decidable):
     return cov, above, below, se(cov), se(above), se(below)
 
 
-# ---- few-valued data: exact coverage by enumeration (--few-valued) --------------------------------------------------
-
-FEW_VALUED = {   # name: (support, probabilities)
-    "distill {0,.5,1} q=.63": ([0, .5, 1], [.137, .466, .397]),   # 2 seeds' mean of a drop landing with q = 0.63
-    "distill q=.5": ([0, .5, 1], [.25, .5, .25]),
-    "distill q=.8": ([0, .5, 1], [.04, .32, .64]),
-    "{-1,0,1} .1/.6/.3": ([-1, 0, 1], [.1, .6, .3]),
-    "{-1,0,1} .05/.9/.05": ([-1, 0, 1], [.05, .9, .05]),
-    "{-1,0,1} .02/.28/.7": ([-1, 0, 1], [.02, .28, .7]),
-    "{0,.5,1} .8/.15/.05": ([0, .5, 1], [.8, .15, .05]),
-    "{0,.5,1} .05/.15/.8": ([0, .5, 1], [.05, .15, .8]),
-    "{0,.5,1} .6/.1/.3": ([0, .5, 1], [.6, .1, .3]),
-    "bern .5": ([0, 1], [.5, .5]), "bern .3": ([0, 1], [.7, .3]), "bern .2": ([0, 1], [.8, .2]),
-    "bern .1": ([0, 1], [.9, .1]),
-    "bin(3,.3)/3": ([0, 1 / 3, 2 / 3, 1], list(stats.binom.pmf(range(4), 3, .3))),
-    "bin(3,.1)/3": ([0, 1 / 3, 2 / 3, 1], list(stats.binom.pmf(range(4), 3, .1))),
-    "{0,.1,.9,1} .4/.1/.1/.4": ([0, .1, .9, 1], [.4, .1, .1, .4]),
-    "{0,.2,1} .7/.25/.05*": ([0, .2, 1], [.7, .25, .05]),           # the far value 1 is often not drawn
-}
-
-
-def _compositions(n, k):
-    """Every way of n draws landing on k values (counts), C(n + k − 1, k − 1) of them."""
-    import itertools
-    for cut in itertools.combinations(range(n + k - 1), k - 1):
-        edges = (-1,) + cut + (n + k - 1,)
-        yield np.diff(edges) - 1
-
-
-def f_previous(x, level):
-    """bootstrap_ci's bootstrap-t/Hall path as it was before few_valued_bounds (and still is on other data)."""
-    from cos.stats import bootstrap_t_star, expanded_tail, hall_t_bounds
-    tail, z = expanded_tail(x.size, level)
-    b = 2000
-    if level > 0.95 and tail * b < 10:
-        if 10 / tail > 100_000:
-            return hall_t_bounds(x, z)
-        b = int(np.ceil(10 / tail))
-    q_lo, q_hi = np.quantile(bootstrap_t_star(x, b), [tail, 1 - tail], method="inverted_cdf")
-    m, se, reach = x.mean(), x.std(ddof=1) / np.sqrt(x.size), np.ptp(x)
-    with np.errstate(invalid="ignore"):
-        lo, hi = m - q_hi * se, m - q_lo * se
-    ok_lo, ok_hi = np.isfinite(lo) and lo >= x.min() - reach, np.isfinite(hi) and hi <= x.max() + reach
-    if not (ok_lo and ok_hi):
-        h_lo, h_hi = hall_t_bounds(x, z)
-        lo, hi = (lo if ok_lo else h_lo), (hi if ok_hi else h_hi)
-    return lo, hi
-
-
-def f_t_exp(x, level):
-    from cos.stats import expanded_tail
-    z, m, se = expanded_tail(x.size, level)[1], x.mean(), x.std(ddof=1) / np.sqrt(x.size)
-    return m - z * se, m + z * se
-
-
-def f_el_score(x, level):
-    """The score interval over the observed support alone (few_valued_bounds without Student's t)."""
-    from cos.stats import _el_score_bound, expanded_tail
-    v, w = np.unique(x, return_counts=True)
-    z = expanded_tail(x.size, level)[1]
-    return (_el_score_bound(v, w.astype(float), x.mean(), x.size, z, v.min()),
-            _el_score_bound(v, w.astype(float), x.mean(), x.size, z, v.max()))
-
-
-def f_bootstrap_ci(x, level):
-    from cos.stats import bootstrap_ci
-    e = bootstrap_ci(x, confidence=level)
-    return e.ci_low, e.ci_high
-
-
-FEW_METHODS = {"previous": f_previous, "t-exp": f_t_exp, "el-score": f_el_score, "bootstrap_ci": f_bootstrap_ci}
-
-
-def exact_coverage(f, support, probs, n, level):
-    """Over every decidable sample (≥ 2 distinct values), weighted by its multinomial probability: coverage, P(lo >
-    mu), P(hi < mu), the parts of those two from samples of 3-4 distinct values ('fv'), and the median width."""
-    from cos.stats import FEW_VALUED_MAX_N, FEW_VALUES
-    support, probs = np.asarray(support, float), np.asarray(probs, float)
-    mu = float(support @ probs)
-    tot = above = below = fv_above = fv_below = 0.0
-    widths, weights = [], []
-    for c in _compositions(n, support.size):
-        k = int(np.count_nonzero(c))
-        if k < 2:
-            continue
-        p = float(stats.multinomial.pmf(c, n, probs))
-        lo, hi = f(np.repeat(support, c), level)
-        fv = k in FEW_VALUES and n <= FEW_VALUED_MAX_N
-        tot += p
-        above, below = above + p * (lo > mu), below + p * (hi < mu)
-        fv_above, fv_below = fv_above + p * fv * (lo > mu), fv_below + p * fv * (hi < mu)
-        widths.append(hi - lo), weights.append(p)
-    order = np.argsort(widths)
-    cum = np.cumsum(np.asarray(weights)[order]) / tot
-    return {"cov": 1 - (above + below) / tot, "lo>mu": above / tot, "hi<mu": below / tot, "fv": (fv_above / tot,
-            fv_below / tot), "width": float(np.asarray(widths)[order][np.searchsorted(cum, 0.5)]), "undec": 1 - tot}
-
-
-def few_valued(args) -> None:
-    level = args.level
-    half = (1 - level) / 2
-    methods = args.only.split(",") if args.only else list(FEW_METHODS)
-    dists = args.dists.split("|") if args.dists else list(FEW_VALUED)
-    print(f"exact coverage at {level}: cov [lo>mu, hi<mu] median width; fv: the part of each side's miss from samples "
-          f"of 3-4 distinct values; !: a side > {half:.4g}")
-    for name in dists:
-        support, probs = FEW_VALUED[name]
-        for n in map(int, args.ns.split(",")):
-            cells = []
-            for mname in methods:
-                r = exact_coverage(FEW_METHODS[mname], support, probs, n, level)
-                bad = "!" if max(r["lo>mu"], r["hi<mu"]) > half + 1e-12 else " "
-                fv = f" fv [{r['fv'][0]:.4f}, {r['fv'][1]:.4f}]" if mname == "bootstrap_ci" else ""
-                cells.append(f"{mname} {r['cov']:.4f}{bad}[{r['lo>mu']:.4f}, {r['hi<mu']:.4f}] {r['width']:.3f}{fv}")
-            print(f"| {name} | n={n} ({r['undec']:.0%} undec.) | " + " | ".join(cells) + " |", flush=True)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sims", type=int, default=4000)
@@ -370,14 +233,7 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated methods (default all)")
     ap.add_argument("--dists", default="", help="comma-separated distributions (default all)")
     ap.add_argument("--function", action="store_true", help="also cos.stats.bootstrap_ci, one call per data set")
-    ap.add_argument("--few-valued", action="store_true", help="exact coverage on few-valued data (FEW_VALUED; --dists "
-                    "separated by |, --only from " + ",".join(FEW_METHODS) + ")")
-    ap.add_argument("--level", type=float, default=0.95, help="with --few-valued: the interval's level")
     args = ap.parse_args()
-    if args.few_valued:
-        if args.ns == "8,16,32":
-            args.ns = "6,8,12,16"
-        return few_valued(args)
     methods = {k: METHODS[k] for k in (args.only.split(",") if args.only else METHODS)}
     if args.function:
         methods["bootstrap_ci"] = m_function

@@ -4,10 +4,8 @@ Every claim decides on an interval of a mean over task instances (`bootstrap_ci`
 used until now, covers only ~0.88 at n = 8 (a false `holds` 6% of the time on either side instead of 2.5%). The mean's
 interval is now a bootstrap-t (studentized) interval at Hesterberg's expanded level, with Hall's skewness-corrected t
 where a bootstrap-t bound is unbounded (`bootstrap_ci` says how and why); `benchmarks/interval_coverage.py` is the
-simulation that chose it and `tests/test_interval_coverage.py` checks its coverage at n = 8, 16, 32. Samples of 3-4
-distinct values at n ≤ 16 take `few_valued_bounds` (Student's t ∪ the empirical-likelihood score interval; issue 24,
-`benchmarks/interval_coverage.py --few-valued`). The resample indices are the ones scipy.stats.bootstrap draws;
-proportions use Wilson (scipy.stats.binomtest).
+simulation that chose it and `tests/test_interval_coverage.py` checks its coverage at n = 8, 16, 32. The resample
+indices are the ones scipy.stats.bootstrap draws; proportions use Wilson (scipy.stats.binomtest).
 """
 from __future__ import annotations
 
@@ -18,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -131,72 +129,6 @@ def hall_t_bounds(x: np.ndarray, z: float) -> tuple[float, float]:
     return m - se * ginv(z), m - se * ginv(-z)
 
 
-FEW_VALUES = (3, 4)   # a sample of at most FEW_VALUED_MAX_N values, this many distinct, takes `few_valued_bounds`
-FEW_VALUED_MAX_N = 16
-
-
-def distinct_values(x: np.ndarray) -> int:
-    """How many distinct values x takes, values within 1e-9 of its range of each other counted as one (a mean of
-    seeds' scores is 0.5 or 0.49999999999 by float rounding)."""
-    v = np.sort(np.asarray(x, dtype=np.float64).ravel())
-    return int(1 + np.count_nonzero(np.diff(v) > 1e-9 * float(np.ptp(v)))) if v.size else 0
-
-
-def _el_variance(v: np.ndarray, w: np.ndarray, mu: float) -> float:
-    """Variance about `mu` of the most likely distribution on the support v (counts w) whose mean is mu: the
-    empirical-likelihood weights p_j = w_j / (n(1 + λ(v_j − mu))), λ solving Σ p_j (v_j − mu) = 0 (mu strictly
-    inside the range of v)."""
-    d = v - mu
-    lo, hi = -1 / d.max(), -1 / d.min()                  # 1 + λ d_j > 0 for every j
-    eps = 1e-12 * (hi - lo)
-    lam = optimize.brentq(lambda t: float(np.sum(w * d / (1 + t * d))), lo + eps, hi - eps, xtol=1e-14)
-    p = w / (w.sum() * (1 + lam * d))
-    return float(np.sum(p * d * d))
-
-
-def _el_score_bound(v: np.ndarray, w: np.ndarray, m: float, n: int, z: float, end: float) -> float:
-    """The bound between the mean m and the support's end `end` where the score statistic
-    n(m − mu)² / σ²_EL(mu) reaches z²: the outermost crossing on a 64-point grid from `end` towards m, refined by
-    brentq (the statistic → ∞ at the end of the support, where σ²_EL → 0)."""
-    score = lambda mu: n * (m - mu) ** 2 / _el_variance(v, w, mu) - z * z
-    grid = end + (m - end) * np.linspace(0, 1, 65)[1:-1]       # from next to `end` towards m
-    prev = end + (m - end) * 1e-9
-    if score(prev) <= 0:
-        return end
-    for mu in grid:
-        if score(mu) <= 0:
-            return float(optimize.brentq(score, prev, mu, xtol=1e-12 * abs(end - m)))
-        prev = mu
-    return float(optimize.brentq(score, prev, m, xtol=1e-12 * abs(end - m)))
-
-
-def few_valued_bounds(x: np.ndarray, z: float) -> tuple[float, float]:
-    """Interval of the mean of data that take 3 or 4 distinct values (issue 24: per-instance means of 2 seeds' 0/1
-    scores, {0, 0.5, 1}), at normal quantile z (`expanded_tail`): the union of Student's t at that quantile,
-    mean ± z·s/√n, and the score interval of the mean over the observed support (the means mu whose score
-    statistic n(x̄ − mu)²/σ²(mu) ≤ z², σ²(mu) the variance of the most likely distribution on the observed values
-    with mean mu: empirical likelihood's weights; on two values it is Wilson's interval).
-
-    Why: on such data the bootstrap-t is lumpy (resamples of one or two of the values have no spread: t* = ±inf
-    or explodes), and Hall's skewness-corrected bound that replaces an unbounded side overshoots by a range or
-    more: distill.four_step's positive control at n = 8, {0, 0.5, 0.5, 1, 1, 1, 1, 1}, got [-0.62, 1.10] (this
-    gives [0.37, 1.09]) and missed 10 of 50 draws. The t interval alone misses on the long side of skewed or rare
-    outcomes and on lattice points; the score interval alone cannot reach past the observed values (a value not
-    drawn). On samples of 3-4 distinct values their union misses the mean on neither side more often than 0.025
-    (99.93% and 98.4%, the sequential looks' levels: than (1 − level)/2) in an exact enumeration of 17 few-valued
-    distributions at n = 4-16 (`benchmarks/interval_coverage.py --few-valued`), and every cell where the whole
-    procedure misses more comes from two-valued samples, which keep the bootstrap-t/Hall path (a sample of two
-    values drawn from three, the third rare or not drawn, needs that path's long reach). Used at n ≤ 16 only: at
-    n = 24-32 the bootstrap-t is no longer lumpy and this interval is no narrower (distill shapes, exact)."""
-    n = x.size
-    m, se = float(x.mean()), float(x.std(ddof=1) / np.sqrt(n))
-    v, w = np.unique(x, return_counts=True)
-    w = w.astype(np.float64)
-    lo = _el_score_bound(v, w, m, n, z, float(v.min()))
-    hi = _el_score_bound(v, w, m, n, z, float(v.max()))
-    return min(lo, m - z * se), max(hi, m + z * se)
-
-
 def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.mean, confidence: float | None = None,
                  n_resamples: int = 2000, seed: int = 0) -> Estimate:
     """CI of `statistic` over independent values (NaN → error, n < 2 → error; all values equal → a point, not
@@ -211,10 +143,6 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.
     n = 8, 16, 32) this keeps two-sided coverage ≥ 0.95 and each one-sided miss ≤ 0.025 within Monte Carlo error,
     where BCa covered 0.85-0.88 at n = 8 and plain bootstrap-t or Student t missed 5-11% on one side of skewed data.
     The price is width: about 2.1×, 1.3×, 1.1× BCa's at n = 8, 16, 32 on normal data.
-
-    A sample of n ≤ 16 values taking 3 or 4 distinct values (per-instance means of a few seeds' 0/1 outcomes) takes
-    `few_valued_bounds` at the same quantile z instead, at every level: there the bootstrap-t is lumpy and Hall's
-    bound overshoots by a range or more (issue 24; the function says why and how it was checked).
 
     np.mean takes `axis`: the studentized mean is evaluated on all resamples in one call (the same resample indices
     and the same interval bit for bit as one call per resample). Any other statistic (no claim uses one) has no
@@ -232,9 +160,6 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, statistic: Callable = np.
     if np.all(x == x[0]):  # degenerate: every resample gives the same statistic
         return Estimate(value, value, value, x.size, confidence, decidable=False)
     tail, z = expanded_tail(x.size, confidence)
-    if statistic in _AXIS_STATISTICS and x.size <= FEW_VALUED_MAX_N and distinct_values(x) in FEW_VALUES:
-        lo, hi = few_valued_bounds(x, z)
-        return Estimate(value, lo, hi, x.size, confidence)
     if statistic in _AXIS_STATISTICS and confidence > DEFAULT_CONFIDENCE and tail * n_resamples < 10:
         # a sequential look's level: a tail this thin has too few resamples beyond it (look 1 of 3 at 99.93%, n = 16:
         # a = 5e-6); more resamples up to 100k, beyond that Hall's analytic skewness-corrected bounds
