@@ -23,7 +23,6 @@ import json
 import math
 import os
 import socket
-import stat
 import struct
 import threading
 import time
@@ -35,7 +34,7 @@ from typing import Any, Iterator
 import torch
 
 from cos.errors import InputError
-from cos.trust import UnsafeFile, key_id, key_path, load_key, mac, mac_ok, read_regular
+from cos.trust import UnsafeFile, key_id, key_path, load_key, mac, mac_ok, open_regular, read_regular, read_upto
 
 FORMAT = "cos-store/3"      # 3: an HMAC by the user's key instead of an unkeyed sha256 (2's entries are misses)
 SUFFIX = ".safetensors"
@@ -177,9 +176,9 @@ def _sign(raw: bytes, start: int, old_kid: str, old_mac: str, kid: str, tag: str
     return None if head is None else head + raw[start:]
 
 
-def _check(raw: bytes, key: str, secrets: list[bytes]) -> tuple[dict, int, bytes]:
-    """The header, data start and the accepted secret that signed `raw` as the entry of `key`; else EntryError."""
-    header, start = _split(raw)
+def _meta(header: dict, key: str) -> dict:
+    """The metadata of an entry header for `key`: this FORMAT, every field a string, the key its own; else
+    EntryError (what `_check` requires before it checks the signature)."""
     meta = header.get("__metadata__")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         fmt = meta.get("format") if isinstance(meta, dict) else None
@@ -188,6 +187,13 @@ def _check(raw: bytes, key: str, secrets: list[bytes]) -> tuple[dict, int, bytes
         raise EntryError("not a cos store entry (metadata without key, tree, key_id or mac)")
     if meta["key"] != key:
         raise EntryError(f"holds the entry of key {meta['key']!r} (a swapped file)")
+    return meta
+
+
+def _check(raw: bytes, key: str, secrets: list[bytes]) -> tuple[dict, int, bytes]:
+    """The header, data start and the accepted secret that signed `raw` as the entry of `key`; else EntryError."""
+    header, start = _split(raw)
+    meta = _meta(header, key)
     digest = _digest(meta, header, memoryview(raw)[start:])
     for s in secrets:
         if mac_ok(s, meta["mac"], digest):
@@ -242,35 +248,15 @@ def _read_entry(p: Path) -> bytes | None:
 
 def _entry_head_ok(p: Path, key: str, kid: str) -> bool:
     """Whether `p` is a regular file (a symlink is not followed, as `_read_entry` does not) whose safetensors
-    header says an entry of this FORMAT for `key`, signed by key id `kid`; only the header is read."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    header says an entry of this FORMAT for `key` (`_meta`), signed by key id `kid`; only the header is read."""
     try:
-        fd = os.open(p, flags)
-    except OSError:
+        with open_regular(p, MAX_ENTRY_BYTES, follow=False) as (fd, size):
+            prefix = read_upto(fd, 8)
+            n = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else 0
+            header, _ = _split(prefix + read_upto(fd, min(n, size - 8)))    # _split: truncated, not JSON, ...
+        return _meta(header, key)["key_id"] == kid
+    except (OSError, EntryError):
         return False
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or not 8 < st.st_size <= MAX_ENTRY_BYTES:
-            return False
-        (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
-        if n > st.st_size - 8:
-            return False
-        head = b""
-        while len(head) < n:
-            part = os.pread(fd, min(n - len(head), 1 << 24), 8 + len(head))
-            if not part:
-                return False
-            head += part
-        if head[:1] != b"{":
-            return False
-        meta = json.loads(head).get("__metadata__")
-        return (isinstance(meta, dict) and meta.get("format") == FORMAT and meta.get("key") == key
-                and meta.get("key_id") == kid and isinstance(meta.get("mac"), str)
-                and isinstance(meta.get("tree"), str))
-    except (OSError, ValueError, AttributeError, struct.error):
-        return False
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------- claims (one computing process per key)

@@ -11,6 +11,7 @@ anyone may have handed it.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import hmac
@@ -18,6 +19,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Iterator
 
 from cos.errors import InputError
 
@@ -38,12 +40,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cos"
 
 
-def read_regular(path: str | Path, limit: int, *, follow: bool = True) -> bytes:
-    """The bytes of `path` if it is a regular file of at most `limit` bytes; else UnsafeFile (an OSError).
-
-    Opened with O_NONBLOCK so that a FIFO cannot block the open; fstat decides on the opened file itself (no race
-    between a check and the read); `follow=False` also refuses a symlink. Reads at most the size fstat reported,
-    so a file that grows meanwhile (or lies about its size) cannot make the read unbounded."""
+@contextlib.contextmanager
+def open_regular(path: str | Path, limit: int, *, follow: bool = True) -> Iterator[tuple[int, int]]:
+    """(fd, size) of `path` opened for reading if it is a regular file of at most `limit` bytes; else UnsafeFile
+    (an OSError). Opened with O_NONBLOCK so that a FIFO cannot block the open; fstat decides on the opened file
+    itself (no race between a check and the read); `follow=False` also refuses a symlink."""
     flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | (0 if follow else getattr(os, "O_NOFOLLOW", 0))
     try:
         fd = os.open(path, flags)
@@ -60,16 +61,29 @@ def read_regular(path: str | Path, limit: int, *, follow: bool = True) -> bytes:
             raise UnsafeFile(f"{path}: {kind}, not a regular file")
         if st.st_size > limit:
             raise UnsafeFile(f"{path}: {st.st_size} bytes, more than the {limit} allowed for it")
-        chunks, left = [], st.st_size
-        while left > 0:
-            b = os.read(fd, min(left, 1 << 24))
-            if not b:
-                break
-            chunks.append(b)
-            left -= len(b)
-        return b"".join(chunks)
+        yield fd, st.st_size
     finally:
         os.close(fd)
+
+
+def read_upto(fd: int, n: int) -> bytes:
+    """At most `n` bytes of `fd` from where it stands (fewer only at the end of the file)."""
+    chunks, left = [], n
+    while left > 0:
+        b = os.read(fd, min(left, 1 << 24))
+        if not b:
+            break
+        chunks.append(b)
+        left -= len(b)
+    return b"".join(chunks)
+
+
+def read_regular(path: str | Path, limit: int, *, follow: bool = True) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes; else UnsafeFile (an OSError)
+    (`open_regular`). Reads at most the size fstat reported, so a file that grows meanwhile (or lies about its
+    size) cannot make the read unbounded."""
+    with open_regular(path, limit, follow=follow) as (fd, size):
+        return read_upto(fd, size)
 
 
 def key_path(explicit: str | Path | None = None) -> Path:
