@@ -101,13 +101,17 @@ class ClaimWork:
     ranks: int = 1
     rank: int | None = None
 
+    def _ahead(self) -> tuple[list[tuple[float, float]], float]:
+        """The looks still ahead (a look at exactly `done` has not been taken yet) and their probability mass."""
+        ahead = [(f, p) for f, p in self.stops if f >= self.done - 1e-9]
+        return ahead, sum(p for _, p in ahead)
+
     def target(self) -> float:
         """The fraction of its units the claim is expected to end at, given it has got to `done` without
         stopping: the mean over the looks still ahead (a look at exactly `done` has not been taken yet)."""
         if self.finished:
             return self.done
-        ahead = [(f, p) for f, p in self.stops if f >= self.done - 1e-9]
-        mass = sum(p for _, p in ahead)
+        ahead, mass = self._ahead()
         if not ahead:
             return max(self.done, 1.0)
         exp = sum(f * p for f, p in ahead) / mass if mass > 0 else min(f for f, _ in ahead)
@@ -122,8 +126,7 @@ class ClaimWork:
         ahead, of the work up to each; the same as `target` when nothing is stored."""
         if self.finished:
             return self.to_do(stored, self.done)
-        ahead = [(f, p) for f, p in self.stops if f >= self.done - 1e-9]
-        mass = sum(p for _, p in ahead)
+        ahead, mass = self._ahead()
         if not ahead:
             return self.to_do(stored, max(self.done, 1.0))
         if mass <= 0:
