@@ -115,7 +115,7 @@ def run_one(claim_id: str, control: str, draw: int, tier: str, sequential: bool 
     used = {}
     try:
         ctl = replace(ctl, settings=tier_settings(ctl.settings, tier))
-        r = ctl.run(claim, draw, sequential=True) if sequential else ctl.run(claim, draw)
+        r = ctl.run(claim, draw, sequential=sequential)
         ok = ctl.check is None or bool(ctl.check(r))
         det = (r.details or {}).get("detectable") or {}
         out = {"status": r.status, "measured": r.measured, "ci": [r.ci_low, r.ci_high], "n": r.n,
