@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from cos.claims.memory import ANCHOR_TASKS, anchor_fidelity
 from cos.claims.perception import MOTION_TASKS, grounding_and_motion, half_rise
 from cos.controls import answer_prior, scripted
-from cos.models.scripted import grounding_lag, pick, row_rng, wrong_then_right
+from cos.models.scripted import anchor_lapse, grounding_lag, pick, row_rng, wrong_then_right
 from cos.readouts import commit_step, shows_answer
 from cos.sampler import Sampler
 from cos.taskrun import conditioning, make_batch
@@ -106,6 +107,37 @@ def test_pick_ends_on_one_candidate_and_on_the_answer_as_often_as_planted(right)
     assert abs(np.mean(hits) - p) < 4 * np.sqrt(p * (1 - p) / n)        # binomial: 4 standard errors
 
 
+def test_anchor_lapse_loses_the_anchor_mid_way_in_every_row_and_draws_nothing():
+    """lapse-mid-way as it always was: every row lapses over 40-60% of the schedule, and its rows' generators
+    are left untouched (nothing drawn), so its runs are the same bit for bit."""
+    for task in ANCHOR_TASKS:
+        for seed in range(3):
+            inst = make_instance(task, seed, 9)
+            rng = row_rng(inst, 0, "t")
+            fid = [anchor_fidelity(inst, v) for v in anchor_lapse()(inst, rng, STEPS)]
+            assert fid == pytest.approx([1, 1, 1, 1, 0.5, 0.5, 1, 1, 1, 1]), (task, seed)
+            assert rng.random() == row_rng(inst, 0, "t").random()
+    assert scripted("anchor_lapse", STEPS).weights_hash == f"scripted:anchor_lapse::steps={STEPS}:shift=3.0"
+
+
+def test_anchor_lapse_with_a_share_lapses_that_share_of_the_rows_and_keeps_the_others_exact():
+    lapsed = {}
+    for task in ANCHOR_TASKS:
+        for i in range(50):
+            inst = make_instance(task, i, 9)
+            for seed in (0, 1):
+                fid = [anchor_fidelity(inst, v) for v in anchor_lapse(share=0.5)(inst, row_rng(inst, seed, "t"), STEPS)]
+                lapsed[inst.id, seed] = fid[4] < 1
+                expect = [1, 1, 1, 1, 0.5, 0.5, 1, 1, 1, 1] if lapsed[inst.id, seed] else [1] * STEPS
+                assert fid == pytest.approx(expect), (inst.id, seed)
+    p = float(np.mean(list(lapsed.values())))
+    assert len(lapsed) == 200 and abs(p - 0.5) < 0.15                   # binomial: 4.2 standard errors
+    # the decision is the row's own: the two noise seeds of an instance (and so two draws) disagree somewhere
+    assert any(lapsed[k, 0] != lapsed[k, 1] for k, _ in lapsed)
+    with pytest.raises(ValueError, match="share"):
+        anchor_lapse(share=1.5)
+
+
 def test_answer_prior_binds_the_planted_prior_per_split():
     system = answer_prior({"id": 0.9, "ood": None})
     insts = [make_instance("pattern", 0, 5, "id"), make_instance("pattern", 0, 5, "ood")]
@@ -122,5 +154,6 @@ def test_planted_models_never_share_a_fingerprint():
     systems = [scripted("wrong_then_right", STEPS), scripted("wrong_then_right", STEPS, per_frame_share=1.0),
                scripted("grounding_lag", STEPS, lags=(2, 3, 4)), scripted("grounding_lag", STEPS, lags=(-2, -3, -4)),
                scripted("pick", 3, right=0.9), scripted("pick", 3, right={"id": 0.9, "ood": None}),
+               scripted("anchor_lapse", STEPS), scripted("anchor_lapse", STEPS, share=0.5),
                answer_prior(0.65), answer_prior(0.46)]
     assert len({s.fingerprint for s in systems}) == len(systems)

@@ -86,6 +86,13 @@ class Memory(Claim):
                     replace(SMALL, tasks=ANCHOR_TASKS),
                     "planted null: the ground truth at every step but 40-60% of the schedule, where the anchor cells "
                     "are lost (fidelity 0.5); the final video is exact. The anchor is not kept through the steps"),
+            # 12 instances per task: 24 anchor instances × 2 seeds, a share with draw-to-draw noise (SE ≈ 0.07)
+            # that a too-narrow interval would call above 0.5; a scripted run of 48 rows takes well under a second
+            Control("half-lapse", "negative", lambda d: scripted("anchor_lapse", SMALL.steps, share=0.5),
+                    replace(SMALL, tasks=ANCHOR_TASKS, instances=12),
+                    "the boundary null: the anchor lapses mid-way (as lapse-mid-way) in a random half of the rows, "
+                    "drawn per row, and is exact at every step in the others: the true share of kept rows is exactly "
+                    "the threshold 0.5, so each draw's share is noise around it and must not hold"),
             Control("untrained", "negative", lambda d: random_organism(seed=d, num_layers=2),
                     replace(TINY, tasks=ANCHOR_TASKS, instances=3), "random weights draw no anchor"),
         ]

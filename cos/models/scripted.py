@@ -315,15 +315,23 @@ def pick(right: float | None | Mapping[str, float | None]) -> Script:
 
 
 # ---------------------------------------------------------------- memory.persistence
-def anchor_lapse(start: float = 0.4, end: float = 0.6) -> Script:
+def anchor_lapse(start: float = 0.4, end: float = 0.6, share: float | None = None) -> Script:
     """The ground truth at every step, except from `start` to `end` of the schedule, where the anchor cells
     take another colour (each channel shifted by 0.5, mod 1: fidelity 0.5): the anchor is lost mid-way and
-    restored at the end, so a memory readout that looked only at the final video would call it kept."""
+    restored at the end, so a memory readout that looked only at the final video would call it kept.
+
+    `share`: the probability that a row lapses, drawn from the row's generator (independent across instances,
+    noise seeds and draws); a row that does not lapse is the ground truth at every step. None: every row lapses."""
+    if share is not None and not 0.0 <= share <= 1.0:
+        raise ValueError(f"anchor_lapse: share={share!r}: expected a probability in [0, 1]")
 
     def script(inst: TaskInstance, rng: np.random.Generator, steps: int) -> torch.Tensor:
         if "anchor" not in inst.masks:
             raise ValueError(f"anchor_lapse: {inst.task} has no anchor cells")
         v = inst.video.clone()
+        # share None draws nothing: the lapse-mid-way null's rows stay exactly what they were
+        if share is not None and not rng.random() < share:
+            return torch.stack([v] * steps)
         lost = v.clone()
         m = inst.masks["anchor"]                                      # (F, G, G)
         lost.permute(0, 2, 3, 1)[m] = (v.permute(0, 2, 3, 1)[m] + 0.5) % 1.0
