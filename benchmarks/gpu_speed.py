@@ -49,7 +49,7 @@ DUR = re.compile(r"^\s*([\d.]+)s (call|setup|teardown)\s+(\S+)")
 
 
 def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = ROOT, label: str = "",
-              store: bool = False) -> dict:
+              store: bool = False, extra: tuple[str, ...] = ()) -> dict:
     tag = f"{label}-{phase}" if label else phase
     tdir = Path("/tmp/cos-gpu-speed") / f"timing-{tag}"
     env = dict(os.environ, COS_FORWARD_TIMING=str(tdir), PYTHONUNBUFFERED="1")
@@ -59,6 +59,7 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
         cmd.append("--cos-overwrite")
     if store:       # the organism's tiers keep no store unless asked: warm then means runs and records served
         cmd.append(f"--cos-store={run_dir.parent / (run_dir.name + '-store')}")
+    cmd += list(extra)
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
@@ -91,7 +92,8 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
         gpu_s = fwd["per_test"].get(node, {}).get("ms", 0.0) / 1e3
         per_claim[node] = {"pytest_s": round(secs, 2), "forward_s": round(gpu_s, 2), "host_s": round(secs - gpu_s, 2),
                            "forwards": fwd["per_test"].get(node, {}).get("forwards", 0)}
-    res = {"phase": phase, "label": label, "root": str(root), "store": store, "rc": p.returncode, "wall_outside_s": round(wall, 1), "wall_inside_pytest_s": inside,
+    res = {"phase": phase, "label": label, "root": str(root), "store": store, "pytest_args": list(extra),
+           "rc": p.returncode, "wall_outside_s": round(wall, 1), "wall_inside_pytest_s": inside,
            "forward_s": round(fwd["total_ms"] / 1e3, 2), "forwards": fwd["forwards"],
            "gpu_busy_fraction": round(fwd["total_ms"] / 1e3 / inside, 3) if inside else None,
            "device_name": prov.get("device_name"), "git_commit": prov.get("git_commit"), "per_claim": per_claim,
@@ -100,7 +102,7 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
 
 
 def tier(out: Path, timeout: int, warm_timeout: int, root: Path = ROOT, label: str = "", store: bool = False,
-         phases: tuple[str, ...] = ("cold", "warm")) -> None:
+         phases: tuple[str, ...] = ("cold", "warm"), extra: tuple[str, ...] = ()) -> None:
     import shutil
 
     run_dir = Path("/tmp/cos-gpu-speed") / f"organism-gpu{'-' + label if label else ''}"
@@ -111,7 +113,7 @@ def tier(out: Path, timeout: int, warm_timeout: int, root: Path = ROOT, label: s
     for phase, limit in (("cold", timeout), ("warm", warm_timeout)):
         if phase not in phases:
             continue
-        r = tier_once(phase, run_dir, out, limit, root, label, store)
+        r = tier_once(phase, run_dir, out, limit, root, label, store, extra)
         results.append(r)
         save(out, f"tier{'-' + label if label else ''}.json", results)
         log(f"\n== organism gpu tier, {label + ' ' if label else ''}{phase}, store {'on' if store else 'off'} "
@@ -248,11 +250,14 @@ def main() -> None:
     ap.add_argument("--label", default="", help="names this tier run's files")
     ap.add_argument("--store", action="store_true", help="keep a result store (--cos-store): warm serves from it")
     ap.add_argument("--phases", default="cold,warm")
+    ap.add_argument("--pytest-arg", action="append", default=[], metavar="ARG",
+                    help="passed on to pytest (repeat it), e.g. --pytest-arg=--cos-overlap=off")
     ap.add_argument("--modes", default="eager,compile-default,compile-max-autotune-no-cudagraphs")
     a = ap.parse_args()
     out = Path(a.out)
     if a.part in ("tier", "all"):
-        tier(out, a.tier_timeout, a.warm_timeout, Path(a.root), a.label, a.store, tuple(a.phases.split(",")))
+        tier(out, a.tier_timeout, a.warm_timeout, Path(a.root), a.label, a.store, tuple(a.phases.split(",")),
+             tuple(a.pytest_arg))
     if a.part in ("block", "all"):
         block(out, a.modes.split(","))
 

@@ -101,6 +101,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-sequential", default="auto", choices=["auto", "on", "off"],
                 help="decide claims written as records at up to 3 looks (O'Brien-Fleming alpha spending) and stop "
                      "each once decided or futile; auto: on for the gpu and full tiers, off for cpu (cos.sequential)")
+    g.addoption("--cos-overlap", default="auto", choices=["auto", "on", "off"],
+                help="read out a batch (decode, mixtures, scores, CKA) on a worker thread while the next batch "
+                     "samples; the table is the same either way; auto: on for the gpu and full tiers, off for cpu "
+                     "(two cores gain nothing: the forwards already use them)")
     g.addoption("--cos-against", default=None, metavar="OLD",
                 help="gate a model change: also measure every selected claim on OLD (a model directory, or a run "
                      "folder whose records.jsonl to pair with) on the same rows, and report each claim's paired "
@@ -348,10 +352,17 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     ctx = RunContext(store=opened, shard=shard, report_instances=config.getoption("--cos-report-instances"),
                      # a gate pairs the two models' rows: both run every row (fixed n), not stopped at looks
                      sequential=(sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
-                                 and not config.getoption("--cos-against")))
+                                 and not config.getoption("--cos-against")),
+                     overlap=overlap_on(config.getoption("--cos-overlap"), resolve_tier(config)))
     if world is not None:
         ctx.world = world
     return ctx
+
+
+def overlap_on(mode: str, tier: str) -> bool:
+    """Whether a unit's readouts run beside the next unit's sampling (`RunContext.overlap`). `auto`: on for the
+    `gpu` and `full` tiers, where the GPU waited for them; off for `cpu`, where the forwards take the cores."""
+    return mode == "on" or (mode == "auto" and tier in ("gpu", "full"))
 
 
 def progress_writer(config: pytest.Config):
@@ -597,6 +608,8 @@ class CosSession:
         prov["tier"] = resolve_tier(self.config)    # `cos history` lists it
         prov["world_size"] = world
         prov["shard"] = list(self.ctx.shard) if self.ctx.shard is not None else None
+        prov["sequential"] = bool(self.ctx.sequential)
+        prov["overlap"] = bool(self.ctx.overlap)     # readouts beside the sampling (--cos-overlap)
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
         # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)

@@ -23,12 +23,25 @@ it was computing; a relaunch (any N) finds the rest. Runs that capture activatio
 captured (see `run`). Host-side readouts (decoding, NNLS mixtures, scores, CKA) happen inside `measure_batch`,
 on the rank that sampled the batch, once: only their records cross ranks.
 
+With `overlap` (--cos-overlap; on by default for the gpu and full tiers) a rank's units run on two worker threads:
+while one thread reads out unit k (decoding, mixtures, scores, CKA) the other samples unit k+1. The model is
+sampled under one lock (`_sampling`: interventions hook the shared experts and a batch binder writes the batch into
+the model, so two samplings must never interleave), the VAE decodes under its own (`WanVAE`: its causal cache is
+per call), at most two units are in flight (bounded memory), never past the look being taken (a sequential claim
+samples no batch it would not have sampled), and the records, runs and samples.jsonl come out in unit order. The
+table is a serial run's: the same statuses, n, records and store keys; numbers agree to float rounding, not always
+bit for bit, because MKL adapts its threads to concurrent callers (MKL_DYNAMIC) and so may sum a CPU readout's
+products in another order (1e-15 relative measured; with MKL_DYNAMIC=FALSE set before torch loads, bit for bit;
+tests/test_overlap.py).
+
 (Before records, each claim ran twice under several processes, a fill pass into the store and a replay of
 every batch on every rank served gathered readouts; that machinery is gone.)
 """
 from __future__ import annotations
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from collections.abc import Mapping
 from typing import Any, Callable, Iterator, Sequence
@@ -44,6 +57,8 @@ from cos.settings import ClaimSettings, instances
 from cos.store import ResultStore, key_of
 from cos.taskrun import TaskBatch, conditioning, decode, make_batch
 
+
+_MISSING = object()
 
 # bumped whenever an intervention's meaning changes (stored results of the old meaning must not be served)
 ENGINE = 2
@@ -77,12 +92,18 @@ class RunContext:
     # claim -> seconds this rank spent measuring its share of the batches ("share"), at the gathers of the looks
     # ("gather") and concluding ("conclude"): what bounds a data-parallel run (provenance records it per rank)
     phase_s: dict = field(default_factory=dict, repr=False)
+    # a unit's host readouts beside the next unit's sampling (two worker threads; see the module docstring)
+    overlap: bool = False
+    _sampling: Any = field(default_factory=threading.RLock, repr=False)
+    _log_sink: Any = field(default_factory=threading.local, repr=False)
 
     @property
     def distilled(self) -> WanSystem | None:
         """The --cos-lora model (App. C's 4-step model), loaded on first use; None when none is given."""
         if self._distilled is None and self.distilled_loader is not None:
-            self._distilled = self.distilled_loader()
+            with self._sampling:        # two overlapping units must not both load it
+                if self._distilled is None:
+                    self._distilled = self.distilled_loader()
         return self._distilled
 
     @property
@@ -150,13 +171,7 @@ class RunContext:
                 t0 = time.perf_counter()
                 upto = points[look.index] if look else 0
                 own = []
-                for k in range(done, upto):
-                    if not mine(k):
-                        continue
-                    rs = []
-                    for s, batch in units[k]:
-                        self._note_ran(batch)
-                        rs.extend(self._batch_records(claim, system, s, batch, kw))
+                for k, rs in self._units_records(claim, system, units, [k for k in range(done, upto) if mine(k)], kw):
                     own.append((k, rs))
                     if self.tracker is not None:    # unit k done here, the others' in parallel: k + 1 of them
                         self.tracker.progress(claim.id, k + 1)
@@ -246,6 +261,53 @@ class RunContext:
             return "futile"
         return ""
 
+    def _unit_records(self, claim, system: WanSystem, unit, kw: Mapping[str, Any]) -> tuple[list[dict], list]:
+        """The records of one unit (every phase's batch) and the store keys it read or wrote, in order."""
+        self._log_sink.entries = log = []
+        try:
+            rs = []
+            for s, batch in unit:
+                rs.extend(self._batch_records(claim, system, s, batch, kw))
+            return rs, log
+        finally:
+            self._log_sink.entries = None
+
+    def _units_records(self, claim, system: WanSystem, units, ks: list[int],
+                       kw: Mapping[str, Any]) -> Iterator[tuple[int, list[dict]]]:
+        """(k, records) of the units `ks`, in order. With `overlap` two worker threads take them in turn, so unit
+        k's readouts run while unit k+1 samples; a unit's records and store keys are handed on only when every
+        unit before it has been, so the order (and the table) is a serial run's. A unit that raises stops the
+        rest: the one in flight finishes (its results are stored), none is started after it."""
+        for k in ks:
+            for _, batch in units[k]:
+                self._note_ran(batch)
+        if not self.overlap or len(ks) < 2:
+            for k in ks:
+                rs, log = self._unit_records(claim, system, units[k], kw)
+                self.key_log.extend(log)
+                yield k, rs
+            return
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cos-unit") as pool:
+            ahead = [(k, pool.submit(self._unit_records, claim, system, units[k], kw)) for k in ks[:2]]
+            rest = iter(ks[2:])
+            try:
+                while ahead:
+                    k, fut = ahead.pop(0)
+                    rs, log = fut.result()
+                    nxt = next(rest, None)
+                    if nxt is not None:     # keep two in flight: the next starts sampling as soon as one is done
+                        ahead.append((nxt, pool.submit(self._unit_records, claim, system, units[nxt], kw)))
+                    self.key_log.extend(log)
+                    yield k, rs
+            finally:
+                for _, fut in ahead:
+                    fut.cancel()
+
+    def _log_key(self, entry: dict) -> None:
+        """A store key read or written: into the running unit's list (kept in unit order), else the session's."""
+        sink = getattr(self._log_sink, "entries", None)
+        (self.key_log if sink is None else sink).append(entry)
+
     def _batch_records(self, claim, system: WanSystem, settings: ClaimSettings, batch: TaskBatch,
                        kw: Mapping[str, Any]) -> list[dict]:
         """`claim.measure_batch` of one batch, from the store when a run of the same claim code kept them."""
@@ -253,8 +315,7 @@ class RunContext:
         if self.store is None:
             return _plain_records(compute())      # as a stored batch would hand them back
         key = records_key(claim, system, settings, batch, kw)
-        self.key_log.append({"key": key, "kind": "records",
-                             "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
+        self._log_key({"key": key, "kind": "records", "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
         hit = self.store.get(key)
         if hit is not None:
             return hit["records"]
@@ -280,10 +341,11 @@ class RunContext:
         """One batch from noise to the end (or to step `until`), with the claim's records and interventions.
         Runs whose interventions only modify (no captures to fill) are served from / saved to the store."""
         def compute():
-            sampler = Sampler(system)
-            state = sampler.prepare(bound_conditioning(system, settings, batch), batch.seeds, settings.steps)
-            return sampler.run(state, guidance_scale=settings.guidance_scale, record=record,
-                               interventions=interventions, until=until)
+            with self._sampling:
+                sampler = Sampler(system)
+                state = sampler.prepare(bound_conditioning(system, settings, batch), batch.seeds, settings.steps)
+                return sampler.run(state, guidance_scale=settings.guidance_scale, record=record,
+                                   interventions=interventions, until=until)
         captures = [iv for iv in interventions if not iv.modifies]
         if not all(storable_capture(iv) for iv in captures):
             return compute()
@@ -294,8 +356,10 @@ class RunContext:
               record: Sequence[str] = ()) -> dict[str, SampleResult]:
         """Branches of one batch sharing their clean prefix (see `Sampler.sweep`); the clean run is "clean"."""
         def compute():
-            return Sampler(system).sweep(bound_conditioning(system, settings, batch), batch.seeds, settings.steps,
-                                         branches, guidance_scale=settings.guidance_scale, record=record)
+            with self._sampling:
+                return Sampler(system).sweep(bound_conditioning(system, settings, batch), batch.seeds,
+                                             settings.steps, branches, guidance_scale=settings.guidance_scale,
+                                             record=record)
         return self._stored("sweep", system, settings, batch, compute, record=list(record), branches=branches)
 
     def memo(self, kind: str, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, compute: Callable):
@@ -303,11 +367,13 @@ class RunContext:
         keyed by the model, the settings, the batch's (instance, seed) rows and `kind`."""
         key = (kind, id(system), system.fingerprint, repr(settings), tuple(i.id for i in batch.instances),
                tuple(batch.seeds))
-        if key not in self._memo:
+        hit = self._memo.get(key, _MISSING)
+        if hit is _MISSING:
+            hit = compute()
             if len(self._memo) > 64:   # a long session with many models: keep memory bounded
-                self._memo.clear()
-            self._memo[key] = compute()
-        return self._memo[key]
+                self._memo.clear()     # (the value is returned from `hit`: another thread may clear meanwhile)
+            self._memo[key] = hit
+        return hit
 
     def clean_run(self, system: WanSystem, settings: ClaimSettings, batch: TaskBatch) -> SampleResult:
         """The batch's unperturbed run with x̂0 recorded at every step, shared by every claim that reads it."""
@@ -318,7 +384,7 @@ class RunContext:
         if self.store is None:
             return compute()
         key = run_key(kind, system, settings, batch, **what)
-        self.key_log.append({"key": key, "kind": kind, "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
+        self._log_key({"key": key, "kind": kind, "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
         return self._fetch(key, compute, captures)
 
     def _fetch(self, key: str, compute: Callable, captures: Sequence[Intervention]):

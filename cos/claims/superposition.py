@@ -84,6 +84,15 @@ def span_basis(inst) -> torch.Tensor:
     return q[:, keep]
 
 
+# Where the final x̂0 lies in span{static, 𝟙} (a row that ends on the still first frame), f̃ duplicates the other two
+# columns: their smallest singular value was 7e-15 of the largest on the organism (cos.superposition's controls,
+# rotation). lstsq's default rank cut (eps·max(m, n)) then sat on float noise, and a 1e-15 rounding difference
+# (another summation order) turned the null's fit from "static and constant" into a fit along a noise direction:
+# the row's null entropy went from 1.15 to 0.10 nats. Columns independent below 1e-6 of the largest (far above
+# float32 noise, far below any real direction) are dropped.
+NULL_RCOND = 1e-6
+
+
 def committed_blur(inst, cells: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
     """The row's natural null (module doc): per step, the least-squares fit of x̂0(s) (cells, (S, F, 3, G, G)) by
     a_s·f̃ + b_s·static + c_s·𝟙, f̃ the final x̂0 `final` projected onto span{candidates, static, 𝟙}."""
@@ -93,7 +102,7 @@ def committed_blur(inst, cells: torch.Tensor, final: torch.Tensor) -> torch.Tens
     static = inst.video[:1].expand_as(final).reshape(-1).double()
     a = torch.stack([ft, static, torch.ones_like(ft)], 1)                     # (D, 3)
     x = cells.reshape(len(cells), -1).double().T                             # (D, S)
-    coef = torch.linalg.lstsq(a, x).solution                                 # (3, S)
+    coef = torch.linalg.lstsq(a, x, rcond=NULL_RCOND).solution               # (3, S)
     return (a @ coef).T.reshape(cells.shape).float()
 
 
@@ -128,7 +137,7 @@ class Superposition(Claim):
         measured_quantity="candidate entropy drop of decoded x̂0 (first 20% minus last 20% of steps, nats) minus "
                           "that of the row's final x̂0 committed but blurred (the readout's bias)",
         threshold=0.05,    # nats: the noisy nulls give |mean| ≤ 0.007; smaller differences are not superposition
-        direction=">", version=4,    # 4: written as records (measure_batch + conclude + finish), the same as 3
+        direction=">", version=5,    # 5: the null's fit drops near-duplicate columns (NULL_RCOND); 4: records
         statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI",
         effect=0.1, effect_note="chosen: the paper shows several candidates early (Fig 1-2) without an entropy; "
                                 "0.15 nats beyond the null, 0.1 above the threshold")

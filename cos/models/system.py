@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -26,6 +27,9 @@ class WanVAE:
 
     def __init__(self, vae: AutoencoderKLWan):
         self.vae = vae
+        # AutoencoderKLWan keeps its causal feature cache on the module for the length of one call: two threads
+        # (--cos-overlap's readouts beside the sampling) must not decode through it at once
+        self._lock = threading.Lock()
         self.z_dim = vae.config.z_dim
         self.scale_temporal = vae.config.scale_factor_temporal
         self.scale_spatial = vae.config.scale_factor_spatial
@@ -39,7 +43,8 @@ class WanVAE:
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, F, H, W) in [-1, 1] → normalized latents (B, z, F', H/s, W/s) in float32."""
         dev = next(self.vae.parameters()).device
-        lat = self.vae.encode(video.to(dev, self.vae.dtype)).latent_dist.mode()  # the pipeline's "argmax"
+        with self._lock:
+            lat = self.vae.encode(video.to(dev, self.vae.dtype)).latent_dist.mode()  # the pipeline's "argmax"
         lat = lat.to(video.device, torch.float32)
         mean, inv_std = self._stats(lat)
         return (lat - mean) * inv_std
@@ -50,7 +55,8 @@ class WanVAE:
         dev = next(self.vae.parameters()).device
         lat = latents.to(dev, self.vae.dtype)
         mean, inv_std = self._stats(lat)
-        return self.vae.decode(lat / inv_std + mean, return_dict=False)[0].float()
+        with self._lock:
+            return self.vae.decode(lat / inv_std + mean, return_dict=False)[0].float()
 
 
 class IdentityVAE:
