@@ -39,6 +39,7 @@ every batch on every rank served gathered readouts; that machinery is gone.)
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -287,7 +288,11 @@ class RunContext:
                 self.key_log.extend(log)
                 yield k, rs
             return
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="cos-unit") as pool:
+        # two threads each running torch's intra-op pool over every core oversubscribe the host twice over (OpenMP
+        # threads spin for cores the other pool holds): each gets half while they overlap
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, threads // 2))
+        with _restore_threads(threads), ThreadPoolExecutor(max_workers=2, thread_name_prefix="cos-unit") as pool:
             ahead = [(k, pool.submit(self._unit_records, claim, system, units[k], kw)) for k in ks[:2]]
             rest = iter(ks[2:])
             try:
@@ -403,6 +408,14 @@ class RunContext:
                 iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
             hit = hit["run"]
         return _from_disk(hit, key)
+
+
+@contextlib.contextmanager
+def _restore_threads(n: int) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def run_key(kind: str, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, **what: Any) -> str:
