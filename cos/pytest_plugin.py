@@ -101,10 +101,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-sequential", default="auto", choices=["auto", "on", "off"],
                 help="decide claims written as records at up to 3 looks (O'Brien-Fleming alpha spending) and stop "
                      "each once decided or futile; auto: on for the gpu and full tiers, off for cpu (cos.sequential)")
-    g.addoption("--cos-overlap", default="auto", choices=["auto", "on", "off"],
+    g.addoption("--cos-overlap", default="off", choices=["on", "off"],
                 help="read out a batch (decode, mixtures, scores, CKA) on a worker thread while the next batch "
-                     "samples; the table is the same either way; auto: on for the gpu and full tiers, off for cpu "
-                     "(two cores gain nothing: the forwards already use them)")
+                     "samples; the same table either way. Off by default: on the organism's gpu tier it gained "
+                     "1.04x (its readouts hold the GIL); a full model's long forwards are what it can hide, "
+                     "not yet measured (benchmarks/results/gpu/overlap-h200)")
     g.addoption("--cos-against", default=None, metavar="OLD",
                 help="gate a model change: also measure every selected claim on OLD (a model directory, or a run "
                      "folder whose records.jsonl to pair with) on the same rows, and report each claim's paired "
@@ -353,16 +354,10 @@ def make_run_context(config: pytest.Config) -> "RunContext":
                      # a gate pairs the two models' rows: both run every row (fixed n), not stopped at looks
                      sequential=(sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
                                  and not config.getoption("--cos-against")),
-                     overlap=overlap_on(config.getoption("--cos-overlap"), resolve_tier(config)))
+                     overlap=config.getoption("--cos-overlap") == "on")
     if world is not None:
         ctx.world = world
     return ctx
-
-
-def overlap_on(mode: str, tier: str) -> bool:
-    """Whether a unit's readouts run beside the next unit's sampling (`RunContext.overlap`). `auto`: on for the
-    `gpu` and `full` tiers, where the GPU waited for them; off for `cpu`, where the forwards take the cores."""
-    return mode == "on" or (mode == "auto" and tier in ("gpu", "full"))
 
 
 def progress_writer(config: pytest.Config):

@@ -23,7 +23,7 @@ it was computing; a relaunch (any N) finds the rest. Runs that capture activatio
 captured (see `run`). Host-side readouts (decoding, NNLS mixtures, scores, CKA) happen inside `measure_batch`,
 on the rank that sampled the batch, once: only their records cross ranks.
 
-With `overlap` (--cos-overlap; on by default for the gpu and full tiers) a rank's units run on two worker threads:
+With `overlap` (--cos-overlap on; off by default: benchmarks/results/gpu/overlap-h200) a rank's units run on two threads:
 while one thread reads out unit k (decoding, mixtures, scores, CKA) the other samples unit k+1. The model is
 sampled under one lock (`_sampling`: interventions hook the shared experts and a batch binder writes the batch into
 the model, so two samplings must never interleave), the VAE decodes under its own (`WanVAE`: its causal cache is
