@@ -4,6 +4,7 @@
     cos gate --model NEW --against OLD --out DIR [...]   each claim's paired change NEW − OLD; exit 1 on a regression
     cos conclude RUN_DIR                    recompute a run's table from its records.jsonl (no model, no sampling)
     cos list [--format markdown]            the registered claims (markdown: docs/claims.md, generated)
+    cos plan [--store DIR | --out DIR] [...]  per claim n, GPU-hours, power; with a store, the GPU-hours left
     cos new-claim ID                        write a claim module's skeleton (docs/adding-a-claim.md)
     cos baseline add|update RUN --into B    copy a run's rows into a baseline file (never by hand)
     cos report RUN_DIR                      re-render the report beside RUN_DIR/claims-status.json
@@ -76,29 +77,81 @@ def _plan(a) -> None:
     if not model.exists():
         raise InputError(f"--model {model}: no such directory")
     device = a.device if a.device != "auto" else ("cuda" if _cuda() else "cpu")
-    system = load_system(model, device=device)
     tier = a.tier if a.tier != "auto" else ("cpu" if device == "cpu" and (model / "cos_model.json").exists() else
                                              "gpu" if (model / "cos_model.json").exists() else "full")
-    settings = settings_for(system, tier) if tier != "full" else TIERS["full"]
-    if a.instances:
-        settings = replace(settings, instances=a.instances)
     claims = [c for c in all_claims() if not a.k or any(fnmatch.fnmatch(c.id, f"*{k}*") for k in a.k.split(","))]
     if not claims:
         raise InputError(f"-k {a.k!r}: matches no claim")
-    spf = a.seconds_per_forward
+    store, store_path, store_note = _plan_store(a, tier)      # a bad path: one line before the model loads
+    system = load_system(model, device=device)
+    settings = settings_for(system, tier) if tier != "full" else TIERS["full"]
+    if a.instances:     # as the run's --cos-instances: the store keys hold the cap
+        settings = replace(settings, instances=a.instances, instance_cap=a.instances)
+    spf, sequential = a.seconds_per_forward, resolve(a.sequential, tier)
     if spf is None:
-        from cos.runner import RunContext, estimate_forwards
+        from cos.runner import time_forward
 
-        spf = estimate_forwards(RunContext(progress=False), system, settings, claims)["seconds_per_row_forward"]
-    p = planning.plan(system, settings, claims, spf, a.gpus, pilot, resolve(a.sequential, tier),
-                      pilot_name=a.pilot or "")
+        timing = time_forward(system, settings)
+        spf = timing["seconds_per_row_forward"]
+    else:               # nothing timed: the host readouts are not priced
+        timing = {"seconds_per_row_forward": spf, "readout_seconds": {}}
+    left = None
+    if store is not None:
+        from cos.parallel import World
+        from cos.runner import RunContext
+
+        # priced as the run over --gpus processes would be: a launch is a world of ranks that meet
+        ctx = RunContext(store=store, progress=False, sequential=sequential,
+                         world=World(size=a.gpus, connected=a.gpus > 1))
+        left = planning.left_to_run(ctx, system, settings, claims, timing, pilot)
+    p = planning.plan(system, settings, claims, spf, a.gpus, pilot, sequential, pilot_name=a.pilot or "",
+                      left=left, store=store_path or "")
     p["model"], p["timed"] = str(model), a.seconds_per_forward is None
     print(f"cos plan: {model} at the {tier} tier, {spf:.4g} s per row-forward"
           f" ({'timed warm forward on ' + device if a.seconds_per_forward is None else 'given'}), {a.gpus} GPU(s), "
           f"sequential {'on' if p['sequential'] else 'off'}" + (f", pilot {a.pilot}" if a.pilot else ", no pilot"))
     print(planning.table(p))
+    for line in (planning.store_line(p), store_note):
+        if line:
+            print(line)
     if a.json:
         Path(a.json).write_text(json.dumps(p, indent=2, default=str))
+
+
+STORE_RULE = ("must be an existing, readable folder: a run's result store (its --cos-store, or <cos-out>/cos-store; "
+              "cos plan --out DIR reads DIR/cos-store)")
+
+
+def _plan_store(a, tier: str) -> tuple[object | None, str | None, str]:
+    """The result store `cos plan` prices against, opened only to look (`ResultStore(readonly=True)`): --store, or
+    <--out>/cos-store where the run would keep one (`cos.store.run_store`, the plugin's rule: on the full tier and
+    over several GPUs; the organism's tiers keep none unless asked). (store or None, its path, a note to print).
+    A path that is not a readable folder, or a key that does not open it: InputError, one line naming the option."""
+    import os
+
+    from cos.store import ResultStore, run_store
+
+    if a.store is None and a.out is None:
+        return None, None, ""
+    flag = f"--store {a.store}" if a.store is not None else f"--out {a.out}"
+    if a.store is None and Path(a.out).exists() and not Path(a.out).is_dir():
+        raise InputError(f"{flag}: not a folder (the --cos-out of a run)")
+    path = run_store(a.store, a.out or ".", tier, a.gpus > 1)
+    if path is None:
+        return None, None, ("" if a.store == "none" else f"{flag}: no result store (the {tier} tier keeps none "
+                                                         "unless asked: --store DIR): priced with nothing stored")
+    p = Path(path)
+    if a.store is None and not p.exists():      # a run not made yet: nothing stored
+        return None, None, f"{flag}: no {p} yet: priced with nothing stored"
+    where = "" if a.store is not None else f"{p}: "
+    if not p.is_dir():
+        raise InputError(f"{flag}: {where}{'not a folder' if p.exists() else 'no such folder'}; {STORE_RULE}")
+    if not os.access(p, os.R_OK | os.X_OK):
+        raise InputError(f"{flag}: {where}unreadable (no read or search permission); {STORE_RULE}")
+    try:
+        return ResultStore(p, key_file=a.store_key, readonly=True), str(p), ""
+    except CosError as e:       # a missing or unreadable key: the store cannot be read as this user's
+        raise InputError(f"{flag}: {e}") from None
 
 
 def _cuda() -> bool:
@@ -463,6 +516,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="plan the expected n of sequential decisions (auto: on for gpu and full)")
     p.add_argument("--device", default="auto", help="where to time the forward: cpu, cuda, auto")
     p.add_argument("--json", default=None, metavar="FILE", help="write the plan as JSON")
+    p.add_argument("--store", "--cos-store", dest="store", default=None, metavar="DIR",
+                   help="a result store (a run's --cos-store): per claim the batches it holds and the GPU-hours "
+                        "left, as the run's ETA and --cos-budget price them; only looked at, never written")
+    p.add_argument("--out", "--cos-out", dest="out", default=None, metavar="DIR",
+                   help="the run's --cos-out: its store DIR/cos-store where the run keeps one (the full tier, "
+                        "several GPUs; the organism's tiers only with --store)")
+    p.add_argument("--store-key", "--cos-store-key", dest="store_key", default=None, metavar="KEYFILE",
+                   help="the key that signed the store's entries (default: $COS_STORE_KEY, else the cache dir's)")
     p.set_defaults(fn=_plan)
     p = sub.add_parser("status", help="print a claims-status.json as a table")
     p.add_argument("status", help="a claims-status.json")

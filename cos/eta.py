@@ -315,6 +315,19 @@ def plan_work(est: Mapping[str, Any], claims: Sequence[Any], settings: Any, syst
     return out, power
 
 
+def price_plan(ctx: Any, system: Any, settings: Any, claims: Sequence[Any], timing: Mapping[str, Any],
+               pilot: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict, dict[str, ClaimWork], dict]:
+    """The run's plan as the run prices it (its ETA, --cos-budget, `cos plan --store`): (priced estimate,
+    `cos.runner.price_forwards` at `timing`; `ClaimWork` per claim, `plan_work`; power per claim at its effect),
+    over `ctx`'s processes, with nothing stored (`with_stored` takes the store's batches off)."""
+    from cos.runner import price_forwards
+
+    est = price_forwards(ctx, system, settings, claims, timing)
+    # shards run every unit (no looks across hosts: cos.runner's alone_share), so they are priced at full n
+    work, power = plan_work(est, claims, settings, system, ctx.sequential and ctx.shard is None, pilot)
+    return est, work, power
+
+
 def expected_s(work: Mapping[str, ClaimWork]) -> float:
     """The plan's expected seconds before anything ran."""
     return RunEstimate(dict(work), 0.0, 0.0).planned_s()
@@ -354,6 +367,12 @@ def parse_budget(value: Any, flag: str = "--cos-budget") -> tuple[float, bool]:
 def gpu_hours(seconds: float, ranks: int) -> float:
     """GPU-hours of a run that takes `seconds` of wall time on `ranks` processes (one GPU each)."""
     return seconds * ranks / 3600
+
+
+def planned_gpu_hours(work: Mapping[str, ClaimWork], ranks: int, at_s: float = 0.0) -> tuple[float, float]:
+    """(GPU-hours of the plan, of the plan if the store held nothing) on `ranks` processes, after `at_s` seconds
+    spent already (loading, timing): what --cos-budget holds the run to."""
+    return gpu_hours(at_s + expected_s(work), ranks), gpu_hours(at_s + expected_s(nothing_stored(work)), ranks)
 
 
 def fit_instances(cost_s: Callable[[int], float], n: int, limit_s: float, low: int = MIN_FIT_INSTANCES) -> int | None:
@@ -408,8 +427,7 @@ def apply_budget(hours: float, fit: bool, settings: Any, at_s: float, ranks: int
 
     est, work, power = price(settings)
     eta = expected_s(work)
-    need = gpu_hours(at_s + eta, ranks)
-    need_bare = gpu_hours(at_s + expected_s(nothing_stored(work)), ranks)
+    need, need_bare = planned_gpu_hours(work, ranks, at_s)
     got, total = stored_counts(work)
     n = settings.instances
     doc: dict = {"hours": hours, "mode": "fit" if fit else "refuse", "ranks": ranks,

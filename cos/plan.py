@@ -158,10 +158,36 @@ def claim_stops(claim: Any, settings: Any, system: Any, sequential: bool,
     return stops, None, PRIOR_SOURCE
 
 
+def left_to_run(ctx: Any, system: Any, settings: Any, claims: Sequence[Any], timing: Mapping[str, Any],
+                pilot: Mapping[str, Mapping[str, Any]] | None = None) -> dict:
+    """What the run has left once what its result store (`ctx.store`) holds is taken off, priced as the run prices
+    it (its ETA and --cos-budget: `cos.eta.price_plan` at `timing`, `cos.runner.stored_work`, `cos.eta.with_stored`,
+    `cos.eta.planned_gpu_hours`): per claim its stored and total record batches and GPU-hours left (its shared runs
+    included, as its row), and the whole plan's (shared runs once), each with its GPU-hours if nothing were stored.
+    GPU-hours as --cos-budget counts them: the busiest process's seconds times `ctx`'s processes. Only looks the
+    store up (`ResultStore.has`): nothing is written or claimed."""
+    from cos.eta import planned_gpu_hours, price_plan, stored_counts, with_stored
+    from cos.runner import stored_work
+
+    est, work, _ = price_plan(ctx, system, settings, claims, timing, pilot)
+    work = with_stored(work, stored_work(ctx, claims, system, settings))
+    ranks = est["ranks"]
+
+    def row(w: Mapping[str, Any]) -> dict:
+        left, bare = planned_gpu_hours(w, ranks)
+        got, total = stored_counts(w)
+        return {"stored_batches": got, "total_batches": total, "gpu_hours_left": left,
+                "gpu_hours_if_nothing_stored": bare}
+    return {"claims": {k: row({k: w}) for k, w in work.items()}, "total": row(work), "ranks": ranks,
+            "readouts_timed": bool(timing.get("readout_seconds"))}
+
+
 def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | None, gpus: int = 1,
          pilot: Mapping[str, Mapping[str, Any]] | None = None, sequential: bool = False,
-         pilot_name: str = "") -> dict:
-    """The plan of `claims` at `settings` (see the module doc): {"claims": {id: ClaimPlan as dict}, "total": {...}}."""
+         pilot_name: str = "", left: Mapping[str, Any] | None = None, store: str = "") -> dict:
+    """The plan of `claims` at `settings` (see the module doc): {"claims": {id: ClaimPlan as dict}, "total": {...}}.
+    With `left` (`left_to_run` of the result store at `store`): each claim and the total also say what the store
+    holds and the GPU-hours left, and "store" says how they are priced."""
     from cos.settings import instances
 
     cfg = 2 if settings.guidance_scale > 1 else 1
@@ -212,17 +238,23 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
         sum(v * f for rs in shared_readers.values() for v, f in rs)
     rf_total, rf_exp = own_total + shared_total, own_expected + shared_expected
     hours = (lambda n: None if seconds_per_forward is None else n * seconds_per_forward / 3600 / gpus)
-    return {"claims": {k: asdict(v) for k, v in out.items()},
-            "total": {"row_forwards": int(rf_total), "expected_row_forwards": round(rf_exp, 1),
-                      "gpu_hours": hours(rf_total), "expected_gpu_hours": hours(rf_exp)},
-            "settings": {"tier": settings.tier, "steps": settings.steps, "size": [settings.height, settings.width,
-                         settings.num_frames], "guidance_scale": settings.guidance_scale,
-                         "instances": settings.instances, "seeds": list(settings.seeds)},
-            "seconds_per_forward": seconds_per_forward, "gpus": gpus, "sequential": sequential,
-            "pilot": pilot_name or None,
-            "notes": ["row-forwards: one row through one expert for one step, per CFG pass; shared runs once",
-                      "GPU-hours divide by --gpus at efficiency 1 (benchmarks/scaling.sh measures it)",
-                      "power: at the claim's effect size, from the pilot's spread (a lower bound: see cos.plan)"]}
+    p = {"claims": {k: {**asdict(v), **(left["claims"].get(k, {}) if left else {})} for k, v in out.items()},
+         "total": {"row_forwards": int(rf_total), "expected_row_forwards": round(rf_exp, 1),
+                   "gpu_hours": hours(rf_total), "expected_gpu_hours": hours(rf_exp), **(left["total"] if left else {})},
+         "settings": {"tier": settings.tier, "steps": settings.steps, "size": [settings.height, settings.width,
+                      settings.num_frames], "guidance_scale": settings.guidance_scale,
+                      "instances": settings.instances, "seeds": list(settings.seeds)},
+         "seconds_per_forward": seconds_per_forward, "gpus": gpus, "sequential": sequential,
+         "pilot": pilot_name or None,
+         "notes": ["row-forwards: one row through one expert for one step, per CFG pass; shared runs once",
+                   "GPU-hours divide by --gpus at efficiency 1 (benchmarks/scaling.sh measures it)",
+                   "power: at the claim's effect size, from the pilot's spread (a lower bound: see cos.plan)"]}
+    if left:
+        p["store"] = {"path": store, "ranks": left["ranks"], "readouts_timed": left["readouts_timed"]}
+        p["notes"].append("GPU-hours left: what the result store does not hold, priced as the run's ETA and "
+                          "--cos-budget price it (cos.eta: expected seconds of the busiest of --gpus processes, "
+                          "forwards plus timed host readouts, times --gpus); if nothing stored: the same plan whole")
+    return p
 
 
 def load_pilot(path: str | Path) -> dict[str, dict]:
@@ -242,13 +274,29 @@ def table(p: dict) -> str:
 
     fmt = lambda v, d=3: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else (
         f"{v:.{d}g}" if isinstance(v, float) else str(v))
+    store = "store" in p
+    # a claim not looked up in the store (not written as records, VBVR, distill's fast model) is priced whole
+    held = (lambda c: [f"{c['stored_batches']}/{c['total_batches']}" if c["total_batches"] else "–",
+                       fmt(c["gpu_hours_left"])] if store else [])
     rows = [[k, c["max_n"], fmt(c["expected_n"]), c["row_forwards"], fmt(c["expected_row_forwards"], 4),
-             fmt(c["gpu_hours"]), fmt(c["expected_gpu_hours"]), fmt(c["effect"]) + (" (chosen)" if c["no_paper_size"]
-                                                                                   and c["effect"] is not None else ""),
+             fmt(c["gpu_hours"]), fmt(c["expected_gpu_hours"]), *held(c),
+             fmt(c["effect"]) + (" (chosen)" if c["no_paper_size"] and c["effect"] is not None else ""),
              fmt(c["power_at_paper_effect"], 2), fmt(c["mde"]), fmt(c["n_for_power"])]
             for k, c in p["claims"].items()]
     t = p["total"]
     rows.append(["total", "", "", t["row_forwards"], fmt(t["expected_row_forwards"], 4), fmt(t["gpu_hours"]),
-                 fmt(t["expected_gpu_hours"]), "", "", "", ""])
+                 fmt(t["expected_gpu_hours"]), *held(t), "", "", "", ""])
     return tabulate(rows, headers=["claim", "max n", "expected n", "row-forwards", "expected", "GPU-h",
-                                   "expected GPU-h", "effect", "power", "MDE", f"n for {POWER_GOAL:.0%}"])
+                                   "expected GPU-h", *(["stored batches", "GPU-h left"] if store else []),
+                                   "effect", "power", "MDE", f"n for {POWER_GOAL:.0%}"])
+
+
+def store_line(p: dict) -> str:
+    """One line on what the plan's result store holds and leaves ("" for a plan without a store)."""
+    if "store" not in p:
+        return ""
+    t, s = p["total"], p["store"]
+    return (f"store {s['path']}: {t['stored_batches']} of {t['total_batches']} record batches stored; "
+            f"{t['gpu_hours_left']:.3g} GPU-hours left ({t['gpu_hours_if_nothing_stored']:.3g} if nothing stored), "
+            f"as the run's ETA and --cos-budget price them on {s['ranks']} process(es)"
+            + ("" if s["readouts_timed"] else " (forwards only: --seconds-per-forward times no host readouts)"))

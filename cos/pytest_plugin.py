@@ -327,7 +327,7 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     from cos.errors import CosError
     from cos.parallel import launched_size, world_from_env
     from cos.runner import RunContext
-    from cos.store import ResultStore
+    from cos.store import ResultStore, run_store
 
     shard = parse_shard(config.getoption("--cos-shard"))
     store = config.getoption("--cos-store")
@@ -338,14 +338,14 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     if launched and store == "none":
         raise pytest.UsageError("several processes meet through the result store: --cos-store none cannot be used "
                                 "under accelerate launch / torchrun (give a folder every rank sees)")
-    if store is None and (resolve_tier(config) == "full" or shard is not None or launched):
-        store = str(Path(config.getoption("--cos-out")) / "cos-store")
+    store = run_store(store, config.getoption("--cos-out"), resolve_tier(config) if store is None else "",
+                      shard is not None or launched)
     try:    # a rank that never joins, or ranks that disagree about the world: one line, nonzero exit
         world = world_from_env() if launched else None
     except CosError as e:
         raise pytest.UsageError(str(e)) from None
     try:
-        opened = None if store in (None, "none") else ResultStore(store, key_file=config.getoption("--cos-store-key"))
+        opened = None if store is None else ResultStore(store, key_file=config.getoption("--cos-store-key"))
     except Exception as e:  # noqa: BLE001 - a bad key or store: one line before any test
         raise pytest.UsageError(f"--cos-store {store}: {e}") from None
     from cos.sequential import resolve as sequential_on
@@ -911,7 +911,7 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
     rank 0's, handed to every rank (the ranks must run the same settings and stop alike)."""
     from dataclasses import replace
 
-    from cos.eta import RunEstimate, apply_budget, expected_s, plan_work, stored_counts, with_stored
+    from cos.eta import RunEstimate, apply_budget, expected_s, price_plan, stored_counts, with_stored
     from cos.runner import fmt_s, price_forwards, stored_work, time_forward
 
     ctx = session.ctx
@@ -941,9 +941,7 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
             return got
 
         def price(settings, stored: bool = True):
-            est = price_forwards(ctx, system, settings, planned, timing)
-            # shards run every unit (no looks across hosts: cos.runner's alone_share), so they are priced at full n
-            work, power = plan_work(est, planned, settings, system, ctx.sequential and ctx.shard is None, pilot)
+            est, work, power = price_plan(ctx, system, settings, planned, timing, pilot)
             if sides > 1:   # what the store holds is not taken off: the old side's keys need the old model (not
                 # loaded yet), and a killed gate run stored the new side of a claim before its old side
                 work = {k: replace(w, own_s=w.own_s * sides, shared={r: v * sides for r, v in w.shared.items()})

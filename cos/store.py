@@ -349,18 +349,20 @@ class ResultStore:
     """A folder of `<key[:2]>/<key>.safetensors` entries; each written to a temporary name, then renamed.
 
     `get` returns None on a miss and then holds the key's claim until `put` (or `release`): another process
-    asking for the same key meanwhile waits for the entry instead of computing it too."""
+    asking for the same key meanwhile waits for the entry instead of computing it too. `readonly`: a store only
+    looked at (`has`: `cos plan --store`), which must change nothing: no stale temporaries are removed and a
+    missing default key is an error, not made (with no key nothing in the store could be counted as stored)."""
 
     def __init__(self, root: str | Path, *, poll_s: float = 0.25, claim_stale_s: float = CLAIM_STALE_S,
-                 wait_s: float | None = None, key_file: str | Path | None = None):
+                 wait_s: float | None = None, key_file: str | Path | None = None, readonly: bool = False):
         self.root = Path(root)
         self.key_file = key_path(key_file)
         _refuse_key_inside(self.key_file, self.root)
-        self.secret = load_key(key_file)
+        self.secret = load_key(key_file, create=False if readonly else None)
         self.hits = self.misses = 0
         self.poll_s, self.claim_stale_s, self.wait_s = poll_s, claim_stale_s, wait_s
         self._warned: set[str] = set()
-        if self.root.is_dir():
+        if self.root.is_dir() and not readonly:
             self._clean()
 
     def _clean(self) -> None:
@@ -495,6 +497,15 @@ class ResultStore:
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob(f"*/*{SUFFIX}")) if self.root.exists() else 0
+
+
+def run_store(store: str | None, out: str | Path, tier: str, several: bool) -> str | None:
+    """A run's result-store folder (None: it keeps none): `store` as given (--cos-store; 'none': none); without it
+    `<out>/cos-store` on the full tier and wherever several processes meet through the store (`several`: a shard,
+    a launch), none on the organism's tiers. The plugin's rule, shared with `cos plan --out`."""
+    if store is None and (tier == "full" or several):
+        return str(Path(out) / "cos-store")
+    return None if store in (None, "none") else store
 
 
 def _refuse_key_inside(key_file: Path, root: Path) -> None:

@@ -101,3 +101,105 @@ def test_profile_follows_the_runners_minimum_units():
     p_40, f_40 = planning.sequential_profile(3.09, True, n_max=40)
     p_14, f_14 = planning.sequential_profile(0.0, True, n_max=14)
     assert f_40 > f_inf and p_40 > p_inf and f_14 > 0.95
+
+
+def test_a_store_prices_what_the_run_has_left_as_the_run_does(tmp_path):
+    """A run killed after 3 of its 6 batches: the plan's hours left are those of the run's own pricing (its ETA and
+    --cos-budget: `stored_work` + `with_stored`), half the plan with nothing stored; planning writes nothing."""
+    from cos.eta import expected_s, gpu_hours, nothing_stored, plan_work, with_stored
+    from cos.runner import RunContext, price_forwards, stored_work
+    from cos.store import ResultStore
+    from tests.test_eta import TIMING, killed
+    from tests.test_sequential import SEQ, Toy, _Effect
+
+    with pytest.raises(KeyboardInterrupt):
+        RunContext(store=ResultStore(tmp_path / "s"), progress=False).measure_claim(killed(3), _Effect(0.3), SEQ)
+    ctx = RunContext(store=ResultStore(tmp_path / "s", readonly=True), progress=False)
+    left = planning.left_to_run(ctx, _Effect(0.3), SEQ, [Toy()], TIMING)
+    est = price_forwards(ctx, _Effect(0.3), SEQ, [Toy()], TIMING)
+    work = with_stored(plan_work(est, [Toy()], SEQ, _Effect(0.3), False)[0],
+                       stored_work(ctx, [Toy()], _Effect(0.3), SEQ))
+    c = left["claims"]["toy.records"]
+    assert (c["stored_batches"], c["total_batches"]) == (3, 6) and left["total"] == c
+    assert c["gpu_hours_left"] == pytest.approx(gpu_hours(expected_s(work), 1))
+    assert c["gpu_hours_if_nothing_stored"] == pytest.approx(gpu_hours(expected_s(nothing_stored(work)), 1))
+    assert c["gpu_hours_left"] == pytest.approx(c["gpu_hours_if_nothing_stored"] / 2) and c["gpu_hours_left"] > 0
+    p = planning.plan(_Effect(0.3), SEQ, [Toy()], 0.01, left=left, store=str(tmp_path / "s"))
+    assert p["claims"]["toy.records"]["gpu_hours_left"] == c["gpu_hours_left"] and p["store"]["ranks"] == 1
+    assert "stored batches" in planning.table(p) and " 3/6 " in planning.table(p)
+    assert planning.store_line(p).startswith(f"store {tmp_path / 's'}: 3 of 6 record batches stored; ")
+
+
+@pytest.fixture
+def stored_energy(organism, tmp_path):
+    """A store holding layers.energy_profile's one batch at `cos plan --tier cpu --instances 1`'s settings, and a
+    crashed writer's stale temporary (a store opened to write removes it; one only looked at must not)."""
+    import os
+    from dataclasses import replace
+
+    from cos.registry import get_claim
+    from cos.runner import RunContext
+    from cos.settings import settings_for
+    from cos.store import ResultStore
+
+    s = replace(settings_for(organism, "cpu"), instances=1, instance_cap=1)
+    RunContext(store=ResultStore(tmp_path / "s"), progress=False).measure_claim(
+        get_claim("layers.energy_profile"), organism, s)
+    tmp = tmp_path / "s" / "ab" / "ab.safetensors.tmp1-00000000"
+    tmp.parent.mkdir(exist_ok=True)
+    tmp.write_bytes(b"")
+    os.utime(tmp, (1, 1))
+    return tmp_path / "s"
+
+
+def test_cli_plan_with_a_store_shows_the_hours_left_and_writes_nothing(stored_energy, tmp_path, capsys):
+    files = lambda: sorted((str(p), p.stat().st_mtime) for p in stored_energy.rglob("*"))
+    before = files()
+    out = tmp_path / "plan.json"
+    argv = ["plan", "--tier", "cpu", "--instances", "1", "--seconds-per-forward", "0.5", "-k", "memory,energy"]
+    assert main([*argv, "--store", str(stored_energy), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert files() == before                       # nothing written, claimed or cleaned up
+    d = json.loads(out.read_text())
+    e, m, t = d["claims"]["layers.energy_profile"], d["claims"]["memory.persistence"], d["total"]
+    assert (e["stored_batches"], e["total_batches"], e["gpu_hours_left"]) == (1, 1, 0.0)
+    assert (m["stored_batches"], m["total_batches"]) == (0, 1)
+    # forwards only (none timed), one process, fixed n: the run's pricing of what is left is the plan's own rows
+    assert m["gpu_hours"] > 0 and m["gpu_hours_left"] == pytest.approx(m["gpu_hours"])
+    assert t["gpu_hours_if_nothing_stored"] == pytest.approx(t["gpu_hours"])
+    assert t["gpu_hours_left"] == pytest.approx(t["gpu_hours"] - e["gpu_hours"])
+    assert (t["stored_batches"], t["total_batches"]) == (1, 2) and d["store"]["path"] == str(stored_energy)
+    assert f"store {stored_energy}: 1 of 2 record batches stored" in text and "GPU-h left" in text
+    assert main([*argv, "--json", str(out)]) == 0      # without a store: as before
+    d = json.loads(out.read_text())
+    assert "store" not in d and "gpu_hours_left" not in d["total"] and "GPU-h left" not in capsys.readouterr().out
+
+
+def test_out_keeps_the_runs_store_rule_and_a_bad_store_is_one_line_before_any_timing(tmp_path, capsys,
+                                                                                     monkeypatch):
+    import cos.models
+    import cos.runner
+    from cos.store import run_store
+
+    assert run_store(None, "o", "full", False) == "o/cos-store" and run_store(None, "o", "gpu", True) == "o/cos-store"
+    assert run_store(None, "o", "gpu", False) is None and run_store("none", "o", "full", True) is None
+    assert run_store("s", "o", "cpu", False) == "s"
+
+    def boom(*a, **k):
+        raise AssertionError("timed or loaded before the store was checked")
+    monkeypatch.setattr(cos.models, "load_system", boom)
+    monkeypatch.setattr(cos.runner, "time_forward", boom)
+    (tmp_path / "cos-store").write_text("not a folder")
+    for flag, path, why in (("--store", tmp_path / "cos-store", "not a folder"),
+                            ("--cos-store", tmp_path / "none-here", "no such folder")):
+        assert main(["plan", flag, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--store {path}: {why}; must be an existing, readable folder" in err
+    assert main(["plan", "--tier", "full", "--out", str(tmp_path)]) == 2     # the full tier keeps DIR/cos-store
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {tmp_path}: {tmp_path / 'cos-store'}: not a folder" in err
+    monkeypatch.undo()
+    # the organism's tiers keep no store unless asked: --out alone prices nothing stored, as without it
+    assert main(["plan", "--tier", "cpu", "--seconds-per-forward", "1", "-k", "memory", "--out", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "GPU-h left" not in text and "the cpu tier keeps none unless asked" in text
