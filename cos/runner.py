@@ -30,9 +30,9 @@ the model, so two samplings must never interleave), the VAE decodes under its ow
 per call), at most two units are in flight (bounded memory), never past the look being taken (a sequential claim
 samples no batch it would not have sampled), and the records, runs and samples.jsonl come out in unit order. The
 table is a serial run's: the same statuses, n, records and store keys; numbers agree to float rounding, not always
-bit for bit, because MKL adapts its threads to concurrent callers (MKL_DYNAMIC) and so may sum a CPU readout's
-products in another order (1e-15 relative measured; with MKL_DYNAMIC=FALSE set before torch loads, bit for bit;
-tests/test_overlap.py).
+bit for bit: while they overlap each thread has half the intra-op threads, and MKL adapts its threads to concurrent
+callers, so a CPU readout's products may be summed in another order (1e-15 relative measured; tests/test_overlap.py).
+A unit that fails (or an interrupt) stops the other thread before its next sampling.
 
 (Before records, each claim ran twice under several processes, a fill pass into the store and a replay of
 every batch on every rank served gathered readouts; that machinery is gone.)
@@ -60,6 +60,11 @@ from cos.taskrun import TaskBatch, conditioning, decode, make_batch
 
 
 _MISSING = object()
+
+
+class _Cancelled(Exception):
+    """An overlapped unit stopped because an earlier one failed or the run was interrupted (never reaches a
+    caller: the generator re-raises the first unit's error)."""
 
 # bumped whenever an intervention's meaning changes (stored results of the old meaning must not be served)
 ENGINE = 2
@@ -97,6 +102,7 @@ class RunContext:
     overlap: bool = False
     _sampling: Any = field(default_factory=threading.RLock, repr=False)
     _log_sink: Any = field(default_factory=threading.local, repr=False)
+    _cancel: Any = field(default_factory=threading.Event, repr=False)   # set: overlapped units sample no more
 
     @property
     def distilled(self) -> WanSystem | None:
@@ -268,6 +274,8 @@ class RunContext:
         try:
             rs = []
             for s, batch in unit:
+                if self._cancel.is_set():       # an earlier unit failed or the run was interrupted
+                    raise _Cancelled()
                 rs.extend(self._batch_records(claim, system, s, batch, kw))
             return rs, log
         finally:
@@ -278,16 +286,20 @@ class RunContext:
         """(k, records) of the units `ks`, in order. With `overlap` two worker threads take them in turn, so unit
         k's readouts run while unit k+1 samples; a unit's records and store keys are handed on only when every
         unit before it has been, so the order (and the table) is a serial run's. A unit that raises stops the
-        rest: the one in flight finishes (its results are stored), none is started after it."""
-        for k in ks:
+        rest: a sampling under way finishes (its run is stored), no unit samples after it (`_cancel`), and the
+        error reaches the caller once the other thread has stopped."""
+        def note(k: int) -> None:       # provenance's rank_rows: the rows of units whose records were handed on
             for _, batch in units[k]:
                 self._note_ran(batch)
+
         if not self.overlap or len(ks) < 2:
             for k in ks:
                 rs, log = self._unit_records(claim, system, units[k], kw)
                 self.key_log.extend(log)
+                note(k)
                 yield k, rs
             return
+        self._cancel = threading.Event()
         # two threads each running torch's intra-op pool over every core oversubscribe the host twice over (OpenMP
         # threads spin for cores the other pool holds): each gets half while they overlap
         threads = torch.get_num_threads()
@@ -303,10 +315,17 @@ class RunContext:
                     if nxt is not None:     # keep two in flight: the next starts sampling as soon as one is done
                         ahead.append((nxt, pool.submit(self._unit_records, claim, system, units[nxt], kw)))
                     self.key_log.extend(log)
+                    note(k)
                     yield k, rs
             finally:
+                self._cancel.set()    # a queued unit already counts as running to the pool: cancel() alone misses it
                 for _, fut in ahead:
                     fut.cancel()
+
+    def _check_cancel(self) -> None:
+        """In an overlapped unit's thread: stop before sampling once another unit failed or the run stopped."""
+        if self._cancel.is_set() and threading.current_thread() is not threading.main_thread():
+            raise _Cancelled()
 
     def _log_key(self, entry: dict) -> None:
         """A store key read or written: into the running unit's list (kept in unit order), else the session's."""
@@ -319,7 +338,8 @@ class RunContext:
         compute = lambda: claim.measure_batch(self, system, settings, batch, **kw)
         if self.store is None:
             return _plain_records(compute())      # as a stored batch would hand them back
-        key = records_key(claim, system, settings, batch, kw)
+        with self._sampling:    # a model without weights_hash is hashed by its state_dict, renamed while hooked
+            key = records_key(claim, system, settings, batch, kw)
         self._log_key({"key": key, "kind": "records", "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
         hit = self.store.get(key)
         if hit is not None:
@@ -347,6 +367,7 @@ class RunContext:
         Runs whose interventions only modify (no captures to fill) are served from / saved to the store."""
         def compute():
             with self._sampling:
+                self._check_cancel()
                 sampler = Sampler(system)
                 state = sampler.prepare(bound_conditioning(system, settings, batch), batch.seeds, settings.steps)
                 return sampler.run(state, guidance_scale=settings.guidance_scale, record=record,
@@ -362,6 +383,7 @@ class RunContext:
         """Branches of one batch sharing their clean prefix (see `Sampler.sweep`); the clean run is "clean"."""
         def compute():
             with self._sampling:
+                self._check_cancel()
                 return Sampler(system).sweep(bound_conditioning(system, settings, batch), batch.seeds,
                                              settings.steps, branches, guidance_scale=settings.guidance_scale,
                                              record=record)
@@ -388,7 +410,8 @@ class RunContext:
                 captures: Sequence[Intervention] = (), **what):
         if self.store is None:
             return compute()
-        key = run_key(kind, system, settings, batch, **what)
+        with self._sampling:    # (as in _batch_records: another thread's HookSession renames its parameters)
+            key = run_key(kind, system, settings, batch, **what)
         self._log_key({"key": key, "kind": kind, "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
         return self._fetch(key, compute, captures)
 

@@ -21,17 +21,29 @@ def test_anchor_test_passes_the_answer_and_fails_wrong_and_trivial_videos(task):
             assert anchor_fidelity(inst, v) < KEEP_FIDELITY, (task, seed)
 
 
-def test_superposition_null_is_stable_where_the_final_is_the_still_frame():
-    """A row whose final x̂0 is the still first frame: f̃ duplicates the static and constant columns of the null's
-    fit. Float noise in the final (1e-7, above a summation order's 1e-15) must not turn the fit towards a noise
-    direction (it did with lstsq's default rank cut: the null's entropy jumped from 1.15 to 0.10 nats)."""
-    from cos.claims.superposition import committed_blur
+def test_superposition_null_is_the_projection_on_its_basis_also_where_the_final_is_the_still_frame():
+    """The null's fit is the least-squares fit on {f̃, static, 𝟙}. Where the final x̂0 is the still frame, f̃ adds
+    nothing: the fit is the one on {static, 𝟙}, also with float noise (1e-7) on the final (lstsq's rank cut on
+    float noise once fitted along a noise direction, and CPU gelsy once dropped 𝟙 with the duplicate f̃: a
+    one-parameter "null"). Where f̃ is a real direction (a candidate), the fit on all three columns."""
+    from cos.claims.superposition import committed_blur, span_basis
 
     inst = make_instance("rotation", 1, 5)
     static = inst.video[:1].expand_as(inst.video).clone()
     g = torch.Generator().manual_seed(0)
     cells = torch.rand((6, *inst.video.shape), generator=g)
-    base = committed_blur(inst, cells, static)
+    x = cells.reshape(6, -1).double().T
+
+    def fit(*cols):     # SVD-based lstsq: independent of the columns' order, an independent reference
+        a = torch.stack([c.reshape(-1).double() for c in cols], 1)
+        return (a @ torch.linalg.lstsq(a, x, driver="gelsd").solution).T.reshape(cells.shape).float()
+
+    want = fit(static, torch.ones_like(static))
+    assert torch.allclose(committed_blur(inst, cells, static), want, atol=1e-5)
     for _ in range(3):
-        noisy = committed_blur(inst, cells, static + 1e-7 * torch.randn(static.shape, generator=g))
-        assert torch.allclose(noisy, base, atol=1e-4)
+        noisy = static + 1e-7 * torch.randn(static.shape, generator=g)
+        assert torch.allclose(committed_blur(inst, cells, noisy), want, atol=1e-4)
+    other = inst.candidates[(inst.answer + 1) % len(inst.candidates)]
+    q = span_basis(inst)
+    ft = (q @ (q.T @ other.reshape(-1).double())).reshape(other.shape)
+    assert torch.allclose(committed_blur(inst, cells, other), fit(ft, static, torch.ones_like(static)), atol=1e-5)

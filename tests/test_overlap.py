@@ -97,13 +97,16 @@ def test_a_unit_that_raises_stops_the_run_and_the_finished_units_are_stored(tmp_
     assert units[0] not in {f for k, f, _, _ in again.events if k == "sample"}
 
 
-@pytest.mark.parametrize("claim_id", ["cos.superposition", "noise.step_vs_frame", "frames.count",
-                                      "layers.swap_flip"])
-def test_real_claims_give_the_serial_row_records_and_store_keys(claim_id, tmp_path):
-    """Each claim's positive control, once serially and once with overlap, each into its own store: the same
-    row (every number), the same records, the same store keys in the same order; and the units did overlap."""
+@pytest.mark.parametrize("claim_id,control", [("cos.superposition", None), ("noise.step_vs_frame", None),
+                                               ("frames.count", None), ("layers.swap_flip", None),
+                                               # a model without weights_hash: keyed by its state_dict, which
+                                               # another thread's HookSession renames while it samples
+                                               ("layers.energy_profile", "untrained")])
+def test_real_claims_give_the_serial_row_records_and_store_keys(claim_id, control, tmp_path):
+    """A control of each claim (its positive one unless named), once serially and once with overlap, each into its
+    own store: the same row, the same records, the same store keys in the same order; and the units did overlap."""
     claim = get_claim(claim_id)
-    ctl = next(c for c in claim.controls() if c.kind == "positive")
+    ctl = next(c for c in claim.controls() if (c.name == control if control else c.kind == "positive"))
     kw = ctl.kwargs(0) if ctl.kwargs else {}
     rows, logs = [], []
     seen_threads = set()
@@ -125,3 +128,33 @@ def test_real_claims_give_the_serial_row_records_and_store_keys(claim_id, tmp_pa
     assert rows[0][:2] == rows[1][:2] and logs[0] == logs[1] and logs[0]
     assert _close(rows[0][2:], rows[1][2:])
     assert len({t for t in seen_threads if t.startswith("cos-unit")}) == 2, seen_threads   # it did run beside
+
+
+class Parts(Toy):
+    """Each batch samples three times (as a claim with several runs a batch does); unit `fail_at` fails after
+    its first sampling."""
+
+    def __init__(self, fail_at: str):
+        super().__init__()
+        self.fail_at, self.sampled = fail_at, []
+
+    def measure_batch(self, ctx, system, settings, batch):
+        first = batch.instances[0].id
+        for part in range(3):
+            with ctx._sampling:
+                ctx._check_cancel()         # where RunContext.run and sweep check
+                time.sleep(0.05)
+                self.sampled.append((first, part))
+            if first == self.fail_at:
+                raise RuntimeError("readout broke")
+        return super().measure_batch(ctx, system, settings, batch)
+
+
+def test_after_a_failure_the_other_thread_samples_no_more():
+    units = [b.instances[0].id for b in RunContext(progress=False).batches(SEQ)]
+    claim = Parts(fail_at=units[0])
+    with pytest.raises(RuntimeError, match="readout broke"):
+        RunContext(progress=False, overlap=True).measure_claim(claim, _Effect(0.3), SEQ)
+    # unit 1 may have begun a sampling before the failure was seen; none after it, and no unit after unit 1
+    assert len([p for f, p in claim.sampled if f == units[1]]) <= 1
+    assert {f for f, _ in claim.sampled} <= {units[0], units[1]}

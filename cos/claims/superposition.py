@@ -85,25 +85,42 @@ def span_basis(inst) -> torch.Tensor:
 
 
 # Where the final x̂0 lies in span{static, 𝟙} (a row that ends on the still first frame), f̃ duplicates the other two
-# columns: their smallest singular value was 7e-15 of the largest on the organism (cos.superposition's controls,
-# rotation). lstsq's default rank cut (eps·max(m, n)) then sat on float noise, and a 1e-15 rounding difference
-# (another summation order) turned the null's fit from "static and constant" into a fit along a noise direction:
-# the row's null entropy went from 1.15 to 0.10 nats. Columns independent below 1e-6 of the largest (far above
-# float32 noise, far below any real direction) are dropped.
-NULL_RCOND = 1e-6
+# columns (smallest singular value 7e-15 of the largest, rotation on the organism). torch.linalg.lstsq then decided
+# the rank on float noise and, worse, CPU gelsy cut at the first near-duplicate column and dropped every column after
+# it (𝟙 too): the "null" became a one-parameter fit along f̃ + static + 𝟙, flat in entropy, so a committed model
+# faded towards grey read as superposition (d = 0.48 [0.17, 0.82], holds; found by review; the control
+# committed-faded-grey below). The fit is now the projection onto an explicit basis: static, 𝟙, then f̃, each kept
+# only where its part independent of those before it exceeds 1e-6 of its norm (far above float32 noise, far below
+# any real direction).
+NULL_TOL = 1e-6
+
+
+def _span(cols: list[torch.Tensor], tol: float = NULL_TOL) -> torch.Tensor:
+    """Orthonormal basis (D, r) of the columns' span, taken in order; a column whose part independent of the ones
+    kept before is below `tol` of its own norm adds nothing (Gram-Schmidt, orthogonalised twice: 'twice is
+    enough' for a few columns in float64)."""
+    out: list[torch.Tensor] = []
+    for c in cols:
+        r = c
+        for _ in range(2):
+            for b in out:
+                r = r - b * (b @ r)
+        if float(r.norm()) > tol * float(c.norm()):
+            out.append(r / r.norm())
+    return torch.stack(out, 1)
 
 
 def committed_blur(inst, cells: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
     """The row's natural null (module doc): per step, the least-squares fit of x̂0(s) (cells, (S, F, 3, G, G)) by
-    a_s·f̃ + b_s·static + c_s·𝟙, f̃ the final x̂0 `final` projected onto span{candidates, static, 𝟙}."""
+    a_s·f̃ + b_s·static + c_s·𝟙, f̃ the final x̂0 `final` projected onto span{candidates, static, 𝟙}; where f̃ lies
+    in span{static, 𝟙}, the fit on static and 𝟙 (the projection onto their span)."""
     q = span_basis(inst)
     f = final.reshape(-1).double()
     ft = q @ (q.T @ f)
     static = inst.video[:1].expand_as(final).reshape(-1).double()
-    a = torch.stack([ft, static, torch.ones_like(ft)], 1)                     # (D, 3)
+    basis = _span([static, torch.ones_like(ft), ft])                         # (D, r), r <= 3
     x = cells.reshape(len(cells), -1).double().T                             # (D, S)
-    coef = torch.linalg.lstsq(a, x, rcond=NULL_RCOND).solution               # (3, S)
-    return (a @ coef).T.reshape(cells.shape).float()
+    return (basis @ (basis.T @ x)).T.reshape(cells.shape).float()
 
 
 def toward_step0(cells: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
@@ -137,7 +154,7 @@ class Superposition(Claim):
         measured_quantity="candidate entropy drop of decoded x̂0 (first 20% minus last 20% of steps, nats) minus "
                           "that of the row's final x̂0 committed but blurred (the readout's bias)",
         threshold=0.05,    # nats: the noisy nulls give |mean| ≤ 0.007; smaller differences are not superposition
-        direction=">", version=5,    # 5: the null's fit drops near-duplicate columns (NULL_RCOND); 4: records
+        direction=">", version=6,    # 6: the null's fit is an explicit projection (NULL_TOL); 4: records
         statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI",
         effect=0.1, effect_note="chosen: the paper shows several candidates early (Fig 1-2) without an entropy; "
                                 "0.15 nats beyond the null, 0.1 above the threshold")
@@ -302,6 +319,12 @@ class Superposition(Claim):
                     kwargs=quiet, check=self._bias_only),
             Control("committed-blurred-grey", "negative", committed(fade=(0.0, 0.3), noise=noisy, toward="grey"),
                     cells, "as committed-blurred, shrunk towards flat grey instead of the still frame",
+                    kwargs=quiet, check=self._bias_only),
+            Control("committed-faded-grey", "negative", committed(fade=(0.0, 0.3), toward="grey"),
+                    replace(cells, tasks=("rotation",), instances=12),
+                    "as committed-blurred-grey without x̂0 noise, on rotation, whose still candidate makes the final "
+                    "x̂0 of some rows the still frame itself (f̃ in span{static, 𝟙}): the null must still be the "
+                    "fit on static and 𝟙 (an lstsq rank cut that dropped 𝟙 too made this hold at d = 0.48)",
                     kwargs=quiet, check=self._bias_only),
         ]
 
