@@ -71,6 +71,7 @@ def _plan(a) -> None:
     except ValueError as e:
         raise InputError(str(e)) from None
     from cos.models import load_system
+    from cos.models.loading import run_dtype
     from cos.pytest_plugin import DEFAULT_MODEL
 
     model = Path(a.model) if a.model else DEFAULT_MODEL
@@ -83,7 +84,7 @@ def _plan(a) -> None:
     if not claims:
         raise InputError(f"-k {a.k!r}: matches no claim")
     store, store_path, store_note = _plan_store(a, tier)      # a bad path: one line before the model loads
-    system = load_system(model, device=device)
+    system = load_system(model, device=device, dtype=run_dtype(model, device))     # the run's dtype: its keys
     settings = settings_for(system, tier) if tier != "full" else TIERS["full"]
     if a.instances:     # as the run's --cos-instances: the store keys hold the cap
         settings = replace(settings, instances=a.instances, instance_cap=a.instances)

@@ -277,7 +277,9 @@ def table(p: dict) -> str:
     store = "store" in p
     # a claim not looked up in the store (not written as records, VBVR, distill's fast model) is priced whole
     held = (lambda c: [f"{c['stored_batches']}/{c['total_batches']}" if c["total_batches"] else "–",
-                       fmt(c["gpu_hours_left"])] if store else [])
+                       # against its own whole (the budget's measure: busiest process x ranks, with readouts),
+                       # not the GPU-h column beside it (forwards over --gpus)
+                       f"{fmt(c['gpu_hours_left'])} of {fmt(c['gpu_hours_if_nothing_stored'])}"] if store else [])
     rows = [[k, c["max_n"], fmt(c["expected_n"]), c["row_forwards"], fmt(c["expected_row_forwards"], 4),
              fmt(c["gpu_hours"]), fmt(c["expected_gpu_hours"]), *held(c),
              fmt(c["effect"]) + (" (chosen)" if c["no_paper_size"] and c["effect"] is not None else ""),
@@ -287,7 +289,7 @@ def table(p: dict) -> str:
     rows.append(["total", "", "", t["row_forwards"], fmt(t["expected_row_forwards"], 4), fmt(t["gpu_hours"]),
                  fmt(t["expected_gpu_hours"]), *held(t), "", "", "", ""])
     return tabulate(rows, headers=["claim", "max n", "expected n", "row-forwards", "expected", "GPU-h",
-                                   "expected GPU-h", *(["stored batches", "GPU-h left"] if store else []),
+                                   "expected GPU-h", *(["stored batches", "budget GPU-h left"] if store else []),
                                    "effect", "power", "MDE", f"n for {POWER_GOAL:.0%}"])
 
 
@@ -299,4 +301,8 @@ def store_line(p: dict) -> str:
     return (f"store {s['path']}: {t['stored_batches']} of {t['total_batches']} record batches stored; "
             f"{t['gpu_hours_left']:.3g} GPU-hours left ({t['gpu_hours_if_nothing_stored']:.3g} if nothing stored), "
             f"as the run's ETA and --cos-budget price them on {s['ranks']} process(es)"
-            + ("" if s["readouts_timed"] else " (forwards only: --seconds-per-forward times no host readouts)"))
+            + ("" if s["readouts_timed"] else " (forwards only: --seconds-per-forward times no host readouts)")
+            # the keys hold the settings and the model's dtype: a run made with other options than these has
+            # other keys (cos plan has no --cos-steps, --cos-size, --cos-tasks, LoRAs, ...)
+            + ("; 0 stored can also mean the run used other settings (steps, size, tasks, LoRAs) than this plan"
+               if t["stored_batches"] == 0 else ""))

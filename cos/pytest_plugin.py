@@ -1068,7 +1068,6 @@ def _distilled_system(model_path: Path, device: str, config: pytest.Config):
 
 
 def _dtype(path: Path, device: str):
-    """bf16 for a full Wan model on a GPU (as it ships), float32 for the organism and on a CPU."""
-    import torch
+    from cos.models.loading import run_dtype
 
-    return torch.bfloat16 if device.startswith("cuda") and not (Path(path) / "cos_model.json").exists() else torch.float32
+    return run_dtype(path, device)

@@ -102,7 +102,6 @@ class RunContext:
     overlap: bool = False
     _sampling: Any = field(default_factory=threading.RLock, repr=False)
     _log_sink: Any = field(default_factory=threading.local, repr=False)
-    _cancel: Any = field(default_factory=threading.Event, repr=False)   # set: overlapped units sample no more
 
     @property
     def distilled(self) -> WanSystem | None:
@@ -268,25 +267,27 @@ class RunContext:
             return "futile"
         return ""
 
-    def _unit_records(self, claim, system: WanSystem, unit, kw: Mapping[str, Any]) -> tuple[list[dict], list]:
-        """The records of one unit (every phase's batch) and the store keys it read or wrote, in order."""
-        self._log_sink.entries = log = []
+    def _unit_records(self, claim, system: WanSystem, unit, kw: Mapping[str, Any],
+                      cancel: threading.Event | None = None) -> tuple[list[dict], list]:
+        """The records of one unit (every phase's batch) and the store keys it read or wrote, in order. `cancel`
+        (an overlapped call's): once set, the unit samples no more."""
+        log: list = []
+        self._log_sink.entries, self._log_sink.cancel = log, cancel
         try:
             rs = []
             for s, batch in unit:
-                if self._cancel.is_set():       # an earlier unit failed or the run was interrupted
-                    raise _Cancelled()
+                self._check_cancel()
                 rs.extend(self._batch_records(claim, system, s, batch, kw))
             return rs, log
         finally:
-            self._log_sink.entries = None
+            self._log_sink.entries = self._log_sink.cancel = None
 
     def _units_records(self, claim, system: WanSystem, units, ks: list[int],
                        kw: Mapping[str, Any]) -> Iterator[tuple[int, list[dict]]]:
         """(k, records) of the units `ks`, in order. With `overlap` two worker threads take them in turn, so unit
         k's readouts run while unit k+1 samples; a unit's records and store keys are handed on only when every
         unit before it has been, so the order (and the table) is a serial run's. A unit that raises stops the
-        rest: a sampling under way finishes (its run is stored), no unit samples after it (`_cancel`), and the
+        rest: a sampling under way finishes (its run is stored), no unit samples after it (`cancel`), and the
         error reaches the caller once the other thread has stopped."""
         def note(k: int) -> None:       # provenance's rank_rows: the rows of units whose records were handed on
             for _, batch in units[k]:
@@ -299,32 +300,35 @@ class RunContext:
                 note(k)
                 yield k, rs
             return
-        self._cancel = threading.Event()
+        cancel = threading.Event()      # this call's: set when it ends, however it ends
+        submit = lambda k: pool.submit(self._unit_records, claim, system, units[k], kw, cancel)
         # two threads each running torch's intra-op pool over every core oversubscribe the host twice over (OpenMP
         # threads spin for cores the other pool holds): each gets half while they overlap
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, threads // 2))
         with _restore_threads(threads), ThreadPoolExecutor(max_workers=2, thread_name_prefix="cos-unit") as pool:
-            ahead = [(k, pool.submit(self._unit_records, claim, system, units[k], kw)) for k in ks[:2]]
+            ahead = [(k, submit(k)) for k in ks[:2]]
             rest = iter(ks[2:])
             try:
                 while ahead:
                     k, fut = ahead.pop(0)
                     rs, log = fut.result()
-                    nxt = next(rest, None)
+                    failed = any(f.done() and f.exception() is not None for _, f in ahead)
+                    nxt = None if failed else next(rest, None)
                     if nxt is not None:     # keep two in flight: the next starts sampling as soon as one is done
-                        ahead.append((nxt, pool.submit(self._unit_records, claim, system, units[nxt], kw)))
+                        ahead.append((nxt, submit(nxt)))
                     self.key_log.extend(log)
                     note(k)
                     yield k, rs
             finally:
-                self._cancel.set()    # a queued unit already counts as running to the pool: cancel() alone misses it
+                cancel.set()    # a queued unit already counts as running to the pool: cancel() alone misses it
                 for _, fut in ahead:
                     fut.cancel()
 
     def _check_cancel(self) -> None:
-        """In an overlapped unit's thread: stop before sampling once another unit failed or the run stopped."""
-        if self._cancel.is_set() and threading.current_thread() is not threading.main_thread():
+        """In an overlapped unit's thread: stop before sampling once another unit failed or the call ended."""
+        cancel = getattr(self._log_sink, "cancel", None)
+        if cancel is not None and cancel.is_set():
             raise _Cancelled()
 
     def _log_key(self, entry: dict) -> None:

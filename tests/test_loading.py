@@ -156,3 +156,16 @@ def test_a_header_whose_shapes_do_not_match_its_offsets_is_refused(wan_dir, tmp_
     with pytest.raises(ModelLoadError) as e:
         load_system(root)
     assert "data_offsets" in str(e.value) and k in str(e.value) and "\n" not in str(e.value)
+
+
+def test_run_dtype_is_the_runs_and_what_cos_plan_loads(tmp_path, monkeypatch):
+    """bf16 for a full model on a GPU, float32 for the organism and on a CPU: the run (pytest_plugin._dtype) and
+    cos plan load in it (store keys hold the dtype: a float32 plan of a bf16 run found none of its entries)."""
+    import torch
+
+    from cos.models.loading import run_dtype
+
+    (tmp_path / "org").mkdir()
+    (tmp_path / "org" / "cos_model.json").write_text("{}")
+    assert run_dtype(tmp_path / "full", "cuda") == torch.bfloat16 and run_dtype(tmp_path / "full", "cuda:1") == torch.bfloat16
+    assert run_dtype(tmp_path / "full", "cpu") == torch.float32 and run_dtype(tmp_path / "org", "cuda") == torch.float32

@@ -158,3 +158,15 @@ def test_after_a_failure_the_other_thread_samples_no_more():
     # unit 1 may have begun a sampling before the failure was seen; none after it, and no unit after unit 1
     assert len([p for f, p in claim.sampled if f == units[1]]) <= 1
     assert {f for f, _ in claim.sampled} <= {units[0], units[1]}
+
+
+def test_a_context_overlaps_call_after_call():
+    """An overlapped call ends by stopping its own threads, not the context: the next claim on the same context
+    (one unit, so serial; then another overlapped one) runs as on a fresh context."""
+    ctx = RunContext(progress=False, overlap=True)
+    ctx.measure_claim(Toy(), _Effect(0.3), SEQ)
+    one = replace(SEQ, instances=8)
+    for s in (one, SEQ):
+        a = ctx.measure_claim(Traced(read_s=0.0), _Effect(0.3), s)
+        b = RunContext(progress=False).measure_claim(Toy(), _Effect(0.3), s)
+        assert (a.status, a.measured, a.n) == (b.status, b.measured, b.n)

@@ -256,6 +256,13 @@ def check_model_dir(path: str | Path) -> dict:
     return {"cos_cfg": cos_cfg, "boundary": boundary, "z_dim": z_dim, "mask_ch": mask_ch, "experts": experts}
 
 
+def run_dtype(path: str | Path, device: str) -> torch.dtype:
+    """The dtype a run loads `path` in: bf16 for a full Wan model on a GPU (as it ships), float32 for the organism
+    and on a CPU. The fingerprint, hence every store key, holds it: what prices a run (`cos plan`) loads the same."""
+    return torch.bfloat16 if str(device).startswith("cuda") and not (Path(path) / "cos_model.json").exists() \
+        else torch.float32
+
+
 def load_system(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, *,
                 loras: Sequence[tuple[str | Path, float]] = (), flow_shift: float | None = None,
                 offload: bool = False) -> WanSystem:
