@@ -362,6 +362,7 @@ class ResultStore:
         self.hits = self.misses = 0
         self.poll_s, self.claim_stale_s, self.wait_s = poll_s, claim_stale_s, wait_s
         self._warned: set[str] = set()
+        self.readonly = readonly
         if self.root.is_dir() and not readonly:
             self._clean()
 
@@ -400,7 +401,12 @@ class ResultStore:
             self._warn(key, f"{p}: {_why(e, p)}; recomputing it")
             return False, None
 
+    def _writable(self, what: str) -> None:
+        if self.readonly:   # a plan's store: a claim or an entry written here would change what the run finds
+            raise RuntimeError(f"{self.root}: opened read-only (cos plan); {what} is not allowed")
+
     def _try_claim(self, key: str) -> bool:
+        self._writable("claiming a key")
         p = self._claim_path(key)
         if p in _HELD:
             return True
@@ -433,6 +439,7 @@ class ResultStore:
 
     def get(self, key: str) -> Any | None:
         """The stored value, or None: then the caller computes it and calls `put` (the key is claimed)."""
+        self._writable("get (it claims a missing key)")
         t0 = time.time()
         while True:
             found, value = self._read(key)
@@ -465,6 +472,7 @@ class ResultStore:
     def put(self, key: str, value: Any) -> None:
         """Store `value` (signed); a write error (full disk, read-only store) loses only this entry: warned once,
         the run goes on with the value in memory."""
+        self._writable("put")
         p = self.path(key)
         tmp = p.with_name(f"{p.name}.tmp{os.getpid()}-{_HOST_TAG}")
         raw = pack(key, value, self.secret)

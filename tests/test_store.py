@@ -119,3 +119,15 @@ def test_a_torn_file_is_recomputed(store, ctx):
     with pytest.warns(StoreWarning, match="truncated"):
         ctx.run(sysm, SET, batch)
     assert store.hits == 0 and store.misses >= 1
+
+
+def test_a_read_only_store_answers_has_and_refuses_get_and_put(tmp_path):
+    """cos plan's store: `has` only; `get` (which claims a missing key) and `put` would change what the run finds."""
+    ResultStore(tmp_path / "s").put("k1", {"x": 1})
+    ro = ResultStore(tmp_path / "s", readonly=True)
+    before = sorted(p.name for p in (tmp_path / "s").rglob("*"))
+    assert ro.has("k1") and not ro.has("k2")
+    for call in (lambda: ro.get("k2"), lambda: ro.get("k1"), lambda: ro.put("k3", {"x": 3})):
+        with pytest.raises(RuntimeError, match="read-only"):
+            call()
+    assert sorted(p.name for p in (tmp_path / "s").rglob("*")) == before
