@@ -831,9 +831,10 @@ def cos_against(pytestconfig: pytest.Config, cos_device: str):
         return None
     from cos.gate import Against
     from cos.models import load_system
+    from cos.models.loading import run_dtype
 
     def load(p: Path):
-        return load_system(p, device=cos_device, dtype=_dtype(p, cos_device),
+        return load_system(p, device=cos_device, dtype=run_dtype(p, cos_device),
                            flow_shift=pytestconfig.getoption("--cos-flow-shift"),
                            offload=pytestconfig.getoption("--cos-offload"))
     try:
@@ -1021,11 +1022,12 @@ def cos_model_path(pytestconfig: pytest.Config) -> Path:
 def cos_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Config):
     """The loaded `WanSystem` (validated first: bad paths fail with one line)."""
     from cos.models import load_system
+    from cos.models.loading import run_dtype
 
     from cos.models.lora import parse_lora_spec
 
     try:
-        system = load_system(cos_model_path, device=cos_device, dtype=_dtype(cos_model_path, cos_device),
+        system = load_system(cos_model_path, device=cos_device, dtype=run_dtype(cos_model_path, cos_device),
                              loras=[parse_lora_spec(x) for x in pytestconfig.getoption("--cos-model-lora")],
                              flow_shift=pytestconfig.getoption("--cos-flow-shift"),
                              offload=pytestconfig.getoption("--cos-offload"))
@@ -1058,16 +1060,12 @@ def _distilled_system(model_path: Path, device: str, config: pytest.Config):
     import importlib.util
 
     from cos.models import load_system
+    from cos.models.loading import run_dtype
 
     if importlib.util.find_spec("peft") is None:
         pytest.skip("the distilled model is a LoRA stack and LoRAs need peft: pip install 'cos-claims[lora]'")
 
-    return load_system(model_path, device=device, dtype=_dtype(model_path, device),
+    return load_system(model_path, device=device, dtype=run_dtype(model_path, device),
                        loras=distilled_loras(model_path, config),
                        flow_shift=config.getoption("--cos-flow-shift"), offload=config.getoption("--cos-offload"))
 
-
-def _dtype(path: Path, device: str):
-    from cos.models.loading import run_dtype
-
-    return run_dtype(path, device)

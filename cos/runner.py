@@ -301,12 +301,12 @@ class RunContext:
                 yield k, rs
             return
         cancel = threading.Event()      # this call's: set when it ends, however it ends
-        submit = lambda k: pool.submit(self._unit_records, claim, system, units[k], kw, cancel)
         # two threads each running torch's intra-op pool over every core oversubscribe the host twice over (OpenMP
         # threads spin for cores the other pool holds): each gets half while they overlap
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, threads // 2))
         with _restore_threads(threads), ThreadPoolExecutor(max_workers=2, thread_name_prefix="cos-unit") as pool:
+            submit = lambda k: pool.submit(self._unit_records, claim, system, units[k], kw, cancel)
             ahead = [(k, submit(k)) for k in ks[:2]]
             rest = iter(ks[2:])
             try:

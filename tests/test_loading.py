@@ -159,7 +159,7 @@ def test_a_header_whose_shapes_do_not_match_its_offsets_is_refused(wan_dir, tmp_
 
 
 def test_run_dtype_is_the_runs_and_what_cos_plan_loads(tmp_path, monkeypatch):
-    """bf16 for a full model on a GPU, float32 for the organism and on a CPU: the run (pytest_plugin._dtype) and
+    """bf16 for a full model on a GPU, float32 for the organism and on a CPU: the run (the plugin's loads) and
     cos plan load in it (store keys hold the dtype: a float32 plan of a bf16 run found none of its entries)."""
     import torch
 
