@@ -73,29 +73,7 @@ class SuperpositionDetails(Details):
     traces: list[dict] = field(default_factory=list)     # {task, instance, seed, prompt, key, confidence, which}
 
 
-def span_basis(inst) -> torch.Tensor:
-    """Orthonormal basis (D, r) of span{candidates, still first frame, constant} in the instance's cell space:
-    the only part of a video the candidate readout (NNLS over the candidates) and the null's basis can see."""
-    c = inst.candidates
-    static = inst.video[:1].expand_as(c[0])
-    b = torch.cat([c.reshape(len(c), -1), static.reshape(1, -1), torch.ones(1, static.numel())]).double().T
-    q, r = torch.linalg.qr(b)
-    keep = r.diagonal().abs() > 1e-9 * r.diagonal().abs().max()
-    return q[:, keep]
-
-
-# Where the final x̂0 lies in span{static, 𝟙} (a row that ends on the still first frame), f̃ duplicates the other two
-# columns (smallest singular value 7e-15 of the largest, rotation on the organism). torch.linalg.lstsq then decided
-# the rank on float noise and, worse, CPU gelsy cut at the first near-duplicate column and dropped every column after
-# it (𝟙 too): the "null" became a one-parameter fit along f̃ + static + 𝟙, flat in entropy, so a committed model
-# faded towards grey read as superposition (d = 0.48 [0.17, 0.82], holds; found by review; the control
-# committed-faded-grey below). The fit is now the projection onto an explicit basis: static, 𝟙, then f̃, each kept
-# only where its part independent of those before it exceeds 1e-6 of its norm (far above float32 noise, far below
-# any real direction).
-NULL_TOL = 1e-6
-
-
-def _span(cols: list[torch.Tensor], tol: float = NULL_TOL) -> torch.Tensor:
+def _span(cols: list[torch.Tensor], tol: float) -> torch.Tensor:
     """Orthonormal basis (D, r) of the columns' span, taken in order; a column whose part independent of the ones
     kept before is below `tol` of its own norm adds nothing (Gram-Schmidt, orthogonalised twice: 'twice is
     enough' for a few columns in float64)."""
@@ -110,6 +88,29 @@ def _span(cols: list[torch.Tensor], tol: float = NULL_TOL) -> torch.Tensor:
     return torch.stack(out, 1)
 
 
+def span_basis(inst) -> torch.Tensor:
+    """Orthonormal basis (D, r) of span{candidates, still first frame, constant} in the instance's cell space:
+    the only part of a video the candidate readout (NNLS over the candidates) and the null's basis can see. By
+    `_span`: an unpivoted QR that dropped a dependent column's (arbitrary) direction also lost what the columns
+    after it had along it (pattern: 2% of 𝟙 and 0.5% of the still frame outside the basis)."""
+    c = inst.candidates
+    static = inst.video[:1].expand_as(c[0])
+    cols = [x.reshape(-1).double() for x in c] + [static.reshape(-1).double(),
+                                                  torch.ones(static.numel(), dtype=torch.float64)]
+    return _span(cols, tol=1e-9)
+
+
+# Where the final x̂0 lies in span{static, 𝟙} (a row that ends on the still first frame), f̃ duplicates the other two
+# columns (smallest singular value 7e-15 of the largest, rotation on the organism). torch.linalg.lstsq then decided
+# the rank on float noise and, worse, CPU gelsy cut at the first near-duplicate column and dropped every column after
+# it (𝟙 too): the "null" became a one-parameter fit along f̃ + static + 𝟙, flat in entropy, so a committed model
+# faded towards grey read as superposition (d = 0.48 [0.17, 0.82], holds; found by review; the control
+# committed-faded-grey below). The fit is now the projection onto an explicit basis: static, 𝟙, then f̃, each kept
+# only where its part independent of those before it exceeds 1e-6 of its norm (far above float32 noise, far below
+# any real direction).
+NULL_TOL = 1e-6
+
+
 def committed_blur(inst, cells: torch.Tensor, final: torch.Tensor) -> torch.Tensor:
     """The row's natural null (module doc): per step, the least-squares fit of x̂0(s) (cells, (S, F, 3, G, G)) by
     a_s·f̃ + b_s·static + c_s·𝟙, f̃ the final x̂0 `final` projected onto span{candidates, static, 𝟙}; where f̃ lies
@@ -118,7 +119,7 @@ def committed_blur(inst, cells: torch.Tensor, final: torch.Tensor) -> torch.Tens
     f = final.reshape(-1).double()
     ft = q @ (q.T @ f)
     static = inst.video[:1].expand_as(final).reshape(-1).double()
-    basis = _span([static, torch.ones_like(ft), ft])                         # (D, r), r <= 3
+    basis = _span([static, torch.ones_like(ft), ft], NULL_TOL)               # (D, r), r <= 3
     x = cells.reshape(len(cells), -1).double().T                             # (D, S)
     return (basis @ (basis.T @ x)).T.reshape(cells.shape).float()
 
@@ -154,7 +155,7 @@ class Superposition(Claim):
         measured_quantity="candidate entropy drop of decoded x̂0 (first 20% minus last 20% of steps, nats) minus "
                           "that of the row's final x̂0 committed but blurred (the readout's bias)",
         threshold=0.05,    # nats: the noisy nulls give |mean| ≤ 0.007; smaller differences are not superposition
-        direction=">", version=6,    # 6: the null's fit is an explicit projection (NULL_TOL); 4: records
+        direction=">", version=7,    # 7: span_basis by _span; 6: the null's fit an explicit projection; 4: records
         statistic="mean over task instances of the paired (row) difference, seeds averaged; bootstrap CI",
         effect=0.1, effect_note="chosen: the paper shows several candidates early (Fig 1-2) without an entropy; "
                                 "0.15 nats beyond the null, 0.1 above the threshold")
