@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Issue 26 on one GPU (device tool, one call): the organism's gpu tier inside pytest cold (empty out dir and an
+# empty result store) and warm (the same store: runs and records served from it), with COS_FORWARD_TIMING for the
+# GPU busy fraction and each claim's host seconds (benchmarks/gpu_speed.py tier --store). The warm run is what a
+# user's rerun of an unchanged model costs: host work only where nothing is stored.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site:$PWD || exit 1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; git rev-parse HEAD;
+  git status --short | head -20; } > "$OUT/gpu.txt"
+python3 benchmarks/gpu_speed.py tier --out "$OUT" --store --phases cold,warm \
+  --tier-timeout "${COLD_S:-300}" --warm-timeout "${WARM_S:-220}" 2>&1 | tee "$OUT/tier.log" | grep -v "^ "
