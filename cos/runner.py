@@ -846,12 +846,14 @@ def fmt_s(t: float) -> str:
 
 def terminal_writer(write: Callable[[str], None], isatty: bool, every_s: float = 30.0) -> Callable[[str, bool], None]:
     """A progress writer: on a terminal one line redrawn in place; into a log, a line every `every_s` and the last."""
-    last = [0.0]
+    # None, not 0.0: time.monotonic() counts from an arbitrary origin (the boot on Linux), so on a machine up for
+    # less than `every_s` (a fresh CI runner) a log got no first line at all
+    last: list[float | None] = [None]
 
     def emit(text: str, final: bool) -> None:
         if isatty:
             write("\r" + text.ljust(90) + ("\n" if final else ""))
-        elif final or time.monotonic() - last[0] >= every_s:
+        elif final or last[0] is None or time.monotonic() - last[0] >= every_s:
             last[0] = time.monotonic()
             write(text + "\n")
     return emit
