@@ -50,6 +50,25 @@ def test_second_run_is_read_back_and_equal(store, ctx, monkeypatch):
     assert not torch.equal(other.latents, first.latents) and len(store) == 2
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device: the runs must come back on it"))])
+def test_computed_and_stored_runs_come_back_on_the_models_device(store, ctx, device):
+    # the readouts run where the model is, with a store as without one (on one H200 the organism's gpu tier took
+    # 266 s with a store, its readouts on the host's CPU, against 143 s without)
+    sysm = reference_system().to(device) if device != "cpu" else reference_system()
+    batch = next(ctx.batches(SET))
+    first = ctx.run(sysm, SET, batch, record=("x0",))
+    again = ctx.run(sysm, SET, batch, record=("x0",))
+    assert store.hits == 1
+    for r in (first, again):
+        assert r.latents.device.type == device and r["x0"].device.type == device
+    assert torch.equal(first["x0"], again["x0"])
+    from cos.runner import _from_disk
+    moved = _from_disk({"latents": torch.zeros(1), "steps": [], "timesteps": [], "sigmas": [],
+                        "trajectory": {"x0": torch.zeros(2)}, "forwards": 0}, "k", torch.device("meta"))
+    assert moved.latents.device.type == "meta" and moved["x0"].device.type == "meta"
+
+
 def test_captures_are_never_served_from_the_store(store, ctx):
     sysm = random_organism(num_layers=2)
     s = replace(SET, tasks=("pattern",), instances=1, steps=2)
