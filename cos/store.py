@@ -56,12 +56,34 @@ class EntryError(ValueError):
     """Why bytes are not a valid entry for a key (one line)."""
 
 
+def _tensor_digest(obj: torch.Tensor) -> str:
+    """The hash of a tensor's bytes, kept on the tensor and reused while it has not changed. Why: a key hashes the
+    interventions it names, and one capture is named by many (layers.swap_flip swaps each block's captured update
+    in turn, each swap's key naming the whole capture): on one H200 the organism's gpu tier spent ~60 s of
+    swap_flip's 78 s re-hashing the same capture. "Not changed" is the tensor's version counter (every in-place
+    op bumps it, views share it with their base) with its storage pointer, shape, strides, dtype and device;
+    tensors with no version counter (inference mode) are hashed every time."""
+    try:
+        stamp = (obj._version, obj.data_ptr(), tuple(obj.shape), obj.stride(), str(obj.dtype), str(obj.device))
+    except RuntimeError:    # an inference tensor tracks no version
+        stamp = None
+    cached = getattr(obj, "_cos_digest", None)
+    if stamp is not None and cached is not None and cached[0] == stamp:
+        return cached[1]
+    t = obj.detach().cpu().contiguous()
+    digest = hashlib.sha256(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()[:16]
+    if stamp is not None:
+        try:
+            obj._cos_digest = (stamp, digest)
+        except (AttributeError, RuntimeError):
+            pass
+    return digest
+
+
 def fingerprint(obj: Any) -> Any:
     """A JSON-able description of `obj` in which tensors stand for the hash of their bytes."""
     if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        return {"tensor": hashlib.sha256(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()[:16],
-                "shape": list(t.shape), "dtype": str(t.dtype)}
+        return {"tensor": _tensor_digest(obj), "shape": list(obj.shape), "dtype": str(obj.dtype)}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {"type": type(obj).__name__,
                 **{f.name: fingerprint(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.name.startswith("_")}}

@@ -150,3 +150,23 @@ def test_a_read_only_store_answers_has_and_refuses_get_and_put(tmp_path):
         with pytest.raises(RuntimeError, match="read-only"):
             call()
     assert sorted(p.name for p in (tmp_path / "s").rglob("*")) == before
+
+
+def test_a_tensors_hash_is_reused_until_it_changes():
+    # a capture named by many keys (swap_flip swaps each block's update in turn) is hashed once, not per key
+    t = torch.randn(4, 8)
+    first = fingerprint(t)
+    stamp, digest = t._cos_digest
+    t._cos_digest = (stamp, "planted")              # reuse is observable: the kept digest is what comes back
+    assert fingerprint(t)["tensor"] == "planted"
+    t.mul_(2)                                       # an in-place change bumps the version: hashed again
+    assert fingerprint(t)["tensor"] not in ("planted", first["tensor"])
+    u = torch.randn(4, 8)
+    view = u[1]
+    before = fingerprint(view)
+    u[1, 0] += 1                                    # a write through the base reaches the view's version too
+    assert fingerprint(view) != before
+    assert fingerprint(torch.arange(3.0)) == fingerprint(torch.arange(3.0)) != fingerprint(torch.arange(3.0) + 1)
+    with torch.inference_mode():
+        inf = torch.ones(3)                         # no version counter: hashed every time, never cached
+    assert fingerprint(inf)["tensor"] == fingerprint(torch.ones(3))["tensor"] and not hasattr(inf, "_cos_digest")
