@@ -11,3 +11,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   git status --short | head -20; } > "$OUT/gpu.txt"
 python3 benchmarks/gpu_speed.py tier --out "$OUT" --store --phases cold,warm \
   --tier-timeout "${COLD_S:-300}" --warm-timeout "${WARM_S:-220}" 2>&1 | tee "$OUT/tier.log" | grep -v "^ "
+# the same code without a store, cold, in the same call (NOSTORE_S=0 leaves it out)
+[ "${NOSTORE_S:-0}" -gt 0 ] && python3 benchmarks/gpu_speed.py tier --out "$OUT" --label nostore --phases cold \
+  --tier-timeout "$NOSTORE_S" 2>&1 | tee -a "$OUT/tier.log" | grep -v "^ "
+exit 0
