@@ -17,7 +17,8 @@ non-anchor instance of a share over anchor tasks) carries no information about i
 
 The decision (`decide_change`): a claim regresses when its change is confidently worse than its tolerance (the
 whole interval beyond −tolerance on the claim's bad side), or when its status flips from `holds` and the change is
-confidently worse than zero. A flip by noise alone (the interval covers zero) does not fail the gate.
+confidently worse than zero. A flip by noise alone (the interval covers zero) does not fail the gate. Each row also
+says what it could have caught (`resolution`): an undecided, underpowered pass is not evidence of no regression.
 """
 from __future__ import annotations
 
@@ -156,6 +157,54 @@ def decide_change(direction: str, change: dict, tol: float | None, status_new: s
             + (f"; holds → {status_new} by noise alone (the change's interval covers 0)" if flip else "")}
 
 
+POWER = 0.8
+
+
+def resolution(change: dict, tol: float | None, effect: float | None, confidence: float = 0.95,
+               power: float = POWER) -> dict | None:
+    """What this gate could catch at its n, from its own paired interval: the smallest regression (claim units,
+    on the bad side) flagged with probability `power` (`catches`), and, for a regression of the claim's own effect
+    size, the instances that would catch it with that power (`n_to_catch`). A regression is flagged when the
+    interval's good-side bound lies below −tol, so with the interval-implied standard error se (width / 2z, a
+    normal approximation as in `cos.stats.detectable`; the interval is the expanded-level bootstrap-t, so se is
+    that interval's, not σ/√n) a true regression R is caught with probability Φ((R − tol − z·se)/se): `catches`
+    = tol + (z + z_power)·se, and se ∝ 1/√n gives `n_to_catch`. None without an interval of non-zero width.
+    The interval is a bootstrap-t at Hesterberg's expanded tail a(n), whose half-width is about Student's
+    t_{n−1}(1 − a(n)) standard errors: 3.4 at n = 8, 2.4 at 16, 2.2 at 32, → 1.96. The width at another n is
+    scaled by that ratio as well as by 1/√n, and `n_to_catch` is the smallest n whose predicted `catches` reaches
+    the effect (with 1/√n alone, n = 8 asked 65 instances where about 22 do).
+    `tests/test_gate.py` checks by simulation that a regression of `catches` is flagged in ~`power` of draws."""
+    from scipy import stats as st
+
+    from cos.stats import expanded_tail
+
+    ci, n = change.get("ci"), change.get("n")
+    if not ci or not n or ci[1] <= ci[0]:
+        return None
+    z, zb = float(st.norm.ppf(1 - (1 - confidence) / 2)), float(st.norm.ppf(power))
+    se = (ci[1] - ci[0]) / (2 * z)
+    t = 0.0 if tol is None else float(tol)
+    out = {"power": power, "se": se, "catches": t + (z + zb) * se, "effect": effect, "n_to_catch": None,
+           "powered": None}
+    if effect is not None:
+        out["powered"] = out["catches"] <= float(effect)
+        if float(effect) > t:
+            def half(m: int) -> float:      # the interval's half-width per unit of σ/√m at m instances
+                return float(st.t.ppf(1 - expanded_tail(m, confidence)[0], m - 1))
+
+            def catches_at(m: int) -> float:
+                return t + (z + zb) * se * (half(m) / half(n)) * math.sqrt(n / m)
+
+            lo, hi = 2, 2
+            while catches_at(hi) > float(effect) and hi < 10**7:     # doubling, then bisection: catches_at falls
+                lo, hi = hi, hi * 2
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if catches_at(mid) <= float(effect) else (mid + 1, hi)
+            out["n_to_catch"] = hi if catches_at(hi) <= float(effect) else None
+    return out
+
+
 def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_new: str, status_old: str,
              fraction: float | None = None) -> dict:
     """One claim's entry of gate.json."""
@@ -180,6 +229,13 @@ def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_ne
         return row
     row.update({k: v for k, v in ch.items() if k not in ("ci",)}, ci=ch["ci"])
     row.update(decide_change(claim.spec.direction, ch, tol, status_new, status_old))
+    res = resolution(ch, tol, claim.spec.effect)
+    row["resolution"] = res
+    if res is not None and row["verdict"] == "undecided" and res["powered"] is False:
+        # an undecided row says what the gate could not see: a pass here is not evidence of no regression
+        row["reason"] += (f"; underpowered: at n={ch['n']} it catches regressions of {res['catches']:.3g} or more "
+                          f"({res['power']:.0%} power), not the claim's effect {res['effect']:.3g}"
+                          + (f" (about {res['n_to_catch']} instances would)" if res["n_to_catch"] else ""))
     return row
 
 
@@ -205,15 +261,22 @@ def render_gate(doc: dict, fmt: str = "github") -> str:
     def f(v: Any) -> str:
         return "" if v is None else f"{v:+.3g}"
 
+    def catches(r: dict) -> str:
+        res = r.get("resolution")
+        if not res:
+            return ""
+        return f"{res['catches']:.3g}" + ("" if res.get("powered") is not False else " (underpowered)")
+
     rows = [(k, r.get("verdict", ""), f(r.get("change")),
              "" if not r.get("ci") else f"[{r['ci'][0]:+.3g}, {r['ci'][1]:+.3g}]",
-             "" if r.get("tolerance") is None else f"{r['tolerance']:.3g}", r.get("n") or "",
+             "" if r.get("tolerance") is None else f"{r['tolerance']:.3g}", catches(r), r.get("n") or "",
              f"{r.get('status_old')} → {r.get('status_new')}", r.get("reason", ""))
             for k, r in doc["claims"].items()]
     head = f"# cos gate: {doc['new']} against {doc['old']}\n\n"
     verdict = ("**REGRESSED**: " + ", ".join(doc["regressed"])) if doc["regressed"] else "**pass**: no claim regressed"
     return head + verdict + "\n\n" + tabulate(rows, headers=["claim", "verdict", "change", "95% CI (paired)",
-                                                             "tolerance", "n", "status old → new", "why"],
+                                                             "tolerance", f"catches ({POWER:.0%})", "n",
+                                                             "status old → new", "why"],
                                               tablefmt=fmt) + "\n"
 
 
