@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One device call: cProfile of the organism's gpu tier for the claims K (default information_flow and perception,
+# two of the largest host spenders), no store; the top entries by cumulative and internal time go to $OUT.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site:$PWD || exit 1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; } > "$OUT/gpu.txt"
+timeout "${LIMIT:-240}" python3 -m cProfile -o /tmp/gpu.prof -m pytest -p cos.pytest_plugin -m "claims and gpu" \
+  -p no:cacheprovider -p no:xdist claims/test_claims.py -q --durations=0 --cos-out /tmp/prof-out \
+  -k "${K:-information_flow or perception}" 2>&1 | tail -6 | tee "$OUT/pytest.txt"
+python3 - "$OUT" <<'PY'
+import io, pstats, sys
+out = sys.argv[1]
+for key, n in (("cumulative", 70), ("tottime", 40)):
+    s = io.StringIO()
+    pstats.Stats("/tmp/gpu.prof", stream=s).sort_stats(key).print_stats(n)
+    open(f"{out}/profile-{key}.txt", "w").write(s.getvalue())
+print(open(f"{out}/profile-tottime.txt").read()[:6000])
+PY
