@@ -55,7 +55,7 @@ from cos.parallel import World
 from cos.models.system import WanSystem
 from cos.sampler import Sampler, SampleResult
 from cos.settings import ClaimSettings, instances
-from cos.store import ResultStore, key_of
+from cos.store import ResultStore, freeze, key_of
 from cos.taskrun import TaskBatch, conditioning, decode, make_batch
 
 
@@ -428,14 +428,14 @@ class RunContext:
                 if captures:    # a capture run: what the captures saw travels with the run
                     hit = {"run": hit, "captured": [dict(iv.store) for iv in captures]}
                 self.store.put(key, hit)
-        # a computed run is handed out in the form a stored one is read back in (no sampler state, its tensors on
-        # the model's device): one process and N processes (which read other ranks' runs from the store) then
-        # compute the same table. On the model's device, not the CPU: the readouts then run where they run without
-        # a store (on one H200 the organism's gpu tier with a store took 266 s against 143 s without, its readouts
-        # on the host's CPU), and a run with a store and one without read the same tensors
+        # a computed run is handed out in the form a stored one is read back in (no sampler state, its tensors
+        # where the sampler puts them: final latents on the model's device, the recorded trajectory on the CPU,
+        # `Sampler(record_device="cpu")`): one process and N processes (which read other ranks' runs from the
+        # store) then compute the same table, and a run with a store reads its tensors where one without does
         if captures:
             for iv, cap in zip(captures, hit["captured"]):
                 iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
+                freeze(*iv.store.values())
             hit = hit["run"]
         return _from_disk(hit, key, device)
 
@@ -741,12 +741,13 @@ def _to_disk(res):
 
 
 def _from_disk(d, key: str | None = None, device: torch.device | None = None):
-    """A stored run as a `SampleResult` (a dict of them for a sweep), its tensors moved to `device` (lossless)."""
+    """A stored run as a `SampleResult` (a dict of them for a sweep), placed as the sampler places a run: its final
+    latents on `device` (the model's), its trajectory where the sampler records it (the CPU; on the GPU a full
+    model's noise sweep would hold ~12 GB a batch)."""
     if "latents" not in d:
         return {k: _from_disk(v, None if key is None else f"{key}/{k}", device) for k, v in d.items()}
-    to = (lambda t: t) if device is None else (lambda t: t.to(device))
-    return SampleResult(to(d["latents"]), None, d["steps"], d["timesteps"], d["sigmas"],
-                        {k: to(v) for k, v in d["trajectory"].items()}, d["forwards"], key=key)
+    lat = d["latents"] if device is None else d["latents"].to(device)
+    return SampleResult(lat, None, d["steps"], d["timesteps"], d["sigmas"], d["trajectory"], d["forwards"], key=key)
 
 
 def estimate_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, claims: Sequence[Any],

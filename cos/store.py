@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from cos.errors import InputError
 from cos.trust import UnsafeFile, key_id, key_path, load_key, mac, mac_ok, open_regular, read_regular, read_upto
@@ -56,27 +57,47 @@ class EntryError(ValueError):
     """Why bytes are not a valid entry for a key (one line)."""
 
 
+# Tensors cos owns and never changes once made (a capture's results), whose digest may be kept: tensor -> (stamp,
+# digest) or None. Keyed by identity and held weakly, off the tensor: a pickled, copied or deep-copied tensor is not
+# frozen (an attribute on the tensor travelled with copies, stamp included, and could match a changed one).
+_FROZEN = WeakIdKeyDictionary()
+_FROZEN_LOCK = threading.Lock()
+
+
+def freeze(*tensors: torch.Tensor) -> None:
+    """Mark tensors as read-only for store keys: their digest is computed once and reused while their version
+    counter, storage pointer, shape, strides, dtype and device are unchanged. Only for tensors nothing writes to
+    (captures: `CaptureBlocks.close`): writes through numpy, `.data`, `from_numpy`'s array or a process group do not
+    bump the version counter, so a frozen tensor changed that way would keep its old digest. Any other tensor is
+    hashed every time it is named in a key."""
+    with _FROZEN_LOCK:
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t not in _FROZEN:
+                _FROZEN[t] = None
+
+
 def _tensor_digest(obj: torch.Tensor) -> str:
-    """The hash of a tensor's bytes, kept on the tensor and reused while it has not changed. Why: a key hashes the
-    interventions it names, and one capture is named by many (layers.swap_flip swaps each block's captured update
-    in turn, each swap's key naming the whole capture): on one H200 the organism's gpu tier spent ~60 s of
-    swap_flip's 78 s re-hashing the same capture. "Not changed" is the tensor's version counter (every in-place
-    op bumps it, views share it with their base) with its storage pointer, shape, strides, dtype and device;
-    tensors with no version counter (inference mode) are hashed every time."""
-    try:
-        stamp = (obj._version, obj.data_ptr(), tuple(obj.shape), obj.stride(), str(obj.dtype), str(obj.device))
-    except RuntimeError:    # an inference tensor tracks no version
-        stamp = None
-    cached = getattr(obj, "_cos_digest", None)
-    if stamp is not None and cached is not None and cached[0] == stamp:
-        return cached[1]
+    """The hash of a tensor's bytes; for a frozen tensor (`freeze`) kept and reused while it has not changed. Why:
+    a key hashes the interventions it names, and one capture is named by many (layers.swap_flip swaps each block's
+    captured update in turn, each swap's key naming the whole capture): on one H200 the organism's gpu tier spent
+    ~60 s of swap_flip's 78 s re-hashing the same capture."""
+    with _FROZEN_LOCK:
+        frozen = obj in _FROZEN
+        cached = _FROZEN.get(obj) if frozen else None
+    stamp = None
+    if frozen:
+        try:
+            stamp = (obj._version, obj.data_ptr(), tuple(obj.shape), obj.stride(), str(obj.dtype), str(obj.device))
+        except RuntimeError:    # an inference tensor tracks no version: hashed every time
+            stamp = None
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
     t = obj.detach().cpu().contiguous()
     digest = hashlib.sha256(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()[:16]
     if stamp is not None:
-        try:
-            obj._cos_digest = (stamp, digest)
-        except (AttributeError, RuntimeError):
-            pass
+        with _FROZEN_LOCK:
+            if obj in _FROZEN:
+                _FROZEN[obj] = (stamp, digest)
     return digest
 
 

@@ -52,21 +52,23 @@ def test_second_run_is_read_back_and_equal(store, ctx, monkeypatch):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device: the runs must come back on it"))])
-def test_computed_and_stored_runs_come_back_on_the_models_device(store, ctx, device):
-    # the readouts run where the model is, with a store as without one (on one H200 the organism's gpu tier took
-    # 266 s with a store, its readouts on the host's CPU, against 143 s without)
+def test_computed_and_stored_runs_are_placed_as_without_a_store(store, ctx, device):
+    # the readouts run where they run without a store: final latents on the model's device, the trajectory where
+    # the sampler records it (the CPU)
     sysm = reference_system().to(device) if device != "cpu" else reference_system()
     batch = next(ctx.batches(SET))
+    bare = RunContext(progress=False).run(sysm, SET, batch, record=("x0",))
     first = ctx.run(sysm, SET, batch, record=("x0",))
     again = ctx.run(sysm, SET, batch, record=("x0",))
     assert store.hits == 1
     for r in (first, again):
-        assert r.latents.device.type == device and r["x0"].device.type == device
-    assert torch.equal(first["x0"], again["x0"])
+        assert r.latents.device == bare.latents.device and r.latents.device.type == device
+        assert r["x0"].device == bare["x0"].device
+    assert torch.equal(first["x0"], again["x0"]) and torch.equal(bare["x0"].cpu(), first["x0"].cpu())
     from cos.runner import _from_disk
     moved = _from_disk({"latents": torch.zeros(1), "steps": [], "timesteps": [], "sigmas": [],
                         "trajectory": {"x0": torch.zeros(2)}, "forwards": 0}, "k", torch.device("meta"))
-    assert moved.latents.device.type == "meta" and moved["x0"].device.type == "meta"
+    assert moved.latents.device.type == "meta" and moved["x0"].device.type == "cpu"
 
 
 def test_captures_are_never_served_from_the_store(store, ctx):
@@ -152,21 +154,43 @@ def test_a_read_only_store_answers_has_and_refuses_get_and_put(tmp_path):
     assert sorted(p.name for p in (tmp_path / "s").rglob("*")) == before
 
 
-def test_a_tensors_hash_is_reused_until_it_changes():
+def test_a_frozen_tensors_hash_is_reused_until_it_changes_and_no_other_is_cached():
     # a capture named by many keys (swap_flip swaps each block's update in turn) is hashed once, not per key
+    from cos.store import _FROZEN, freeze
+
     t = torch.randn(4, 8)
+    freeze(t)
     first = fingerprint(t)
-    stamp, digest = t._cos_digest
-    t._cos_digest = (stamp, "planted")              # reuse is observable: the kept digest is what comes back
+    stamp, _ = _FROZEN[t]
+    _FROZEN[t] = (stamp, "planted")                 # reuse is observable: the kept digest is what comes back
     assert fingerprint(t)["tensor"] == "planted"
     t.mul_(2)                                       # an in-place change bumps the version: hashed again
     assert fingerprint(t)["tensor"] not in ("planted", first["tensor"])
     u = torch.randn(4, 8)
     view = u[1]
+    freeze(view)
     before = fingerprint(view)
     u[1, 0] += 1                                    # a write through the base reaches the view's version too
     assert fingerprint(view) != before
-    assert fingerprint(torch.arange(3.0)) == fingerprint(torch.arange(3.0)) != fingerprint(torch.arange(3.0) + 1)
+    # not frozen: hashed every time, so a write the version counter does not see (numpy) still changes the key
+    plain = torch.zeros(3)
+    k0 = fingerprint(plain)
+    plain.numpy()[0] = 1.0
+    assert fingerprint(plain) != k0 and plain not in _FROZEN
+    # a copy of a frozen tensor is not frozen (the cache is off the tensor: pickling or copying carries nothing)
+    import copy
+    import pickle
+    assert copy.deepcopy(t) not in _FROZEN and pickle.loads(pickle.dumps(t)) not in _FROZEN
     with torch.inference_mode():
         inf = torch.ones(3)                         # no version counter: hashed every time, never cached
-    assert fingerprint(inf)["tensor"] == fingerprint(torch.ones(3))["tensor"] and not hasattr(inf, "_cos_digest")
+    freeze(inf)
+    assert fingerprint(inf)["tensor"] == fingerprint(torch.ones(3))["tensor"] and _FROZEN[inf] is None
+
+
+def test_a_capture_is_frozen_when_its_session_closes():
+    from cos.store import _FROZEN
+
+    cap = CaptureBlocks(blocks=[0], steps=[0])
+    cap.store = {(0, 0, "cond"): torch.ones(2)}
+    cap.close()
+    assert all(v in _FROZEN for v in cap.store.values())

@@ -69,6 +69,9 @@ class CaptureBlocks(Intervention):
 
     def close(self) -> None:
         self.store = {k: tag(v.to(self.device), self.what) for k, v in self.store.items()}
+        # read-only from here: a store key naming this capture hashes each tensor once (cos.store.freeze)
+        from cos.store import freeze
+        freeze(*self.store.values())
 
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
         step, block = key
