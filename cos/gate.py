@@ -123,6 +123,7 @@ def paired_change(claim: Any, new: Concluded, old: Concluded, confidence: float 
         return out
     out["ci"] = [float(est.ci_low), float(est.ci_high)]
     sd_pair = float(d.std(ddof=1))
+    out["sd_pair"] = sd_pair
     sd_unpaired = math.sqrt(float(a.var(ddof=1)) + float(b.var(ddof=1)))
     out["width_ratio_unpaired"] = (sd_unpaired / sd_pair) if sd_pair > 0 else None
     return out
@@ -168,32 +169,34 @@ def resolution(change: dict, tol: float | None, effect: float | None, confidence
     interval's good-side bound lies below −tol, so with the interval-implied standard error se (width / 2z, a
     normal approximation as in `cos.stats.detectable`; the interval is the expanded-level bootstrap-t, so se is
     that interval's, not σ/√n) a true regression R is caught with probability Φ((R − tol − z·se)/se): `catches`
-    = tol + (z + z_power)·se, and se ∝ 1/√n gives `n_to_catch`. None without an interval of non-zero width.
-    The interval is a bootstrap-t at Hesterberg's expanded tail a(n), whose half-width is about Student's
-    t_{n−1}(1 − a(n)) standard errors: 3.4 at n = 8, 2.4 at 16, 2.2 at 32, → 1.96. The width at another n is
-    scaled by that ratio as well as by 1/√n, and `n_to_catch` is the smallest n whose predicted `catches` reaches
-    the effect (with 1/√n alone, n = 8 asked 65 instances where about 22 do).
+    = tol + (z + z_power)·se. `n_to_catch` is the smallest m whose predicted `catches` reaches the effect, the
+    width at m predicted from the paired differences' sd: half-width ≈ t_{m−1}(1 − a(m))·sd/√m, the bootstrap-t
+    at Hesterberg's expanded tail a(m) (3.4 sd/√m at m = 8, 2.4 at 16, 2.2 at 32, → 1.96). Not from the pilot's
+    own width: at n = 3-5 that is held down by the range cap and Hall's fallback and asked for 4-15 instances
+    where about 22 are needed (review); scaling the pilot's width by 1/√n alone asked 65 from n = 8.
+    None without a tolerance (nothing is flagged then but a status flip) or an interval of non-zero width; where
+    the effect is not beyond the tolerance no n catches it, and `why` says so.
     `tests/test_gate.py` checks by simulation that a regression of `catches` is flagged in ~`power` of draws."""
     from scipy import stats as st
 
     from cos.stats import expanded_tail
 
-    ci, n = change.get("ci"), change.get("n")
-    if not ci or not n or ci[1] <= ci[0]:
+    ci, n, sd = change.get("ci"), change.get("n"), change.get("sd_pair")
+    if tol is None or not ci or not n or ci[1] <= ci[0]:
         return None
     z, zb = float(st.norm.ppf(1 - (1 - confidence) / 2)), float(st.norm.ppf(power))
     se = (ci[1] - ci[0]) / (2 * z)
-    t = 0.0 if tol is None else float(tol)
+    t = float(tol)
     out = {"power": power, "se": se, "catches": t + (z + zb) * se, "effect": effect, "n_to_catch": None,
            "powered": None}
     if effect is not None:
         out["powered"] = out["catches"] <= float(effect)
-        if float(effect) > t:
-            def half(m: int) -> float:      # the interval's half-width per unit of σ/√m at m instances
-                return float(st.t.ppf(1 - expanded_tail(m, confidence)[0], m - 1))
-
+        if float(effect) <= t:
+            out["why"] = f"the tolerance {t:.3g} is not below the effect {float(effect):.3g}: no n catches it"
+        elif sd is not None and sd > 0:
             def catches_at(m: int) -> float:
-                return t + (z + zb) * se * (half(m) / half(n)) * math.sqrt(n / m)
+                half = float(st.t.ppf(1 - expanded_tail(m, confidence)[0], m - 1))
+                return t + (z + zb) / z * half * sd / math.sqrt(m)
 
             lo, hi = 2, 2
             while catches_at(hi) > float(effect) and hi < 10**7:     # doubling, then bisection: catches_at falls
@@ -235,7 +238,8 @@ def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_ne
         # an undecided row says what the gate could not see: a pass here is not evidence of no regression
         row["reason"] += (f"; underpowered: at n={ch['n']} it catches regressions of {res['catches']:.3g} or more "
                           f"({res['power']:.0%} power), not the claim's effect {res['effect']:.3g}"
-                          + (f" (about {res['n_to_catch']} instances would)" if res["n_to_catch"] else ""))
+                          + (f" (about {res['n_to_catch']} instances would)" if res["n_to_catch"] else "")
+                          + (f"; {res['why']}" if res.get("why") else ""))
     return row
 
 
@@ -265,7 +269,8 @@ def render_gate(doc: dict, fmt: str = "github") -> str:
         res = r.get("resolution")
         if not res:
             return ""
-        return f"{res['catches']:.3g}" + ("" if res.get("powered") is not False else " (underpowered)")
+        under = res.get("powered") is False and r.get("verdict") == "undecided"
+        return f"{res['catches']:.3g}" + (" (underpowered)" if under else "")
 
     rows = [(k, r.get("verdict", ""), f(r.get("change")),
              "" if not r.get("ci") else f"[{r['ci'][0]:+.3g}, {r['ci'][1]:+.3g}]",

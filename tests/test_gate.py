@@ -178,10 +178,12 @@ def test_the_gate_says_what_it_could_catch_and_that_is_what_it_catches():
         return gate_row(MeanClaim(), bundle(base - drop + rng.normal(0, 0.15, n)), bundle(base), "holds", "holds")
 
     said = float(np.median([draw(16, 0.0)["resolution"]["catches"] for _ in range(30)]))
-    assert 0.7 <= np.mean([draw(16, said)["regressed"] for _ in range(150)]) <= 0.9
+    assert 0.65 <= np.mean([draw(16, said)["regressed"] for _ in range(150)]) <= 0.9
     pilot = [draw(8, 0.0) for _ in range(30)]
     n_need = int(np.median([r["resolution"]["n_to_catch"] for r in pilot]))
     assert 16 <= n_need <= 40          # ~22 by simulation; 1/√n scaling alone said 65
+    # from a pilot of 4 too: not from the pilot's own interval, which the range cap holds down there (said 6)
+    assert 14 <= int(np.median([draw(4, 0.0)["resolution"]["n_to_catch"] for _ in range(30)])) <= 40
     assert 0.7 <= np.mean([draw(n_need, 0.2)["regressed"] for _ in range(150)])
     row = pilot[0]
     assert row["resolution"]["powered"] is False and row["verdict"] == "undecided"
