@@ -200,8 +200,10 @@ def _measure(claim: "Claim", ctl: "Control", draw: int, tier: str) -> tuple[Any,
 
 
 def _row_fields(row: dict) -> dict:
+    # resolution: what the row said it could catch (cos.gate.resolution), kept so that a calibration can set the
+    # catch rate it predicts beside the one it observes
     keep = ("verdict", "regressed", "change", "ci", "n", "tolerance", "status_old", "status_new", "reason",
-            "width_ratio_unpaired", "identical")
+            "width_ratio_unpaired", "identical", "resolution")
     return {k: row.get(k) for k in keep}
 
 
