@@ -209,8 +209,9 @@ def resolution(change: dict, tol: float | None, effect: float | None, confidence
 
 
 def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_new: str, status_old: str,
-             fraction: float | None = None) -> dict:
-    """One claim's entry of gate.json."""
+             fraction: float | None = None, flips: bool = True) -> dict:
+    """One claim's entry of gate.json. `flips=False`: a status flip is not part of the decision (a new row that a
+    sequential look stopped at a stricter level than the old row's)."""
     tol = tolerance(claim, fraction)
     row: dict[str, Any] = {"change": None, "ci": None, "tolerance": tol, "regressed": False, "status_new": status_new,
                            "status_old": status_old, "n": None, "direction": claim.spec.direction,
@@ -231,7 +232,7 @@ def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_ne
         row.update(verdict="undecided", reason=f"no paired change: {type(e).__name__}: {e}"[:300])
         return row
     row.update({k: v for k, v in ch.items() if k not in ("ci",)}, ci=ch["ci"])
-    row.update(decide_change(claim.spec.direction, ch, tol, status_new, status_old))
+    row.update(decide_change(claim.spec.direction, ch, tol, status_new if flips else status_old, status_old))
     res = resolution(ch, tol, claim.spec.effect)
     row["resolution"] = res
     if res is not None and row["verdict"] == "undecided" and res["powered"] is False:
@@ -319,10 +320,46 @@ class Against:
             ctx.tracker = tracker
         return as_bundle(r.records), r.status
 
+    def look_rule(self, claim: Any, fraction: float | None = None) -> Any:
+        """Against stored records, the rule that stops the new model's rows of `claim` at a sequential look once
+        its paired change is decided (`RunContext.look_rule`), or None: against a model both sides run every row
+        (fixed n), and a claim the old run lacks, or measured under another version, stops by its own rule. At a
+        look the change's interval is taken at the look's level (the α-spending of cos.sequential), so a change
+        decided there stays decided in the final 95% row, which nests inside it; the decision is `decide_change`'s
+        (regressed, unchanged, improved). No look decides before MIN_LOOK_UNITS paired instances."""
+        if self.system is not None:
+            return None
+        old = self.records.get(claim.id)
+        if old is None:
+            return None
+        from cos import sequential as seq
+
+        tol, status_old = tolerance(claim, fraction), self.statuses.get(claim.id, "unknown")
+
+        def rule(res: Any, look: Any, recorded: Any) -> str:
+            new = as_bundle(recorded())
+            if new is None or new.version != old.version:
+                return ""
+            try:
+                ch = paired_change(claim, new, old, confidence=look.confidence)
+            except (ValueError, KeyError, ZeroDivisionError, AttributeError, TypeError):
+                return ""       # not estimable on these rows yet: more rows may make it so
+            if (ch.get("n") or 0) < seq.MIN_LOOK_UNITS:
+                return ""
+            # the tolerance alone decides at a look: the new status there is at the look's stricter level (99.9% at
+            # the first), the old one at 95% on every row, so a holds → inconclusive there is no flip at all
+            d = decide_change(claim.spec.direction, ch, tol, status_old, status_old)
+            return f"gate {d['verdict']}" if d["verdict"] in ("regressed", "unchanged", "improved") else ""
+        return rule
+
     def row(self, claim: Any, new: Any, ctx: Any, settings: Any, fraction: float | None = None) -> dict:
         """gate.json's entry for `claim` given the new model's row `new`."""
         old, status_old = self.old(claim, ctx, settings)
-        return gate_row(claim, as_bundle(new.records), old, new.status, status_old, fraction)
+        looks = ((getattr(new, "details", None) or {}).get("sequential") or {}).get("looks") or [{}]
+        # stopped by `look_rule`: its row's status is at that look's level, so (as at the look) no status flip
+        # counts; the change's decision stands, the final 95% interval nesting inside the look's
+        flips = not str(looks[-1].get("stop", "")).startswith("gate ")
+        return gate_row(claim, as_bundle(new.records), old, new.status, status_old, fraction, flips=flips)
 
 
 def as_bundle(records: dict | None) -> Concluded | None:

@@ -351,9 +351,10 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     from cos.sequential import resolve as sequential_on
 
     ctx = RunContext(store=opened, shard=shard, report_instances=config.getoption("--cos-report-instances"),
-                     # a gate pairs the two models' rows: both run every row (fixed n), not stopped at looks
+                     # a gate against a model pairs the two models' rows: both run every row (fixed n); against
+                     # a run's stored records the new rows stop at a look once the change is decided (look_rule)
                      sequential=(sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
-                                 and not config.getoption("--cos-against")),
+                                 and _against_records(config.getoption("--cos-against"))),
                      overlap=config.getoption("--cos-overlap") == "on")
     if world is not None:
         ctx.world = world
@@ -821,6 +822,12 @@ def cos_run(pytestconfig: pytest.Config, cos_model_path: Path, cos_device: str) 
         ctx.distilled_loader = lambda: _distilled_system(cos_model_path, cos_device, pytestconfig)
     return ctx
 
+
+
+def _against_records(against: str | None) -> bool:
+    """True without --cos-against, or when OLD is a run folder (its records.jsonl): sequential looks may stop the
+    new rows; False against a model directory (both models run every row)."""
+    return not against or (Path(against) / "records.jsonl").exists()
 
 @pytest.fixture(scope="session")
 def cos_against(pytestconfig: pytest.Config, cos_device: str):

@@ -100,6 +100,10 @@ class RunContext:
     phase_s: dict = field(default_factory=dict, repr=False)
     # a unit's host readouts beside the next unit's sampling (two worker threads; see the module docstring)
     overlap: bool = False
+    # under sequential looks, what stops the claim being measured at a look instead of its own decision:
+    # (row at the look, the look, records so far as a row's records) -> a stop reason or "". Set per claim by a
+    # gate against stored records (cos.gate.Against.look_rule), None otherwise
+    look_rule: Callable[[Any, Any, Callable[[], dict]], str] | None = field(default=None, repr=False)
     _sampling: Any = field(default_factory=threading.RLock, repr=False)
     _log_sink: Any = field(default_factory=threading.local, repr=False)
 
@@ -204,8 +208,13 @@ class RunContext:
                     spent[k] = round(spent[k] + dt, 2)
                 if look is None or len(looks) == 1:
                     break
-                stop = self._look_stops(claim, res, look, looks[-1],
-                                        lambda: _conclude_at(claim, flat, system, settings, kw, 0.95))
+                if self.look_rule is not None and res.status != "error":
+                    # a gate against stored records (cos.gate.Against.look_rule): the look stops on the paired
+                    # change's decision, not the claim's own, so that the rows stop when the change is decided
+                    stop = self.look_rule(res, look, lambda: _recorded(claim, flat, system, settings, kw, level))
+                else:
+                    stop = self._look_stops(claim, res, look, looks[-1],
+                                            lambda: _conclude_at(claim, flat, system, settings, kw, 0.95))
                 history.append({"batches": upto, "fraction": round(look.fraction, 4),
                                 "confidence": round(look.confidence, 6), "n": res.n, "status": res.status,
                                 "stop": stop})

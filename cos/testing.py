@@ -18,13 +18,19 @@ def test_claim(claim_id, cos_claim, cos_run, cos_system, cos_settings, cos_again
     --cos-against, its paired change against the old model: cos.gate)."""
     claim = next(c for c in CLAIMS if c.id == claim_id)
     start = len(cos_run.key_log)
-    res = cos_run.measure_claim(claim, cos_system, cos_settings)     # data parallel under a launcher
+    # against stored records, a sequential run stops the claim's rows once its paired change is decided
+    fraction = pytestconfig.getoption("--cos-tolerance")
+    cos_run.look_rule = cos_against.look_rule(claim, fraction) if cos_against is not None else None
+    try:
+        res = cos_run.measure_claim(claim, cos_system, cos_settings)     # data parallel under a launcher
+    finally:
+        cos_run.look_rule = None
     for rec in res.samples:     # the stored runs this instance took part in during this claim
         inst = f"{rec['task']}-{rec['split']}-{rec['instance']:05d}"
         rec["store_keys"] = sorted({e["key"] for e in cos_run.key_log[start:] if any(i == inst for i, _ in e["rows"])})
     if cos_against is not None and res.status != "skipped":
         try:
-            row = cos_against.row(claim, res, cos_run, cos_settings, pytestconfig.getoption("--cos-tolerance"))
+            row = cos_against.row(claim, res, cos_run, cos_settings, fraction)
         except Exception as e:  # noqa: BLE001 - the old side failing is the gate's row, not the new model's
             row = {"verdict": "undecided", "regressed": False, "status_new": res.status,
                    "reason": f"old side: {type(e).__name__}: {e}"[:300]}

@@ -227,3 +227,57 @@ def test_no_look_decides_before_min_units_and_an_early_skip_is_not_final():
             return super().conclude(records, system, settings)
     r = RunContext(progress=False, sequential=True).measure_claim(SkipsEarly(), _Effect(0.3), SEQ)
     assert r.status != "skipped" and r.n >= 16
+
+
+class _Gated(Toy):
+    """Toy with an effect size (tolerance 0.2) and noise of its own per model (`system.name`) on top of the noise
+    the models share per row, as two checkpoints measured on the same rows."""
+
+    spec = replace(Toy.spec, id="toy.gated", effect=0.4)
+
+    def measure_batch(self, ctx, system, settings, batch):
+        rows = super().measure_batch(ctx, system, settings, batch)
+        for r in rows:
+            own = np.random.default_rng(zlib.crc32(f"{system.name}|{r['instance']}|{r['seed']}".encode()))
+            r["value"] += 0.2 * float(own.standard_normal())
+        return rows
+
+
+@dataclass
+class _Model(_Effect):
+    """An `_Effect` with the identity a row's records are kept by (cos.records.RecordedSystem)."""
+
+    num_layers: int = 4
+
+
+def test_a_gate_against_stored_records_stops_once_the_change_is_decided():
+    from cos.gate import Against, as_bundle
+
+    old = RunContext(progress=False).measure_claim(_Gated(), _Model(0.5, name="old"), SEQ)     # fixed n: 48
+    base = as_bundle(old.records)
+    against = Against("old-run", records={"toy.gated": base}, statuses={"toy.gated": old.status})
+    assert Against("a model", system=object()).look_rule(_Gated()) is None     # a model: both run every row
+
+    def gate(effect, name):
+        claim = _Gated()
+        ctx = RunContext(progress=False, sequential=True)
+        ctx.look_rule = against.look_rule(claim)
+        r = ctx.measure_claim(claim, _Model(effect, name=name), SEQ)
+        return r, r.details["sequential"], against.row(claim, r, ctx, SEQ)
+
+    # a regression of 0.8 (tolerance 0.2): decided at the first look, 16 of 48 instances, and the final 95% row
+    # on those rows agrees (it nests inside the look's 99.9% interval)
+    r, sq, row = gate(-0.3, "new")
+    assert sq["batches_used"] == 2 and sq["looks"][-1]["stop"] == "gate regressed" and row["regressed"]
+    assert row["n"] == 16 and row["verdict"] == "regressed"
+    # an unchanged model (other noise of its own): stopped once the change lies within ±0.2 at a look's level
+    r, sq, row = gate(0.5, "same")
+    stops = [lk["stop"] for lk in sq["looks"]]
+    assert "gate unchanged" in stops and not row["regressed"] and row["verdict"] == "unchanged"
+    assert sq["batches_used"] == sq["looks"][stops.index("gate unchanged")]["batches"] < 6
+    # a change inside the tolerance whose new status, at a look's 99.9%, is not `holds` while the old one's (95%,
+    # every row) is: no flip counts at a look, so it runs on (review: it had stopped as "gate regressed")
+    r, sq, row = gate(0.35, "small")
+    assert all(lk["stop"] == "" for lk in sq["looks"]) and sq["batches_used"] == 6 and not row["regressed"]
+    # no old records for the claim: its own rule (a Toy with no records on the old side)
+    assert against.look_rule(Toy()) is None
