@@ -209,9 +209,9 @@ def resolution(change: dict, tol: float | None, effect: float | None, confidence
 
 
 def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_new: str, status_old: str,
-             fraction: float | None = None, flips: bool = True) -> dict:
-    """One claim's entry of gate.json. `flips=False`: a status flip is not part of the decision (a new row that a
-    sequential look stopped at a stricter level than the old row's)."""
+             fraction: float | None = None, flip_status: str | None = None) -> dict:
+    """One claim's entry of gate.json. `flip_status`: the new status the flip rule reads, where it is not the
+    row's own (a row a sequential look stopped, concluded at that look's stricter level: `final_row`)."""
     tol = tolerance(claim, fraction)
     row: dict[str, Any] = {"change": None, "ci": None, "tolerance": tol, "regressed": False, "status_new": status_new,
                            "status_old": status_old, "n": None, "direction": claim.spec.direction,
@@ -232,7 +232,7 @@ def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_ne
         row.update(verdict="undecided", reason=f"no paired change: {type(e).__name__}: {e}"[:300])
         return row
     row.update({k: v for k, v in ch.items() if k not in ("ci",)}, ci=ch["ci"])
-    row.update(decide_change(claim.spec.direction, ch, tol, status_new if flips else status_old, status_old))
+    row.update(decide_change(claim.spec.direction, ch, tol, flip_status or status_new, status_old))
     res = resolution(ch, tol, claim.spec.effect)
     row["resolution"] = res
     if res is not None and row["verdict"] == "undecided" and res["powered"] is False:
@@ -242,6 +242,16 @@ def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_ne
                           + (f" (about {res['n_to_catch']} instances would)" if res["n_to_catch"] else "")
                           + (f"; {res['why']}" if res.get("why") else ""))
     return row
+
+
+def final_row(claim: Any, new: Concluded, old: Concluded, status_old: str, fraction: float | None = None) -> dict:
+    """The gate row of a new run a sequential look stopped: the paired change's 95% interval on its rows, and the
+    flip rule read from its status re-concluded at 95% on the same rows (its row's status is at the look's
+    level)."""
+    from dataclasses import replace
+
+    status95 = replace(new, level=None).conclude(claim).status
+    return gate_row(claim, new, old, status95, status_old, fraction, flip_status=status95)
 
 
 def write_gate(out: str | Path, rows: dict[str, dict], new_model: str, old_model: str) -> list[Path]:
@@ -323,43 +333,56 @@ class Against:
     def look_rule(self, claim: Any, fraction: float | None = None) -> Any:
         """Against stored records, the rule that stops the new model's rows of `claim` at a sequential look once
         its paired change is decided (`RunContext.look_rule`), or None: against a model both sides run every row
-        (fixed n), and a claim the old run lacks, or measured under another version, stops by its own rule. At a
-        look the change's interval is taken at the look's level (the α-spending of cos.sequential), so a change
-        decided there stays decided in the final 95% row, which nests inside it; the decision is `decide_change`'s
-        (regressed, unchanged, improved). No look decides before MIN_LOOK_UNITS paired instances."""
+        (fixed n), and a claim the old run lacks, or measured under another version, stops by its own rule.
+        A look stops the claim when (1) the change's interval at the look's level (the α-spending of
+        cos.sequential) decides it by the tolerance alone (regressed, unchanged, improved; the new status there is
+        at a stricter level than the old row's, so no flip is read from it), and (2) the row the gate will write
+        for these rows (`final_row`: the 95% interval, the new status re-concluded at 95%, flips counted) says
+        the same. (2) is needed: at n <= 32 a look's 99.93% interval is Hall's analytic bound while the 95% one is
+        a bootstrap-t, and the two need not nest (review: one outlier among 16 differences gave a look interval
+        of [-3.41, -0.31], regressed, and a 95% one of [-3.13, 3.85], undecided). No look decides before
+        MIN_LOOK_UNITS paired instances, and the last look never stops here: a row that ran to the end is the
+        fixed-n row."""
         if self.system is not None:
             return None
         old = self.records.get(claim.id)
-        if old is None:
+        if old is None or old.version != claim.spec.version:
             return None
         from cos import sequential as seq
 
         tol, status_old = tolerance(claim, fraction), self.statuses.get(claim.id, "unknown")
 
         def rule(res: Any, look: Any, recorded: Any) -> str:
-            new = as_bundle(recorded())
-            if new is None or new.version != old.version:
+            if look.final:
                 return ""
             try:
+                new = as_bundle(recorded())
+                if new is None or new.version != old.version:
+                    return ""
                 ch = paired_change(claim, new, old, confidence=look.confidence)
-            except (ValueError, KeyError, ZeroDivisionError, AttributeError, TypeError):
-                return ""       # not estimable on these rows yet: more rows may make it so
-            if (ch.get("n") or 0) < seq.MIN_LOOK_UNITS:
+                if (ch.get("n") or 0) < seq.MIN_LOOK_UNITS:
+                    return ""
+                d = decide_change(claim.spec.direction, ch, tol, status_old, status_old)
+                if d["verdict"] not in ("regressed", "unchanged", "improved"):
+                    return ""
+                final = final_row(claim, new, old, status_old, fraction)
+            except Exception:  # noqa: BLE001 - not estimable on these rows yet: more rows may make it so
                 return ""
-            # the tolerance alone decides at a look: the new status there is at the look's stricter level (99.9% at
-            # the first), the old one at 95% on every row, so a holds → inconclusive there is no flip at all
-            d = decide_change(claim.spec.direction, ch, tol, status_old, status_old)
-            return f"gate {d['verdict']}" if d["verdict"] in ("regressed", "unchanged", "improved") else ""
+            return f"gate {d['verdict']}" if final["verdict"] == d["verdict"] else ""
         return rule
 
     def row(self, claim: Any, new: Any, ctx: Any, settings: Any, fraction: float | None = None) -> dict:
         """gate.json's entry for `claim` given the new model's row `new`."""
         old, status_old = self.old(claim, ctx, settings)
         looks = ((getattr(new, "details", None) or {}).get("sequential") or {}).get("looks") or [{}]
-        # stopped by `look_rule`: its row's status is at that look's level, so (as at the look) no status flip
-        # counts; the change's decision stands, the final 95% interval nesting inside the look's
-        flips = not str(looks[-1].get("stop", "")).startswith("gate ")
-        return gate_row(claim, as_bundle(new.records), old, new.status, status_old, fraction, flips=flips)
+        bundle = as_bundle(new.records)
+        if bundle is not None and old is not None and str(looks[-1].get("stop", "")).startswith("gate "):
+            # stopped by `look_rule`: the row it checked it would write (the new status at 95% for the flip rule;
+            # the row's own status is at the look's stricter level)
+            row = final_row(claim, bundle, old, status_old, fraction)
+            row["status_new"] = new.status
+            return row
+        return gate_row(claim, bundle, old, new.status, status_old, fraction)
 
 
 def as_bundle(records: dict | None) -> Concluded | None:

@@ -109,7 +109,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cos-against", default=None, metavar="OLD",
                 help="gate a model change: also measure every selected claim on OLD (a model directory, or a run "
                      "folder whose records.jsonl to pair with) on the same rows, and report each claim's paired "
-                     "change (DIR/gate.json, gate.md); the run fails when a claim regresses (cos.gate). Fixed n")
+                     "change (DIR/gate.json, gate.md); the run fails when a claim regresses (cos.gate). Fixed n, "
+                     "except against a run folder with --cos-sequential on: a claim's rows then stop once its change "
+                     "is decided")
     g.addoption("--cos-tolerance", type=float, default=None, metavar="FRACTION",
                 help="with --cos-against: a claim regresses when its change is confidently worse than this fraction "
                      "of the effect it is sized for (ClaimSpec.effect; default 0.5), or than its own gate_tolerance")
@@ -354,7 +356,8 @@ def make_run_context(config: pytest.Config) -> "RunContext":
                      # a gate against a model pairs the two models' rows: both run every row (fixed n); against
                      # a run's stored records the new rows stop at a look once the change is decided (look_rule)
                      sequential=(sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
-                                 and _against_records(config.getoption("--cos-against"))),
+                                 and _against_records(config.getoption("--cos-against"),
+                                                      config.getoption("--cos-sequential"))),
                      overlap=config.getoption("--cos-overlap") == "on")
     if world is not None:
         ctx.world = world
@@ -824,10 +827,11 @@ def cos_run(pytestconfig: pytest.Config, cos_model_path: Path, cos_device: str) 
 
 
 
-def _against_records(against: str | None) -> bool:
-    """True without --cos-against, or when OLD is a run folder (its records.jsonl): sequential looks may stop the
-    new rows; False against a model directory (both models run every row)."""
-    return not against or (Path(against) / "records.jsonl").exists()
+def _against_records(against: str | None, mode: str) -> bool:
+    """Whether sequential looks may stop the new rows: always without --cos-against; against a run folder (its
+    records.jsonl) only with --cos-sequential on, never by `auto` (the gate's sequential stop has no calibration
+    yet: `cos validate --kind gate` runs at fixed n); never against a model directory (both run every row)."""
+    return not against or (mode == "on" and (Path(against) / "records.jsonl").exists())
 
 @pytest.fixture(scope="session")
 def cos_against(pytestconfig: pytest.Config, cos_device: str):

@@ -281,3 +281,51 @@ def test_a_gate_against_stored_records_stops_once_the_change_is_decided():
     assert all(lk["stop"] == "" for lk in sq["looks"]) and sq["batches_used"] == 6 and not row["regressed"]
     # no old records for the claim: its own rule (a Toy with no records on the old side)
     assert against.look_rule(Toy()) is None
+
+
+def _gate_pair(effect_size, own_noise, old_effect, new_effect, outlier=False):
+    """The gate's verdict on one new model against a stored fixed-n run, sequential and at fixed n (review cases)."""
+    from cos.gate import Against, as_bundle
+
+    class C(Toy):
+        spec = replace(Toy.spec, id="toy.c", effect=effect_size)
+
+        def measure_batch(self, ctx, system, settings, batch):
+            rows = []
+            for k, (i, s) in enumerate(zip(batch.instances, batch.seeds)):
+                v = 0.1 * np.random.default_rng(zlib.crc32(f"{i.id}|{s}".encode())).standard_normal()
+                v += own_noise * np.random.default_rng(zlib.crc32(f"{system.name}|{i.id}|{s}".encode())).standard_normal()
+                if outlier and system.name == "new" and k == 0 and not self.calls:
+                    v += 5.0                    # one instance far off the others' regression
+                rows.append({"instance": i.id, "seed": s, "value": float(v + system.effect)})
+            self.calls.append(1)
+            return rows
+
+    old = RunContext(progress=False).measure_claim(C(), _Model(old_effect, name="old"), SEQ)
+    against = Against("old-run", records={"toy.c": as_bundle(old.records)}, statuses={"toy.c": old.status})
+    out = {}
+    for seqon in (True, False):
+        claim, ctx = C(), RunContext(progress=False, sequential=seqon)
+        ctx.look_rule = against.look_rule(claim) if seqon else None
+        r = ctx.measure_claim(claim, _Model(new_effect, name="new"), SEQ)
+        out[seqon] = (against.row(claim, r, ctx, SEQ), r.details.get("sequential", {}))
+    return out
+
+
+@pytest.mark.parametrize("case", ["outlier", "flip-at-the-end", "holds-to-fails"])
+def test_a_gate_stopped_at_a_look_writes_the_row_it_stopped_on_and_agrees_with_fixed_n(case):
+    """Review cases of the gate's sequential stop. outlier: one of 16 paired differences far off, where a look's
+    99.93% interval (Hall's bound) said regressed and the 95% row said undecided, so the gate passed; now a look
+    stops only where the row it will write says the same. flip-at-the-end: the last look had stopped as "gate
+    unchanged" and switched the flip rule off for a row that ran to the end. holds-to-fails: the old row holds,
+    the new one fails, the change is confidently worse but within the tolerance; with flips off at looks it
+    stopped as unchanged. Each must end with the fixed-n verdict."""
+    args = {"outlier": (0.2, 0.1, 0.0, -3.0, True), "flip-at-the-end": (0.8, 0.3, 0.3, 0.03, False),
+            "holds-to-fails": (1.2, 0.05, 0.3, -0.15, False)}[case]
+    out = _gate_pair(*args)
+    (seq_row, sq), (fixed_row, _) = out[True], out[False]
+    assert seq_row["verdict"] == fixed_row["verdict"] == "regressed" and seq_row["regressed"]
+    stops = [lk["stop"] for lk in sq["looks"]]
+    assert stops[-1] != "gate unchanged" and "gate unchanged" not in stops
+    if stops[-1].startswith("gate "):                # stopped early: on the verdict of the row it wrote
+        assert stops[-1] == f"gate {seq_row['verdict']}" and sq["batches_used"] < sq["batches_max"]
