@@ -368,6 +368,10 @@ class Against:
                 final = final_row(claim, new, old, status_old, fraction)
             except Exception:  # noqa: BLE001 - not estimable on these rows yet: more rows may make it so
                 return ""
+            if status_old == "holds" and final["status_new"] != "holds" and d["verdict"] != "regressed":
+                # a flip not yet decided by its interval (it covers 0) may be decided by more rows: only a
+                # regression stops such a claim (review: "unchanged" at 32 of 48 where all 48 said regressed)
+                return ""
             return f"gate {d['verdict']}" if final["verdict"] == d["verdict"] else ""
         return rule
 
@@ -376,9 +380,10 @@ class Against:
         old, status_old = self.old(claim, ctx, settings)
         looks = ((getattr(new, "details", None) or {}).get("sequential") or {}).get("looks") or [{}]
         bundle = as_bundle(new.records)
-        if bundle is not None and old is not None and str(looks[-1].get("stop", "")).startswith("gate "):
-            # stopped by `look_rule`: the row it checked it would write (the new status at 95% for the flip rule;
-            # the row's own status is at the look's stricter level)
+        if bundle is not None and old is not None and (bundle.level is not None
+                                                       or str(looks[-1].get("stop", "")).startswith("gate ")):
+            # concluded at a look's level (stopped by `look_rule`, or the last look's 95.6%): the row the rule
+            # checked (the new status re-concluded at 95% for the flip rule, as at fixed n)
             row = final_row(claim, bundle, old, status_old, fraction)
             row["status_new"] = new.status
             return row

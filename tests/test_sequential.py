@@ -312,16 +312,19 @@ def _gate_pair(effect_size, own_noise, old_effect, new_effect, outlier=False):
     return out
 
 
-@pytest.mark.parametrize("case", ["outlier", "flip-at-the-end", "holds-to-fails"])
+@pytest.mark.parametrize("case", ["outlier", "flip-at-the-end", "holds-to-fails", "flip-not-yet-decided"])
 def test_a_gate_stopped_at_a_look_writes_the_row_it_stopped_on_and_agrees_with_fixed_n(case):
     """Review cases of the gate's sequential stop. outlier: one of 16 paired differences far off, where a look's
     99.93% interval (Hall's bound) said regressed and the 95% row said undecided, so the gate passed; now a look
     stops only where the row it will write says the same. flip-at-the-end: the last look had stopped as "gate
     unchanged" and switched the flip rule off for a row that ran to the end. holds-to-fails: the old row holds,
     the new one fails, the change is confidently worse but within the tolerance; with flips off at looks it
-    stopped as unchanged. Each must end with the fixed-n verdict."""
+    stopped as unchanged. flip-not-yet-decided: holds → inconclusive with a 95% interval still covering 0 at 32 of
+    48 instances, "unchanged" by the tolerance, where all 48 decide the flip (second review). Each must end with
+    the fixed-n verdict."""
     args = {"outlier": (0.2, 0.1, 0.0, -3.0, True), "flip-at-the-end": (0.8, 0.3, 0.3, 0.03, False),
-            "holds-to-fails": (1.2, 0.05, 0.3, -0.15, False)}[case]
+            "holds-to-fails": (1.2, 0.05, 0.3, -0.15, False),
+            "flip-not-yet-decided": (2.0, 0.42, 0.3, 0.05, False)}[case]
     out = _gate_pair(*args)
     (seq_row, sq), (fixed_row, _) = out[True], out[False]
     assert seq_row["verdict"] == fixed_row["verdict"] == "regressed" and seq_row["regressed"]
