@@ -209,9 +209,8 @@ def resolution(change: dict, tol: float | None, effect: float | None, confidence
 
 
 def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_new: str, status_old: str,
-             fraction: float | None = None, flip_status: str | None = None) -> dict:
-    """One claim's entry of gate.json. `flip_status`: the new status the flip rule reads, where it is not the
-    row's own (a row a sequential look stopped, concluded at that look's stricter level: `final_row`)."""
+             fraction: float | None = None) -> dict:
+    """One claim's entry of gate.json."""
     tol = tolerance(claim, fraction)
     row: dict[str, Any] = {"change": None, "ci": None, "tolerance": tol, "regressed": False, "status_new": status_new,
                            "status_old": status_old, "n": None, "direction": claim.spec.direction,
@@ -232,7 +231,7 @@ def gate_row(claim: Any, new: Concluded | None, old: Concluded | None, status_ne
         row.update(verdict="undecided", reason=f"no paired change: {type(e).__name__}: {e}"[:300])
         return row
     row.update({k: v for k, v in ch.items() if k not in ("ci",)}, ci=ch["ci"])
-    row.update(decide_change(claim.spec.direction, ch, tol, flip_status or status_new, status_old))
+    row.update(decide_change(claim.spec.direction, ch, tol, status_new, status_old))
     res = resolution(ch, tol, claim.spec.effect)
     row["resolution"] = res
     if res is not None and row["verdict"] == "undecided" and res["powered"] is False:
@@ -251,7 +250,7 @@ def final_row(claim: Any, new: Concluded, old: Concluded, status_old: str, fract
     from dataclasses import replace
 
     status95 = replace(new, level=None).conclude(claim).status
-    return gate_row(claim, new, old, status95, status_old, fraction, flip_status=status95)
+    return gate_row(claim, new, old, status95, status_old, fraction)
 
 
 def write_gate(out: str | Path, rows: dict[str, dict], new_model: str, old_model: str) -> list[Path]:
@@ -356,8 +355,8 @@ class Against:
             if look.final:
                 return ""
             try:
-                new = as_bundle(recorded())
-                if new is None or new.version != old.version:
+                new = as_bundle(recorded())     # at claim.spec.version, which the old run's is
+                if new is None:
                     return ""
                 ch = paired_change(claim, new, old, confidence=look.confidence)
                 if (ch.get("n") or 0) < seq.MIN_LOOK_UNITS:
@@ -378,12 +377,10 @@ class Against:
     def row(self, claim: Any, new: Any, ctx: Any, settings: Any, fraction: float | None = None) -> dict:
         """gate.json's entry for `claim` given the new model's row `new`."""
         old, status_old = self.old(claim, ctx, settings)
-        looks = ((getattr(new, "details", None) or {}).get("sequential") or {}).get("looks") or [{}]
         bundle = as_bundle(new.records)
-        if bundle is not None and old is not None and (bundle.level is not None
-                                                       or str(looks[-1].get("stop", "")).startswith("gate ")):
-            # concluded at a look's level (stopped by `look_rule`, or the last look's 95.6%): the row the rule
-            # checked (the new status re-concluded at 95% for the flip rule, as at fixed n)
+        if bundle is not None and old is not None and bundle.level is not None:
+            # concluded at a look's level (every stop by `look_rule` is, and so is a last look's 95.6%): the row
+            # the rule checked (the new status re-concluded at 95% for the flip rule, as at fixed n)
             row = final_row(claim, bundle, old, status_old, fraction)
             row["status_new"] = new.status
             return row

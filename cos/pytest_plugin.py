@@ -322,6 +322,21 @@ def parse_shard(spec: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def _run_folder(against: str | None) -> bool:
+    """Whether --cos-against names an earlier run's folder (its records.jsonl: `cos.gate.Against.from_path`'s
+    test), not a model directory."""
+    from cos.records import FILE
+
+    return bool(against) and (Path(against) / FILE).exists()
+
+
+def _against_records(against: str | None, mode: str) -> bool:
+    """Whether sequential looks may stop the new rows: always without --cos-against; against a run folder only
+    with --cos-sequential on, never by `auto` (the gate's sequential stop has no calibration yet: `cos validate
+    --kind gate` runs at fixed n); never against a model directory (both run every row)."""
+    return not against or (mode == "on" and _run_folder(against))
+
+
 def make_run_context(config: pytest.Config) -> "RunContext":
     """The session's `RunContext`: the result store (--cos-store; by default on the full tier, under a shard and
     with several processes, where the ranks' runs meet) and this process's place among the run's processes
@@ -826,13 +841,6 @@ def cos_run(pytestconfig: pytest.Config, cos_model_path: Path, cos_device: str) 
     return ctx
 
 
-
-def _against_records(against: str | None, mode: str) -> bool:
-    """Whether sequential looks may stop the new rows: always without --cos-against; against a run folder (its
-    records.jsonl) only with --cos-sequential on, never by `auto` (the gate's sequential stop has no calibration
-    yet: `cos validate --kind gate` runs at fixed n); never against a model directory (both run every row)."""
-    return not against or (mode == "on" and (Path(against) / "records.jsonl").exists())
-
 @pytest.fixture(scope="session")
 def cos_against(pytestconfig: pytest.Config, cos_device: str):
     """--cos-against OLD: the old side of the gate (cos.gate.Against: a model loaded like --cos-model, or a run
@@ -937,7 +945,7 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
         # and the ETA line price both sides (the per-batch tracker advances on the new side's batches, counting
         # both sides' seconds; the old side's wall time then shows in its measured rate)
         against = session.config.getoption("--cos-against")
-        sides = 2 if against and not (Path(against) / "records.jsonl").exists() else 1
+        sides = 2 if against and not _run_folder(against) else 1
 
         looked: list = []       # (settings, what the store holds of them): the plan is priced twice at its own
 

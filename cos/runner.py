@@ -50,12 +50,12 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from cos.interventions.base import Intervention
-from cos.interventions.capture import CaptureBlocks, tag
+from cos.interventions.capture import CaptureBlocks
 from cos.parallel import World
 from cos.models.system import WanSystem
 from cos.sampler import Sampler, SampleResult
 from cos.settings import ClaimSettings, instances
-from cos.store import ResultStore, freeze, key_of
+from cos.store import ResultStore, key_of
 from cos.taskrun import TaskBatch, conditioning, decode, make_batch
 
 
@@ -443,8 +443,7 @@ class RunContext:
         # store) then compute the same table, and a run with a store reads its tensors where one without does
         if captures:
             for iv, cap in zip(captures, hit["captured"]):
-                iv.store = {k: tag(v.to(iv.device), iv.what) for k, v in cap.items()}
-                freeze(*iv.store.values())
+                iv.fill(cap)
             hit = hit["run"]
         return _from_disk(hit, key, device)
 

@@ -312,7 +312,8 @@ def _gate_pair(effect_size, own_noise, old_effect, new_effect, outlier=False):
     return out
 
 
-@pytest.mark.parametrize("case", ["outlier", "flip-at-the-end", "holds-to-fails", "flip-not-yet-decided"])
+@pytest.mark.parametrize("case", ["outlier", "flip-at-the-end", "holds-to-fails", "flip-not-yet-decided",
+                                  "stopped-at-a-stricter-level"])
 def test_a_gate_stopped_at_a_look_writes_the_row_it_stopped_on_and_agrees_with_fixed_n(case):
     """Review cases of the gate's sequential stop. outlier: one of 16 paired differences far off, where a look's
     99.93% interval (Hall's bound) said regressed and the 95% row said undecided, so the gate passed; now a look
@@ -320,15 +321,23 @@ def test_a_gate_stopped_at_a_look_writes_the_row_it_stopped_on_and_agrees_with_f
     unchanged" and switched the flip rule off for a row that ran to the end. holds-to-fails: the old row holds,
     the new one fails, the change is confidently worse but within the tolerance; with flips off at looks it
     stopped as unchanged. flip-not-yet-decided: holds → inconclusive with a 95% interval still covering 0 at 32 of
-    48 instances, "unchanged" by the tolerance, where all 48 decide the flip (second review). Each must end with
-    the fixed-n verdict."""
+    48 instances, "unchanged" by the tolerance, where all 48 decide the flip (second review).
+    stopped-at-a-stricter-level: unchanged within the tolerance at the first look, where the new row's own status
+    (at 99.93%) is inconclusive and at 95% holds; the row written must read the flip at 95%, as the look did (read
+    at the look's level it would say holds → inconclusive, confidently worse: regressed). Each must end with the
+    fixed-n verdict."""
     args = {"outlier": (0.2, 0.1, 0.0, -3.0, True), "flip-at-the-end": (0.8, 0.3, 0.3, 0.03, False),
             "holds-to-fails": (1.2, 0.05, 0.3, -0.15, False),
-            "flip-not-yet-decided": (2.0, 0.42, 0.3, 0.05, False)}[case]
+            "flip-not-yet-decided": (2.0, 0.42, 0.3, 0.05, False),
+            "stopped-at-a-stricter-level": (0.4, 0.02, 0.15, 0.1, False)}[case]
+    expected = "unchanged" if case == "stopped-at-a-stricter-level" else "regressed"
     out = _gate_pair(*args)
     (seq_row, sq), (fixed_row, _) = out[True], out[False]
-    assert seq_row["verdict"] == fixed_row["verdict"] == "regressed" and seq_row["regressed"]
+    assert seq_row["verdict"] == fixed_row["verdict"] == expected and seq_row["regressed"] == (expected == "regressed")
     stops = [lk["stop"] for lk in sq["looks"]]
-    assert stops[-1] != "gate unchanged" and "gate unchanged" not in stops
+    if expected == "regressed":
+        assert "gate unchanged" not in stops
+    else:
+        assert stops == ["gate unchanged"] and seq_row["status_new"] == "inconclusive"
     if stops[-1].startswith("gate "):                # stopped early: on the verdict of the row it wrote
         assert stops[-1] == f"gate {seq_row['verdict']}" and sq["batches_used"] < sq["batches_max"]

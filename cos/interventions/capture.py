@@ -68,9 +68,15 @@ class CaptureBlocks(Intervention):
         return None
 
     def close(self) -> None:
-        self.store = {k: tag(v.to(self.device), self.what) for k, v in self.store.items()}
-        # read-only from here: a store key naming this capture hashes each tensor once (cos.store.freeze)
+        self.fill(self.store)
+
+    def fill(self, captured: dict) -> None:
+        """Hold `captured` ((step, block, pass) -> tensor) as what this capture saw: on `device`, marked with what
+        it holds, and read-only from here (a store key naming this capture hashes each tensor once:
+        `cos.store.freeze`). At the session's close, and when a stored run hands its captures back."""
         from cos.store import freeze
+
+        self.store = {k: tag(v.to(self.device), self.what) for k, v in captured.items()}
         freeze(*self.store.values())
 
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
