@@ -24,19 +24,21 @@ import json
 import math
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 from tabulate import tabulate
+
+from cos import sequential as seq
 
 ALPHA = 0.05
 
 
 def spend(kind: str, t: float, alpha: float = ALPHA) -> float:
     """Two-sided alpha spent by information fraction t."""
+    if kind == "obf":      # Lan-DeMets O'Brien-Fleming type (cos.sequential's own)
+        return seq.obf_spent(t, alpha)
     if t <= 0:
         return 0.0
     t = min(1.0, t)
-    if kind == "obf":      # Lan-DeMets O'Brien-Fleming type (cos.sequential)
-        return float(2 * stats.norm.sf(stats.norm.isf(alpha / 2) / math.sqrt(t)))
     if kind == "pocock":   # Lan-DeMets Pocock type
         return float(alpha * math.log(1 + (math.e - 1) * t))
     if kind.startswith("hsd"):   # Hwang-Shih-DeCani, gamma after the colon
@@ -46,20 +48,9 @@ def spend(kind: str, t: float, alpha: float = ALPHA) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def boundaries(kind: str, fractions: tuple[float, ...]) -> list[float]:
-    """Exact two-sided z boundaries (as cos.sequential.boundaries, for any spending function)."""
-    t = np.asarray(fractions)
-    cs = [float(stats.norm.isf(spend(kind, t[0]) / 2))]
-    for k in range(1, t.size):
-        cov = np.sqrt(np.minimum.outer(t[:k + 1], t[:k + 1]) / np.maximum.outer(t[:k + 1], t[:k + 1]))
-        mvn = stats.multivariate_normal(mean=np.zeros(k + 1), cov=cov, allow_singular=True)
-        target, prev = 1 - spend(kind, t[k]), np.asarray(cs)
-
-        def gap(c: float) -> float:
-            hi = np.append(prev, c)
-            return float(mvn.cdf(hi, lower_limit=-hi, rng=np.random.default_rng(0))) - target
-        cs.append(float(optimize.brentq(gap, 0.5, 8.0, xtol=1e-6)) if gap(0.5) < 0 else 0.5)
-    return cs
+def boundaries(kind: str, fractions: tuple[float, ...]) -> tuple[float, ...]:
+    """The exact two-sided boundaries of cos.sequential.boundaries for this spending function."""
+    return seq.boundaries(fractions, ALPHA, functools.partial(spend, kind))
 
 
 def profile(kind: str, looks: int, futility: float, theta: float, paths: int, seed: int = 0) -> tuple[float, float]:

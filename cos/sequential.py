@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import optimize, stats
@@ -53,16 +54,19 @@ def obf_spent(t: float, alpha: float = ALPHA) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def boundaries(fractions: tuple[float, ...], alpha: float = ALPHA) -> tuple[float, ...]:
-    """Two-sided z boundaries c_k of the looks at information `fractions` (increasing, the last 1)."""
+def boundaries(fractions: tuple[float, ...], alpha: float = ALPHA,
+               spent: Callable[[float, float], float] = obf_spent) -> tuple[float, ...]:
+    """Two-sided z boundaries c_k of the looks at information `fractions` (increasing, the last 1), for the
+    spending function `spent(t, alpha)` (this design's O'Brien-Fleming type; benchmarks/sequential_designs.py
+    compares others)."""
     t = np.asarray(fractions, dtype=np.float64)
     if t.size == 0 or np.any(np.diff(t) <= 0) or t[0] <= 0 or abs(t[-1] - 1.0) > 1e-9:
         raise ValueError(f"look fractions {fractions}: expected increasing values in (0, 1] ending at 1")
-    cs: list[float] = [float(stats.norm.isf(obf_spent(t[0], alpha) / 2))]
+    cs: list[float] = [float(stats.norm.isf(spent(t[0], alpha) / 2))]
     for k in range(1, t.size):
         cov = np.sqrt(np.minimum.outer(t[:k + 1], t[:k + 1]) / np.maximum.outer(t[:k + 1], t[:k + 1]))
         mvn = stats.multivariate_normal(mean=np.zeros(k + 1), cov=cov, allow_singular=True)
-        target = 1 - obf_spent(t[k], alpha)
+        target = 1 - spent(t[k], alpha)
         prev = np.asarray(cs)
 
         def gap(c: float) -> float:
