@@ -52,8 +52,11 @@ class ClaimSettings:
 TIERS = {
     # the CI tier: the organism on 2 CPU cores, the whole claims run within ~10 minutes
     "cpu": ClaimSettings(tier="cpu"),
-    # the organism on a GPU at full statistics
-    "gpu": ClaimSettings(instances=32, seeds=(0, 1, 2), tier="gpu"),
+    # the organism on a GPU at full statistics. 128 rows a forward (42 instances × 3 seeds): measured in one call on
+    # one H200 the tier took 155 s at 64 rows, 112 s at 128 and 162 s at 264 (benchmarks/results/gpu/batch-h200/,
+    # the same 13 statuses): the organism's forwards are launch-bound up to ~64 rows and cost more per forward beyond, and larger batches
+    # leave a sequential claim fewer looks to stop at (7 units at 128, 3 at 264)
+    "gpu": ClaimSettings(instances=32, seeds=(0, 1, 2), batch_size=128, tier="gpu"),
     # a full Wan model with the paper's settings (50 steps, 480×832×81, guidance 5)
     "full": ClaimSettings(instances=5, steps=50, num_frames=81, height=480, width=832, guidance_scale=5.0,
                           batch_size=1, tier="full"),

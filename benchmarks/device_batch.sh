@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Issue 26 on one GPU (device tool, one call): the organism's gpu tier cold, no store, at several batch sizes
+# (BATCHES, rows per forward; the tier's default first), each inside pytest with COS_FORWARD_TIMING
+# (benchmarks/gpu_speed.py tier --label bsN). The organism's forwards are launch-bound (~20 ms whatever the batch),
+# so rows per forward decide the sampling time; the tables say what the batch changes in the rows.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site:$PWD || exit 1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; git rev-parse HEAD;
+  git status --short | head -20; } > "$OUT/gpu.txt"
+# the machine's one-off costs (matplotlib's font cache, CUDA context) before the first timed run, not inside it
+python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; plt.figure(); import torch; torch.ones(1).cuda()"
+for bs in ${BATCHES:-64 264}; do
+  python3 benchmarks/gpu_speed.py tier --out "$OUT" --label "bs$bs" --phases cold --tier-timeout "${COLD_S:-240}" \
+    --pytest-arg=--cos-batch-size=$bs 2>&1 | tee -a "$OUT/tier.log" | grep -v "^ "
+done
+exit 0
