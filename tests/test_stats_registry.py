@@ -170,6 +170,48 @@ def test_spearman_interval_resamples_whole_units():
     assert spearman_ci({"u": [(0, 0.0), (1, 1.0), (2, 2.0)]})[1] is None          # one unit: no interval
 
 
+def _spearman_ci_by_loop(pairs, confidence=0.95, n_resamples=1000, seed=0):
+    """The unit bootstrap as it was written before it was vectorised: scipy.stats.spearmanr per resample."""
+    from scipy import stats
+
+    ids = sorted(pairs)
+
+    def rho(keys):
+        ps = [p for k in keys for p in pairs[k]]
+        if len(ps) < 3 or len({p[0] for p in ps}) < 2 or len({p[1] for p in ps}) < 2:
+            return float("nan")
+        return float(stats.spearmanr([p[0] for p in ps], [p[1] for p in ps]).statistic)
+    est = rho(ids)
+    if len(ids) < 2 or np.isnan(est):
+        return est, None
+    rng = np.random.default_rng(seed)
+    boots = [rho([ids[i] for i in rng.integers(0, len(ids), len(ids))]) for _ in range(n_resamples)]
+    boots = [b for b in boots if not np.isnan(b)]
+    a = round((1 - confidence) / 2, 12)
+    return est, [float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))] if boots else None
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_spearman_interval_equals_the_per_resample_loop(case):
+    # the vectorised resamples (tie-averaged weighted ranks) against scipy per resample: ties (frames.count's
+    # frame counts, censored spreads), single-pair units, few units (resamples with a constant coordinate: NaN,
+    # dropped), a NaN coordinate (ρ NaN, no interval, as scipy has it), several confidence levels
+    from cos.stats import spearman_ci
+
+    rng = np.random.default_rng(case)
+    ties, units = case % 2 == 0, int(rng.integers(2, 30))
+    draw = (lambda k: float(rng.integers(0, k))) if ties else (lambda k: float(rng.normal()))
+    pairs = {f"u{i}": [(draw(4), draw(3)) for _ in range(int(rng.integers(1, 6)))] for i in range(units)}
+    if case % 10 == 7:
+        pairs["u0"][0] = (float("nan"), 1.0)
+    level = (0.95, 0.9, 0.99)[case % 3]
+    (want, want_ci), (got, got_ci) = _spearman_ci_by_loop(pairs, level), spearman_ci(pairs, level)
+    assert (np.isnan(want) and np.isnan(got)) or want == got
+    assert (want_ci is None) == (got_ci is None)
+    if want_ci is not None:
+        np.testing.assert_allclose(got_ci, want_ci, rtol=0, atol=1e-12)
+
+
 def test_argmax_ci_covers_a_plateau_instead_of_its_first_position():
     import numpy as np
 

@@ -57,6 +57,34 @@ def test_same_seed_same_instance(task):
     assert not (torch.equal(a.video, c.video) and a.prompt == c.prompt)
 
 
+def test_a_drawn_instance_is_the_callers_own():
+    # make_instance draws each (task, seed, frames, split) once (cos.tasks.base._drawn) and hands out copies: a
+    # caller that writes into its instance must not change the next caller's, and a task registered again under
+    # its name must draw anew (the cache is keyed by the spec, not the name)
+    from cos.tasks import base
+
+    a = make_instance("maze", 3)
+    ref = a.candidates.clone(), a.video.clone(), {k: v.clone() for k, v in a.masks.items()}
+    a.candidates.add_(1.0), a.video.zero_()
+    for m in a.masks.values():
+        m.logical_not_()
+    b = make_instance("maze", 3)
+    assert torch.equal(b.candidates, ref[0]) and torch.equal(b.video, ref[1])
+    assert all(torch.equal(b.masks[k], v) for k, v in ref[2].items())
+    spec = TASKS["maze"]
+    calls = []
+
+    def make(rng, frames, split):
+        calls.append(frames)
+        return spec.make(rng, frames, split)
+    try:
+        TASKS["maze"] = base.TaskSpec(spec.name, spec.category, make, spec.min_frames, spec.description)
+        c = make_instance("maze", 3)
+        assert calls == [9] and torch.equal(c.candidates, ref[0])
+    finally:
+        TASKS["maze"] = spec
+
+
 @pytest.mark.parametrize("task", NAMES)
 def test_candidate_weights_recover_known_mixtures(task):
     inst = make_instance(task, 5)
