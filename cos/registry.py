@@ -8,7 +8,7 @@ nothing else in the tree names a claim.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
@@ -111,8 +111,6 @@ DRAW_STRIDE = 1000   # instance and noise seeds of draw d start at d·DRAW_STRID
 def at_draw(settings: "ClaimSettings", draw: int) -> "ClaimSettings":
     """The settings of an independent repetition: draw 0 is `settings` itself; draw d > 0 shifts the task-instance
     seeds and the noise seeds by d·DRAW_STRIDE (same sizes, new instances, new noise)."""
-    from dataclasses import replace
-
     if draw == 0:
         return settings
     off = draw * DRAW_STRIDE
@@ -403,10 +401,11 @@ class ClaimResult:
         return cls(id=spec.id, title=spec.title, paper_ref=spec.paper_ref, paper_value=spec.paper_value, **kw)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("arrays")
-        d.pop("samples")
-        d.pop("records")
+        # asdict deep-copies every field: not the three that are written elsewhere (a row's records and samples
+        # are its largest part, and the partial table is rewritten with every row as each claim finishes)
+        d = asdict(replace(self, arrays={}, samples=[], records=None))
+        for k in ("arrays", "samples", "records"):
+            d.pop(k)
         return d
 
     @classmethod

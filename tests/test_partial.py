@@ -24,3 +24,19 @@ def test_partial_rows_are_written_and_replaced_by_the_final_table(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     write_status(tmp_path, [_row("a.one"), _row("b.two", "fails")], {"model": "m"})
     assert (tmp_path / "claims-status.json").exists() and not (tmp_path / PARTIAL).exists()
+
+
+def test_a_rows_dict_does_not_copy_what_is_written_elsewhere():
+    # the partial table serialises every finished row as each claim finishes: to_dict must not deep-copy a row's
+    # records, samples and arrays (its largest part, written to records.jsonl, samples.jsonl and data/) only to
+    # drop them; the dict is otherwise asdict's
+    class NoCopy:
+        def __deepcopy__(self, memo):
+            raise AssertionError("deep-copied")
+
+    r = _row("a.one")
+    r.details = {"per_instance": {"x": [0.5, 0.25]}}
+    r.arrays, r.samples, r.records = {"a": NoCopy()}, [NoCopy()], {"records": [NoCopy()]}
+    d = r.to_dict()
+    assert not {"arrays", "samples", "records"} & set(d) and d["details"] == r.details
+    assert d["details"] is not r.details and d["details"]["per_instance"]["x"] is not r.details["per_instance"]["x"]
