@@ -121,3 +121,25 @@ def test_prepared_cka_is_linear_cka_to_the_bit():
             for _ in range(3):
                 y = x + 0.5 * torch.randn(n, f, generator=g)
                 assert prep(y) == linear_cka(x, y, debiased=debiased)
+
+
+@pytest.mark.parametrize("n,f,debiased", [(576, 12, False), (300, 7, False), (8, 40, False), (300, 12, True)])
+def test_batched_cka_equals_one_call_per_representation(n, f, debiased):
+    """`LinearCKA(x).many(ys)` (information_flow: every branch at a step against the clean run at once) gives the
+    per-y numbers; a constant y among them raises as its own call does; a wrong shape is refused."""
+    from cos.metrics import LinearCKA
+
+    g = torch.Generator().manual_seed(n + f)
+    x = torch.randn(n, f, generator=g)
+    scales = torch.tensor([0.0, 0.1, 1.0, 10.0, 1e3])[:, None, None]
+    ys = (x + scales * torch.randn(5, n, f, generator=g)).reshape(5, n, f)
+    prep = LinearCKA(x, debiased)
+    want = [prep(y) for y in ys]
+    got = LinearCKA(x, debiased).many(ys)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
+    assert LinearCKA(x, debiased).many(ys[1:2]) == pytest.approx([want[1]], rel=1e-12)
+    flat = torch.cat([ys[:2], torch.ones(1, n, f)])
+    with pytest.raises(ValueError, match="zero variance"):
+        prep.many(flat)
+    with pytest.raises(ValueError, match="expected"):
+        prep.many(ys[:, :-1])

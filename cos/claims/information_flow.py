@@ -108,16 +108,23 @@ class InformationFlow(Claim):
         res = noise_sweep(ctx, system, settings, batch, sizing)
         clean = res["clean"]["x0"]
         last = clean.shape[0] - 1
-        refs: dict = {}      # the clean run's tokens at (step, row), prepared once for every branch they meet
-
-        def d(name: str, t: int, row: int) -> float:
-            if (t, row) not in refs:
-                refs[t, row] = LinearCKA(tokens(clean[t][row]))
-            return 1.0 - refs[t, row](tokens(res[name]["x0"][t][row]))
-        return [{"instance": inst.id, "seed": seed, "reseed": d(RESEED, last, row),
-                 "curves": {r: {str(s): [d(f"{r}{s}", t, row) for t in range(s + 1, last + 1)] for s in steps}
-                            for r in STEP_READINGS}}
-                for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds))]
+        out = []
+        for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds)):
+            # 1 − CKA of every (branch, step) the record needs against the clean run at that step: per step, the
+            # clean tokens prepared once and every branch compared with them in one batched product
+            need: dict[int, list[str]] = {last: [RESEED]}
+            for r in STEP_READINGS:
+                for s in steps:
+                    for t in range(s + 1, last + 1):
+                        need.setdefault(t, []).append(f"{r}{s}")
+            d = {}
+            for t, names in need.items():
+                cka = LinearCKA(tokens(clean[t][row])).many(torch.stack([tokens(res[n]["x0"][t][row]) for n in names]))
+                d.update({(n, t): 1.0 - c for n, c in zip(names, cka)})
+            out.append({"instance": inst.id, "seed": seed, "reseed": d[RESEED, last],
+                        "curves": {r: {str(s): [d[f"{r}{s}", t] for t in range(s + 1, last + 1)] for s in steps}
+                                   for r in STEP_READINGS}})
+        return out
 
     def conclude(self, records: list[dict], system, settings, sizing: NoiseSizing):
         steps = noise_injection_steps(settings, sizing)
