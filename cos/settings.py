@@ -52,7 +52,7 @@ class ClaimSettings:
 TIERS = {
     # the CI tier: the organism on 2 CPU cores, the whole claims run within ~10 minutes
     "cpu": ClaimSettings(tier="cpu"),
-    # the organism on a GPU at full statistics. 128 rows a forward (42 instances × 3 seeds): measured in one call on
+    # the organism on a GPU at full statistics. At most 128 rows a forward (42 instances × 3 seeds, 126): in one call on
     # one H200 the tier took 155 s at 64 rows, 112 s at 128 and 162 s at 264 (benchmarks/results/gpu/batch-h200/,
     # the same 13 statuses): the organism's forwards are launch-bound up to ~64 rows and cost more per forward beyond, and larger batches
     # leave a sequential claim fewer looks to stop at (7 units at 128, 3 at 264)
@@ -73,6 +73,6 @@ def settings_for(system: Any, tier: str) -> ClaimSettings:
 
 def instances(settings: ClaimSettings, tasks: Sequence[str] | None = None) -> list[TaskInstance]:
     """Task instances of the settings: every task × instance seeds first_instance.., split and frame count."""
-    return [make_instance(t, i, settings.num_frames, settings.split)
+    return [make_instance(t, i, settings.num_frames, settings.split, cached=True)
             for t in (tasks or settings.tasks)
             for i in range(settings.first_instance, settings.first_instance + settings.instances)]

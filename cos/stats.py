@@ -346,7 +346,7 @@ def spearman_ci(pairs: dict[str, list[tuple[float, float]]], confidence: float |
     return est, [float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))] if len(boots) else None
 
 
-def _weighted_spearman(units: list[list[tuple[float, float]]], counts: np.ndarray, chunk: int = 256) -> np.ndarray:
+def _weighted_spearman(units: list[list[tuple[float, float]]], counts: np.ndarray) -> np.ndarray:
     """Spearman ρ of the pooled pairs of every resample at once: resample b takes unit u `counts[b, u]` times.
     scipy.stats.spearmanr of each resample's pooled list (Pearson r of tie-averaged ranks) is this arithmetic:
     a value's average rank is (weight of smaller values) + (its own weight + 1) / 2, and a pair drawn w times
@@ -355,12 +355,14 @@ def _weighted_spearman(units: list[list[tuple[float, float]]], counts: np.ndarra
     gave NaN: fewer than 3 pairs, or a coordinate with a single value."""
     unit = np.repeat(np.arange(len(units)), [len(u) for u in units])
     xy = np.array([p for u in units for p in u], dtype=np.float64).reshape(-1, 2)
+    cols = [np.unique(col, return_inverse=True) for col in xy.T]
+    # bounded memory: a chunk's (resamples, pairs) arrays stay near 32 MB each whatever the number of pairs
+    chunk = max(1, min(256, int(4e6 // max(1, len(unit)))))
     out = np.empty(counts.shape[0])
-    for lo in range(0, counts.shape[0], chunk):     # bounded memory: (chunk, pairs) arrays
+    for lo in range(0, counts.shape[0], chunk):
         w = counts[lo:lo + chunk][:, unit].astype(np.float64)
         ranks = []
-        for col in xy.T:
-            vals, group = np.unique(col, return_inverse=True)
+        for vals, group in cols:
             g = len(vals)      # weight per distinct value, per resample (sums of integers: exact)
             wg = np.bincount((np.arange(w.shape[0])[:, None] * g + group).ravel(), weights=w.ravel(),
                              minlength=w.shape[0] * g).reshape(w.shape[0], g)
@@ -368,9 +370,9 @@ def _weighted_spearman(units: list[list[tuple[float, float]]], counts: np.ndarra
             ranks.append(((below + (wg + 1) / 2)[:, group], (wg > 0).sum(1)))
         (rx, nx), (ry, ny) = ranks
         n = w.sum(1)
-        mx, my = (w * rx).sum(1) / n, (w * ry).sum(1) / n
-        dx, dy = rx - mx[:, None], ry - my[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):    # a resample of empty units only: n = 0, NaN
+            mx, my = (w * rx).sum(1) / n, (w * ry).sum(1) / n
+            dx, dy = rx - mx[:, None], ry - my[:, None]
             r = (w * dx * dy).sum(1) / np.sqrt((w * dx * dx).sum(1) * (w * dy * dy).sum(1))
         out[lo:lo + chunk] = np.where((n < 3) | (nx < 2) | (ny < 2), np.nan, np.clip(r, -1.0, 1.0))
     return out

@@ -194,14 +194,15 @@ def _spearman_ci_by_loop(pairs, confidence=0.95, n_resamples=1000, seed=0):
 @pytest.mark.parametrize("case", range(40))
 def test_spearman_interval_equals_the_per_resample_loop(case):
     # the vectorised resamples (tie-averaged weighted ranks) against scipy per resample: ties (frames.count's
-    # frame counts, censored spreads), single-pair units, few units (resamples with a constant coordinate: NaN,
+    # frame counts, censored spreads), empty units (resamples with < 3 pairs or none), single-pair units, few units (resamples with a constant coordinate: NaN,
     # dropped), a NaN coordinate (ρ NaN, no interval, as scipy has it), several confidence levels
     from cos.stats import spearman_ci
 
     rng = np.random.default_rng(case)
     ties, units = case % 2 == 0, int(rng.integers(2, 30))
     draw = (lambda k: float(rng.integers(0, k))) if ties else (lambda k: float(rng.normal()))
-    pairs = {f"u{i}": [(draw(4), draw(3)) for _ in range(int(rng.integers(1, 6)))] for i in range(units)}
+    least = 0 if case % 4 == 1 else 1          # some units without pairs: resamples with < 3 pairs, or none
+    pairs = {f"u{i}": [(draw(4), draw(3)) for _ in range(int(rng.integers(least, 6)))] for i in range(units)}
     if case % 10 == 7:
         pairs["u0"][0] = (float("nan"), 1.0)
     level = (0.95, 0.9, 0.99)[case % 3]
@@ -253,3 +254,23 @@ def test_provenance_names_the_code_the_run_started_from(monkeypatch):
     monkeypatch.setattr(rep, "git_dirty", lambda cwd=".": False)
     assert rep.provenance(code=started)["git_commit"] == started[0] != "committed-later"
     assert rep.provenance()["git_commit"] == "committed-later"     # nothing given: read now
+
+
+def test_weighted_spearman_small_and_empty_resamples():
+    # resamples of two pairs, of none, of one unit drawn twice, against scipy on each pooled list
+    from scipy import stats
+
+    from cos.stats import _weighted_spearman
+
+    units = [[(0.0, 0.0), (1.0, 1.0)], [], [(2.0, 5.0), (3.0, 1.0), (4.0, 0.0)], [(1.0, 1.0)]]
+    counts = np.array([[1, 3, 0, 0], [2, 2, 0, 0], [1, 0, 0, 1], [0, 4, 0, 0], [1, 0, 1, 0], [0, 1, 1, 2],
+                       [1, 1, 0, 1], [0, 0, 0, 4], [0, 0, 2, 0]])
+
+    def loop(c):
+        ps = [p for u, k in zip(units, c) for _ in range(k) for p in u]
+        if len(ps) < 3 or len({p[0] for p in ps}) < 2 or len({p[1] for p in ps}) < 2:
+            return float("nan")
+        return float(stats.spearmanr([p[0] for p in ps], [p[1] for p in ps]).statistic)
+    want = np.array([loop(c) for c in counts])
+    assert np.isnan(want).sum() == 3      # two pairs, none, one value: undefined
+    np.testing.assert_allclose(_weighted_spearman(units, counts), want, rtol=0, atol=1e-12, equal_nan=True)

@@ -58,17 +58,19 @@ def test_same_seed_same_instance(task):
 
 
 def test_a_drawn_instance_is_the_callers_own():
-    # make_instance draws each (task, seed, frames, split) once (cos.tasks.base._drawn) and hands out copies: a
-    # caller that writes into its instance must not change the next caller's, and a task registered again under
-    # its name must draw anew (the cache is keyed by the spec, not the name)
+    # make_instance(cached=True) draws each (task, seed, frames, split) once (cos.tasks.base._drawn) and hands out
+    # copies: a caller that writes into its instance must not change the next caller's, a task registered again
+    # under its name must draw anew (the cache is keyed by the spec, not the name), an alias draws as its own
+    # name (the seed is the name looked up, as uncached), and 9.0 frames is refused as uncached, never served
     from cos.tasks import base
 
-    a = make_instance("maze", 3)
+    assert make_instance("maze", 3, cached=True).id == make_instance("maze", 3).id
+    a = make_instance("maze", 3, cached=True)
     ref = a.candidates.clone(), a.video.clone(), {k: v.clone() for k, v in a.masks.items()}
     a.candidates.add_(1.0), a.video.zero_()
     for m in a.masks.values():
         m.logical_not_()
-    b = make_instance("maze", 3)
+    b = make_instance("maze", 3, cached=True)
     assert torch.equal(b.candidates, ref[0]) and torch.equal(b.video, ref[1])
     assert all(torch.equal(b.masks[k], v) for k, v in ref[2].items())
     spec = TASKS["maze"]
@@ -79,10 +81,21 @@ def test_a_drawn_instance_is_the_callers_own():
         return spec.make(rng, frames, split)
     try:
         TASKS["maze"] = base.TaskSpec(spec.name, spec.category, make, spec.min_frames, spec.description)
-        c = make_instance("maze", 3)
+        c = make_instance("maze", 3, cached=True)
         assert calls == [9] and torch.equal(c.candidates, ref[0])
     finally:
         TASKS["maze"] = spec
+    try:
+        TASKS["maze_alias"] = spec
+        for cached in (True, False):
+            d = make_instance("maze_alias", 3, cached=cached)
+            assert d.task == "maze_alias" and not torch.equal(d.candidates, ref[0])
+        assert torch.equal(make_instance("maze_alias", 3, cached=True).candidates,
+                           make_instance("maze_alias", 3).candidates)
+    finally:
+        del TASKS["maze_alias"]
+    with pytest.raises(TypeError):
+        make_instance("maze", 3, 9.0, cached=True)
 
 
 @pytest.mark.parametrize("task", NAMES)

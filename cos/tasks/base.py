@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import operator
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -219,8 +220,11 @@ def register_task(name: str, category: str, description: str = "", min_frames: i
     return deco
 
 
-def make_instance(task: str, seed: int, num_frames: int = 9, split: str = "id") -> TaskInstance:
-    """The instance of `task` for `seed` at `num_frames` frames; the same arguments give the same instance."""
+def make_instance(task: str, seed: int, num_frames: int = 9, split: str = "id", *, cached: bool = False) -> TaskInstance:
+    """The instance of `task` for `seed` at `num_frames` frames; the same arguments give the same instance.
+    `cached`: draw each (task, seed, frames, split) once per process and hand out a deep copy (the caller owns it
+    as before): for code that builds the same instances again and again (`cos.settings.instances`, every claim of
+    a run), not for a stream of distinct ones (a training pool)."""
     if task not in TASKS:   # the tasks register when `cos.tasks` (its suite module) is imported
         raise InputError(f"unknown task {task!r}; known tasks: {sorted(TASKS)}")
     spec = TASKS[task]
@@ -236,18 +240,20 @@ def make_instance(task: str, seed: int, num_frames: int = 9, split: str = "id") 
                             grid=cands.shape[-1], video=cands[out["answer"]].clone(), candidates=cands,
                             answer=out["answer"], masks=out["masks"], params=out.get("params", {}),
                             alternative=None if alt is None else build(alt))
-    # a fresh copy of the drawn tensors each call: callers own their instance as before, the drawing is done once
-    return build(copy.deepcopy(_drawn(spec, int(seed), num_frames, split)))
+    # operator.index: 9.0 frames is refused as before, never served as the cached 9
+    key = (spec, task, int(seed), operator.index(num_frames), split)
+    return build(copy.deepcopy(_drawn(*key)) if cached else _draw(*key))
 
 
-@functools.lru_cache(maxsize=4096)
-def _drawn(spec: TaskSpec, seed: int, num_frames: int, split: str) -> dict:
-    """`spec.make`'s output for these arguments, drawn once: the claims of a run each build the same instances
-    (the organism's gpu tier asked for 4416, ~1500 of them distinct, and painting them was 28 of 241 profiled
-    seconds on an H200 host). Keyed by the spec itself, so a task registered again under its name draws anew.
-    An instance is cells, not pixels (F × 3 × G × G per candidate), so 4096 of them stay small."""
-    rng = np.random.default_rng([seed, sum(map(ord, spec.name)), SPLITS.index(split)])
+def _draw(spec: TaskSpec, task: str, seed: int, num_frames: int, split: str) -> dict:
+    rng = np.random.default_rng([seed, sum(map(ord, task)), SPLITS.index(split)])
     return spec.make(rng, num_frames, split)
+
+
+# The claims of a run each build the same instances: the organism's gpu tier asked for 4416, 1056 of them
+# distinct, and drawing them was 28 of 241 profiled seconds on an H200 host. Keyed by the spec itself too, so a
+# task registered again under its name draws anew. An entry is ~60 KB at 9 frames and ~0.5 MB at 81.
+_drawn = functools.lru_cache(maxsize=2048)(_draw)
 
 
 def timeline(num_frames: int) -> np.ndarray:
