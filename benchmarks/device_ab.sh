@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One device call: the organism's gpu tier cold, no store, at this tree ("new") and at this tree with PATCH
+# reversed ("old": PATCH is `git diff OLD_COMMIT HEAD -- cos/`, since the device's copy of .git may not hold this
+# session's commits), in the order RUNS (default: new old new: the repeat of new is the spread on one machine;
+# new64: this tree at 64 rows a batch).
+# COS_FORWARD_TIMING on (benchmarks/gpu_speed.py tier); matplotlib's font cache and the CUDA context are built
+# before the first timed run.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+mkdir -p /tmp/old && cp -r cos claims fixtures tests conftest.py pyproject.toml /tmp/old/ \
+  && patch -s -R -p1 -d /tmp/old < "${PATCH:?PATCH: a git diff of cos/ from the old commit to this tree}" \
+  || { echo "could not build the old tree"; exit 1; }
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; git rev-parse HEAD;
+  git status --short | head; echo "patch: $PATCH"; } > "$OUT/gpu.txt"
+PYTHONPATH=/tmp/site python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; plt.figure(); import torch; torch.ones(1).cuda()"
+i=0
+for which in ${RUNS:-new old new}; do
+  i=$((i + 1)); root=$PWD; [ "$which" = old ] && root=/tmp/old
+  extra=(); [ "$which" = new64 ] && extra=(--pytest-arg=--cos-batch-size=64)    # this tree at the old batch size
+  PYTHONPATH=/tmp/site:$root python3 benchmarks/gpu_speed.py tier --out "$OUT" --label "$i-$which" --root "$root" \
+    --phases cold --tier-timeout "${COLD_S:-200}" "${extra[@]}" 2>&1 | tee -a "$OUT/tier.log" | grep -v "^ "
+  # at most 8 files come back: the tables of the first two runs, every run's timings
+  rm -f "$OUT"/tier-"$i-$which"-cold.log "$OUT/$i-$which-claims-status.md"
+  [ "$i" -gt 2 ] && rm -f "$OUT/$i-$which-claims-status.json"
+done
+exit 0
