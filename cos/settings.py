@@ -52,10 +52,11 @@ class ClaimSettings:
 TIERS = {
     # the CI tier: the organism on 2 CPU cores, the whole claims run within ~10 minutes
     "cpu": ClaimSettings(tier="cpu"),
-    # the organism on a GPU at full statistics. At most 128 rows a forward (42 instances × 3 seeds, 126): in one call on
-    # one H200 the tier took 155 s at 64 rows, 112 s at 128 and 162 s at 264 (benchmarks/results/gpu/batch-h200/,
-    # the same 13 statuses): the organism's forwards are launch-bound up to ~64 rows and cost more per forward beyond, and larger batches
-    # leave a sequential claim fewer looks to stop at (7 units at 128, 3 at 264)
+    # the organism on a GPU at full statistics. At most 128 rows a forward (42 instances × 3 seeds, 126): in one call
+    # on one H200 the tier took 114.8 s at 128 rows and 124.3 s at 64 with the same code (1553 forwards against
+    # 2899; benchmarks/results/gpu/ab-h200/). Beyond ~64 rows a forward costs more (45.8 ms at 264 against 15.6 ms
+    # at 64 in benchmarks/results/gpu/batch-h200/), and larger batches leave a sequential claim fewer looks to
+    # stop at (7 units at 128, 3 at 264: layers.swap_flip would have none)
     "gpu": ClaimSettings(instances=32, seeds=(0, 1, 2), batch_size=128, tier="gpu"),
     # a full Wan model with the paper's settings (50 steps, 480×832×81, guidance 5)
     "full": ClaimSettings(instances=5, steps=50, num_frames=81, height=480, width=832, guidance_scale=5.0,
