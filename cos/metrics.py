@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+MANY_BYTES = 64e6     # float64 of a stack `LinearCKA.many` takes at once (each product holds a few of these)
+
 
 def _as_2d(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.dim() < 2:
@@ -56,19 +58,25 @@ class LinearCKA:
         return float(xy / denom)
 
     def many(self, ys: torch.Tensor) -> list[float]:
-        """`[self(y) for y in ys]` for a stack of k representations (k, n, ...), in one batched product: the
-        same float64 arithmetic per y (centring over its n rows, ‖YᵀX‖²_F, ‖YᵀY‖²_F), equal to the per-y calls
-        (tests/test_metrics.py). information_flow compares ~100 branches a row with the clean run: one call each
-        was 37k calls and ~6 s of host time on the organism's gpu tier. The Gram-matrix path (fewer examples than
-        features) and the debiased estimator go through `__call__` one y at a time."""
+        """`[self(y) for y in ys]` for a stack of k representations (k, n, ...), in batched products: per y the
+        same steps (centring over its n rows, ‖YᵀX‖²_F, ‖YᵀY‖²_F in float64), equal to the per-y calls up to
+        float64 rounding (a batched matmul may sum in another order: bit-identical at the organism's shapes on
+        this project's CPUs, within 6e-16 at some others; tests/test_metrics.py). information_flow compares ~100
+        branches a row with the clean run: one call each was 37k calls and ~6 s of host time on the organism's gpu
+        tier. The Gram-matrix path (fewer examples than features) and the debiased estimator go through `__call__`
+        one y at a time; the stack is taken MANY_BYTES of float64 at a time (a full model's tokens are large)."""
         if ys.dim() < 3 or ys.shape[1] != self.n:
             raise ValueError(f"linear_cka: expected (k, {self.n}, features), got shape {tuple(ys.shape)}")
         if self.n <= 3:
             raise ValueError(f"linear_cka: needs more than 3 examples, got n={self.n}")
-        Y = ys.reshape(ys.shape[0], self.n, -1).to(torch.float64)
-        X = self.X
-        if self.debiased or self.n < max(X.shape[1], Y.shape[2]):
+        feats = ys[0].numel() // self.n if len(ys) else 0
+        if self.debiased or self.n < max(self.X.shape[1], feats):
             return [self(y) for y in ys]
+        step = max(1, int(MANY_BYTES // (8 * self.n * max(1, feats))))
+        return [v for lo in range(0, len(ys), step) for v in self._many(ys[lo:lo + step])]
+
+    def _many(self, ys: torch.Tensor) -> list[float]:
+        X, Y = self.X, ys.reshape(ys.shape[0], self.n, -1).to(torch.float64)
         Y = Y - Y.mean(1, keepdim=True)
         if self._xx is None:
             self._xx = (self.hsic(X, X), 1e-12 * X.pow(2).sum() ** 2)

@@ -356,7 +356,8 @@ def _weighted_spearman(units: list[list[tuple[float, float]]], counts: np.ndarra
     unit = np.repeat(np.arange(len(units)), [len(u) for u in units])
     xy = np.array([p for u in units for p in u], dtype=np.float64).reshape(-1, 2)
     cols = [np.unique(col, return_inverse=True) for col in xy.T]
-    # bounded memory: a chunk's (resamples, pairs) arrays stay near 32 MB each whatever the number of pairs
+    # bounded memory: each (resamples, pairs) array of a chunk stays near 32 MB whatever the number of pairs (about
+    # ten are alive at once)
     chunk = max(1, min(256, int(4e6 // max(1, len(unit)))))
     out = np.empty(counts.shape[0])
     for lo in range(0, counts.shape[0], chunk):

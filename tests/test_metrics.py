@@ -143,3 +143,28 @@ def test_batched_cka_equals_one_call_per_representation(n, f, debiased):
         prep.many(flat)
     with pytest.raises(ValueError, match="expected"):
         prep.many(ys[:, :-1])
+    assert prep.many(ys[:0]) == []
+    for bad in (float("nan"), float("inf")):      # a non-finite y among good ones raises, as its own call does
+        y = ys[2].clone()
+        y[0, 0] = bad
+        with pytest.raises(ValueError, match="zero variance"):
+            prep(y)
+        with pytest.raises(ValueError, match="zero variance"):
+            prep.many(torch.stack([ys[1], y, ys[3]]))
+    with pytest.raises(ValueError, match="zero variance"):      # a constant clean side
+        LinearCKA(torch.ones(n, f), debiased).many(ys[1:3])
+    with pytest.raises(ValueError, match="more than 3"):
+        LinearCKA(torch.randn(3, f, generator=g), debiased).many(torch.randn(2, 3, f, generator=g))
+
+
+def test_batched_cka_in_pieces_equals_one_piece(monkeypatch):
+    """The stack is taken in pieces of MANY_BYTES (bounded memory): pieces of one y give the same numbers."""
+    import cos.metrics as m
+
+    g = torch.Generator().manual_seed(5)
+    x, ys = torch.randn(100, 8, generator=g), torch.randn(7, 100, 8, generator=g)
+    whole, pieces, inner = m.LinearCKA(x).many(ys), [], m.LinearCKA._many
+    monkeypatch.setattr(m, "MANY_BYTES", 1)
+    monkeypatch.setattr(m.LinearCKA, "_many", lambda self, part: pieces.append(len(part)) or inner(self, part))
+    np.testing.assert_allclose(m.LinearCKA(x).many(ys), whole, rtol=1e-12, atol=0)
+    assert pieces == [1] * 7

@@ -96,6 +96,12 @@ def test_a_drawn_instance_is_the_callers_own():
         del TASKS["maze_alias"]
     with pytest.raises(TypeError):
         make_instance("maze", 3, 9.0, cached=True)
+    # the uncached path never reaches the cache: a write into its instance cannot reach a cached one
+    size = base._drawn.cache_info().currsize
+    u = make_instance("maze", 4)
+    u.candidates.add_(1.0)
+    assert base._drawn.cache_info().currsize == size
+    assert not torch.equal(make_instance("maze", 4, cached=True).candidates, u.candidates)
 
 
 @pytest.mark.parametrize("task", NAMES)
