@@ -3,12 +3,7 @@
 # (BATCHES, rows per forward; the tier's default first), each inside pytest with COS_FORWARD_TIMING
 # (benchmarks/gpu_speed.py tier --label bsN). The organism's forwards are launch-bound (~20 ms whatever the batch),
 # so rows per forward decide the sampling time; the tables say what the batch changes in the rows.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD || exit 1
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; git rev-parse HEAD;
-  git status --short | head -20; } > "$OUT/gpu.txt"
+. benchmarks/device_setup.sh
 # the machine's one-off costs (matplotlib's font cache, CUDA context) before the first timed run, not inside it
 python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; plt.figure(); import torch; torch.ones(1).cuda()"
 for bs in ${BATCHES:-64 264}; do

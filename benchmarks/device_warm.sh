@@ -3,12 +3,7 @@
 # empty result store) and warm (the same store: runs and records served from it), with COS_FORWARD_TIMING for the
 # GPU busy fraction and each claim's host seconds (benchmarks/gpu_speed.py tier --store). The warm run is what a
 # user's rerun of an unchanged model costs: host work only where nothing is stored.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD || exit 1
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; git rev-parse HEAD;
-  git status --short | head -20; } > "$OUT/gpu.txt"
+. benchmarks/device_setup.sh
 python3 benchmarks/gpu_speed.py tier --out "$OUT" --store --phases cold,warm \
   --tier-timeout "${COLD_S:-300}" --warm-timeout "${WARM_S:-220}" 2>&1 | tee "$OUT/tier.log" | grep -v "^ "
 # the same code without a store, cold, in the same call (NOSTORE_S=0 leaves it out)
