@@ -809,7 +809,8 @@ def price_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, 
     ranks = ctx.split[1] if (ctx.shard is not None or ctx.world.connected) else 1
     # a rank's share is whole batches: with B batches over N ranks the busiest does ceil(B/N) of them, not B/N
     # (the organism's GPU tier at 128 rows a batch: 7 batches a claim, 4 ranks do 2 each, 14% more than a quarter).
-    # B is the plan's batch count; claims that size their own instances (ensemble, frames, swap_flip) are approximated by it
+    # B is the plan's batch count; claims that size their own instances (ensemble, frames, swap_flip) are
+    # approximated by it
     n_batches = len(range(0, settings.rows // len(settings.seeds), instances_per_batch(settings)))
     share = -(-n_batches // ranks) / n_batches
     return {"row_forwards": int(total), "per_claim": per, "shared_runs": shared, "seconds_per_row_forward": t,
