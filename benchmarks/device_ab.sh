@@ -5,15 +5,12 @@
 # new64: this tree at 64 rows a batch).
 # COS_FORWARD_TIMING on (benchmarks/gpu_speed.py tier); matplotlib's font cache and the CUDA context are built
 # before the first timed run.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+. benchmarks/device_setup.sh
 mkdir -p /tmp/old && cp -r cos claims fixtures tests conftest.py pyproject.toml /tmp/old/ \
   && patch -s -R -p1 -d /tmp/old < "${PATCH:?PATCH: a git diff of cos/ from the old commit to this tree}" \
   || { echo "could not build the old tree"; exit 1; }
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; git rev-parse HEAD;
-  git status --short | head; echo "patch: $PATCH"; } > "$OUT/gpu.txt"
-PYTHONPATH=/tmp/site python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; plt.figure(); import torch; torch.ones(1).cuda()"
+echo "patch: $PATCH" >> "$OUT/gpu.txt"
+warm_machine
 i=0
 for which in ${RUNS:-new old new}; do
   i=$((i + 1)); root=$PWD; [ "$which" = old ] && root=/tmp/old

@@ -4,8 +4,7 @@
 # (benchmarks/gpu_speed.py tier --label bsN). The organism's forwards are launch-bound (~20 ms whatever the batch),
 # so rows per forward decide the sampling time; the tables say what the batch changes in the rows.
 . benchmarks/device_setup.sh
-# the machine's one-off costs (matplotlib's font cache, CUDA context) before the first timed run, not inside it
-python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; plt.figure(); import torch; torch.ones(1).cuda()"
+warm_machine
 for bs in ${BATCHES:-64 264}; do
   python3 benchmarks/gpu_speed.py tier --out "$OUT" --label "bs$bs" --phases cold --tier-timeout "${COLD_S:-240}" \
     --pytest-arg=--cos-batch-size=$bs 2>&1 | tee -a "$OUT/tier.log" | grep -v "^ "

@@ -2,11 +2,7 @@
 # One device call: cProfile of the organism's gpu tier for the claims K (default information_flow and perception,
 # two of the largest host spenders; K=test_claim: all), no store; the top entries by cumulative and internal time,
 # and the cos functions alone by cumulative time, go to $OUT.
-set -uo pipefail
-export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD || exit 1
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; } > "$OUT/gpu.txt"
+. benchmarks/device_setup.sh
 timeout "${LIMIT:-240}" python3 -m cProfile -o /tmp/gpu.prof -m pytest -p cos.pytest_plugin -m "claims and gpu" \
   -p no:cacheprovider -p no:xdist claims/test_claims.py -q --durations=0 --cos-out /tmp/prof-out \
   -k "${K:-information_flow or perception}" 2>&1 | tail -6 | tee "$OUT/pytest.txt"

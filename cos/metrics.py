@@ -47,15 +47,19 @@ class LinearCKA:
         X, Y = self.X, _as_2d(y, "y")
         if not self.debiased:
             Y = Y - Y.mean(0, keepdim=True)
+        xy, yy = self.hsic(X, Y), self.hsic(Y, Y)
+        return float(xy / self._denominator(yy, 1e-12 * Y.pow(2).sum() ** 2))
+
+    def _denominator(self, yy: torch.Tensor, tol_y: torch.Tensor) -> torch.Tensor:
+        """sqrt(HSIC(X, X)·HSIC(Y, Y)) for one y or a stack of them (`yy`, `tol_y` per y), or ValueError where a
+        representation is (numerically) constant: relative floors, no variance to compare. X's terms once."""
         if self._xx is None:
-            # relative floor: a (numerically) constant representation has no variance to compare
-            self._xx = (self.hsic(X, X), 1e-12 * X.pow(2).sum() ** 2)
-        (xx, tol_x), xy, yy = self._xx, self.hsic(X, Y), self.hsic(Y, Y)
-        tol_y = 1e-12 * Y.pow(2).sum() ** 2
+            self._xx = (self.hsic(self.X, self.X), 1e-12 * self.X.pow(2).sum() ** 2)
+        xx, tol_x = self._xx
         denom = torch.sqrt(xx * yy)
-        if not torch.isfinite(denom) or xx <= tol_x or yy <= tol_y:
+        if not bool(torch.isfinite(denom).all()) or bool(xx <= tol_x) or bool((yy <= tol_y).any()):
             raise ValueError("linear_cka: a representation has zero variance (constant features); CKA is undefined")
-        return float(xy / denom)
+        return denom
 
     def many(self, ys: torch.Tensor) -> list[float]:
         """`[self(y) for y in ys]` for a stack of k representations (k, n, ...), in batched products: per y the
@@ -78,15 +82,9 @@ class LinearCKA:
     def _many(self, ys: torch.Tensor) -> list[float]:
         X, Y = self.X, ys.reshape(ys.shape[0], self.n, -1).to(torch.float64)
         Y = Y - Y.mean(1, keepdim=True)
-        if self._xx is None:
-            self._xx = (self.hsic(X, X), 1e-12 * X.pow(2).sum() ** 2)
-        (xx, tol_x), yt = self._xx, Y.transpose(1, 2)
+        yt = Y.transpose(1, 2)
         xy, yy = (yt @ X).pow(2).sum((1, 2)), (yt @ Y).pow(2).sum((1, 2))
-        tol_y = 1e-12 * Y.pow(2).sum((1, 2)) ** 2
-        denom = torch.sqrt(xx * yy)
-        if not bool(torch.isfinite(denom).all()) or xx <= tol_x or bool((yy <= tol_y).any()):
-            raise ValueError("linear_cka: a representation has zero variance (constant features); CKA is undefined")
-        return (xy / denom).tolist()
+        return (xy / self._denominator(yy, 1e-12 * Y.pow(2).sum((1, 2)) ** 2)).tolist()
 
 
 def _hsic_biased(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:

@@ -108,15 +108,15 @@ class InformationFlow(Claim):
         res = noise_sweep(ctx, system, settings, batch, sizing)
         clean = res["clean"]["x0"]
         last = clean.shape[0] - 1
+        # the (branch, step) pairs every record needs, by step: per row and step, the clean run's tokens prepared
+        # once and every branch compared with them in one batched product
+        need: dict[int, list[str]] = {last: [RESEED]}
+        for r in STEP_READINGS:
+            for s in steps:
+                for t in range(s + 1, last + 1):
+                    need.setdefault(t, []).append(f"{r}{s}")
         out = []
         for row, (inst, seed) in enumerate(zip(batch.instances, batch.seeds)):
-            # 1 − CKA of every (branch, step) the record needs against the clean run at that step: per step, the
-            # clean tokens prepared once and every branch compared with them in one batched product
-            need: dict[int, list[str]] = {last: [RESEED]}
-            for r in STEP_READINGS:
-                for s in steps:
-                    for t in range(s + 1, last + 1):
-                        need.setdefault(t, []).append(f"{r}{s}")
             d = {}
             for t, names in need.items():
                 cka = LinearCKA(tokens(clean[t][row])).many(torch.stack([tokens(res[n]["x0"][t][row]) for n in names]))
