@@ -247,10 +247,7 @@ def final_row(claim: Any, new: Concluded, old: Concluded, status_old: str, fract
     """The gate row of a new run a sequential look stopped: the paired change's 95% interval on its rows, and the
     flip rule read from its status re-concluded at 95% on the same rows (its row's status is at the look's
     level)."""
-    from dataclasses import replace
-
-    status95 = replace(new, level=None).conclude(claim).status
-    return gate_row(claim, new, old, status95, status_old, fraction)
+    return gate_row(claim, new, old, _status95(claim, new), status_old, fraction)
 
 
 def write_gate(out: str | Path, rows: dict[str, dict], new_model: str, old_model: str) -> list[Path]:
@@ -315,11 +312,17 @@ class Against:
         return cls(str(p), system=load_model(p))
 
     def old(self, claim: Any, ctx: Any, settings: Any) -> tuple[Concluded | None, str]:
-        """The old side's records of `claim` and its status."""
+        """The old side's records of `claim` and its status. Against a model whose rows were sampled beside the
+        new model's at the looks (`PairedLooks`, left in `ctx.paired`), those rows, with their status concluded
+        at 95% (where `final_row` reads the new side's flip); otherwise the old model measured now, every row."""
         if self.system is None:
             return self.records.get(claim.id), self.statuses.get(claim.id, "not in the old run")
         if claim.needs_distilled:   # its fast model is the new model's LoRA stack: not the old model's
             return None, "skipped"
+        got = getattr(ctx, "paired", {}).pop(claim.id, None)
+        if got is not None:
+            bundle = as_bundle(got)
+            return bundle, _status95(claim, bundle)
         # the run's ETA (cos.eta) tracks the new model's batches; the old side's would restart a finished claim's
         # progress in it. Left out, its wall time shows in the measured rate instead
         tracker, ctx.tracker = getattr(ctx, "tracker", None), None
@@ -330,9 +333,13 @@ class Against:
         return as_bundle(r.records), r.status
 
     def look_rule(self, claim: Any, fraction: float | None = None) -> Any:
-        """Against stored records, the rule that stops the new model's rows of `claim` at a sequential look once
-        its paired change is decided (`RunContext.look_rule`), or None: against a model both sides run every row
-        (fixed n), and a claim the old run lacks, or measured under another version, stops by its own rule.
+        """The rule that stops `claim`'s rows at a sequential look once its paired change is decided
+        (`RunContext.look_rule`), or None: the claim stops by its own rule (the old run lacks it or measured it
+        under another version; or, against a model, its fast model is the new model's LoRA stack).
+        Against stored records the new model's rows pair with the old run's, and the old status is that run's
+        row. Against a model the rule is a `PairedLooks`: the runner samples the old model on the same units as
+        the new one before each look, so both stop together and neither samples rows the decision did not need;
+        the old status is then its rows' so far, concluded at 95%, as the new one's is for the flip rule.
         A look stops the claim when (1) the change's interval at the look's level (the α-spending of
         cos.sequential) decides it by the tolerance alone (regressed, unchanged, improved; the new status there is
         at a stricter level than the old row's, so no flip is read from it), and (2) the row the gate will write
@@ -342,37 +349,23 @@ class Against:
         of [-3.41, -0.31], regressed, and a 95% one of [-3.13, 3.85], undecided). No look decides before
         MIN_LOOK_UNITS paired instances, and the last look never stops here: a row that ran to the end is the
         fixed-n row."""
+        tol = tolerance(claim, fraction)
         if self.system is not None:
-            return None
+            if claim.needs_distilled:
+                return None
+
+            def paired(res: Any, look: Any, recorded: Any, old_recorded: Any = None) -> str:
+                old = as_bundle(old_recorded()) if old_recorded is not None else None
+                if old is None:
+                    return ""
+                return _look_stop(claim, look, recorded, old, _status95(claim, old), tol, fraction)
+            return PairedLooks(self.system, paired)
         old = self.records.get(claim.id)
         if old is None or old.version != claim.spec.version:
             return None
-        from cos import sequential as seq
-
-        tol, status_old = tolerance(claim, fraction), self.statuses.get(claim.id, "unknown")
-
-        def rule(res: Any, look: Any, recorded: Any) -> str:
-            if look.final:
-                return ""
-            try:
-                new = as_bundle(recorded())     # at claim.spec.version, which the old run's is
-                if new is None:
-                    return ""
-                ch = paired_change(claim, new, old, confidence=look.confidence)
-                if (ch.get("n") or 0) < seq.MIN_LOOK_UNITS:
-                    return ""
-                d = decide_change(claim.spec.direction, ch, tol, status_old, status_old)
-                if d["verdict"] not in ("regressed", "unchanged", "improved"):
-                    return ""
-                final = final_row(claim, new, old, status_old, fraction)
-            except Exception:  # noqa: BLE001 - not estimable on these rows yet: more rows may make it so
-                return ""
-            if status_old == "holds" and final["status_new"] != "holds" and d["verdict"] != "regressed":
-                # a flip not yet decided by its interval (it covers 0) may be decided by more rows: only a
-                # regression stops such a claim (review: "unchanged" at 32 of 48 where all 48 said regressed)
-                return ""
-            return f"gate {d['verdict']}" if final["verdict"] == d["verdict"] else ""
-        return rule
+        status_old = self.statuses.get(claim.id, "unknown")
+        return lambda res, look, recorded, old_recorded=None: _look_stop(claim, look, recorded, old, status_old,
+                                                                        tol, fraction)
 
     def row(self, claim: Any, new: Any, ctx: Any, settings: Any, fraction: float | None = None) -> dict:
         """gate.json's entry for `claim` given the new model's row `new`."""
@@ -390,3 +383,50 @@ class Against:
 def as_bundle(records: dict | None) -> Concluded | None:
     """A row's records as the bundle a conclusion is recomputed from (through their JSON form, as from disk)."""
     return None if not records else Concluded.from_dict(json.loads(json.dumps(records, default=str)))
+
+
+class PairedLooks:
+    """A look rule against a model sampled in this session (`Against.look_rule`): the runner samples
+    `paired_system`, the old model, on the new model's units before each look (`RunContext.measure_records`)
+    and calls the rule with a fourth argument, a function giving the old side's records so far."""
+
+    def __init__(self, system: Any, rule: Any):
+        self.paired_system, self._rule = system, rule
+
+    def __call__(self, res: Any, look: Any, recorded: Any, old_recorded: Any = None) -> str:
+        return self._rule(res, look, recorded, old_recorded)
+
+
+def _status95(claim: Any, bundle: Concluded) -> str:
+    """The status of `bundle`'s rows concluded at the default 95%, whatever level they were recorded at."""
+    from dataclasses import replace
+
+    return replace(bundle, level=None).conclude(claim).status
+
+
+def _look_stop(claim: Any, look: Any, recorded: Any, old: Concluded, status_old: str, tol: float | None,
+               fraction: float | None) -> str:
+    """"gate <verdict>" when a sequential look stops the new rows on their paired change with `old` (see
+    `Against.look_rule`), "" to go on."""
+    from cos import sequential as seq
+
+    if look.final:
+        return ""
+    try:
+        new = as_bundle(recorded())     # at claim.spec.version, which the old side's is
+        if new is None:
+            return ""
+        ch = paired_change(claim, new, old, confidence=look.confidence)
+        if (ch.get("n") or 0) < seq.MIN_LOOK_UNITS:
+            return ""
+        d = decide_change(claim.spec.direction, ch, tol, status_old, status_old)
+        if d["verdict"] not in ("regressed", "unchanged", "improved"):
+            return ""
+        final = final_row(claim, new, old, status_old, fraction)
+    except Exception:  # noqa: BLE001 - not estimable on these rows yet: more rows may make it so
+        return ""
+    if status_old == "holds" and final["status_new"] != "holds" and d["verdict"] != "regressed":
+        # a flip not yet decided by its interval (it covers 0) may be decided by more rows: only a
+        # regression stops such a claim (review: "unchanged" at 32 of 48 where all 48 said regressed)
+        return ""
+    return f"gate {d['verdict']}" if final["verdict"] == d["verdict"] else ""

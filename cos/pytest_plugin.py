@@ -110,8 +110,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="gate a model change: also measure every selected claim on OLD (a model directory, or a run "
                      "folder whose records.jsonl to pair with) on the same rows, and report each claim's paired "
                      "change (DIR/gate.json, gate.md); the run fails when a claim regresses (cos.gate). Fixed n, "
-                     "except against a run folder with --cos-sequential on: a claim's rows then stop once its change "
-                     "is decided")
+                     "except with --cos-sequential on: a claim's rows (against a model, both models' rows, sampled "
+                     "unit by unit alike) then stop once its change is decided")
     g.addoption("--cos-tolerance", type=float, default=None, metavar="FRACTION",
                 help="with --cos-against: a claim regresses when its change is confidently worse than this fraction "
                      "of the effect it is sized for (ClaimSpec.effect; default 0.5), or than its own gate_tolerance")
@@ -330,11 +330,11 @@ def _run_folder(against: str | None) -> bool:
     return bool(against) and (Path(against) / FILE).exists()
 
 
-def _against_records(against: str | None, mode: str) -> bool:
-    """Whether sequential looks may stop the new rows: always without --cos-against; against a run folder only
-    with --cos-sequential on, never by `auto` (the gate's sequential stop has no calibration yet: `cos validate
-    --kind gate` runs at fixed n); never against a model directory (both run every row)."""
-    return not against or (mode == "on" and _run_folder(against))
+def _gate_looks(against: str | None, mode: str) -> bool:
+    """Whether sequential looks may stop the rows: always without --cos-against; in a gate (against a run folder
+    or a model directory) only with --cos-sequential on, never by `auto` (the gate's sequential stop has no
+    calibration yet: `cos validate --kind gate` runs at fixed n)."""
+    return not against or mode == "on"
 
 
 def make_run_context(config: pytest.Config) -> "RunContext":
@@ -368,11 +368,11 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     from cos.sequential import resolve as sequential_on
 
     ctx = RunContext(store=opened, shard=shard, report_instances=config.getoption("--cos-report-instances"),
-                     # a gate against a model pairs the two models' rows: both run every row (fixed n); against
-                     # a run's stored records the new rows stop at a look once the change is decided (look_rule)
+                     # a gate stops a claim's rows at a look once its paired change is decided (look_rule;
+                     # against a model both models' rows), only when asked for: its rule is not calibrated
                      sequential=(sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
-                                 and _against_records(config.getoption("--cos-against"),
-                                                      config.getoption("--cos-sequential"))),
+                                 and _gate_looks(config.getoption("--cos-against"),
+                                                 config.getoption("--cos-sequential"))),
                      overlap=config.getoption("--cos-overlap") == "on")
     if world is not None:
         ctx.world = world

@@ -101,9 +101,13 @@ class RunContext:
     # a unit's host readouts beside the next unit's sampling (two worker threads; see the module docstring)
     overlap: bool = False
     # under sequential looks, what stops the claim being measured at a look instead of its own decision:
-    # (row at the look, the look, records so far as a row's records) -> a stop reason or "". Set per claim by a
-    # gate against stored records (cos.gate.Against.look_rule), None otherwise
-    look_rule: Callable[[Any, Any, Callable[[], dict]], str] | None = field(default=None, repr=False)
+    # (row at the look, the look, records so far as a row's records[, the old model's so far]) -> a stop reason or
+    # "". Set per claim by a gate (cos.gate.Against.look_rule; against a model a PairedLooks, whose old model is
+    # sampled on the same units), None otherwise
+    look_rule: Callable[..., str] | None = field(default=None, repr=False)
+    # a gate against a model under sequential looks (cos.gate.PairedLooks): claim id -> the old model's records on
+    # the rows the claim stopped at, for the gate's row (cos.gate.Against.old takes them)
+    paired: dict = field(default_factory=dict, repr=False)
     _sampling: Any = field(default_factory=threading.RLock, repr=False)
     _log_sink: Any = field(default_factory=threading.local, repr=False)
 
@@ -176,17 +180,25 @@ class RunContext:
                 self.tracker.started(claim.id, len(units), points)
             records: list[tuple[int, list[dict]]] = []
             done, history, res, flat = 0, [], None, []
+            # a gate against a model (cos.gate.PairedLooks): its old model is sampled on the same units before each
+            # look, so the look rule pairs the two and both stop together. Only where there are looks: at fixed n
+            # the old side is measured whole after the claim (cos.gate.Against.old), as it always was
+            paired = getattr(self.look_rule, "paired_system", None) if len(looks) > 1 else None
+            old_records: list[tuple[int, list[dict]]] = []
+            flat_old: list[dict] = []
             spent = self.phase_s[claim.id] = {"share": 0.0, "gather": 0.0, "conclude": 0.0}
             for look in looks or [None]:
                 t0 = time.perf_counter()
                 upto = points[look.index] if look else 0
-                own = []
-                for k, rs in self._units_records(claim, system, units, [k for k in range(done, upto) if mine(k)], kw):
+                ks, own = [k for k in range(done, upto) if mine(k)], []
+                for k, rs in self._units_records(claim, system, units, ks, kw):
                     own.append((k, rs))
                     if self.tracker is not None:    # unit k done here, the others' in parallel: k + 1 of them
                         self.tracker.progress(claim.id, k + 1)
                     bar.step()
                 done = upto
+                if paired is not None:
+                    flat_old = self._paired_units(claim, paired, units, ks, kw, old_records, alone_share)
                 t1 = time.perf_counter()
                 for part in self.world.gather(own) if (self.world.connected and not alone_share) else [own]:
                     records.extend(part)
@@ -211,7 +223,9 @@ class RunContext:
                 if self.look_rule is not None and res.status != "error":
                     # a gate against stored records (cos.gate.Against.look_rule): the look stops on the paired
                     # change's decision, not the claim's own, so that the rows stop when the change is decided
-                    stop = self.look_rule(res, look, lambda: _recorded(claim, flat, system, settings, kw, level))
+                    stop = self.look_rule(res, look, lambda: _recorded(claim, flat, system, settings, kw, level),
+                                          *(() if paired is None else
+                                            (lambda: _recorded(claim, flat_old, paired, settings, kw, level),)))
                 else:
                     stop = self._look_stops(claim, res, look, looks[-1],
                                             lambda: _conclude_at(claim, flat, system, settings, kw, 0.95))
@@ -231,6 +245,8 @@ class RunContext:
                 res = claim.finish(self, system, settings, flat, res, **kw)
                 if hasattr(res, "records"):     # a ClaimResult (a test's stub claim may conclude to other values)
                     res.records = _recorded(claim, flat, system, settings, kw, res_level)
+            if paired is not None:      # the old side's rows, for the gate's row (cos.gate.Against.old)
+                self.paired[claim.id] = _recorded(claim, flat_old, paired, settings, kw, res_level)
             if res is not None and len(looks) > 1:
                 res.details["sequential"] = {
                     "design": f"group-sequential, Lan-DeMets O'Brien-Fleming spending, alpha {seq.ALPHA}",
@@ -240,6 +256,19 @@ class RunContext:
             return res
         finally:
             self.label = ""
+
+    def _paired_units(self, claim, system: WanSystem, units, ks: list[int], kw: Mapping[str, Any],
+                      records: list[tuple[int, list[dict]]], alone: bool) -> list[dict]:
+        """A gate's old model on this rank's units `ks` (the ones the new model just sampled), gathered into
+        `records` over the ranks: the old side's records so far, in unit order. Their store keys stay out of the
+        key log (samples.jsonl lists each instance's runs of the model under test)."""
+        n0 = len(self.key_log)
+        own = list(self._units_records(claim, system, units, ks, kw))
+        del self.key_log[n0:]
+        for part in self.world.gather(own) if (self.world.connected and not alone) else [own]:
+            records.extend(part)
+        records.sort(key=lambda kr: kr[0])
+        return [r for _, rs in records for r in rs]
 
     def units_of(self, claim, settings: ClaimSettings, *, instances_of: Callable = instances,
                  **kw) -> list[list[tuple[ClaimSettings, TaskBatch]]]:

@@ -256,7 +256,6 @@ def test_a_gate_against_stored_records_stops_once_the_change_is_decided():
     old = RunContext(progress=False).measure_claim(_Gated(), _Model(0.5, name="old"), SEQ)     # fixed n: 48
     base = as_bundle(old.records)
     against = Against("old-run", records={"toy.gated": base}, statuses={"toy.gated": old.status})
-    assert Against("a model", system=object()).look_rule(_Gated()) is None     # a model: both run every row
 
     def gate(effect, name):
         claim = _Gated()
@@ -281,6 +280,76 @@ def test_a_gate_against_stored_records_stops_once_the_change_is_decided():
     assert all(lk["stop"] == "" for lk in sq["looks"]) and sq["batches_used"] == 6 and not row["regressed"]
     # no old records for the claim: its own rule (a Toy with no records on the old side)
     assert against.look_rule(Toy()) is None
+
+
+class _Sides(_Gated):
+    """_Gated that counts the batches it samples per model (`system.name`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_model: dict[str, int] = {}
+
+    def measure_batch(self, ctx, system, settings, batch):
+        self.by_model[system.name] = self.by_model.get(system.name, 0) + 1
+        return super().measure_batch(ctx, system, settings, batch)
+
+
+@pytest.mark.parametrize("effect,name,verdict", [(-0.3, "new", "regressed"), (0.5, "same", "unchanged")])
+def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(effect, name, verdict):
+    """Against a model under sequential looks the old model is sampled on the new one's units before each look
+    (cos.gate.PairedLooks): both stop at the same look, the row is written from the rows both have, its old status
+    is the old rows' at 95%, and the verdict is the fixed-n gate's (every row of both models)."""
+    from cos.gate import Against, PairedLooks
+
+    against = Against("old-model", system=_Model(0.5, name="old"))
+    rows = {}
+    for seqon in (True, False):
+        claim, ctx = _Sides(), RunContext(progress=False, sequential=seqon)
+        ctx.look_rule = against.look_rule(claim)
+        assert isinstance(ctx.look_rule, PairedLooks) and ctx.look_rule.paired_system is against.system
+        r = ctx.measure_claim(claim, _Model(effect, name=name), SEQ)
+        kept = dict(ctx.paired)
+        rows[seqon] = (against.row(claim, r, ctx, SEQ), r, claim.by_model, kept, ctx.paired)
+    (row, r, sampled, kept, left), (fixed, _, fixed_sampled, fixed_kept, _) = rows[True], rows[False]
+    sq = r.details["sequential"]
+    assert sq["batches_used"] < 6 and sq["looks"][-1]["stop"] == f"gate {verdict}"
+    assert sampled == {name: sq["batches_used"], "old": sq["batches_used"]}     # the old model stopped too
+    assert fixed_sampled == {name: 6, "old": 6}
+    assert row["verdict"] == fixed["verdict"] == verdict and row["regressed"] == fixed["regressed"]
+    assert row["n"] == r.n == 8 * sq["batches_used"] and fixed["n"] == 48
+    # the old side's rows are the new side's (instance, seed) rows, taken by the row; none kept at fixed n
+    old_rows = kept["toy.gated"]["records"]
+    assert [(x["instance"], x["seed"]) for x in old_rows] == [(x["instance"], x["seed"]) for x in r.records["records"]]
+    assert left == {} and fixed_kept == {} and kept["toy.gated"]["level"] == r.records["level"]
+    assert row["status_old"] == _Sides().conclude(old_rows, _Model(0.5, name="old"), SEQ).status     # at 95%
+
+
+def test_a_gate_against_a_model_on_ranks_concludes_the_single_process_row():
+    """Two ranks split both models' units at every look and gather both: the single process's gate row, each
+    model's batch sampled once over the ranks."""
+    from cos.gate import Against
+
+    def one(ctx, claim):
+        against = Against("old-model", system=_Model(0.5, name="old"))
+        ctx.look_rule = against.look_rule(claim)
+        r = ctx.measure_claim(claim, _Model(-0.3, name="new"), SEQ)
+        return r, against.row(claim, r, ctx, SEQ)
+    alone_claim = _Sides()
+    alone, alone_row = one(RunContext(progress=False, sequential=True), alone_claim)
+    box, bar, got, claims = {}, threading.Barrier(2), {}, [_Sides() for _ in range(2)]
+
+    def rank(i):
+        got[i] = one(RunContext(progress=False, sequential=True, world=ThreadWorld(i, 2, box, bar)), claims[i])
+    threads = [threading.Thread(target=rank, args=(i,)) for i in range(2)]
+    [t.start() for t in threads]
+    [t.join(60) for t in threads]
+    for i in range(2):
+        r, row = got[i]
+        assert (r.measured, r.status, r.n) == (alone.measured, alone.status, alone.n)
+        assert {k: row[k] for k in ("change", "ci", "verdict", "n", "status_old")} == \
+            {k: alone_row[k] for k in ("change", "ci", "verdict", "n", "status_old")}
+    for m in ("new", "old"):
+        assert sum(c.by_model.get(m, 0) for c in claims) == alone_claim.by_model[m]
 
 
 def _gate_pair(effect_size, own_noise, old_effect, new_effect, outlier=False):
