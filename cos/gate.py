@@ -319,8 +319,11 @@ class Against:
             return self.records.get(claim.id), self.statuses.get(claim.id, "not in the old run")
         if claim.needs_distilled:   # its fast model is the new model's LoRA stack: not the old model's
             return None, "skipped"
-        got = getattr(ctx, "paired", {}).pop(claim.id, None)
-        if got is not None:
+        paired = getattr(ctx, "paired", {})
+        if claim.id in paired:
+            got = paired.pop(claim.id)
+            if got is None:     # a conclusion argument with no record form: the new side has none either
+                return None, "not recorded"
             bundle = as_bundle(got)
             return bundle, _status95(claim, bundle)
         # the run's ETA (cos.eta) tracks the new model's batches; the old side's would restart a finished claim's
@@ -355,10 +358,14 @@ class Against:
                 return None
 
             def paired(res: Any, look: Any, recorded: Any, old_recorded: Any = None) -> str:
-                old = as_bundle(old_recorded()) if old_recorded is not None else None
+                try:
+                    old = as_bundle(old_recorded()) if old_recorded is not None else None
+                    status_old = None if old is None else _status95(claim, old)
+                except Exception:  # noqa: BLE001 - the old rows so far not concludable (a zero count on an early
+                    return ""      # look's subset, as the runner allows the new side): more rows may make them so
                 if old is None:
                     return ""
-                return _look_stop(claim, look, recorded, old, _status95(claim, old), tol, fraction)
+                return _look_stop(claim, look, recorded, old, status_old, tol, fraction, old_final=False)
             return PairedLooks(self.system, paired)
         old = self.records.get(claim.id)
         if old is None or old.version != claim.spec.version:
@@ -405,9 +412,10 @@ def _status95(claim: Any, bundle: Concluded) -> str:
 
 
 def _look_stop(claim: Any, look: Any, recorded: Any, old: Concluded, status_old: str, tol: float | None,
-               fraction: float | None) -> str:
+               fraction: float | None, old_final: bool = True) -> str:
     """"gate <verdict>" when a sequential look stops the new rows on their paired change with `old` (see
-    `Against.look_rule`), "" to go on."""
+    `Against.look_rule`), "" to go on. `old_final`: `status_old` is the old side's final status (a stored run's
+    row), not that of its rows so far (a model's, sampled alongside), which may still come to hold."""
     from cos import sequential as seq
 
     if look.final:
@@ -425,8 +433,12 @@ def _look_stop(claim: Any, look: Any, recorded: Any, old: Concluded, status_old:
         final = final_row(claim, new, old, status_old, fraction)
     except Exception:  # noqa: BLE001 - not estimable on these rows yet: more rows may make it so
         return ""
-    if status_old == "holds" and final["status_new"] != "holds" and d["verdict"] != "regressed":
+    may_hold = status_old == "holds" or (not old_final and status_old != "fails")
+    if may_hold and final["status_new"] != "holds" and d["verdict"] != "regressed":
         # a flip not yet decided by its interval (it covers 0) may be decided by more rows: only a
-        # regression stops such a claim (review: "unchanged" at 32 of 48 where all 48 said regressed)
+        # regression stops such a claim (review: "unchanged" at 32 of 48 where all 48 said regressed). Against a
+        # model the old status is its rows' so far: one still undecided may hold on every row, where a new one
+        # that does not is a flip (review: "unchanged" at 16 of 48, inconclusive → inconclusive, where all 48
+        # said holds → inconclusive, regressed; the paired change's interval is far narrower than either model's)
         return ""
     return f"gate {d['verdict']}" if final["verdict"] == d["verdict"] else ""

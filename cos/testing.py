@@ -18,7 +18,8 @@ def test_claim(claim_id, cos_claim, cos_run, cos_system, cos_settings, cos_again
     --cos-against, its paired change against the old model: cos.gate)."""
     claim = next(c for c in CLAIMS if c.id == claim_id)
     start = len(cos_run.key_log)
-    # against stored records, a sequential run stops the claim's rows once its paired change is decided
+    # in a gate with --cos-sequential on, the claim's rows (against a model, both models') stop once its paired
+    # change is decided
     fraction = pytestconfig.getoption("--cos-tolerance")
     cos_run.look_rule = cos_against.look_rule(claim, fraction) if cos_against is not None else None
     try:
@@ -35,6 +36,7 @@ def test_claim(claim_id, cos_claim, cos_run, cos_system, cos_settings, cos_again
             row = {"verdict": "undecided", "regressed": False, "status_new": res.status,
                    "reason": f"old side: {type(e).__name__}: {e}"[:300]}
         cos_claim.gate(row)
+    cos_run.paired.pop(claim.id, None)    # the old side's rows of a gate against a model, when no row took them
     cos_claim.report(res)
 
 

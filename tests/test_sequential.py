@@ -291,18 +291,23 @@ class _Sides(_Gated):
 
     def measure_batch(self, ctx, system, settings, batch):
         self.by_model[system.name] = self.by_model.get(system.name, 0) + 1
+        if ctx is not None:     # as a stored run would: the key log (samples.jsonl) must list the new model's only
+            ctx._log_key({"key": f"{system.name}-{batch.instances[0].id}",
+                          "rows": [(i.id, s) for i, s in zip(batch.instances, batch.seeds)]})
         return super().measure_batch(ctx, system, settings, batch)
 
 
-@pytest.mark.parametrize("effect,name,verdict", [(-0.3, "new", "regressed"), (0.5, "same", "unchanged")])
-def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(effect, name, verdict):
+@pytest.mark.parametrize("old_effect,effect,name,verdict", [(0.5, -0.3, "new", "regressed"), (0.5, 0.5, "same", "unchanged"),
+                                                            (-1.0, -1.0, "same", "unchanged")])
+def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(old_effect, effect, name, verdict):
     """Against a model under sequential looks the old model is sampled on the new one's units before each look
     (cos.gate.PairedLooks): both stop at the same look, the row is written from the rows both have, its old status
-    is the old rows' at 95%, and the verdict is the fixed-n gate's (every row of both models)."""
+    is the old rows' at 95%, and the verdict is the fixed-n gate's (every row of both models). Where both fail, the
+    old rows' status (fails) lets an unchanged model stop early: no flip from holds can come of more rows."""
     from cos.gate import Against, PairedLooks
 
-    against = Against("old-model", system=_Model(0.5, name="old"))
-    rows = {}
+    against = Against("old-model", system=_Model(old_effect, name="old"))
+    rows, keys = {}, {}
     for seqon in (True, False):
         claim, ctx = _Sides(), RunContext(progress=False, sequential=seqon)
         ctx.look_rule = against.look_rule(claim)
@@ -310,6 +315,7 @@ def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(effect,
         r = ctx.measure_claim(claim, _Model(effect, name=name), SEQ)
         kept = dict(ctx.paired)
         rows[seqon] = (against.row(claim, r, ctx, SEQ), r, claim.by_model, kept, ctx.paired)
+        keys[seqon] = [e["key"] for e in ctx.key_log]
     (row, r, sampled, kept, left), (fixed, _, fixed_sampled, fixed_kept, _) = rows[True], rows[False]
     sq = r.details["sequential"]
     assert sq["batches_used"] < 6 and sq["looks"][-1]["stop"] == f"gate {verdict}"
@@ -321,7 +327,9 @@ def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(effect,
     old_rows = kept["toy.gated"]["records"]
     assert [(x["instance"], x["seed"]) for x in old_rows] == [(x["instance"], x["seed"]) for x in r.records["records"]]
     assert left == {} and fixed_kept == {} and kept["toy.gated"]["level"] == r.records["level"]
-    assert row["status_old"] == _Sides().conclude(old_rows, _Model(0.5, name="old"), SEQ).status     # at 95%
+    assert row["status_old"] == _Sides().conclude(old_rows, _Model(old_effect, name="old"), SEQ).status   # at 95%
+    assert old_effect > 0 or row["status_old"] == "fails"
+    assert len(keys[True]) == sq["batches_used"] and all(k.startswith(f"{name}-") for k in keys[True])
 
 
 def test_a_gate_against_a_model_on_ranks_concludes_the_single_process_row():
@@ -329,13 +337,16 @@ def test_a_gate_against_a_model_on_ranks_concludes_the_single_process_row():
     model's batch sampled once over the ranks."""
     from cos.gate import Against
 
+    s = replace(SEQ, instances=96)      # 12 units: looks after 4, 8, 12
+
     def one(ctx, claim):
         against = Against("old-model", system=_Model(0.5, name="old"))
         ctx.look_rule = against.look_rule(claim)
-        r = ctx.measure_claim(claim, _Model(-0.3, name="new"), SEQ)
-        return r, against.row(claim, r, ctx, SEQ)
+        r = ctx.measure_claim(claim, _Model(0.3, name="new"), s)
+        return r, against.row(claim, r, ctx, s)
     alone_claim = _Sides()
     alone, alone_row = one(RunContext(progress=False, sequential=True), alone_claim)
+    assert alone.details["sequential"]["looks_planned"][0]["batches"] >= 4      # 2 units a rank at each look
     box, bar, got, claims = {}, threading.Barrier(2), {}, [_Sides() for _ in range(2)]
 
     def rank(i):
@@ -350,6 +361,56 @@ def test_a_gate_against_a_model_on_ranks_concludes_the_single_process_row():
             {k: alone_row[k] for k in ("change", "ci", "verdict", "n", "status_old")}
     for m in ("new", "old"):
         assert sum(c.by_model.get(m, 0) for c in claims) == alone_claim.by_model[m]
+
+
+class _SharedNoise(Toy):
+    """Rows whose noise the two models share (sd 1) far above their own (sd 0.05): the paired change is decided
+    long before either model's status is (review of the lockstep gate)."""
+
+    spec = replace(Toy.spec, id="toy.shared", effect=2.0)       # tolerance 1.0
+
+    def measure_batch(self, ctx, system, settings, batch):
+        rows = []
+        for i, s in zip(batch.instances, batch.seeds):
+            v = np.random.default_rng(zlib.crc32(f"{i.id}|{s}".encode())).standard_normal()
+            v += 0.05 * np.random.default_rng(zlib.crc32(f"{system.name}|{i.id}|{s}".encode())).standard_normal()
+            rows.append({"instance": i.id, "seed": s, "value": float(v + system.effect)})
+        return rows
+
+
+class _OldRaisesEarly(_Gated):
+    """The old model's rows so far cannot be concluded below 24 rows (a zero count on an early subset)."""
+
+    def conclude(self, records, system, settings):
+        if getattr(system, "name", "") == "old" and len(records) < 24:
+            raise ZeroDivisionError("a zero count on this subset")
+        return super().conclude(records, system, settings)
+
+
+@pytest.mark.parametrize("case", ["old-undecided-so-far:0", "old-undecided-so-far:4", "old-raises-early"])
+def test_a_gate_against_a_model_ends_with_the_fixed_n_verdict(case):
+    """Review cases of the lockstep gate. old-undecided-so-far: at 16 of 48 instances the change lay within the
+    tolerance at the look's level while the old model, which holds on all 48, was still inconclusive on its rows so
+    far; the look stopped as "unchanged" (inconclusive → inconclusive) where fixed n says holds → inconclusive,
+    confidently worse: regressed. An undecided old status now counts as one that may hold. old-raises-early: the
+    old rows so far not concludable at an early look crashed the claim; now the look goes on, as for the new side."""
+    from cos.gate import Against
+
+    name, _, shift = case.partition(":")
+    claim_of, old_e, new_e = ((_SharedNoise, 0.45, 0.05) if name == "old-undecided-so-far" else (_OldRaisesEarly, 0.5, 0.5))
+    s = replace(SEQ, first_instance=100 * int(shift or 0))
+    out = {}
+    for seqon in (True, False):
+        against = Against("old-model", system=_Model(old_e, name="old"))
+        claim, ctx = claim_of(), RunContext(progress=False, sequential=seqon)
+        ctx.look_rule = against.look_rule(claim)
+        r = ctx.measure_claim(claim, _Model(new_e, name="new"), s)
+        out[seqon] = (against.row(claim, r, ctx, s), r)
+    (row, r), (fixed, _) = out[True], out[False]
+    assert r.status != "error" and row["verdict"] == fixed["verdict"] and row["regressed"] == fixed["regressed"]
+    if name == "old-undecided-so-far":
+        assert fixed["verdict"] == "regressed" and fixed["status_old"] == "holds"
+        assert "gate unchanged" not in [lk["stop"] for lk in r.details["sequential"]["looks"]]
 
 
 def _gate_pair(effect_size, own_noise, old_effect, new_effect, outlier=False):
