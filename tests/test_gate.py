@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,3 +193,45 @@ def test_the_gate_says_what_it_could_catch_and_that_is_what_it_catches():
     assert "underpowered: at n=8 it catches regressions of" in row["reason"] and "instances would" in row["reason"]
     md = render_gate({"new": "a", "old": "b", "claims": {"test.mean": row}, "regressed": []})
     assert "catches (80%)" in md and "(underpowered)" in md
+
+
+def _cos(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cos", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_cos_gate_end_to_end_against_a_model_with_looks_and_against_a_stored_run(tmp_path):
+    """`cos gate` through the plugin on the organism (v2) against organism-v1, one cheap claim at 2-row batches (16
+    units) with --cos-sequential on: the two models sampled alongside stop at a look on the paired change, exit 0.
+    Then against that run folder with the old rows' middle blocks raised by 0.3 (the claim's estimate, middle minus
+    first quarter, is 0.3 higher there: a regression far beyond the 0.05 tolerance), at fixed n: exit 1, named."""
+    from cos.claims.energy_profile import MIDDLE
+
+    root = Path(__file__).resolve().parents[1]
+    common = ["-k", "energy_profile", "--cos-store", "none", "--cos-batch-size", "2"]
+    a = tmp_path / "a"
+    p = _cos("gate", "--model", str(root / "fixtures" / "organism"), "--against", str(root / "fixtures" / "organism-v1"),
+             "--out", str(a), *common, "--cos-sequential", "on")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    row = json.loads((a / "gate.json").read_text())["claims"]["layers.energy_profile"]
+    assert row["verdict"] == "unchanged" and not row["regressed"] and row["status_old"] == "fails"
+    sq = json.loads((a / "claims-status.json").read_text())["claims"][0]["details"]["sequential"]
+    # a stop by the gate's rule can only come from the old model's rows at the look (cos.gate.PairedLooks)
+    assert sq["looks"][-1]["stop"] == "gate unchanged" and sq["batches_used"] < sq["batches_max"]
+
+    old = tmp_path / "old"
+    old.mkdir()
+    line = json.loads((a / "records.jsonl").read_text().splitlines()[0])
+    L = line["system"]["num_layers"]
+    mid = range(int(MIDDLE[0] * L), max(int(MIDDLE[0] * L) + 1, int(MIDDLE[1] * L)))
+    for r in line["records"]:
+        if r["ratio"] is not None:      # None: a grid too coarse to separate the mark (not concluded on)
+            r["ratio"] = [v + 0.3 if b in mid else v for b, v in enumerate(r["ratio"])]
+    (old / "records.jsonl").write_text(json.dumps(line) + "\n")
+    b = tmp_path / "b"
+    p = _cos("gate", "--model", str(root / "fixtures" / "organism"), "--against", str(old), "--out", str(b), *common,
+             "--cos-sequential", "off")
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
+    doc = json.loads((b / "gate.json").read_text())
+    row = doc["claims"]["layers.energy_profile"]
+    assert doc["regressed"] == ["layers.energy_profile"] and row["verdict"] == "regressed"
+    assert row["change"] == pytest.approx(-0.3, abs=0.02) and row["n"] >= 8
