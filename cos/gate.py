@@ -349,7 +349,9 @@ class Against:
         for these rows (`final_row`: the 95% interval, the new status re-concluded at 95%, flips counted) says
         the same. (2) is needed: at n <= 32 a look's 99.93% interval is Hall's analytic bound while the 95% one is
         a bootstrap-t, and the two need not nest (review: one outlier among 16 differences gave a look interval
-        of [-3.41, -0.31], regressed, and a 95% one of [-3.13, 3.85], undecided). No look decides before
+        of [-3.41, -0.31], regressed, and a 95% one of [-3.13, 3.85], undecided). Where the old status may hold
+        on every row, "unchanged" and "improved" also need the look to decide that no flip can come (`_look_stop`,
+        docs/gate.md). No look decides before
         MIN_LOOK_UNITS paired instances, and the last look never stops here: a row that ran to the end is the
         fixed-n row."""
         tol = tolerance(claim, fraction)
@@ -360,19 +362,23 @@ class Against:
             def paired(res: Any, look: Any, recorded: Any, old_recorded: Any = None) -> str:
                 try:
                     old = as_bundle(old_recorded()) if old_recorded is not None else None
-                    status_old = None if old is None else _status95(claim, old)
+                    if old is None:
+                        return ""
+                    # the old rows so far at 95% (what the row's flip rule reads) and at the look's level (their
+                    # bundle's): only a `fails` decided at the look's level rules out that every row holds
+                    status_old, old_at_look = _status95(claim, old), old.conclude(claim).status
                 except Exception:  # noqa: BLE001 - the old rows so far not concludable (a zero count on an early
                     return ""      # look's subset, as the runner allows the new side): more rows may make them so
-                if old is None:
-                    return ""
-                return _look_stop(claim, look, recorded, old, status_old, tol, fraction, old_final=False)
+                return _look_stop(claim, look, recorded, old, status_old, tol, fraction, res.status,
+                                  old_may_hold=old_at_look != "fails")
             return PairedLooks(self.system, paired)
         old = self.records.get(claim.id)
         if old is None or old.version != claim.spec.version:
             return None
         status_old = self.statuses.get(claim.id, "unknown")
         return lambda res, look, recorded, old_recorded=None: _look_stop(claim, look, recorded, old, status_old,
-                                                                        tol, fraction)
+                                                                        tol, fraction, res.status,
+                                                                        old_may_hold=status_old == "holds")
 
     def row(self, claim: Any, new: Any, ctx: Any, settings: Any, fraction: float | None = None) -> dict:
         """gate.json's entry for `claim` given the new model's row `new`."""
@@ -412,10 +418,11 @@ def _status95(claim: Any, bundle: Concluded) -> str:
 
 
 def _look_stop(claim: Any, look: Any, recorded: Any, old: Concluded, status_old: str, tol: float | None,
-               fraction: float | None, old_final: bool = True) -> str:
+               fraction: float | None, status_look: str, old_may_hold: bool) -> str:
     """"gate <verdict>" when a sequential look stops the new rows on their paired change with `old` (see
-    `Against.look_rule`), "" to go on. `old_final`: `status_old` is the old side's final status (a stored run's
-    row), not that of its rows so far (a model's, sampled alongside), which may still come to hold."""
+    `Against.look_rule`), "" to go on. `status_look`: the new rows' status at the look's level; `old_may_hold`:
+    whether the old side's status on every row may be `holds` (a stored run's row holds; a model's rows so far,
+    sampled alongside, do not fail at the look's level), where a new status that does not hold is a flip."""
     from cos import sequential as seq
 
     if look.final:
@@ -433,12 +440,16 @@ def _look_stop(claim: Any, look: Any, recorded: Any, old: Concluded, status_old:
         final = final_row(claim, new, old, status_old, fraction)
     except Exception:  # noqa: BLE001 - not estimable on these rows yet: more rows may make it so
         return ""
-    may_hold = status_old == "holds" or (not old_final and status_old != "fails")
-    if may_hold and final["status_new"] != "holds" and d["verdict"] != "regressed":
-        # a flip not yet decided by its interval (it covers 0) may be decided by more rows: only a
-        # regression stops such a claim (review: "unchanged" at 32 of 48 where all 48 said regressed). Against a
-        # model the old status is its rows' so far: one still undecided may hold on every row, where a new one
-        # that does not is a flip (review: "unchanged" at 16 of 48, inconclusive → inconclusive, where all 48
-        # said holds → inconclusive, regressed; the paired change's interval is far narrower than either model's)
+    sign = 1.0 if claim.spec.direction == ">" else -1.0
+    no_flip = (ch.get("identical")      # the same rows: the two statuses are the same at every n
+               or (ch.get("ci") is not None and min(sign * c for c in ch["ci"]) >= 0)   # decided: not worse
+               or (final["status_new"], status_look) == ("holds", "holds"))   # "no flip" decided at the look
+    if old_may_hold and not no_flip and d["verdict"] != "regressed":
+        # A flip from `holds` regresses once the change is confidently worse than 0, so where the old status may
+        # hold on every row, only a regression stops, unless the look decides there will be no flip (reviews:
+        # "unchanged" at 32 of 48 where all 48 said regressed; against a model, "unchanged" at 16 of 48 with the
+        # old rows so far inconclusive where all 48 held, the paired interval being far narrower than either
+        # model's own; "unchanged" with the new rows holding at 95% but not at the look's 98.4%, where all 48
+        # did not hold). The new status holding at the look's level, like any early decision, is spent there.
         return ""
     return f"gate {d['verdict']}" if final["verdict"] == d["verdict"] else ""

@@ -298,12 +298,14 @@ class _Sides(_Gated):
 
 
 @pytest.mark.parametrize("old_effect,effect,name,verdict", [(0.5, -0.3, "new", "regressed"), (0.5, 0.5, "same", "unchanged"),
-                                                            (-1.0, -1.0, "same", "unchanged")])
+                                                            (-1.0, -1.0, "same", "unchanged"),
+                                                            (-0.3, 0.3, "new", "improved")])
 def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(old_effect, effect, name, verdict):
     """Against a model under sequential looks the old model is sampled on the new one's units before each look
     (cos.gate.PairedLooks): both stop at the same look, the row is written from the rows both have, its old status
     is the old rows' at 95%, and the verdict is the fixed-n gate's (every row of both models). Where both fail, the
-    old rows' status (fails) lets an unchanged model stop early: no flip from holds can come of more rows."""
+    old rows' status (fails) lets an unchanged model stop early: no flip from holds can come of more rows; where
+    neither model's status is decided, a change decided to be better (not worse than 0) rules out a flip too."""
     from cos.gate import Against, PairedLooks
 
     against = Against("old-model", system=_Model(old_effect, name="old"))
@@ -328,11 +330,12 @@ def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(old_eff
     assert [(x["instance"], x["seed"]) for x in old_rows] == [(x["instance"], x["seed"]) for x in r.records["records"]]
     assert left == {} and fixed_kept == {} and kept["toy.gated"]["level"] == r.records["level"]
     assert row["status_old"] == _Sides().conclude(old_rows, _Model(old_effect, name="old"), SEQ).status   # at 95%
-    assert old_effect > 0 or row["status_old"] == "fails"
+    assert old_effect > -1 or row["status_old"] == "fails"
     assert len(keys[True]) == sq["batches_used"] and all(k.startswith(f"{name}-") for k in keys[True])
 
 
-def test_a_gate_against_a_model_on_ranks_concludes_the_single_process_row():
+@pytest.mark.parametrize("new_effect", [0.3, -0.3])
+def test_a_gate_against_a_model_on_ranks_concludes_the_single_process_row(new_effect):
     """Two ranks split both models' units at every look and gather both: the single process's gate row, each
     model's batch sampled once over the ranks."""
     from cos.gate import Against
@@ -342,11 +345,12 @@ def test_a_gate_against_a_model_on_ranks_concludes_the_single_process_row():
     def one(ctx, claim):
         against = Against("old-model", system=_Model(0.5, name="old"))
         ctx.look_rule = against.look_rule(claim)
-        r = ctx.measure_claim(claim, _Model(0.3, name="new"), s)
+        r = ctx.measure_claim(claim, _Model(new_effect, name="new"), s)
         return r, against.row(claim, r, ctx, s)
     alone_claim = _Sides()
     alone, alone_row = one(RunContext(progress=False, sequential=True), alone_claim)
     assert alone.details["sequential"]["looks_planned"][0]["batches"] >= 4      # 2 units a rank at each look
+    assert (alone.details["sequential"]["batches_used"] < 12) == (new_effect < 0)     # a regression stops early
     box, bar, got, claims = {}, threading.Barrier(2), {}, [_Sides() for _ in range(2)]
 
     def rank(i):
@@ -387,17 +391,31 @@ class _OldRaisesEarly(_Gated):
         return super().conclude(records, system, settings)
 
 
-@pytest.mark.parametrize("case", ["old-undecided-so-far:0", "old-undecided-so-far:4", "old-raises-early"])
+class _FlipNoise(_SharedNoise):
+    """_SharedNoise with tolerance 0.2 (effect 0.4): a change of -0.15 is within it, and whether a model holds on 32
+    or on 48 instances turns on the rows' shared noise."""
+
+    spec = replace(Toy.spec, id="toy.flipnoise", effect=0.4)
+
+
+@pytest.mark.parametrize("case", ["old-undecided-so-far:0", "old-undecided-so-far:4", "old-undecided-so-far:103",
+                                  "old-undecided-so-far:105", "new-holds-at-95-only:32", "new-holds-at-95-only:51",
+                                  "old-raises-early"])
 def test_a_gate_against_a_model_ends_with_the_fixed_n_verdict(case):
     """Review cases of the lockstep gate. old-undecided-so-far: at 16 of 48 instances the change lay within the
     tolerance at the look's level while the old model, which holds on all 48, was still inconclusive on its rows so
     far; the look stopped as "unchanged" (inconclusive → inconclusive) where fixed n says holds → inconclusive,
-    confidently worse: regressed. An undecided old status now counts as one that may hold. old-raises-early: the
-    old rows so far not concludable at an early look crashed the claim; now the look goes on, as for the new side."""
+    confidently worse: regressed. An undecided old status now counts as one that may hold. new-holds-at-95-only
+    (third review): the new rows so far held at 95% but not at the look's level, the look stopped as "unchanged",
+    and all 48 rows did not hold (holds → inconclusive, regressed); "no flip" must now be decided at the look's
+    level. old-raises-early: the old rows so far not concludable at an early look crashed the claim; now the look
+    goes on, as for the new side."""
     from cos.gate import Against
 
     name, _, shift = case.partition(":")
-    claim_of, old_e, new_e = ((_SharedNoise, 0.45, 0.05) if name == "old-undecided-so-far" else (_OldRaisesEarly, 0.5, 0.5))
+    claim_of, old_e, new_e = {"old-undecided-so-far": (_SharedNoise, 0.45, 0.05),
+                              "new-holds-at-95-only": (_FlipNoise, 0.3, 0.15),
+                              "old-raises-early": (_OldRaisesEarly, 0.5, 0.5)}[name]
     s = replace(SEQ, first_instance=100 * int(shift or 0))
     out = {}
     for seqon in (True, False):
@@ -408,9 +426,55 @@ def test_a_gate_against_a_model_ends_with_the_fixed_n_verdict(case):
         out[seqon] = (against.row(claim, r, ctx, s), r)
     (row, r), (fixed, _) = out[True], out[False]
     assert r.status != "error" and row["verdict"] == fixed["verdict"] and row["regressed"] == fixed["regressed"]
-    if name == "old-undecided-so-far":
+    if name != "old-raises-early":
         assert fixed["verdict"] == "regressed" and fixed["status_old"] == "holds"
         assert "gate unchanged" not in [lk["stop"] for lk in r.details["sequential"]["looks"]]
+
+
+def test_a_gate_against_a_model_with_the_same_rows_stops_though_its_status_is_undecided():
+    """A model gated against itself (the same rows): the change is 0 on every instance and the two statuses are
+    the same at every n, so no flip can come of more rows; it stops at the first look though both are
+    inconclusive (an undecided old status otherwise runs to the end: third review)."""
+    from cos.gate import Against
+
+    against = Against("old-model", system=_Model(0.0, name="old"))
+    claim, ctx = _Sides(), RunContext(progress=False, sequential=True)
+    ctx.look_rule = against.look_rule(claim)
+    r = ctx.measure_claim(claim, _Model(0.0, name="old"), SEQ)
+    row = against.row(claim, r, ctx, SEQ)
+    sq = r.details["sequential"]
+    assert row["verdict"] == "unchanged" and row["status_old"] == "inconclusive" == r.status
+    assert sq["looks"][-1]["stop"] == "gate unchanged" and sq["batches_used"] == 2
+
+
+def test_an_old_model_side_with_no_record_form_is_not_measured_again():
+    """`ctx.paired` holding None for a claim (its conclusion arguments have no record form): the old side has no
+    records, said, and the old model is not sampled again (the new side has no records either)."""
+    from cos.gate import Against
+
+    class Boom:
+        def measure_claim(self, *a, **k):
+            raise AssertionError("measured the old model again")
+    ctx = Boom()
+    ctx.paired, ctx.tracker = {"toy.gated": None}, None
+    assert Against("old-model", system=_Model(0.5, name="old")).old(_Gated(), ctx, SEQ) == (None, "not recorded")
+    assert ctx.paired == {}
+
+
+def test_a_gate_against_a_stored_run_that_did_not_hold_stops_an_unchanged_model_early():
+    """A stored run's status is final: one that is inconclusive on every row cannot flip from holds, so an
+    unchanged model stops once its change is within the tolerance (against a model's rows so far it could not)."""
+    from cos.gate import Against, as_bundle
+
+    old = RunContext(progress=False).measure_claim(_Gated(), _Model(0.0, name="old"), SEQ)
+    assert old.status == "inconclusive"
+    against = Against("old-run", records={"toy.gated": as_bundle(old.records)}, statuses={"toy.gated": old.status})
+    claim, ctx = _Gated(), RunContext(progress=False, sequential=True)
+    ctx.look_rule = against.look_rule(claim)
+    r = ctx.measure_claim(claim, _Model(0.0, name="same"), SEQ)
+    sq = r.details["sequential"]
+    assert sq["looks"][-1]["stop"] == "gate unchanged" and sq["batches_used"] < 6
+    assert against.row(claim, r, ctx, SEQ)["verdict"] == "unchanged"
 
 
 def _gate_pair(effect_size, own_noise, old_effect, new_effect, outlier=False):
@@ -453,9 +517,10 @@ def test_a_gate_stopped_at_a_look_writes_the_row_it_stopped_on_and_agrees_with_f
     stopped as unchanged. flip-not-yet-decided: holds → inconclusive with a 95% interval still covering 0 at 32 of
     48 instances, "unchanged" by the tolerance, where all 48 decide the flip (second review).
     stopped-at-a-stricter-level: unchanged within the tolerance at the first look, where the new row's own status
-    (at 99.93%) is inconclusive and at 95% holds; the row written must read the flip at 95%, as the look did (read
-    at the look's level it would say holds → inconclusive, confidently worse: regressed). Each must end with the
-    fixed-n verdict."""
+    (at 99.93%) is inconclusive and at 95% holds. It had stopped there, and the row had to read the flip at 95%
+    (at the look's level: holds → inconclusive, confidently worse, regressed). Since the third review "no flip" must
+    be decided at the look's level too (the new status holds there as well as at 95%: a 95% status on a subset
+    had stopped "unchanged" where all rows flipped), so it goes on. Each must end with the fixed-n verdict."""
     args = {"outlier": (0.2, 0.1, 0.0, -3.0, True), "flip-at-the-end": (0.8, 0.3, 0.3, 0.03, False),
             "holds-to-fails": (1.2, 0.05, 0.3, -0.15, False),
             "flip-not-yet-decided": (2.0, 0.42, 0.3, 0.05, False),
@@ -467,7 +532,7 @@ def test_a_gate_stopped_at_a_look_writes_the_row_it_stopped_on_and_agrees_with_f
     stops = [lk["stop"] for lk in sq["looks"]]
     if expected == "regressed":
         assert "gate unchanged" not in stops
-    else:
-        assert stops == ["gate unchanged"] and seq_row["status_new"] == "inconclusive"
+    else:       # its first look's new status is inconclusive at 99.93%: "no flip" is not decided there
+        assert stops[0] == "" and sq["looks"][0]["status"] == "inconclusive"
     if stops[-1].startswith("gate "):                # stopped early: on the verdict of the row it wrote
         assert stops[-1] == f"gate {seq_row['verdict']}" and sq["batches_used"] < sq["batches_max"]
