@@ -316,15 +316,18 @@ def plan_work(est: Mapping[str, Any], claims: Sequence[Any], settings: Any, syst
 
 
 def price_plan(ctx: Any, system: Any, settings: Any, claims: Sequence[Any], timing: Mapping[str, Any],
-               pilot: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict, dict[str, ClaimWork], dict]:
+               pilot: Mapping[str, Mapping[str, Any]] | None = None,
+               own_stops: bool = True) -> tuple[dict, dict[str, ClaimWork], dict]:
     """The run's plan as the run prices it (its ETA, --cos-budget, `cos plan --store`): (priced estimate,
     `cos.runner.price_forwards` at `timing`; `ClaimWork` per claim, `plan_work`; power per claim at its effect),
-    over `ctx`'s processes, with nothing stored (`with_stored` takes the store's batches off)."""
+    over `ctx`'s processes, with nothing stored (`with_stored` takes the store's batches off). `own_stops=False`:
+    the looks stop claims by another rule than their own (a gate's, cos.gate), whose stops are not modelled:
+    every claim is priced at its maximum n, and the ETA takes a claim's unspent batches off when it stops."""
     from cos.runner import price_forwards
 
     est = price_forwards(ctx, system, settings, claims, timing)
     # shards run every unit (no looks across hosts: cos.runner's alone_share), so they are priced at full n
-    work, power = plan_work(est, claims, settings, system, ctx.sequential and ctx.shard is None, pilot)
+    work, power = plan_work(est, claims, settings, system, ctx.sequential and ctx.shard is None and own_stops, pilot)
     return est, work, power
 
 

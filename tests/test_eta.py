@@ -704,3 +704,17 @@ def test_a_claim_that_skips_at_plan_time_is_planned_as_nothing_stored_and_runs(p
     (row,) = doc["claims"]
     assert row["id"] == "layers.energy_profile" and row["status"] in ("holds", "fails", "inconclusive")
     assert doc["provenance"]["rank_store"][0]["hits"] == 1
+
+
+def test_a_gate_is_priced_at_every_row_and_a_run_at_its_claims_own_stops(organism):
+    """Under a gate the looks stop claims by the gate's rule (cos.gate), which is not modelled: `price_plan` with
+    `own_stops=False` prices every claim at its maximum n, where the same sequential run alone expects less."""
+    from cos.eta import price_plan
+
+    claims = [get_claim("layers.energy_profile"), get_claim("cos.superposition")]
+    ctx, s = RunContext(progress=False, sequential=True), TIERS["gpu"]
+    _, own, _ = price_plan(ctx, organism, s, claims, TIMING)
+    est, gate, _ = price_plan(ctx, organism, s, claims, TIMING, own_stops=False)
+    assert all(w.stops == [(1.0, 1.0)] for w in gate.values())
+    assert expected_s(gate) == pytest.approx(est["eta_s"], rel=1e-6)      # the maximum: every row
+    assert expected_s(own) < expected_s(gate)
