@@ -351,9 +351,8 @@ class Against:
         a bootstrap-t, and the two need not nest (review: one outlier among 16 differences gave a look interval
         of [-3.41, -0.31], regressed, and a 95% one of [-3.13, 3.85], undecided). Where the old status may hold
         on every row, "unchanged" and "improved" also need the look to decide that no flip can come (`_look_stop`,
-        docs/gate.md). No look decides before
-        MIN_LOOK_UNITS paired instances, and the last look never stops here: a row that ran to the end is the
-        fixed-n row."""
+        docs/gate.md). No look decides before MIN_LOOK_UNITS paired instances, and the last look never stops here:
+        a row that ran to the end is the fixed-n row."""
         tol = tolerance(claim, fraction)
         if self.system is not None:
             if claim.needs_distilled:

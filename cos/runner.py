@@ -221,8 +221,8 @@ class RunContext:
                 if look is None or len(looks) == 1:
                     break
                 if self.look_rule is not None and res.status != "error":
-                    # a gate against stored records (cos.gate.Against.look_rule): the look stops on the paired
-                    # change's decision, not the claim's own, so that the rows stop when the change is decided
+                    # a gate (cos.gate.Against.look_rule): the look stops on the paired change's decision, not
+                    # the claim's own, so that the rows stop when the change is decided
                     stop = self.look_rule(res, look, lambda: _recorded(claim, flat, system, settings, kw, level),
                                           *(() if paired is None else
                                             (lambda: _recorded(claim, flat_old, paired, settings, kw, level),)))
