@@ -334,6 +334,24 @@ def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(old_eff
     assert len(keys[True]) == sq["batches_used"] and all(k.startswith(f"{name}-") for k in keys[True])
 
 
+def test_a_gate_against_a_model_with_overlapped_units_is_the_serial_gate():
+    """--cos-overlap: both models' units are read out on two threads (cos.runner); the lockstep gate's row, its
+    stop and what each model sampled are the serial run's."""
+    from cos.gate import Against
+
+    out = {}
+    for overlap in (False, True):
+        against = Against("old-model", system=_Model(0.5, name="old"))
+        claim, ctx = _Sides(), RunContext(progress=False, sequential=True, overlap=overlap)
+        ctx.look_rule = against.look_rule(claim)
+        s = replace(SEQ, instances=96)       # 4 units a look: two in flight at once
+        r = ctx.measure_claim(claim, _Model(0.5, name="same"), s)
+        row = against.row(claim, r, ctx, s)
+        out[overlap] = ({k: row[k] for k in ("change", "ci", "verdict", "n", "status_old")},
+                        r.details["sequential"], claim.by_model, [e["key"] for e in ctx.key_log])
+    assert out[True] == out[False] and out[False][1]["batches_used"] < 12
+
+
 @pytest.mark.parametrize("new_effect", [0.3, -0.3])
 def test_a_gate_against_a_model_on_ranks_concludes_the_single_process_row(new_effect):
     """Two ranks split both models' units at every look and gather both: the single process's gate row, each
