@@ -1,16 +1,19 @@
-"""How the gate's sequential stop against a model decides, against the fixed-n gate on the same draws (issue 25).
+"""How the gate's sequential stop decides, against the fixed-n gate on the same draws (issue 25).
 
-A simulated claim through the real runner and gate (`RunContext.measure_records`, `cos.gate.Against` with a model:
-`PairedLooks` at the looks, the old model measured whole at fixed n): a mean over 48 task instances (6 units of 8,
+A simulated claim through the real runner and gate (`RunContext.measure_records`, `cos.gate.Against`), three ways:
+"model", looks against a model (`PairedLooks`: both models sampled unit by unit); "stored", looks against the old
+model's run folder (its records of every row, measured first at fixed n; only the new rows stop); "fixed", fixed n
+against the model (the old model measured whole after the claim). The claim: a mean over 48 task instances (6 units of 8,
 looks after 2, 4 and 6 units), each row's value the model's effect plus noise the two models share per row
 (N(0, 1): the task instance and seed) plus noise of each model's own (N(0, own²): what a retrain moves). The claim
 is sized for an effect of 0.4, so its tolerance is 0.2. Per scenario (the old model's effect: 0.5, which holds, or
 0.3, which holds in about half the draws, so its status flips by noise alone; and the change new − old) and draw
-(other rows' noise), both gates decide the same two models on the same rows:
+(other rows' noise), the three gates decide the same two models on the same rows:
 - the share of draws that fail the gate ("regressed") with its Wilson 95% interval: at a change of 0 this is the
   false-positive rate (the issue's goal: <= 0.05); at −0.2 (the tolerance) the gate regresses through the flip
   rule where the new status stops holding; at −0.4 and −0.6 (beyond the tolerance) it is power;
-- the verdict agreement of the two gates draw by draw, and the rows each model sampled as a share of 48.
+- each gate's verdict agreement with fixed n draw by draw, and the rows the new model sampled as a share of 48
+  (against a model the old one sampled the same; a stored run's old rows were all run before the gate).
 
     python benchmarks/gate_sequential.py [--draws 200] [--json FILE]
 """
@@ -27,7 +30,7 @@ from scipy import stats
 from tabulate import tabulate
 
 from cos.controls import TINY
-from cos.gate import Against
+from cos.gate import Against, as_bundle
 from cos.registry import Claim, ClaimSpec
 from cos.runner import RunContext
 from cos.stats import bootstrap_ci
@@ -77,17 +80,26 @@ class MeanClaim(Claim):
                            self.Details(measured="simulated mean"), samples=by)
 
 
-def gate_once(old: float, change: float, own: float, draw: int, sequential: bool) -> dict:
-    """One gate of new (effect old + change) against old on draw `draw`'s rows."""
+MODES = ("model", "stored", "fixed")     # looks against a model (lockstep), looks against a stored run, fixed n
+
+
+def gate_once(old: float, change: float, own: float, draw: int, mode: str) -> dict:
+    """One gate of new (effect old + change) against old on draw `draw`'s rows: `mode` one of MODES."""
     claim = MeanClaim()
-    against = Against("old", system=Model(old, "old", draw, own))
-    ctx = RunContext(progress=False, sequential=sequential)
+    old_model = Model(old, "old", draw, own)
+    if mode == "stored":     # the old model's run folder: every row, at fixed n, before the gate
+        run = RunContext(progress=False).measure_claim(MeanClaim(), old_model, SETTINGS)
+        against = Against("old-run", records={claim.id: as_bundle(run.records)}, statuses={claim.id: run.status})
+    else:
+        against = Against("old", system=old_model)
+    ctx = RunContext(progress=False, sequential=mode != "fixed")
     ctx.look_rule = against.look_rule(claim)
     res = ctx.measure_claim(claim, Model(old + change, "new", draw, own), SETTINGS)
     row = against.row(claim, res, ctx, SETTINGS)
     units = len(ctx.units_of(claim, SETTINGS))
     return {"verdict": row["verdict"], "regressed": bool(row["regressed"]), "n": row.get("n"),
-            "share_new": claim.batches.get("new", 0) / units, "share_old": claim.batches.get("old", 0) / units}
+            "share_new": claim.batches.get("new", 0) / units,
+            "share_old": 1.0 if mode == "stored" else claim.batches.get("old", 0) / units}
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -103,24 +115,24 @@ def main(argv: list[str] | None = None) -> dict:
     a = ap.parse_args(argv)
     out, rows, t0 = {}, [], time.perf_counter()
     for old, change, own in SCENARIOS:
-        got = {m: [gate_once(old, change, own, d, m == "sequential") for d in range(a.draws)]
-               for m in ("sequential", "fixed")}
-        agree = sum(s["verdict"] == f["verdict"] for s, f in zip(got["sequential"], got["fixed"])) / a.draws
+        got = {m: [gate_once(old, change, own, d, m) for d in range(a.draws)] for m in MODES}
         key = f"old {old}, change {change:+.2f}, own sd {own}"
-        out[key] = {"agreement": agree}
+        out[key] = {}
         for m, g in got.items():
+            agree = sum(s["verdict"] == f["verdict"] for s, f in zip(g, got["fixed"])) / a.draws
             k = sum(x["regressed"] for x in g)
             verdicts = {v: sum(x["verdict"] == v for x in g) for v in sorted({x["verdict"] for x in g})}
             share = float(np.mean([x["share_new"] for x in g]))
-            assert all(x["share_old"] == x["share_new"] for x in g)     # both models sampled the same units
+            if m == "model":        # both models sampled the same units
+                assert all(x["share_old"] == x["share_new"] for x in g)
             out[key][m] = {"regressed": k, "draws": a.draws, "ci": wilson(k, a.draws), "verdicts": verdicts,
-                                   "share_of_rows": share}
+                           "share_of_rows": share, "agreement_with_fixed": agree}
             lo, hi = wilson(k, a.draws)
             rows.append([old, f"{change:+.2f}", own, m, f"{k / a.draws:.3f} [{lo:.3f}, {hi:.3f}]", f"{share:.2f}",
                          ", ".join(f"{v} {c}" for v, c in verdicts.items()), f"{agree:.3f}"])
         print(f"{key}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
-    print(tabulate(rows, headers=["old", "change", "own sd", "gate", "regressed (Wilson 95%)", "share of rows", "verdicts",
-                                  "same verdict as the other"], tablefmt="github"))
+    print(tabulate(rows, headers=["old", "change", "own sd", "gate", "regressed (Wilson 95%)", "share of rows",
+                                  "verdicts", "same verdict as fixed n"], tablefmt="github"))
     doc = {"draws": a.draws, "tolerance": 0.2, "instances": 48,
            "batch_instances": 8, "results": out}
     if a.json:
