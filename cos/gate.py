@@ -351,8 +351,8 @@ class Against:
         a bootstrap-t, and the two need not nest (review: one outlier among 16 differences gave a look interval
         of [-3.41, -0.31], regressed, and a 95% one of [-3.13, 3.85], undecided). Where the old status may hold
         on every row, "unchanged" and "improved" also need the look to decide that no flip can come (`_look_stop`,
-        docs/gate.md). No look decides before MIN_LOOK_UNITS paired instances, and the last look never stops here:
-        a row that ran to the end is the fixed-n row."""
+        docs/gate.md). No look decides before MIN_LOOK_UNITS paired instances, and the runner does not ask at the
+        last look: a row that ran to the end is the fixed-n row."""
         tol = tolerance(claim, fraction)
         if self.system is not None:
             if claim.needs_distilled:
@@ -424,8 +424,6 @@ def _look_stop(claim: Any, look: Any, recorded: Any, old: Concluded, status_old:
     sampled alongside, do not fail at the look's level), where a new status that does not hold is a flip."""
     from cos import sequential as seq
 
-    if look.final:
-        return ""
     try:
         new = as_bundle(recorded())     # at claim.spec.version, which the old side's is
         if new is None:

@@ -200,11 +200,8 @@ class RunContext:
                 if paired is not None:
                     flat_old = self._paired_units(claim, paired, units, ks, kw, old_records, alone_share)
                 t1 = time.perf_counter()
-                for part in self.world.gather(own) if (self.world.connected and not alone_share) else [own]:
-                    records.extend(part)
+                flat = self._gathered(own, records, alone_share)
                 t2 = time.perf_counter()
-                records.sort(key=lambda kr: kr[0])
-                flat = [r for _, rs in records for r in rs]
                 level = look.confidence if (look and len(looks) > 1) else None
                 early = look is not None and not look.final
                 try:
@@ -222,10 +219,11 @@ class RunContext:
                     break
                 if self.look_rule is not None and res.status != "error":
                     # a gate (cos.gate.Against.look_rule): the look stops on the paired change's decision, not
-                    # the claim's own, so that the rows stop when the change is decided
-                    stop = self.look_rule(res, look, lambda: _recorded(claim, flat, system, settings, kw, level),
-                                          *(() if paired is None else
-                                            (lambda: _recorded(claim, flat_old, paired, settings, kw, level),)))
+                    # the claim's own, so that the rows stop when the change is decided. It is not asked at the
+                    # last look: a row that ran to the end is the fixed-n row
+                    stop = "" if look.final else self.look_rule(
+                        res, look, lambda: _recorded(claim, flat, system, settings, kw, level),
+                        *(() if paired is None else (lambda: _recorded(claim, flat_old, paired, settings, kw, level),)))
                 else:
                     stop = self._look_stops(claim, res, look, looks[-1],
                                             lambda: _conclude_at(claim, flat, system, settings, kw, 0.95))
@@ -265,6 +263,12 @@ class RunContext:
         n0 = len(self.key_log)
         own = list(self._units_records(claim, system, units, ks, kw))
         del self.key_log[n0:]
+        return self._gathered(own, records, alone)
+
+    def _gathered(self, own: list[tuple[int, list[dict]]], records: list[tuple[int, list[dict]]],
+                  alone: bool) -> list[dict]:
+        """This rank's (unit, records) `own` gathered over the ranks (not under a shard, `alone`) into `records`,
+        and all records so far in unit order: what every rank concludes on."""
         for part in self.world.gather(own) if (self.world.connected and not alone) else [own]:
             records.extend(part)
         records.sort(key=lambda kr: kr[0])

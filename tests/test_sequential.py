@@ -495,6 +495,21 @@ def test_a_gate_against_a_stored_run_that_did_not_hold_stops_an_unchanged_model_
     assert against.row(claim, r, ctx, SEQ)["verdict"] == "unchanged"
 
 
+def test_the_runner_does_not_ask_a_gate_at_the_last_look():
+    """A row that ran to the end is the fixed-n row: the gate's rule is asked at the early looks only (its
+    decision there would be unused work, and a stop label on the last look would say the rows stopped)."""
+    from cos.gate import Against, as_bundle
+
+    old = RunContext(progress=False).measure_claim(_Gated(), _Model(0.5, name="old"), SEQ)
+    rule = Against("old-run", records={"toy.gated": as_bundle(old.records)},
+                   statuses={"toy.gated": old.status}).look_rule(_Gated())
+    asked = []
+    ctx = RunContext(progress=False, sequential=True)
+    ctx.look_rule = lambda res, look, *a: asked.append(look.final) or rule(res, look, *a)
+    r = ctx.measure_claim(_Gated(), _Model(0.35, name="small"), SEQ)     # runs to the end (see above)
+    assert r.details["sequential"]["batches_used"] == 6 and asked == [False, False]
+
+
 def _gate_pair(effect_size, own_noise, old_effect, new_effect, outlier=False):
     """The gate's verdict on one new model against a stored fixed-n run, sequential and at fixed n (review cases)."""
     from cos.gate import Against, as_bundle
