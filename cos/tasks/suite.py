@@ -5,6 +5,7 @@ is the ground truth. In-domain and out-of-domain splits draw different parameter
 """
 from __future__ import annotations
 
+import functools
 from collections import deque
 
 import numpy as np
@@ -16,9 +17,19 @@ PALETTE = ["red", "green", "blue", "yellow", "magenta", "cyan"]  # pairwise ≥ 
 
 
 def paint(frame: torch.Tensor, cells, color: str | torch.Tensor) -> None:
-    c = rgb(color) if isinstance(color, str) else color
-    for y, x in cells:
-        frame[:, y, x] = c
+    # Written through a numpy view of the (CPU) frame: the tasks paint ~300 cells per instance one call at a time,
+    # and a torch indexed write per cell was 15 of 241 profiled seconds of the gpu tier on an H200 host (numpy's
+    # is several times cheaper). Every cell gets the same colour, so repeated cells write the same value as before.
+    cells = list(cells)
+    if cells:
+        c = _rgb(color) if isinstance(color, str) else color.numpy()
+        ys, xs = zip(*cells) if len(cells) > 1 else cells[0]
+        frame.numpy()[:, ys, xs] = c[:, None] if len(cells) > 1 else c
+
+
+@functools.lru_cache(maxsize=None)
+def _rgb(name: str) -> np.ndarray:
+    return rgb(name).numpy()
 
 
 def line_cells(a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
