@@ -337,3 +337,24 @@ def test_a_script_claim_id_or_folder_name_does_not_run_in_chromium(tmp_path):
         dom = subprocess.run([*chrome, "--dump-dom", p.resolve().as_uri()], check=True, capture_output=True,
                              text=True, timeout=120).stdout
         assert "<body" in dom and 'data-pwned="1"' not in dom, f"{p.name}: a script from the data ran"
+
+
+def test_a_filmstrip_is_one_image_with_every_frame_in_its_cell(tmp_path):
+    import numpy as np
+
+    from cos.figures import filmstrip, mosaic
+    rng = np.random.default_rng(0)
+    frames = rng.random((4, 5, 6, 7, 3)).astype(np.float32)
+    grid, gap = mosaic(frames)
+    assert grid.shape == (4 * 6 + 3 * gap, 5 * 7 + 4 * gap, 3)
+    for i in range(4):
+        for j in range(5):
+            y, x = i * (6 + gap), j * (7 + gap)
+            assert np.array_equal(grid[y:y + 6, x:x + 7], frames[i, j])
+    ink = np.ones(grid.shape[:2], bool)
+    for i in range(4):
+        for j in range(5):
+            ink[i * (6 + gap):i * (6 + gap) + 6, j * (7 + gap):j * (7 + gap) + 7] = False
+    assert np.all(grid[ink] == 1.0)              # the gaps are white, nothing else is left out
+    p = filmstrip(frames, tmp_path / "strip.png", row_labels=[f"row {i}" for i in range(4)], title="t")
+    assert p.exists() and p.with_suffix(".svg").exists()
