@@ -2,7 +2,6 @@
 
     python benchmarks/gpu_speed.py tier  --out DIR    # organism `gpu` tier inside pytest: cold (empty store), warm
     python benchmarks/gpu_speed.py block --out DIR    # one A14B-shaped block at 480x832x81: eager / compiled / floor
-    python benchmarks/gpu_speed.py forward --out DIR  # the organism's sampling at the gpu tier's shape: eager vs CUDA graphs
     python benchmarks/gpu_speed.py all   --out DIR
 
 tier: `pytest -m "claims and gpu"` on the shipped organism twice into one --cos-out, first into an empty out dir
@@ -241,56 +240,9 @@ def block(out: Path, modes: list[str]) -> None:
         log("speed-up vs eager: " + ", ".join(f"{m} {v['speedup_vs_eager']}x" for m, v in variants.items()))
 
 
-def forward(out: Path, rows: int = 128, steps: int = 10, reps: int = 3) -> None:
-    """The organism's sampling at the gpu tier's shape (rows a batch, CFG batched: 2x rows a forward): wall seconds
-    per forward, eager and with --cos-cuda-graphs (first run captures; the later ones replay), and the largest
-    difference of the final latents."""
-    import torch
-
-    sys.path.insert(0, str(ROOT))
-    from cos.models import load_system
-    from cos.models.graphs import disable_block_graphs, enable_block_graphs, graph_counts
-    from cos.pytest_plugin import DEFAULT_MODEL
-    from cos.sampler import Conditioning, Sampler
-    from cos.settings import settings_for
-
-    system = load_system(DEFAULT_MODEL, device="cuda")
-    st = settings_for(system, "gpu")
-    g = torch.Generator().manual_seed(0)
-    cond = Conditioning(image=torch.rand(rows, 3, st.height, st.width, generator=g) * 2 - 1,
-                        prompt_embeds=torch.randn(rows, 8, 32, generator=g), num_frames=st.num_frames,
-                        negative_prompt_embeds=torch.randn(rows, 8, 32, generator=g))
-    seeds = list(range(rows))
-    res: dict = {"device_name": torch.cuda.get_device_name(), "rows": rows, "steps": steps,
-                 "size": [st.height, st.width, st.num_frames]}
-
-    def timed(label: str) -> torch.Tensor:
-        walls = []
-        for _ in range(reps):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            r = Sampler(system).sample(cond, seeds, steps)
-            torch.cuda.synchronize()
-            walls.append(time.perf_counter() - t0)
-        res[label] = {"wall_s": [round(w, 4) for w in walls], "ms_per_forward_median": round(
-            1000 * statistics.median(walls) / r.forwards, 2), "forwards_per_run": r.forwards}
-        log(f"{label}: {res[label]}")
-        return r.latents
-
-    eager = timed("eager")
-    wrappers = enable_block_graphs(system.experts)
-    graphed = timed("cuda_graphs")
-    res["cuda_graph_counts"] = graph_counts(wrappers)
-    res["max_abs_diff_final_latents"] = float((graphed - eager).abs().max())
-    res["speedup_median"] = round(res["eager"]["ms_per_forward_median"] / res["cuda_graphs"]["ms_per_forward_median"], 2)
-    disable_block_graphs(system.experts)
-    log(f"speed-up {res['speedup_median']}x; max |graphed - eager| {res['max_abs_diff_final_latents']:.3g}")
-    save(out, "forward.json", res)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("part", choices=["tier", "block", "forward", "all"])
+    ap.add_argument("part", choices=["tier", "block", "all"])
     ap.add_argument("--out", default=os.environ.get("OUT", "runs/gpu-speed"))
     ap.add_argument("--tier-timeout", type=int, default=330, help="seconds for the cold pytest run")
     ap.add_argument("--warm-timeout", type=int, default=200, help="seconds for the warm pytest run")
@@ -303,8 +255,6 @@ def main() -> None:
     ap.add_argument("--modes", default="eager,compile-default,compile-max-autotune-no-cudagraphs")
     a = ap.parse_args()
     out = Path(a.out)
-    if a.part == "forward":
-        forward(out)
     if a.part in ("tier", "all"):
         tier(out, a.tier_timeout, a.warm_timeout, Path(a.root), a.label, a.store, tuple(a.phases.split(",")),
              tuple(a.pytest_arg))

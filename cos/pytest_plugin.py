@@ -95,11 +95,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="last: print what changed against the previous run in --cos-out on the same weights (the "
                      "most recent history entry with the same weights hash); informational, --cos-baseline gates")
     g.addoption("--cos-compile", action="store_true", help="compile_repeated_blocks on the experts")
-    g.addoption("--cos-cuda-graphs", default="auto", choices=["auto", "on", "off"],
-                help="replay each transformer block from a CUDA graph per input signature, eager wherever a graph "
-                     "cannot see a change (hooks inside a block, LoRA layers, moved weights; cos.models.graphs); "
-                     "auto: on for the gpu tier on CUDA (the organism's forwards are launch-bound), off for full "
-                     "models (arithmetic-bound; a graph pins activations per shape) and with --cos-compile")
     g.addoption("--cos-vbvr", default=None, metavar="DIR",
                 help="VBVR-Bench data folder: bench.table1 and ensemble.mid_layers generate its samples at "
                      "VBVR-Wan2.2's evaluation settings and score them with VBVR-EvalKit (cos.vbvr_run)")
@@ -449,7 +444,6 @@ class CosSession:
         self.comparison: dict | None = None
         self.gate: dict[str, dict] = {}       # --cos-against: claim id -> its gate.json entry (cos.gate)
         self.cleared = False                  # the folder's previous run moved away (at this run's first write)
-        self.cuda_graphs = None               # the blocks' GraphedForward wrappers under --cos-cuda-graphs
         self.moved_to: Path | None = None     # ... into this history folder
         self.last: dict | None = None         # --cos-compare last: what changed against the previous run
         self.baseline = None
@@ -630,12 +624,6 @@ class CosSession:
         prov["shard"] = list(self.ctx.shard) if self.ctx.shard is not None else None
         prov["sequential"] = bool(self.ctx.sequential)
         prov["overlap"] = bool(self.ctx.overlap)     # readouts beside the sampling (--cos-overlap)
-        if self.cuda_graphs is not None:             # --cos-cuda-graphs: captures, replays, eager block calls
-            from cos.models.graphs import graph_counts
-
-            prov["cuda_graphs"] = graph_counts(self.cuda_graphs)
-        else:
-            prov["cuda_graphs"] = None
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
         # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)
@@ -1070,26 +1058,7 @@ def cos_system(cos_model_path: Path, cos_device: str, pytestconfig: pytest.Confi
     if pytestconfig.getoption("--cos-compile"):
         for e in system.experts:
             e.compile_repeated_blocks(fullgraph=True)
-    if use_cuda_graphs(pytestconfig, cos_device):
-        from cos.models.graphs import enable_block_graphs
-
-        start_session(pytestconfig).cuda_graphs = enable_block_graphs(system.experts)
     return system
-
-
-def use_cuda_graphs(config: pytest.Config, device: str) -> bool:
-    """--cos-cuda-graphs resolved (auto: the gpu tier on CUDA without --cos-compile); `on` where it cannot apply
-    is refused in one line."""
-    mode = config.getoption("--cos-cuda-graphs")
-    cuda = str(device).startswith("cuda")
-    if mode == "on" and not cuda:
-        raise pytest.UsageError(f"--cos-cuda-graphs on: needs a CUDA device, the run is on {device!r}")
-    if mode == "on" and config.getoption("--cos-compile"):
-        raise pytest.UsageError("--cos-cuda-graphs on: not with --cos-compile (a compiled block is not captured "
-                                "per signature here); use one of them")
-    if mode == "auto":
-        return cuda and resolve_tier(config) == "gpu" and not config.getoption("--cos-compile")
-    return mode == "on"
 
 
 def distilled_loras(model_path: Path, config: pytest.Config) -> list:
