@@ -6,7 +6,7 @@ python3 -m compileall -q -j 0 /tmp/site > /dev/null 2>&1
 python3 benchmarks/organism_kernels.py --out "$OUT" 2>&1 | tee "$OUT/kernels.log" | tail -40
 [ -n "${PROFILE:-}" ] || exit 0
 timeout "${LIMIT:-250}" python3 -m cProfile -o /tmp/gpu.prof -m pytest -m "claims and gpu" -p no:cacheprovider \
-  -p no:xdist claims/test_claims.py -q --durations=0 --cos-out /tmp/prof-out ${PYTEST_ARGS:-} 2>&1 | tail -22 \
+  -p no:xdist -p cos.pytest_plugin claims/test_claims.py -q --durations=0 --cos-out /tmp/prof-out ${PYTEST_ARGS:-} 2>&1 | tail -22 \
   > "$OUT/pytest-profiled.txt"
 python3 - "$OUT" <<'PY'
 import io, os, pstats, sys
