@@ -131,16 +131,16 @@ class TaskInstance:
         Cells where r and k differ most weigh most, so noise elsewhere cannot decide. NaN for the answer."""
         cells = self.cells(video).double()
         alts = self.alternatives().double()
-        right = alts[self.answer]
-        out = torch.full((alts.shape[0],), float("nan"), dtype=torch.float64)
-        for k in range(alts.shape[0]):
-            d = right - alts[k]
-            nn = float(d.pow(2).sum())
-            if k == self.answer or nn < 1e-12:
-                continue
-            alpha = float(((cells - alts[k]) * d).sum()) / nn
-            out[k] = min(1.0, max(0.0, round(alpha, 9)))  # round: pixel-averaging round-off is not a miss
-        return out
+        k = alts.shape[0]
+        # every competitor at once (a loop over them was 0.44 ms a call, 15,175 calls in the gpu tier): each sum
+        # is still one contiguous row's, as the loop's whole-tensor sums were
+        d = (alts[self.answer] - alts).reshape(k, -1)
+        nn = d.pow(2).sum(1)
+        alpha = ((cells.reshape(1, -1) - alts.reshape(k, -1)) * d).sum(1) / nn
+        skip = ((nn < 1e-12) | (torch.arange(k) == self.answer)).tolist()
+        # round: pixel-averaging round-off is not a miss (Python's decimal rounding, as before)
+        return torch.tensor([float("nan") if no else min(1.0, max(0.0, round(a, 9)))
+                             for a, no in zip(alpha.tolist(), skip)], dtype=torch.float64)
 
     def score(self, video: torch.Tensor) -> float:
         """Score in [0, 1] of a generated video (F, 3, H, W) in [0, 1] at any resolution (see module doc)."""
