@@ -63,3 +63,31 @@ def test_superposition_span_basis_holds_every_column_it_is_built_from():
             for a in [*inst.candidates, static, torch.ones_like(static)]:
                 a = a.reshape(-1).double()
                 assert float((a - q @ (q.T @ a)).norm() / a.norm()) < 1e-9, (task, seed)
+
+
+def _grounding_loop(inst, steps):
+    """perception's per-step readout before it read every step at once (its oracle, bit for bit)."""
+    import numpy as np
+    tgt, static, g, m = inst.masks["target"], inst.video[:1], [], []
+    for v in steps:
+        cells = inst.cells(v.clamp(0, 1))
+        dev = (cells - static).abs().sum(1)
+        g.append(float(dev[tgt].sum() / dev.sum().clamp_min(1e-8)))
+        m.append(float((cells[1:] - cells[:1]).abs().sum(1)[tgt[1:]].mean()))
+    return np.array(g), np.array(m)
+
+
+@pytest.mark.parametrize("task", ["object_to_target", "maze", "return_to_origin"])
+def test_perception_readout_of_all_steps_equals_the_per_step_loop(task):
+    import numpy as np
+
+    from cos.claims.perception import grounding_and_motion, toward_step0
+    gen = torch.Generator().manual_seed(3)
+    for seed in range(3):
+        inst = make_instance(task, seed, 9)
+        steps = torch.rand(6, 9, 3, 2 * inst.grid, 2 * inst.grid, generator=gen) * 1.2 - 0.1
+        a, b = _grounding_loop(inst, steps), grounding_and_motion(inst, steps)
+        assert all(np.array_equal(x, y) and y.dtype == np.float64 for x, y in zip(a, b))
+        gn, mn = toward_step0(inst, steps, a[0])          # the null path (101 steps) goes through it too
+        assert gn.shape == mn.shape == (6,) and np.isfinite(gn).all()
+    assert [x.size for x in grounding_and_motion(inst, steps[:0])] == [0, 0]

@@ -180,3 +180,32 @@ def test_drawn_instances_golden():
 
 
 GOLDEN_INSTANCES = "43e53311580cd3de6a62b8426e94ce9ec204ebce51e21ce52c27e88ac3ee65f8"
+
+
+def _pairwise_loop(inst, video):
+    """The per-competitor loop pairwise_scores replaced (its oracle, bit for bit)."""
+    cells = inst.cells(video).double()
+    alts = inst.alternatives().double()
+    right = alts[inst.answer]
+    out = torch.full((alts.shape[0],), float("nan"), dtype=torch.float64)
+    for k in range(alts.shape[0]):
+        d = right - alts[k]
+        nn = float(d.pow(2).sum())
+        if k == inst.answer or nn < 1e-12:
+            continue
+        out[k] = min(1.0, max(0.0, round(float(((cells - alts[k]) * d).sum()) / nn, 9)))
+    return out
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_pairwise_scores_equal_the_per_competitor_loop(task):
+    g = torch.Generator().manual_seed(7)
+    for seed in range(3):
+        inst = make_instance(task, seed, 9)
+        for noise in (0.0, 0.1, 0.4):
+            w = torch.rand(inst.candidates.shape[0], generator=g)
+            v = (w[:, None, None, None, None] / w.sum() * inst.candidates).sum(0)
+            v = (v + noise * torch.randn(v.shape, generator=g)).clamp(0, 1)
+            v = torch.nn.functional.interpolate(v, size=(2 * inst.grid, 2 * inst.grid), mode="nearest")
+            a, b = _pairwise_loop(inst, v), inst.pairwise_scores(v)
+            assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
