@@ -334,6 +334,39 @@ def test_a_gate_against_a_model_samples_both_unit_by_unit_and_stops_both(old_eff
     assert len(keys[True]) == sq["batches_used"] and all(k.startswith(f"{name}-") for k in keys[True])
 
 
+def test_a_killed_gate_with_looks_resumes_from_both_models_stored_batches(tmp_path):
+    """A gate against a model under looks, killed mid-claim with a result store: the rerun samples neither model's
+    stored batches again and writes the uninterrupted gate's row (a killed run loses nothing finished)."""
+    from cos.gate import Against
+
+    def run(store, kill_after=None):
+        against = Against("old-model", system=_Model(0.5, name="old"))
+        claim = _Sides()
+        inner = claim.measure_batch
+
+        def measure_batch(ctx, system, settings, batch):
+            if system.name == "new" and claim.by_model.get("new", 0) == kill_after:
+                raise KeyboardInterrupt("killed")
+            return inner(ctx, system, settings, batch)
+        claim.measure_batch = measure_batch
+        ctx = RunContext(progress=False, sequential=True, store=None if store is None else ResultStore(store))
+        ctx.look_rule = against.look_rule(claim)
+        r = ctx.measure_claim(claim, _Model(0.3, name="new"), SEQ)
+        row = against.row(claim, r, ctx, SEQ)
+        return {k: row[k] for k in ("change", "ci", "verdict", "n", "status_old")}, r, dict(claim.by_model)
+
+    whole, r, sampled = run(None)
+    used = r.details["sequential"]["batches_used"]
+    first = r.details["sequential"]["looks_planned"][0]["batches"]
+    assert used > first + 1 and sampled == {"new": used, "old": used}     # it goes past the first look
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "s", kill_after=first + 1)    # killed inside the second look's units
+    again, r2, sampled2 = run(tmp_path / "s")
+    assert again == whole and r2.details["sequential"]["batches_used"] == used
+    # the new model's first + 1 batches and the old model's first (sampled before the first look) were served
+    assert sampled2 == {"new": used - first - 1, "old": used - first}
+
+
 def test_a_gate_against_a_model_with_overlapped_units_is_the_serial_gate():
     """--cos-overlap: both models' units are read out on two threads (cos.runner); the lockstep gate's row, its
     stop and what each model sampled are the serial run's."""
