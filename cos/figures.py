@@ -279,11 +279,15 @@ def filmstrip(frames: np.ndarray, path: str | Path, *, row_labels: Sequence[str]
     return _save(fig, path)
 
 
+GAP = 0.8     # the grey between a mosaic's frames: apart from white content at a frame's edge and the tasks' 0.5 grey
+
+
 def mosaic(frames: np.ndarray) -> tuple[np.ndarray, int]:
-    """(R, F, H, W, 3) frames in [0, 1] as one (R·(H+gap)−gap, F·(W+gap)−gap, 3) image, white gaps; and the gap."""
+    """(R, F, H, W, 3) frames in [0, 1] as one (R·(H+gap)−gap, F·(W+gap)−gap, 3) image with grey (GAP) gaps of a
+    tenth of a frame; and the gap."""
     r, f, h, w = frames.shape[:4]
     gap = max(1, round(0.1 * max(h, w)))
-    grid = np.ones((r * (h + gap) - gap, f * (w + gap) - gap, 3), dtype=np.float32)
+    grid = np.full((r * (h + gap) - gap, f * (w + gap) - gap, 3), GAP, dtype=np.float32)
     for i in range(r):
         for j in range(f):
             grid[i * (h + gap):i * (h + gap) + h, j * (w + gap):j * (w + gap) + w] = np.clip(frames[i, j, ..., :3], 0, 1)
@@ -291,28 +295,41 @@ def mosaic(frames: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _mosaic(plt, frames: np.ndarray, path: str | Path, row_labels: Sequence[str] | None, title: str) -> Path:
-    """`filmstrip` without weights: the rows × frames grid as one image on one axes, a white gap of a tenth of a
-    frame between cells. Drawn at the size and with the labels of an axes per cell, but constrained layout over
-    R × F axes took 25 s for the report's 48 × 9 strip on a CPU (the whole CPU claims tier's report took 32 s)."""
+    """`filmstrip` without weights: the rows × frames grid as one image on one axes (`mosaic`), square pixels, row
+    labels on the left and frame numbers on top. An axes per frame under constrained layout took 25 s for the
+    report's 48 × 9 strip on a CPU. The axes is placed by hand from the labels' measured extents: a layout engine
+    cannot see where an equal-aspect image's labels end."""
     r, f, h, w = frames.shape[:4]
     grid, gap = mosaic(frames)
-    # the figure is sized so that the image fills its axes at square pixels beside the row labels (~0.075 in a
-    # character at FONT pt): with an equal aspect the layout could not see where the labels end and clipped them
-    labels_in = 0.3 + 0.075 * max((len(x) for x in row_labels), default=0) if row_labels is not None else 0.3
-    image_in = min(0.62 * f, 10.0 - labels_in - 0.2)
-    width = labels_in + image_in + 0.2
-    height = image_in * grid.shape[0] / grid.shape[1] + (0.9 if title else 0.5)
-    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
-    ax.imshow(grid, interpolation="nearest", aspect="auto")
-    ax.set_xticks([j * (w + gap) + (w - 1) / 2 for j in range(f)], [f"f{j}" for j in range(f)], fontsize=FONT)
+    fig = plt.figure(figsize=(10.0, 10.0))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
+    ax.imshow(grid, interpolation="nearest")
+    every = -(-f // 20)     # at most ~20 frame numbers: more would overlap
+    ax.set_xticks([j * (w + gap) + (w - 1) / 2 for j in range(0, f, every)], [f"f{j}" for j in range(0, f, every)],
+                  fontsize=FONT)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
-    ax.set_yticks([i * (h + gap) + (h - 1) / 2 for i in range(r)], list(row_labels) if row_labels is not None
-                  else [""] * r, fontsize=FONT)
+    labels = [x if len(x) <= 60 else x[:59] + "…" for x in map(str, row_labels)] if row_labels is not None else [""] * r
+    ax.set_yticks([i * (h + gap) + (h - 1) / 2 for i in range(r)], labels, fontsize=FONT)
     for side in ax.spines.values():
         side.set_visible(False)
-    if title:
-        fig.suptitle(wrap(title, width), fontsize=10)
+    renderer = fig.canvas.get_renderer()
+    inch = fig.dpi
+    label_w = max([t.get_window_extent(renderer).width for t in ax.get_yticklabels()] + [0.0]) / inch
+    tick_h = max([t.get_window_extent(renderer).height for t in ax.get_xticklabels()] + [0.0]) / inch
+    pad = 0.15
+    left = label_w + 2 * pad
+    image_w = max(1.0, min(0.62 * f, 10.0 - left - pad))
+    image_h = image_w * grid.shape[0] / grid.shape[1]
+    width = left + image_w + pad
+    sup = fig.suptitle(wrap(title, width), fontsize=10, va="top") if title else None
+    title_h = sup.get_window_extent(renderer).height / inch + pad if sup is not None else 0.0
+    top = tick_h + 2 * pad + title_h
+    height = top + image_h + pad
+    fig.set_size_inches(width, height)
+    ax.set_position((left / width, pad / height, image_w / width, image_h / height))
+    if sup is not None:
+        sup.set_y(1.0 - pad / height)
     return _save(fig, path)
 
 

@@ -90,4 +90,10 @@ def test_perception_readout_of_all_steps_equals_the_per_step_loop(task):
         assert all(np.array_equal(x, y) and y.dtype == np.float64 for x, y in zip(a, b))
         gn, mn = toward_step0(inst, steps, a[0])          # the null path (101 steps) goes through it too
         assert gn.shape == mn.shape == (6,) and np.isfinite(gn).all()
+        still = inst.video[None, :1].expand(3, 9, -1, -1, -1).contiguous()     # x̂0 = the still frame: 0/0
+        a, b = _grounding_loop(inst, still), grounding_and_motion(inst, still)
+        assert all(np.array_equal(x, y) for x, y in zip(a, b)) and (b[0] == 0).all()
+        inst.masks["target"] = torch.zeros_like(inst.masks["target"])                # no target: NaN both ways
+        a, b = _grounding_loop(inst, steps), grounding_and_motion(inst, steps)
+        assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b)) and np.isnan(b[1]).all()
     assert [x.size for x in grounding_and_motion(inst, steps[:0])] == [0, 0]

@@ -339,22 +339,42 @@ def test_a_script_claim_id_or_folder_name_does_not_run_in_chromium(tmp_path):
         assert "<body" in dom and 'data-pwned="1"' not in dom, f"{p.name}: a script from the data ran"
 
 
-def test_a_filmstrip_is_one_image_with_every_frame_in_its_cell(tmp_path):
+def test_a_filmstrip_is_one_image_with_every_frame_in_its_cell(tmp_path, monkeypatch):
+    import matplotlib
     import numpy as np
 
-    from cos.figures import filmstrip, mosaic
+    from cos import figures
+    from cos.figures import GAP, filmstrip, mosaic
     rng = np.random.default_rng(0)
     frames = rng.random((4, 5, 6, 7, 3)).astype(np.float32)
     grid, gap = mosaic(frames)
     assert grid.shape == (4 * 6 + 3 * gap, 5 * 7 + 4 * gap, 3)
+    ink = np.ones(grid.shape[:2], bool)
     for i in range(4):
         for j in range(5):
             y, x = i * (6 + gap), j * (7 + gap)
             assert np.array_equal(grid[y:y + 6, x:x + 7], frames[i, j])
-    ink = np.ones(grid.shape[:2], bool)
-    for i in range(4):
-        for j in range(5):
-            ink[i * (6 + gap):i * (6 + gap) + 6, j * (7 + gap):j * (7 + gap) + 7] = False
-    assert np.all(grid[ink] == 1.0)              # the gaps are white, nothing else is left out
+            ink[y:y + 6, x:x + 7] = False
+    assert np.all(grid[ink] == GAP)              # the gaps are grey, nothing else is left out
+    assert mosaic(frames * 3 - 1)[0].min() >= 0 and mosaic(frames * 3 - 1)[0].max() <= 1     # clipped to [0, 1]
+
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    labels = ["first row", "x" * 80, "2", "3"]
+    filmstrip(frames, tmp_path / "strip.png", row_labels=labels, title="the title")
+    fig = drawn["fig"]
+    ax, = fig.axes
+    r = fig.canvas.get_renderer()
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"f{j}" for j in range(5)]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["first row", "x" * 59 + "…", "2", "3"]
+    assert fig._suptitle.get_text() == "the title"
+    box = ax.get_window_extent(r)                 # square pixels: the axes has the image's aspect
+    assert box.width / box.height == pytest.approx(grid.shape[1] / grid.shape[0], rel=1e-3)
+    whole = fig.bbox
+    for t in [*ax.get_yticklabels(), *ax.get_xticklabels(), fig._suptitle]:   # nothing drawn outside the figure
+        e = t.get_window_extent(r)
+        assert e.x0 >= whole.x0 - 1 and e.x1 <= whole.x1 + 1 and e.y0 >= whole.y0 - 1 and e.y1 <= whole.y1 + 1
+    matplotlib.pyplot.close(fig)
+    monkeypatch.undo()
     p = filmstrip(frames, tmp_path / "strip.png", row_labels=[f"row {i}" for i in range(4)], title="t")
     assert p.exists() and p.with_suffix(".svg").exists()

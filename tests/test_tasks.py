@@ -168,18 +168,20 @@ def _instances_digest() -> str:
                 h.update(repr(v).encode())
     for name, spec in sorted(TASKS.items()):
         for split in ("id", "ood"):
-            for seed in range(3):
-                feed(_draw(spec, name, seed, 9, split))
+            for frames in (2, 9, 10):       # 10: colours blended at t = k/9, not exact in float16
+                for seed in range(3):
+                    if frames >= spec.min_frames:
+                        feed(_draw(spec, name, seed, frames, split))
     return h.hexdigest()
 
 
 def test_drawn_instances_golden():
-    """Every task's videos, masks and parameters, bit for bit, as drawn at 414e6b2 (before paint wrote through
-    numpy): a change to how instances are drawn or painted moves every claim's rows, so it must be deliberate."""
+    """Every task's videos, masks and parameters at 2, 9 and 10 frames, bit for bit, as drawn at 414e6b2 (before
+    paint wrote through numpy): a change to how instances are drawn or painted moves every claim's rows, so it must be deliberate."""
     assert _instances_digest() == GOLDEN_INSTANCES
 
 
-GOLDEN_INSTANCES = "43e53311580cd3de6a62b8426e94ce9ec204ebce51e21ce52c27e88ac3ee65f8"
+GOLDEN_INSTANCES = "a5a73027dec5f1da447eb10e60df7a93af2639c9d555a586fe1d59cce0f0fe17"
 
 
 def _pairwise_loop(inst, video):
@@ -199,13 +201,19 @@ def _pairwise_loop(inst, video):
 
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_pairwise_scores_equal_the_per_competitor_loop(task):
+    """At 2 frames (return_to_origin's static copy is its answer: a zero-length segment) and 9; read back from
+    twice the grid, and at the grid's own size through a permuted view (as a decode hands it), against the loop
+    on the contiguous video."""
     g = torch.Generator().manual_seed(7)
-    for seed in range(3):
-        inst = make_instance(task, seed, 9)
-        for noise in (0.0, 0.1, 0.4):
-            w = torch.rand(inst.candidates.shape[0], generator=g)
-            v = (w[:, None, None, None, None] / w.sum() * inst.candidates).sum(0)
-            v = (v + noise * torch.randn(v.shape, generator=g)).clamp(0, 1)
-            v = torch.nn.functional.interpolate(v, size=(2 * inst.grid, 2 * inst.grid), mode="nearest")
-            a, b = _pairwise_loop(inst, v), inst.pairwise_scores(v)
-            assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+    for frames in (2, 9):
+        for seed in range(3):
+            inst = make_instance(task, seed, frames)
+            for noise in (0.0, 0.1, 0.4):
+                w = torch.rand(inst.candidates.shape[0], generator=g)
+                v = (w[:, None, None, None, None] / w.sum() * inst.candidates).sum(0)
+                v = (v + noise * torch.randn(v.shape, generator=g)).clamp(0, 1) ** 3
+                up = torch.nn.functional.interpolate(v, size=(2 * inst.grid, 2 * inst.grid), mode="nearest")
+                permuted = v.permute(1, 0, 2, 3).contiguous().permute(1, 0, 2, 3)
+                for video, plain in ((up, up), (permuted, v)):
+                    a, b = _pairwise_loop(inst, plain), inst.pairwise_scores(video)
+                    assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())

@@ -29,7 +29,9 @@ def paint(frame: torch.Tensor, cells, color: str | torch.Tensor) -> None:
 
 @functools.lru_cache(maxsize=None)
 def _rgb(name: str) -> np.ndarray:
-    return rgb(name).numpy()
+    c = rgb(name).numpy()
+    c.setflags(write=False)     # shared by every paint
+    return c
 
 
 def line_cells(a: tuple[int, int], b: tuple[int, int]) -> list[tuple[int, int]]:
