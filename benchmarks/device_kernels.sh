@@ -2,7 +2,6 @@
 # One device call (issue 26): where the organism's forward spends its GPU time (benchmarks/organism_kernels.py),
 # then, if PROFILE is set, the organism's gpu tier under cProfile, top entries to $OUT. Measured with PYC=1 (bytecode).
 . benchmarks/device_setup.sh
-# (bytecode: PYC=1, device_setup.sh)
 python3 benchmarks/organism_kernels.py --out "$OUT" 2>&1 | tee "$OUT/kernels.log" | tail -40
 [ -n "${PROFILE:-}" ] || exit 0
 timeout "${LIMIT:-250}" python3 -m cProfile -o /tmp/gpu.prof -m pytest -m "claims and gpu" -p no:cacheprovider \

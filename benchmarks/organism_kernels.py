@@ -38,8 +38,7 @@ def main() -> None:
     b = a.rows
     g = torch.Generator().manual_seed(0)
     shape = system.latent_shape(b, st.num_frames, st.height, st.width)
-    x = torch.randn(shape[0], shape[1] + 4, *shape[2:], generator=g).cuda()   # latents + the I2V condition's channels
-    x = x[:, :model.config.in_channels]
+    x = torch.randn(shape[0], model.config.in_channels, *shape[2:], generator=g).cuda()   # latents + I2V condition
     t = torch.full((b,), 500.0, device="cuda")
     pe = torch.randn(b, 8, model.config.text_dim, generator=g).cuda()
     res: dict = {"device_name": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": b,
@@ -71,18 +70,23 @@ def main() -> None:
     print(table)
     res["profile_top"] = table
 
+    @contextlib.contextmanager
+    def tf32():
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+
     variants = {
         "default": contextlib.nullcontext,
         "sdpa math": lambda: sdpa_kernel([SDPBackend.MATH]),
         "sdpa efficient": lambda: sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]),
         "bf16 autocast": lambda: torch.autocast("cuda", dtype=torch.bfloat16),
+        "tf32 matmul": tf32,
     }
     res["variants"] = {}
-    for name, ctx in list(variants.items()) + [("tf32 matmul", None)]:
-        if name == "tf32 matmul":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            ctx = contextlib.nullcontext
+    for name, ctx in variants.items():
         try:
             with ctx():
                 m = ms(fwd)
@@ -92,8 +96,6 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - a backend this input cannot use
             res["variants"][name] = {"error": str(e)[:200]}
         print(name, res["variants"][name], flush=True)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "organism-kernels.json").write_text(json.dumps(res, indent=1))

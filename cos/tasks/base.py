@@ -129,14 +129,14 @@ class TaskInstance:
         """For each competitor k, where the video lies on the segment from k (0) to the right answer (1):
         the least-squares coefficient <x − k, r − k> / ‖r − k‖² over all cells and frames, clipped to [0, 1].
         Cells where r and k differ most weigh most, so noise elsewhere cannot decide. NaN for the answer."""
-        cells = self.cells(video).double().contiguous()
+        cells = self.cells(video).double()
         alts = self.alternatives().double()
         k = alts.shape[0]
         # every competitor at once (a loop over them was 0.44 ms a call, 15,175 calls in the gpu tier). Each sum is
         # one contiguous row's, equal to the loop's whole-tensor sum of a contiguous video below torch's
         # parallel-reduction grain (32,768 values: F·3·G² up to 170 frames at G = 8; the tiers use ≤ 81). The loop
-        # summed a permuted video (a decode at the grid's own size) in memory order: this sums it in the
-        # logical order, whatever its layout.
+        # summed a permuted video (a decode at the grid's own size) in memory order: reshape copies it into the
+        # logical order, which this sums whatever its layout.
         d = (alts[self.answer] - alts).reshape(k, -1)
         nn = d.pow(2).sum(1)
         alpha = ((cells.reshape(1, -1) - alts.reshape(k, -1)) * d).sum(1) / nn
