@@ -2,11 +2,17 @@
 # PYTHONPATH, unbuffered output, a cache folder, and the machine and tree named in $OUT/gpu.txt.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 COS_CACHE_DIR=/tmp/coscache
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD || exit 1
-# PYC=1: bytecode for the installed wheels, as pip leaves them on a user's machine (import 19.9 s -> 12 s on an
-# H200 host, benchmarks/results/gpu/graphs-h200); earlier calls ran without
-if [ -n "${PYC:-}" ]; then python3 -m compileall -q -j 0 /tmp/site > /dev/null 2>&1; fi
+# once per call: a script sourced again by another (device_gate_ab.sh runs device_ab.sh beside a job already
+# importing from /tmp/site) must not reinstall under it
+if [ -z "${COS_DEVICE_SETUP:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  # PYC=1: bytecode for the installed wheels, as pip leaves them on a user's machine (import 19.9 s -> 12 s on an
+  # H200 host, benchmarks/results/gpu/graphs-h200); earlier calls ran without
+  if [ -n "${PYC:-}" ]; then python3 -m compileall -q -j 0 /tmp/site > /dev/null 2>&1; fi
+  export COS_DEVICE_SETUP=1
+fi
+export PYTHONPATH=/tmp/site:$PWD
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; git rev-parse HEAD;
   git status --short | head -20; } > "$OUT/gpu.txt"
 # the machine's one-off costs (matplotlib's font cache, the CUDA context) before a first timed run, not inside it
