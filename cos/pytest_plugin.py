@@ -114,7 +114,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "unit by unit alike) then stop once its change is decided")
     g.addoption("--cos-tolerance", type=float, default=None, metavar="FRACTION",
                 help="with --cos-against: a claim regresses when its change is confidently worse than this fraction "
-                     "of the effect it is sized for (ClaimSpec.effect; default 0.5), or than its own gate_tolerance")
+                     "of the effect it is sized for (ClaimSpec.effect; default 0.5; 0: any confidently worse change), or than "
+                     "its own gate_tolerance")
     g.addoption("--cos-budget", default=None, metavar="HOURS[:fit]",
                 help="GPU-hours the run may take (its expected time from the timed warm forward, times its "
                      "processes): a plan above it is refused before any claim runs; HOURS:fit instead sizes every "

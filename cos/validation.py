@@ -241,8 +241,15 @@ def check_against(flag: str, value: str) -> Path:
 
 
 def check_tolerance(flag: str, value: Any) -> float:
-    """A fraction of the claim's effect size: finite and > 0 (0 would fail the gate on any confident change)."""
-    return check_flow_shift(flag, value)
+    """A fraction of the claim's effect size: finite and >= 0. 0 is allowed and means "any confidently worse change
+    is a regression" (the setting that reaches the power goal at a large n: docs/gate.md)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = float("nan")
+    if not (math.isfinite(v) and v >= 0):
+        _fail(flag, value, "must be a finite number >= 0 (a fraction of each claim's effect size)")
+    return v
 
 
 def check_budget(flag: str, value: Any) -> tuple[float, bool]:

@@ -42,6 +42,8 @@ PLUGIN_CASES = [
     (["--cos-size", "480x832x80"], "frames must be 4k+1"),
     (["--cos-flow-shift", "0"], "--cos-flow-shift 0.0: must be a finite number > 0"),
     (["--cos-flow-shift", "-1"], "--cos-flow-shift -1.0: must be a finite number > 0"),
+    (["--cos-tolerance", "-0.1"], "--cos-tolerance -0.1: must be a finite number >= 0"),
+    (["--cos-tolerance", "nan"], "--cos-tolerance nan: must be a finite number >= 0"),
     (["--cos-shard", "2/2"], "--cos-shard '2/2': need 0 <= I < N"),
     (["--cos-shard", "half"], "--cos-shard 'half': expected I/N"),
     pytest.param(["--cos-device", "cuda"], "CUDA is not available here", marks=NO_CUDA),

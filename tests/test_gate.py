@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cos.errors import CosError
-from cos.gate import decide_change, gate_row, paired_change
+from cos.gate import decide_change, gate_row, paired_change, tolerance
 from cos.records import Concluded, RecordedSystem, load_records
 from cos.registry import Claim, ClaimSpec
 from cos.settings import ClaimSettings
@@ -78,6 +78,18 @@ def test_decide_change(ci, status_old, status_new, regressed, verdict):
     # the same change on a '<' claim is mirrored
     m = decide_change("<", {"ci": [-ci[1], -ci[0]]}, 0.1, status_new, status_old)
     assert (m["regressed"], m["verdict"]) == (regressed, verdict)
+
+
+def test_tolerance_zero_flags_any_confidently_worse_change_and_the_option_accepts_it():
+    from cos.validation import check_tolerance
+
+    assert check_tolerance("--cos-tolerance", 0) == 0.0        # "catch any decline the run can see" (docs/gate.md)
+    small = {"ci": [-0.02, -0.001]}                             # confidently worse, far inside the default tolerance
+    assert decide_change(">", small, 0.0, "holds", "holds")["verdict"] == "regressed"
+    assert decide_change(">", small, 0.1, "holds", "holds")["verdict"] == "unchanged"
+    assert decide_change(">", {"ci": [-0.02, 0.001]}, 0.0, "holds", "holds")["verdict"] == "undecided"
+    assert decide_change(">", {"ci": [0.001, 0.02]}, 0.0, "holds", "holds")["verdict"] == "improved"
+    assert tolerance(MeanClaim(), 0.0) == 0.0
 
 
 def test_an_identical_model_is_unchanged_and_a_changed_definition_is_not_compared():
