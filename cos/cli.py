@@ -62,8 +62,11 @@ def _plan(a) -> None:
     from cos.sequential import resolve
     from cos.settings import TIERS, settings_for
 
+    from cos.validation import check_looks
+
     if a.gpus < 1:
         raise InputError(f"--gpus {a.gpus}: must be at least 1")
+    looks = check_looks("--looks", a.looks) if a.looks is not None else planning.seq.LOOKS
     if a.seconds_per_forward is not None and not a.seconds_per_forward > 0:
         raise InputError(f"--seconds-per-forward {a.seconds_per_forward}: must be a positive number of seconds")
     try:
@@ -89,6 +92,9 @@ def _plan(a) -> None:
     if a.instances:     # as the run's --cos-instances: the store keys hold the cap
         settings = replace(settings, instances=a.instances, instance_cap=a.instances)
     spf, sequential = a.seconds_per_forward, resolve(a.sequential, tier)
+    if a.looks is not None and not sequential:
+        raise InputError(f"--looks {a.looks}: only with sequential decisions (--sequential on; auto is off at the "
+                         f"{tier} tier)")
     if spf is None:
         from cos.runner import time_forward
 
@@ -102,15 +108,16 @@ def _plan(a) -> None:
         from cos.runner import RunContext
 
         # priced as the run over --gpus processes would be: a launch is a world of ranks that meet
-        ctx = RunContext(store=store, progress=False, sequential=sequential,
+        ctx = RunContext(store=store, progress=False, sequential=sequential, looks=looks,
                          world=World(size=a.gpus, connected=a.gpus > 1))
         left = planning.left_to_run(ctx, system, settings, claims, timing, pilot)
     p = planning.plan(system, settings, claims, spf, a.gpus, pilot, sequential, pilot_name=a.pilot or "",
-                      left=left, store=store_path or "")
+                      left=left, store=store_path or "", looks=looks)
     p["model"], p["timed"] = str(model), a.seconds_per_forward is None
     print(f"cos plan: {model} at the {tier} tier, {spf:.4g} s per row-forward"
           f" ({'timed warm forward on ' + device if a.seconds_per_forward is None else 'given'}), {a.gpus} GPU(s), "
-          f"sequential {'on' if p['sequential'] else 'off'}" + (f", pilot {a.pilot}" if a.pilot else ", no pilot"))
+          f"sequential {'on, ' + str(looks) + ' looks' if p['sequential'] else 'off'}"
+          + (f", pilot {a.pilot}" if a.pilot else ", no pilot"))
     print(planning.table(p))
     for line in (planning.store_line(p), store_note):
         if line:
@@ -515,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(power and MDE need it; without it they are unknown)")
     p.add_argument("--sequential", default="auto", choices=["auto", "on", "off"],
                    help="plan the expected n of sequential decisions (auto: on for gpu and full)")
+    p.add_argument("--looks", default=None, metavar="K",
+                   help="with sequential decisions: at most K looks per claim, as the run's --cos-looks (default 3)")
     p.add_argument("--device", default="auto", help="where to time the forward: cpu, cuda, auto")
     p.add_argument("--json", default=None, metavar="FILE", help="write the plan as JSON")
     p.add_argument("--store", "--cos-store", dest="store", default=None, metavar="DIR",

@@ -299,15 +299,18 @@ class RunEstimate:
 
 
 def plan_work(est: Mapping[str, Any], claims: Sequence[Any], settings: Any, system: Any, sequential: bool,
-              pilot: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[dict[str, ClaimWork], dict]:
+              pilot: Mapping[str, Mapping[str, Any]] | None = None,
+              looks: int | None = None) -> tuple[dict[str, ClaimWork], dict]:
     """The plan's `ClaimWork` per claim from a priced estimate (`cos.runner.price_forwards`), and each claim's power
-    at its effect where a pilot gives it (None otherwise)."""
+    at its effect where a pilot gives it (None otherwise); `looks`: the run's --cos-looks (None: the default)."""
     from cos.plan import PRIOR_SOURCE, claim_stops
+    from cos.sequential import LOOKS
 
+    looks = LOOKS if looks is None else looks
     t, share, cfg = est["seconds_per_row_forward"], est["share"], est.get("cfg", 1)
     out, power = {}, {}
     for c in claims:
-        stops, pw, source = claim_stops(c, settings, system, sequential, (pilot or {}).get(c.id))
+        stops, pw, source = claim_stops(c, settings, system, sequential, (pilot or {}).get(c.id), looks)
         own = (est["per_claim"][c.id] * cfg * t + est["host_s_per_claim"][c.id]) * share
         shared = {k: n * cfg * t * share for k, n in c.shared_runs(settings, system).items()}
         out[c.id] = ClaimWork(c.id, own, shared, stops, source, learn=source == PRIOR_SOURCE)
@@ -327,7 +330,8 @@ def price_plan(ctx: Any, system: Any, settings: Any, claims: Sequence[Any], timi
 
     est = price_forwards(ctx, system, settings, claims, timing)
     # shards run every unit (no looks across hosts: cos.runner's alone_share), so they are priced at full n
-    work, power = plan_work(est, claims, settings, system, ctx.sequential and ctx.shard is None and own_stops, pilot)
+    work, power = plan_work(est, claims, settings, system, ctx.sequential and ctx.shard is None and own_stops, pilot,
+                            ctx.looks)
     return est, work, power
 
 

@@ -37,10 +37,11 @@ PRIOR_SOURCE = f"prior: as if sized for {POWER_GOAL:.0%} power (no pilot row)"
 
 
 @functools.lru_cache(maxsize=64)
-def theta_for_power(sequential: bool, goal: float = POWER_GOAL, n_max: int | None = None) -> float:
+def theta_for_power(sequential: bool, goal: float = POWER_GOAL, n_max: int | None = None,
+                    looks: int = seq.LOOKS) -> float:
     """The effect, in standard errors at the maximum n, that the decision rule detects with power `goal`."""
-    return float(optimize.brentq(lambda th: sequential_profile(th, sequential, n_max=n_max)[0] - goal, 0.5, 8.0,
-                                 xtol=1e-3))
+    return float(optimize.brentq(lambda th: sequential_profile(th, sequential, n_max=n_max, looks=looks)[0] - goal,
+                                 0.5, 8.0, xtol=1e-3))
 
 
 @dataclass
@@ -72,25 +73,26 @@ def unit_sd(row: Mapping[str, Any]) -> float | None:
 
 
 def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: int = 0,
-                       n_max: int | None = None) -> tuple[float, float]:
+                       n_max: int | None = None, looks: int = seq.LOOKS) -> tuple[float, float]:
     """(power, expected fraction of the maximum n) of a claim whose effect is `theta` standard errors (at the
     maximum n) from its threshold: with the looks of `cos.sequential` when `sequential`, else one look at the end.
     With `n_max` (the claim's units), the runner's minimums apply: a look with fewer than MIN_LOOK_UNITS units
-    decides nothing, one with fewer than FUTILITY_MIN_UNITS does not stop for futility."""
-    power, stops = stop_profile(theta, sequential, paths, seed, n_max)
+    decides nothing, one with fewer than FUTILITY_MIN_UNITS does not stop for futility. `looks`: how many, at
+    fractions 1/looks, 2/looks, ..., 1 (--cos-looks)."""
+    power, stops = stop_profile(theta, sequential, paths, seed, n_max, looks)
     return power, float(sum(f * p for f, p in stops))
 
 
 def stop_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: int = 0,
-                 n_max: int | None = None) -> tuple[float, list[tuple[float, float]]]:
+                 n_max: int | None = None, looks: int = seq.LOOKS) -> tuple[float, list[tuple[float, float]]]:
     """(power, [(look fraction, probability the claim stops there)]) under the same model as
     `sequential_profile`: the run's ETA (cos.eta) needs where a claim may stop, not only its mean, to re-estimate
     a claim that passed a look without stopping."""
     if not sequential:
         c = float(stats.norm.isf(seq.ALPHA / 2))
         return float(stats.norm.sf(c - theta)), [(1.0, 1.0)]     # decided on the effect's side
-    looks = seq.plan_looks([k / seq.LOOKS for k in range(1, seq.LOOKS + 1)])
-    t = np.array([lk.fraction for lk in looks])
+    planned = seq.plan_looks([k / looks for k in range(1, looks + 1)])
+    t = np.array([lk.fraction for lk in planned])
     rng = np.random.default_rng(seed)
     inc = rng.standard_normal((paths, t.size)) * np.sqrt(np.diff(np.concatenate([[0.0], t])))
     b = np.cumsum(inc, axis=1) + theta * t                 # B(t) = Z(t)·√t with drift theta
@@ -98,7 +100,7 @@ def stop_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: in
     stop_at = np.full(paths, t.size - 1)
     decided_right = np.zeros(paths, dtype=bool)
     alive = np.ones(paths, dtype=bool)
-    for k, lk in enumerate(looks):
+    for k, lk in enumerate(planned):
         units = None if n_max is None else n_max * lk.fraction
         if not lk.final and units is not None and units < seq.MIN_LOOK_UNITS:
             continue
@@ -108,7 +110,7 @@ def stop_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: in
         alive &= ~cross
         if not lk.final and (units is None or units >= seq.FUTILITY_MIN_UNITS):
             drift_end = np.abs(z[:, k]) / np.sqrt(lk.fraction)
-            cp = stats.norm.cdf((drift_end - looks[-1].boundary) / np.sqrt(1 - lk.fraction))
+            cp = stats.norm.cdf((drift_end - planned[-1].boundary) / np.sqrt(1 - lk.fraction))
             futile = alive & (cp < seq.FUTILITY_POWER)
             stop_at[futile] = k
             alive &= ~futile
@@ -116,16 +118,17 @@ def stop_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: in
     return float(decided_right.mean()), [(float(t[k]), float(counts[k])) for k in range(t.size)]
 
 
-def _minimums_key(n_max: int | None) -> int | None:
+def _minimums_key(n_max: int | None, looks: int = seq.LOOKS) -> int | None:
     """`n_max` where the runner's minimums (MIN_LOOK_UNITS, FUTILITY_MIN_UNITS) still skip a look, else None (every
     look active: the profile no longer depends on n_max, so one cached `theta_for_power` serves every larger n)."""
-    if n_max is None or n_max / seq.LOOKS >= max(seq.MIN_LOOK_UNITS, seq.FUTILITY_MIN_UNITS):
+    if n_max is None or n_max / looks >= max(seq.MIN_LOOK_UNITS, seq.FUTILITY_MIN_UNITS):
         return None
     return int(n_max)
 
 
 def claim_stops(claim: Any, settings: Any, system: Any, sequential: bool,
-                pilot_row: Mapping[str, Any] | None = None) -> tuple[list[tuple[float, float]], float | None, str]:
+                pilot_row: Mapping[str, Any] | None = None,
+                looks: int = seq.LOOKS) -> tuple[list[tuple[float, float]], float | None, str]:
     """Where a claim may stop, as [(fraction of its units, probability)], with its power at its effect size (None
     where unknown) and where both come from. Fixed n (or a claim not written as records): at the end, surely.
     Sequential with a pilot row: the looks' law at the claim's effect and the pilot's spread at its maximum n (as
@@ -140,21 +143,21 @@ def claim_stops(claim: Any, settings: Any, system: Any, sequential: bool,
     n_max = int(claim.max_units(settings, system)) if hasattr(claim, "max_units") else len(instances(settings))
     effect = getattr(claim.spec, "effect", None)
     sd = unit_sd(pilot_row) if pilot_row else None
-    key = _minimums_key(n_max)
+    key = _minimums_key(n_max, looks)
     if sd and n_max > 0:
         se = sd / math.sqrt(n_max)
-        power = stop_profile(abs(effect) / se, True, n_max=key)[0] if effect else None
+        power = stop_profile(abs(effect) / se, True, n_max=key, looks=looks)[0] if effect else None
         measured = pilot_row.get("measured")
         th = (pilot_row.get("details") or {}).get("threshold", claim.spec.threshold)
         if isinstance(measured, (int, float)) and math.isfinite(measured):
             # where it stops depends on how far the model's own value lies from the threshold, on either side
             # (decided or futile alike): the pilot's estimate, not the paper's effect
-            _, stops = stop_profile(abs(measured - th) / se, True, n_max=key)
+            _, stops = stop_profile(abs(measured - th) / se, True, n_max=key, looks=looks)
             return stops, power, f"pilot (n={pilot_row.get('n')}): its estimate {measured:.3g} against {th:g}"
         if power is not None:
-            return stop_profile(abs(effect) / se, True, n_max=key)[1], power, \
+            return stop_profile(abs(effect) / se, True, n_max=key, looks=looks)[1], power, \
                 f"pilot spread (n={pilot_row.get('n')}) at its effect {effect:g}"
-    _, stops = stop_profile(theta_for_power(True, n_max=key), True, n_max=key)
+    _, stops = stop_profile(theta_for_power(True, n_max=key, looks=looks), True, n_max=key, looks=looks)
     return stops, None, PRIOR_SOURCE
 
 
@@ -184,7 +187,8 @@ def left_to_run(ctx: Any, system: Any, settings: Any, claims: Sequence[Any], tim
 
 def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | None, gpus: int = 1,
          pilot: Mapping[str, Mapping[str, Any]] | None = None, sequential: bool = False,
-         pilot_name: str = "", left: Mapping[str, Any] | None = None, store: str = "") -> dict:
+         pilot_name: str = "", left: Mapping[str, Any] | None = None, store: str = "",
+         looks: int = seq.LOOKS) -> dict:
     """The plan of `claims` at `settings` (see the module doc): {"claims": {id: ClaimPlan as dict}, "total": {...}}.
     With `left` (`left_to_run` of the result store at `store`): each claim and the total also say what the store
     holds and the GPU-hours left, and "store" says how they are priced."""
@@ -206,11 +210,12 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
         frac = frac0 = 1.0
         if se:
             mde = (z + float(stats.norm.ppf(0.8))) * se
-            _, frac0 = sequential_profile(0.0, sequential, n_max=n_max)
+            _, frac0 = sequential_profile(0.0, sequential, n_max=n_max, looks=looks)
             if effect is not None:
-                power, frac = sequential_profile(abs(effect) / se, sequential, n_max=n_max)
+                power, frac = sequential_profile(abs(effect) / se, sequential, n_max=n_max, looks=looks)
                 # se ∝ 1/√n: the n at which the effect is theta_for_power standard errors from the threshold
-                n_pow = int(math.ceil((theta_for_power(sequential, n_max=n_max) * sd / abs(effect)) ** 2)) if effect else None
+                n_pow = int(math.ceil((theta_for_power(sequential, n_max=n_max, looks=looks) * sd / abs(effect)) ** 2)) \
+                    if effect else None
         elif sequential:
             frac = frac0 = float("nan")    # unknown without a spread: the maximum is what is planned
         by_records = getattr(c, "by_records", False)
@@ -245,6 +250,7 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
                       settings.num_frames], "guidance_scale": settings.guidance_scale,
                       "instances": settings.instances, "seeds": list(settings.seeds)},
          "seconds_per_forward": seconds_per_forward, "gpus": gpus, "sequential": sequential,
+         "looks": looks if sequential else 1,
          "pilot": pilot_name or None,
          "notes": ["row-forwards: one row through one expert for one step, per CFG pass; shared runs once",
                    "GPU-hours divide by --gpus at efficiency 1 (benchmarks/scaling.sh measures it)",

@@ -9,7 +9,7 @@ into small records of plain numbers, `conclude` turns the records of the batches
 adds report-only extras once. `measure_records` runs that loop: the batches of the claim's `batch_settings`
 (phases, e.g. frame counts, interleaved into units: unit k holds the k-th batch of every phase) are formed from
 the rows before they are split, so every rank count samples the single-process batches; unit k goes to rank
-k mod N. After each look (one at fixed n; up to `cos.sequential.LOOKS` with --cos-sequential) the ranks gather
+k mod N. After each look (one at fixed n; up to --cos-looks, default `cos.sequential.LOOKS`, with --cos-sequential) the ranks gather
 their records (`World.gather`: small dicts, a few numbers a row), put them in unit order, and every rank
 concludes on the same records at the look's level and stops at the same look; rank 0 writes the table. The
 decision is taken on the same records in the same order whatever the number of processes, so 1 and N processes
@@ -54,6 +54,7 @@ from cos.interventions.capture import CaptureBlocks
 from cos.parallel import World
 from cos.models.system import WanSystem
 from cos.sampler import Sampler, SampleResult
+from cos.sequential import LOOKS
 from cos.settings import ClaimSettings, instances
 from cos.store import ResultStore, key_of
 from cos.taskrun import TaskBatch, conditioning, decode, make_batch
@@ -87,6 +88,7 @@ class RunContext:
     label: str = ""                     # the claim being measured (named in progress lines)
     # claims written as records decide at looks and stop once decided or futile (--cos-sequential, cos.sequential)
     sequential: bool = False
+    looks: int = LOOKS      # at most this many looks per claim under `sequential` (--cos-looks)
     # the run's ETA (cos.eta.RunEstimate): told where each claim's batches stand, it re-estimates the run's remaining
     # time after every batch; the progress lines show it. None: no run ETA (a script, the cpu tier)
     tracker: Any = field(default=None, repr=False)
@@ -171,7 +173,7 @@ class RunContext:
             alone_share = self.shard is not None      # a shard fills the store with its share and concludes on it
             units = self.units_of(claim, settings, **kw)
             mine = lambda k: n_ranks == 1 or k % n_ranks == rank
-            points = (seq.look_points(len(units)) if self.sequential and not alone_share and units
+            points = (seq.look_points(len(units), self.looks) if self.sequential and not alone_share and units
                       else [len(units)])
             looks = seq.plan_looks([b / len(units) for b in points]) if units else []
             bar = Progress(self, claim.id + (f" [share {rank}/{n_ranks}]" if n_ranks > 1 else ""),

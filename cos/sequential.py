@@ -15,6 +15,23 @@ Why this and not an anytime-valid confidence sequence (betting or empirical-Bern
   decided far from their threshold;
 - the GPU works in batches and a look costs a conclusion (bootstraps): a handful of planned looks is all a run
   can use, and planned looks are what α-spending needs.
+How many looks (`--cos-looks K`, default 3; `cos plan --looks K` prices it). More looks stop sooner and cost
+power at the same maximum n, because each look spends a little α and may stop for futility (same model, θ = 2.8):
+
+    K looks   boundaries (z)                    power   mean share used   share used at θ = 0
+    3         3.40 2.41 2.02                    0.72    0.73              0.60
+    4         3.92 2.77 2.30 2.04               0.68    0.67              0.52
+    5         4.38 3.10 2.55 2.25 2.06          0.65    0.62              0.47
+    8         5.54 3.92 3.21 2.80 2.54 ... 2.10 0.58    0.53              0.38
+
+Three stays the default. What more looks save is on claims decided far from their threshold, which stop at the
+first look, 1/K of their units instead of 1/3. What they cost is power on claims near it. At equal power (the
+maximum n raised to keep 80%) the saving is small: 0.87-0.89× of the fixed-n rows on an effect and 0.69-0.70× on a
+null for 4-6 looks, against 0.88× and 0.73× for 3 (benchmarks/results/sequential-designs.md). So `--cos-looks` is
+for a run whose maximum n is fixed (a tier, a budget) and whose user would rather stop the clear claims sooner than
+keep the borderline ones' power. On the A14B-shaped full tier, K = 5 plans 38.0 expected GPU-hours against 46.8
+for K = 3 (benchmarks/results/plan-a14b/). A look at the organism's tiers costs a conclusion (bootstraps), as long
+as a batch takes to sample.
 Futility is non-binding: a look stops a claim as `inconclusive` when its conditional power under the current
 trend (Lan & Wittes' B-value) is below `FUTILITY_POWER` in both directions. Stopping for futility only turns a
 possible decision into `inconclusive`, so it cannot raise the false-positive rate; it costs power, which the
@@ -39,7 +56,8 @@ import numpy as np
 from scipy import optimize, stats
 
 ALPHA = 0.05
-LOOKS = 3                  # looks per claim at most (fractions 1/3, 2/3, 1 of its batches)
+LOOKS = 3                  # looks per claim at most by default (fractions 1/3, 2/3, 1 of its batches; --cos-looks)
+MAX_LOOKS = 10             # --cos-looks above this buys nothing: 8 looks already cost 0.14 of power at θ = 2.8
 MIN_LOOK_UNITS = 8         # no look before the claim's interval has this many units: coverage is checked from n = 8
 FUTILITY_POWER = 0.1       # stop as inconclusive when neither decision has this conditional power at the last look
 FUTILITY_MIN_UNITS = 16    # no futility stop before this many units (a small-n interval overstates the se)

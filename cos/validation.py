@@ -30,6 +30,16 @@ def positive_int(flag: str, value: Any) -> int:
     return int(value)
 
 
+def check_looks(flag: str, value: Any) -> int:
+    """Looks per claim under sequential decisions: an integer from 1 (fixed n) to cos.sequential.MAX_LOOKS."""
+    from cos.sequential import MAX_LOOKS
+
+    k = positive_int(flag, value)
+    if k > MAX_LOOKS:
+        _fail(flag, value, f"must be at most {MAX_LOOKS} (more looks buy nothing and cost power)")
+    return k
+
+
 def check_size(flag: str, value: str) -> tuple[int, int, int]:
     """HxWxF: height and width positive multiples of 16 (VAE ×8, patch ×2), frames 4k+1 (the VAE's time stride)."""
     m = re.fullmatch(r"\s*(\d+)x(\d+)x(\d+)\s*", str(value).lower())
@@ -266,7 +276,7 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "--cos-out": check_writable_dir, "--cos-store": check_store, "--cos-model": check_model,
     "--cos-baseline": check_baseline, "--cos-report-instances": positive_int, "--cos-vbvr": check_vbvr,
     "--cos-tasks": check_tasks, "--cos-store-key": check_store_key, "--cos-budget": check_budget,
-    "--cos-pilot": check_baseline,
+    "--cos-pilot": check_baseline, "--cos-looks": check_looks,
 }
 LISTS: dict[str, Callable[[str, Any], Any]] = {"--cos-lora": check_lora, "--cos-model-lora": check_lora}
 

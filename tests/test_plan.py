@@ -33,6 +33,19 @@ def test_sequential_profile_keeps_power_and_saves_rows():
     assert p_big > 0.99 and f_big < 0.5
 
 
+def test_more_looks_stop_sooner_and_cost_power():
+    """`--cos-looks 5` against the default 3 at the same maximum n (cos.sequential's table): less of the rows used
+    at every effect, and less power; the stops fall at fifths; a null still decides right at most α/2."""
+    p3, f3 = planning.sequential_profile(2.8, True)
+    p5, f5 = planning.sequential_profile(2.8, True, looks=5)
+    assert f5 < f3 - 0.05 and p3 - 0.15 < p5 < p3
+    assert planning.sequential_profile(0.0, True, looks=5)[1] < planning.sequential_profile(0.0, True)[1]
+    assert planning.sequential_profile(0.0, True, looks=5)[0] <= 0.025 + 0.005
+    _, stops = planning.stop_profile(2.8, True, looks=5)
+    assert [f for f, _ in stops] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert planning.theta_for_power(True, looks=5) > planning.theta_for_power(True)
+
+
 @pytest.fixture(scope="module")
 def organism():
     from cos.models import load_system
@@ -82,6 +95,12 @@ def test_cli_bad_inputs_are_one_line(tmp_path, capsys):
     assert f"--pilot {bad}" in capsys.readouterr().err
     assert main(["plan", "-k", "nomatch", "--seconds-per-forward", "1"]) == 2
     assert "matches no claim" in capsys.readouterr().err
+    for looks, rule in (("0", "must be a positive integer"), ("11", "must be at most 10"), ("x", "must be a positive integer")):
+        assert main(["plan", "--looks", looks, "--seconds-per-forward", "1"]) == 2
+        err = capsys.readouterr().err
+        assert f"--looks '{looks}': {rule}" in err and len(err.strip().splitlines()) == 1
+    assert main(["plan", "--looks", "5", "--sequential", "off", "--seconds-per-forward", "1"]) == 2
+    assert "--looks 5: only with sequential decisions" in capsys.readouterr().err
 
 
 def test_cli_plans_the_organism_and_writes_json(tmp_path, capsys):
@@ -93,6 +112,7 @@ def test_cli_plans_the_organism_and_writes_json(tmp_path, capsys):
     assert set(d["claims"]) == {"memory.persistence", "noise.information_flow", "noise.step_vs_frame"}
     assert {"row_forwards", "gpu_hours", "expected_gpu_hours"} <= set(d["total"])
     assert d["claims"]["memory.persistence"]["max_n"] == 8 and d["claims"]["memory.persistence"]["effect"] == 0.3
+    assert d["looks"] == 1      # the cpu tier decides at fixed n
 
 
 def test_profile_follows_the_runners_minimum_units():

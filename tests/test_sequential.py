@@ -46,21 +46,23 @@ def test_bad_look_fractions_and_mode_are_refused():
     assert seq.look_points(13) == [5, 9, 13] and seq.look_points(1) == [1]
 
 
+@pytest.mark.parametrize("k", [3, 5])
 @pytest.mark.parametrize("dist", ["normal", "skewed", "binary"])
-def test_looks_keep_a_nulls_false_decisions_at_alpha(dist):
-    """A null (mean exactly at the threshold) decided at looks n = 8, 16, 24 with the claims' own interval at
-    each look's level: the share of runs that decide anything (holds or fails) at any look stays ≤ α = 0.05
-    (Monte Carlo error at 400 runs: ±0.02). The same data looked at three times at 95% each decides more often."""
-    rng = np.random.default_rng({"normal": 2, "skewed": 3, "binary": 4}[dist])
-    looks = seq.plan_looks([1 / 3, 2 / 3, 1.0])
+def test_looks_keep_a_nulls_false_decisions_at_alpha(dist, k):
+    """A null (mean exactly at the threshold) decided at k looks n = 8, 16, ..., 8k with the claims' own interval
+    at each look's level: the share of runs that decide anything (holds or fails) at any look stays ≤ α = 0.05
+    (Monte Carlo error at 400 runs: ±0.02). The same data looked at k times at 95% each decides more often.
+    k = 5 is `--cos-looks 5`."""
+    rng = np.random.default_rng({"normal": 2, "skewed": 3, "binary": 4}[dist] + 10 * k)
+    looks = seq.plan_looks([j / k for j in range(1, k + 1)])
     draw = {"normal": lambda n: rng.standard_normal(n),
             "skewed": lambda n: rng.exponential(size=n) - 1.0,
             "binary": lambda n: rng.integers(0, 2, n) - 0.5}[dist]
     decided = naive = 0
     for _ in range(400):
-        x = draw(24)
+        x = draw(8 * k)
         hit = hit95 = False
-        for look, n in zip(looks, (8, 16, 24)):
+        for look, n in zip(looks, range(8, 8 * k + 1, 8)):
             v = x[:n]
             if np.ptp(v) == 0:
                 continue
@@ -153,6 +155,20 @@ def test_sequential_stops_a_large_effect_early_and_runs_a_small_one_out():
     r, sq, claim = _seq(0.6, 2)                 # 0.42 at n = 48: decided only at the last look
     assert r.status == "holds" and sq["batches_used"] == 6 and [lk["stop"] for lk in sq["looks"]] == ["", "", ""]
     assert len(claim.calls) == 6
+
+
+def test_cos_looks_sets_how_many_looks_a_claim_takes():
+    """--cos-looks 5 (RunContext.looks): 6 batches are looked at after 2, 3, 4, 5 and 6 of them, at the 5-look
+    O'Brien-Fleming levels; the same effect at the default 3 looks is looked at after 2, 4 and 6."""
+    five = RunContext(progress=False, sequential=True, looks=5).measure_claim(Toy(), _Effect(0.6),
+                                                                              replace(SEQ, first_instance=200))
+    sq = five.details["sequential"]
+    assert [lk["batches"] for lk in sq["looks_planned"]] == [2, 3, 4, 5, 6]
+    want = seq.plan_looks([b / 6 for b in (2, 3, 4, 5, 6)])
+    assert [lk["confidence"] for lk in sq["looks_planned"]] == pytest.approx([lk.confidence for lk in want], abs=1e-6)
+    three = RunContext(progress=False, sequential=True).measure_claim(Toy(), _Effect(0.6),
+                                                                      replace(SEQ, first_instance=200))
+    assert [lk["batches"] for lk in three.details["sequential"]["looks_planned"]] == [2, 4, 6]
 
 
 def test_futility_stops_a_flat_null_as_inconclusive():
