@@ -93,7 +93,7 @@ def _plan(a) -> None:
         settings = replace(settings, instances=a.instances, instance_cap=a.instances)
     spf, sequential = a.seconds_per_forward, resolve(a.sequential, tier)
     if a.looks is not None and not sequential:
-        raise InputError(f"--looks {a.looks}: only with sequential decisions (--sequential on; auto is off at the "
+        raise InputError(f"--looks {a.looks!r}: only with sequential decisions (--sequential on; auto is off at the "
                          f"{tier} tier)")
     if spf is None:
         from cos.runner import time_forward

@@ -38,10 +38,39 @@ PRIOR_SOURCE = f"prior: as if sized for {POWER_GOAL:.0%} power (no pilot row)"
 
 @functools.lru_cache(maxsize=64)
 def theta_for_power(sequential: bool, goal: float = POWER_GOAL, n_max: int | None = None,
-                    looks: int = seq.LOOKS) -> float:
+                    looks: int = seq.LOOKS, batches: int | None = None) -> float:
     """The effect, in standard errors at the maximum n, that the decision rule detects with power `goal`."""
-    return float(optimize.brentq(lambda th: sequential_profile(th, sequential, n_max=n_max, looks=looks)[0] - goal,
-                                 0.5, 8.0, xtol=1e-3))
+    return float(optimize.brentq(lambda th: sequential_profile(th, sequential, n_max=n_max, looks=looks,
+                                                               batches=batches)[0] - goal, 0.5, 8.0, xtol=1e-3))
+
+
+def look_fractions(looks: int = seq.LOOKS, batches: int | None = None) -> tuple[float, ...]:
+    """Where a claim's looks fall, as fractions of its units: after `cos.sequential.look_points(batches, looks)` of
+    its `batches`, as the runner takes them (with few batches they are later than k/looks, and several collapse
+    into one: 7 batches at 5 looks are looked at after 2, 3, 5, 6 and 7), or at k/looks where the count is
+    unknown."""
+    if batches:
+        return tuple(b / batches for b in seq.look_points(batches, looks))
+    return tuple(k / looks for k in range(1, looks + 1))
+
+
+def claim_batches(claim: Any, system: Any, settings: Any) -> int | None:
+    """The batches (the runner's units) a records claim's rows form under sequential looks: `RunContext.units_of`
+    at the settings and arguments its `measure` hands `measure_records` (`cos.runner.records_call`; instances as
+    ids, nothing made). None where that is not known without running something (the plan then puts the looks at
+    k/looks) or for a claim not written as records (it has no looks)."""
+    if not getattr(claim, "by_records", False):
+        return None
+    from cos.runner import batch_units, records_call, row_ids
+
+    call = records_call(claim, system, settings, sequential=True)
+    if call is None:
+        return None
+    s_run, kw = call
+    try:
+        return len(batch_units(claim.batch_settings(s_run, **kw), interleave=True, instances_of=row_ids)) or None
+    except Exception:  # noqa: BLE001 - a plan is never refused for this: the looks at k/looks instead
+        return None
 
 
 @dataclass
@@ -73,25 +102,27 @@ def unit_sd(row: Mapping[str, Any]) -> float | None:
 
 
 def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: int = 0,
-                       n_max: int | None = None, looks: int = seq.LOOKS) -> tuple[float, float]:
+                       n_max: int | None = None, looks: int = seq.LOOKS,
+                       batches: int | None = None) -> tuple[float, float]:
     """(power, expected fraction of the maximum n) of a claim whose effect is `theta` standard errors (at the
     maximum n) from its threshold: with the looks of `cos.sequential` when `sequential`, else one look at the end.
     With `n_max` (the claim's units), the runner's minimums apply: a look with fewer than MIN_LOOK_UNITS units
-    decides nothing, one with fewer than FUTILITY_MIN_UNITS does not stop for futility. `looks`: how many, at
-    fractions 1/looks, 2/looks, ..., 1 (--cos-looks)."""
-    power, stops = stop_profile(theta, sequential, paths, seed, n_max, looks)
+    decides nothing, one with fewer than FUTILITY_MIN_UNITS does not stop for futility. `looks` (--cos-looks) and
+    `batches` (the claim's, `claim_batches`): where the looks fall (`look_fractions`)."""
+    power, stops = stop_profile(theta, sequential, paths, seed, n_max, looks, batches)
     return power, float(sum(f * p for f, p in stops))
 
 
 def stop_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: int = 0,
-                 n_max: int | None = None, looks: int = seq.LOOKS) -> tuple[float, list[tuple[float, float]]]:
+                 n_max: int | None = None, looks: int = seq.LOOKS,
+                 batches: int | None = None) -> tuple[float, list[tuple[float, float]]]:
     """(power, [(look fraction, probability the claim stops there)]) under the same model as
     `sequential_profile`: the run's ETA (cos.eta) needs where a claim may stop, not only its mean, to re-estimate
     a claim that passed a look without stopping."""
     if not sequential:
         c = float(stats.norm.isf(seq.ALPHA / 2))
         return float(stats.norm.sf(c - theta)), [(1.0, 1.0)]     # decided on the effect's side
-    planned = seq.plan_looks([k / looks for k in range(1, looks + 1)])
+    planned = seq.plan_looks(list(look_fractions(looks, batches)))
     t = np.array([lk.fraction for lk in planned])
     rng = np.random.default_rng(seed)
     inc = rng.standard_normal((paths, t.size)) * np.sqrt(np.diff(np.concatenate([[0.0], t])))
@@ -118,10 +149,10 @@ def stop_profile(theta: float, sequential: bool, paths: int = MC_PATHS, seed: in
     return float(decided_right.mean()), [(float(t[k]), float(counts[k])) for k in range(t.size)]
 
 
-def _minimums_key(n_max: int | None, looks: int = seq.LOOKS) -> int | None:
+def _minimums_key(n_max: int | None, looks: int = seq.LOOKS, batches: int | None = None) -> int | None:
     """`n_max` where the runner's minimums (MIN_LOOK_UNITS, FUTILITY_MIN_UNITS) still skip a look, else None (every
     look active: the profile no longer depends on n_max, so one cached `theta_for_power` serves every larger n)."""
-    if n_max is None or n_max / looks >= max(seq.MIN_LOOK_UNITS, seq.FUTILITY_MIN_UNITS):
+    if n_max is None or n_max * look_fractions(looks, batches)[0] >= max(seq.MIN_LOOK_UNITS, seq.FUTILITY_MIN_UNITS):
         return None
     return int(n_max)
 
@@ -143,21 +174,23 @@ def claim_stops(claim: Any, settings: Any, system: Any, sequential: bool,
     n_max = int(claim.max_units(settings, system)) if hasattr(claim, "max_units") else len(instances(settings))
     effect = getattr(claim.spec, "effect", None)
     sd = unit_sd(pilot_row) if pilot_row else None
-    key = _minimums_key(n_max, looks)
+    nb = claim_batches(claim, system, settings)
+    key = _minimums_key(n_max, looks, nb)
     if sd and n_max > 0:
         se = sd / math.sqrt(n_max)
-        power = stop_profile(abs(effect) / se, True, n_max=key, looks=looks)[0] if effect else None
+        power = stop_profile(abs(effect) / se, True, n_max=key, looks=looks, batches=nb)[0] if effect else None
         measured = pilot_row.get("measured")
         th = (pilot_row.get("details") or {}).get("threshold", claim.spec.threshold)
         if isinstance(measured, (int, float)) and math.isfinite(measured):
             # where it stops depends on how far the model's own value lies from the threshold, on either side
             # (decided or futile alike): the pilot's estimate, not the paper's effect
-            _, stops = stop_profile(abs(measured - th) / se, True, n_max=key, looks=looks)
+            _, stops = stop_profile(abs(measured - th) / se, True, n_max=key, looks=looks, batches=nb)
             return stops, power, f"pilot (n={pilot_row.get('n')}): its estimate {measured:.3g} against {th:g}"
         if power is not None:
-            return stop_profile(abs(effect) / se, True, n_max=key, looks=looks)[1], power, \
+            return stop_profile(abs(effect) / se, True, n_max=key, looks=looks, batches=nb)[1], power, \
                 f"pilot spread (n={pilot_row.get('n')}) at its effect {effect:g}"
-    _, stops = stop_profile(theta_for_power(True, n_max=key, looks=looks), True, n_max=key, looks=looks)
+    _, stops = stop_profile(theta_for_power(True, n_max=key, looks=looks, batches=nb), True, n_max=key,
+                            looks=looks, batches=nb)
     return stops, None, PRIOR_SOURCE
 
 
@@ -210,12 +243,13 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
         frac = frac0 = 1.0
         if se:
             mde = (z + float(stats.norm.ppf(0.8))) * se
-            _, frac0 = sequential_profile(0.0, sequential, n_max=n_max, looks=looks)
+            nb = claim_batches(c, system, settings) if sequential else None
+            _, frac0 = sequential_profile(0.0, sequential, n_max=n_max, looks=looks, batches=nb)
             if effect is not None:
-                power, frac = sequential_profile(abs(effect) / se, sequential, n_max=n_max, looks=looks)
+                power, frac = sequential_profile(abs(effect) / se, sequential, n_max=n_max, looks=looks, batches=nb)
                 # se ∝ 1/√n: the n at which the effect is theta_for_power standard errors from the threshold
-                n_pow = int(math.ceil((theta_for_power(sequential, n_max=n_max, looks=looks) * sd / abs(effect)) ** 2)) \
-                    if effect else None
+                n_pow = int(math.ceil((theta_for_power(sequential, n_max=n_max, looks=looks, batches=nb) * sd
+                                       / abs(effect)) ** 2)) if effect else None
         elif sequential:
             frac = frac0 = float("nan")    # unknown without a spread: the maximum is what is planned
         by_records = getattr(c, "by_records", False)

@@ -102,7 +102,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="decide claims written as records at up to 3 looks (--cos-looks; O'Brien-Fleming alpha spending) and stop "
                      "each once decided or futile; auto: on for the gpu and full tiers, off for cpu (cos.sequential)")
     g.addoption("--cos-looks", default=None, metavar="K",
-                help="with sequential decisions: at most K looks per claim (default 3, at most 10). More looks stop "
+                help="with sequential decisions: at most K looks per claim (default 3; 2 to 10). More looks stop "
                      "clear claims sooner and cost borderline ones power at the same maximum n (5 looks: 0.65 "
                      "instead of 0.72 at an effect 2.8 standard errors out); `cos plan --looks K` prices it "
                      "(cos.sequential)")
@@ -374,16 +374,18 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     from cos.sequential import LOOKS, resolve as sequential_on
     from cos.validation import check_looks
 
-    sequential = sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
+    # a gate stops a claim's rows at a look once its paired change is decided (look_rule; against a model both
+    # models' rows), only when asked for: its rule is not calibrated
+    against = config.getoption("--cos-against")
+    sequential = (sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
+                  and _gate_looks(against, config.getoption("--cos-sequential")))
     if config.getoption("--cos-looks") is not None and not sequential:
-        raise pytest.UsageError(f"--cos-looks {config.getoption('--cos-looks')}: only with sequential decisions "
-                                f"(--cos-sequential on; auto is off at the {resolve_tier(config)} tier)")
+        raise pytest.UsageError(
+            f"--cos-looks {config.getoption('--cos-looks')!r}: only with sequential decisions ("
+            + ("a gate takes looks only with --cos-sequential on" if against else
+               f"--cos-sequential on; auto is off at the {resolve_tier(config)} tier") + ")")
     ctx = RunContext(store=opened, shard=shard, report_instances=config.getoption("--cos-report-instances"),
-                     # a gate stops a claim's rows at a look once its paired change is decided (look_rule;
-                     # against a model both models' rows), only when asked for: its rule is not calibrated
-                     sequential=(sequential
-                                 and _gate_looks(config.getoption("--cos-against"),
-                                                 config.getoption("--cos-sequential"))),
+                     sequential=sequential,
                      overlap=config.getoption("--cos-overlap") == "on",
                      looks=check_looks("--cos-looks", config.getoption("--cos-looks") or LOOKS))
     if world is not None:
@@ -635,6 +637,7 @@ class CosSession:
         prov["world_size"] = world
         prov["shard"] = list(self.ctx.shard) if self.ctx.shard is not None else None
         prov["sequential"] = bool(self.ctx.sequential)
+        prov["looks"] = self.ctx.looks if self.ctx.sequential else 1     # at most, per claim (--cos-looks)
         prov["overlap"] = bool(self.ctx.overlap)     # readouts beside the sampling (--cos-overlap)
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}

@@ -19,19 +19,23 @@ How many looks (`--cos-looks K`, default 3; `cos plan --looks K` prices it). Mor
 power at the same maximum n, because each look spends a little α and may stop for futility (same model, θ = 2.8):
 
     K looks   boundaries (z)                    power   mean share used   share used at θ = 0
-    3         3.40 2.41 2.02                    0.72    0.73              0.60
+    3         3.39 2.41 2.02                    0.72    0.73              0.60
     4         3.92 2.77 2.30 2.04               0.68    0.67              0.52
     5         4.38 3.10 2.55 2.25 2.06          0.65    0.62              0.47
     8         5.54 3.92 3.21 2.80 2.54 ... 2.10 0.58    0.53              0.38
 
-Three stays the default. What more looks save is on claims decided far from their threshold, which stop at the
-first look, 1/K of their units instead of 1/3. What they cost is power on claims near it. At equal power (the
+(Looks at k/K of the units. The runner looks after `look_points(batches, K)` of a claim's batches, and so does
+`cos plan`: with few batches the looks come later and several collapse, e.g. 7 batches at K = 5 are looked at
+after 2, 3, 5, 6 and 7.) Three stays the default. What more looks save is on claims decided far from their
+threshold, which stop at the first look (8 of 40 units at K = 5 on the full tier, instead of 14). What they cost is
+power on claims near it. At equal power (the
 maximum n raised to keep 80%) the saving is small: 0.87-0.89× of the fixed-n rows on an effect and 0.69-0.70× on a
 null for 4-6 looks, against 0.88× and 0.73× for 3 (benchmarks/results/sequential-designs.md). So `--cos-looks` is
 for a run whose maximum n is fixed (a tier, a budget) and whose user would rather stop the clear claims sooner than
-keep the borderline ones' power. On the A14B-shaped full tier, K = 5 plans 38.0 expected GPU-hours against 46.8
+keep the borderline ones' power. On the A14B-shaped full tier, K = 5 plans 39.2 expected GPU-hours against 49.9
 for K = 3 (benchmarks/results/plan-a14b/). A look at the organism's tiers costs a conclusion (bootstraps), as long
-as a batch takes to sample.
+as a batch takes to sample. `cos validate --sequential on` calibrates the default K = 3; another K is checked by
+the simulations of tests/test_sequential.py (a null's false decisions at α with K = 5), not by control draws.
 Futility is non-binding: a look stops a claim as `inconclusive` when its conditional power under the current
 trend (Lan & Wittes' B-value) is below `FUTILITY_POWER` in both directions. Stopping for futility only turns a
 possible decision into `inconclusive`, so it cannot raise the false-positive rate; it costs power, which the

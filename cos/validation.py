@@ -31,10 +31,14 @@ def positive_int(flag: str, value: Any) -> int:
 
 
 def check_looks(flag: str, value: Any) -> int:
-    """Looks per claim under sequential decisions: an integer from 1 (fixed n) to cos.sequential.MAX_LOOKS."""
+    """Looks per claim under sequential decisions: an integer from 2 to cos.sequential.MAX_LOOKS. One look is fixed
+    n, which --cos-sequential off gives with the fixed-n run's batches (a sequential run's rows are task-interleaved,
+    so its batches, and their stored runs, are not a fixed-n run's)."""
     from cos.sequential import MAX_LOOKS
 
     k = positive_int(flag, value)
+    if k < 2:
+        _fail(flag, value, "must be at least 2 (one look is fixed n: --cos-sequential off)")
     if k > MAX_LOOKS:
         _fail(flag, value, f"must be at most {MAX_LOOKS} (more looks buy nothing and cost power)")
     return k

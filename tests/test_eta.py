@@ -718,3 +718,20 @@ def test_a_gate_is_priced_at_every_row_and_a_run_at_its_claims_own_stops(organis
     assert all(w.stops == [(1.0, 1.0)] for w in gate.values())
     assert expected_s(gate) == pytest.approx(est["eta_s"], rel=1e-6)      # the maximum: every row
     assert expected_s(own) < expected_s(gate)
+
+
+def test_the_run_prices_the_looks_it_takes(organism):
+    """The ETA and --cos-budget price a run at its own --cos-looks (RunContext.looks, through `price_plan`): the
+    planned stops of a claim fall at its batch points for that many looks."""
+    from cos.eta import price_plan
+    from cos.plan import claim_batches, look_fractions
+
+    claim, s = get_claim("layers.energy_profile"), TIERS["gpu"]
+    nb = claim_batches(claim, organism, s)
+    seen = []
+    for k in (3, 5):
+        _, work, _ = price_plan(RunContext(progress=False, sequential=True, looks=k), organism, s, [claim], TIMING)
+        fr = [f for f, _ in work[claim.id].stops]
+        assert fr == pytest.approx(list(look_fractions(k, nb)))
+        seen.append(len(fr))
+    assert seen[1] > seen[0]

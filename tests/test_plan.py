@@ -86,6 +86,29 @@ def test_a_pilot_gives_power_and_mde_at_the_effect_size(organism):
     assert planning.theta_for_power(True) > planning.theta_for_power(False)
 
 
+def test_the_plan_puts_the_looks_where_the_runner_takes_them(organism):
+    """The looks fall at the runner's batch points (`look_points` of the claim's batches), not at k/K: on the gpu
+    tier a records claim has 7 batches, so 5 looks fall after 2, 3, 5, 6 and 7 and 3 after 3, 5 and 7; a plan at
+    --looks 5 with a pilot uses fewer units than at 3, and says how many looks it planned."""
+    assert planning.look_fractions(5, 7) == pytest.approx((2 / 7, 3 / 7, 5 / 7, 6 / 7, 1.0))
+    assert planning.look_fractions(5) == pytest.approx((0.2, 0.4, 0.6, 0.8, 1.0))
+    assert planning.look_fractions(5, 2) == pytest.approx((0.5, 1.0))       # few batches: the looks collapse
+    claims = [c for c in all_claims() if c.id == "memory.persistence"]
+    s = TIERS["gpu"]
+    nb = planning.claim_batches(claims[0], organism, s)
+    assert nb is not None and nb >= 2
+    _, stops = planning.stop_profile(3.0, True, looks=5, batches=nb)
+    assert [f for f, _ in stops] == pytest.approx(list(planning.look_fractions(5, nb)))
+    pilot = {"memory.persistence": {"ci_low": 0.55, "ci_high": 0.95, "n": 16, "measured": 0.75}}
+    p3 = planning.plan(organism, s, claims, 1.0, pilot=pilot, sequential=True)
+    p5 = planning.plan(organism, s, claims, 1.0, pilot=pilot, sequential=True, looks=5)
+    assert (p3["looks"], p5["looks"]) == (3, 5)
+    c3, c5 = p3["claims"]["memory.persistence"], p5["claims"]["memory.persistence"]
+    assert c5["expected_n"] < c3["expected_n"] and c5["power_at_paper_effect"] <= c3["power_at_paper_effect"]
+    nb_stops = planning.claim_stops(claims[0], s, organism, True, pilot["memory.persistence"], looks=5)[0]
+    assert [f for f, _ in nb_stops] == pytest.approx(list(planning.look_fractions(5, nb)))
+
+
 def test_cli_bad_inputs_are_one_line(tmp_path, capsys):
     assert main(["plan", "--gpus", "0", "--seconds-per-forward", "1"]) == 2
     assert "--gpus 0" in capsys.readouterr().err
@@ -95,12 +118,13 @@ def test_cli_bad_inputs_are_one_line(tmp_path, capsys):
     assert f"--pilot {bad}" in capsys.readouterr().err
     assert main(["plan", "-k", "nomatch", "--seconds-per-forward", "1"]) == 2
     assert "matches no claim" in capsys.readouterr().err
-    for looks, rule in (("0", "must be a positive integer"), ("11", "must be at most 10"), ("x", "must be a positive integer")):
+    for looks, rule in (("0", "must be a positive integer"), ("1", "must be at least 2"), ("11", "must be at most 10"),
+                        ("x", "must be a positive integer")):
         assert main(["plan", "--looks", looks, "--seconds-per-forward", "1"]) == 2
         err = capsys.readouterr().err
         assert f"--looks '{looks}': {rule}" in err and len(err.strip().splitlines()) == 1
     assert main(["plan", "--looks", "5", "--sequential", "off", "--seconds-per-forward", "1"]) == 2
-    assert "--looks 5: only with sequential decisions" in capsys.readouterr().err
+    assert "--looks '5': only with sequential decisions" in capsys.readouterr().err
 
 
 def test_cli_plans_the_organism_and_writes_json(tmp_path, capsys):
@@ -113,6 +137,9 @@ def test_cli_plans_the_organism_and_writes_json(tmp_path, capsys):
     assert {"row_forwards", "gpu_hours", "expected_gpu_hours"} <= set(d["total"])
     assert d["claims"]["memory.persistence"]["max_n"] == 8 and d["claims"]["memory.persistence"]["effect"] == 0.3
     assert d["looks"] == 1      # the cpu tier decides at fixed n
+    assert main(["plan", "--tier", "gpu", "--sequential", "on", "--looks", "5", "--seconds-per-forward", "0.5",
+                 "--json", str(out), "-k", "memory"]) in (0, None)
+    assert "sequential on, 5 looks" in capsys.readouterr().out and json.loads(out.read_text())["looks"] == 5
 
 
 def test_profile_follows_the_runners_minimum_units():

@@ -146,3 +146,34 @@ def test_claim_tests_carry_the_markers_of_the_models_tier(pytester, tmp_path):
     res = pytester.runpytest_subprocess("-m", "claims and full_model", "--cos-out", str(tmp_path / "o2"),
                                         "-p", "no:cacheprovider", "--cos-device", "cpu")
     res.assert_outcomes()   # the organism on a CPU is the cpu tier: nothing carries full_model
+
+
+class _Config:
+    """The options `make_run_context` reads, as pytest's config hands them over."""
+
+    def __init__(self, out, **options):
+        self.options = {"--cos-shard": None, "--cos-store": None, "--cos-out": str(out), "--cos-tier": "gpu",
+                        "--cos-store-key": None, "--cos-report-instances": 2, "--cos-sequential": "auto",
+                        "--cos-against": None, "--cos-overlap": "off", "--cos-looks": None, "--cos-model": None,
+                        "--cos-device": "cpu", **options}
+
+    def getoption(self, name):
+        return self.options[name]
+
+
+def test_cos_looks_reaches_the_run_context_or_is_refused(tmp_path):
+    """--cos-looks K is the session's RunContext.looks (the runner's and the ETA's); without it, 3. Where the run
+    decides at fixed n it is refused in one line instead of ignored: the cpu tier's auto, and a gate whose
+    sequential stop was not asked for with --cos-sequential on."""
+    from cos.pytest_plugin import make_run_context
+
+    ctx = make_run_context(_Config(tmp_path, **{"--cos-looks": "5"}))
+    assert ctx.sequential and ctx.looks == 5
+    assert make_run_context(_Config(tmp_path)).looks == 3
+    with pytest.raises(pytest.UsageError, match="only with sequential decisions"):
+        make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-tier": "cpu"}))
+    with pytest.raises(pytest.UsageError, match="a gate takes looks only with --cos-sequential on"):
+        make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-against": str(tmp_path)}))
+    gate = make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-against": str(tmp_path),
+                                                 "--cos-sequential": "on"}))
+    assert gate.sequential and gate.looks == 5
