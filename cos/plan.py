@@ -54,23 +54,30 @@ def look_fractions(looks: int = seq.LOOKS, batches: int | None = None) -> tuple[
     return tuple(k / looks for k in range(1, looks + 1))
 
 
-def claim_batches(claim: Any, system: Any, settings: Any) -> int | None:
-    """The batches (the runner's units) a records claim's rows form under sequential looks: `RunContext.units_of`
-    at the settings and arguments its `measure` hands `measure_records` (`cos.runner.records_call`; instances as
-    ids, nothing made). None where that is not known without running something (the plan then puts the looks at
-    k/looks) or for a claim not written as records (it has no looks)."""
+def claim_layout(claim: Any, system: Any, settings: Any) -> tuple[int, int | None]:
+    """(units, batches) of a claim in a run at `settings`. Units: what its interval is over, `max_units` at the
+    settings its `measure` hands `measure_records` (`cos.runner.records_call`): a claim that sizes its own rows
+    concludes over fewer than the tier's (on the full tier layers.swap_flip over 5 instances, ensemble.mid_layers
+    and frames.count over 16, not 40). Batches: the runner's units under sequential looks (`RunContext.units_of`:
+    task-interleaved, one per k-th batch of every phase; instances as ids, nothing made), where the looks fall.
+    Where the claim cannot be followed without running something (distill.four_step's fast model), or is not
+    written as records: (`max_units` at `settings`, None), and the plan puts its looks at k/looks."""
+    from cos.settings import instances
+
+    units = int(claim.max_units(settings, system)) if hasattr(claim, "max_units") else len(instances(settings))
     if not getattr(claim, "by_records", False):
-        return None
+        return units, None
     from cos.runner import batch_units, records_call, row_ids
 
     call = records_call(claim, system, settings, sequential=True)
     if call is None:
-        return None
+        return units, None
     s_run, kw = call
     try:
-        return len(batch_units(claim.batch_settings(s_run, **kw), interleave=True, instances_of=row_ids)) or None
-    except Exception:  # noqa: BLE001 - a plan is never refused for this: the looks at k/looks instead
-        return None
+        return (int(claim.max_units(s_run, system)),
+                len(batch_units(claim.batch_settings(s_run, **kw), interleave=True, instances_of=row_ids)) or None)
+    except Exception:  # noqa: BLE001 - a plan is never refused for this: the tier's units, the looks at k/looks
+        return units, None
 
 
 @dataclass
@@ -108,7 +115,7 @@ def sequential_profile(theta: float, sequential: bool, paths: int = MC_PATHS, se
     maximum n) from its threshold: with the looks of `cos.sequential` when `sequential`, else one look at the end.
     With `n_max` (the claim's units), the runner's minimums apply: a look with fewer than MIN_LOOK_UNITS units
     decides nothing, one with fewer than FUTILITY_MIN_UNITS does not stop for futility. `looks` (--cos-looks) and
-    `batches` (the claim's, `claim_batches`): where the looks fall (`look_fractions`)."""
+    `batches` (the claim's, `claim_layout`): where the looks fall (`look_fractions`)."""
     power, stops = stop_profile(theta, sequential, paths, seed, n_max, looks, batches)
     return power, float(sum(f * p for f, p in stops))
 
@@ -167,14 +174,12 @@ def claim_stops(claim: Any, settings: Any, system: Any, sequential: bool,
     side, in standard errors at n_max): a model that fails or holds by far stops early whatever the paper's effect.
     Sequential without one: a prior, the claim as if sized for POWER_GOAL at its effect (`theta_for_power`); the
     run's ETA (cos.eta) moves it towards where this run's finished claims stopped."""
-    from cos.settings import instances
-
-    if not sequential or not getattr(claim, "by_records", False):
+    if not sequential or not getattr(claim, "by_records", False) or settings.extra.get("vbvr"):
+        # a VBVR run's claims are generated and scored, not records: no looks
         return [(1.0, 1.0)], None, "fixed n: every unit"
-    n_max = int(claim.max_units(settings, system)) if hasattr(claim, "max_units") else len(instances(settings))
+    n_max, nb = claim_layout(claim, system, settings)
     effect = getattr(claim.spec, "effect", None)
     sd = unit_sd(pilot_row) if pilot_row else None
-    nb = claim_batches(claim, system, settings)
     key = _minimums_key(n_max, looks, nb)
     if sd and n_max > 0:
         se = sd / math.sqrt(n_max)
@@ -225,14 +230,13 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
     """The plan of `claims` at `settings` (see the module doc): {"claims": {id: ClaimPlan as dict}, "total": {...}}.
     With `left` (`left_to_run` of the result store at `store`): each claim and the total also say what the store
     holds and the GPU-hours left, and "store" says how they are priced."""
-    from cos.settings import instances
-
     cfg = 2 if settings.guidance_scale > 1 else 1
     out, shared_readers = {}, {}
     z = float(stats.norm.isf(seq.ALPHA / 2))
     for c in claims:
         spec = c.spec
-        n_max = int(c.max_units(settings, system)) if hasattr(c, "max_units") else len(instances(settings))
+        n_max, nb = claim_layout(c, system, settings)
+        nb = nb if sequential and not settings.extra.get("vbvr") else None
         own = int(c.cost(settings, system)) * cfg
         shared = {k: v * cfg for k, v in c.shared_runs(settings, system).items()}
         effect, note = getattr(spec, "effect", None), getattr(spec, "effect_note", "")
@@ -243,7 +247,6 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
         frac = frac0 = 1.0
         if se:
             mde = (z + float(stats.norm.ppf(0.8))) * se
-            nb = claim_batches(c, system, settings) if sequential else None
             _, frac0 = sequential_profile(0.0, sequential, n_max=n_max, looks=looks, batches=nb)
             if effect is not None:
                 power, frac = sequential_profile(abs(effect) / se, sequential, n_max=n_max, looks=looks, batches=nb)
@@ -252,7 +255,8 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
                                        / abs(effect)) ** 2)) if effect else None
         elif sequential:
             frac = frac0 = float("nan")    # unknown without a spread: the maximum is what is planned
-        by_records = getattr(c, "by_records", False)
+        # a VBVR run's claims are generated and scored, not records: they take no looks
+        by_records = getattr(c, "by_records", False) and not settings.extra.get("vbvr")
         if not by_records:                 # a claim not written as records runs to its maximum n
             frac = frac0 = 1.0
         f = 1.0 if math.isnan(frac) else frac

@@ -32,7 +32,7 @@ power on claims near it. At equal power (the
 maximum n raised to keep 80%) the saving is small: 0.87-0.89× of the fixed-n rows on an effect and 0.69-0.70× on a
 null for 4-6 looks, against 0.88× and 0.73× for 3 (benchmarks/results/sequential-designs.md). So `--cos-looks` is
 for a run whose maximum n is fixed (a tier, a budget) and whose user would rather stop the clear claims sooner than
-keep the borderline ones' power. On the A14B-shaped full tier, K = 5 plans 39.2 expected GPU-hours against 49.9
+keep the borderline ones' power. On the A14B-shaped full tier, K = 5 plans 63.3 expected GPU-hours against 68.5
 for K = 3 (benchmarks/results/plan-a14b/). A look at the organism's tiers costs a conclusion (bootstraps), as long
 as a batch takes to sample. `cos validate --sequential on` calibrates the default K = 3; another K is checked by
 the simulations of tests/test_sequential.py (a null's false decisions at α with K = 5), not by control draws.

@@ -658,6 +658,7 @@ def test_a_resumed_run_fits_a_budget_its_whole_plan_does_not(pytester, organism)
     (row,) = doc["claims"]
     assert row["id"] == "layers.energy_profile" and row["status"] in ("holds", "fails", "inconclusive")
     assert doc["provenance"]["rank_store"][0]["hits"] == 1      # the stored batch served, not redone
+    assert doc["provenance"]["looks"] == 1 and doc["provenance"]["sequential"] is False    # the cpu tier: fixed n
     assert "1 of 2 batches already stored), within the budget" in text
     assert "1 of 2 batches of the claims already stored, not redone: ETA" in text
 
@@ -724,10 +725,10 @@ def test_the_run_prices_the_looks_it_takes(organism):
     """The ETA and --cos-budget price a run at its own --cos-looks (RunContext.looks, through `price_plan`): the
     planned stops of a claim fall at its batch points for that many looks."""
     from cos.eta import price_plan
-    from cos.plan import claim_batches, look_fractions
+    from cos.plan import claim_layout, look_fractions
 
     claim, s = get_claim("layers.energy_profile"), TIERS["gpu"]
-    nb = claim_batches(claim, organism, s)
+    _, nb = claim_layout(claim, organism, s)
     seen = []
     for k in (3, 5):
         _, work, _ = price_plan(RunContext(progress=False, sequential=True, looks=k), organism, s, [claim], TIMING)

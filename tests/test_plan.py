@@ -8,7 +8,7 @@ from scipy import stats
 
 from cos import plan as planning
 from cos.cli import main
-from cos.registry import all_claims
+from cos.registry import all_claims, get_claim
 from cos.settings import TIERS
 
 KEYS = {"max_n", "expected_n", "row_forwards", "gpu_hours", "expected_gpu_hours", "power_at_paper_effect", "mde",
@@ -88,14 +88,14 @@ def test_a_pilot_gives_power_and_mde_at_the_effect_size(organism):
 
 def test_the_plan_puts_the_looks_where_the_runner_takes_them(organism):
     """The looks fall at the runner's batch points (`look_points` of the claim's batches), not at k/K: on the gpu
-    tier a records claim has 7 batches, so 5 looks fall after 2, 3, 5, 6 and 7 and 3 after 3, 5 and 7; a plan at
-    --looks 5 with a pilot uses fewer units than at 3, and says how many looks it planned."""
+    tier most records claims have 7 batches, so 5 looks fall after 2, 3, 5, 6 and 7 and 3 after 3, 5 and 7; a plan
+    at --looks 5 with a pilot uses fewer units than at 3, and says how many looks it planned."""
     assert planning.look_fractions(5, 7) == pytest.approx((2 / 7, 3 / 7, 5 / 7, 6 / 7, 1.0))
     assert planning.look_fractions(5) == pytest.approx((0.2, 0.4, 0.6, 0.8, 1.0))
     assert planning.look_fractions(5, 2) == pytest.approx((0.5, 1.0))       # few batches: the looks collapse
     claims = [c for c in all_claims() if c.id == "memory.persistence"]
     s = TIERS["gpu"]
-    nb = planning.claim_batches(claims[0], organism, s)
+    _, nb = planning.claim_layout(claims[0], organism, s)
     assert nb is not None and nb >= 2
     _, stops = planning.stop_profile(3.0, True, looks=5, batches=nb)
     assert [f for f, _ in stops] == pytest.approx(list(planning.look_fractions(5, nb)))
@@ -107,6 +107,35 @@ def test_the_plan_puts_the_looks_where_the_runner_takes_them(organism):
     assert c5["expected_n"] < c3["expected_n"] and c5["power_at_paper_effect"] <= c3["power_at_paper_effect"]
     nb_stops = planning.claim_stops(claims[0], s, organism, True, pilot["memory.persistence"], looks=5)[0]
     assert [f for f, _ in nb_stops] == pytest.approx(list(planning.look_fractions(5, nb)))
+
+
+@pytest.mark.parametrize("tier", ["gpu", "full"])
+def test_the_plan_sizes_each_claim_as_the_runner_runs_it(organism, tier):
+    """`claim_layout` is what a sequential run takes: for every records claim the units its interval is over
+    (`max_units` at the settings its measure hands measure_records: claims that size their own rows conclude over
+    fewer than the tier's) and the batches `RunContext.units_of` forms; None where the plan cannot follow the claim
+    (distill's fast model). On the full tier swap_flip is 5 instances in 5 batches: no early look reaches the 8
+    units a look needs, so it is planned to run to the end."""
+    from cos.runner import RunContext, records_call, row_ids
+
+    s = TIERS["gpu"] if tier == "gpu" else TIERS["full"]
+    ctx = RunContext(progress=False, sequential=True)
+    for c in all_claims():
+        n, nb = planning.claim_layout(c, organism, s)
+        call = records_call(c, organism, s, sequential=True)
+        if call is None:
+            assert nb is None and n == c.max_units(s, organism), c.id
+            continue
+        s_run, kw = call
+        assert nb == len(ctx.units_of(c, s_run, instances_of=row_ids, **kw)), c.id
+        assert n == c.max_units(s_run, organism), c.id
+    assert planning.claim_layout(get_claim("distill.four_step"), organism, s)[1] is None
+    if tier == "full":
+        swap = get_claim("layers.swap_flip")
+        assert planning.claim_layout(swap, organism, s) == (5, 5)
+        row = {"ci_low": 0.2, "ci_high": 0.6, "n": 20, "measured": 0.4}     # far from its threshold
+        p = planning.plan(organism, s, [swap], 3.0, pilot={swap.spec.id: row}, sequential=True)["claims"][swap.spec.id]
+        assert p["max_n"] == 5 and p["expected_n"] == 5
 
 
 def test_cli_bad_inputs_are_one_line(tmp_path, capsys):
