@@ -61,7 +61,6 @@ def _plan(a) -> None:
     from cos.registry import all_claims
     from cos.sequential import resolve
     from cos.settings import TIERS, settings_for
-
     from cos.validation import check_looks
 
     if a.gpus < 1:

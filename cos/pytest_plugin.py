@@ -99,8 +99,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="VBVR-Bench data folder: bench.table1 and ensemble.mid_layers generate its samples at "
                      "VBVR-Wan2.2's evaluation settings and score them with VBVR-EvalKit (cos.vbvr_run)")
     g.addoption("--cos-sequential", default="auto", choices=["auto", "on", "off"],
-                help="decide claims written as records at up to 3 looks (--cos-looks; O'Brien-Fleming alpha spending) and stop "
-                     "each once decided or futile; auto: on for the gpu and full tiers, off for cpu (cos.sequential)")
+                help="decide claims written as records at up to 3 looks (--cos-looks; O'Brien-Fleming alpha "
+                     "spending) and stop each once decided or futile; auto: on for the gpu and full tiers, off for "
+                     "cpu (cos.sequential)")
     g.addoption("--cos-looks", default=None, metavar="K",
                 help="with sequential decisions: at most K looks per claim (default 3; 2 to 10). More looks stop "
                      "clear claims sooner and cost borderline ones power at the same maximum n (5 looks: 0.65 "
@@ -119,8 +120,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      "unit by unit alike) then stop once its change is decided")
     g.addoption("--cos-tolerance", type=float, default=None, metavar="FRACTION",
                 help="with --cos-against: a claim regresses when its change is confidently worse than this fraction "
-                     "of the effect it is sized for (ClaimSpec.effect; default 0.5; 0: any confidently worse change), or than "
-                     "its own gate_tolerance")
+                     "of the effect it is sized for (ClaimSpec.effect; default 0.5; 0: any confidently worse "
+                     "change), or than its own gate_tolerance")
     g.addoption("--cos-budget", default=None, metavar="HOURS[:fit]",
                 help="GPU-hours the run may take (its expected time from the timed warm forward, times its "
                      "processes): a plan above it is refused before any claim runs; HOURS:fit instead sizes every "

@@ -9,9 +9,9 @@ into small records of plain numbers, `conclude` turns the records of the batches
 adds report-only extras once. `measure_records` runs that loop: the batches of the claim's `batch_settings`
 (phases, e.g. frame counts, interleaved into units: unit k holds the k-th batch of every phase) are formed from
 the rows before they are split, so every rank count samples the single-process batches; unit k goes to rank
-k mod N. After each look (one at fixed n; up to --cos-looks, default `cos.sequential.LOOKS`, with --cos-sequential) the ranks gather
-their records (`World.gather`: small dicts, a few numbers a row), put them in unit order, and every rank
-concludes on the same records at the look's level and stops at the same look; rank 0 writes the table. The
+k mod N. After each look (one at fixed n; with --cos-sequential up to --cos-looks, default `cos.sequential.LOOKS`)
+the ranks gather their records (`World.gather`: small dicts, a few numbers a row), put them in unit order, and
+every rank concludes on the same records at the look's level and stops at the same look; rank 0 writes the table. The
 decision is taken on the same records in the same order whatever the number of processes, so 1 and N processes
 give the same table. Records are JSON round-tripped (`_plain_records`) whether or not they were stored, so a
 conclusion never sees a type the store would change.
