@@ -57,14 +57,19 @@ def check_size(flag: str, value: str) -> tuple[int, int, int]:
     return h, w, f
 
 
-def check_flow_shift(flag: str, value: Any) -> float:
+def finite_number(flag: str, value: Any, zero_ok: bool = False, why: str = "") -> float:
+    """A finite number > 0 (>= 0 with `zero_ok`); `why` is added to the one-line refusal."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         v = float("nan")
-    if not (math.isfinite(v) and v > 0):
-        _fail(flag, value, "must be a finite number > 0")
+    if not (math.isfinite(v) and (v >= 0 if zero_ok else v > 0)):
+        _fail(flag, value, f"must be a finite number {'>=' if zero_ok else '>'} 0" + (f" ({why})" if why else ""))
     return v
+
+
+def check_flow_shift(flag: str, value: Any) -> float:
+    return finite_number(flag, value)
 
 
 def check_shard(flag: str, value: str) -> tuple[int, int]:
@@ -257,13 +262,7 @@ def check_against(flag: str, value: str) -> Path:
 def check_tolerance(flag: str, value: Any) -> float:
     """A fraction of the claim's effect size: finite and >= 0. 0 is allowed and means "any confidently worse change
     is a regression" (the setting that reaches the power goal at a large n: docs/gate.md)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        v = float("nan")
-    if not (math.isfinite(v) and v >= 0):
-        _fail(flag, value, "must be a finite number >= 0 (a fraction of each claim's effect size)")
-    return v
+    return finite_number(flag, value, zero_ok=True, why="a fraction of each claim's effect size")
 
 
 def check_budget(flag: str, value: Any) -> tuple[float, bool]:
