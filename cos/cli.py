@@ -378,16 +378,14 @@ def _validate(a) -> None:
     if a.kind == "gate":
         from cos.gate_validate import resummarize_gate, validate_gate
 
-        if a.sequential not in (None, "off"):
-            raise InputError(f"--sequential {a.sequential}: only with --kind controls (the gate compares fixed-n rows)")
-
         from cos.gate_validate import PILOT
 
         draws = positive_int("--draws", a.draws)
         if draws >= PILOT[0]:   # the pilot draws' numbers: they would be counted as measured draws
             raise InputError(f"--draws {draws}: must be below {PILOT[0]} (draws {PILOT[0]}.. are the gate's pilot draws)")
-        doc = (resummarize_gate(Path(a.out), draws) if a.summarize_only else
-               validate_gate(Path(a.out), draws, a.tier, positive_int("--jobs", a.jobs), a.k))
+        seq = None if a.sequential is None else a.sequential == "on"
+        doc = (resummarize_gate(Path(a.out), draws, seq) if a.summarize_only else
+               validate_gate(Path(a.out), draws, a.tier, positive_int("--jobs", a.jobs), a.k, sequential=bool(seq)))
         print((Path(a.out) / "gate-calibration.md").read_text())
         missed = [k for k, c in doc["claims"].items() if not c["meets_goal"]]
         print(f"{len(doc['claims']) - len(missed)}/{len(doc['claims'])} claims meet the gate's goals"
@@ -574,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(gate-calibration.json/.md; docs/gate.md)")
     p.add_argument("--sequential", default=None, choices=["off", "on"],
                    help="on: every draw decides at looks as --cos-sequential on does (power and FPR count the "
-                        "looks; calibration adds the mean share of the batches used); off: fixed n (default). "
+                        "looks; calibration adds the mean share of the batches used; with --kind gate, as a gate "
+                        "against a model with --cos-sequential on); off: fixed n (default). "
                         "--summarize-only keeps the mode of the run it resummarizes (a different one is refused)")
     p.add_argument("--summarize-only", action="store_true",
                    help="recompute calibration.json/.md (with --kind gate: gate-calibration.json/.md, for --draws) "

@@ -271,18 +271,191 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
     return out
 
 
+# ---------------------------------------------------------------- sequential draws (--sequential on)
+# `cos validate --kind gate --sequential on`: each pair as `cos gate --cos-sequential on` runs it against a model
+# (cos.gate.Against.look_rule, a PairedLooks: OLD sampled on NEW's units before each look, both stop together).
+# The regression at the MDE is no model one can sample: its rows are OLD's and the partner's own rows spliced by
+# instance, so both are measured on every batch first and the spliced batches are served to the same runner path
+# as a model of their own (`_Spliced`), which never samples (a batch it lacks is an error, never OLD's weights).
+def _batch_id(claim: "Claim", settings: Any, batch: Any, kw: dict) -> str:
+    """A records batch's rows and arguments, as `cos.runner.records_key` keys them, without the model."""
+    return json.dumps([claim.id, settings.record(), [(i.id, i.num_frames, s) for i, s in zip(batch.instances, batch.seeds)],
+                       [batch.height, batch.width], {k: getattr(v, "fingerprint", None) or repr(v) for k, v in sorted(kw.items())}],
+                      default=str)
+
+
+_SERVED: list = []      # the RunContext subclass below, built on first use (cos.runner imports torch)
+
+
+def _served_context(served: dict, frozen: Iterable[Any] = (), **kw: Any) -> Any:
+    """A RunContext (sequential, `LOOKS` looks, no report filmstrips) whose records batches are kept in `served`
+    by (model object, batch): in one draw OLD is sampled once over its pairs, and a model rebuilt from the same
+    weights (another object) is computed again, not served OLD's rows. Models in `frozen` must find every batch
+    in `served` and sample nothing (the spliced regression)."""
+    if not _SERVED:
+        from dataclasses import dataclass as _dc, field
+        from cos.runner import RunContext
+
+        @_dc
+        class Served(RunContext):
+            served: dict = field(default_factory=dict, repr=False)
+            frozen: frozenset = frozenset()
+
+            def _batch_records(self, claim, system, settings, batch, kw):
+                import copy
+
+                key = (id(system), _batch_id(claim, settings, batch, dict(kw)))
+                if key not in self.served:
+                    if id(system) in self.frozen:
+                        raise RuntimeError(f"{system.name}: a batch of {claim.id} not among its spliced rows")
+                    self.served[key] = super()._batch_records(claim, system, settings, batch, kw)
+                return copy.deepcopy(self.served[key])  # the runner's consumers must not share one list
+
+            def run(self, system, *a, **k):
+                if id(system) in self.frozen:
+                    raise RuntimeError(f"{system.name}: spliced rows are served, never sampled")
+                return super().run(system, *a, **k)
+        _SERVED.append(Served)
+    from cos.sequential import LOOKS
+
+    return _SERVED[0](progress=False, report_instances=0, sequential=True, looks=LOOKS, served=served,
+                      frozen=frozenset(id(m) for m in frozen), **kw)
+
+
+class _Spliced:
+    """The regression at the MDE as a model: OLD's attributes under its own identity (`fingerprint`, `name`);
+    its batches are in the served records, so nothing of OLD's is ever sampled under it (`_served_context`)."""
+
+    def __init__(self, base: Any, tag: str):
+        self._base, self.name = base, f"{base.name} spliced"
+        self.fingerprint = hashlib.sha256(f"{base.fingerprint}|{tag}".encode()).hexdigest()[:32]
+
+    def __getattr__(self, k: str) -> Any:
+        return getattr(self._base, k)
+
+
+def splice_served(served: dict, old: Any, null: Any, spliced: Any, share: float, salt: str) -> list[str]:
+    """Every batch OLD and `null` both have in `served` again under `spliced`, with the rows of round(share·n)
+    of OLD's n task instances (at least 1; ranked by a hash of `salt` and the instance id, as `splice` ranks them)
+    taken from `null`: the regression at the MDE as batches. Returns the instances taken. ValueError when a
+    batch's two record lists are not the same rows in the same order."""
+    inst = lambda r: str(r["instance"])
+    olds = {b: rs for (m, b), rs in served.items() if m == id(old)}
+    nulls = {b: rs for (m, b), rs in served.items() if m == id(null)}
+    if set(olds) != set(nulls):
+        raise ValueError("OLD and the partner ran different batches: not the same draw")
+    units = sorted({inst(r) for rs in olds.values() for r in rs})
+    k = min(len(units), max(1, round(share * len(units))))
+    pick = set(sorted(units, key=lambda u: _u(f"{salt}|{u}"))[:k])
+    for b, rs in olds.items():
+        if [(inst(r), r.get("seed")) for r in rs] != [(inst(r), r.get("seed")) for r in nulls[b]]:
+            raise ValueError("the two runs' rows differ (instances, seeds or order): not the same draw")
+        served[(id(spliced), b)] = [n if inst(o) in pick else o for o, n in zip(rs, nulls[b])]
+    return sorted(pick)
+
+
+def _gate_seq(claim: "Claim", old: Any, new: Any, kw: dict, settings: Any, served: dict,
+              frozen: Iterable[Any] = ()) -> tuple[dict, Any]:
+    """NEW against OLD as `cos gate --cos-sequential on` decides it (cos.testing.test_claim's two calls): the row
+    and NEW's result (its `details["sequential"]`: the looks taken)."""
+    from cos.gate import Against
+
+    against = Against("old", system=old)
+    ctx = _served_context(served, frozen)
+    ctx.look_rule = against.look_rule(claim)
+    res = ctx.measure_claim(claim, new, settings, **kw)
+    return against.row(claim, res, ctx, settings), res
+
+
+def _fill(claim: "Claim", models: list[tuple[Any, dict]], settings: Any, served: dict) -> None:
+    """Each (model, keyword arguments) measured on every batch into `served` (its looks taken, none stopping)."""
+    ctx = _served_context(served, look_rule=lambda *a: "")
+    for m, kw in models:
+        ctx.measure_claim(claim, m, settings, **kw)
+
+
+def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, float] | None = None) -> list[dict]:
+    """`run_gate_draw` with the looks of `cos gate --cos-sequential on` against a model: each pair's NEW sampled
+    with OLD on the same units, both stopping at the look that decides the change (`cos.gate.Against`); the
+    regression at the MDE spliced batch by batch from both controls' rows on every batch. A claim whose rows form
+    one unit has one look, at the end: its sequential gate is the fixed-n gate, so its draw is `run_gate_draw`'s.
+    Each record adds "sequential": true and what NEW used of its batches and rows (`cos.calibration.looks_of`)."""
+    import torch
+
+    from cos import sequential as seq
+    from cos.calibration import looks_of, unit_rows
+    from cos.registry import at_draw, get_claim
+
+    claim = get_claim(claim_id)
+    pairs, _ = pairs_of(claim)
+    if not pairs:
+        return []
+    rows = unit_rows(claim, replace(pairs[0].old, settings=tier_settings(pairs[0].old.settings, tier)), draw)
+    if len(seq.look_points(len(rows), seq.LOOKS)) < 2:
+        used = looks_of(None, rows)
+        return [{**r, "sequential": True, **used} for r in run_gate_draw(claim_id, draw, tier, shares)]
+    base = {"kind": KIND, "claim": claim_id, "version": claim.spec.version, "draw": draw, "tier": tier,
+            "host": platform.node(), "torch": torch.__version__, "sequential": True}
+    out: list[dict] = []
+    served: dict = {}
+    olds: dict[str, tuple] = {}
+    for p in pairs:
+        t0 = time.perf_counter()
+        rec = {**base, "pair": p.name, "pair_kind": p.kind, "share": None, "on_design": False, "old_mde": None}
+        try:
+            settings = at_draw(tier_settings(p.old.settings, tier), draw)
+            if p.old.name not in olds:
+                m = p.old.model(draw)
+                olds[p.old.name] = (m, dict(p.old.kwargs(draw)) if p.old.kwargs else {})
+            old, old_kw = olds[p.old.name]
+            new = p.new.model(draw)
+            new_kw = dict(p.new.kwargs(draw)) if p.new.kwargs else {}
+            if any(_is_model(v) for v in (*old_kw.values(), *new_kw.values())):
+                # the runner samples OLD at the looks with NEW's keyword arguments; a model among them is part of
+                # what is compared (distill's fast model), so the pair is not one the looks can pair
+                raise ValueError("a model among the keyword arguments: its looks would pair OLD with NEW's")
+            if p.kind == "retrained" and _identity(new, new_kw) == _identity(old, old_kw):
+                rec.update(verdict="n/a", regressed=False, reason="the recipe has no weight randomness: its "
+                           "retrained copy is the same weights (same-weights covers it)")
+                out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+                continue
+            if p.kind == "same-weights" and _identity(new, new_kw) != _identity(old, old_kw):
+                raise ValueError("the rebuilt model is not the same weights (its fingerprint differs)")
+            row, res = _gate_seq(claim, old, new, new_kw, settings, served)
+            rec.update(_row_fields(row), on_design=row.get("change") is not None or bool(row.get("identical")),
+                       bad_change=_bad(claim.spec.direction, row.get("change")), **looks_of(res.details, rows))
+            out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+            w = (shares or {}).get(p.name)
+            if w is not None and p.splice:
+                t1 = time.perf_counter()
+                _fill(claim, [(old, old_kw), (new, new_kw)], settings, served)
+                fake = _Spliced(old, f"{claim_id}|{draw}|{p.name}|{w!r}")
+                taken = splice_served(served, old, new, fake, w, f"{claim_id}|{draw}|{p.name}")
+                srow, sres = _gate_seq(claim, old, fake, new_kw, settings, served, frozen=[fake])
+                out.append({**rec, **_row_fields(srow), "pair": p.name + MDE_SUFFIX, "share": w,
+                            "spliced": len(taken), "on_design": srow.get("change") is not None,
+                            "bad_change": _bad(claim.spec.direction, srow.get("change")),
+                            **looks_of(sres.details, rows), "seconds": round(time.perf_counter() - t1, 2)})
+        except Exception as e:   # a pair that cannot be measured is off design: counted apart, never as a pass
+            rec.update(verdict="error", regressed=False, reason=f"{type(e).__name__}: {e}"[:300], on_design=False)
+            out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+    return out
+
+
 # ---------------------------------------------------------------- the validation
 def _is_record(d: object) -> bool:
     return (isinstance(d, dict) and d.get("kind") == KIND
             and all(isinstance(d.get(k), str) for k in ("tier", "claim", "pair", "pair_kind", "verdict"))
             and all(isinstance(d.get(k), int) and not isinstance(d.get(k), bool) for k in ("version", "draw"))
             and isinstance(d.get("regressed"), bool) and isinstance(d.get("on_design"), bool)
+            and isinstance(d.get("sequential", False), bool)
             and _num(d.get("change")) and _num(d.get("seconds"), none_ok=False))
 
 
 def gate_key(d: dict) -> str:
-    """A gate draw's key in draws.jsonl: the kind (gate), tier, claim, version, pair and draw."""
-    return _key(d["tier"], d["claim"], d["version"], f"{KIND}:{d['pair']}", d["draw"])
+    """A gate draw's key in draws.jsonl: the kind (gate), tier, claim, version, pair and draw; a draw decided at
+    looks (`"sequential": true`) is keyed apart from the fixed-n one of the same rows."""
+    return _key(d["tier"], d["claim"], d["version"], f"{KIND}:{d['pair']}", d["draw"], d.get("sequential") is True)
 
 
 def load(path: Path, stream=None) -> dict[str, dict]:
@@ -319,9 +492,11 @@ def shares_from_pilot(recs: Iterable[dict]) -> dict[tuple[str, str], dict]:
 
 
 def validate_gate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: int = 1, select: str | None = None,
-                  stream=sys.stderr) -> dict:
+                  stream=sys.stderr, sequential: bool = False) -> dict:
     """Every claim's gate pairs (ids containing `select`) over the pilot draws, then draws 1..`draws`; appends to
-    DIR/draws.jsonl, writes DIR/gate-calibration.json and .md; returns the document."""
+    DIR/draws.jsonl, writes DIR/gate-calibration.json and .md; returns the document. With `sequential` the draws
+    decide at looks (`run_gate_draw_seq`); the pilot draws, which size the regression at the MDE, are fixed n
+    either way (shared with a fixed-n calibration in the same folder)."""
     from cos.errors import InputError
     from cos.registry import all_claims
 
@@ -336,10 +511,10 @@ def validate_gate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: in
     plans = {c.id: pairs_of(c) for c in claims}
     t0, n_run = time.perf_counter(), [0]
 
-    def missing(cid: str, version: int, d: int, names: list[str]) -> bool:
-        return any(_key(tier, cid, version, f"{KIND}:{n}", d) not in done for n in names)
+    def missing(cid: str, version: int, d: int, names: list[str], seq: bool = False) -> bool:
+        return any(_key(tier, cid, version, f"{KIND}:{n}", d, seq) not in done for n in names)
 
-    def run(tasks: list[tuple[str, int, dict | None]], what: str) -> None:
+    def run(tasks: list[tuple[str, int, dict | None]], what: str, draw_fn: Callable = run_gate_draw) -> None:
         print(f"cos validate --kind gate: {what}: {len(tasks)} claim draws to run ({jobs} worker(s))", file=stream)
         with log.open("a") as f:
             def record(recs: list[dict]) -> None:
@@ -354,19 +529,19 @@ def validate_gate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: in
                       + f" · elapsed {time.perf_counter() - t0:.0f} s", file=stream, flush=True)
             if jobs > 1:
                 with ProcessPoolExecutor(jobs, initializer=_one_thread) as pool:
-                    futs = [pool.submit(run_gate_draw, cid, d, tier, sh) for cid, d, sh in tasks]
+                    futs = [pool.submit(draw_fn, cid, d, tier, sh) for cid, d, sh in tasks]
                     for fut in as_completed(futs):
                         record(fut.result())
             else:
                 for cid, d, sh in tasks:
-                    record(run_gate_draw(cid, d, tier, sh))
+                    record(draw_fn(cid, d, tier, sh))
 
     version = {c.id: c.spec.version for c in claims}
     splice_names = {cid: [p.name for p in ps if p.splice] for cid, (ps, _) in plans.items()}
     pilot = [(cid, d, None) for cid in plans for d in PILOT
              if splice_names[cid] and missing(cid, version[cid], d, splice_names[cid])]
     run(pilot, f"pilot draws {PILOT[0]}..{PILOT[-1]} (where the regression at the MDE is sized)")
-    shares = shares_from_pilot(r for r in done.values() if r["tier"] == tier)
+    shares = shares_from_pilot(r for r in done.values() if r["tier"] == tier and not r.get("sequential"))
     todo = {}
     for cid, (ps, _) in plans.items():
         sh = {p.name: shares[(cid, p.name)]["share"] for p in ps
@@ -374,10 +549,11 @@ def validate_gate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: in
         todo[cid] = (sh, [p.name for p in ps] + [n + MDE_SUFFIX for n in sh])
     # draw by draw over the claims: a run stopped early leaves every claim about as many draws
     main = [(cid, d, sh) for d in range(1, draws + 1) for cid, (sh, names) in todo.items()
-            if missing(cid, version[cid], d, names)]
-    run(main, f"draws 1..{draws}")
+            if missing(cid, version[cid], d, names, sequential)]
+    run(main, f"draws 1..{draws}" + (", sequential looks" if sequential else ""),
+        run_gate_draw_seq if sequential else run_gate_draw)
     recs = [r for r in done.values() if r["tier"] == tier and r["claim"] in plans]
-    doc = summarize(recs, claims, draws, tier, jobs, time.perf_counter() - t0)
+    doc = summarize(recs, claims, draws, tier, jobs, time.perf_counter() - t0, sequential)
     _write(out, doc)
     return doc
 
@@ -387,10 +563,10 @@ def _write(out: Path, doc: dict) -> None:
     (out / "gate-calibration.md").write_text(markdown(doc))
 
 
-def resummarize_gate(out: Path, draws: int) -> dict:
+def resummarize_gate(out: Path, draws: int, sequential: bool | None = None) -> dict:
     """DIR/gate-calibration.json and .md again from DIR/draws.jsonl's gate lines with this version's rules, running
     nothing; the provenance of the run that made the draws is kept (from the earlier gate-calibration.json, marked
-    `resummarized`)."""
+    `resummarized`), and so is its mode (fixed n or sequential looks): `sequential`, where given, must be it."""
     from cos.errors import InputError
     from cos.registry import all_claims
 
@@ -403,12 +579,17 @@ def resummarize_gate(out: Path, draws: int) -> dict:
     except (json.JSONDecodeError, AttributeError):
         raise InputError(f"--summarize-only: {cal}: not a gate calibration document") from None
     tier = old["tier"] if isinstance(old, dict) and old.get("tier") else Counter(r["tier"] for r in recs).most_common(1)[0][0]
-    ids = {r["claim"] for r in recs}
+    mode = bool(old.get("sequential")) if isinstance(old, dict) else any(r.get("sequential") for r in recs)
+    if sequential is not None and sequential != mode:
+        raise InputError(f"--sequential {'on' if sequential else 'off'}: {cal} summarizes "
+                         f"{'sequential' if mode else 'fixed-n'} draws (leave --sequential out to keep its mode)")
+    ids = {r["claim"] for r in recs if (r.get("sequential") is True) == mode}   # claims with draws of this mode
     claims = [c for c in all_claims() if c.id in ids]
-    doc = summarize([r for r in recs if r["tier"] == tier], claims, draws, tier, 0, 0.0)
+    doc = summarize([r for r in recs if r["tier"] == tier], claims, draws, tier, 0, 0.0, mode)
     if isinstance(old, dict):
         # the draws themselves say which host and torch made them (a resumed or partly rerun folder mixes them)
-        doc["provenance"] = {**old, "draws": draws, **{k: doc["provenance"][k] for k in ("draw_seconds", "draws_by_host")}}
+        doc["provenance"] = {**old, "draws": draws, **{k: doc["provenance"][k] for k in ("draw_seconds", "draws_by_host",
+                                                                                      "sequential", "looks")}}
     doc["provenance"]["resummarized"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     _write(out, doc)
     return doc
@@ -452,9 +633,17 @@ def _ratio(recs: list[dict]) -> dict | None:
     return {"geomean": math.exp(m["mean"]), "ci": m["ci"] and [math.exp(x) for x in m["ci"]], "draws": m["n"]}
 
 
-def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: int, wall_s: float) -> dict:
+def _share(recs: list[dict], used: str, most: str) -> dict | None:
+    """The mean share of NEW's rows (or batches) a sequential draw used, over draws, with a 95% interval."""
+    return _mean_ci([r[used] / r[most] for r in recs if r.get(used) is not None and r.get(most)])
+
+
+def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: int, wall_s: float,
+              sequential: bool = False) -> dict:
     """The gate calibration document from the draws' records (draws 1..`draws` measured; pilot draws size the
-    regression at the MDE)."""
+    regression at the MDE). `sequential`: the draws decided at looks are measured (each pair then also says the
+    share of NEW's rows its draws used, and how many of its draws gave the verdict the fixed-n draw of the same
+    rows gave, where that draw is among `recs`); otherwise the fixed-n ones."""
     import torch
 
     import cos
@@ -465,9 +654,13 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
     recs = [r for r in recs if r.get("version") == version.get(r["claim"])]
     shares = shares_from_pilot(recs)
     by: dict[str, dict[str, list[dict]]] = {}
+    fixed: dict[tuple, str] = {}        # (claim, pair, draw) -> the fixed-n draw's verdict
     for r in recs:
         if 1 <= r["draw"] <= draws:
-            by.setdefault(r["claim"], {}).setdefault(r["pair"], []).append(r)
+            if (r.get("sequential") is True) == sequential:
+                by.setdefault(r["claim"], {}).setdefault(r["pair"], []).append(r)
+            elif sequential:
+                fixed[(r["claim"], r["pair"], r["draw"])] = r["verdict"]
     out = {}
     for c in claims:
         try:
@@ -492,6 +685,12 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                     entry.update(draws=len(rs), rate=_rate(rs, p.kind != "regressed") if rs else None,
                                  bad_change=_mean_ci([r.get("bad_change") for r in rs]),
                                  width_ratio=_ratio(rs))
+                    if sequential:
+                        both = [(r["verdict"], fixed[k]) for r in rs if (k := (c.id, name, r["draw"])) in fixed]
+                        entry.update(rows_share=_share(rs, "rows_used", "rows_max"),
+                                     batches_share=_share(rs, "batches_used", "batches_max"),
+                                     looks_planned=max((r.get("looks_planned") or 1 for r in rs), default=None),
+                                     same_as_fixed={"draws": len(both), "same": sum(a == b for a, b in both)})
                     if name.endswith(MDE_SUFFIX) and entry["bad_change"] and entry.get("target_mde"):
                         # the splice plants whole instances (round(w·n), at least 1): what it planted, over the MDE
                         entry["planted_over_mde"] = entry["bad_change"]["mean"] / entry["target_mde"]
@@ -519,15 +718,24 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                      "power_full": full_pair and {k: full_pair.get(k) for k in ("new", "rate", "bad_change")},
                      "goals": {"power_at_mde": power_ok, "fpr_same_weights": same_ok, "fpr_retrained": retr_ok},
                      "meets_goal": power_ok and same_ok and retr_ok is not False}
+    # this mode's draws and the pilot's (a folder may hold both modes' draws of the same rows)
+    mine = [r for r in recs if (r.get("sequential") is True) == sequential or r["draw"] in PILOT]
     return {"schema": SCHEMA, "claims": out,
             "goal": {"power_at_mde": GOAL_POWER, "false_positive_rate": GOAL_FPR, "min_draws": MIN_DRAWS},
             "provenance": {"cos": getattr(cos, "__version__", None), "torch": torch.__version__, "tier": tier,
                            "draws": draws, "pilot_draws": list(PILOT), "jobs": jobs, "wall_s": round(wall_s, 1),
-                           "draw_seconds": round(sum(r["seconds"] for r in recs), 1),
+                           "sequential": sequential, "looks": _looks() if sequential else 1,
+                           "draw_seconds": round(sum(r["seconds"] for r in mine), 1),
                            "draws_by_host": dict(Counter(f"{r.get('host', '?')} (torch {r.get('torch', '?')})"
-                                                         for r in recs)),
+                                                         for r in mine)),
                            "machine": platform.node(), "cpus": os.cpu_count(),
                            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
+
+
+def _looks() -> int:
+    from cos.sequential import LOOKS
+
+    return LOOKS
 
 
 def _pct(rate: dict | None) -> str:
@@ -549,12 +757,17 @@ def _wr(w: dict | None) -> str:
     return f"{w['geomean']:.2g}" + (f" [{w['ci'][0]:.2g}, {w['ci'][1]:.2g}]" if w.get("ci") else "")
 
 
+def _same(s: dict | None) -> str:
+    return "–" if not s or not s["draws"] else f"{s['same']}/{s['draws']}"
+
+
 def markdown(doc: dict) -> str:
     """The gate calibration tables: per claim power at the MDE, FPR of both unchanged kinds, width ratio; then
     every pair."""
     from tabulate import tabulate
 
     g, p = doc["goal"], doc["provenance"]
+    seq = bool(p.get("sequential"))
     rows, pair_rows, notes = [], [], []
     for cid, c in doc["claims"].items():
         pm, pf = c.get("power_at_mde"), c.get("power_full")
@@ -569,9 +782,15 @@ def markdown(doc: dict) -> str:
         for name, v in c.get("pairs", {}).items():
             pair_rows.append([cid, name, v["kind"], v.get("not_applicable") and "n/a" or _pct(v.get("rate")),
                               ", ".join(f"{k} {m}" for k, m in (v.get("rate") or {}).get("verdicts", {}).items()),
-                              _mc(v.get("bad_change")), _wr(v.get("width_ratio"))])
+                              _mc(v.get("bad_change")), _wr(v.get("width_ratio"))]
+                             + ([_mc(v.get("rows_share")), v.get("looks_planned") or "–", _same(v.get("same_as_fixed"))]
+                                if seq else []))
         notes += [f"- {cid}: {n}" for n in c.get("unpaired", [])]
-    head = (f"Gate calibration, tier `{p['tier']}`: draws 1..{p['draws']} per pair (pilot draws {p['pilot_draws'][0]}.."
+    head = (f"Gate calibration, tier `{p['tier']}`"
+            + (f", **sequential looks** (at most {p.get('looks')} per claim, as `cos gate --cos-sequential on` "
+               "against a model: both models sampled on the same units, stopped at the look that decides the change)"
+               if seq else "")
+            + f": draws 1..{p['draws']} per pair (pilot draws {p['pilot_draws'][0]}.."
             f"{p['pilot_draws'][-1]} size the regression at the MDE), {p['jobs']} worker(s), {p['wall_s']:.0f} s on "
             f"{p['machine']} ({p['cpus']} CPUs), torch {p['torch']}, {p['date']}; draws by host: "
             f"{p['draws_by_host']}. Goals: a regression at the claim's MDE flagged `regressed` in ≥ {g['power_at_mde']} "
@@ -579,12 +798,16 @@ def markdown(doc: dict) -> str:
             f"≤ {g['false_positive_rate']}; Wilson 95% intervals. MDE: the median of the positive control's own rows' "
             "MDE; w: the share of task instances whose rows come from the effect-removed control, fixed on the pilot "
             "draws, with the mean planted change it gave [95% CI over draws] (on the claim's bad side, claim units). "
-            "Width ratio: unpaired/paired interval width of the change, geometric mean over draws [95% CI].\n\n")
+            "Width ratio: unpaired/paired interval width of the change, geometric mean over draws [95% CI]."
+            + (" Per pair (below): the mean share of NEW's rows the draws used [95% CI], the looks planned, and "
+               "the draws whose verdict is the fixed-n draw's of the same rows (where that draw is in the folder)."
+               if seq else "") + "\n\n")
     table = tabulate(rows, headers=["claim", "tolerance", "MDE (w: planted change)", "power at MDE",
                                     "power, whole regression (weakest pair); its change", "FPR same weights", "FPR retrained",
                                     "width ratio (at MDE)", "width ratio (retrained)", "goals met"],
                      tablefmt="github")
     pairs = tabulate(pair_rows, headers=["claim", "pair", "kind", "flagged / draws [95% CI]", "verdicts",
-                                         "change (bad side) [95% CI]", "width ratio"], tablefmt="github")
+                                         "change (bad side) [95% CI]", "width ratio"]
+                     + (["share of rows used", "looks", "same verdict as fixed n"] if seq else []), tablefmt="github")
     return (head + table + "\n\nEvery pair:\n\n" + pairs + "\n"
             + ("\nNot paired:\n\n" + "\n".join(notes) + "\n" if notes else ""))

@@ -270,9 +270,11 @@ def test_validate_cli_refuses_a_bad_sequential_value_in_one_line(tmp_path, capsy
     assert main(["validate", "--out", str(tmp_path), "--sequential", "maybe"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--sequential" in err[0] and "'off'" in err[0] and "'on'" in err[0]
-    assert main(["validate", "--out", str(tmp_path), "--kind", "gate", "--sequential", "on"]) == 2
+    # the gate kind takes --sequential too (cos.gate_validate.run_gate_draw_seq); resummarizing a folder with no
+    # gate draws is still one line
+    assert main(["validate", "--out", str(tmp_path), "--kind", "gate", "--sequential", "on", "--summarize-only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--kind controls" in err[0]
+    assert len(err) == 1 and "--summarize-only" in err[0] and "no gate draws" in err[0]
     assert not (tmp_path / "draws.jsonl").exists()
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -211,3 +214,131 @@ def test_draws_of_an_older_claim_version_are_not_pooled(stub, tmp_path):
     from cos.cli import main
 
     assert main(["validate", "--kind", "gate", "--summarize-only", "--out", str(tmp_path), "--draws", "9001"]) == 2
+
+
+# ---------------------------------------------------------------- sequential draws (--sequential on)
+class RecModel:
+    """A stand-in checkpoint for a records claim: an identity, the effect its rows carry, and row noise of its own
+    keyed by its weight seed (a retrained copy: other own noise, the same effect)."""
+
+    experts: list = []
+    num_layers = 1
+
+    def __init__(self, effect: float):
+        self.effect, self.seed = effect, _WEIGHT_SEED.get()
+        self.name = f"rec-{effect}-{self.seed}"
+        self.fingerprint = self.weights_hash = f"rec:{effect}:{self.seed}"
+
+
+class RecClaim(Claim):
+    """A mean over 48 instances in 6 batches of 8 (looks after 2, 4 and 6 under sequential decisions): each row
+    the model's effect + an instance's shared noise N(0, 1) + the model's own N(0, 0.3²)."""
+
+    spec = ClaimSpec(id="test.gaterec", title="t", paper_ref="-", paper_value="-", measured_quantity="v",
+                     threshold=0.0, direction=">", effect=0.4)
+    SETTINGS = ClaimSettings(tasks=("grounding",), instances=48, seeds=(0,), batch_size=8, steps=3, num_frames=5)
+    sampled: list = []      # (model name, batch's first instance) of every batch measured, in order
+
+    def measure(self, ctx, system, settings, **kw):
+        return ctx.measure_records(self, system, settings)
+
+    def measure_batch(self, ctx, system, settings, batch):
+        RecClaim.sampled.append((system.name, batch.instances[0].id))
+        g = lambda *k: float(np.random.default_rng(zlib.crc32(repr(k).encode())).standard_normal())
+        return [{"instance": i.id, "seed": s,
+                 "v": system.effect + g(i.id, s) + 0.3 * g(i.id, s, system.seed)} for i, s in zip(batch.instances, batch.seeds)]
+
+    def conclude(self, records, system, settings, **kw):
+        per: dict[str, list] = {}
+        for r in records:
+            per.setdefault(r["instance"], []).append(r["v"])
+        return self.result(bootstrap_ci([np.mean(v) for v in per.values()]), system, settings, self.Details())
+
+    def controls(self):
+        return [Control("planted", "positive", lambda d: RecModel(0.8), self.SETTINGS, "effect 0.8"),
+                Control("removed", "negative", lambda d: RecModel(0.0), self.SETTINGS, "effect removed")]
+
+
+@pytest.fixture
+def rec():
+    claim = register(RecClaim())
+    RecClaim.sampled = []
+    yield claim
+    unregister(claim.id)
+
+
+def test_sequential_gate_draws_stop_at_looks_and_agree_with_fixed_n(rec, tmp_path):
+    """`--sequential on`: each pair decided as `cos gate --cos-sequential on` decides it against a model (both models
+    on the same units, stopped at the look that decides the change), keyed apart from the fixed-n draws of the same
+    rows, which it is compared with draw by draw; the regression at the MDE spliced batch by batch."""
+    fixed = validate_gate(tmp_path, draws=3, select=rec.id, stream=io.StringIO())
+    n_fixed = len(RecClaim.sampled)
+    doc = validate_gate(tmp_path, draws=3, select=rec.id, stream=io.StringIO(), sequential=True)
+    assert doc["provenance"]["sequential"] and not fixed["provenance"]["sequential"]
+    recs = _lines(tmp_path / "draws.jsonl")
+    seq = [r for r in recs if r.get("sequential")]
+    assert {r["draw"] for r in seq} == {1, 2, 3} and all("|seq" in gate_key(r) for r in seq)
+    pairs = doc["claims"][rec.id]["pairs"]
+    removed = pairs["regressed:removed"]
+    # 0.8 → 0: decided at the first look, after 2 of the 6 batches (16 of the 48 rows)
+    assert removed["rate"]["flagged"] == 3 and removed["rows_share"]["mean"] == pytest.approx(16 / 48)
+    assert removed["looks_planned"] == 3 and removed["same_as_fixed"] == {"draws": 3, "same": 3}
+    assert pairs["same-weights"]["rate"]["flagged"] == 0 and pairs["retrained"]["rate"]["flagged"] == 0
+    # the spliced regression: its rows served, never sampled; where it ran to the end, the fixed-n row exactly
+    assert not any("spliced" in name for name, _ in RecClaim.sampled[n_fixed:])
+    mde = {r["draw"]: r for r in seq if r["pair"] == "regressed:removed@mde"}
+    at_fixed = {r["draw"]: r for r in recs if r["pair"] == "regressed:removed@mde" and not r.get("sequential")}
+    assert len(mde) == 3 and all(r["spliced"] == at_fixed[d]["spliced"] for d, r in mde.items())
+    # 27 of 48 instances from the null (a change of about -0.45 against the tolerance 0.2): regressed as at fixed
+    # n, at the second look (32 of 48 rows)
+    assert pairs["regressed:removed@mde"]["same_as_fixed"] == {"draws": 3, "same": 3}
+    assert all(r["verdict"] == "regressed" and r["rows_used"] < r["rows_max"] for r in mde.values())
+    for d, r in mde.items():
+        if r["rows_used"] == r["rows_max"]:
+            assert r["change"] == pytest.approx(at_fixed[d]["change"], abs=1e-12) and r["verdict"] == at_fixed[d]["verdict"]
+    md = (tmp_path / "gate-calibration.md").read_text()
+    assert "sequential looks" in md and "share of rows used" in md and "3/3" in md
+    # resummarized in its own mode; the other mode asked for is refused in one line
+    from cos.errors import InputError
+    from cos.gate_validate import resummarize_gate
+
+    assert resummarize_gate(tmp_path, 3)["claims"] == doc["claims"]
+    with pytest.raises(InputError, match="--sequential off"):
+        resummarize_gate(tmp_path, 3, sequential=False)
+
+
+def test_a_spliced_model_samples_nothing(rec):
+    """The regression at the MDE is served OLD's and the partner's rows; a batch it lacks is an error, never a
+    sample of OLD's weights under its name."""
+    from cos.gate_validate import _gate_seq, _Spliced, splice_served
+
+    old, null = RecModel(0.8), RecModel(0.0)
+    served: dict = {}
+    from cos.gate_validate import _fill
+
+    _fill(rec, [(old, {}), (null, {})], RecClaim.SETTINGS, served)
+    fake = _Spliced(old, "t")
+    assert fake.fingerprint not in (old.fingerprint, null.fingerprint) and fake.effect == old.effect
+    taken = splice_served(served, old, null, fake, 0.25, "salt")
+    assert len(taken) == 12
+    # the same instances, the same rows as the fixed-n splice of the two runs' records (`splice`)
+    flat = lambda m: [r for (k, _), rs in served.items() if k == id(m) for r in rs]
+    bundle = lambda m: Concluded(rec.id, 1, flat(m), m, RecClaim.SETTINGS, {})
+    whole, taken_fixed = splice(bundle(old), bundle(null), 0.25, "salt")
+    assert taken == taken_fixed
+    assert sorted(flat(fake), key=str) == sorted(whole.records, key=str) != sorted(flat(old), key=str)
+    n = len(RecClaim.sampled)
+    row, res = _gate_seq(rec, old, fake, {}, RecClaim.SETTINGS, served, frozen=[fake])
+    assert row["verdict"] in ("regressed", "unchanged", "undecided") and all(m != fake.name for m, _ in RecClaim.sampled[n:])
+    # a batch missing from the splice: an error, not OLD's rows
+    first = next(k for k in served if k[0] == id(fake))
+    del served[first]
+    with pytest.raises(RuntimeError, match="not among its spliced rows"):
+        _gate_seq(rec, old, fake, {}, RecClaim.SETTINGS, served, frozen=[fake])
+    # two runs of other rows are not spliced
+    other = RecModel(0.0)
+    served2: dict = {}
+    _fill(rec, [(old, {})], RecClaim.SETTINGS, served2)
+    _fill(rec, [(other, {})], replace(RecClaim.SETTINGS, first_instance=500), served2)
+    with pytest.raises(ValueError, match="different batches"):
+        splice_served(served2, old, other, _Spliced(old, "u"), 0.25, "salt")
