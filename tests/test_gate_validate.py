@@ -342,3 +342,32 @@ def test_a_spliced_model_samples_nothing(rec):
     _fill(rec, [(other, {})], replace(RecClaim.SETTINGS, first_instance=500), served2)
     with pytest.raises(ValueError, match="different batches"):
         splice_served(served2, old, other, _Spliced(old, "u"), 0.25, "salt")
+
+
+class PartModel(RecModel):
+    """Another checkpoint whose rows are OLD's (same effect, same own noise) except on the instances in `changed`."""
+
+    def __init__(self, effect: float, changed: set[str], to: float):
+        super().__init__(effect)
+        self.changed, self.to = changed, to
+        self.name = f"part-{to}"
+        self.fingerprint = self.weights_hash = f"part:{effect}:{to}:{sorted(changed)}"
+
+
+def test_identical_rows_stop_a_look_only_for_the_same_weights(rec, monkeypatch):
+    """A model that differs from OLD only on rows after the first look gives identical rows there: the look must
+    not stop it "unchanged" (they bound nothing about the rest); the same weights, identical by construction, may."""
+    from cos.gate_validate import _gate_seq
+
+    rows = lambda m, b: [{"instance": i.id, "seed": s, "v": (m.to if i.id in getattr(m, "changed", ()) else m.effect)}
+                         for i, s in zip(b.instances, b.seeds)]
+    monkeypatch.setattr(RecClaim, "measure_batch", lambda self, ctx, system, settings, batch: rows(system, batch))
+    ids = [f"grounding-id-{k:05d}" for k in range(48)]
+    old = RecModel(0.8)
+    late = PartModel(0.8, set(ids[16:]), 0.0)         # the first look sees 2 batches of 8: ids[:16], unchanged
+    row, res = _gate_seq(rec, old, late, {}, RecClaim.SETTINGS, {})
+    used = res.details["sequential"]["batches_used"]
+    assert used > 2 and row["verdict"] == "regressed", (used, row)
+    same = RecModel(0.8)                              # another object, the same weights
+    row, res = _gate_seq(rec, old, same, {}, RecClaim.SETTINGS, {})
+    assert res.details["sequential"]["batches_used"] == 2 and row["verdict"] == "unchanged"
