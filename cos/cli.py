@@ -376,17 +376,17 @@ def _validate(a) -> None:
         if not any(a.k in c.id for c in all_claims()):
             raise InputError(f"-k {a.k!r}: matches no claim id (cos list shows them); nothing to validate")
     if a.kind == "gate":
-        from cos.gate_validate import resummarize_gate, validate_gate
+        from cos.gate_validate import calibration_files, resummarize_gate, validate_gate
 
         from cos.gate_validate import PILOT
 
         draws = positive_int("--draws", a.draws)
         if draws >= PILOT[0]:   # the pilot draws' numbers: they would be counted as measured draws
             raise InputError(f"--draws {draws}: must be below {PILOT[0]} (draws {PILOT[0]}.. are the gate's pilot draws)")
-        seq = None if a.sequential is None else a.sequential == "on"
+        seq = a.sequential == "on"
         doc = (resummarize_gate(Path(a.out), draws, seq) if a.summarize_only else
-               validate_gate(Path(a.out), draws, a.tier, positive_int("--jobs", a.jobs), a.k, sequential=bool(seq)))
-        print((Path(a.out) / "gate-calibration.md").read_text())
+               validate_gate(Path(a.out), draws, a.tier, positive_int("--jobs", a.jobs), a.k, sequential=seq))
+        print(calibration_files(Path(a.out), seq)[1].read_text())
         missed = [k for k, c in doc["claims"].items() if not c["meets_goal"]]
         print(f"{len(doc['claims']) - len(missed)}/{len(doc['claims'])} claims meet the gate's goals"
               + (f"; not: {', '.join(missed)}" if missed else ""))

@@ -262,7 +262,8 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
                 status = sp.conclude(claim).status
                 srow = gate_row(claim, replace(sp, status=status), b_old, status, old.status)
                 out.append({**rec, **_row_fields(srow), "pair": p.name + MDE_SUFFIX, "share": w,
-                            "spliced": len(taken), "on_design": srow.get("change") is not None,
+                            "spliced": len(taken), "spliced_ids": _ids_hash(taken),
+                            "on_design": srow.get("change") is not None,
                             "bad_change": _bad(claim.spec.direction, srow.get("change")),
                             "seconds": round(time.perf_counter() - t1, 2)})
         except Exception as e:   # a pair that cannot be measured is off design: counted apart, never as a pass
@@ -284,41 +285,71 @@ def _batch_id(claim: "Claim", settings: Any, batch: Any, kw: dict) -> str:
                       default=str)
 
 
+class DrawRows:
+    """The records of every batch measured in one draw, by (model, batch). Keyed by the model object's id, each
+    model is held here from its first batch on, so no later model of the draw can be given its id (review: a
+    freed model's address, reused by the next model built, handed that model the freed one's rows)."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[int, str], list[dict]] = {}
+        self._held: dict[int, Any] = {}
+
+    def key(self, model: Any, batch_id: str) -> tuple[int, str]:
+        held = self._held.setdefault(id(model), model)
+        assert held is model, "two live models with one id"
+        return id(model), batch_id
+
+    def of(self, model: Any) -> dict[str, list[dict]]:
+        """`model`'s batches: batch id -> records."""
+        return {b: rs for (m, b), rs in self.records.items() if m == id(model)}
+
+
 _SERVED: list = []      # the RunContext subclass below, built on first use (cos.runner imports torch)
 
 
-def _served_context(served: dict, frozen: Iterable[Any] = (), **kw: Any) -> Any:
-    """A RunContext (sequential, `LOOKS` looks, no report filmstrips) whose records batches are kept in `served`
-    by (model object, batch): in one draw OLD is sampled once over its pairs, and a model rebuilt from the same
-    weights (another object) is computed again, not served OLD's rows. Models in `frozen` must find every batch
-    in `served` and sample nothing (the spliced regression)."""
+def _served_context(rows: DrawRows, frozen: Iterable[Any] = (), **kw: Any) -> Any:
+    """A RunContext (sequential, `LOOKS` looks, no report filmstrips) whose records batches are kept in `rows`: in
+    one draw OLD is sampled once over its pairs, and a model rebuilt from the same weights (another object) is
+    computed again, not served OLD's rows. Models in `frozen` must find every batch in `rows` and sample nothing
+    (the spliced regression): a run, sweep or stored run of theirs is an error."""
     if not _SERVED:
         from dataclasses import dataclass as _dc, field
         from cos.runner import RunContext
 
         @_dc
         class Served(RunContext):
-            served: dict = field(default_factory=dict, repr=False)
+            rows: DrawRows = field(default_factory=DrawRows, repr=False)
             frozen: frozenset = frozenset()
+
+            def _guard(self, system: Any) -> None:
+                if id(system) in self.frozen:
+                    raise RuntimeError(f"{system.name}: spliced rows are served, never sampled")
 
             def _batch_records(self, claim, system, settings, batch, kw):
                 import copy
 
-                key = (id(system), _batch_id(claim, settings, batch, dict(kw)))
-                if key not in self.served:
+                key = self.rows.key(system, _batch_id(claim, settings, batch, dict(kw)))
+                if key not in self.rows.records:
                     if id(system) in self.frozen:
                         raise RuntimeError(f"{system.name}: a batch of {claim.id} not among its spliced rows")
-                    self.served[key] = super()._batch_records(claim, system, settings, batch, kw)
-                return copy.deepcopy(self.served[key])  # the runner's consumers must not share one list
+                    self.rows.records[key] = super()._batch_records(claim, system, settings, batch, kw)
+                return copy.deepcopy(self.rows.records[key])  # the runner's consumers must not share one list
 
             def run(self, system, *a, **k):
-                if id(system) in self.frozen:
-                    raise RuntimeError(f"{system.name}: spliced rows are served, never sampled")
+                self._guard(system)
                 return super().run(system, *a, **k)
+
+            def sweep(self, system, *a, **k):
+                self._guard(system)
+                return super().sweep(system, *a, **k)
+
+            def _stored(self, kind, system, *a, **k):
+                self._guard(system)
+                return super()._stored(kind, system, *a, **k)
         _SERVED.append(Served)
     from cos.sequential import LOOKS
 
-    return _SERVED[0](progress=False, report_instances=0, sequential=True, looks=LOOKS, served=served,
+    return _SERVED[0](progress=False, report_instances=0, sequential=True, looks=LOOKS, rows=rows,
                       frozen=frozenset(id(m) for m in frozen), **kw)
 
 
@@ -334,14 +365,18 @@ class _Spliced:
         return getattr(self._base, k)
 
 
-def splice_served(served: dict, old: Any, null: Any, spliced: Any, share: float, salt: str) -> list[str]:
-    """Every batch OLD and `null` both have in `served` again under `spliced`, with the rows of round(share·n)
-    of OLD's n task instances (at least 1; ranked by a hash of `salt` and the instance id, as `splice` ranks them)
-    taken from `null`: the regression at the MDE as batches. Returns the instances taken. ValueError when a
-    batch's two record lists are not the same rows in the same order."""
+def _ids_hash(ids: list[str]) -> str:
+    """A short hash of the instances a splice took (fixed n and sequential draws must take the same)."""
+    return hashlib.sha256(json.dumps(sorted(ids)).encode()).hexdigest()[:12]
+
+
+def splice_served(rows: DrawRows, old: Any, null: Any, spliced: Any, share: float, salt: str) -> list[str]:
+    """Every batch OLD and `null` both have in `rows` again under `spliced`, with the rows of round(share·n) of
+    OLD's n task instances (at least 1; ranked by a hash of `salt` and the instance id, as `splice` ranks them)
+    taken from `null`: the regression at the MDE as batches. Returns the instances taken. ValueError when the two
+    models ran other batches, or a batch's two record lists are not the same rows in the same order."""
     inst = lambda r: str(r["instance"])
-    olds = {b: rs for (m, b), rs in served.items() if m == id(old)}
-    nulls = {b: rs for (m, b), rs in served.items() if m == id(null)}
+    olds, nulls = rows.of(old), rows.of(null)
     if set(olds) != set(nulls):
         raise ValueError("OLD and the partner ran different batches: not the same draw")
     units = sorted({inst(r) for rs in olds.values() for r in rs})
@@ -350,64 +385,85 @@ def splice_served(served: dict, old: Any, null: Any, spliced: Any, share: float,
     for b, rs in olds.items():
         if [(inst(r), r.get("seed")) for r in rs] != [(inst(r), r.get("seed")) for r in nulls[b]]:
             raise ValueError("the two runs' rows differ (instances, seeds or order): not the same draw")
-        served[(id(spliced), b)] = [n if inst(o) in pick else o for o, n in zip(rs, nulls[b])]
+        rows.records[rows.key(spliced, b)] = [n if inst(o) in pick else o for o, n in zip(rs, nulls[b])]
     return sorted(pick)
 
 
-def _gate_seq(claim: "Claim", old: Any, new: Any, kw: dict, settings: Any, served: dict,
+def _gate_seq(claim: "Claim", old: Any, new: Any, kw: dict, settings: Any, rows: DrawRows,
               frozen: Iterable[Any] = ()) -> tuple[dict, Any]:
     """NEW against OLD as `cos gate --cos-sequential on` decides it (cos.testing.test_claim's two calls): the row
-    and NEW's result (its `details["sequential"]`: the looks taken)."""
+    and NEW's result (its `details["sequential"]`: the looks taken). A skipped claim has no gate row there: an
+    error here (off design, as at fixed n, where it has no records)."""
     from cos.gate import Against
 
     against = Against("old", system=old)
-    ctx = _served_context(served, frozen)
+    ctx = _served_context(rows, frozen)
     ctx.look_rule = against.look_rule(claim)
     res = ctx.measure_claim(claim, new, settings, **kw)
+    if res.status == "skipped":
+        raise ValueError(f"NEW skipped: {res.reason}"[:300])
     return against.row(claim, res, ctx, settings), res
 
 
-def _fill(claim: "Claim", models: list[tuple[Any, dict]], settings: Any, served: dict) -> None:
-    """Each (model, keyword arguments) measured on every batch into `served` (its looks taken, none stopping)."""
-    ctx = _served_context(served, look_rule=lambda *a: "")
-    for m, kw in models:
-        ctx.measure_claim(claim, m, settings, **kw)
+def layout(claim: "Claim", model: Any, settings: Any, kw: dict) -> tuple[tuple, list] | None:
+    """((settings, keyword arguments) the claim's `measure` hands `measure_records`, the units it samples under
+    sequential looks) on `model`, or None where it does not get there without running (`cos.runner.records_call`).
+    The units, not the control's own settings: several claims size their rows in `measure` (review)."""
+    from cos.runner import RunContext, records_call
+
+    call = records_call(claim, model, settings, True, None, **kw)
+    if call is None:
+        return None
+    return call, RunContext(progress=False, sequential=True).units_of(claim, call[0], **call[1])
+
+
+def _fill(claim: "Claim", models: list[Any], call: tuple, units: list, rows: DrawRows) -> None:
+    """Each model's records of every unit into `rows`, at the (settings, keyword arguments) `call` (no looks:
+    none can stop it short)."""
+    ctx = _served_context(rows)
+    for m in models:
+        for unit in units:
+            ctx._unit_records(claim, m, unit, call[1])
 
 
 def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, float] | None = None) -> list[dict]:
     """`run_gate_draw` with the looks of `cos gate --cos-sequential on` against a model: each pair's NEW sampled
     with OLD on the same units, both stopping at the look that decides the change (`cos.gate.Against`); the
     regression at the MDE spliced batch by batch from both controls' rows on every batch. A claim whose rows form
-    one unit has one look, at the end: its sequential gate is the fixed-n gate, so its draw is `run_gate_draw`'s.
-    Each record adds "sequential": true and what NEW used of its batches and rows (`cos.calibration.looks_of`)."""
+    one unit has one look, at the end: its sequential gate is the fixed-n gate, so its draw is `run_gate_draw`'s
+    (marked "fallback"). Each record adds "sequential": true and what NEW used of its batches and rows
+    (`cos.calibration.looks_of`)."""
     import torch
 
     from cos import sequential as seq
-    from cos.calibration import looks_of, unit_rows
+    from cos.calibration import looks_of
     from cos.registry import at_draw, get_claim
 
     claim = get_claim(claim_id)
     pairs, _ = pairs_of(claim)
-    if not pairs:
-        return []
-    rows = unit_rows(claim, replace(pairs[0].old, settings=tier_settings(pairs[0].old.settings, tier)), draw)
-    if len(seq.look_points(len(rows), seq.LOOKS)) < 2:
-        used = looks_of(None, rows)
-        return [{**r, "sequential": True, **used} for r in run_gate_draw(claim_id, draw, tier, shares)]
     base = {"kind": KIND, "claim": claim_id, "version": claim.spec.version, "draw": draw, "tier": tier,
             "host": platform.node(), "torch": torch.__version__, "sequential": True}
+    rows = DrawRows()
+    olds: dict[str, tuple] = {}      # OLD's name -> (model, kwargs, settings, layout)
+    for p in pairs:
+        if p.old.name not in olds:
+            m, kw = p.old.model(draw), dict(p.old.kwargs(draw)) if p.old.kwargs else {}
+            s = at_draw(tier_settings(p.old.settings, tier), draw)
+            olds[p.old.name] = (m, kw, s, layout(claim, m, s, kw))
+    n_looks = {len(seq.look_points(len(lay[1]), seq.LOOKS)) if lay else 1 for *_, lay in olds.values()}
+    if n_looks <= {1}:
+        lay = next(iter(olds.values()))[3] if olds else None
+        used = looks_of(None, [sum(len(b.instances) for _, b in u) for u in lay[1]] if lay else None)
+        return [{**r, "sequential": True, "fallback": True, **used} for r in run_gate_draw(claim_id, draw, tier, shares)]
     out: list[dict] = []
-    served: dict = {}
-    olds: dict[str, tuple] = {}
     for p in pairs:
         t0 = time.perf_counter()
         rec = {**base, "pair": p.name, "pair_kind": p.kind, "share": None, "on_design": False, "old_mde": None}
+        old, old_kw, settings, lay = olds[p.old.name]
+        n_rows = [sum(len(b.instances) for _, b in unit) for unit in lay[1]] if lay else None
         try:
-            settings = at_draw(tier_settings(p.old.settings, tier), draw)
-            if p.old.name not in olds:
-                m = p.old.model(draw)
-                olds[p.old.name] = (m, dict(p.old.kwargs(draw)) if p.old.kwargs else {})
-            old, old_kw = olds[p.old.name]
+            if lay is None or len(seq.look_points(len(lay[1]), seq.LOOKS)) < 2:
+                raise ValueError("a pair with one look in a claim whose other pairs have several: not calibrated")
             new = p.new.model(draw)
             new_kw = dict(p.new.kwargs(draw)) if p.new.kwargs else {}
             if any(_is_model(v) for v in (*old_kw.values(), *new_kw.values())):
@@ -421,24 +477,31 @@ def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, flo
                 continue
             if p.kind == "same-weights" and _identity(new, new_kw) != _identity(old, old_kw):
                 raise ValueError("the rebuilt model is not the same weights (its fingerprint differs)")
-            row, res = _gate_seq(claim, old, new, new_kw, settings, served)
+            row, res = _gate_seq(claim, old, new, new_kw, settings, rows)
             rec.update(_row_fields(row), on_design=row.get("change") is not None or bool(row.get("identical")),
-                       bad_change=_bad(claim.spec.direction, row.get("change")), **looks_of(res.details, rows))
-            out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
-            w = (shares or {}).get(p.name)
-            if w is not None and p.splice:
-                t1 = time.perf_counter()
-                _fill(claim, [(old, old_kw), (new, new_kw)], settings, served)
-                fake = _Spliced(old, f"{claim_id}|{draw}|{p.name}|{w!r}")
-                taken = splice_served(served, old, new, fake, w, f"{claim_id}|{draw}|{p.name}")
-                srow, sres = _gate_seq(claim, old, fake, new_kw, settings, served, frozen=[fake])
-                out.append({**rec, **_row_fields(srow), "pair": p.name + MDE_SUFFIX, "share": w,
-                            "spliced": len(taken), "on_design": srow.get("change") is not None,
-                            "bad_change": _bad(claim.spec.direction, srow.get("change")),
-                            **looks_of(sres.details, rows), "seconds": round(time.perf_counter() - t1, 2)})
+                       bad_change=_bad(claim.spec.direction, row.get("change")), **looks_of(res.details, n_rows))
         except Exception as e:   # a pair that cannot be measured is off design: counted apart, never as a pass
             rec.update(verdict="error", regressed=False, reason=f"{type(e).__name__}: {e}"[:300], on_design=False)
             out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+            continue
+        out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+        w = (shares or {}).get(p.name)
+        if w is None or not p.splice:
+            continue
+        t1 = time.perf_counter()
+        mde = {**rec, "pair": p.name + MDE_SUFFIX, "share": w, "on_design": False}
+        try:        # its own record: a failure here is the regression at the MDE's, not the pair's
+            _fill(claim, [old, new], lay[0], lay[1], rows)
+            fake = _Spliced(old, f"{claim_id}|{draw}|{p.name}|{w!r}")
+            taken = splice_served(rows, old, new, fake, w, f"{claim_id}|{draw}|{p.name}")
+            srow, sres = _gate_seq(claim, old, fake, new_kw, settings, rows, frozen=[fake])
+            mde.update(_row_fields(srow), spliced=len(taken), spliced_ids=_ids_hash(taken),
+                       on_design=srow.get("change") is not None, bad_change=_bad(claim.spec.direction, srow.get("change")),
+                       **looks_of(sres.details, n_rows))
+        except Exception as e:   # noqa: BLE001 - off design, counted apart
+            mde.update(verdict="error", regressed=False, reason=f"{type(e).__name__}: {e}"[:300], on_design=False,
+                       change=None, ci=None, bad_change=None)
+        out.append({**mde, "seconds": round(time.perf_counter() - t1, 2)})
     return out
 
 
@@ -558,38 +621,46 @@ def validate_gate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: in
     return doc
 
 
+def calibration_files(out: Path, sequential: bool) -> tuple[Path, Path]:
+    """The summary's JSON and Markdown files: one pair per mode, so a folder holding both modes' draws keeps
+    both summaries."""
+    stem = "gate-calibration" + ("-seq" if sequential else "")
+    return out / f"{stem}.json", out / f"{stem}.md"
+
+
 def _write(out: Path, doc: dict) -> None:
-    (out / "gate-calibration.json").write_text(json.dumps(doc, indent=1))
-    (out / "gate-calibration.md").write_text(markdown(doc))
+    js, md = calibration_files(out, bool(doc["provenance"].get("sequential")))
+    js.write_text(json.dumps(doc, indent=1))
+    md.write_text(markdown(doc))
 
 
-def resummarize_gate(out: Path, draws: int, sequential: bool | None = None) -> dict:
-    """DIR/gate-calibration.json and .md again from DIR/draws.jsonl's gate lines with this version's rules, running
-    nothing; the provenance of the run that made the draws is kept (from the earlier gate-calibration.json, marked
-    `resummarized`), and so is its mode (fixed n or sequential looks): `sequential`, where given, must be it."""
+def resummarize_gate(out: Path, draws: int, sequential: bool = False) -> dict:
+    """DIR/gate-calibration.json and .md (with `sequential`: -seq.json and -seq.md) again from DIR/draws.jsonl's
+    gate lines of that mode with this version's rules, running nothing; the provenance of the run that made the
+    draws is kept (from the earlier summary, marked `resummarized`)."""
     from cos.errors import InputError
     from cos.registry import all_claims
 
     recs = list(load(out / "draws.jsonl", sys.stderr).values())
     if not recs:
         raise InputError(f"--summarize-only: {out}/draws.jsonl holds no gate draws (run cos validate --kind gate)")
-    cal = out / "gate-calibration.json"
+    cal = calibration_files(out, sequential)[0]
     try:
         old = json.loads(_read_text(cal, "--summarize-only")).get("provenance") if cal.exists() else None
     except (json.JSONDecodeError, AttributeError):
         raise InputError(f"--summarize-only: {cal}: not a gate calibration document") from None
     tier = old["tier"] if isinstance(old, dict) and old.get("tier") else Counter(r["tier"] for r in recs).most_common(1)[0][0]
-    mode = bool(old.get("sequential")) if isinstance(old, dict) else any(r.get("sequential") for r in recs)
-    if sequential is not None and sequential != mode:
-        raise InputError(f"--sequential {'on' if sequential else 'off'}: {cal} summarizes "
-                         f"{'sequential' if mode else 'fixed-n'} draws (leave --sequential out to keep its mode)")
+    mode = sequential
     ids = {r["claim"] for r in recs if (r.get("sequential") is True) == mode}   # claims with draws of this mode
+    if not ids:
+        raise InputError(f"--summarize-only: {out}/draws.jsonl holds no {'sequential' if mode else 'fixed-n'} gate "
+                         f"draws (--sequential {'off' if mode else 'on'} summarizes the other mode)")
     claims = [c for c in all_claims() if c.id in ids]
     doc = summarize([r for r in recs if r["tier"] == tier], claims, draws, tier, 0, 0.0, mode)
     if isinstance(old, dict):
         # the draws themselves say which host and torch made them (a resumed or partly rerun folder mixes them)
-        doc["provenance"] = {**old, "draws": draws, **{k: doc["provenance"][k] for k in ("draw_seconds", "draws_by_host",
-                                                                                      "sequential", "looks")}}
+        doc["provenance"] = {"looks": doc["provenance"]["looks"], **old, "draws": draws,
+                             **{k: doc["provenance"][k] for k in ("draw_seconds", "draws_by_host", "sequential")}}
     doc["provenance"]["resummarized"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     _write(out, doc)
     return doc
@@ -686,8 +757,12 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                                  bad_change=_mean_ci([r.get("bad_change") for r in rs]),
                                  width_ratio=_ratio(rs))
                     if sequential:
-                        both = [(r["verdict"], fixed[k]) for r in rs if (k := (c.id, name, r["draw"])) in fixed]
-                        entry.update(rows_share=_share(rs, "rows_used", "rows_max"),
+                        # a one-look claim's draw is the fixed-n draw run again (`run_gate_draw_seq`): it agrees
+                        # by construction, so it is counted apart
+                        both = [(r["verdict"], fixed[k]) for r in rs if not r.get("fallback")
+                                and (k := (c.id, name, r["draw"])) in fixed]
+                        entry.update(one_look=sum(bool(r.get("fallback")) for r in rs),
+                                     rows_share=_share(rs, "rows_used", "rows_max"),
                                      batches_share=_share(rs, "batches_used", "batches_max"),
                                      looks_planned=max((r.get("looks_planned") or 1 for r in rs), default=None),
                                      same_as_fixed={"draws": len(both), "same": sum(a == b for a, b in both)})
@@ -719,7 +794,8 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                      "goals": {"power_at_mde": power_ok, "fpr_same_weights": same_ok, "fpr_retrained": retr_ok},
                      "meets_goal": power_ok and same_ok and retr_ok is not False}
     # this mode's draws and the pilot's (a folder may hold both modes' draws of the same rows)
-    mine = [r for r in recs if (r.get("sequential") is True) == sequential or r["draw"] in PILOT]
+    mine = [r for r in recs if ((r.get("sequential") is True) == sequential and 1 <= r["draw"] <= draws)
+            or r["draw"] in PILOT]
     return {"schema": SCHEMA, "claims": out,
             "goal": {"power_at_mde": GOAL_POWER, "false_positive_rate": GOAL_FPR, "min_draws": MIN_DRAWS},
             "provenance": {"cos": getattr(cos, "__version__", None), "torch": torch.__version__, "tier": tier,
@@ -757,8 +833,8 @@ def _wr(w: dict | None) -> str:
     return f"{w['geomean']:.2g}" + (f" [{w['ci'][0]:.2g}, {w['ci'][1]:.2g}]" if w.get("ci") else "")
 
 
-def _same(s: dict | None) -> str:
-    return "–" if not s or not s["draws"] else f"{s['same']}/{s['draws']}"
+def _same(s: dict | None, one_look: int = 0) -> str:
+    return ("–" if not s or not s["draws"] else f"{s['same']}/{s['draws']}") + (f" ({one_look} one-look)" if one_look else "")
 
 
 def markdown(doc: dict) -> str:
@@ -783,7 +859,7 @@ def markdown(doc: dict) -> str:
             pair_rows.append([cid, name, v["kind"], v.get("not_applicable") and "n/a" or _pct(v.get("rate")),
                               ", ".join(f"{k} {m}" for k, m in (v.get("rate") or {}).get("verdicts", {}).items()),
                               _mc(v.get("bad_change")), _wr(v.get("width_ratio"))]
-                             + ([_mc(v.get("rows_share")), v.get("looks_planned") or "–", _same(v.get("same_as_fixed"))]
+                             + ([_mc(v.get("rows_share")), v.get("looks_planned") or "–", _same(v.get("same_as_fixed"), v.get("one_look") or 0)]
                                 if seq else []))
         notes += [f"- {cid}: {n}" for n in c.get("unpaired", [])]
     head = (f"Gate calibration, tier `{p['tier']}`"

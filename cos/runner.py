@@ -568,16 +568,17 @@ class _Probe:
 
 
 def records_call(claim, system: WanSystem, settings: ClaimSettings, sequential: bool = False,
-                 shard: tuple[int, int] | None = None) -> tuple[ClaimSettings, dict] | None:
+                 shard: tuple[int, int] | None = None, **kw: Any) -> tuple[ClaimSettings, dict] | None:
     """(settings, keyword arguments) the claim's `measure` hands `measure_records` at these run settings: several
     claims size their own (frames.count its frame counts, the noise claims `noise_settings` and their sizing,
     layers.swap_flip its instances), and both are in its records' store keys. None where the claim does not get
     there without running something (a VBVR run, distill.four_step's fast model, a claim that skips or fails
     first, pytest.skip included) or calls `measure_records` more than once (its records are not all under the
-    first call's keys). Nothing the claim raises leaves here but KeyboardInterrupt and SystemExit."""
+    first call's keys). `kw`: further arguments of `measure` (a control's). Nothing the claim raises leaves here
+    but KeyboardInterrupt and SystemExit."""
     probe = _Probe(sequential, shard)
     try:
-        claim.measure(probe, system, settings)
+        claim.measure(probe, system, settings, **kw)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException:  # noqa: BLE001 - _NotProbed, a claim's own error or pytest outcome: what it got to counts

@@ -223,30 +223,35 @@ class RecModel:
 
     experts: list = []
     num_layers = 1
+    # batches sampled by each model built, by its serial (not the model: a freed model must stay freed)
+    made: list = []
 
     def __init__(self, effect: float):
-        self.effect, self.seed = effect, _WEIGHT_SEED.get()
+        self.effect, self.seed, self.serial = effect, _WEIGHT_SEED.get(), len(RecModel.made)
         self.name = f"rec-{effect}-{self.seed}"
         self.fingerprint = self.weights_hash = f"rec:{effect}:{self.seed}"
+        RecModel.made.append(0)
 
 
 class RecClaim(Claim):
     """A mean over 48 instances in 6 batches of 8 (looks after 2, 4 and 6 under sequential decisions): each row
-    the model's effect + an instance's shared noise N(0, 1) + the model's own N(0, 0.3²)."""
+    the model's effect + an instance's shared noise N(0, 1) + the model's own N(0, 0.3²). `offset` (a keyword
+    argument of `measure`, as a control's) is added to every row."""
 
     spec = ClaimSpec(id="test.gaterec", title="t", paper_ref="-", paper_value="-", measured_quantity="v",
                      threshold=0.0, direction=">", effect=0.4)
     SETTINGS = ClaimSettings(tasks=("grounding",), instances=48, seeds=(0,), batch_size=8, steps=3, num_frames=5)
     sampled: list = []      # (model name, batch's first instance) of every batch measured, in order
 
-    def measure(self, ctx, system, settings, **kw):
-        return ctx.measure_records(self, system, settings)
+    def measure(self, ctx, system, settings, offset: float = 0.0):
+        return ctx.measure_records(self, system, settings, offset=offset)
 
-    def measure_batch(self, ctx, system, settings, batch):
+    def measure_batch(self, ctx, system, settings, batch, offset: float = 0.0):
         RecClaim.sampled.append((system.name, batch.instances[0].id))
+        RecModel.made[system.serial] += 1
         g = lambda *k: float(np.random.default_rng(zlib.crc32(repr(k).encode())).standard_normal())
-        return [{"instance": i.id, "seed": s,
-                 "v": system.effect + g(i.id, s) + 0.3 * g(i.id, s, system.seed)} for i, s in zip(batch.instances, batch.seeds)]
+        return [{"instance": i.id, "seed": s, "v": offset + system.effect + g(i.id, s) + 0.3 * g(i.id, s, system.seed)}
+                for i, s in zip(batch.instances, batch.seeds)]
 
     def conclude(self, records, system, settings, **kw):
         per: dict[str, list] = {}
@@ -255,14 +260,15 @@ class RecClaim(Claim):
         return self.result(bootstrap_ci([np.mean(v) for v in per.values()]), system, settings, self.Details())
 
     def controls(self):
-        return [Control("planted", "positive", lambda d: RecModel(0.8), self.SETTINGS, "effect 0.8"),
-                Control("removed", "negative", lambda d: RecModel(0.0), self.SETTINGS, "effect removed")]
+        off = lambda d: {"offset": 0.1}
+        return [Control("planted", "positive", lambda d: RecModel(0.8), self.SETTINGS, "effect 0.8", kwargs=off),
+                Control("removed", "negative", lambda d: RecModel(0.0), self.SETTINGS, "effect removed", kwargs=off)]
 
 
 @pytest.fixture
 def rec():
     claim = register(RecClaim())
-    RecClaim.sampled = []
+    RecClaim.sampled, RecModel.made = [], []
     yield claim
     unregister(claim.id)
 
@@ -271,77 +277,122 @@ def test_sequential_gate_draws_stop_at_looks_and_agree_with_fixed_n(rec, tmp_pat
     """`--sequential on`: each pair decided as `cos gate --cos-sequential on` decides it against a model (both models
     on the same units, stopped at the look that decides the change), keyed apart from the fixed-n draws of the same
     rows, which it is compared with draw by draw; the regression at the MDE spliced batch by batch."""
+    from cos.errors import InputError
+    from cos.gate_validate import resummarize_gate
+
     fixed = validate_gate(tmp_path, draws=3, select=rec.id, stream=io.StringIO())
-    n_fixed = len(RecClaim.sampled)
+    n_fixed, made = len(RecClaim.sampled), len(RecModel.made)
     doc = validate_gate(tmp_path, draws=3, select=rec.id, stream=io.StringIO(), sequential=True)
     assert doc["provenance"]["sequential"] and not fixed["provenance"]["sequential"]
+    # every model a sequential draw built sampled rows of its own (none was served another's), and the spliced
+    # regression none (its rows are served)
+    assert len(RecModel.made) > made and all(RecModel.made[made:])
+    assert not any("spliced" in name for name, _ in RecClaim.sampled[n_fixed:])
     recs = _lines(tmp_path / "draws.jsonl")
     seq = [r for r in recs if r.get("sequential")]
-    assert {r["draw"] for r in seq} == {1, 2, 3} and all("|seq" in gate_key(r) for r in seq)
+    fx = {(r["pair"], r["draw"]): r for r in recs if not r.get("sequential") and r["draw"] < 9000}
+    assert {r["draw"] for r in seq} == {1, 2, 3} and all("|seq" in gate_key(r) and not r.get("fallback") for r in seq)
     pairs = doc["claims"][rec.id]["pairs"]
     removed = pairs["regressed:removed"]
     # 0.8 → 0: decided at the first look, after 2 of the 6 batches (16 of the 48 rows)
     assert removed["rate"]["flagged"] == 3 and removed["rows_share"]["mean"] == pytest.approx(16 / 48)
     assert removed["looks_planned"] == 3 and removed["same_as_fixed"] == {"draws": 3, "same": 3}
     assert pairs["same-weights"]["rate"]["flagged"] == 0 and pairs["retrained"]["rate"]["flagged"] == 0
-    # the spliced regression: its rows served, never sampled; where it ran to the end, the fixed-n row exactly
-    assert not any("spliced" in name for name, _ in RecClaim.sampled[n_fixed:])
-    mde = {r["draw"]: r for r in seq if r["pair"] == "regressed:removed@mde"}
-    at_fixed = {r["draw"]: r for r in recs if r["pair"] == "regressed:removed@mde" and not r.get("sequential")}
-    assert len(mde) == 3 and all(r["spliced"] == at_fixed[d]["spliced"] for d, r in mde.items())
-    # 27 of 48 instances from the null (a change of about -0.45 against the tolerance 0.2): regressed as at fixed
-    # n, at the second look (32 of 48 rows)
+    # a row that ran to the end is the fixed-n row of the same draw (same rows, same keyword arguments)
+    whole = [r for r in seq if r["rows_used"] == r["rows_max"]]
+    assert any(r["pair"] == "retrained" for r in whole)
+    for r in whole:
+        f = fx[(r["pair"], r["draw"])]
+        assert r["change"] == pytest.approx(f["change"], abs=1e-12) and r["verdict"] == f["verdict"], r["pair"]
+    # the regression at the MDE: the same instances spliced as at fixed n; 27 of 48 from the null (a change of
+    # about -0.45 against the tolerance 0.2): regressed as at fixed n, at the second look (32 of 48 rows)
+    mde = [r for r in seq if r["pair"] == "regressed:removed@mde"]
+    assert len(mde) == 3 and all(r["spliced_ids"] == fx[(r["pair"], r["draw"])]["spliced_ids"] for r in mde)
     assert pairs["regressed:removed@mde"]["same_as_fixed"] == {"draws": 3, "same": 3}
-    assert all(r["verdict"] == "regressed" and r["rows_used"] < r["rows_max"] for r in mde.values())
-    for d, r in mde.items():
-        if r["rows_used"] == r["rows_max"]:
-            assert r["change"] == pytest.approx(at_fixed[d]["change"], abs=1e-12) and r["verdict"] == at_fixed[d]["verdict"]
-    md = (tmp_path / "gate-calibration.md").read_text()
+    assert all(r["verdict"] == "regressed" and r["rows_used"] < r["rows_max"] for r in mde)
+    md = (tmp_path / "gate-calibration-seq.md").read_text()
     assert "sequential looks" in md and "share of rows used" in md and "3/3" in md
-    # resummarized in its own mode; the other mode asked for is refused in one line
-    from cos.errors import InputError
-    from cos.gate_validate import resummarize_gate
+    # each mode keeps its own summary and resummarizes from its own draws
+    assert json.loads((tmp_path / "gate-calibration.json").read_text())["claims"] == fixed["claims"]
+    assert resummarize_gate(tmp_path, 3, sequential=True)["claims"] == doc["claims"]
+    assert resummarize_gate(tmp_path, 3)["claims"] == fixed["claims"]
+    only_seq = tmp_path / "only-seq"
+    only_seq.mkdir()
+    (only_seq / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r.get("sequential")))
+    with pytest.raises(InputError, match="no fixed-n gate draws"):
+        resummarize_gate(only_seq, 3)
 
-    assert resummarize_gate(tmp_path, 3)["claims"] == doc["claims"]
-    with pytest.raises(InputError, match="--sequential off"):
-        resummarize_gate(tmp_path, 3, sequential=False)
+
+def test_a_one_unit_claim_takes_the_fixed_n_draw_marked_as_such(rec, tmp_path, monkeypatch):
+    """One unit is one look: the sequential gate is the fixed-n gate, so the draw is the fixed-n one, marked
+    "fallback" and not counted as agreeing with it."""
+    monkeypatch.setattr(RecClaim, "SETTINGS", replace(RecClaim.SETTINGS, batch_size=48))
+    doc = validate_gate(tmp_path, draws=2, select=rec.id, stream=io.StringIO(), sequential=True)
+    seq = [r for r in _lines(tmp_path / "draws.jsonl") if r.get("sequential")]
+    assert seq and all(r["fallback"] and r["looks_planned"] == 1 for r in seq)
+    assert all(r["rows_max"] == 48 for r in seq if r["verdict"] != "n/a")
+    same = doc["claims"][rec.id]["pairs"]["same-weights"]
+    assert same["one_look"] == 2 and same["same_as_fixed"] == {"draws": 0, "same": 0}
+
+
+class Slotted(RecModel):
+    """A model of an uncommon object size: CPython hands a freed one's memory straight to the next one built, so
+    the next model gets the freed one's id (the review's reproduction of rows served by id)."""
+
+    __slots__ = tuple(f"pad{i}" for i in range(50))
+
+
+def test_a_model_built_after_another_was_freed_samples_its_own_rows(rec, monkeypatch):
+    import gc
+
+    from cos.gate_validate import run_gate_draw_seq, standard_pairs
+
+    def build(effect):
+        gc.collect()
+        return Slotted(effect)
+
+    old = Control("planted", "positive", lambda d: build(0.8), RecClaim.SETTINGS, "effect 0.8")
+    nulls = [Control(n, "negative", lambda d: build(0.0), RecClaim.SETTINGS, "removed") for n in ("removed", "removed2")]
+    monkeypatch.setattr(RecClaim, "gate_pairs", lambda self: (standard_pairs(old, nulls), []))
+    got = {r["pair"]: r for r in run_gate_draw_seq(rec.id, 1, "cpu", None)}
+    assert len(RecModel.made) >= 5 and all(RecModel.made), RecModel.made
+    assert got["same-weights"]["verdict"] == "unchanged" and got["retrained"]["verdict"] != "regressed"
 
 
 def test_a_spliced_model_samples_nothing(rec):
     """The regression at the MDE is served OLD's and the partner's rows; a batch it lacks is an error, never a
     sample of OLD's weights under its name."""
-    from cos.gate_validate import _gate_seq, _Spliced, splice_served
+    from cos.gate_validate import DrawRows, _fill, _gate_seq, _Spliced, layout, splice_served
 
     old, null = RecModel(0.8), RecModel(0.0)
-    served: dict = {}
-    from cos.gate_validate import _fill
-
-    _fill(rec, [(old, {}), (null, {})], RecClaim.SETTINGS, served)
+    rows = DrawRows()
+    call, units = layout(rec, old, RecClaim.SETTINGS, {})
+    assert len(units) == 6
+    _fill(rec, [old, null], call, units, rows)
     fake = _Spliced(old, "t")
     assert fake.fingerprint not in (old.fingerprint, null.fingerprint) and fake.effect == old.effect
-    taken = splice_served(served, old, null, fake, 0.25, "salt")
+    taken = splice_served(rows, old, null, fake, 0.25, "salt")
     assert len(taken) == 12
     # the same instances, the same rows as the fixed-n splice of the two runs' records (`splice`)
-    flat = lambda m: [r for (k, _), rs in served.items() if k == id(m) for r in rs]
+    flat = lambda m: [r for rs in rows.of(m).values() for r in rs]
     bundle = lambda m: Concluded(rec.id, 1, flat(m), m, RecClaim.SETTINGS, {})
     whole, taken_fixed = splice(bundle(old), bundle(null), 0.25, "salt")
     assert taken == taken_fixed
     assert sorted(flat(fake), key=str) == sorted(whole.records, key=str) != sorted(flat(old), key=str)
     n = len(RecClaim.sampled)
-    row, res = _gate_seq(rec, old, fake, {}, RecClaim.SETTINGS, served, frozen=[fake])
+    row, res = _gate_seq(rec, old, fake, {}, RecClaim.SETTINGS, rows, frozen=[fake])
     assert row["verdict"] in ("regressed", "unchanged", "undecided") and all(m != fake.name for m, _ in RecClaim.sampled[n:])
     # a batch missing from the splice: an error, not OLD's rows
-    first = next(k for k in served if k[0] == id(fake))
-    del served[first]
+    del rows.records[next(k for k in rows.records if k[0] == id(fake))]
     with pytest.raises(RuntimeError, match="not among its spliced rows"):
-        _gate_seq(rec, old, fake, {}, RecClaim.SETTINGS, served, frozen=[fake])
+        _gate_seq(rec, old, fake, {}, RecClaim.SETTINGS, rows, frozen=[fake])
     # two runs of other rows are not spliced
     other = RecModel(0.0)
-    served2: dict = {}
-    _fill(rec, [(old, {})], RecClaim.SETTINGS, served2)
-    _fill(rec, [(other, {})], replace(RecClaim.SETTINGS, first_instance=500), served2)
+    rows2 = DrawRows()
+    _fill(rec, [old], call, units, rows2)
+    _fill(rec, [other], *layout(rec, other, replace(RecClaim.SETTINGS, first_instance=500), {}), rows2)
     with pytest.raises(ValueError, match="different batches"):
-        splice_served(served2, old, other, _Spliced(old, "u"), 0.25, "salt")
+        splice_served(rows2, old, other, _Spliced(old, "u"), 0.25, "salt")
 
 
 class PartModel(RecModel):
@@ -357,17 +408,17 @@ class PartModel(RecModel):
 def test_identical_rows_stop_a_look_only_for_the_same_weights(rec, monkeypatch):
     """A model that differs from OLD only on rows after the first look gives identical rows there: the look must
     not stop it "unchanged" (they bound nothing about the rest); the same weights, identical by construction, may."""
-    from cos.gate_validate import _gate_seq
+    from cos.gate_validate import DrawRows, _gate_seq
 
     rows = lambda m, b: [{"instance": i.id, "seed": s, "v": (m.to if i.id in getattr(m, "changed", ()) else m.effect)}
                          for i, s in zip(b.instances, b.seeds)]
-    monkeypatch.setattr(RecClaim, "measure_batch", lambda self, ctx, system, settings, batch: rows(system, batch))
+    monkeypatch.setattr(RecClaim, "measure_batch", lambda self, ctx, system, settings, batch, offset=0.0: rows(system, batch))
     ids = [f"grounding-id-{k:05d}" for k in range(48)]
     old = RecModel(0.8)
     late = PartModel(0.8, set(ids[16:]), 0.0)         # the first look sees 2 batches of 8: ids[:16], unchanged
-    row, res = _gate_seq(rec, old, late, {}, RecClaim.SETTINGS, {})
+    row, res = _gate_seq(rec, old, late, {}, RecClaim.SETTINGS, DrawRows())
     used = res.details["sequential"]["batches_used"]
     assert used > 2 and row["verdict"] == "regressed", (used, row)
     same = RecModel(0.8)                              # another object, the same weights
-    row, res = _gate_seq(rec, old, same, {}, RecClaim.SETTINGS, {})
+    row, res = _gate_seq(rec, old, same, {}, RecClaim.SETTINGS, DrawRows())
     assert res.details["sequential"]["batches_used"] == 2 and row["verdict"] == "unchanged"
