@@ -255,9 +255,14 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
             rec.update(_row_fields(row), on_design=row.get("change") is not None or bool(row.get("identical")))
             rec["bad_change"] = _bad(claim.spec.direction, row.get("change"))
             out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
-            w = (shares or {}).get(p.name)
-            if w is not None and p.splice:
-                t1 = time.perf_counter()
+        except Exception as e:   # a pair that cannot be measured is off design: counted apart, never as a pass
+            rec.update(verdict="error", regressed=False, reason=f"{type(e).__name__}: {e}"[:300], on_design=False)
+            out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+            continue
+        w = (shares or {}).get(p.name)
+        if w is not None and p.splice:
+            t1 = time.perf_counter()
+            try:    # its own record: a failure here is the regression at the MDE's, not the pair's (review)
                 sp, taken = splice(b_old, b_new, w, f"{claim_id}|{draw}|{p.name}")
                 status = sp.conclude(claim).status
                 srow = gate_row(claim, replace(sp, status=status), b_old, status, old.status)
@@ -266,10 +271,16 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
                             "on_design": srow.get("change") is not None,
                             "bad_change": _bad(claim.spec.direction, srow.get("change")),
                             "seconds": round(time.perf_counter() - t1, 2)})
-        except Exception as e:   # a pair that cannot be measured is off design: counted apart, never as a pass
-            rec.update(verdict="error", regressed=False, reason=f"{type(e).__name__}: {e}"[:300], on_design=False)
-            out.append({**rec, "seconds": round(time.perf_counter() - t0, 2)})
+            except Exception as e:   # noqa: BLE001 - off design, counted apart
+                out.append(_mde_error(base, p, w, e, t1))
     return out
+
+
+def _mde_error(base: dict, p: GatePair, share: float, e: Exception, t0: float) -> dict:
+    """The record of a regression at the MDE that could not be measured (nothing of its pair's row in it)."""
+    return {**base, "pair": p.name + MDE_SUFFIX, "pair_kind": p.kind, "share": share, "old_mde": None,
+            **_row_fields({}), "verdict": "error", "regressed": False, "reason": f"{type(e).__name__}: {e}"[:300],
+            "on_design": False, "bad_change": None, "seconds": round(time.perf_counter() - t0, 2)}
 
 
 # ---------------------------------------------------------------- sequential draws (--sequential on)
@@ -444,21 +455,32 @@ def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, flo
     base = {"kind": KIND, "claim": claim_id, "version": claim.spec.version, "draw": draw, "tier": tier,
             "host": platform.node(), "torch": torch.__version__, "sequential": True}
     rows = DrawRows()
-    olds: dict[str, tuple] = {}      # OLD's name -> (model, kwargs, settings, layout)
+    olds: dict[str, tuple | Exception] = {}      # OLD's name -> (model, kwargs, settings, layout), or why not
     for p in pairs:
         if p.old.name not in olds:
-            m, kw = p.old.model(draw), dict(p.old.kwargs(draw)) if p.old.kwargs else {}
-            s = at_draw(tier_settings(p.old.settings, tier), draw)
-            olds[p.old.name] = (m, kw, s, layout(claim, m, s, kw))
-    n_looks = {len(seq.look_points(len(lay[1]), seq.LOOKS)) if lay else 1 for *_, lay in olds.values()}
+            try:
+                m, kw = p.old.model(draw), dict(p.old.kwargs(draw)) if p.old.kwargs else {}
+                s = at_draw(tier_settings(p.old.settings, tier), draw)
+                olds[p.old.name] = (m, kw, s, layout(claim, m, s, kw))
+            except Exception as e:   # noqa: BLE001 - its pairs are error draws (below), as at fixed n
+                olds[p.old.name] = e
+    built = [o for o in olds.values() if not isinstance(o, Exception)]
+    n_looks = {len(seq.look_points(len(lay[1]), seq.LOOKS)) if lay else 1 for *_, lay in built}
     if n_looks <= {1}:
-        lay = next(iter(olds.values()))[3] if olds else None
+        lay = built[0][3] if built else None
         used = looks_of(None, [sum(len(b.instances) for _, b in u) for u in lay[1]] if lay else None)
-        return [{**r, "sequential": True, "fallback": True, **used} for r in run_gate_draw(claim_id, draw, tier, shares)]
+        # why: one unit (one look: the fixed-n gate), or a claim whose units are not known without running it
+        why = "one look" if lay else ("units not known without running" if built else "OLD not built")
+        return [{**r, "sequential": True, "fallback": why, **used} for r in run_gate_draw(claim_id, draw, tier, shares)]
     out: list[dict] = []
     for p in pairs:
         t0 = time.perf_counter()
         rec = {**base, "pair": p.name, "pair_kind": p.kind, "share": None, "on_design": False, "old_mde": None}
+        if isinstance(olds[p.old.name], Exception):
+            e = olds[p.old.name]
+            out.append({**rec, "verdict": "error", "regressed": False, "reason": f"OLD: {type(e).__name__}: {e}"[:300],
+                        "seconds": 0.0})
+            continue
         old, old_kw, settings, lay = olds[p.old.name]
         n_rows = [sum(len(b.instances) for _, b in unit) for unit in lay[1]] if lay else None
         try:
@@ -490,7 +512,7 @@ def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, flo
             continue
         t1 = time.perf_counter()
         mde = {**rec, "pair": p.name + MDE_SUFFIX, "share": w, "on_design": False}
-        try:        # its own record: a failure here is the regression at the MDE's, not the pair's
+        try:        # its own record: a failure here is the regression at the MDE's, not the pair's (review)
             _fill(claim, [old, new], lay[0], lay[1], rows)
             fake = _Spliced(old, f"{claim_id}|{draw}|{p.name}|{w!r}")
             taken = splice_served(rows, old, new, fake, w, f"{claim_id}|{draw}|{p.name}")
@@ -498,10 +520,9 @@ def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, flo
             mde.update(_row_fields(srow), spliced=len(taken), spliced_ids=_ids_hash(taken),
                        on_design=srow.get("change") is not None, bad_change=_bad(claim.spec.direction, srow.get("change")),
                        **looks_of(sres.details, n_rows))
+            out.append({**mde, "seconds": round(time.perf_counter() - t1, 2)})
         except Exception as e:   # noqa: BLE001 - off design, counted apart
-            mde.update(verdict="error", regressed=False, reason=f"{type(e).__name__}: {e}"[:300], on_design=False,
-                       change=None, ci=None, bad_change=None)
-        out.append({**mde, "seconds": round(time.perf_counter() - t1, 2)})
+            out.append({**_mde_error(base, p, w, e, t1), **looks_of(None, None), "looks_planned": None, "looks": None})
     return out
 
 
@@ -649,9 +670,12 @@ def resummarize_gate(out: Path, draws: int, sequential: bool = False) -> dict:
         old = json.loads(_read_text(cal, "--summarize-only")).get("provenance") if cal.exists() else None
     except (json.JSONDecodeError, AttributeError):
         raise InputError(f"--summarize-only: {cal}: not a gate calibration document") from None
-    tier = old["tier"] if isinstance(old, dict) and old.get("tier") else Counter(r["tier"] for r in recs).most_common(1)[0][0]
     mode = sequential
-    ids = {r["claim"] for r in recs if (r.get("sequential") is True) == mode}   # claims with draws of this mode
+    if isinstance(old, dict) and bool(old.get("sequential")) != mode:
+        old = None      # an older summary of the other mode (one file served both before): not this run's
+    tier = old["tier"] if isinstance(old, dict) and old.get("tier") else Counter(r["tier"] for r in recs).most_common(1)[0][0]
+    # the claims with measured draws of this mode (the pilot draws are fixed-n lines of every mode's run)
+    ids = {r["claim"] for r in recs if (r.get("sequential") is True) == mode and r["draw"] not in PILOT}
     if not ids:
         raise InputError(f"--summarize-only: {out}/draws.jsonl holds no {'sequential' if mode else 'fixed-n'} gate "
                          f"draws (--sequential {'off' if mode else 'on'} summarizes the other mode)")

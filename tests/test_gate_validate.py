@@ -318,7 +318,8 @@ def test_sequential_gate_draws_stop_at_looks_and_agree_with_fixed_n(rec, tmp_pat
     assert resummarize_gate(tmp_path, 3)["claims"] == fixed["claims"]
     only_seq = tmp_path / "only-seq"
     only_seq.mkdir()
-    (only_seq / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs if r.get("sequential")))
+    (only_seq / "draws.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs
+                                                  if r.get("sequential") or r["draw"] >= 9000))
     with pytest.raises(InputError, match="no fixed-n gate draws"):
         resummarize_gate(only_seq, 3)
 
@@ -422,3 +423,30 @@ def test_identical_rows_stop_a_look_only_for_the_same_weights(rec, monkeypatch):
     same = RecModel(0.8)                              # another object, the same weights
     row, res = _gate_seq(rec, old, same, {}, RecClaim.SETTINGS, DrawRows())
     assert res.details["sequential"]["batches_used"] == 2 and row["verdict"] == "unchanged"
+
+
+def test_a_control_that_cannot_be_built_or_spliced_is_an_error_draw_of_its_own(rec, tmp_path, monkeypatch):
+    """An OLD that cannot be built makes its pairs error draws (the run goes on); a splice that fails is the
+    regression at the MDE's error, not its pair's, and carries none of the pair's numbers."""
+    from cos import gate_validate as gv
+
+    def broken(d):
+        raise RuntimeError("no weights")
+
+    monkeypatch.setattr(RecClaim, "controls", lambda self: [
+        Control("planted", "positive", broken, self.SETTINGS, "cannot be built"),
+        Control("removed", "negative", lambda d: RecModel(0.0), self.SETTINGS, "effect removed")])
+    got = gv.run_gate_draw_seq(rec.id, 1, "cpu", {"regressed:removed": 0.3})
+    assert got and all(r["verdict"] == "error" and "no weights" in r["reason"] for r in got)
+    monkeypatch.undo()
+
+    def no_splice(*a, **k):
+        raise ValueError("splice broke")
+
+    for fn, name in ((gv.run_gate_draw_seq, "splice_served"), (gv.run_gate_draw, "splice")):
+        monkeypatch.setattr(gv, name, no_splice)
+        got = {r["pair"]: r for r in fn(rec.id, 1, "cpu", {"regressed:removed": 0.3})}
+        monkeypatch.undo()
+        assert got["regressed:removed"]["verdict"] == "regressed", fn.__name__
+        bad = got["regressed:removed@mde"]
+        assert bad["verdict"] == "error" and "splice broke" in bad["reason"] and bad["n"] is None and bad["change"] is None
