@@ -337,13 +337,6 @@ def _run_folder(against: str | None) -> bool:
     return bool(against) and (Path(against) / FILE).exists()
 
 
-def _gate_looks(against: str | None, mode: str) -> bool:
-    """Whether sequential looks may stop the rows: always without --cos-against; in a gate (against a run folder
-    or a model directory) only with --cos-sequential on, never by `auto` (the gate's sequential stop has no
-    calibration yet: `cos validate --kind gate` runs at fixed n)."""
-    return not against or mode == "on"
-
-
 def make_run_context(config: pytest.Config) -> "RunContext":
     """The session's `RunContext`: the result store (--cos-store; by default on the full tier, under a shard and
     with several processes, where the ranks' runs meet) and this process's place among the run's processes
@@ -375,16 +368,14 @@ def make_run_context(config: pytest.Config) -> "RunContext":
     from cos.sequential import LOOKS, resolve as sequential_on
     from cos.validation import check_looks
 
-    # a gate stops a claim's rows at a look once its paired change is decided (look_rule; against a model both
-    # models' rows), only when asked for: its rule is not calibrated
-    against = config.getoption("--cos-against")
-    sequential = (sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
-                  and _gate_looks(against, config.getoption("--cos-sequential")))
+    # under a gate (--cos-against) a claim's rows stop at a look once its paired change is decided (look_rule;
+    # against a model both models' rows), by `auto` too since its calibration on the planted models gave the
+    # fixed-n gate's verdict on every draw (benchmarks/results/calibration/gate-gpu-tier-seq-vm/)
+    sequential = sequential_on(config.getoption("--cos-sequential"), resolve_tier(config))
     if config.getoption("--cos-looks") is not None and not sequential:
         raise pytest.UsageError(
             f"--cos-looks {config.getoption('--cos-looks')!r}: only with sequential decisions ("
-            + ("a gate takes looks only with --cos-sequential on" if against else
-               f"--cos-sequential on; auto is off at the {resolve_tier(config)} tier") + ")")
+            f"--cos-sequential on; auto is off at the {resolve_tier(config)} tier)")
     ctx = RunContext(store=opened, shard=shard, report_instances=config.getoption("--cos-report-instances"),
                      sequential=sequential,
                      overlap=config.getoption("--cos-overlap") == "on",

@@ -48,9 +48,9 @@ PLUGIN_CASES = [
     (["--cos-looks", "11"], "--cos-looks '11': must be at most 10"),
     (["--cos-looks", "1"], "--cos-looks '1': must be at least 2 (one look is fixed n"),
     (["--cos-looks", "5", "--cos-sequential", "off"], "--cos-looks '5': only with sequential decisions"),
-    # a gate takes looks only when asked (--cos-sequential on), never by auto: refused, not silently fixed n
-    (["--cos-looks", "4", "--cos-tier", "gpu", "--cos-against", str(ROOT / "fixtures" / "organism")],
-     "--cos-looks '4': only with sequential decisions (a gate takes looks only with --cos-sequential on)"),
+    # a gate at the cpu tier decides at fixed n, as any run there: refused, not silently ignored
+    (["--cos-looks", "4", "--cos-tier", "cpu", "--cos-against", str(ROOT / "fixtures" / "organism")],
+     "--cos-looks '4': only with sequential decisions (--cos-sequential on; auto is off at the cpu tier)"),
     (["--cos-shard", "2/2"], "--cos-shard '2/2': need 0 <= I < N"),
     (["--cos-shard", "half"], "--cos-shard 'half': expected I/N"),
     pytest.param(["--cos-device", "cuda"], "CUDA is not available here", marks=NO_CUDA),

@@ -163,8 +163,8 @@ class _Config:
 
 def test_cos_looks_reaches_the_run_context_or_is_refused(tmp_path):
     """--cos-looks K is the session's RunContext.looks (the runner's and the ETA's); without it, 3. Where the run
-    decides at fixed n it is refused in one line instead of ignored: the cpu tier's auto, and a gate whose
-    sequential stop was not asked for with --cos-sequential on."""
+    decides at fixed n it is refused in one line instead of ignored: the cpu tier's auto (a gate's too). A gate at
+    the gpu tier takes looks by auto, as any run there (its sequential stop is calibrated: docs/gate.md)."""
     from cos.pytest_plugin import make_run_context
 
     ctx = make_run_context(_Config(tmp_path, **{"--cos-looks": "5"}))
@@ -172,8 +172,8 @@ def test_cos_looks_reaches_the_run_context_or_is_refused(tmp_path):
     assert make_run_context(_Config(tmp_path)).looks == 3
     with pytest.raises(pytest.UsageError, match="only with sequential decisions"):
         make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-tier": "cpu"}))
-    with pytest.raises(pytest.UsageError, match="a gate takes looks only with --cos-sequential on"):
-        make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-against": str(tmp_path)}))
-    gate = make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-against": str(tmp_path),
-                                                 "--cos-sequential": "on"}))
+    with pytest.raises(pytest.UsageError, match="auto is off at the cpu tier"):
+        make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-against": str(tmp_path), "--cos-tier": "cpu"}))
+    gate = make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-against": str(tmp_path)}))
     assert gate.sequential and gate.looks == 5
+    assert not make_run_context(_Config(tmp_path, **{"--cos-against": str(tmp_path), "--cos-sequential": "off"})).sequential
