@@ -72,14 +72,30 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def unit_rows(claim, ctl, draw: int) -> list[int]:
+def layout(claim, model, settings, kw: dict) -> tuple[tuple, list] | None:
+    """((settings, keyword arguments) the claim's `measure` hands `measure_records`, the units it samples under
+    sequential looks) on `model`, or None where it does not get there without running (`cos.runner.records_call`).
+    The units, not a control's own settings': several claims size their rows in `measure` (ensemble.mid_layers
+    its seeds' rows, layers.swap_flip its instances)."""
+    from cos.runner import RunContext, records_call
+
+    call = records_call(claim, model, settings, True, None, **kw)
+    if call is None:
+        return None
+    return call, RunContext(progress=False, sequential=True).units_of(claim, call[0], **call[1])
+
+
+def unit_rows(claim, ctl, draw: int, model=None) -> list[int]:
     """The rows of each unit (batch) a sequential run of control `ctl` (at its tier's settings) samples at `draw`:
-    `len()` is its maximum number of batches, and the looks fall after `cos.sequential.look_points(len())` of them."""
+    `len()` is its maximum number of batches, and the looks fall after `cos.sequential.look_points(len())` of them.
+    With the control's `model`, as the claim's `measure` sizes them (`layout`); without, or where that is not known
+    without running, from the control's settings."""
     from cos.registry import at_draw
     from cos.runner import RunContext
 
-    units = RunContext(progress=False, sequential=True).units_of(
-        claim, at_draw(ctl.settings, draw), **(ctl.kwargs(draw) if ctl.kwargs else {}))
+    settings, kw = at_draw(ctl.settings, draw), dict(ctl.kwargs(draw)) if ctl.kwargs else {}
+    lay = layout(claim, model, settings, kw) if model is not None else None
+    units = lay[1] if lay else RunContext(progress=False, sequential=True).units_of(claim, settings, **kw)
     return [sum(len(b.instances) for _, b in unit) for unit in units]
 
 
@@ -115,14 +131,15 @@ def run_one(claim_id: str, control: str, draw: int, tier: str, sequential: bool 
     used = {}
     try:
         ctl = replace(ctl, settings=tier_settings(ctl.settings, tier))
-        r = ctl.run(claim, draw, sequential=sequential)
+        model = ctl.model(draw)
+        r = ctl.run(claim, draw, sequential=sequential, model=model)
         ok = ctl.check is None or bool(ctl.check(r))
         det = (r.details or {}).get("detectable") or {}
         out = {"status": r.status, "measured": r.measured, "ci": [r.ci_low, r.ci_high], "n": r.n,
                "reason": r.reason, "check": ok, "mde": det.get("min_detectable_effect")}
         if sequential:
             try:
-                rows = unit_rows(claim, ctl, draw)
+                rows = unit_rows(claim, ctl, draw, model)
             except Exception:   # noqa: BLE001 - the row stands; only the rows' count is then unknown
                 rows = None
             used = looks_of(r.details, rows)

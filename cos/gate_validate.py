@@ -416,18 +416,6 @@ def _gate_seq(claim: "Claim", old: Any, new: Any, kw: dict, settings: Any, rows:
     return against.row(claim, res, ctx, settings), res
 
 
-def layout(claim: "Claim", model: Any, settings: Any, kw: dict) -> tuple[tuple, list] | None:
-    """((settings, keyword arguments) the claim's `measure` hands `measure_records`, the units it samples under
-    sequential looks) on `model`, or None where it does not get there without running (`cos.runner.records_call`).
-    The units, not the control's own settings: several claims size their rows in `measure` (review)."""
-    from cos.runner import RunContext, records_call
-
-    call = records_call(claim, model, settings, True, None, **kw)
-    if call is None:
-        return None
-    return call, RunContext(progress=False, sequential=True).units_of(claim, call[0], **call[1])
-
-
 def _fill(claim: "Claim", models: list[Any], call: tuple, units: list, rows: DrawRows) -> None:
     """Each model's records of every unit into `rows`, at the (settings, keyword arguments) `call` (no looks:
     none can stop it short)."""
@@ -447,7 +435,7 @@ def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, flo
     import torch
 
     from cos import sequential as seq
-    from cos.calibration import looks_of
+    from cos.calibration import layout, looks_of
     from cos.registry import at_draw, get_claim
 
     claim = get_claim(claim_id)

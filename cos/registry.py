@@ -95,12 +95,14 @@ class Control:
         planted at the paper's size or smaller, which the tier's n may miss) is only measured by `cos validate`."""
         return self.kind != "sensitivity"
 
-    def run(self, claim: "Claim", draw: int = 0, sequential: bool = False) -> "ClaimResult":
+    def run(self, claim: "Claim", draw: int = 0, sequential: bool = False, model: Any = None) -> "ClaimResult":
         """The claim's row on this control at `draw`; with `sequential`, decided at looks as `--cos-sequential`
-        decides it (`RunContext.sequential`: its details then say which looks it took and how many batches)."""
+        decides it (`RunContext.sequential`: its details then say which looks it took and how many batches).
+        `model`: `self.model(draw)` built already (the caller reads it further)."""
         from cos.runner import RunContext
 
-        return claim.measure(RunContext(progress=False, sequential=sequential), self.model(draw),
+        return claim.measure(RunContext(progress=False, sequential=sequential),
+                             self.model(draw) if model is None else model,
                              at_draw(self.settings, draw),
                              **(self.kwargs(draw) if self.kwargs else {}))
 

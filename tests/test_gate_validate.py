@@ -359,7 +359,8 @@ def test_a_model_built_after_another_was_freed_samples_its_own_rows(rec, monkeyp
 def test_a_spliced_model_samples_nothing(rec):
     """The regression at the MDE is served OLD's and the partner's rows; a batch it lacks is an error, never a
     sample of OLD's weights under its name."""
-    from cos.gate_validate import DrawRows, _fill, _gate_seq, _Spliced, layout, splice_served
+    from cos.calibration import layout
+    from cos.gate_validate import DrawRows, _fill, _gate_seq, _Spliced, splice_served
 
     old, null = RecModel(0.8), RecModel(0.0)
     rows = DrawRows()
@@ -446,3 +447,18 @@ def test_a_control_that_cannot_be_built_or_spliced_is_an_error_draw_of_its_own(r
         assert got["regressed:removed"]["verdict"] == "regressed", fn.__name__
         bad = got["regressed:removed@mde"]
         assert bad["verdict"] == "error" and "splice broke" in bad["reason"] and bad["n"] is None and bad["change"] is None
+
+
+def test_unit_rows_follow_the_rows_a_claim_sizes_in_its_measure(rec, monkeypatch):
+    """`cos.calibration.unit_rows` with the control's model counts the units the claim's `measure` hands the runner
+    (here twice the control's instances), as the runner's own `batches_max` does; without the model, the control's
+    settings (the review: ensemble's rows and swap_flip's instances were counted from those)."""
+    from cos.calibration import run_one, unit_rows
+
+    sized = lambda self, ctx, system, settings, offset=0.0: ctx.measure_records(
+        self, system, replace(settings, instances=2 * settings.instances), offset=offset)
+    monkeypatch.setattr(RecClaim, "measure", sized)
+    ctl = rec.controls()[0]
+    assert unit_rows(rec, ctl, 1) == [8] * 6 and unit_rows(rec, ctl, 1, ctl.model(1)) == [8] * 12
+    got = run_one(rec.id, "planted", 1, "cpu", sequential=True)
+    assert got["batches_max"] == 12 and got["rows_max"] == 96 and got["rows_used"] == 8 * got["batches_used"]
