@@ -250,11 +250,12 @@ def final_row(claim: Any, new: Concluded, old: Concluded, status_old: str, fract
     return gate_row(claim, new, old, _status95(claim, new), status_old, fraction)
 
 
-def write_gate(out: str | Path, rows: dict[str, dict], new_model: str, old_model: str) -> list[Path]:
-    """DIR/gate.json and DIR/gate.md (atomically)."""
+def write_gate(out: str | Path, rows: dict[str, dict], new_model: str, old_model: str,
+               looks: int | None = None) -> list[Path]:
+    """DIR/gate.json and DIR/gate.md (atomically). `looks`: at most how many looks a claim took (1: fixed n)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"schema": SCHEMA, "new": new_model, "old": old_model, "claims": dict(sorted(rows.items())),
+    doc = {"schema": SCHEMA, "new": new_model, "old": old_model, "looks": looks, "claims": dict(sorted(rows.items())),
            "regressed": sorted(k for k, r in rows.items() if r.get("regressed"))}
     paths = []
     for name, text in (("gate.json", json.dumps(doc, indent=2, default=str)), ("gate.md", render_gate(doc))):
@@ -284,7 +285,11 @@ def render_gate(doc: dict, fmt: str = "github") -> str:
              "" if r.get("tolerance") is None else f"{r['tolerance']:.3g}", catches(r), r.get("n") or "",
              f"{r.get('status_old')} → {r.get('status_new')}", r.get("reason", ""))
             for k, r in doc["claims"].items()]
-    head = f"# cos gate: {doc['new']} against {doc['old']}\n\n"
+    looks = doc.get("looks")
+    head = (f"# cos gate: {doc['new']} against {doc['old']}\n\n"
+            + ("" if not looks or looks == 1 else
+               f"Sequential: a claim's rows stopped at the first of up to {looks} looks that decided its change (n: the "
+               "paired instances it used); a status stopped early is its look's, at that look's stricter level.\n\n"))
     verdict = ("**REGRESSED**: " + ", ".join(doc["regressed"])) if doc["regressed"] else "**pass**: no claim regressed"
     return head + verdict + "\n\n" + tabulate(rows, headers=["claim", "verdict", "change", "95% CI (paired)",
                                                              "tolerance", f"catches ({POWER:.0%})", "n",

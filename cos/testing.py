@@ -18,8 +18,8 @@ def test_claim(claim_id, cos_claim, cos_run, cos_system, cos_settings, cos_again
     --cos-against, its paired change against the old model: cos.gate)."""
     claim = next(c for c in CLAIMS if c.id == claim_id)
     start = len(cos_run.key_log)
-    # in a gate with --cos-sequential on, the claim's rows (against a model, both models') stop once its paired
-    # change is decided
+    # in a gate that takes looks, the claim's rows (against a model, both models') stop once its paired change is
+    # decided
     fraction = pytestconfig.getoption("--cos-tolerance")
     cos_run.look_rule = cos_against.look_rule(claim, fraction) if cos_against is not None else None
     try:

@@ -224,7 +224,9 @@ def test_cos_gate_end_to_end_against_a_model_with_looks_and_against_a_stored_run
     p = _cos("gate", "--model", str(root / "fixtures" / "organism"), "--against", str(root / "fixtures" / "organism-v1"),
              "--out", str(a), *common, "--cos-sequential", "on")
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    row = json.loads((a / "gate.json").read_text())["claims"]["layers.energy_profile"]
+    gate_doc = json.loads((a / "gate.json").read_text())
+    row = gate_doc["claims"]["layers.energy_profile"]
+    assert gate_doc["looks"] == 3 and "looks that decided its change" in (a / "gate.md").read_text()
     assert row["verdict"] == "unchanged" and not row["regressed"] and row["status_old"] == "fails"
     sq = json.loads((a / "claims-status.json").read_text())["claims"][0]["details"]["sequential"]
     # a stop by the gate's rule can only come from the old model's rows at the look (cos.gate.PairedLooks)
@@ -244,6 +246,7 @@ def test_cos_gate_end_to_end_against_a_model_with_looks_and_against_a_stored_run
              "--cos-sequential", "off")
     assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
     doc = json.loads((b / "gate.json").read_text())
+    assert doc["looks"] == 1
     row = doc["claims"]["layers.energy_profile"]
     assert doc["regressed"] == ["layers.energy_profile"] and row["verdict"] == "regressed"
     assert row["change"] == pytest.approx(-0.3, abs=0.02) and row["n"] >= 8

@@ -163,8 +163,9 @@ class _Config:
 
 def test_cos_looks_reaches_the_run_context_or_is_refused(tmp_path):
     """--cos-looks K is the session's RunContext.looks (the runner's and the ETA's); without it, 3. Where the run
-    decides at fixed n it is refused in one line instead of ignored: the cpu tier's auto (a gate's too). A gate at
-    the gpu tier takes looks by auto, as any run there (its sequential stop is calibrated: docs/gate.md)."""
+    decides at fixed n it is refused in one line instead of ignored: the cpu tier's auto (a gate's too), off, and a
+    gate against a run folder by auto. A gate against a model directory at the gpu tier takes looks by auto, as any
+    run there (its sequential stop is calibrated on the planted models: docs/gate.md)."""
     from cos.pytest_plugin import make_run_context
 
     ctx = make_run_context(_Config(tmp_path, **{"--cos-looks": "5"}))
@@ -177,3 +178,13 @@ def test_cos_looks_reaches_the_run_context_or_is_refused(tmp_path):
     gate = make_run_context(_Config(tmp_path, **{"--cos-looks": "5", "--cos-against": str(tmp_path)}))
     assert gate.sequential and gate.looks == 5
     assert not make_run_context(_Config(tmp_path, **{"--cos-against": str(tmp_path), "--cos-sequential": "off"})).sequential
+    # against a run folder (its records.jsonl) auto stays at fixed n: a CI's next baseline keeps all its rows
+    folder = tmp_path / "accepted"
+    folder.mkdir()
+    (folder / "records.jsonl").write_text("")
+    assert not make_run_context(_Config(tmp_path, **{"--cos-against": str(folder)})).sequential
+    assert make_run_context(_Config(tmp_path, **{"--cos-against": str(folder), "--cos-sequential": "on"})).sequential
+    with pytest.raises(pytest.UsageError, match="a gate against a run folder takes looks only with --cos-sequential on"):
+        make_run_context(_Config(tmp_path, **{"--cos-looks": "4", "--cos-against": str(folder)}))
+    with pytest.raises(pytest.UsageError, match=r"\(--cos-sequential off\)"):
+        make_run_context(_Config(tmp_path, **{"--cos-looks": "4", "--cos-sequential": "off"}))
