@@ -470,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("gate", help="gate a model change: every claim on NEW and OLD on the same rows, each "
                        "claim's paired change; exit 1 when one regresses", description="Unknown options go to pytest "
                        "(e.g. -k noise, --cos-tier gpu, --cos-tolerance 0.5). OLD is a model directory or a run folder "
-                       "with records.jsonl (then the new model runs at that run's settings to pair with it).")
+                       "with records.jsonl (then the new model runs at that run's settings to pair with it). Against "
+                       "a model directory on the gpu and full tiers both models' rows stop at the look that decides "
+                       "a claim's change (--cos-sequential off: fixed n; docs/gate.md).")
     p.add_argument("--model", "--cos-model", dest="model", default=None, help="the new model (default: the organism)")
     p.add_argument("--against", "--cos-against", dest="against", required=True,
                    help="the old model directory, or an earlier run folder (its records.jsonl)")
