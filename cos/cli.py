@@ -376,9 +376,7 @@ def _validate(a) -> None:
         if not any(a.k in c.id for c in all_claims()):
             raise InputError(f"-k {a.k!r}: matches no claim id (cos list shows them); nothing to validate")
     if a.kind == "gate":
-        from cos.gate_validate import calibration_files, resummarize_gate, validate_gate
-
-        from cos.gate_validate import PILOT
+        from cos.gate_validate import PILOT, calibration_files, resummarize_gate, validate_gate
 
         draws = positive_int("--draws", a.draws)
         if draws >= PILOT[0]:   # the pilot draws' numbers: they would be counted as measured draws
@@ -576,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="on: every draw decides at looks as --cos-sequential on does (power and FPR count the "
                         "looks; calibration adds the mean share of the batches used; with --kind gate, as a gate "
                         "against a model with --cos-sequential on); off: fixed n (default). "
-                        "--summarize-only keeps the mode of the run it resummarizes (a different one is refused)")
+                        "--summarize-only keeps the mode of the run it resummarizes (a different one is refused); "
+                        "with --kind gate it summarizes the draws of the mode asked for (each has its own files)")
     p.add_argument("--summarize-only", action="store_true",
                    help="recompute calibration.json/.md (with --kind gate: gate-calibration.json/.md, for --draws) "
                         "from DIR/draws.jsonl, running nothing (keeps its provenance)")

@@ -54,6 +54,12 @@ def look_fractions(looks: int = seq.LOOKS, batches: int | None = None) -> tuple[
     return tuple(k / looks for k in range(1, looks + 1))
 
 
+def takes_looks(claim: Any, settings: Any) -> bool:
+    """Whether the claim can stop at a look in a run at `settings`: written as records, and not a VBVR run (whose
+    claims are generated and scored, not records)."""
+    return bool(getattr(claim, "by_records", False)) and not settings.extra.get("vbvr")
+
+
 def claim_layout(claim: Any, system: Any, settings: Any) -> tuple[int, int | None]:
     """(units, batches) of a claim in a run at `settings`. Units: what its interval is over, `max_units` at the
     settings its `measure` hands `measure_records` (`cos.runner.records_call`): a claim that sizes its own rows
@@ -174,8 +180,7 @@ def claim_stops(claim: Any, settings: Any, system: Any, sequential: bool,
     side, in standard errors at n_max): a model that fails or holds by far stops early whatever the paper's effect.
     Sequential without one: a prior, the claim as if sized for POWER_GOAL at its effect (`theta_for_power`); the
     run's ETA (cos.eta) moves it towards where this run's finished claims stopped."""
-    if not sequential or not getattr(claim, "by_records", False) or settings.extra.get("vbvr"):
-        # a VBVR run's claims are generated and scored, not records: no looks
+    if not sequential or not takes_looks(claim, settings):
         return [(1.0, 1.0)], None, "fixed n: every unit"
     n_max, nb = claim_layout(claim, system, settings)
     effect = getattr(claim.spec, "effect", None)
@@ -236,7 +241,8 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
     for c in claims:
         spec = c.spec
         n_max, nb = claim_layout(c, system, settings)
-        nb = nb if sequential and not settings.extra.get("vbvr") else None
+        by_records = takes_looks(c, settings)
+        nb = nb if sequential and by_records else None
         own = int(c.cost(settings, system)) * cfg
         shared = {k: v * cfg for k, v in c.shared_runs(settings, system).items()}
         effect, note = getattr(spec, "effect", None), getattr(spec, "effect_note", "")
@@ -255,8 +261,6 @@ def plan(system, settings, claims: Sequence[Any], seconds_per_forward: float | N
                                        / abs(effect)) ** 2)) if effect else None
         elif sequential:
             frac = frac0 = float("nan")    # unknown without a spread: the maximum is what is planned
-        # a VBVR run's claims are generated and scored, not records: they take no looks
-        by_records = getattr(c, "by_records", False) and not settings.extra.get("vbvr")
         if not by_records:                 # a claim not written as records runs to its maximum n
             frac = frac0 = 1.0
         f = 1.0 if math.isnan(frac) else frac

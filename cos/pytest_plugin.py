@@ -636,7 +636,7 @@ class CosSession:
         prov["world_size"] = world
         prov["shard"] = list(self.ctx.shard) if self.ctx.shard is not None else None
         prov["sequential"] = bool(self.ctx.sequential)
-        prov["looks"] = self.ctx.looks if self.ctx.sequential else 1     # at most, per claim (--cos-looks)
+        prov["looks"] = self.ctx.max_looks
         prov["overlap"] = bool(self.ctx.overlap)     # readouts beside the sampling (--cos-overlap)
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
@@ -702,7 +702,7 @@ class CosSession:
 
             new = ", ".join(sorted({r.model for r in rows if r.model}))
             paths += write_gate(out, self.gate, new, str(self.config.getoption("--cos-against")),
-                                looks=self.ctx.looks if self.ctx.sequential else 1)
+                                looks=self.ctx.max_looks)
         return paths
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

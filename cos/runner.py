@@ -114,6 +114,11 @@ class RunContext:
     _log_sink: Any = field(default_factory=threading.local, repr=False)
 
     @property
+    def max_looks(self) -> int:
+        """At most how many looks a claim takes in this run (1: fixed n); provenance and gate.json record it."""
+        return self.looks if self.sequential else 1
+
+    @property
     def distilled(self) -> WanSystem | None:
         """The --cos-lora model (App. C's 4-step model), loaded on first use; None when none is given."""
         if self._distilled is None and self.distilled_loader is not None:
