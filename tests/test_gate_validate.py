@@ -83,7 +83,8 @@ def test_a_planted_regression_is_flagged_and_an_unchanged_model_is_not(stub, tmp
     doc = validate_gate(tmp_path, draws=3, select=stub.id, stream=io.StringIO())
     c = doc["claims"][stub.id]
     pairs = c["pairs"]
-    assert set(pairs) == {"regressed:removed", "regressed:removed@mde", "same-weights", "retrained"}
+    assert set(pairs) == {"regressed:removed", "regressed:removed@mde", "regressed:removed@catches", "same-weights",
+                          "retrained"}
     assert pairs["regressed:removed"]["rate"]["flagged"] == 3          # 0.8 → 0.0, tolerance 0.2
     assert pairs["same-weights"]["rate"]["verdicts"] == {"unchanged": 3} and pairs["same-weights"]["rate"]["flagged"] == 0
     retr = pairs["retrained"]["rate"]
@@ -94,9 +95,15 @@ def test_a_planted_regression_is_flagged_and_an_unchanged_model_is_not(stub, tmp
     mde = pairs["regressed:removed@mde"]
     assert 0 < mde["share"] < 1 and mde["target_mde"] > 0 and mde["rate"]["draws"] == 3
     assert c["power_at_mde"]["new"] == "removed"
+    # at what the gate catches: sized on the pilots' grids where the planted change reaches the gate's `catches`
+    at = pairs["regressed:removed@catches"]
+    assert 0 < at["share"] <= 1 and at["target_catches"] > 0.2 and at["rate"]["draws"] == 3, at
+    assert at["said_catches"]["mean"] > 0.2 and c["power_at_catches"]["new"] == "removed"
+    assert c["goals"]["power_at_catches"] is False and c["meets_goal_at_catches"] is False    # 3 draws < 20
     assert any("elsewhere: other settings" in n for n in c["unpaired"])
     md = (tmp_path / "gate-calibration.md").read_text()
     assert "| test.gatestub" in md and "power at MDE" in md and "FPR retrained" in md and "elsewhere" in md
+    assert "power at what the gate catches" in md
     # below 20 draws the goal is not met, whatever the rates
     assert not c["meets_goal"]
 
@@ -116,6 +123,7 @@ def test_draws_resume_by_keys_that_name_the_gate_kind(stub, tmp_path):
     validate_gate(tmp_path, draws=2, select=stub.id, stream=err)
     assert "draws 1..2: 1 claim draws to run" in err.getvalue()
     assert len(load(tmp_path / "draws.jsonl")) == len(recs)
+    assert len(_lines(tmp_path / "draws.jsonl")) == len(recs)     # only the lost line is written again
     # `cos validate`'s control draws share the file: gate lines are neither read nor warned about there
     from cos.calibration import _load
 
@@ -462,3 +470,38 @@ def test_unit_rows_follow_the_rows_a_claim_sizes_in_its_measure(rec, monkeypatch
     assert unit_rows(rec, ctl, 1) == [8] * 6 and unit_rows(rec, ctl, 1, ctl.model(1)) == [8] * 12
     got = run_one(rec.id, "planted", 1, "cpu", sequential=True)
     assert got["batches_max"] == 12 and got["rows_max"] == 96 and got["rows_used"] == 8 * got["batches_used"]
+
+
+def _grid(draw, rows):
+    return {"kind": "gate", "claim": "c", "pair": "regressed:x@grid", "draw": draw, "grid": rows}
+
+
+def test_catches_is_sized_where_the_planted_change_reaches_what_the_gate_says_it_catches():
+    from cos.gate_validate import catches_from_pilot
+
+    # planted change w, catches 0.35 + 0.1·w on every pilot draw: they meet at w = 0.35/0.9 = 0.389, between the
+    # grid shares 0.35 and 0.4 (interpolated); a draw without an interval at a share is left out there
+    rows = lambda: [[w, 1, w, 0.35 + 0.1 * w] for w in (0.3, 0.35, 0.4, 0.45)] + [[0.5, 1, 0.5, None]]
+    got = catches_from_pilot([_grid(9001, rows()), _grid(9002, rows()), _grid(1, [[0.3, 1, 9.0, 0.0]])])
+    c = got[("c", "regressed:x")]
+    assert c["share"] == pytest.approx(0.35 / 0.9, abs=1e-4) and c["pilot_draws"] == 2
+    assert c["target_catches"] == pytest.approx(0.35 + 0.1 * 0.35 / 0.9, abs=1e-4)
+    # reached at the first share: that share; never reached: none, and why
+    assert catches_from_pilot([_grid(9001, [[0.05, 1, 0.5, 0.4]])])[("c", "regressed:x")]["share"] == 0.05
+    never = catches_from_pilot([_grid(9001, [[1.0, 16, 0.3, 0.4]])])[("c", "regressed:x")]
+    assert never["share"] is None and "whole removal is below" in never["why"] and "-0.1" in never["why"]
+
+
+def test_the_pilot_grid_plants_what_the_draws_at_catches_plant(stub):
+    """The share is sized on the same splice it is planted with (same instances for the same share and draw)."""
+    from cos.gate_validate import run_gate_draw
+
+    recs = run_gate_draw(stub.id, 9001, "cpu", {"regressed:removed@catches": 0.5})
+    grid = next(r for r in recs if r["pair"] == "regressed:removed@grid")["grid"]
+    at = next(r for r in recs if r["pair"] == "regressed:removed@catches")
+    w, k, bad, said, ids = next(g for g in grid if g[0] == 0.5)
+    assert k == at["spliced"] == 8 and ids == at["spliced_ids"] and bad == pytest.approx(at["bad_change"], abs=1e-12)
+    assert said == pytest.approx(at["resolution"]["catches"], abs=1e-12)
+    # a draw asked for some records returns those alone
+    only = run_gate_draw(stub.id, 1, "cpu", {"regressed:removed@catches": 0.5}, names=["regressed:removed@catches"])
+    assert [r["pair"] for r in only] == ["regressed:removed@catches"]
