@@ -14,13 +14,17 @@ seeds, `cos.registry.at_draw`), OLD = a positive control, and per draw `cos.gate
   instance. w = the claim's MDE (the median of what OLD's rows report, `cos.stats.detectable`) over the full
   removal's mean change, both from `PILOT` draws that are not among the measured ones (so w is fixed before the
   draws it is measured on), at most 1 (then the full removal is below the MDE, said in the table).
-- `regressed:<control>@catches`: the same splice, planted at what the gate says it catches. Every gate row states
-  the smallest regression it flags with 80% power at its n (`cos.gate.resolution`: `catches` = tolerance +
-  (z + z_0.8)·se), and this pair checks that statement on real rows: on the pilot draws the splice is made at
-  each share of `GRID` (a `@grid` line per pilot draw: the planted change and the `catches` the gate reported at
-  it), and w is where the median planted change first reaches the median `catches` (linear between grid points).
-  Why a second reading of the MDE: issue 25 asks for power >= 0.8 "at the claim's MDE" with a default tolerance
-  that may itself exceed that MDE (then no n can flag it); the claim's MDE is `@mde`, the gate's own is this.
+- `regressed:<control>@catches`: a regression planted at what the gate says it catches. Every gate row states the
+  smallest regression it flags with 80% power at its n (`cos.gate.resolution`: `catches` = tolerance +
+  (z + z_0.8)·se), and this pair checks that statement on real rows. Each task instance loses the effect on its
+  own with probability w (`splice(..., bernoulli=True)`: the count varies between draws, as the se assumes; an
+  exact count would plant a change that barely varies and is flagged in every draw once beyond tol + z·se). The
+  planted regression is w × the whole removal's change in expectation; on the pilot draws the splice is made at
+  each share of `GRID` (a `@grid` line per pilot draw: the `catches` the gate reported at each share), and w is
+  where w × the pilots' mean whole-removal change first reaches the median reported `catches` (linear between grid
+  shares). Power there counts the tolerance route only (what `catches` describes). Why a second reading of the
+  MDE: issue 25 asks for power >= 0.8 "at the claim's MDE" with a default tolerance that may itself exceed that
+  MDE (then no n can flag it); the claim's MDE is `@mde`, the gate's own is this.
 - `same-weights`: NEW = OLD's recipe built again (a fresh object, run after OLD in the same process: what a
   reload or rebuild of the same weights is); it must never regress.
 - `retrained`: NEW = OLD's recipe at another weight seed (`cos.controls.weight_seed`: a random model's init, a
@@ -183,18 +187,26 @@ def _u(key: str) -> float:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") / 2 ** 64
 
 
-def splice(old: Any, null: Any, share: float, salt: str) -> tuple[Any, list[str]]:
+def splice(old: Any, null: Any, share: float, salt: str, bernoulli: bool = False) -> tuple[Any, list[str]]:
     """OLD's bundle (cos.records.Concluded) with the rows of round(share·n) of its n task instances (at least 1;
     ranked by a hash of `salt` and the instance id) taken from `null`'s bundle of the same rows: a model that lost
-    the effect on those instances. Returns (the bundle, the instances taken). ValueError when the two bundles'
-    rows are not the same rows in the same order."""
+    the effect on those instances. `bernoulli`: each instance is taken on its own with probability `share` (its
+    hash below it; none is possible), a model that lost the effect on a share of the input population, so the
+    count varies between draws as the gate's standard error assumes it does (an exact count plants a change that
+    barely varies between draws: a planted size beyond tol + z·se is then flagged in every draw, and its power says
+    nothing about the 80% `catches` claims). Either way the instances of a smaller share are among a larger one's.
+    Returns (the bundle, the instances taken). ValueError when the two bundles' rows are not the same rows in the
+    same order."""
     inst = lambda r: str(r["instance"])
     rows = lambda b: [(inst(r), r.get("seed")) for r in b.records]
     if rows(old) != rows(null):
         raise ValueError("the two runs' rows differ (instances, seeds or order): not the same draw")
     units = sorted({inst(r) for r in old.records})
-    k = min(len(units), max(1, round(share * len(units))))
-    taken = sorted(units, key=lambda u: _u(f"{salt}|{u}"))[:k]
+    if bernoulli:
+        taken = [u for u in units if _u(f"{salt}|{u}") < share]
+    else:
+        k = min(len(units), max(1, round(share * len(units))))
+        taken = sorted(units, key=lambda u: _u(f"{salt}|{u}"))[:k]
     pick = set(taken)
     recs = [b if inst(a) in pick else a for a, b in zip(old.records, null.records)]
     return replace(old, records=recs, status=None), sorted(taken)
@@ -242,7 +254,7 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
     the records of these names (a resumed draw's missing ones; OLD and the pairs they need are measured again)."""
     import torch
 
-    from cos.gate import as_bundle, gate_row, units
+    from cos.gate import as_bundle, beyond_tolerance, gate_row, units
     from cos.registry import get_claim
 
     claim = get_claim(claim_id)
@@ -286,18 +298,23 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
             continue
         if not p.splice:
             continue
-        salt = f"{claim_id}|{draw}|{p.name}"     # one ranking of instances: @catches's are a prefix of @mde's or v.v.
-        for name, w in ((p.name + MDE_SUFFIX, (shares or {}).get(p.name)),
-                        (p.name + CATCHES_SUFFIX, (shares or {}).get(p.name + CATCHES_SUFFIX))):
+        salt = f"{claim_id}|{draw}|{p.name}"     # one ranking of instances: a smaller share's are among a larger's
+        for name, w, bern in ((p.name + MDE_SUFFIX, (shares or {}).get(p.name), False),
+                              (p.name + CATCHES_SUFFIX, (shares or {}).get(p.name + CATCHES_SUFFIX), True)):
             if w is None:
                 continue
             t1 = time.perf_counter()
             try:    # its own record: a failure here is the splice's, not the pair's (review)
-                srow, taken = _spliced_row(claim, b_old, b_new, old.status, w, salt)
+                srow, taken = _spliced_row(claim, b_old, b_new, old.status, w, salt, bern)
+                extra = {} if not bern else {
+                    # the regression planted in expectation over which instances lose it (linear in w for a mean;
+                    # the grid's realized changes show where it is not), and the route `catches` describes
+                    "expected_bad_change": None if rec.get("bad_change") is None else w * rec["bad_change"],
+                    "beyond_tolerance": beyond_tolerance(claim.spec.direction, srow.get("ci"), srow.get("tolerance"))}
                 out.append({**rec, **_row_fields(srow), "pair": name, "share": w,
                             "spliced": len(taken), "spliced_ids": _ids_hash(taken),
-                            "on_design": srow.get("change") is not None,
-                            "bad_change": _bad(claim.spec.direction, srow.get("change")),
+                            "on_design": srow.get("change") is not None or bool(srow.get("identical")),
+                            "bad_change": _bad(claim.spec.direction, srow.get("change")), **extra,
                             "seconds": round(time.perf_counter() - t1, 2)})
             except Exception as e:   # noqa: BLE001 - off design, counted apart
                 out.append({**_mde_error(base, p, w, e, t1), "pair": name})
@@ -306,24 +323,25 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
     return out if names is None else [r for r in out if r["pair"] in set(names)]
 
 
-def _spliced_row(claim: "Claim", b_old: Any, b_new: Any, status_old: str, share: float, salt: str) -> tuple[dict, list]:
+def _spliced_row(claim: "Claim", b_old: Any, b_new: Any, status_old: str, share: float, salt: str,
+                 bernoulli: bool = False) -> tuple[dict, list]:
     """The gate row of OLD against OLD with a share of its instances' rows taken from NEW (`splice`)."""
     from cos.gate import gate_row
 
-    sp, taken = splice(b_old, b_new, share, salt)
+    sp, taken = splice(b_old, b_new, share, salt, bernoulli)
     status = sp.conclude(claim).status
     return gate_row(claim, replace(sp, status=status), b_old, status, status_old), taken
 
 
 def _grid_record(claim: "Claim", rec: dict, b_old: Any, b_new: Any, status_old: str, salt: str) -> dict:
     """A pilot draw's GRID line of a spliced pair: per share [share, instances taken, the planted change (bad side),
-    the `catches` the gate row reported at it (None where it gave none), the taken instances' hash], from which
-    `catches_from_pilot` sizes @catches."""
+    the `catches` the gate row reported at it (None where it gave none), the taken instances' hash], each instance
+    taken with probability share as at @catches, from which `catches_from_pilot` sizes @catches."""
     t0 = time.perf_counter()
     grid = []
     for w in GRID:
         try:
-            srow, taken = _spliced_row(claim, b_old, b_new, status_old, w, salt)
+            srow, taken = _spliced_row(claim, b_old, b_new, status_old, w, salt, bernoulli=True)
         except Exception:   # noqa: BLE001 - a share that cannot be spliced or concluded says nothing
             grid.append([w, None, None, None, None])
             continue
@@ -627,43 +645,52 @@ def shares_from_pilot(recs: Iterable[dict]) -> dict[tuple[str, str], dict]:
 
 
 def catches_from_pilot(recs: Iterable[dict]) -> dict[tuple[str, str], dict]:
-    """(claim, pair) → {"share", "target_catches", "why"} for each spliceable pair, from its pilot draws' GRID lines:
-    per grid share the median over pilot draws of (planted change − the `catches` the gate reported there); w is
-    where it first reaches 0, linear between the grid shares on either side (at the first share: that share), and
-    target_catches the median `catches` there, likewise. None where it never does (even the whole removal is below
-    what the gate says it catches) or no draw reported a `catches`."""
-    by: dict[tuple[str, str], list[dict]] = {}
+    """(claim, pair) → {"share", "target_catches", "planted", "pilot_bad_change", "pilot_draws", "why"} for each
+    spliceable pair, from its pilot draws: the regression a share w plants is w × the whole removal's mean change
+    on the pilot draws (in expectation over which instances lose it), and what the gate says it catches there is
+    the median over the pilot draws' GRID lines of the `catches` reported at w. w is the first grid share where the
+    first reaches the second, linear between it and the share before. None, with why, where no share does (even the
+    whole removal is below what the gate says it catches), where the smallest share already plants more (the gate
+    catches less than the grid can plant: not a test of it), or where the pilot draws say nothing."""
+    full: dict[tuple[str, str], list[float]] = {}
+    said: dict[tuple[str, str], dict[float, list[float]]] = {}
+    n_grid: Counter = Counter()
     for r in recs:
-        if r["draw"] in PILOT and r["pair"].endswith(GRID_SUFFIX) and isinstance(r.get("grid"), list):
-            by.setdefault((r["claim"], r["pair"][: -len(GRID_SUFFIX)]), []).append(r)
-    out = {}
-    for key, rs in by.items():
-        gap: dict[float, list[float]] = {}
-        said: dict[float, list[float]] = {}
-        for r in rs:
-            for w, _k, bad, catches, *_ in r["grid"]:
-                if bad is not None and catches is not None:
-                    gap.setdefault(float(w), []).append(bad - catches)
-                    said.setdefault(float(w), []).append(catches)
-        ws = sorted(gap)
-        med = {w: float(np.median(gap[w])) for w in ws}
-        hit = next((i for i, w in enumerate(ws) if med[w] >= 0), None)
-        if hit is None:
-            last = f" (median planted − catches at share {ws[-1]:g}: {med[ws[-1]]:+.3g})" if ws else ""
-            out[key] = {"share": None, "target_catches": None, "pilot_draws": len(rs),
-                        "why": ("no pilot draw reported what the gate catches" if not ws else
-                                "even the whole removal is below what the gate says it catches" + last)}
+        if r["draw"] not in PILOT:
             continue
-        w1 = ws[hit]
-        c1 = float(np.median(said[w1]))
+        if r["pair_kind"] == "regressed" and is_base_pair(r["pair"]) and r.get("bad_change") is not None:
+            full.setdefault((r["claim"], r["pair"]), []).append(r["bad_change"])
+        elif r["pair"].endswith(GRID_SUFFIX) and isinstance(r.get("grid"), list):
+            key = (r["claim"], r["pair"][: -len(GRID_SUFFIX)])
+            n_grid[key] += 1
+            for w, _k, _bad, catches, *_ in r["grid"]:
+                if catches is not None:
+                    said.setdefault(key, {}).setdefault(float(w), []).append(catches)
+    out = {}
+    for key in n_grid:
+        mean_bad = float(np.mean(full[key])) if full.get(key) else None
+        base = {"share": None, "target_catches": None, "planted": None, "pilot_bad_change": mean_bad,
+                "pilot_draws": n_grid[key]}
+        ws = sorted(said.get(key, {}))
+        if mean_bad is None or mean_bad <= 0 or not ws:
+            out[key] = {**base, "why": "no regression or no reported catches on the pilot draws: not planted"}
+            continue
+        c = {w: float(np.median(said[key][w])) for w in ws}
+        gap = {w: w * mean_bad - c[w] for w in ws}
+        hit = next((i for i, w in enumerate(ws) if gap[w] >= 0), None)
+        if hit is None:
+            out[key] = {**base, "why": f"even the whole removal ({mean_bad:.3g}) is below what the gate says it "
+                                       f"catches ({c[ws[-1]]:.3g} at share {ws[-1]:g}): not planted"}
+            continue
         if hit == 0:
-            w, c = w1, c1
-        else:       # the crossing between the last share below and the first at or above
-            w0 = ws[hit - 1]
-            c0 = float(np.median(said[w0]))
-            f = med[w0] / (med[w0] - med[w1])
-            w, c = w0 + f * (w1 - w0), c0 + f * (c1 - c0)
-        out[key] = {"share": round(w, 4), "target_catches": c, "pilot_draws": len(rs), "why": ""}
+            out[key] = {**base, "why": f"already the smallest share ({ws[0]:g}) plants {ws[0] * mean_bad:.3g}, "
+                                       f"above what the gate says it catches ({c[ws[0]]:.3g}): not planted"}
+            continue
+        w0, w1 = ws[hit - 1], ws[hit]
+        f = gap[w0] / (gap[w0] - gap[w1])
+        w = w0 + f * (w1 - w0)
+        out[key] = {**base, "share": round(w, 4), "target_catches": c[w0] + f * (c[w1] - c[w0]),
+                    "planted": round(w, 4) * mean_bad, "why": ""}
     return out
 
 
@@ -720,7 +747,9 @@ def validate_gate(out: Path, draws: int = MIN_DRAWS, tier: str = "cpu", jobs: in
              if (m := missing(cid, version[cid], d, pilot_names[cid]))]
     run(pilot, f"pilot draws {PILOT[0]}..{PILOT[-1]} (where the regressions at the MDE and at what the gate "
         "catches are sized)")
-    fixed_n = [r for r in done.values() if r["tier"] == tier and not r.get("sequential")]
+    # this version's pilot lines only (summarize filters so too: a bumped claim's older pilots size nothing)
+    fixed_n = [r for r in done.values() if r["tier"] == tier and not r.get("sequential")
+               and r.get("version") == version.get(r["claim"])]
     shares, catches = shares_from_pilot(fixed_n), catches_from_pilot(fixed_n)
     todo = {}
     for cid, (ps, _) in plans.items():
@@ -878,6 +907,7 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                 if name.endswith(CATCHES_SUFFIX):
                     s = catches.get((c.id, p.name), {})
                     entry.update(kind=AT_CATCHES, share=s.get("share"), target_catches=s.get("target_catches"),
+                                 planted=s.get("planted"), pilot_bad_change=s.get("pilot_bad_change"),
                                  share_note=s.get("why", "no pilot grid"))
                 na = [r for r in rs if r["verdict"] == "n/a"]
                 if rs and len(na) == len(rs):
@@ -899,9 +929,16 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                     if name.endswith(MDE_SUFFIX) and entry["bad_change"] and entry.get("target_mde"):
                         # the splice plants whole instances (round(w·n), at least 1): what it planted, over the MDE
                         entry["planted_over_mde"] = entry["bad_change"]["mean"] / entry["target_mde"]
-                    if name.endswith(CATCHES_SUFFIX):
-                        # what the gate said it catches in these very draws, beside what was planted
+                    if name.endswith(CATCHES_SUFFIX) and rs:
+                        # power as `catches` states it: flagged by the tolerance route (a status flip from holds
+                        # also flags a change whose interval is only below 0); all routes kept beside it
+                        entry["rate_all_routes"] = entry["rate"]
+                        entry["rate"] = _rate([{**r, "regressed": bool(r.get("beyond_tolerance"))} for r in rs], False)
+                        # what these very draws' rows said they catch, what was planted in expectation, and the
+                        # power each row's own se predicts for that regression (Φ((R − tol − z·se)/se))
                         entry["said_catches"] = _mean_ci([(r.get("resolution") or {}).get("catches") for r in rs])
+                        entry["expected_bad_change"] = _mean_ci([r.get("expected_bad_change") for r in rs])
+                        entry["predicted_power"] = _mean_ci([_predicted_power(r) for r in rs])
                 per[name] = entry
         full = [v for n, v in per.items() if v["kind"] == "regressed" and v.get("rate")]
         # a pair whose whole regression is below the MDE (spliced whole) is not a regression at the MDE: listed, not
@@ -916,7 +953,7 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
         fpr = lambda v: v and v.get("rate")
         powered = lambda v: bool(v and v["rate"]["rate"] >= GOAL_POWER and v["rate"]["draws"] >= MIN_DRAWS)
         power_ok = powered(mde_pair)
-        catches_ok = None if sequential else powered(catch_pair)
+        catches_ok = None if sequential or catch_pair is None else powered(catch_pair)
         same_ok = bool(fpr(same) and same["rate"]["rate"] <= GOAL_FPR and not same["rate"]["off_design"])
         retr_ok = (None if retr is None or retr.get("not_applicable") else
                    bool(fpr(retr) and retr["rate"]["rate"] <= GOAL_FPR and not retr["rate"]["off_design"]))
@@ -929,12 +966,14 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                                                                                 "width_ratio")},
                      "power_full": full_pair and {k: full_pair.get(k) for k in ("new", "rate", "bad_change")},
                      "power_at_catches": catch_pair and {k: catch_pair.get(k) for k in (
-                         "new", "share", "target_catches", "said_catches", "rate", "bad_change")},
+                         "new", "share", "target_catches", "planted", "said_catches", "expected_bad_change",
+                         "predicted_power", "rate", "rate_all_routes", "bad_change")},
                      "goals": {"power_at_mde": power_ok, "fpr_same_weights": same_ok, "fpr_retrained": retr_ok,
                                "power_at_catches": catches_ok},
                      "meets_goal": power_ok and same_ok and retr_ok is not False,
                      # the second reading of "at the MDE" (module docstring): the gate's own, at fixed n
-                     "meets_goal_at_catches": None if sequential else (catches_ok and same_ok and retr_ok is not False)}
+                     "meets_goal_at_catches": None if catches_ok is None else (catches_ok and same_ok
+                                                                               and retr_ok is not False)}
     # this mode's draws and the pilot's (a folder may hold both modes' draws of the same rows)
     mine = [r for r in recs if ((r.get("sequential") is True) == sequential and 1 <= r["draw"] <= draws)
             or r["draw"] in PILOT]
@@ -979,14 +1018,25 @@ def _same(s: dict | None, one_look: int = 0) -> str:
     return ("–" if not s or not s["draws"] else f"{s['same']}/{s['draws']}") + (f" ({one_look} one-look)" if one_look else "")
 
 
+def _predicted_power(r: dict, confidence: float = 0.95) -> float | None:
+    """The power a @catches draw's own standard error predicts for the regression planted in expectation."""
+    from scipy import stats as st
+
+    se = (r.get("resolution") or {}).get("se")
+    R, tol = r.get("expected_bad_change"), r.get("tolerance")
+    if not se or R is None or tol is None:
+        return None
+    return float(st.norm.cdf((R - tol - st.norm.ppf(1 - (1 - confidence) / 2) * se) / se))
+
+
 def _at_catches(c: dict) -> str:
     """A claim's weakest pair at what the gate catches: rate (w: planted; said), or why none was planted."""
     pc = c.get("power_at_catches")
     if not pc:
         notes = [v.get("share_note") for v in c.get("pairs", {}).values() if v["kind"] == AT_CATCHES]
         return "–" + (f" ({notes[0]})" if notes and notes[0] else "")
-    return (f"{_pct(pc['rate'])} (w {pc['share']:.2f}: planted {_mc(pc['bad_change'])}; said "
-            f"{_mc(pc['said_catches'])})")
+    return (f"{_pct(pc['rate'])} (w {pc['share']:.2f}: planted {_mc(pc['expected_bad_change'])}, rows said they "
+            f"catch {_mc(pc['said_catches'])}, predicted power {_mc(pc['predicted_power'])})")
 
 
 def markdown(doc: dict) -> str:
@@ -1031,9 +1081,11 @@ def markdown(doc: dict) -> str:
             + (" Per pair (below): the mean share of NEW's rows the draws used [95% CI], the looks planned, and "
                "the draws whose verdict is the fixed-n draw's of the same rows (where that draw is in the folder)."
                if seq else
-               " At what the gate catches: the regression planted where the pilot draws' median planted change "
-               "reaches the `catches (80%)` the gate row reports (the gate's own MDE; w, planted change [95% CI], "
-               "and what the rows of these draws said they catch); the weakest pair, as at the MDE.") + "\n\n")
+               " At what the gate catches: each instance loses the effect with probability w, w where the pilot "
+               "draws' w × whole-removal change reaches the median `catches (80%)` the gate rows report there (the "
+               "gate's own MDE); power counts the tolerance route only (what `catches` states); beside it the "
+               "regression planted in expectation, what these draws' rows said they catch and the power their own "
+               "se predicts; the weakest pair, as at the MDE.") + "\n\n")
     table = tabulate(rows, headers=["claim", "tolerance", "MDE (w: planted change)", "power at MDE",
                                     "power, whole regression (weakest pair); its change", "FPR same weights", "FPR retrained",
                                     "width ratio (at MDE)", "width ratio (retrained)", "goals met"]

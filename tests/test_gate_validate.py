@@ -472,36 +472,88 @@ def test_unit_rows_follow_the_rows_a_claim_sizes_in_its_measure(rec, monkeypatch
     assert got["batches_max"] == 12 and got["rows_max"] == 96 and got["rows_used"] == 8 * got["batches_used"]
 
 
-def _grid(draw, rows):
-    return {"kind": "gate", "claim": "c", "pair": "regressed:x@grid", "draw": draw, "grid": rows}
+def _grid(draw, said, pair="regressed:x"):
+    """A pilot draw's grid line ([share, k, realized change, catches, ids]: the sizing reads the catches)."""
+    return {"kind": "gate", "claim": "c", "pair": pair + "@grid", "pair_kind": "regressed", "draw": draw,
+            "grid": [[w, 1, None, c, "-"] for w, c in said]}
 
 
-def test_catches_is_sized_where_the_planted_change_reaches_what_the_gate_says_it_catches():
+def _full(draw, bad, pair="regressed:x"):
+    return {"kind": "gate", "claim": "c", "pair": pair, "pair_kind": "regressed", "draw": draw, "bad_change": bad}
+
+
+def test_catches_is_sized_where_the_planted_regression_reaches_what_the_gate_says_it_catches():
     from cos.gate_validate import catches_from_pilot
 
-    # planted change w, catches 0.35 + 0.1·w on every pilot draw: they meet at w = 0.35/0.9 = 0.389, between the
-    # grid shares 0.35 and 0.4 (interpolated); a draw without an interval at a share is left out there
-    rows = lambda: [[w, 1, w, 0.35 + 0.1 * w] for w in (0.3, 0.35, 0.4, 0.45)] + [[0.5, 1, 0.5, None]]
-    got = catches_from_pilot([_grid(9001, rows()), _grid(9002, rows()), _grid(1, [[0.3, 1, 9.0, 0.0]])])
-    c = got[("c", "regressed:x")]
-    assert c["share"] == pytest.approx(0.35 / 0.9, abs=1e-4) and c["pilot_draws"] == 2
+    # whole removal 1.0 (mean of the pilots' 0.8 and 1.2); the gate says it catches 0.35 + 0.1·w on the median of
+    # its pilots (their mean is other: the median is used): w·1.0 meets it at w = 0.35/0.9 = 0.389, between the
+    # grid shares 0.35 and 0.4 (interpolated); a share where a draw reported nothing is left out for it
+    said = lambda d: [(w, 0.35 + 0.1 * w + d) for w in (0.3, 0.35, 0.4, 0.45)] + [(0.5, None)]
+    recs = [_full(9001, 0.8), _full(9002, 1.2), _full(9003, 1.0), _full(1, 50.0),
+            _grid(9001, said(0.0)), _grid(9002, said(0.0)), _grid(9003, said(0.3)), _grid(1, [(0.3, 0.0)])]
+    c = catches_from_pilot(recs)[("c", "regressed:x")]
+    assert c["share"] == pytest.approx(0.35 / 0.9, abs=1e-4) and c["pilot_draws"] == 3 and c["why"] == ""
     assert c["target_catches"] == pytest.approx(0.35 + 0.1 * 0.35 / 0.9, abs=1e-4)
-    # reached at the first share: that share; never reached: none, and why
-    assert catches_from_pilot([_grid(9001, [[0.05, 1, 0.5, 0.4]])])[("c", "regressed:x")]["share"] == 0.05
-    never = catches_from_pilot([_grid(9001, [[1.0, 16, 0.3, 0.4]])])[("c", "regressed:x")]
-    assert never["share"] is None and "whole removal is below" in never["why"] and "-0.1" in never["why"]
+    assert c["planted"] == pytest.approx(c["share"] * 1.0) and c["pilot_bad_change"] == pytest.approx(1.0)
+    # met exactly at a grid share: that share
+    exact = catches_from_pilot([_full(9001, 1.0), _grid(9001, [(0.2, 0.25), (0.3, 0.3)])])[("c", "regressed:x")]
+    assert exact["share"] == pytest.approx(0.3)
+    # already beyond at the smallest share, or never reached: not planted, and why
+    first = catches_from_pilot([_full(9001, 1.0), _grid(9001, [(0.05, 0.01), (0.1, 0.02)])])[("c", "regressed:x")]
+    assert first["share"] is None and "smallest share" in first["why"]
+    never = catches_from_pilot([_full(9001, 0.3), _grid(9001, [(0.5, 0.4), (1.0, 0.4)])])[("c", "regressed:x")]
+    assert never["share"] is None and "whole removal (0.3) is below" in never["why"]
 
 
 def test_the_pilot_grid_plants_what_the_draws_at_catches_plant(stub):
-    """The share is sized on the same splice it is planted with (same instances for the same share and draw)."""
-    from cos.gate_validate import run_gate_draw
+    """The share is sized on the same splice it is planted with (the same instances for the same share and draw),
+    each instance taken on its own (the count varies between draws)."""
+    from cos.gate_validate import run_gate_draw, splice
 
     recs = run_gate_draw(stub.id, 9001, "cpu", {"regressed:removed@catches": 0.5})
     grid = next(r for r in recs if r["pair"] == "regressed:removed@grid")["grid"]
     at = next(r for r in recs if r["pair"] == "regressed:removed@catches")
     w, k, bad, said, ids = next(g for g in grid if g[0] == 0.5)
-    assert k == at["spliced"] == 8 and ids == at["spliced_ids"] and bad == pytest.approx(at["bad_change"], abs=1e-12)
+    assert k == at["spliced"] and ids == at["spliced_ids"] and bad == pytest.approx(at["bad_change"], abs=1e-12)
     assert said == pytest.approx(at["resolution"]["catches"], abs=1e-12)
-    # a draw asked for some records returns those alone
-    only = run_gate_draw(stub.id, 1, "cpu", {"regressed:removed@catches": 0.5}, names=["regressed:removed@catches"])
-    assert [r["pair"] for r in only] == ["regressed:removed@catches"]
+    full = next(r for r in recs if r["pair"] == "regressed:removed")
+    assert at["expected_bad_change"] == pytest.approx(0.5 * full["bad_change"])
+    # a draw asked for some records returns those alone, and measures only the pairs they need
+    import cos.gate_validate as gv
+
+    seen = []
+    real = gv._measure
+    gv._measure = lambda claim, ctl, draw, tier: (seen.append(ctl.name), real(claim, ctl, draw, tier))[1]
+    try:
+        only = run_gate_draw(stub.id, 1, "cpu", {"regressed:removed@catches": 0.5},
+                             names=["regressed:removed@catches"])
+    finally:
+        gv._measure = real
+    assert [r["pair"] for r in only] == ["regressed:removed@catches"] and seen == ["planted", "removed"]
+    # the count is drawn per instance: over draws it varies around share·n (an exact count would not)
+    b = [c for c in _bundles(stub)]
+    counts = {len(splice(b[0], b[1], 0.5, f"s{d}", bernoulli=True)[1]) for d in range(30)}
+    assert len(counts) >= 4 and min(counts) < 8 < max(counts)
+    assert {len(splice(b[0], b[1], 0.5, f"s{d}")[1]) for d in range(30)} == {8}
+
+
+def _bundles(stub):
+    from cos.gate import as_bundle
+    from cos.gate_validate import _measure
+
+    ctl = {c.name: c for c in stub.controls()}
+    return [as_bundle(_measure(stub, ctl[n], 1, "cpu")[0].records) for n in ("planted", "removed")]
+
+
+@pytest.mark.xfail(strict=True, reason="found by this calibration, not fixed: with 0-heavy two-valued paired "
+                   "differences (16 instances, each losing 0.8 or nothing) the gate's `catches` overstates its power: "
+                   "flagged by the tolerance route in 19/40 draws with the symmetric se, 23/40 with the interval's "
+                   "good-side reach (cos.gate.resolution); the normal model does not hold there")
+def test_power_at_what_the_gate_says_it_catches_is_about_its_stated_80_percent(stub, tmp_path):
+    """On the stub (16 instances, each losing 0.8 on its own with probability w) the gate's `catches` is a
+    statement about a bootstrap-t interval at n = 16: the regression planted there is flagged by the tolerance
+    route in about 80% of draws, not in every one (what an exact count or a planted size well beyond it gives)."""
+    doc = validate_gate(tmp_path, draws=40, select=stub.id, stream=io.StringIO())
+    pc = doc["claims"][stub.id]["power_at_catches"]
+    assert pc["rate"]["draws"] == 40 and 0.6 <= pc["rate"]["rate"] <= 0.97, pc["rate"]
+    assert abs(pc["expected_bad_change"]["mean"] - pc["said_catches"]["mean"]) < 0.2 * pc["said_catches"]["mean"], pc
