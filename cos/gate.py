@@ -104,6 +104,12 @@ def paired_change(claim: Any, new: Concluded, old: Concluded, confidence: float 
         return out
     a, b = np.array([pv_new[u] for u in used]), np.array([pv_old[u] for u in used])
     d = a - b
+    # pseudo-values carry float error (n·θ − (n − 1)·θ₍₋ᵢ₎): equal differences must be seen as equal, or the
+    # bootstrap returns an interval ~1e-15 wide and the row says it catches anything beyond its tolerance (review)
+    scale = max(1.0, float(np.abs(d).max()))
+    if np.ptp(d) <= 1e-9 * scale:
+        m = float(d.mean())
+        d = np.full_like(d, 0.0 if abs(m) <= 1e-9 * scale else m)
     est = bootstrap_ci(d, confidence=confidence)
     out["change_jackknife"] = float(d.mean())
     if not est.decidable:     # every instance changed by the same amount: a point, not an interval
@@ -178,7 +184,9 @@ def resolution(change: dict, tol: float | None, effect: float | None, confidence
     interval's good-side bound lies below −tol, so with the interval-implied standard error se (width / 2z, a
     normal approximation as in `cos.stats.detectable`; the interval is the expanded-level bootstrap-t, so se is
     that interval's, not σ/√n) a true regression R is caught with probability Φ((R − tol − z·se)/se): `catches`
-    = tol + (z + z_power)·se. `n_to_catch` is the smallest m whose predicted `catches` reaches the effect, the
+    = tol + (z + z_power)·se (with `direction`, z·se is the interval's own reach: below), so Φ(z_power +
+    (R − catches)/se) is the power at R. `n_to_catch` (symmetric, whatever `direction`) is the smallest m whose
+    predicted `catches` reaches the effect, the
     width at m predicted from the paired differences' sd: half-width ≈ t_{m−1}(1 − a(m))·sd/√m, the bootstrap-t
     at Hesterberg's expanded tail a(m) (3.4 sd/√m at m = 8, 2.4 at 16, 2.2 at 32, → 1.96). Not from the pilot's
     own width: at n = 3-5 that is held down by the range cap and Hall's fallback and asked for 4-15 instances

@@ -15,8 +15,8 @@ seeds, `cos.registry.at_draw`), OLD = a positive control, and per draw `cos.gate
   removal's mean change, both from `PILOT` draws that are not among the measured ones (so w is fixed before the
   draws it is measured on), at most 1 (then the full removal is below the MDE, said in the table).
 - `regressed:<control>@catches`: a regression planted at what the gate says it catches. Every gate row states the
-  smallest regression it flags with 80% power at its n (`cos.gate.resolution`: `catches` = tolerance +
-  (z + z_0.8)·se), and this pair checks that statement on real rows. Each task instance loses the effect on its
+  smallest regression it flags with 80% power at its n (`cos.gate.resolution`: `catches` = tolerance + the
+  interval's reach towards the good side + z_0.8·se), and this pair checks that statement on real rows. Each task instance loses the effect on its
   own with probability w (`splice(..., bernoulli=True)`: the count varies between draws, as the se assumes; an
   exact count would plant a change that barely varies and is flagged in every draw once beyond tol + z·se). The
   planted regression is w × the whole removal's change in expectation; on the pilot draws the splice is made at
@@ -933,7 +933,11 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                         # power as `catches` states it: flagged by the tolerance route (a status flip from holds
                         # also flags a change whose interval is only below 0); all routes kept beside it
                         entry["rate_all_routes"] = entry["rate"]
-                        entry["rate"] = _rate([{**r, "regressed": bool(r.get("beyond_tolerance"))} for r in rs], False)
+                        tol_rate = _rate([{**r, "regressed": bool(r.get("beyond_tolerance"))} for r in rs], False)
+                        if tol_rate:    # its verdicts are the route's, not the rows' (those are rate_all_routes')
+                            tol_rate["verdicts"] = {"beyond the tolerance": tol_rate["flagged"],
+                                                    "not": tol_rate["draws"] - tol_rate["flagged"]}
+                        entry["rate"] = tol_rate
                         # what these very draws' rows said they catch, what was planted in expectation, and the
                         # power each row's own se predicts for that regression (Φ((R − tol − z·se)/se))
                         entry["said_catches"] = _mean_ci([(r.get("resolution") or {}).get("catches") for r in rs])
@@ -1018,15 +1022,16 @@ def _same(s: dict | None, one_look: int = 0) -> str:
     return ("–" if not s or not s["draws"] else f"{s['same']}/{s['draws']}") + (f" ({one_look} one-look)" if one_look else "")
 
 
-def _predicted_power(r: dict, confidence: float = 0.95) -> float | None:
-    """The power a @catches draw's own standard error predicts for the regression planted in expectation."""
+def _predicted_power(r: dict) -> float | None:
+    """The power a @catches draw's own row states for the regression planted in expectation: Φ(z_power +
+    (R − catches)/se), its `catches` read back (`cos.gate.resolution`), so exactly its power at R = catches."""
     from scipy import stats as st
 
-    se = (r.get("resolution") or {}).get("se")
-    R, tol = r.get("expected_bad_change"), r.get("tolerance")
-    if not se or R is None or tol is None:
+    res = r.get("resolution") or {}
+    se, catches, power, R = res.get("se"), res.get("catches"), res.get("power"), r.get("expected_bad_change")
+    if not se or catches is None or power is None or R is None:
         return None
-    return float(st.norm.cdf((R - tol - st.norm.ppf(1 - (1 - confidence) / 2) * se) / se))
+    return float(st.norm.cdf(st.norm.ppf(power) + (R - catches) / se))
 
 
 def _at_catches(c: dict) -> str:

@@ -207,6 +207,25 @@ def test_the_gate_says_what_it_could_catch_and_that_is_what_it_catches():
     assert "catches (80%)" in md and "(underpowered)" in md
 
 
+def test_what_the_gate_catches_reads_the_interval_towards_the_good_side_in_either_direction():
+    """`resolution` with a lopsided interval: the reach to the bound a regression must clear (the upper for '>',
+    the lower for '<'), and the same `catches` for a change and its mirror image."""
+    from cos.gate import resolution
+
+    ch = {"change": -0.5, "change_jackknife": -0.5, "ci": [-0.6, -0.1], "n": 16, "sd_pair": 0.3}
+    up = resolution(ch, 0.2, 1.0, direction=">")
+    mirror = {**ch, "change": 0.5, "change_jackknife": 0.5, "ci": [0.1, 0.6]}
+    down = resolution(mirror, 0.2, 1.0, direction="<")
+    se = 0.5 / (2 * 1.959964)
+    assert up["catches"] == pytest.approx(0.2 + 0.4 + 0.841621 * se, abs=1e-5)      # reach 0.4, not z·se = 0.25
+    assert down["catches"] == pytest.approx(up["catches"])
+    assert resolution(ch, 0.2, 1.0)["catches"] == pytest.approx(0.2 + (1.959964 + 0.841621) * se, abs=1e-5)
+    # differences equal but for float error are one value: no interval ~1e-15 wide that "catches" anything
+    base = np.linspace(0.0, 1.0, 8)
+    got = paired_change(MeanClaim(), bundle(base - 0.8 + 1e-13 * np.arange(8)), bundle(base))
+    assert got["ci"] == [pytest.approx(-0.8), pytest.approx(-0.8)] and "sign-test" in got["method"]
+
+
 def _cos(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cos", *args], capture_output=True, text=True, timeout=600)
 
