@@ -1075,7 +1075,7 @@ def markdown(doc: dict) -> str:
                "against a model: both models sampled on the same units, stopped at the look that decides the change)"
                if seq else "")
             + f": draws 1..{p['draws']} per pair (pilot draws {p['pilot_draws'][0]}.."
-            f"{p['pilot_draws'][-1]} size the regression at the MDE), {p['jobs']} worker(s), {p['wall_s']:.0f} s on "
+            f"{p['pilot_draws'][-1]} size the spliced regressions), {p['jobs']} worker(s), {p['wall_s']:.0f} s on "
             f"{p['machine']} ({p['cpus']} CPUs), torch {p['torch']}, {p['date']}; draws by host: "
             f"{p['draws_by_host']}. Goals: a regression at the claim's MDE flagged `regressed` in ≥ {g['power_at_mde']} "
             f"of draws; an unchanged model (same weights rebuilt; a retrained copy at another weight seed) flagged in "
