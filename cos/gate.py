@@ -106,7 +106,7 @@ def paired_change(claim: Any, new: Concluded, old: Concluded, confidence: float 
     d = a - b
     # pseudo-values carry float error (n·θ − (n − 1)·θ₍₋ᵢ₎): equal differences must be seen as equal, or the
     # bootstrap returns an interval ~1e-15 wide and the row says it catches anything beyond its tolerance (review)
-    scale = max(1.0, float(np.abs(d).max()))
+    scale = max(1.0, float(np.abs(a).max()), float(np.abs(b).max()))     # the error is the pseudo-values' size
     if np.ptp(d) <= 1e-9 * scale:
         m = float(d.mean())
         d = np.full_like(d, 0.0 if abs(m) <= 1e-9 * scale else m)
@@ -185,8 +185,8 @@ def resolution(change: dict, tol: float | None, effect: float | None, confidence
     normal approximation as in `cos.stats.detectable`; the interval is the expanded-level bootstrap-t, so se is
     that interval's, not σ/√n) a true regression R is caught with probability Φ((R − tol − z·se)/se): `catches`
     = tol + (z + z_power)·se (with `direction`, z·se is the interval's own reach: below), so Φ(z_power +
-    (R − catches)/se) is the power at R. `n_to_catch` (symmetric, whatever `direction`) is the smallest m whose
-    predicted `catches` reaches the effect, the
+    (R − catches)/se) is the power at R. `n_to_catch` is the smallest m whose predicted `catches` reaches the
+    effect (the good-side reach kept in its observed proportion to z·se), the
     width at m predicted from the paired differences' sd: half-width ≈ t_{m−1}(1 − a(m))·sd/√m, the bootstrap-t
     at Hesterberg's expanded tail a(m) (3.4 sd/√m at m = 8, 2.4 at 16, 2.2 at 32, → 1.96). Not from the pilot's
     own width: at n = 3-5 that is held down by the range cap and Hall's fallback and asked for 4-15 instances
@@ -220,9 +220,11 @@ def resolution(change: dict, tol: float | None, effect: float | None, confidence
         if float(effect) <= t:
             out["why"] = f"the tolerance {t:.3g} is not below the effect {float(effect):.3g}: no n catches it"
         elif sd is not None and sd > 0:
+            lopsided = reach / (z * se)     # the good-side reach kept in proportion at m (1 if symmetric)
+
             def catches_at(m: int) -> float:
                 half = float(st.t.ppf(1 - expanded_tail(m, confidence)[0], m - 1))
-                return t + (z + zb) / z * half * sd / math.sqrt(m)
+                return t + (z * lopsided + zb) / z * half * sd / math.sqrt(m)
 
             lo, hi = 2, 2
             while catches_at(hi) > float(effect) and hi < 10**7:     # doubling, then bisection: catches_at falls

@@ -220,6 +220,8 @@ def test_what_the_gate_catches_reads_the_interval_towards_the_good_side_in_eithe
     assert up["catches"] == pytest.approx(0.2 + 0.4 + 0.841621 * se, abs=1e-5)      # reach 0.4, not z·se = 0.25
     assert down["catches"] == pytest.approx(up["catches"])
     assert resolution(ch, 0.2, 1.0)["catches"] == pytest.approx(0.2 + (1.959964 + 0.841621) * se, abs=1e-5)
+    # the instances it would take keep the interval's lopsidedness: more than a symmetric interval would ask
+    assert up["n_to_catch"] > resolution(ch, 0.2, 1.0)["n_to_catch"] and down["n_to_catch"] == up["n_to_catch"]
     # differences equal but for float error are one value: no interval ~1e-15 wide that "catches" anything
     base = np.linspace(0.0, 1.0, 8)
     got = paired_change(MeanClaim(), bundle(base - 0.8 + 1e-13 * np.arange(8)), bundle(base))
