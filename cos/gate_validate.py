@@ -63,7 +63,7 @@ SCHEMA = "cos.gate-calibration/1"
 KIND = "gate"                          # the `kind` of a gate draw's line in draws.jsonl
 PAIR_KINDS = ("regressed", "same-weights", "retrained")
 GOAL_POWER, GOAL_FPR = 0.8, 0.05       # issue 25: power >= 0.8 at the MDE, an unchanged model flagged in <= 5%
-# pilot draws (never among the measured 1..N): where the splice share of the regression at the MDE is fixed
+# pilot draws (never among the measured 1..N): where the splice shares (at the MDE, at what the gate catches) are fixed
 PILOT = tuple(range(9001, 9006))
 MDE_SUFFIX = "@mde"
 CATCHES_SUFFIX = "@catches"     # the regression planted at what the gate says it catches (module docstring)
@@ -240,10 +240,15 @@ def _bad(direction: str, change: float | None) -> float | None:
     return None if change is None else (-change if direction == ">" else change)
 
 
-def _wanted(p: GatePair, names: Iterable[str] | None) -> bool:
+def _wanted(p: GatePair, names: frozenset[str] | None) -> bool:
     """Whether a draw asked for `names` (None: all) needs pair `p` measured: itself, a splice or a pilot grid of it."""
     return names is None or bool({p.name, p.name + MDE_SUFFIX, p.name + CATCHES_SUFFIX, p.name + GRID_SUFFIX}
-                                 & set(names))
+                                 & names)
+
+
+def _asked(out: list[dict], names: frozenset[str] | None) -> list[dict]:
+    """The records a draw was asked for (`names`; None: all)."""
+    return out if names is None else [r for r in out if r["pair"] in names]
 
 
 def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] | None = None,
@@ -258,6 +263,7 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
     from cos.registry import get_claim
 
     claim = get_claim(claim_id)
+    names = None if names is None else frozenset(names)
     pairs = [p for p in pairs_of(claim)[0] if _wanted(p, names)]
     base = {"kind": KIND, "claim": claim_id, "version": claim.spec.version, "draw": draw, "tier": tier,
             "host": platform.node(), "torch": torch.__version__}
@@ -317,10 +323,10 @@ def run_gate_draw(claim_id: str, draw: int, tier: str, shares: dict[str, float] 
                             "bad_change": _bad(claim.spec.direction, srow.get("change")), **extra,
                             "seconds": round(time.perf_counter() - t1, 2)})
             except Exception as e:   # noqa: BLE001 - off design, counted apart
-                out.append({**_mde_error(base, p, w, e, t1), "pair": name})
+                out.append(_mde_error(base, p, w, e, t1, name))
         if draw in PILOT:
             out.append(_grid_record(claim, rec, b_old, b_new, old.status, salt))
-    return out if names is None else [r for r in out if r["pair"] in set(names)]
+    return _asked(out, names)
 
 
 def _spliced_row(claim: "Claim", b_old: Any, b_new: Any, status_old: str, share: float, salt: str,
@@ -354,9 +360,10 @@ def _grid_record(claim: "Claim", rec: dict, b_old: Any, b_new: Any, status_old: 
             "grid": grid, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _mde_error(base: dict, p: GatePair, share: float, e: Exception, t0: float) -> dict:
-    """The record of a regression at the MDE that could not be measured (nothing of its pair's row in it)."""
-    return {**base, "pair": p.name + MDE_SUFFIX, "pair_kind": p.kind, "share": share, "old_mde": None,
+def _mde_error(base: dict, p: GatePair, share: float, e: Exception, t0: float, name: str | None = None) -> dict:
+    """The record of a spliced regression (`name`, default: the one at the MDE) that could not be measured
+    (nothing of its pair's row in it)."""
+    return {**base, "pair": name or p.name + MDE_SUFFIX, "pair_kind": p.kind, "share": share, "old_mde": None,
             **_row_fields({}), "verdict": "error", "regressed": False, "reason": f"{type(e).__name__}: {e}"[:300],
             "on_design": False, "bad_change": None, "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -519,6 +526,7 @@ def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, flo
     from cos.registry import at_draw, get_claim
 
     claim = get_claim(claim_id)
+    names = None if names is None else frozenset(names)
     pairs = [p for p in pairs_of(claim)[0] if _wanted(p, names)]
     base = {"kind": KIND, "claim": claim_id, "version": claim.spec.version, "draw": draw, "tier": tier,
             "host": platform.node(), "torch": torch.__version__, "sequential": True}
@@ -592,7 +600,7 @@ def run_gate_draw_seq(claim_id: str, draw: int, tier: str, shares: dict[str, flo
             out.append({**mde, "seconds": round(time.perf_counter() - t1, 2)})
         except Exception as e:   # noqa: BLE001 - off design, counted apart
             out.append({**_mde_error(base, p, w, e, t1), **looks_of(None, None), "looks_planned": None, "looks": None})
-    return out if names is None else [r for r in out if r["pair"] in set(names)]
+    return _asked(out, names)
 
 
 # ---------------------------------------------------------------- the validation
@@ -939,7 +947,7 @@ def summarize(recs: Iterable[dict], claims: list, draws: int, tier: str, jobs: i
                                                     "not": tol_rate["draws"] - tol_rate["flagged"]}
                         entry["rate"] = tol_rate
                         # what these very draws' rows said they catch, what was planted in expectation, and the
-                        # power each row's own se predicts for that regression (Φ((R − tol − z·se)/se))
+                        # power each row states for that regression (`_predicted_power`)
                         entry["said_catches"] = _mean_ci([(r.get("resolution") or {}).get("catches") for r in rs])
                         entry["expected_bad_change"] = _mean_ci([r.get("expected_bad_change") for r in rs])
                         entry["predicted_power"] = _mean_ci([_predicted_power(r) for r in rs])
