@@ -48,18 +48,47 @@ def save(out: Path, name: str, data) -> None:
 DUR = re.compile(r"^\s*([\d.]+)s (call|setup|teardown)\s+(\S+)")
 
 
+class GpuBusy:
+    """The GPU's utilisation sampled by nvidia-smi (NVML: the share of each sample period in which a kernel ran)
+    while a run goes on: busy seconds = sum of utilisation x the sampling interval. Unlike CUDA events around each
+    process's forwards, it does not count a forward's wait while another process's kernels hold the GPU, so it is
+    the busy fraction of several processes sharing one GPU (and, for one process, a check of the events' figure)."""
+
+    def __init__(self, path: Path, interval_ms: int = 100):
+        import shutil
+        self.path, self.dt, self.proc = path, interval_ms / 1e3, None
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                          f"-lms={interval_ms}", "-i", "0"], stdout=open(path, "w"),
+                                         stderr=subprocess.DEVNULL)
+
+    def stop(self) -> float | None:
+        """Busy seconds over the sampled span (None without nvidia-smi or samples)."""
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        self.proc.wait()
+        vals = [float(x) for x in self.path.read_text().split() if x.replace(".", "", 1).isdigit()]
+        return round(sum(vals) / 100 * self.dt, 2) if vals else None
+
+
 def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = ROOT, label: str = "",
-              store: bool = False, extra: tuple[str, ...] = ()) -> dict:
+              store: bool = False, extra: tuple[str, ...] = (), procs: int = 1) -> dict:
     tag = f"{label}-{phase}" if label else phase
     tdir = Path("/tmp/cos-gpu-speed") / f"timing-{tag}"
     env = dict(os.environ, COS_FORWARD_TIMING=str(tdir), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "pytest", "-p", "cos.pytest_plugin", "-m", "claims and gpu", "-p", "no:cacheprovider",
+    # procs > 1: that many processes launched by torchrun on this one GPU (the plugin gives every local rank the
+    # one visible GPU); each takes its share of the units of every claim and of the host cores
+    launch = [sys.executable, "-m", "pytest"] if procs == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m", "pytest"]
+    cmd = [*launch, "-p", "cos.pytest_plugin", "-m", "claims and gpu", "-p", "no:cacheprovider",
            "-p", "no:xdist", "claims/test_claims.py", f"--cos-out={run_dir}", "-q", "--durations=0"]
     if phase != "cold":
         cmd.append("--cos-overwrite")
     if store:       # the organism's tiers keep no store unless asked: warm then means runs and records served
         cmd.append(f"--cos-store={run_dir.parent / (run_dir.name + '-store')}")
     cmd += list(extra)
+    busy = GpuBusy(out / f"util-{tag}.txt")
     t0 = time.perf_counter()
     try:
         p = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
@@ -67,6 +96,7 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
         text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
         p = subprocess.CompletedProcess(cmd, 124, text(e.stdout), text(e.stderr) + f"\ntimed out after {timeout} s")
     wall = time.perf_counter() - t0
+    busy_s = busy.stop()
     out.mkdir(parents=True, exist_ok=True)
     (out / f"tier-{tag}.log").write_text(p.stdout + p.stderr)
     durations: dict[str, float] = {}
@@ -88,6 +118,8 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
     prov = json.loads(status.read_text())["provenance"] if status.exists() else {}
     inside = prov.get("wall_s")
     per_claim = {}
+    if procs > 1:   # every rank prints its own durations: the per-rank phases of provenance say it instead
+        durations = {}
     for node, secs in sorted(durations.items(), key=lambda kv: -kv[1]):
         gpu_s = fwd["per_test"].get(node, {}).get("ms", 0.0) / 1e3
         per_claim[node] = {"pytest_s": round(secs, 2), "forward_s": round(gpu_s, 2), "host_s": round(secs - gpu_s, 2),
@@ -95,14 +127,19 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
     res = {"phase": phase, "label": label, "root": str(root), "store": store, "pytest_args": list(extra),
            "rc": p.returncode, "wall_outside_s": round(wall, 1), "wall_inside_pytest_s": inside,
            "forward_s": round(fwd["total_ms"] / 1e3, 2), "forwards": fwd["forwards"],
-           "gpu_busy_fraction": round(fwd["total_ms"] / 1e3 / inside, 3) if inside else None,
+           "gpu_busy_fraction": round(fwd["total_ms"] / 1e3 / inside, 3) if inside and procs == 1 else None,
+           "procs": procs, "nvml_busy_s": busy_s,
+           # the GPU was idle while the processes imported: the sampled busy seconds over the time inside pytest
+           "nvml_busy_fraction": round(busy_s / inside, 3) if inside and busy_s is not None else None,
+           "eta_s": prov.get("eta_s"), "eta_at_s": prov.get("eta_at_s"), "claims_end_s": prov.get("claims_end_s"),
+           "rank_phases_s": prov.get("rank_phases_s"),
            "device_name": prov.get("device_name"), "git_commit": prov.get("git_commit"), "per_claim": per_claim,
            "summary_line": (p.stdout.strip().splitlines() or [""])[-1]}
     return res
 
 
 def tier(out: Path, timeout: int, warm_timeout: int, root: Path = ROOT, label: str = "", store: bool = False,
-         phases: tuple[str, ...] = ("cold", "warm"), extra: tuple[str, ...] = ()) -> None:
+         phases: tuple[str, ...] = ("cold", "warm"), extra: tuple[str, ...] = (), procs: int = 1) -> None:
     import shutil
 
     run_dir = Path("/tmp/cos-gpu-speed") / f"organism-gpu{'-' + label if label else ''}"
@@ -113,14 +150,16 @@ def tier(out: Path, timeout: int, warm_timeout: int, root: Path = ROOT, label: s
     for phase, limit in (("cold", timeout), ("warm", warm_timeout)):
         if phase not in phases:
             continue
-        r = tier_once(phase, run_dir, out, limit, root, label, store, extra)
+        r = tier_once(phase, run_dir, out, limit, root, label, store, extra, procs)
         results.append(r)
         save(out, f"tier{'-' + label if label else ''}.json", results)
         log(f"\n== organism gpu tier, {label + ' ' if label else ''}{phase}, store {'on' if store else 'off'} "
             f"({r['device_name']}, commit {str(r['git_commit'])[:7]}): "
             f"{r['wall_inside_pytest_s']} s inside pytest, {r['wall_outside_s']} s outside, rc {r['rc']}; "
             f"{r['forwards']} forwards, {r['forward_s']} s in forwards (CUDA events), GPU busy "
-            f"{r['gpu_busy_fraction']} of the wall inside pytest; {r['summary_line']}")
+            f"{r['gpu_busy_fraction']} of the wall inside pytest (nvidia-smi: {r['nvml_busy_fraction']}); "
+            f"{r['procs']} process(es); ETA {r['eta_s']} s at {r['eta_at_s']} s, claims end {r['claims_end_s']} s; "
+            f"{r['summary_line']}")
         log(f"{'test':60s} {'pytest_s':>9s} {'forward_s':>9s} {'host_s':>8s} {'forwards':>9s}")
         for node, c in r["per_claim"].items():
             if c["pytest_s"] >= 0.05:
@@ -252,12 +291,13 @@ def main() -> None:
     ap.add_argument("--phases", default="cold,warm")
     ap.add_argument("--pytest-arg", action="append", default=[], metavar="ARG",
                     help="passed on to pytest (repeat it), e.g. --pytest-arg=--cos-overlap=off")
+    ap.add_argument("--procs", type=int, default=1, help="tier: processes on the one GPU (torchrun), default 1")
     ap.add_argument("--modes", default="eager,compile-default,compile-max-autotune-no-cudagraphs")
     a = ap.parse_args()
     out = Path(a.out)
     if a.part in ("tier", "all"):
         tier(out, a.tier_timeout, a.warm_timeout, Path(a.root), a.label, a.store, tuple(a.phases.split(",")),
-             tuple(a.pytest_arg))
+             tuple(a.pytest_arg), a.procs)
     if a.part in ("block", "all"):
         block(out, a.modes.split(","))
 

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from collections.abc import Mapping
@@ -69,6 +70,33 @@ class _Cancelled(Exception):
 
 # bumped whenever an intervention's meaning changes (stored results of the old meaning must not be served)
 ENGINE = 2
+# the session's memo of shared runs (RunContext.remember): at most this many bytes of tensors and entries. The
+# organism's gpu tier holds ~5 GB of them (noise sweeps of 126 rows: every branch's x̂0 at every step); a full
+# model's clean runs are served by the result store beyond it (its tiers keep one by default)
+MEMO_BYTES = 8 << 30
+MEMO_ENTRIES = 256
+
+
+def tensor_bytes(obj: Any, seen: set | None = None) -> int:
+    """Bytes of the tensor storages in `obj` (a tensor, a SampleResult, or dicts, lists and tuples of them), each
+    storage counted once (a SampleResult's latents are its state's)."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, torch.Tensor):
+        st = obj.untyped_storage()
+        key = (str(obj.device), st.data_ptr())
+        if key in seen:
+            return 0
+        seen.add(key)
+        return st.nbytes()
+    if isinstance(obj, SampleResult):
+        st = obj.state      # None where the run was served by the result store
+        held = (st.latents, st.condition, st.last_x0) if st is not None else ()
+        return sum(tensor_bytes(x, seen) for x in (obj.latents, *held, *obj.trajectory.values()))
+    if isinstance(obj, Mapping):
+        return sum(tensor_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v, seen) for v in obj)
+    return 0
 
 
 @dataclass
@@ -92,7 +120,12 @@ class RunContext:
     # the run's ETA (cos.eta.RunEstimate): told where each claim's batches stand, it re-estimates the run's remaining
     # time after every batch; the progress lines show it. None: no run ETA (a script, the cpu tier)
     tracker: Any = field(default=None, repr=False)
-    _memo: dict = field(default_factory=dict, repr=False)
+    # what several claims read, kept for the session (`remember`): least recently used first out, bounded by the
+    # bytes of its tensors (MEMO_BYTES) and a count (MEMO_ENTRIES)
+    _memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _memo_sizes: dict = field(default_factory=dict, repr=False)
+    _memo_lock: Any = field(default_factory=threading.Lock, repr=False)
+    memo_held: int = 0      # bytes of the tensors `_memo` holds now
     # every stored run read or written: {"key", "kind", "rows": [(instance id, seed)]} (samples.jsonl names them)
     key_log: list = field(default_factory=list, repr=False)
     _distilled: Any = field(default=None, repr=False)
@@ -444,15 +477,31 @@ class RunContext:
 
     def memo(self, kind: str, system: WanSystem, settings: ClaimSettings, batch: TaskBatch, compute: Callable):
         """Compute once per session what several claims read (the clean run with x̂0 recorded, a noise sweep):
-        keyed by the model, the settings, the batch's (instance, seed) rows and `kind`."""
-        key = (kind, id(system), system.fingerprint, repr(settings), tuple(i.id for i in batch.instances),
-               tuple(batch.seeds))
-        hit = self._memo.get(key, _MISSING)
-        if hit is _MISSING:
-            hit = compute()
-            if len(self._memo) > 64:   # a long session with many models: keep memory bounded
-                self._memo.clear()     # (the value is returned from `hit`: another thread may clear meanwhile)
-            self._memo[key] = hit
+        keyed by the model, the settings, the batch's (instance, seed) rows and `kind` (`remember`)."""
+        return self.remember((kind, id(system), system.fingerprint, repr(settings),
+                              tuple(i.id for i in batch.instances), tuple(batch.seeds)), compute)
+
+    def remember(self, key: Any, compute: Callable) -> Any:
+        """`compute()` once per session under `key`. Entries go least recently used first once their tensors pass
+        MEMO_BYTES or their number MEMO_ENTRIES; the newest always stays. (It cleared everything at 64 entries:
+        on the organism's gpu tier one process then sampled 60 forwards of clean runs again that 2-4 processes,
+        each holding fewer entries, served; benchmarks/results/gpu/procs-h100.) Two threads may both compute a
+        key neither has yet: the same value, stored once."""
+        with self._memo_lock:
+            hit = self._memo.get(key, _MISSING)
+            if hit is not _MISSING:
+                self._memo.move_to_end(key)
+                return hit
+        hit = compute()
+        size = tensor_bytes(hit)
+        with self._memo_lock:
+            if key not in self._memo:
+                self._memo[key], self._memo_sizes[key] = hit, size
+                self.memo_held += size
+            self._memo.move_to_end(key)
+            while len(self._memo) > 1 and (self.memo_held > MEMO_BYTES or len(self._memo) > MEMO_ENTRIES):
+                old, _ = self._memo.popitem(last=False)
+                self.memo_held -= self._memo_sizes.pop(old, 0)
         return hit
 
     def clean_run(self, system: WanSystem, settings: ClaimSettings, batch: TaskBatch) -> SampleResult:

@@ -185,9 +185,7 @@ def scores(ctx, cfg: VBVRConfig, videos_dir: Path):
 
     files = sorted(videos_dir.glob("*/*/*.mp4"))
     key = ("vbvr-scores", str(videos_dir), tuple((str(p), p.stat().st_mtime_ns) for p in files))
-    if key not in ctx._memo:
-        ctx._memo[key] = score_videos(cfg.data, videos_dir)
-    return ctx._memo[key]
+    return ctx.remember(key, lambda: score_videos(cfg.data, videos_dir))
 
 
 def baseline_scores(cfg: VBVRConfig) -> dict[str, dict]:
