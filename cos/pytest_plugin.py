@@ -233,15 +233,36 @@ def start_session(config: pytest.Config) -> "CosSession":
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if launched_size() > 1 and worker:
         raise pytest.UsageError("accelerate launch / torchrun and pytest-xdist (-n) both split the work: use one")
+    shared_by = 1
     if config.getoption("--cos-device") in ("auto", "cuda") and (worker or launched_size() > 1):
         # accelerate launch / torchrun: local rank N takes the node's N-th GPU; xdist worker gwN the N-th
-        gpu = assign_worker_gpu(f"gw{os.environ.get('LOCAL_RANK', '0')}" if launched_size() > 1 else worker,
-                                _visible_gpus())
+        gpus = _visible_gpus()
+        gpu = assign_worker_gpu(f"gw{os.environ.get('LOCAL_RANK', '0')}" if launched_size() > 1 else worker, gpus)
         if gpu is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+            if launched_size() > 1:
+                shared_by = gpu_shared_by(int(os.environ.get("LOCAL_RANK", "0")),
+                                          int(os.environ.get("LOCAL_WORLD_SIZE", "1")), len(gpus))
     limit_threads()     # several processes on a node: each takes its share of the cores
     session = config.stash[_SESSION] = CosSession(config)
+    session.gpu_shared_by = shared_by
     return session
+
+
+def gpu_shared_by(local_rank: int, local_size: int, gpus: int) -> int:
+    """How many of the node's launched processes are given this process's GPU (local rank r takes GPU r mod G)."""
+    if gpus < 1:
+        return 1
+    return len(range(local_rank % gpus, max(local_size, 1), gpus))
+
+
+def shared_gpu_note(shared_by: int) -> str:
+    """The line a launch says when its processes share a GPU (before any claim samples); "" when none do."""
+    if shared_by <= 1:
+        return ""
+    return (f"[cos] note: {shared_by} processes share each GPU of this launch. The GPU time-slices their forwards "
+            "(the organism's gpu tier on one H100: 1.11x at 4 processes, slower at 2; "
+            "benchmarks/results/gpu/procs-h100), and the ETA and GPU-hours count each process as its own GPU")
 
 
 class _Hooks:
@@ -441,6 +462,7 @@ class CosSession:
         self.ctx = make_run_context(config)
         self.ctx.progress_writer = progress_writer(config)
         self.eta: dict | None = None
+        self.gpu_shared_by = 1                # launched processes given this process's GPU (start_session)
         self.tracker = None                   # the run's estimate, re-estimated after every batch (cos.eta)
         self.claims_end_s: float | None = None  # seconds into the run when the last claim was done
         self.pilot_path: str | None = None    # whose rows told the ETA where claims stop, and the fit their power
@@ -638,6 +660,7 @@ class CosSession:
         prov["sequential"] = bool(self.ctx.sequential)
         prov["looks"] = self.ctx.max_looks
         prov["overlap"] = bool(self.ctx.overlap)     # readouts beside the sampling (--cos-overlap)
+        prov["gpu_shared_by"] = self.gpu_shared_by    # launched processes per GPU (1: a GPU each, or alone)
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
         # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)
@@ -1023,8 +1046,9 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
                    + ("; {} of {} batches of the claims already stored, not redone".format(*stored_counts(work))
                       if stored_counts(work)[0] else "")
                    + f": ETA {fmt_s(eta)} (re-estimated after every batch)")
-            for line in [*notes, msg]:
-                session.say(line)
+            for line in [*notes, shared_gpu_note(session.gpu_shared_by), msg]:
+                if line:
+                    session.say(line)
     if session.budget is not None and ctx.world.connected:
         decision = ctx.world.gather(decision)[0]
     if "refuse" in decision:     # one line, nothing written (the earlier run stays in place)

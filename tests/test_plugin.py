@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from cos.pytest_plugin import assign_worker_gpu
+from cos.pytest_plugin import assign_worker_gpu, gpu_shared_by, shared_gpu_note
 
 TOY = '''
 import pytest
@@ -118,6 +118,15 @@ def test_worker_gpu_assignment_indexes_callers_list():
     assert assign_worker_gpu("gw3", ["4", "6"]) == "6"
     assert assign_worker_gpu(None, ["4"]) is None
     assert assign_worker_gpu("gw1", []) is None
+
+
+def test_a_launch_says_when_its_processes_share_a_gpu():
+    # local rank r takes GPU r mod G (assign_worker_gpu): the processes given the same GPU as this one
+    assert [gpu_shared_by(r, 4, 1) for r in range(4)] == [4, 4, 4, 4]
+    assert [gpu_shared_by(r, 3, 2) for r in range(3)] == [2, 1, 2]
+    assert gpu_shared_by(0, 8, 8) == 1 and gpu_shared_by(0, 2, 0) == 1
+    assert shared_gpu_note(1) == ""
+    assert "4 processes share each GPU" in shared_gpu_note(4) and "procs-h100" in shared_gpu_note(4)
 
 
 def test_a_gpu_list_that_repeats_an_ordinal_is_refused_in_one_line(pytester, monkeypatch):
