@@ -6,7 +6,10 @@
 # server runs the processes' kernels side by side instead of time-slicing the GPU between their contexts; the
 # daemon is started before the first such run and quit after the last; the card's settings are not touched);
 # label:N:mps:0 runs without a result store (--cos-store=none; several processes keep one by default, the cost of
-# writing every run to disk included, which one process on the organism's tiers does not pay).
+# writing every run to disk included, which one process on the organism's tiers does not pay; refused under a
+# launcher); label:N:mps:go runs a copy of the tree with benchmarks/graphs-overlap.patch applied (the reverted
+# --cos-cuda-graphs of 13e8276) with --cos-cuda-graphs=on --cos-overlap=on: a block's launches replayed from a
+# graph leave the sampling thread waiting on the GPU without the GIL, which the readout thread can then take.
 # Busy fraction from nvidia-smi's utilisation (benchmarks/gpu_speed.py GpuBusy) and, for 1 process, CUDA events.
 # Every table is compared row by row with the first 1-process one (benchmarks/compare_tables.py).
 . benchmarks/device_setup.sh
@@ -14,9 +17,13 @@ warm_machine
 export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
 mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
 mps=0
-for run in ${RUNS:-p1:1:0 p3mps:3:1:0 p3:3:0:0 p4mps:4:1:0}; do
+for run in ${RUNS:-p1:1:0 p1go:1:0:go p3mps:3:1 p4mps:4:1}; do
   IFS=: read -r label n want store <<< "$run"
   args=(); [ "${store:-1}" = 0 ] && args=(--pytest-arg=--cos-store=none)
+  if [ "${store:-}" = go ]; then
+    [ -d /tmp/go ] || { cp -a . /tmp/go && git -C /tmp/go apply benchmarks/graphs-overlap.patch; } || continue
+    args=(--root /tmp/go --pytest-arg=--cos-cuda-graphs=on --pytest-arg=--cos-overlap=on)
+  fi
   if [ "$want" = 1 ] && [ "$mps" = 0 ]; then
     nvidia-cuda-mps-control -d && mps=1 && echo "== MPS daemon started" | tee -a "$OUT/tier.log" \
       || { echo "== MPS daemon did not start: $label skipped" | tee -a "$OUT/tier.log"; continue; }
@@ -26,6 +33,7 @@ for run in ${RUNS:-p1:1:0 p3mps:3:1:0 p3:3:0:0 p4mps:4:1:0}; do
   python3 benchmarks/gpu_speed.py tier --out "$OUT" --label "$label" --procs "$n" --phases cold \
     --tier-timeout "${COLD_S:-170}" "${args[@]}" 2>&1 | tee -a "$OUT/tier.log" | grep "^== "
   [ "$mps" = 1 ] && { echo "MPS servers: $(echo get_server_list | nvidia-cuda-mps-control 2>&1)" | tee -a "$OUT/tier.log"; }
+  tail -n 4 "$OUT/tier-$label-cold.log" | sed "s/^/  [$label] /" >> "$OUT/tier.log"
   rm -f "$OUT/$label-claims-status.md" "$OUT/tier-$label-cold.log" "$OUT/util-$label-cold.txt"
 done
 [ "$mps" = 1 ] && echo quit | nvidia-cuda-mps-control
