@@ -58,9 +58,12 @@ class GpuBusy:
         import shutil
         self.path, self.dt, self.proc = path, interval_ms / 1e3, None
         if shutil.which("nvidia-smi"):
-            self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                          f"-lms={interval_ms}", "-i", "0"], stdout=open(path, "w"),
-                                         stderr=subprocess.DEVNULL)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w") as f:      # the child keeps its own handle
+                self.proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                              "--format=csv,noheader,nounits", f"-lms={interval_ms}", "-i", "0"],
+                                             stdout=f, stderr=subprocess.DEVNULL)
+        self.t0 = time.perf_counter()
 
     def stop(self) -> float | None:
         """Busy seconds over the sampled span (None without nvidia-smi or samples)."""
@@ -69,7 +72,9 @@ class GpuBusy:
         self.proc.terminate()
         self.proc.wait()
         vals = [float(x) for x in self.path.read_text().split() if x.replace(".", "", 1).isdigit()]
-        return round(sum(vals) / 100 * self.dt, 2) if vals else None
+        # the samples' own spacing (nvidia-smi's loop runs a little slower than asked) over the span sampled
+        span = time.perf_counter() - self.t0
+        return round(sum(vals) / 100 * span / len(vals), 2) if vals else None
 
 
 def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = ROOT, label: str = "",

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import pytest
 
@@ -228,25 +228,34 @@ def start_session(config: pytest.Config) -> "CosSession":
         # CUDA rejects a list that repeats an ordinal ("invalid device ordinal"): no GPU would be seen at all
         raise pytest.UsageError(f"CUDA_VISIBLE_DEVICES={env} repeats a GPU, which CUDA rejects; to let xdist "
                                 "workers share GPUs list each once (workers take entries round-robin)")
-    from cos.parallel import launched_size, limit_threads
+    from cos.parallel import launch_env, launched_size, limit_threads
 
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if launched_size() > 1 and worker:
         raise pytest.UsageError("accelerate launch / torchrun and pytest-xdist (-n) both split the work: use one")
-    shared_by = 1
-    if config.getoption("--cos-device") in ("auto", "cuda") and (worker or launched_size() > 1):
-        # accelerate launch / torchrun: local rank N takes the node's N-th GPU; xdist worker gwN the N-th
-        gpus = _visible_gpus()
-        gpu = assign_worker_gpu(f"gw{os.environ.get('LOCAL_RANK', '0')}" if launched_size() > 1 else worker, gpus)
-        if gpu is not None:
-            os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-            if launched_size() > 1:
-                shared_by = gpu_shared_by(int(os.environ.get("LOCAL_RANK", "0")),
-                                          int(os.environ.get("LOCAL_WORLD_SIZE", "1")), len(gpus))
+    launch = launch_env() if launched_size() > 1 else None     # checked at configure: one line if malformed
+    gpu, shared_by = place_process(config.getoption("--cos-device"), launch, worker, _visible_gpus)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     limit_threads()     # several processes on a node: each takes its share of the cores
     session = config.stash[_SESSION] = CosSession(config)
     session.gpu_shared_by = shared_by
     return session
+
+
+def place_process(device: str, launch: Any, worker: str | None,
+                  visible: Callable[[], list[str]]) -> tuple[str | None, int]:
+    """(the GPU this process is given, or None to leave CUDA_VISIBLE_DEVICES alone; how many of the node's launched
+    processes share that GPU). A launch's local rank N takes the node's N-th visible GPU (mod their number), an
+    xdist worker gwN the N-th; under a launch `--cos-device cuda:N` puts every process of the node on GPU N."""
+    if device in ("auto", "cuda") and (worker or launch is not None):
+        gpus = visible()
+        gpu = assign_worker_gpu(f"gw{launch.local_rank}" if launch is not None else worker, gpus)
+        shared = gpu_shared_by(launch.local_rank, launch.local_size, len(gpus)) if gpu and launch else 1
+        return gpu, shared
+    if launch is not None and device.startswith("cuda:"):
+        return None, launch.local_size
+    return None, 1
 
 
 def gpu_shared_by(local_rank: int, local_size: int, gpus: int) -> int:
@@ -260,7 +269,7 @@ def shared_gpu_note(shared_by: int) -> str:
     """The line a launch says when its processes share a GPU (before any claim samples); "" when none do."""
     if shared_by <= 1:
         return ""
-    return (f"[cos] note: {shared_by} processes share each GPU of this launch. The GPU time-slices their forwards "
+    return (f"[cos] note: up to {shared_by} processes of this launch share a GPU. It time-slices their forwards "
             "(the organism's gpu tier on one H100: 1.11x at 4 processes, slower at 2; "
             "benchmarks/results/gpu/procs-h100), and the ETA and GPU-hours count each process as its own GPU")
 

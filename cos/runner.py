@@ -40,6 +40,7 @@ every batch on every rank served gathered readouts; that machinery is gone.)
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -70,16 +71,27 @@ class _Cancelled(Exception):
 
 # bumped whenever an intervention's meaning changes (stored results of the old meaning must not be served)
 ENGINE = 2
-# the session's memo of shared runs (RunContext.remember): at most this many bytes of tensors and entries. The
-# organism's gpu tier holds ~5 GB of them (noise sweeps of 126 rows: every branch's x̂0 at every step); a full
-# model's clean runs are served by the result store beyond it (its tiers keep one by default)
-MEMO_BYTES = 8 << 30
+# the session's memo of shared runs (RunContext.remember): at most this many bytes of tensors, and entries. The
+# organism's gpu tier holds ~3.3 GiB of them at its first looks and ~9 GiB at fixed n (noise sweeps of 126 rows:
+# every branch's x̂0 at every step); the claims read the same batches in the same order, so a memo smaller than
+# what they read evicts each entry before its next reader (least recently used is the worst case of a repeated
+# scan): a quarter of the machine's memory, up to 16 GiB, per process. A full model's runs beyond it are served by
+# the result store (its tiers keep one by default)
+def _memo_budget() -> int:
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        ram = 32 << 30
+    return int(min(16 << 30, ram // 4))
+
+
+MEMO_BYTES = _memo_budget()
 MEMO_ENTRIES = 256
 
 
 def tensor_bytes(obj: Any, seen: set | None = None) -> int:
-    """Bytes of the tensor storages in `obj` (a tensor, a SampleResult, or dicts, lists and tuples of them), each
-    storage counted once (a SampleResult's latents are its state's)."""
+    """Bytes of the tensor storages in `obj` (a tensor, a SampleResult with its sampler state, or dicts, lists and
+    tuples of them), each storage counted once, whole (a view keeps its whole storage alive)."""
     seen = set() if seen is None else seen
     if isinstance(obj, torch.Tensor):
         st = obj.untyped_storage()
@@ -90,7 +102,10 @@ def tensor_bytes(obj: Any, seen: set | None = None) -> int:
         return st.nbytes()
     if isinstance(obj, SampleResult):
         st = obj.state      # None where the run was served by the result store
-        held = (st.latents, st.condition, st.last_x0) if st is not None else ()
+        # the state's latents and condition, its conditioning, and the scheduler's multistep history (UniPC keeps
+        # a few latent-sized tensors: ~20% of a noise sweep's bytes on the cpu tier)
+        held = () if st is None else (st.latents, st.condition, st.last_x0,
+                                      *(list(getattr(o, "__dict__", {}).values()) for o in (st.cond, st.scheduler)))
         return sum(tensor_bytes(x, seen) for x in (obj.latents, *held, *obj.trajectory.values()))
     if isinstance(obj, Mapping):
         return sum(tensor_bytes(v, seen) for v in obj.values())
@@ -125,7 +140,7 @@ class RunContext:
     _memo: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _memo_sizes: dict = field(default_factory=dict, repr=False)
     _memo_lock: Any = field(default_factory=threading.Lock, repr=False)
-    memo_held: int = 0      # bytes of the tensors `_memo` holds now
+    memo_held: int = field(default=0, repr=False)     # bytes of the tensors `_memo` holds now
     # every stored run read or written: {"key", "kind", "rows": [(instance id, seed)]} (samples.jsonl names them)
     key_log: list = field(default_factory=list, repr=False)
     _distilled: Any = field(default=None, repr=False)
@@ -501,7 +516,7 @@ class RunContext:
             self._memo.move_to_end(key)
             while len(self._memo) > 1 and (self.memo_held > MEMO_BYTES or len(self._memo) > MEMO_ENTRIES):
                 old, _ = self._memo.popitem(last=False)
-                self.memo_held -= self._memo_sizes.pop(old, 0)
+                self.memo_held -= self._memo_sizes.pop(old)
         return hit
 
     def clean_run(self, system: WanSystem, settings: ClaimSettings, batch: TaskBatch) -> SampleResult:

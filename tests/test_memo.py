@@ -75,3 +75,33 @@ def test_tensor_bytes_of_a_sample_result_served_without_its_state():
     lat = torch.zeros(2, 3)
     res = SampleResult(lat, None, [0], [1.0], [1.0], {"x0": torch.zeros(1, 2, 3)})
     assert tensor_bytes(res) == 24 + 24
+
+
+def test_tensor_bytes_counts_a_view_by_its_whole_storage_once():
+    a = torch.zeros(10)
+    assert tensor_bytes(a[5:]) == 40                  # an offset view keeps all of a alive
+    assert tensor_bytes([a[5:], a[:2], a]) == 40      # and is the same storage as a
+
+
+def test_tensor_bytes_of_a_sample_result_counts_its_sampler_state():
+    from types import SimpleNamespace
+
+    from cos.sampler import SampleResult
+
+    lat = torch.zeros(2, 3)
+    sched = SimpleNamespace(model_outputs=[torch.zeros(6), torch.zeros(6)], last_sample=torch.zeros(6), order=2)
+    cond = SimpleNamespace(image=torch.zeros(1, 3, 2, 2), prompt_embeds=torch.zeros(1, 2))
+    state = SimpleNamespace(latents=lat, condition=torch.zeros(3), last_x0=None, cond=cond, scheduler=sched)
+    res = SampleResult(lat, state, [0], [1.0], [1.0], {"x0": torch.zeros(1, 2, 3)})
+    # latents (24, the state's are the same storage) + condition 12 + history 3 x 24 + cond 48 + 8 + x0 24
+    assert tensor_bytes(res) == 24 + 12 + 72 + 56 + 24
+
+
+def test_entries_exactly_at_the_budget_stay_and_sizes_follow_the_entries(monkeypatch):
+    monkeypatch.setattr(runner, "MEMO_BYTES", 80)
+    ctx = RunContext(progress=False)
+    for k in "ab":
+        ctx.remember(k, lambda: torch.zeros(10))
+    assert list(ctx._memo) == ["a", "b"] and ctx.memo_held == 80        # at the budget, not over it
+    ctx.remember("c", lambda: torch.zeros(10))
+    assert list(ctx._memo) == ["b", "c"] and set(ctx._memo_sizes) == {"b", "c"} and ctx.memo_held == 80

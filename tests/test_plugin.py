@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from cos.pytest_plugin import assign_worker_gpu, gpu_shared_by, shared_gpu_note
+from cos.pytest_plugin import assign_worker_gpu, gpu_shared_by, place_process, shared_gpu_note
 
 TOY = '''
 import pytest
@@ -126,7 +126,30 @@ def test_a_launch_says_when_its_processes_share_a_gpu():
     assert [gpu_shared_by(r, 3, 2) for r in range(3)] == [2, 1, 2]
     assert gpu_shared_by(0, 8, 8) == 1 and gpu_shared_by(0, 2, 0) == 1
     assert shared_gpu_note(1) == ""
-    assert "4 processes share each GPU" in shared_gpu_note(4) and "procs-h100" in shared_gpu_note(4)
+    assert "up to 4 processes of this launch share a GPU" in shared_gpu_note(4) and "procs-h100" in shared_gpu_note(4)
+
+
+def test_a_process_is_placed_on_its_gpu_and_told_who_shares_it():
+    from cos.parallel import LaunchEnv
+
+    def launch(local_rank, local_size):
+        return LaunchEnv(local_rank, local_size, local_rank, local_size, 60.0, 60.0)
+
+    asked = []
+
+    def visible():
+        asked.append(1)
+        return ["3", "5"]
+
+    assert place_process("auto", launch(2, 4), None, visible) == ("3", 2)        # ranks 0 and 2 on GPU 3
+    assert place_process("cuda", launch(1, 3), None, visible) == ("5", 1)        # rank 1 alone on GPU 5
+    assert place_process("auto", launch(0, 4), None, lambda: ["0"]) == ("0", 4)
+    assert place_process("cuda:1", launch(0, 4), None, visible) == (None, 4)     # all four on the named GPU
+    assert place_process("auto", None, "gw3", visible) == ("5", 1)               # xdist: a worker, no launch
+    asked.clear()
+    assert place_process("cpu", launch(0, 4), None, visible) == (None, 1) and not asked
+    assert place_process("auto", None, None, visible) == (None, 1) and not asked  # alone: nvidia-smi not asked
+    assert place_process("auto", launch(0, 2), None, lambda: []) == (None, 1)    # no GPU visible
 
 
 def test_a_gpu_list_that_repeats_an_ordinal_is_refused_in_one_line(pytester, monkeypatch):
