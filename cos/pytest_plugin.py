@@ -270,7 +270,7 @@ def shared_gpu_note(shared_by: int) -> str:
     if shared_by <= 1:
         return ""
     return (f"[cos] note: up to {shared_by} processes of this launch share a GPU. It time-slices their forwards "
-            "(the organism's gpu tier on one H100: 1.11x at 4 processes, slower at 2; "
+            "(the organism's gpu tier on one H100: 1.11x at 4 processes, slower at 2, 1.15x at 3 under NVIDIA MPS; "
             "benchmarks/results/gpu/procs-h100), and the ETA and GPU-hours count each process as its own GPU")
 
 

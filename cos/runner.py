@@ -498,10 +498,9 @@ class RunContext:
 
     def remember(self, key: Any, compute: Callable) -> Any:
         """`compute()` once per session under `key`. Entries go least recently used first once their tensors pass
-        MEMO_BYTES or their number MEMO_ENTRIES; the newest always stays. (It cleared everything at 64 entries:
-        on the organism's gpu tier one process then sampled 60 forwards of clean runs again that 2-4 processes,
-        each holding fewer entries, served; benchmarks/results/gpu/procs-h100.) Two threads may both compute a
-        key neither has yet: the same value, stored once."""
+        MEMO_BYTES or their number MEMO_ENTRIES; the newest always stays. (It cleared everything at 64 entries,
+        whatever their size: a full model's 64 noise sweeps could fill a host's memory, and one more entry threw
+        away every one.) Two threads may both compute a key neither has yet: the same value, stored once."""
         with self._memo_lock:
             hit = self._memo.get(key, _MISSING)
             if hit is not _MISSING:
