@@ -308,12 +308,11 @@ def plan_work(est: Mapping[str, Any], claims: Sequence[Any], settings: Any, syst
 
     looks = LOOKS if looks is None else looks
     t, share, cfg = est["seconds_per_row_forward"], est["share"], est.get("cfg", 1)
-    fshare = est.get("forward_share", share)    # the forwards of every rank on this one's GPU (price_forwards)
     out, power = {}, {}
     for c in claims:
         stops, pw, source = claim_stops(c, settings, system, sequential, (pilot or {}).get(c.id), looks)
-        own = est["per_claim"][c.id] * cfg * t * fshare + est["host_s_per_claim"][c.id] * share
-        shared = {k: n * cfg * t * fshare for k, n in c.shared_runs(settings, system).items()}
+        own = (est["per_claim"][c.id] * cfg * t + est["host_s_per_claim"][c.id]) * share
+        shared = {k: n * cfg * t * share for k, n in c.shared_runs(settings, system).items()}
         out[c.id] = ClaimWork(c.id, own, shared, stops, source, learn=source == PRIOR_SOURCE)
         power[c.id] = pw
     return out, power
@@ -447,7 +446,7 @@ def apply_budget(hours: float, fit: bool, settings: Any, at_s: float, ranks: int
         return settings, doc, None, [f"[cos] --cos-budget {hours:g}{':fit' if fit else ''}: plan {need:.3g} "
                                      f"GPU-hours ({stored}), within the budget"] if got else []
     what = (f"{n_claims} claim{'s' if n_claims != 1 else ''}, {n} instances a task, {est['row_forwards']} row-forwards at "
-            f"{est['seconds_per_row_forward']:.3g} s, {fmt_s(at_s)} so far + ETA {fmt_s(eta)} on {ranks} GPU(s)"
+            f"{est['seconds_per_row_forward']:.3g} s, {fmt_s(at_s)} so far + ETA {fmt_s(eta)} on {ranks} process(es)"
             + (f"; {stored}" if got else ""))
     if not fit:
         doc["within"] = "refused"

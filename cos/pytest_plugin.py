@@ -239,7 +239,7 @@ def start_session(config: pytest.Config) -> "CosSession":
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     limit_threads()     # several processes on a node: each takes its share of the cores
     session = config.stash[_SESSION] = CosSession(config)
-    session.ctx.gpu_shared_by = shared_by
+    session.gpu_shared_by = shared_by
     return session
 
 
@@ -269,9 +269,9 @@ def shared_gpu_note(shared_by: int) -> str:
     """The line a launch says when its processes share a GPU (before any claim samples); "" when none do."""
     if shared_by <= 1:
         return ""
-    return (f"[cos] note: up to {shared_by} processes of this launch share a GPU. It runs their forwards one after "
-            "another (the organism's gpu tier on one H100: 1.11x at 4 processes, slower at 2, 1.15x at 3 under "
-            "NVIDIA MPS; benchmarks/results/gpu/procs-h100); the ETA prices each process's wait for all of them")
+    return (f"[cos] note: up to {shared_by} processes of this launch share a GPU. It time-slices their forwards "
+            "(the organism's gpu tier on one H100: 1.11x at 4 processes, slower at 2, 1.15x at 3 under NVIDIA MPS; "
+            "benchmarks/results/gpu/procs-h100), and the ETA and GPU-hours count each process as its own GPU")
 
 
 class _Hooks:
@@ -471,6 +471,7 @@ class CosSession:
         self.ctx = make_run_context(config)
         self.ctx.progress_writer = progress_writer(config)
         self.eta: dict | None = None
+        self.gpu_shared_by = 1                # launched processes given this process's GPU (start_session)
         self.tracker = None                   # the run's estimate, re-estimated after every batch (cos.eta)
         self.claims_end_s: float | None = None  # seconds into the run when the last claim was done
         self.pilot_path: str | None = None    # whose rows told the ETA where claims stop, and the fit their power
@@ -541,7 +542,7 @@ class CosSession:
         from cos.eta import gpu_hours
 
         hours, _ = self.budget
-        ranks = self.eta.get("gpus", self.eta["ranks"]) if self.eta else 1     # GPU-hours: the GPUs in use
+        ranks = self.eta["ranks"] if self.eta else 1
         if self.budget_warned or gpu_hours(total_s, ranks) <= hours:
             return
         self.budget_warned = True
@@ -560,7 +561,7 @@ class CosSession:
         from cos.eta import gpu_hours
 
         hours, _ = self.budget
-        ranks = self.eta.get("gpus", self.eta["ranks"]) if self.eta else self.ctx.split[1]
+        ranks = self.eta["ranks"] if self.eta else self.ctx.split[1]
         spent = gpu_hours(time.time() - self.start, ranks)
         reason = (f"--cos-budget {hours:g}: {spent:.3g} GPU-hours spent before this claim started; not run"
                   if spent >= hours else None)
@@ -668,7 +669,7 @@ class CosSession:
         prov["sequential"] = bool(self.ctx.sequential)
         prov["looks"] = self.ctx.max_looks
         prov["overlap"] = bool(self.ctx.overlap)     # readouts beside the sampling (--cos-overlap)
-        prov["gpu_shared_by"] = self.ctx.gpu_shared_by    # launched processes per GPU (1: a GPU each, or alone)
+        prov["gpu_shared_by"] = self.gpu_shared_by    # launched processes per GPU (1: a GPU each, or alone)
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
         # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)
@@ -1023,8 +1024,8 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
         notes: list[str] = []
         if session.budget is not None:
             hours, fit = session.budget
-            gpus = price_forwards(ctx, system, s, planned, timing)["gpus"]
-            s, session.budget_doc, refusal, notes = apply_budget(hours, fit, s, at_s, gpus, price, len(planned),
+            ranks = price_forwards(ctx, system, s, planned, timing)["ranks"]
+            s, session.budget_doc, refusal, notes = apply_budget(hours, fit, s, at_s, ranks, price, len(planned),
                                                                  lambda x: price(x, stored=False))
             if refusal:
                 decision = {"refuse": refusal}
@@ -1054,7 +1055,7 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
                    + ("; {} of {} batches of the claims already stored, not redone".format(*stored_counts(work))
                       if stored_counts(work)[0] else "")
                    + f": ETA {fmt_s(eta)} (re-estimated after every batch)")
-            for line in [*notes, shared_gpu_note(ctx.gpu_shared_by), msg]:
+            for line in [*notes, shared_gpu_note(session.gpu_shared_by), msg]:
                 if line:
                     session.say(line)
     if session.budget is not None and ctx.world.connected:

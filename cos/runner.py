@@ -150,9 +150,6 @@ class RunContext:
     phase_s: dict = field(default_factory=dict, repr=False)
     # a unit's host readouts beside the next unit's sampling (two worker threads; see the module docstring)
     overlap: bool = False
-    # how many of the run's processes are given this process's GPU (a launch with more processes than GPUs): the
-    # GPU runs their forwards one after another, so each pays for all of them (`price_forwards`)
-    gpu_shared_by: int = 1
     # under sequential looks, what stops the claim being measured at a look instead of its own decision:
     # (row at the look, the look, records so far as a row's records[, the old model's so far]) -> a stop reason or
     # "". Set per claim by a gate (cos.gate.Against.look_rule; against a model a PairedLooks, whose old model is
@@ -920,19 +917,12 @@ def price_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, 
     # approximated by it
     n_batches = len(range(0, settings.rows // len(settings.seeds), instances_per_batch(settings)))
     share = -(-n_batches // ranks) / n_batches
-    # processes sharing a GPU: its forwards run one after another whoever asks (time-sliced, or side by side under
-    # MPS where one 128-row forward of the organism already fills an H100: benchmarks/results/gpu/procs-h100), so a
-    # rank waits for the forwards of all the ranks on its GPU; their host work is its own share. The timed forward
-    # ran alone (rank 0 times it before the others sample)
-    g = max(1, int(getattr(ctx, "gpu_shared_by", 1)))
-    fshare = min(1.0, share * g)
     return {"row_forwards": int(total), "per_claim": per, "shared_runs": shared, "seconds_per_row_forward": t,
-            "ranks": ranks, "gpus": max(1, -(-ranks // g)), "gpu_shared_by": g,
-            "cold_seconds_per_row_forward": timing.get("cold_seconds_per_row_forward"),
+            "ranks": ranks, "cold_seconds_per_row_forward": timing.get("cold_seconds_per_row_forward"),
             "batch_rows": timing.get("batch_rows"), "readout_seconds": unit, "host_s_per_claim": host,
-            "batches_per_claim": n_batches, "share": share, "forward_share": fshare, "cfg": cfg,
-            "forwards_s": total * t * fshare, "host_s": sum(host.values()) * share,
-            "eta_s": total * t * fshare + sum(host.values()) * share}
+            "batches_per_claim": n_batches, "share": share, "cfg": cfg,
+            "forwards_s": total * t * share, "host_s": sum(host.values()) * share,
+            "eta_s": (total * t + sum(host.values())) * share}
 
 
 def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, repeats: int = 5) -> dict[str, float]:

@@ -211,37 +211,6 @@ def test_eta_adds_host_readouts_divided_over_ranks():
     assert est4["eta_s"] == pytest.approx(est4["forwards_s"] + est4["host_s"])
 
 
-def test_eta_prices_the_forwards_of_every_rank_on_a_shared_gpu():
-    """Ranks given one GPU wait for each other's forwards (the GPU runs them one after another): each is priced with
-    the forwards of all the ranks on its GPU, its own share of the host readouts, and GPU-hours count the GPUs."""
-    from cos.eta import plan_work
-    from cos.runner import price_forwards
-
-    system = random_organism(num_layers=2)
-    claims = [get_claim("layers.energy_profile"), get_claim("cos.superposition")]
-    timing = {"seconds_per_row_forward": 0.01, "readout_seconds": dict.fromkeys(
-        ("decode", "weights", "frame_weights", "score", "cka"), 0.001)}
-
-    def est(shared_by):
-        ctx = RunContext(progress=False, world=FakeWorld(0, 4, connected=True))
-        ctx.gpu_shared_by = shared_by
-        return price_forwards(ctx, system, SET, claims, timing)
-
-    alone, pairs, one = est(1), est(2), est(4)
-    whole = alone["row_forwards"] * 0.01
-    assert (alone["forward_share"], alone["gpus"]) == (pytest.approx(2 / 6), 4)    # as before: its own batches
-    assert (pairs["forward_share"], pairs["gpus"]) == (pytest.approx(4 / 6), 2)    # 2 ranks a GPU, 2 GPUs
-    assert (one["forward_share"], one["gpus"]) == (1.0, 1)                           # capped: all of them
-    assert one["forwards_s"] == pytest.approx(whole) and alone["forwards_s"] == pytest.approx(whole * 2 / 6)
-    for e in (alone, pairs, one):
-        assert e["host_s"] == pytest.approx(alone["host_s"]) and e["host_s"] > 0       # its own share only
-        assert e["eta_s"] == pytest.approx(e["forwards_s"] + e["host_s"])
-        work, _ = plan_work(e, claims, SET, system, sequential=False)
-        for c in claims:
-            assert work[c.id].own_s == pytest.approx(e["per_claim"][c.id] * e["cfg"] * 0.01 * e["forward_share"]
-                                                     + e["host_s_per_claim"][c.id] * e["share"])
-
-
 def test_progress_lines_on_rank_zero_only():
     lines = []
     ctx = RunContext(progress_writer=lambda t, final: lines.append((t, final)))
