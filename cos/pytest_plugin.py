@@ -269,8 +269,9 @@ def shared_gpu_note(shared_by: int) -> str:
     """The line a launch says when its processes share a GPU (before any claim samples); "" when none do."""
     if shared_by <= 1:
         return ""
-    return (f"[cos] note: up to {shared_by} processes of this launch share a GPU. It time-slices their forwards "
-            "(the organism's gpu tier on one H100: 1.11x at 4 processes, slower at 2, 1.15x at 3 under NVIDIA MPS; "
+    return (f"[cos] note: up to {shared_by} processes of this launch are given the same visible GPU (unless the "
+            "launcher gave each its own CUDA_VISIBLE_DEVICES). A shared GPU time-slices their forwards (the "
+            "organism's gpu tier on one H100: 1.11x at 4 processes, slower at 2, 1.15x at 3 under NVIDIA MPS; "
             "benchmarks/results/gpu/procs-h100), and the ETA and GPU-hours count each process as its own GPU")
 
 
@@ -669,7 +670,8 @@ class CosSession:
         prov["sequential"] = bool(self.ctx.sequential)
         prov["looks"] = self.ctx.max_looks
         prov["overlap"] = bool(self.ctx.overlap)     # readouts beside the sampling (--cos-overlap)
-        prov["gpu_shared_by"] = self.gpu_shared_by    # launched processes per GPU (1: a GPU each, or alone)
+        prov["gpu_shared_by"] = self.gpu_shared_by    # launched processes given this one's visible GPU (1: a GPU
+        # each, or alone); an overcount where the launcher bound each process to its own GPU
         # rank -> {instance id: seeds it sampled}; under --cos-shard only this host's
         prov["rank_rows"] = {str(r if self.ctx.shard is None else rank): rows for r, rows in enumerate(ran)}
         # per rank, runs read from the store / computed (a relaunch after a crash computes only what was lost)

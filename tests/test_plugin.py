@@ -126,7 +126,8 @@ def test_a_launch_says_when_its_processes_share_a_gpu():
     assert [gpu_shared_by(r, 3, 2) for r in range(3)] == [2, 1, 2]
     assert gpu_shared_by(0, 8, 8) == 1 and gpu_shared_by(0, 2, 0) == 1
     assert shared_gpu_note(1) == ""
-    assert "up to 4 processes of this launch share a GPU" in shared_gpu_note(4) and "procs-h100" in shared_gpu_note(4)
+    assert "up to 4 processes of this launch are given the same visible GPU" in shared_gpu_note(4)
+    assert "procs-h100" in shared_gpu_note(4)
 
 
 def test_a_process_is_placed_on_its_gpu_and_told_who_shares_it():
