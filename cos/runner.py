@@ -72,8 +72,8 @@ class _Cancelled(Exception):
 # bumped whenever an intervention's meaning changes (stored results of the old meaning must not be served)
 ENGINE = 2
 # the session's memo of shared runs (RunContext.remember): at most this many bytes of tensors, and entries. The
-# organism's gpu tier holds ~3.3 GiB of them at its first looks and ~9 GiB at fixed n (noise sweeps of 126 rows:
-# every branch's x̂0 at every step); the claims read the same batches in the same order, so a memo smaller than
+# organism's gpu tier holds ~3.3 GiB of them at its first looks and ~9 GiB at fixed n, by its shapes (noise sweeps
+# of 126 rows: every branch's x̂0 at every step); the claims read the same batches in the same order, so a memo smaller than
 # what they read evicts each entry before its next reader (least recently used is the worst case of a repeated
 # scan): a quarter of the machine's memory, up to 16 GiB, per process. A full model's runs beyond it are served by
 # the result store (its tiers keep one by default)
