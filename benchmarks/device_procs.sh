@@ -5,9 +5,7 @@
 # other processes' sampling. RUNS: label:N:mps items in order (mps=1: under NVIDIA's Multi-Process Service, whose
 # server runs the processes' kernels side by side instead of time-slicing the GPU between their contexts; the
 # daemon is started before the first such run and quit after the last; the card's settings are not touched);
-# label:N:mps:0 runs without a result store (--cos-store=none; several processes keep one by default, the cost of
-# writing every run to disk included, which one process on the organism's tiers does not pay; refused under a
-# launcher); label:N:mps:go runs a copy of the tree with benchmarks/graphs-overlap.patch applied (the reverted
+# label:N:mps:go runs a copy of the tree with benchmarks/graphs-overlap.patch applied (the reverted
 # --cos-cuda-graphs of 13e8276) with --cos-cuda-graphs=on --cos-overlap=on: a block's launches replayed from a
 # graph leave the sampling thread waiting on the GPU without the GIL, which the readout thread can then take.
 # Busy fraction from nvidia-smi's utilisation (benchmarks/gpu_speed.py GpuBusy) and, for 1 process, CUDA events.
@@ -18,9 +16,9 @@ export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
 mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
 mps=0
 for run in ${RUNS:-p1:1:0 p1go:1:0:go p3mps:3:1 p4mps:4:1}; do
-  IFS=: read -r label n want store <<< "$run"
-  args=(); [ "${store:-1}" = 0 ] && args=(--pytest-arg=--cos-store=none)
-  if [ "${store:-}" = go ]; then
+  IFS=: read -r label n want variant <<< "$run"
+  args=()
+  if [ "${variant:-}" = go ]; then
     [ -d /tmp/go ] || { cp -a . /tmp/go && git -C /tmp/go apply benchmarks/graphs-overlap.patch; } || continue
     args=(--root /tmp/go --pytest-arg=--cos-cuda-graphs=on --pytest-arg=--cos-overlap=on)
   fi

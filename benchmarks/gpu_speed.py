@@ -50,13 +50,14 @@ DUR = re.compile(r"^\s*([\d.]+)s (call|setup|teardown)\s+(\S+)")
 
 class GpuBusy:
     """The GPU's utilisation sampled by nvidia-smi (NVML: the share of each sample period in which a kernel ran)
-    while a run goes on: busy seconds = sum of utilisation x the sampling interval. Unlike CUDA events around each
+    while a run goes on: busy seconds = sum of utilisation x the samples' spacing (the span sampled over their
+    number: nvidia-smi's loop runs a little slower than asked). Unlike CUDA events around each
     process's forwards, it does not count a forward's wait while another process's kernels hold the GPU, so it is
     the busy fraction of several processes sharing one GPU (and, for one process, a check of the events' figure)."""
 
     def __init__(self, path: Path, interval_ms: int = 100):
         import shutil
-        self.path, self.dt, self.proc = path, interval_ms / 1e3, None
+        self.path, self.proc = path, None
         if shutil.which("nvidia-smi"):
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "w") as f:      # the child keeps its own handle
@@ -72,7 +73,6 @@ class GpuBusy:
         self.proc.terminate()
         self.proc.wait()
         vals = [float(x) for x in self.path.read_text().split() if x.replace(".", "", 1).isdigit()]
-        # the samples' own spacing (nvidia-smi's loop runs a little slower than asked) over the span sampled
         span = time.perf_counter() - self.t0
         return round(sum(vals) / 100 * span / len(vals), 2) if vals else None
 
@@ -105,7 +105,8 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
     out.mkdir(parents=True, exist_ok=True)
     (out / f"tier-{tag}.log").write_text(p.stdout + p.stderr)
     durations: dict[str, float] = {}
-    for line in p.stdout.splitlines():
+    # several processes each print their own durations: the per-rank phases of provenance say it instead
+    for line in p.stdout.splitlines() if procs == 1 else ():
         m = DUR.match(line)
         if m:
             durations[m.group(3)] = durations.get(m.group(3), 0.0) + float(m.group(1))
@@ -123,8 +124,6 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
     prov = json.loads(status.read_text())["provenance"] if status.exists() else {}
     inside = prov.get("wall_s")
     per_claim = {}
-    if procs > 1:   # every rank prints its own durations: the per-rank phases of provenance say it instead
-        durations = {}
     for node, secs in sorted(durations.items(), key=lambda kv: -kv[1]):
         gpu_s = fwd["per_test"].get(node, {}).get("ms", 0.0) / 1e3
         per_claim[node] = {"pytest_s": round(secs, 2), "forward_s": round(gpu_s, 2), "host_s": round(secs - gpu_s, 2),
