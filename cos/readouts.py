@@ -24,13 +24,14 @@ def weights_per_step(ctx: RunContext, system: WanSystem, settings: ClaimSettings
     def compute():
         whole, per_frame = [], []
         for row, inst in enumerate(batch.instances):
-            w, pf = [], []
+            pf = []
             fs = None if frames is None else frames(inst)
-            for video in step_videos(system, res, row):
-                cells = inst.cells(video)        # read back once: the whole video's and every frame's weights
-                w.append(inst.cell_weights(cells))
-                if fs is not None:
-                    pf.append({f: inst.cell_weights(cells, [f]) for f in fs})
+            # every step read back at once, once: the whole video's and every frame's weights
+            cells = inst.cells_of(step_videos(system, res, row))
+            w = inst.cell_weights_of(cells)
+            if fs is not None:
+                by_frame = {f: inst.cell_weights_of(cells, [f]) for f in fs}
+                pf = [{f: by_frame[f][s] for f in fs} for s in range(len(cells))]
             whole.append(w)
             per_frame.append(pf)
         return whole, per_frame

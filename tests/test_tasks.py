@@ -217,3 +217,77 @@ def test_pairwise_scores_equal_the_per_competitor_loop(task):
                 for video, plain in ((up, up), (permuted, v)):
                     a, b = _pairwise_loop(inst, plain), inst.pairwise_scores(video)
                     assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+def _cells_one(inst, video):
+    """`cells` one video at a time, as before `cells_of` (its oracle, bit for bit)."""
+    from cos.tasks.base import read_cells
+    return video if video.shape[-1] == inst.grid and video.shape[-2] == inst.grid else read_cells(video, inst.grid)
+
+
+def _weights_one(inst, cells, frames=None):
+    """`cell_weights` one video at a time with the design matrix built on every call, as before `cell_weights_of`
+    (its oracle, bit for bit)."""
+    from scipy.optimize import nnls
+    cands = inst.candidates
+    if frames is not None:
+        cells, cands = cells[frames], cands[:, frames]
+    k = cands.shape[0]
+    w, _ = nnls(cands.reshape(k, -1).T.double().numpy(), cells.reshape(-1).double().numpy())
+    s = w.sum()
+    return torch.full((k,), 1.0 / k, dtype=torch.float64) if s <= 0 else torch.from_numpy(w / s)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_batched_readouts_equal_one_video_at_a_time(task):
+    """`cells_of` and `cell_weights_of` (every step of a row at once, the design matrix cached) give the numbers of
+    one video at a time: read back from twice the grid and at the grid's own size through a permuted view, whole
+    videos and single frames, a black video (no mass: uniform weights) among them."""
+    g = torch.Generator().manual_seed(11)
+    for seed in range(2):
+        inst = make_instance(task, seed, 9)
+        k = inst.candidates.shape[0]
+        w = torch.rand(5, k, generator=g)
+        steps = (w[:, :, None, None, None, None] / w.sum(1)[:, None, None, None, None, None] * inst.candidates).sum(1)
+        steps = (steps + 0.2 * torch.randn(steps.shape, generator=g)).clamp(0, 1)
+        steps[2] = 0.0
+        up = torch.nn.functional.interpolate(steps.flatten(0, 1), size=(2 * inst.grid, 2 * inst.grid),
+                                             mode="nearest").unflatten(0, steps.shape[:2])
+        permuted = steps.permute(0, 2, 1, 3, 4).contiguous().permute(0, 2, 1, 3, 4)
+        for videos in (up, permuted):
+            cells = inst.cells_of(videos)
+            assert torch.equal(cells, torch.stack([_cells_one(inst, v) for v in videos]))
+            for frames in (None, [0], [4], [1, 7]):
+                got = inst.cell_weights_of(cells, frames)
+                want = [_weights_one(inst, c, frames) for c in cells]
+                assert len(got) == len(want) and all(torch.equal(a, b) for a, b in zip(got, want))
+            assert torch.equal(inst.cell_weights_of(cells)[2], torch.full((k,), 1.0 / k, dtype=torch.float64))
+
+
+def test_cached_design_follows_the_candidates():
+    """The NNLS design matrix is cached per candidates tensor: candidates edited in place, or an instance with other
+    candidates, are read with their own matrix, and the shared matrix cannot be written."""
+    from cos.tasks.base import _design
+    inst = make_instance("rotation", 3)       # the caller's own copy (not the session's cached instance)
+    video = inst.candidates[1] * 0.7 + inst.candidates[2] * 0.3
+    before = inst.candidate_weights(video)
+    inst.candidates[1].mul_(0.5)                # in place: the version counter moves
+    assert torch.equal(inst.candidate_weights(video), _weights_one(inst, inst.cells(video)))
+    assert not torch.equal(inst.candidate_weights(video), before)
+    other = make_instance("rotation", 4)
+    assert torch.equal(other.candidate_weights(video), _weights_one(other, other.cells(video)))
+    with pytest.raises(ValueError, match="read-only"):
+        _design(inst.candidates, None)[0, 0] = 1.0
+
+
+def test_batched_cells_name_the_instance_on_bad_videos():
+    inst = make_instance("maze", 0)
+    good = inst.render(16, 16)
+    with pytest.raises(InputError, match=r"maze-id-00000: expected videos \(S, F, 3, H, W\)"):
+        inst.cells_of(good)
+    with pytest.raises(InputError, match="frames"):
+        inst.cells_of(good[None, :3])
+    bad = torch.stack([good, good])
+    bad[1, 2, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="maze-id-00000: video contains NaN"):
+        inst.cells_of(bad)

@@ -87,7 +87,7 @@ def grounding_and_motion(inst, steps: torch.Tensor) -> tuple[np.ndarray, np.ndar
         return np.array([]), np.array([])
     # every step at once (the null's path reads 101 of them a row; a step at a time was 576 calls, 8 s of the gpu
     # tier's host time on an H200 host): cells read back per step as before, each step's sums still one row's
-    cells = torch.stack([inst.cells(v.clamp(0, 1)) for v in steps])      # (S, F, 3, G, G)
+    cells = inst.cells_of(steps.clamp(0, 1))                              # (S, F, 3, G, G)
     dev = (cells - static).abs().sum(2)                                   # (S, F, G, G)
     g = dev[:, tgt].sum(1) / dev.reshape(len(steps), -1).sum(1).clamp_min(1e-8)
     m = (cells[:, 1:] - cells[:, :1]).abs().sum(2)[:, tgt[1:]].mean(1)
@@ -104,7 +104,9 @@ def toward_step0(inst, steps: torch.Tensor, g: np.ndarray) -> tuple[np.ndarray, 
     the path reaches it)."""
     start, final = steps[0].double(), null_final(steps).double()
     grid = np.linspace(0.0, 1.0, GRID)
-    path = torch.stack([(x * final + (1 - x) * start).float() for x in grid])
+    # every blend at once: the same float64 products and sum per element as one blend at a time
+    a = torch.from_numpy(grid).view(-1, *[1] * final.dim())
+    path = (a * final + (1 - a) * start).float()
     gp, mp = grounding_and_motion(inst, path)
     at = [int(np.argmin(np.abs(gp - v))) for v in g]
     return gp[at], mp[at]

@@ -173,8 +173,8 @@ class SelfCorrection(Claim):
         """The row's first wrong commitment mid-way (None if it has none), its ending (right, another wrong
         candidate, stayed on the wrong one, none), and, for a correction with ≥ 2 deciding frames, each frame's
         switch step."""
-        cells = [inst.cells(v) for v in steps]      # read back once: the whole video's and each frame's weights
-        w = [inst.cell_weights(c) for c in cells]
+        cells = inst.cells_of(steps)    # read back once: the whole video's and each frame's weights
+        w = inst.cell_weights_of(cells)
         k = len(inst.candidates)
         wrong = next((int(torch.argmax(x)) for x in w[1:-1]
                       if int(torch.argmax(x)) != inst.answer and float(x.max()) > WRONG_COMMIT), None)
@@ -188,8 +188,8 @@ class SelfCorrection(Claim):
         frames = [f for f in deciding_frames(inst) if f > 0]
         switch = None
         if end == "right" and len(frames) >= 2:
-            switch = [commit_step([shows_answer(inst, inst.cell_weights(c, [f]), f, inst.answer, same)
-                                   for c in cells]) for f in frames for same in [lookalikes(inst, f, inst.answer)]]
+            switch = [commit_step([shows_answer(inst, x, f, inst.answer, same) for x in inst.cell_weights_of(cells, [f])])
+                      for f in frames for same in [lookalikes(inst, f, inst.answer)]]
         return {"K": k, "wrong": wrong, "end": end, "switch": switch}
 
     def controls(self) -> list[Control]:

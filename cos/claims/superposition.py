@@ -177,15 +177,14 @@ class Superposition(Claim):
     @staticmethod
     def _rows(ctx: RunContext, system, settings, batch, tag: bool, trace: bool) -> list[dict]:
         res = ctx.clean_run(system, settings, batch)
-        rows = [torch.stack([inst.cells(v) for v in step_videos(system, res, row)])
-                for row, inst in enumerate(batch.instances)]
+        rows = [inst.cells_of(step_videos(system, res, row)) for row, inst in enumerate(batch.instances)]
         out = []
         # the x̂0 mixtures at every step (`weights_per_step`'s whole-video weights), from the cells read above
-        whole = [[inst.cell_weights(c) for c in cells] for inst, cells in zip(batch.instances, rows)]
+        whole = [inst.cell_weights_of(cells) for inst, cells in zip(batch.instances, rows)]
         for row, (inst, seed, steps) in enumerate(zip(batch.instances, batch.seeds, whole)):
             final = final_of(rows, row)
-            w = [inst.candidate_weights(v) for v in committed_blur(inst, rows[row], final)]
-            w0 = [inst.candidate_weights(v) for v in toward_step0(rows[row], final)]
+            w = inst.cell_weights_of(inst.cells_of(committed_blur(inst, rows[row], final)))
+            w0 = inst.cell_weights_of(inst.cells_of(toward_step0(rows[row], final)))
             k_early = max(1, round(EARLY * len(steps)))
             rec = {"instance": inst.id, "seed": seed, "ref": tag, "h": [entropy(x) for x in steps],
                    "h_null": [entropy(x) for x in w], "h_null0": [entropy(x) for x in w0],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import operator
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -164,24 +165,66 @@ class TaskInstance:
     def cell_weights(self, cells: torch.Tensor, frames: list[int] | None = None) -> torch.Tensor:
         """`candidate_weights` of a video already read back onto the cells (`cells(video)`, (F, 3, G, G)): a
         caller that wants the whole video's and each frame's weights reads the cells once."""
-        cands = self.candidates
-        if frames is not None:
-            cells, cands = cells[frames], cands[:, frames]
-        k = cands.shape[0]
-        a = cands.reshape(k, -1).T.double().numpy()
-        w, _ = nnls(a, cells.reshape(-1).double().numpy())
-        s = w.sum()
-        return torch.full((k,), 1.0 / k, dtype=torch.float64) if s <= 0 else torch.from_numpy(w / s)
+        return self.cell_weights_of(cells[None], frames)[0]
+
+    def cell_weights_of(self, cells: torch.Tensor, frames: list[int] | None = None) -> list[torch.Tensor]:
+        """`cell_weights` of several videos' cells at once ((S, F, 3, G, G), e.g. every step of a row): one NNLS
+        each against the instance's design matrix, the same numbers as one call per video (the same float64
+        values reach `nnls`; only the conversions are done once)."""
+        k = self.candidates.shape[0]
+        a = _design(self.candidates, frames)
+        bs = (cells if frames is None else cells[:, frames]).reshape(len(cells), -1).double().numpy()
+        out = []
+        for b in bs:
+            w, _ = nnls(a, b)
+            s = w.sum()
+            out.append(torch.full((k,), 1.0 / k, dtype=torch.float64) if s <= 0 else torch.from_numpy(w / s))
+        return out
 
     def cells(self, video: torch.Tensor) -> torch.Tensor:
         """The video (F, 3, H, W) read back onto the task's cell grid: (F, 3, G, G)."""
         if video.dim() != 4 or video.shape[1] != 3:
             raise InputError(f"{self.id}: expected a video (F, 3, H, W), got shape {tuple(video.shape)}")
-        if video.shape[0] != self.num_frames:
-            raise InputError(f"{self.id}: video has {video.shape[0]} frames, the instance {self.num_frames}")
-        if not torch.isfinite(video).all():
+        return self.cells_of(video[None])[0]
+
+    def cells_of(self, videos: torch.Tensor) -> torch.Tensor:
+        """`cells` of several videos of this instance at once: (S, F, 3, H, W) → (S, F, 3, G, G), the same values
+        as one call per video (one product folds every video's rows; each cell is still the same sum)."""
+        if videos.dim() != 5 or videos.shape[2] != 3:
+            raise InputError(f"{self.id}: expected videos (S, F, 3, H, W), got shape {tuple(videos.shape)}")
+        if videos.shape[1] != self.num_frames:
+            raise InputError(f"{self.id}: video has {videos.shape[1]} frames, the instance {self.num_frames}")
+        if not torch.isfinite(videos).all():
             raise InputError(f"{self.id}: video contains NaN or Inf")
-        return video if video.shape[-1] == self.grid and video.shape[-2] == self.grid else read_cells(video, self.grid)
+        return videos if videos.shape[-1] == self.grid and videos.shape[-2] == self.grid else read_cells(videos, self.grid)
+
+
+# NNLS design matrices of an instance's candidates (all frames, or some): every step of every row of an instance
+# solves against the same one, whose conversion (K × F·3·G² values to float64, into C order) was a third of
+# `cell_weights`' time in the gpu tier's readouts. Keyed by the candidates tensor itself (a weak reference checked
+# by identity: an instance built anew, or its candidates replaced, never reads another's; the entry goes with the
+# tensor) and by its version counter (nor one edited in place). Not a WeakKeyDictionary: it compares keys with ==,
+# which a tensor answers elementwise.
+_DESIGNS: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def _design(cands: torch.Tensor, frames: list[int] | None) -> np.ndarray:
+    """(F'·3·G², K) float64: the candidates (of `frames`) as NNLS columns. Read-only: shared by every caller."""
+    entry = _DESIGNS.get(id(cands))
+    if entry is None or entry[0]() is not cands:
+        entry = _DESIGNS[id(cands)] = (weakref.ref(cands, lambda _, i=id(cands): _DESIGNS.pop(i, None)), {})
+    per = entry[1]
+    key = (cands._version, None if frames is None else tuple(frames))
+    a = per.get(key)
+    if a is None:
+        c = cands if frames is None else cands[:, frames]
+        # C order: scipy's nnls takes it as it is (it copied the transposed view into C order on every call)
+        a = np.ascontiguousarray(c.reshape(c.shape[0], -1).T.double().numpy())
+        a.flags.writeable = False
+        if len(per) > 64:       # an instance read at many frame subsets: keep the cache small
+            per.clear()
+        per[key] = a
+    return a
 
 
 def deciding_frames(inst: "TaskInstance") -> list[int]:
