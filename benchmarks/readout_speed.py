@@ -17,6 +17,7 @@ import statistics
 import time
 from dataclasses import replace
 
+import numpy as np
 import torch
 
 import cos.claims  # noqa: F401 - registers the claims
@@ -30,8 +31,19 @@ DEFAULT = ("cos.superposition,cos.not_frames,noise.step_vs_frame,selfcorrection.
            "perception.before_action,bench.table1")
 
 
+def _exact(o):
+    """Arrays and tensors as lists of Python numbers (json writes floats round-trip exact; repr would print
+    numpy arrays at 8 digits and tensors at 4 decimals, blind to a last-bit change)."""
+    if isinstance(o, torch.Tensor):
+        o = o.detach().cpu().numpy()
+    if isinstance(o, (np.ndarray, np.generic)):
+        return o.tolist()
+    return repr(o)
+
+
 def records_hash(records: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(records, sort_keys=True, default=repr).encode()).hexdigest()[:16]
+    """Of the records' exact values."""
+    return hashlib.sha256(json.dumps(records, sort_keys=True, default=_exact).encode()).hexdigest()[:16]
 
 
 def main() -> None:

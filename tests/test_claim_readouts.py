@@ -97,3 +97,119 @@ def test_perception_readout_of_all_steps_equals_the_per_step_loop(task):
         a, b = _grounding_loop(inst, steps), grounding_and_motion(inst, steps)
         assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(a, b)) and np.isnan(b[1]).all()
     assert [x.size for x in grounding_and_motion(inst, steps[:0])] == [0, 0]
+
+
+class _Run:
+    """A clean run's stand-in for the readouts: x̂0 per step (S, B, 3, F, H, W) in the organism's pixel latents."""
+
+    def __init__(self, x0: torch.Tensor):
+        self.x0, self.steps = x0, list(range(len(x0)))
+        self.latents = x0[-1]
+
+    def __getitem__(self, name):
+        return self.x0
+
+
+def test_weights_per_step_equals_the_per_step_loop():
+    """`weights_per_step` (every step of a row read back at once, its per-frame weights regrouped per step) gives
+    the old per-step loop's lists, dicts and numbers, bit for bit, at twice the grid and at 20 px wide (where the
+    maze's 7x7 read-back once rounded differently when folded)."""
+    from types import SimpleNamespace
+
+    from cos.models.system import IdentityVAE
+    from cos.readouts import weights_per_step
+    from cos.runner import step_videos
+    from cos.taskrun import TaskBatch
+
+    system = SimpleNamespace(vae=IdentityVAE())
+    g = torch.Generator().manual_seed(5)
+    insts = [make_instance(t, s, 9) for t in ("maze", "rotation", "tictactoe") for s in range(2)]
+    frames = lambda inst: [1, 4, 8]
+    for h, w in ((16, 16), (16, 20)):
+        x0 = torch.rand(4, len(insts), 3, 9, h, w, generator=g) * 2 - 1
+        res = _Run(x0)
+        ctx = SimpleNamespace(clean_run=lambda *a: res)
+        batch = TaskBatch(insts, [0] * len(insts), h, w)
+        whole, per_frame = weights_per_step(ctx, system, None, batch, frames)
+        for row, inst in enumerate(insts):
+            w_old, pf_old = [], []
+            for video in step_videos(system, res, row):         # the loop before cells_of / cell_weights_of
+                cells = inst.cells(video)
+                w_old.append(inst.cell_weights(cells))
+                pf_old.append({f: inst.cell_weights(cells, [f]) for f in frames(inst)})
+            assert len(whole[row]) == len(w_old) and all(torch.equal(a, b) for a, b in zip(whole[row], w_old))
+            assert [list(d) for d in per_frame[row]] == [list(d) for d in pf_old]
+            assert all(torch.equal(a[f], b[f]) for a, b in zip(per_frame[row], pf_old) for f in frames(inst))
+        assert weights_per_step(ctx, system, None, batch)[1] == [[] for _ in insts]
+
+
+def _selfcorrection_row_loop(inst, steps, final):
+    """selfcorrection's `_row` as it read one step at a time (its oracle)."""
+    from cos.claims.selfcorrection import WRONG_COMMIT, ending, ends_right
+    from cos.readouts import commit_step, lookalikes, shows_answer
+    from cos.tasks.base import deciding_frames
+
+    cells = [inst.cells(v) for v in steps]
+    w = [inst.cell_weights(c) for c in cells]
+    wrong = next((int(torch.argmax(x)) for x in w[1:-1]
+                  if int(torch.argmax(x)) != inst.answer and float(x.max()) > WRONG_COMMIT), None)
+    if wrong is None:
+        return {"K": len(inst.candidates), "wrong": None, "end": None, "switch": None}
+    if ends_right(inst, final, w[-1]):
+        end = "right"
+    else:
+        e = ending(inst, final, w[-1])
+        end = "none" if e is None else "stayed" if e == wrong else "other" if e != inst.answer else "none"
+    fs = [f for f in deciding_frames(inst) if f > 0]
+    switch = None
+    if end == "right" and len(fs) >= 2:
+        switch = [commit_step([shows_answer(inst, inst.cell_weights(c, [f]), f, inst.answer, same) for c in cells])
+                  for f in fs for same in [lookalikes(inst, f, inst.answer)]]
+    return {"K": len(inst.candidates), "wrong": wrong, "end": end, "switch": switch}
+
+
+@pytest.mark.parametrize("task", ["pattern", "rotation", "tictactoe"])
+def test_selfcorrection_row_equals_the_per_step_loop(task):
+    """A row that commits to a wrong candidate and corrects frame by frame at staggered steps (the switch list's
+    order of frames and steps), one that stays wrong, and one that never commits."""
+    from cos.claims.selfcorrection import SelfCorrection
+
+    g = torch.Generator().manual_seed(2)
+    for seed in range(2):
+        inst = make_instance(task, seed, 9)
+        c = inst.render_candidates(16, 16)
+        wrong = next(k for k in range(len(c)) if k != inst.answer)
+        steps = []
+        for s in range(8):      # frame f turns right from step 2 + f // 3 on
+            v = c[wrong].clone()
+            for f in range(9):
+                if s >= 2 + f // 3 and s > 1:
+                    v[f] = c[inst.answer][f]
+            steps.append(v + 0.02 * torch.randn(v.shape, generator=g))
+        corrected = torch.stack(steps)
+        for st, final in ((corrected, c[inst.answer]), (corrected.flip(0), c[wrong]),
+                          (torch.full_like(corrected, 0.5), c[wrong])):
+            got = SelfCorrection._row(inst, st, final)
+            assert got == _selfcorrection_row_loop(inst, st, final)
+        assert SelfCorrection._row(inst, corrected, c[inst.answer])["switch"] is not None or task == "pattern"
+
+
+def test_perception_null_path_equals_the_blend_at_a_time():
+    """The null path's 101 blends made at once equal the old blend-at-a-time path, bit for bit, and so do the
+    curves read off it."""
+    import numpy as np
+
+    from cos.claims.perception import GRID, grounding_and_motion, null_final, null_path, toward_step0
+
+    gen = torch.Generator().manual_seed(4)
+    for task, hw in (("maze", 16), ("object_to_target", 20)):
+        inst = make_instance(task, 1, 9)
+        steps = torch.rand(6, 9, 3, hw, hw, generator=gen) * 1.2 - 0.1
+        g, _ = grounding_and_motion(inst, steps)
+        start, final = steps[0].double(), null_final(steps).double()
+        path = torch.stack([(x * final + (1 - x) * start).float() for x in np.linspace(0.0, 1.0, GRID)])
+        assert torch.equal(null_path(steps), path)
+        gp, mp = grounding_and_motion(inst, path)
+        at = [int(np.argmin(np.abs(gp - v))) for v in g]
+        gn, mn = toward_step0(inst, steps, g)
+        assert np.array_equal(gn, gp[at]) and np.array_equal(mn, mp[at])

@@ -241,7 +241,7 @@ def _weights_one(inst, cells, frames=None):
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_batched_readouts_equal_one_video_at_a_time(task):
     """`cells_of` and `cell_weights_of` (every step of a row at once, the design matrix cached) give the numbers of
-    one video at a time: read back from twice the grid and at the grid's own size through a permuted view, whole
+    one video at a time: read back from larger videos and at the grid's own size through a permuted view, whole
     videos and single frames, a black video (no mass: uniform weights) among them."""
     g = torch.Generator().manual_seed(11)
     for seed in range(2):
@@ -251,10 +251,12 @@ def test_batched_readouts_equal_one_video_at_a_time(task):
         steps = (w[:, :, None, None, None, None] / w.sum(1)[:, None, None, None, None, None] * inst.candidates).sum(1)
         steps = (steps + 0.2 * torch.randn(steps.shape, generator=g)).clamp(0, 1)
         steps[2] = 0.0
-        up = torch.nn.functional.interpolate(steps.flatten(0, 1), size=(2 * inst.grid, 2 * inst.grid),
-                                             mode="nearest").unflatten(0, steps.shape[:2])
+        # twice the grid; a non-square size and 64 px, where one product over every video's rows rounded the
+        # maze's 7x7 grid differently (every size from 31 px wide, 480x832 too); the grid's own size, permuted
+        sized = [torch.nn.functional.interpolate(steps.flatten(0, 1), size=hw, mode="bilinear").unflatten(
+            0, steps.shape[:2]) for hw in ((2 * inst.grid, 2 * inst.grid), (16, 20), (64, 64))]
         permuted = steps.permute(0, 2, 1, 3, 4).contiguous().permute(0, 2, 1, 3, 4)
-        for videos in (up, permuted):
+        for videos in (*sized, permuted):
             cells = inst.cells_of(videos)
             assert torch.equal(cells, torch.stack([_cells_one(inst, v) for v in videos]))
             for frames in (None, [0], [4], [1, 7]):
@@ -278,6 +280,26 @@ def test_cached_design_follows_the_candidates():
     assert torch.equal(other.candidate_weights(video), _weights_one(other, other.cells(video)))
     with pytest.raises(ValueError, match="read-only"):
         _design(inst.candidates, None)[0, 0] = 1.0
+
+
+def test_cached_design_goes_with_its_instance_and_inference_tensors_are_read_uncached():
+    import gc
+
+    from cos.tasks.base import _DESIGNS
+    inst = make_instance("pattern", 2)
+    inst.candidate_weights(inst.video)
+    assert inst.candidates in _DESIGNS
+    n = len(_DESIGNS)
+    del inst
+    gc.collect()
+    assert len(_DESIGNS) == n - 1
+    with torch.inference_mode():
+        held = make_instance("pattern", 3)
+        held.candidates = held.candidates.clone()        # an inference tensor: no version counter to key on
+    video = held.candidates[0] * 0.4 + held.candidates[1] * 0.6
+    assert held.candidates.is_inference()
+    assert torch.equal(held.candidate_weights(video), _weights_one(held, held.cells(video)))
+    assert held.candidates not in _DESIGNS
 
 
 def test_batched_cells_name_the_instance_on_bad_videos():

@@ -86,7 +86,8 @@ def grounding_and_motion(inst, steps: torch.Tensor) -> tuple[np.ndarray, np.ndar
     if not len(steps):
         return np.array([]), np.array([])
     # every step at once (the null's path reads 101 of them a row; a step at a time was 576 calls, 8 s of the gpu
-    # tier's host time on an H200 host): cells read back per step as before, each step's sums still one row's
+    # tier's host time on an H200 host): cells read back as one call per step would (`cells_of`), each step's sums
+    # still one row's
     cells = inst.cells_of(steps.clamp(0, 1))                              # (S, F, 3, G, G)
     dev = (cells - static).abs().sum(2)                                   # (S, F, G, G)
     g = dev[:, tgt].sum(1) / dev.reshape(len(steps), -1).sum(1).clamp_min(1e-8)
@@ -102,14 +103,17 @@ def toward_step0(inst, steps: torch.Tensor, g: np.ndarray) -> tuple[np.ndarray, 
     GRID values, the grounding and motion readouts; per step, a_s is the first a where the path's grounding is
     closest to the row's (`g`), and the null's curves are the path's at a_s (grounding equal to the row's wherever
     the path reaches it)."""
-    start, final = steps[0].double(), null_final(steps).double()
-    grid = np.linspace(0.0, 1.0, GRID)
-    # every blend at once: the same float64 products and sum per element as one blend at a time
-    a = torch.from_numpy(grid).view(-1, *[1] * final.dim())
-    path = (a * final + (1 - a) * start).float()
-    gp, mp = grounding_and_motion(inst, path)
+    gp, mp = grounding_and_motion(inst, null_path(steps))
     at = [int(np.argmin(np.abs(gp - v))) for v in g]
     return gp[at], mp[at]
+
+
+def null_path(steps: torch.Tensor) -> torch.Tensor:
+    """The one-factor path a·final + (1 − a)·x̂0(0) at the GRID blend factors a in [0, 1]: (GRID, F, 3, H, W)."""
+    start, final = steps[0].double(), null_final(steps).double()
+    # every blend at once: the same float64 products and sum per element as one blend at a time
+    a = torch.from_numpy(np.linspace(0.0, 1.0, GRID)).view(-1, *[1] * final.dim())
+    return (a * final + (1 - a) * start).float()
 
 
 def null_final(steps: torch.Tensor) -> torch.Tensor:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import copy
 import functools
 import operator
-import weakref
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 from scipy.optimize import nnls
+from torch.utils.weak import WeakIdKeyDictionary
 
 from cos.errors import InputError
 
@@ -189,41 +190,58 @@ class TaskInstance:
 
     def cells_of(self, videos: torch.Tensor) -> torch.Tensor:
         """`cells` of several videos of this instance at once: (S, F, 3, H, W) → (S, F, 3, G, G), the same values
-        as one call per video (one product folds every video's rows; each cell is still the same sum)."""
+        as one call per video."""
         if videos.dim() != 5 or videos.shape[2] != 3:
             raise InputError(f"{self.id}: expected videos (S, F, 3, H, W), got shape {tuple(videos.shape)}")
         if videos.shape[1] != self.num_frames:
             raise InputError(f"{self.id}: video has {videos.shape[1]} frames, the instance {self.num_frames}")
         if not torch.isfinite(videos).all():
             raise InputError(f"{self.id}: video contains NaN or Inf")
-        return videos if videos.shape[-1] == self.grid and videos.shape[-2] == self.grid else read_cells(videos, self.grid)
+        if videos.shape[-1] == self.grid and videos.shape[-2] == self.grid:
+            return videos
+        h, w = videos.shape[-2:]
+        if h < self.grid or w < self.grid:
+            raise InputError(f"video of {h}x{w} px is smaller than the task's {self.grid}x{self.grid} cell grid")
+        # `read_cells`' two products: the rows' (over H) for every video at once, the columns' (over W) one video
+        # at a time. Folded into one product over every video's rows, MKL rounded the second differently by where
+        # a row fell in it (the maze's 7×7 grid at 18-21 and ≥ 31 px wide: 480×832 included); the first matched
+        # the per-video product at every size tried
+        py, px = _partition(h, self.grid).to(videos), _partition(w, self.grid).to(videos)
+        rows = py @ videos.float()
+        return torch.stack([r @ px.T for r in rows])
 
 
 # NNLS design matrices of an instance's candidates (all frames, or some): every step of every row of an instance
 # solves against the same one, whose conversion (K × F·3·G² values to float64, into C order) was a third of
-# `cell_weights`' time in the gpu tier's readouts. Keyed by the candidates tensor itself (a weak reference checked
-# by identity: an instance built anew, or its candidates replaced, never reads another's; the entry goes with the
-# tensor) and by its version counter (nor one edited in place). Not a WeakKeyDictionary: it compares keys with ==,
-# which a tensor answers elementwise.
-_DESIGNS: dict[int, tuple[weakref.ref, dict]] = {}
+# `cell_weights`' time in the gpu tier's readouts. Held weakly by the candidates tensor's identity (an instance
+# built anew, or its candidates replaced, never reads another's; the entry goes with the tensor) and keyed by its
+# version counter (nor one edited in place). Writes that do not bump the version counter (through numpy, `.data`,
+# `from_numpy`'s array) would leave a stale matrix: nothing in cos writes candidates so.
+_DESIGNS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+_DESIGNS_LOCK = threading.Lock()
 
 
 def _design(cands: torch.Tensor, frames: list[int] | None) -> np.ndarray:
     """(F'·3·G², K) float64: the candidates (of `frames`) as NNLS columns. Read-only: shared by every caller."""
-    entry = _DESIGNS.get(id(cands))
-    if entry is None or entry[0]() is not cands:
-        entry = _DESIGNS[id(cands)] = (weakref.ref(cands, lambda _, i=id(cands): _DESIGNS.pop(i, None)), {})
-    per = entry[1]
-    key = (cands._version, None if frames is None else tuple(frames))
-    a = per.get(key)
-    if a is None:
+    def build() -> np.ndarray:
         c = cands if frames is None else cands[:, frames]
         # C order: scipy's nnls takes it as it is (it copied the transposed view into C order on every call)
         a = np.ascontiguousarray(c.reshape(c.shape[0], -1).T.double().numpy())
         a.flags.writeable = False
-        if len(per) > 64:       # an instance read at many frame subsets: keep the cache small
-            per.clear()
-        per[key] = a
+        return a
+
+    if cands.is_inference():        # no version counter to key on: built each time, as before the cache
+        return build()
+    key = (cands._version, None if frames is None else tuple(frames))
+    with _DESIGNS_LOCK:
+        per = _DESIGNS.setdefault(cands, {})
+        a = per.get(key)
+    if a is None:
+        a = build()
+        with _DESIGNS_LOCK:
+            if len(per) > 64:       # an instance read at many frame subsets: keep the cache small
+                per.clear()
+            per[key] = a
     return a
 
 
