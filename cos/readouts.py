@@ -3,7 +3,7 @@ the noise sweep (one per batch, read by both noise claims). Claims live in `cos/
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -44,6 +44,20 @@ def final_scores(ctx: RunContext, system: WanSystem, run, instances: Sequence[Ta
     for callers; a records claim calls this in `measure_batch`, once, on the rank that sampled the run)."""
     fn = fn or (lambda inst, v: inst.score(v))
     return [fn(i, v) for i, v in zip(instances, videos(system, run.latents))]
+
+
+def final_scores_of(ctx: RunContext, system: WanSystem, runs: Mapping[str, Any],
+                    instances: Sequence[TaskInstance]) -> dict[str, list[float]]:
+    """`final_scores` of several runs of the same rows (a sweep's branches): name → the rows' scores, the same
+    numbers. Each run is decoded and read back onto the cells in turn (a full model's decoded videos are not all
+    held at once), then each row's videos of every run are scored at once (`TaskInstance.cell_scores`)."""
+    cells = {name: [inst.cells(v) for inst, v in zip(instances, videos(system, run.latents))]
+             for name, run in runs.items()}
+    out: dict[str, list[float]] = {name: [] for name in runs}
+    for row, inst in enumerate(instances):
+        for name, sc in zip(runs, inst.cell_scores(torch.stack([cells[name][row] for name in runs]))):
+            out[name].append(sc)
+    return out
 
 
 def commit_step(shows: list[bool]) -> int:

@@ -213,3 +213,23 @@ def test_perception_null_path_equals_the_blend_at_a_time():
         at = [int(np.argmin(np.abs(gp - v))) for v in g]
         gn, mn = toward_step0(inst, steps, g)
         assert np.array_equal(gn, gp[at]) and np.array_equal(mn, mp[at])
+
+
+def test_final_scores_of_several_runs_equal_each_runs_scores():
+    """A sweep's branches scored row by row at once (`final_scores_of`) give `final_scores` of each run, bit for
+    bit: decoded at the grid's own size (a permuted view, as the organism's decode hands it) and at 20 px."""
+    from types import SimpleNamespace
+
+    from cos.models.system import IdentityVAE
+    from cos.readouts import final_scores, final_scores_of
+
+    system = SimpleNamespace(vae=IdentityVAE())
+    g = torch.Generator().manual_seed(8)
+    insts = [make_instance(t, s, 9) for t in ("maze", "pattern", "occlusion") for s in range(2)]
+    for hw in (8, 20):
+        runs = {f"b{i}": SimpleNamespace(latents=torch.rand(len(insts), 3, 9, hw, hw, generator=g) * 2.4 - 1.2)
+                for i in range(5)}
+        got = final_scores_of(None, system, runs, insts)
+        assert list(got) == list(runs)
+        for name, run in runs.items():
+            assert got[name] == final_scores(None, system, run, insts)

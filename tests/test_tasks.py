@@ -1,4 +1,6 @@
 """The task suite: solvable, exact scorers, robust to mild corruption, seeded, with clear errors."""
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
@@ -313,3 +315,50 @@ def test_batched_cells_name_the_instance_on_bad_videos():
     bad[1, 2, 0, 0, 0] = float("nan")
     with pytest.raises(InputError, match="maze-id-00000: video contains NaN"):
         inst.cells_of(bad)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_stacked_scores_equal_the_per_competitor_loop(task):
+    """`cell_pairwise_scores` / `cell_scores` of a stack of videos (a row's branches at once) give each video's
+    loop numbers bit for bit, at 2 and 9 frames, from twice the grid and a permuted view at the grid's own size."""
+    g = torch.Generator().manual_seed(9)
+    for frames in (2, 9):
+        inst = make_instance(task, 1, frames)
+        w = torch.rand(6, inst.candidates.shape[0], generator=g)
+        v = (w[:, :, None, None, None, None] / w.sum(1)[:, None, None, None, None, None] * inst.candidates).sum(1)
+        v = (v + 0.2 * torch.randn(v.shape, generator=g)).clamp(0, 1)
+        v[0] = inst.video
+        up = torch.nn.functional.interpolate(v.flatten(0, 1), size=(2 * inst.grid, 2 * inst.grid),
+                                             mode="nearest").unflatten(0, v.shape[:2])
+        permuted = v.permute(0, 2, 1, 3, 4).contiguous().permute(0, 2, 1, 3, 4)
+        for videos in (up, permuted):
+            cells = inst.cells_of(videos)
+            got = inst.cell_pairwise_scores(cells)
+            for row, video in enumerate(videos):
+                want = _pairwise_loop(inst, video.contiguous())
+                assert torch.equal(got[row].isnan(), want.isnan())
+                assert torch.equal(got[row].nan_to_num(), want.nan_to_num())
+            assert inst.cell_scores(cells) == [inst.score(x) for x in videos]
+            assert inst.cell_scores(cells)[0] == 1.0
+
+
+def test_cached_segments_follow_the_answer_and_the_video():
+    """The scoring segments are cached per candidates: an instance that moves its answer, or whose ground truth
+    (the static copy's first frame) is replaced or edited, is scored with its own."""
+    inst = make_instance("grounding", 2)
+    video = inst.candidates[inst.answer]
+    assert inst.score(video) == 1.0
+    other = copy.copy(inst)                       # the same candidates tensor, another answer
+    other.answer = next(k for k in range(len(inst.candidates)) if k != inst.answer)
+    assert other.score(video) == 0.0 and inst.score(video) == 1.0
+    assert torch.equal(other.pairwise_scores(video).nan_to_num(), _pairwise_loop(other, video).nan_to_num())
+    mixed = 0.7 * video + 0.3 * inst.static_video()         # part way towards the static copy
+    still = inst.pairwise_scores(mixed)
+    # a new ground truth with another first frame (a new static copy), at the old one's version counter
+    inst.video = torch.cat([torch.full_like(inst.video[:1], 0.5), inst.video[1:]])
+    assert torch.equal(inst.pairwise_scores(mixed).nan_to_num(), _pairwise_loop(inst, mixed).nan_to_num())
+    assert not torch.equal(inst.pairwise_scores(mixed).nan_to_num(), still.nan_to_num())
+    moved = inst.pairwise_scores(mixed)
+    inst.video[0].fill_(0.25)                     # the same tensor edited in place
+    assert torch.equal(inst.pairwise_scores(mixed).nan_to_num(), _pairwise_loop(inst, mixed).nan_to_num())
+    assert not torch.equal(inst.pairwise_scores(mixed).nan_to_num(), moved.nan_to_num())

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from cos.controls import SMALL, answer_after_step0, answer_at, ref, with_scheduler
-from cos.readouts import (FRAME_READINGS, NOISE_SIZING, STEP_READINGS, NoiseSizing, final_scores, noise_frames,
+from cos.readouts import (FRAME_READINGS, NOISE_SIZING, STEP_READINGS, NoiseSizing, final_scores_of, noise_frames,
                           noise_injection_steps, noise_settings, noise_sweep, noise_sweep_runs)
 from cos.registry import Claim, ClaimSpec, Control, Details, also_requires, decide, register
 from cos.runner import RunContext
@@ -118,7 +118,7 @@ class StepVsFrame(Claim):
         (`_leverage`)."""
         steps, frames, early, names = self._design(system, settings, sizing)
         res = noise_sweep(ctx, system, settings, batch, sizing)
-        score = {k: final_scores(ctx, system, res[k], batch.instances) for k in names}
+        score = final_scores_of(ctx, system, {k: res[k] for k in names}, batch.instances)
         moved = self._leverage(res, early, frames, len(batch.instances))
         return [{"instance": inst.id, "seed": seed, "scores": {k: score[k][row] for k in names},
                  "moved": {arm: v[row] for arm, v in moved.items()}}

@@ -131,28 +131,36 @@ class TaskInstance:
         """For each competitor k, where the video lies on the segment from k (0) to the right answer (1):
         the least-squares coefficient <x − k, r − k> / ‖r − k‖² over all cells and frames, clipped to [0, 1].
         Cells where r and k differ most weigh most, so noise elsewhere cannot decide. NaN for the answer."""
-        cells = self.cells(video).double()
-        alts = self.alternatives().double()
+        return self.cell_pairwise_scores(self.cells(video)[None])[0]
+
+    def cell_pairwise_scores(self, cells: torch.Tensor) -> torch.Tensor:
+        """`pairwise_scores` of several videos already read back onto the cells ((S, F, 3, G, G)): (S, K + 1), the
+        same numbers as one call per video."""
+        alts, d, nn, skip = _segments(self)
         k = alts.shape[0]
-        # every competitor at once (a loop over them was 0.44 ms a call, 15,175 calls in the gpu tier). Each sum is
-        # one contiguous row's, equal to the loop's whole-tensor sum of a contiguous video below torch's
-        # parallel-reduction grain (32,768 values: F·3·G² up to 170 frames at G = 8; the tiers use ≤ 81). The loop
-        # summed a permuted video (a decode at the grid's own size) in memory order: reshape copies it into the
-        # logical order, which this sums whatever its layout.
-        d = (alts[self.answer] - alts).reshape(k, -1)
-        nn = d.pow(2).sum(1)
-        alpha = ((cells.reshape(1, -1) - alts.reshape(k, -1)) * d).sum(1) / nn
-        skip = ((nn < 1e-12) | (torch.arange(k) == self.answer)).tolist()
+        # every competitor of every video at once (a loop over competitors was 0.44 ms a call, 15,175 calls in the
+        # gpu tier). Each sum is one contiguous row's, equal to the loop's whole-tensor sum of a contiguous video
+        # below torch's parallel-reduction grain (32,768 values: F·3·G² up to 170 frames at G = 8; the tiers use
+        # ≤ 81). The loop summed a permuted video (a decode at the grid's own size) in memory order: reshape copies
+        # it into the logical order, which this sums whatever its layout.
+        x = cells.double().reshape(len(cells), 1, -1)
+        alpha = ((x - alts.reshape(1, k, -1)) * d).sum(2) / nn
         # round: pixel-averaging round-off is not a miss (Python's decimal rounding, as before)
-        return torch.tensor([float("nan") if no else min(1.0, max(0.0, round(a, 9)))
-                             for a, no in zip(alpha.tolist(), skip)], dtype=torch.float64)
+        return torch.tensor([[float("nan") if no else min(1.0, max(0.0, round(a, 9))) for a, no in zip(row, skip)]
+                             for row in alpha.tolist()], dtype=torch.float64).reshape(len(cells), k)
 
     def score(self, video: torch.Tensor) -> float:
         """Score in [0, 1] of a generated video (F, 3, H, W) in [0, 1] at any resolution (see module doc)."""
-        s = self.pairwise_scores(video)
-        s = s[~torch.isnan(s)]
-        alpha = float(s.min()) if len(s) else 1.0
-        return min(1.0, max(0.0, 2.0 * alpha - 1.0))
+        return self.cell_scores(self.cells(video)[None])[0]
+
+    def cell_scores(self, cells: torch.Tensor) -> list[float]:
+        """`score` of several videos already read back onto the cells ((S, F, 3, G, G)), the same numbers."""
+        out = []
+        for row in self.cell_pairwise_scores(cells).tolist():
+            s = [a for a in row if a == a]      # not NaN (the answer, a zero-length segment)
+            alpha = min(s) if s else 1.0
+            out.append(min(1.0, max(0.0, 2.0 * alpha - 1.0)))
+        return out
 
     def passed(self, video: torch.Tensor) -> bool:
         return self.score(video) >= PASS_THRESHOLD
@@ -243,6 +251,35 @@ def _design(cands: torch.Tensor, frames: list[int] | None) -> np.ndarray:
                 per.clear()
             per[key] = a
     return a
+
+
+def _segments(inst: TaskInstance) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[bool]]:
+    """The scoring segments of an instance: every alternative (candidates, then the static copy) as float64,
+    (K + 1, F, 3, G, G); its direction to the right answer, (K + 1, F·3·G²); its squared length; and which to skip
+    (the answer, a zero-length segment). Cached beside the design matrices (the same keys, and the video's identity
+    and version, whose first frame is the static copy, and the answer): not to be written."""
+    def build():
+        alts = inst.alternatives().double()
+        k = alts.shape[0]
+        d = (alts[inst.answer] - alts).reshape(k, -1)
+        nn = d.pow(2).sum(1)
+        return alts, d, nn, ((nn < 1e-12) | (torch.arange(k) == inst.answer)).tolist()
+
+    cands, video = inst.candidates, inst.video
+    if cands.is_inference() or video.is_inference():
+        return build()
+    key = ("segments", cands._version, video._version, inst.answer)
+    with _DESIGNS_LOCK:
+        per = _DESIGNS.setdefault(cands, {})
+        hit = per.get(key)
+    if hit is not None and hit[0] is video:
+        return hit[1]
+    out = build()
+    with _DESIGNS_LOCK:
+        if len(per) > 64:
+            per.clear()
+        per[key] = (video, out)
+    return out
 
 
 def deciding_frames(inst: "TaskInstance") -> list[int]:
