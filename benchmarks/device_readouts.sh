@@ -2,15 +2,22 @@
 # Issue 26, one device call: the records claims' host-side readouts before and after a change of readout code, on
 # one machine. OLD (default devold/): a copy of the earlier tree (`git archive <commit> | tar -x -C devold`, with
 # benchmarks/readout_speed.py copied in; untracked, for the call only). In order:
-#   1) benchmarks/readout_speed.py on each tree: every records claim's first unit (128 rows, every phase), sampled
-#      once, then its readouts timed alone (median of 3); the records' hashes must agree between the trees;
-#   2) the organism's gpu tier cold on each tree (gpu_speed.py tier: per-claim host seconds, forwards' CUDA-event
-#      time), new then old (RUNS), the tables compared row by row with the first.
+#   1) the organism's gpu tier cold on each tree (gpu_speed.py tier: per-claim host seconds, forwards' CUDA-event
+#      time), RUNS (default new then old), the tables compared row by row with the first;
+#   2) benchmarks/readout_speed.py on each tree: CLAIMS' first unit (126 rows, every phase), sampled once, then
+#      its readouts timed alone (median of 3); the records' hashes must agree between the trees.
 . benchmarks/device_setup.sh
 warm_machine
 OLD=${OLD:-devold}
 [ -e "$OLD/fixtures" ] || ln -s "$PWD/fixtures" "$OLD/fixtures"
 C=${CLAIMS:-cos.superposition,cos.not_frames,selfcorrection.rate,perception.before_action,bench.table1,memory.persistence,noise.step_vs_frame,frames.count,layers.swap_flip,noise.information_flow,ensemble.mid_layers}
+for run in ${RUNS:-new old}; do
+  root=$PWD; [ "$run" = old ] && root=$(cd "$OLD" && pwd)
+  python3 benchmarks/gpu_speed.py tier --out "$OUT" --label "$run" --phases cold --tier-timeout "${COLD_S:-150}" \
+    --root "$root" 2>&1 | tee -a "$OUT/tier.log" | grep "^== "
+  tail -n 3 "$OUT/tier-$run-cold.log" | sed "s/^/  [$run] /" >> "$OUT/tier.log"
+  rm -f "$OUT/$run-claims-status.md" "$OUT/tier-$run-cold.log" "$OUT/util-$run-cold.txt"
+done
 for side in new old; do
   root=$PWD; [ "$side" = old ] && root=$(cd "$OLD" && pwd)
   echo "== readouts, $side tree ($root)" | tee -a "$OUT/readouts.log"
@@ -19,19 +26,14 @@ for side in new old; do
 done
 python3 - "$OUT" <<'PY' 2>&1 | tee -a "$OUT/readouts.log"
 import json, sys
-a, b = (json.load(open(f"{sys.argv[1]}/readouts-{s}.json"))["claims"] for s in ("old", "new"))
+import os
+a, b = (json.load(open(p))["claims"] if os.path.exists(p := f"{sys.argv[1]}/readouts-{s}.json") else {}
+        for s in ("old", "new"))
 for k in a:
     if k in b:
         print(f"{k:28s} old {a[k]['readout_s']:7.3f} s  new {b[k]['readout_s']:7.3f} s  "
               f"x{a[k]['readout_s'] / max(b[k]['readout_s'], 1e-9):5.2f}  records {'same' if a[k]['records'] == b[k]['records'] else 'DIFFER'}")
 PY
-for run in ${RUNS:-new old}; do
-  root=$PWD; [ "$run" = old ] && root=$(cd "$OLD" && pwd)
-  python3 benchmarks/gpu_speed.py tier --out "$OUT" --label "$run" --phases cold --tier-timeout "${COLD_S:-150}" \
-    --root "$root" 2>&1 | tee -a "$OUT/tier.log" | grep "^== "
-  tail -n 3 "$OUT/tier-$run-cold.log" | sed "s/^/  [$run] /" >> "$OUT/tier.log"
-  rm -f "$OUT/$run-claims-status.md" "$OUT/tier-$run-cold.log" "$OUT/util-$run-cold.txt"
-done
 for f in "$OUT"/old-claims-status.json "$OUT"/new2-claims-status.json; do
   [ -f "$f" ] || continue
   echo "== new vs $(basename "$f")" | tee -a "$OUT/tier.log"

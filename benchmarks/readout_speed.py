@@ -2,7 +2,8 @@
 
 Samples the claims' runs of one batch once (the session memo keeps them), then times each claim's
 `measure_batch` again `--repeats` times: what is left is its readouts (decoding, cell read-back, NNLS mixtures,
-scores). Prints seconds per claim and a hash of its records, so two trees' runs can be compared for identical
+scores). A claim whose runs the memo does not keep (frames.count's `ctx.run` without a store) samples again each
+time: its "readouts" are then its sampling too (first ≈ readouts says so). Prints seconds per claim and a hash of its records, so two trees' runs can be compared for identical
 records (`--json` writes both).
 
   python benchmarks/readout_speed.py --tier gpu --rows 32 --claims cos.superposition,cos.not_frames
@@ -92,10 +93,10 @@ def main() -> None:
                               "records": records_hash(first)}
         print(f"{cid:28s} rows {rows:4d}  records {len(first):4d}  first {cold:8.2f} s  readouts {med:7.3f} s "
               f"(median of {a.repeats})  hash {records_hash(first)}", flush=True)
+        if a.json:      # after every claim: a run cut short keeps what it measured
+            with open(a.json, "w") as f:
+                json.dump(out, f, indent=1)
     print(f"readouts in all: {sum(c['readout_s'] for c in out['claims'].values()):.3f} s")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":
