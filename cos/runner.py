@@ -940,25 +940,18 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, repe
     v = videos(system, x, clamp=False)[0]
     f = inst.num_frames - 1
     tok = x[0].reshape(x.shape[1], -1).T.float()
-    # the claims that read mixtures at every step read a row's steps at once (`TaskInstance.cells_of`,
-    # `cell_weights_of`): a mixture is priced per video of such a stack, as they pay for it
-    steps = v.expand(STACK, *v.shape)
     out = {}
-    for name, fn, per in (("decode", lambda: videos(system, x), 1),
-                          ("weights", lambda: inst.cell_weights_of(inst.cells_of(steps)), STACK),
-                          ("frame_weights", lambda: inst.cell_weights_of(inst.cells_of(steps), [f]), STACK),
-                          ("score", lambda: inst.score(v), 1), ("cka", lambda: cka(tok, tok + 1e-3), 1)):
+    for name, fn in (("decode", lambda: videos(system, x)), ("weights", lambda: inst.candidate_weights(v)),
+                     ("frame_weights", lambda: inst.candidate_weights(v, [f])), ("score", lambda: inst.score(v)),
+                     ("cka", lambda: cka(tok, tok + 1e-3))):
         fn()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        out[name] = statistics.median(times) / per
+        out[name] = statistics.median(times)
     return out
-
-
-STACK = 8       # videos a priced mixture is read among (a row's steps; the organism's tiers sample 12)
 
 
 def fmt_s(t: float) -> str:
