@@ -217,7 +217,8 @@ def test_perception_null_path_equals_the_blend_at_a_time():
 
 def test_final_scores_of_several_runs_equal_each_runs_scores():
     """A sweep's branches scored row by row at once (`final_scores_of`) give `final_scores` of each run, bit for
-    bit: decoded at the grid's own size (a permuted view, as the organism's decode hands it) and at 20 px."""
+    bit, under their names in the runs' order: mixtures of the candidates (scores between 0 and 1) at 8 px (the
+    grid's own size for most tasks: a permuted view, as the organism's decode hands it) and at 20 px."""
     from types import SimpleNamespace
 
     from cos.models.system import IdentityVAE
@@ -227,9 +228,18 @@ def test_final_scores_of_several_runs_equal_each_runs_scores():
     g = torch.Generator().manual_seed(8)
     insts = [make_instance(t, s, 9) for t in ("maze", "pattern", "occlusion") for s in range(2)]
     for hw in (8, 20):
-        runs = {f"b{i}": SimpleNamespace(latents=torch.rand(len(insts), 3, 9, hw, hw, generator=g) * 2.4 - 1.2)
-                for i in range(5)}
+        runs = {}
+        for name in ("clean", "step3", "frame1", "alt5", "frame4"):      # not in sorted order
+            # mixtures of the candidates with a little noise: scores between 0 and 1, different per run and row
+            w = torch.rand(len(insts), 6, generator=g)
+            for r, i in enumerate(insts):       # mostly the answer: scores spread over (0, 1), not all 0
+                w[r, i.answer] += 2.0
+            v = torch.stack([(w[r, :len(i.candidates), None, None, None, None] * i.render_candidates(hw, hw)).sum(0)
+                             / w[r, :len(i.candidates)].sum() for r, i in enumerate(insts)])
+            v = v + 0.05 * torch.randn(v.shape, generator=g)
+            runs[name] = SimpleNamespace(latents=(v * 2 - 1).permute(0, 2, 1, 3, 4))
         got = final_scores_of(None, system, runs, insts)
         assert list(got) == list(runs)
         for name, run in runs.items():
             assert got[name] == final_scores(None, system, run, insts)
+        assert len({sc for v in got.values() for sc in v if 0 < sc < 1}) > 20

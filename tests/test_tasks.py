@@ -338,8 +338,19 @@ def test_stacked_scores_equal_the_per_competitor_loop(task):
                 want = _pairwise_loop(inst, video.contiguous())
                 assert torch.equal(got[row].isnan(), want.isnan())
                 assert torch.equal(got[row].nan_to_num(), want.nan_to_num())
-            assert inst.cell_scores(cells) == [inst.score(x) for x in videos]
+            assert inst.cell_scores(cells) == [_score_one(inst, x.contiguous()) for x in videos]
             assert inst.cell_scores(cells)[0] == 1.0
+            # a stack laid out with the video index innermost in memory: summed as a view, rounded differently
+            inner = cells.permute(1, 2, 3, 4, 0).contiguous().permute(4, 0, 1, 2, 3)
+            assert torch.equal(inst.cell_pairwise_scores(inner).nan_to_num(), got.nan_to_num())
+
+
+def _score_one(inst, video):
+    """`score` as it was before `cell_scores` (its oracle): the loop's pairwise scores, their tensor minimum."""
+    s = _pairwise_loop(inst, video)
+    s = s[~torch.isnan(s)]
+    alpha = float(s.min()) if len(s) else 1.0
+    return min(1.0, max(0.0, 2.0 * alpha - 1.0))
 
 
 def test_cached_segments_follow_the_answer_and_the_video():
@@ -362,3 +373,27 @@ def test_cached_segments_follow_the_answer_and_the_video():
     inst.video[0].fill_(0.25)                     # the same tensor edited in place
     assert torch.equal(inst.pairwise_scores(mixed).nan_to_num(), _pairwise_loop(inst, mixed).nan_to_num())
     assert not torch.equal(inst.pairwise_scores(mixed).nan_to_num(), moved.nan_to_num())
+    moved = inst.pairwise_scores(mixed)
+    wrong = next(k for k in range(len(inst.candidates)) if k != inst.answer)
+    inst.candidates[wrong].mul_(0.5)              # a competitor edited in place
+    assert torch.equal(inst.pairwise_scores(mixed).nan_to_num(), _pairwise_loop(inst, mixed).nan_to_num())
+    assert not torch.equal(inst.pairwise_scores(mixed).nan_to_num(), moved.nan_to_num())
+
+
+def test_cached_segments_go_with_an_instance_whose_video_is_a_view_of_its_candidates():
+    """selfcorrection's `ending` scores `replace(inst, answer=e, video=inst.candidates[e])`: the cache must not keep
+    such an instance's candidates alive through its video."""
+    import dataclasses
+    import gc
+
+    from cos.tasks.base import _SEGMENTS
+    n = len(_SEGMENTS)
+    for seed in range(3):
+        inst = make_instance("rotation", seed)
+        e = (inst.answer + 1) % len(inst.candidates)
+        as_e = dataclasses.replace(inst, answer=e, video=inst.candidates[e])
+        assert as_e.score(inst.candidates[e]) == 1.0
+        del inst, as_e
+    gc.collect()
+    assert len(_SEGMENTS) == n
+

@@ -18,6 +18,7 @@ import copy
 import functools
 import operator
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -134,16 +135,18 @@ class TaskInstance:
         return self.cell_pairwise_scores(self.cells(video)[None])[0]
 
     def cell_pairwise_scores(self, cells: torch.Tensor) -> torch.Tensor:
-        """`pairwise_scores` of several videos already read back onto the cells ((S, F, 3, G, G)): (S, K + 1), the
-        same numbers as one call per video."""
+        """`pairwise_scores` of several videos already read back onto the cells ((S, F, 3, G, G), checked by
+        `cells` / `cells_of`): (S, K + 1), the same numbers as one call per video."""
         alts, d, nn, skip = _segments(self)
         k = alts.shape[0]
         # every competitor of every video at once (a loop over competitors was 0.44 ms a call, 15,175 calls in the
         # gpu tier). Each sum is one contiguous row's, equal to the loop's whole-tensor sum of a contiguous video
         # below torch's parallel-reduction grain (32,768 values: F·3·G² up to 170 frames at G = 8; the tiers use
-        # ≤ 81). The loop summed a permuted video (a decode at the grid's own size) in memory order: reshape copies
-        # it into the logical order, which this sums whatever its layout.
-        x = cells.double().reshape(len(cells), 1, -1)
+        # ≤ 81); torch splits a reduction over many rows between threads by rows, never within one. The loop
+        # summed a permuted video (a decode at the grid's own size) in memory order: contiguous() lays every video
+        # out in the logical order, which this sums whatever the stack's layout (a stack with the video index
+        # innermost in memory, summed as a view, took another reduction path and rounded differently).
+        x = cells.double().reshape(len(cells), 1, -1).contiguous()
         alpha = ((x - alts.reshape(1, k, -1)) * d).sum(2) / nn
         # round: pixel-averaging round-off is not a miss (Python's decimal rounding, as before)
         return torch.tensor([[float("nan") if no else min(1.0, max(0.0, round(a, 9))) for a, no in zip(row, skip)]
@@ -154,7 +157,8 @@ class TaskInstance:
         return self.cell_scores(self.cells(video)[None])[0]
 
     def cell_scores(self, cells: torch.Tensor) -> list[float]:
-        """`score` of several videos already read back onto the cells ((S, F, 3, G, G)), the same numbers."""
+        """`score` of several videos already read back onto the cells ((S, F, 3, G, G), checked by `cells` /
+        `cells_of`), the same numbers."""
         out = []
         for row in self.cell_pairwise_scores(cells).tolist():
             s = [a for a in row if a == a]      # not NaN (the answer, a zero-length segment)
@@ -226,6 +230,9 @@ class TaskInstance:
 # version counter (nor one edited in place). Writes that do not bump the version counter (through numpy, `.data`,
 # `from_numpy`'s array) would leave a stale matrix: nothing in cos writes candidates so.
 _DESIGNS: WeakIdKeyDictionary = WeakIdKeyDictionary()
+# the scoring segments (`_segments`), kept the same way: by the candidates tensor, its version counter, the ground
+# truth (held weakly: an instance whose video is a view of its candidates must not keep them alive) and the answer
+_SEGMENTS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 _DESIGNS_LOCK = threading.Lock()
 
 
@@ -256,8 +263,10 @@ def _design(cands: torch.Tensor, frames: list[int] | None) -> np.ndarray:
 def _segments(inst: TaskInstance) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[bool]]:
     """The scoring segments of an instance: every alternative (candidates, then the static copy) as float64,
     (K + 1, F, 3, G, G); its direction to the right answer, (K + 1, F·3·G²); its squared length; and which to skip
-    (the answer, a zero-length segment). Cached beside the design matrices (the same keys, and the video's identity
-    and version, whose first frame is the static copy, and the answer): not to be written."""
+    (the answer, a zero-length segment). Cached in `_SEGMENTS` (by the candidates tensor and its version, the
+    ground truth's identity and version, whose first frame is the static copy, and the answer): not to be
+    written. Writes to the ground truth that do not bump its version counter would leave them stale, as for the
+    design matrices."""
     def build():
         alts = inst.alternatives().double()
         k = alts.shape[0]
@@ -268,17 +277,17 @@ def _segments(inst: TaskInstance) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     cands, video = inst.candidates, inst.video
     if cands.is_inference() or video.is_inference():
         return build()
-    key = ("segments", cands._version, video._version, inst.answer)
+    key = (cands._version, video._version, inst.answer)
     with _DESIGNS_LOCK:
-        per = _DESIGNS.setdefault(cands, {})
+        per = _SEGMENTS.setdefault(cands, {})
         hit = per.get(key)
-    if hit is not None and hit[0] is video:
+    if hit is not None and hit[0]() is video:
         return hit[1]
     out = build()
     with _DESIGNS_LOCK:
-        if len(per) > 64:
+        if len(per) > 64:       # many answers or ground truths over one candidates tensor: keep the cache small
             per.clear()
-        per[key] = (video, out)
+        per[key] = (weakref.ref(video), out)
     return out
 
 
