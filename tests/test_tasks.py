@@ -345,6 +345,44 @@ def test_stacked_scores_equal_the_per_competitor_loop(task):
             assert torch.equal(inst.cell_pairwise_scores(inner).nan_to_num(), got.nan_to_num())
 
 
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_stacked_scores_of_any_layout_at_81_frames(task):
+    """At the full tier's 81 frames a stack laid out with the video index innermost in memory (summed as a view,
+    a reduction takes another path) is scored as the per-competitor loop scores each video, and its coefficients
+    before rounding are the loop's sums bit for bit."""
+    g = torch.Generator().manual_seed(81)
+    inst = make_instance(task, 1, 81)
+    w = torch.rand(4, inst.candidates.shape[0], generator=g)
+    v = (w[:, :, None, None, None, None] / w.sum(1)[:, None, None, None, None, None] * inst.candidates).sum(1)
+    v = (v + 0.2 * torch.randn(v.shape, generator=g)).clamp(0, 1)
+    inner = v.permute(1, 2, 3, 4, 0).contiguous().permute(4, 0, 1, 2, 3)
+    got = inst.cell_pairwise_scores(inst.cells_of(inner))
+    raw, skip = inst._alphas(inst.cells_of(inner))
+    alts = inst.alternatives().double()
+    for row, video in enumerate(v):
+        want = _pairwise_loop(inst, video)
+        assert torch.equal(got[row].isnan(), want.isnan())
+        assert torch.equal(got[row].nan_to_num(), want.nan_to_num())
+        # before rounding to 9 digits (which hides a last-bit difference but for a rare value): the loop's sums
+        for k, no in enumerate(skip):
+            if not no:
+                d = alts[inst.answer] - alts[k]
+                assert raw[row, k].item() == float(((video.double() - alts[k]) * d).sum()) / float(d.pow(2).sum())
+
+
+def test_read_cells_of_a_stack_is_each_videos():
+    """`read_cells` of videos stacked on any leading dimensions gives each video's cells bit for bit (the maze's
+    7×7 grid: folded over every video, the column product rounds differently at this size)."""
+    from cos.tasks.base import read_cells
+    g = torch.Generator().manual_seed(3)
+    videos = torch.rand(2, 3, 9, 3, 24, 64, generator=g)
+    got = read_cells(videos, 7)
+    assert got.shape == (2, 3, 9, 3, 7, 7)
+    for i in range(2):
+        for j in range(3):
+            assert torch.equal(got[i, j], read_cells(videos[i, j], 7))
+
+
 def _score_one(inst, video):
     """`score` as it was before `cell_scores` (its oracle): the loop's pairwise scores, their tensor minimum."""
     s = _pairwise_loop(inst, video)

@@ -68,12 +68,21 @@ def render(cells: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def read_cells(pixels: torch.Tensor, grid: int) -> torch.Tensor:
-    """Pixels (..., 3, H, W) → cells (..., 3, G, G) by averaging each cell's pixels."""
+    """Pixels (..., 3, H, W) → cells (..., 3, G, G) by averaging each cell's pixels. A stack of videos
+    (S, F, 3, H, W) gives each video's cells as one call per video does, bit for bit."""
     h, w = pixels.shape[-2:]
     if h < grid or w < grid:
         raise InputError(f"video of {h}x{w} px is smaller than the task's {grid}x{grid} cell grid")
     py, px = _partition(h, grid).to(pixels), _partition(w, grid).to(pixels)
-    return py @ pixels.float() @ px.T
+    rows = py @ pixels.float()
+    if pixels.dim() <= 4:
+        return rows @ px.T
+    # a stack: the rows' product (over H) for every video at once, the columns' (over W) one video at a time.
+    # Folded into one product over every video's rows, MKL rounded the second differently by where a row fell in
+    # it (the maze's 7×7 grid at 18-21 and ≥ 31 px wide: 480×832 included); the first matched the per-video
+    # product at every size tried
+    flat = rows.reshape(-1, *rows.shape[-4:])
+    return torch.stack([r @ px.T for r in flat]).reshape(*rows.shape[:-1], grid)
 
 
 @dataclass
@@ -137,6 +146,13 @@ class TaskInstance:
     def cell_pairwise_scores(self, cells: torch.Tensor) -> torch.Tensor:
         """`pairwise_scores` of several videos already read back onto the cells ((S, F, 3, G, G), checked by
         `cells` / `cells_of`): (S, K + 1), the same numbers as one call per video."""
+        alpha, skip = self._alphas(cells)
+        # round: pixel-averaging round-off is not a miss (Python's decimal rounding, as before)
+        return torch.tensor([[float("nan") if no else min(1.0, max(0.0, round(a, 9))) for a, no in zip(row, skip)]
+                             for row in alpha.tolist()], dtype=torch.float64).reshape(len(cells), len(skip))
+
+    def _alphas(self, cells: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
+        """`cell_pairwise_scores`' coefficients before clipping and rounding, (S, K + 1), and which to skip."""
         alts, d, nn, skip = _segments(self)
         k = alts.shape[0]
         # every competitor of every video at once (a loop over competitors was 0.44 ms a call, 15,175 calls in the
@@ -148,9 +164,7 @@ class TaskInstance:
         # innermost in memory, summed as a view, took another reduction path and rounded differently).
         x = cells.double().reshape(len(cells), 1, -1).contiguous()
         alpha = ((x - alts.reshape(1, k, -1)) * d).sum(2) / nn
-        # round: pixel-averaging round-off is not a miss (Python's decimal rounding, as before)
-        return torch.tensor([[float("nan") if no else min(1.0, max(0.0, round(a, 9))) for a, no in zip(row, skip)]
-                             for row in alpha.tolist()], dtype=torch.float64).reshape(len(cells), k)
+        return alpha, skip
 
     def score(self, video: torch.Tensor) -> float:
         """Score in [0, 1] of a generated video (F, 3, H, W) in [0, 1] at any resolution (see module doc)."""
@@ -211,16 +225,7 @@ class TaskInstance:
             raise InputError(f"{self.id}: video contains NaN or Inf")
         if videos.shape[-1] == self.grid and videos.shape[-2] == self.grid:
             return videos
-        h, w = videos.shape[-2:]
-        if h < self.grid or w < self.grid:
-            raise InputError(f"video of {h}x{w} px is smaller than the task's {self.grid}x{self.grid} cell grid")
-        # `read_cells`' two products: the rows' (over H) for every video at once, the columns' (over W) one video
-        # at a time. Folded into one product over every video's rows, MKL rounded the second differently by where
-        # a row fell in it (the maze's 7×7 grid at 18-21 and ≥ 31 px wide: 480×832 included); the first matched
-        # the per-video product at every size tried
-        py, px = _partition(h, self.grid).to(videos), _partition(w, self.grid).to(videos)
-        rows = py @ videos.float()
-        return torch.stack([r @ px.T for r in rows])
+        return read_cells(videos, self.grid)
 
 
 # NNLS design matrices of an instance's candidates (all frames, or some): every step of every row of an instance
@@ -233,7 +238,7 @@ _DESIGNS: WeakIdKeyDictionary = WeakIdKeyDictionary()
 # the scoring segments (`_segments`), kept the same way: by the candidates tensor, its version counter, the ground
 # truth (held weakly: an instance whose video is a view of its candidates must not keep them alive) and the answer
 _SEGMENTS: WeakIdKeyDictionary = WeakIdKeyDictionary()
-_DESIGNS_LOCK = threading.Lock()
+_CACHES_LOCK = threading.Lock()
 
 
 def _design(cands: torch.Tensor, frames: list[int] | None) -> np.ndarray:
@@ -248,12 +253,12 @@ def _design(cands: torch.Tensor, frames: list[int] | None) -> np.ndarray:
     if cands.is_inference():        # no version counter to key on: built each time, as before the cache
         return build()
     key = (cands._version, None if frames is None else tuple(frames))
-    with _DESIGNS_LOCK:
+    with _CACHES_LOCK:
         per = _DESIGNS.setdefault(cands, {})
         a = per.get(key)
     if a is None:
         a = build()
-        with _DESIGNS_LOCK:
+        with _CACHES_LOCK:
             if len(per) > 64:       # an instance read at many frame subsets: keep the cache small
                 per.clear()
             per[key] = a
@@ -278,13 +283,13 @@ def _segments(inst: TaskInstance) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     if cands.is_inference() or video.is_inference():
         return build()
     key = (cands._version, video._version, inst.answer)
-    with _DESIGNS_LOCK:
+    with _CACHES_LOCK:
         per = _SEGMENTS.setdefault(cands, {})
         hit = per.get(key)
     if hit is not None and hit[0]() is video:
         return hit[1]
     out = build()
-    with _DESIGNS_LOCK:
+    with _CACHES_LOCK:
         if len(per) > 64:       # many answers or ground truths over one candidates tensor: keep the cache small
             per.clear()
         per[key] = (weakref.ref(video), out)
