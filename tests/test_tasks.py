@@ -381,6 +381,7 @@ def test_read_cells_of_a_stack_is_each_videos():
     for i in range(2):
         for j in range(3):
             assert torch.equal(got[i, j], read_cells(videos[i, j], 7))
+    assert read_cells(videos[:0], 7).shape == (0, 3, 9, 3, 7, 7)
 
 
 def _score_one(inst, video):

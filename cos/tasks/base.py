@@ -75,7 +75,7 @@ def read_cells(pixels: torch.Tensor, grid: int) -> torch.Tensor:
         raise InputError(f"video of {h}x{w} px is smaller than the task's {grid}x{grid} cell grid")
     py, px = _partition(h, grid).to(pixels), _partition(w, grid).to(pixels)
     rows = py @ pixels.float()
-    if pixels.dim() <= 4:
+    if pixels.dim() <= 4 or rows.numel() == 0:      # one video (or none: an empty stack keeps its shape)
         return rows @ px.T
     # a stack: the rows' product (over H) for every video at once, the columns' (over W) one video at a time.
     # Folded into one product over every video's rows, MKL rounded the second differently by where a row fell in
