@@ -20,17 +20,12 @@ def _share_the_cores() -> int:
     thread count set (0: left alone)."""
     import os
 
-    import torch
+    from cos.parallel import limit_threads
 
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
     if not workers.isdigit() or int(workers) <= 1 or "OMP_NUM_THREADS" in os.environ:    # one's own setting rules
         return 0
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    n = max(1, cores // int(workers))
-    torch.set_num_threads(n)
+    n = limit_threads(int(workers))     # as a launch's ranks on one node take theirs
     os.environ["OMP_NUM_THREADS"] = str(n)
     return n
 

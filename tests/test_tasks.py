@@ -186,8 +186,9 @@ def test_drawn_instances_golden():
 GOLDEN_INSTANCES = "a5a73027dec5f1da447eb10e60df7a93af2639c9d555a586fe1d59cce0f0fe17"
 
 
-def _pairwise_loop(inst, video):
-    """The per-competitor loop pairwise_scores replaced (its oracle, bit for bit)."""
+def _pairwise_loop(inst, video, raw: bool = False):
+    """The per-competitor loop pairwise_scores replaced (its oracle, bit for bit); `raw`: the coefficients before
+    clipping and rounding."""
     cells = inst.cells(video).double()
     alts = inst.alternatives().double()
     right = alts[inst.answer]
@@ -197,7 +198,8 @@ def _pairwise_loop(inst, video):
         nn = float(d.pow(2).sum())
         if k == inst.answer or nn < 1e-12:
             continue
-        out[k] = min(1.0, max(0.0, round(float(((cells - alts[k]) * d).sum()) / nn, 9)))
+        a = float(((cells - alts[k]) * d).sum()) / nn
+        out[k] = a if raw else min(1.0, max(0.0, round(a, 9)))
     return out
 
 
@@ -356,18 +358,16 @@ def test_stacked_scores_of_any_layout_at_81_frames(task):
     v = (w[:, :, None, None, None, None] / w.sum(1)[:, None, None, None, None, None] * inst.candidates).sum(1)
     v = (v + 0.2 * torch.randn(v.shape, generator=g)).clamp(0, 1)
     inner = v.permute(1, 2, 3, 4, 0).contiguous().permute(4, 0, 1, 2, 3)
-    got = inst.cell_pairwise_scores(inst.cells_of(inner))
-    raw, skip = inst._alphas(inst.cells_of(inner))
-    alts = inst.alternatives().double()
+    cells = inst.cells_of(inner)
+    got = inst.cell_pairwise_scores(cells)
+    raw, skip = inst._alphas(cells)
+    scored = ~torch.tensor(skip)
     for row, video in enumerate(v):
         want = _pairwise_loop(inst, video)
         assert torch.equal(got[row].isnan(), want.isnan())
         assert torch.equal(got[row].nan_to_num(), want.nan_to_num())
         # before rounding to 9 digits (which hides a last-bit difference but for a rare value): the loop's sums
-        for k, no in enumerate(skip):
-            if not no:
-                d = alts[inst.answer] - alts[k]
-                assert raw[row, k].item() == float(((video.double() - alts[k]) * d).sum()) / float(d.pow(2).sum())
+        assert torch.equal(raw[row][scored], _pairwise_loop(inst, video, raw=True)[scored])
 
 
 def test_read_cells_of_a_stack_is_each_videos():
