@@ -168,3 +168,54 @@ def test_batched_cka_in_pieces_equals_one_piece(monkeypatch):
     monkeypatch.setattr(m.LinearCKA, "_many", lambda self, part: pieces.append(len(part)) or inner(self, part))
     np.testing.assert_allclose(m.LinearCKA(x).many(ys), whole, rtol=1e-12, atol=0)
     assert pieces == [1] * 7
+
+
+def test_tokens_of_a_stack_are_each_samples():
+    """information_flow's patches of a stack (..., C, F, H, W) are each sample's own, exactly."""
+    from cos.claims.information_flow import tokens
+
+    x = torch.randn(3, 4, 16, 2, 6, 8, generator=torch.Generator().manual_seed(0))
+    got = tokens(x)
+    assert got.shape == (3, 4, 2 * 3 * 4, 16 * 4)
+    for i in range(3):
+        for j in range(4):
+            assert torch.equal(got[i, j], tokens(x[i, j]))
+    one = x[0, 0]       # the per-sample layout itself: token (frame, row, col) holds that patch's C·2·2 values
+    assert torch.equal(tokens(one)[1 * 12 + 1 * 4 + 2], one[:, 1, 2:4, 4:6].reshape(-1))
+
+
+def test_information_flow_records_are_each_rows_own(monkeypatch):
+    """measure_batch's dissimilarities, patches taken for the whole batch per (branch, step), are bit for bit those
+    of the row-by-row computation it replaced (each row's clean tokens against a stack of its branches' tokens)."""
+    from types import SimpleNamespace
+
+    import cos.claims.information_flow as m
+    from cos.metrics import LinearCKA
+    from cos.readouts import RESEED, STEP_READINGS, NoiseSizing, noise_injection_steps
+
+    rows, steps = 5, 6
+    settings = SimpleNamespace(steps=steps)
+    sizing = NoiseSizing((0.2, 0.5, 0.8), (1,))
+    inj = noise_injection_steps(settings, sizing)
+    g = torch.Generator().manual_seed(1)
+    names = ["clean", RESEED, *[f"{r}{s}" for r in STEP_READINGS for s in inj]]
+    res = {n: {"x0": torch.randn(steps, rows, 4, 3, 8, 8, generator=g)} for n in names}
+    monkeypatch.setattr(m, "noise_sweep", lambda *a: res)
+    batch = SimpleNamespace(instances=[SimpleNamespace(id=f"i{k}") for k in range(rows)], seeds=list(range(rows)))
+    recs = m.InformationFlow().measure_batch(None, None, settings, batch, sizing)
+
+    last, clean = steps - 1, res["clean"]["x0"]
+    need: dict[int, list[str]] = {last: [RESEED]}      # version 4's row-by-row computation, as it was
+    for r in STEP_READINGS:
+        for s in inj:
+            for t in range(s + 1, last + 1):
+                need.setdefault(t, []).append(f"{r}{s}")
+    for row, rec in enumerate(recs):
+        d = {}
+        for t, branches in need.items():
+            cka = LinearCKA(m.tokens(clean[t][row])).many(torch.stack([m.tokens(res[n]["x0"][t][row]) for n in branches]))
+            d.update({(n, t): 1.0 - c for n, c in zip(branches, cka)})
+        assert rec["reseed"] == d[RESEED, last]
+        for r in STEP_READINGS:
+            for s in inj:
+                assert rec["curves"][r][str(s)] == [d[f"{r}{s}", t] for t in range(s + 1, last + 1)], (row, r, s)
