@@ -72,9 +72,16 @@ def test_a_drawn_instance_is_the_callers_own():
     a.candidates.add_(1.0), a.video.zero_()
     for m in a.masks.values():
         m.logical_not_()
+    a.params["start"] = (-1, -1)
     b = make_instance("maze", 3, cached=True)
     assert torch.equal(b.candidates, ref[0]) and torch.equal(b.video, ref[1])
     assert all(torch.equal(b.masks[k], v) for k, v in ref[2].items())
+    assert b.params["start"] != (-1, -1)
+    g = make_instance("grounding", 4, cached=True)      # nested: lists in params, the alternative's tensors
+    g.params["colors"].append("x"), g.alternative.params["positions"].clear(), g.alternative.candidates.zero_()
+    h, fresh = make_instance("grounding", 4, cached=True), make_instance("grounding", 4)
+    assert h.params == fresh.params and h.alternative.params == fresh.alternative.params
+    assert torch.equal(h.alternative.candidates, fresh.alternative.candidates)
     spec = TASKS["maze"]
     calls = []
 

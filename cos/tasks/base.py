@@ -20,7 +20,7 @@ import operator
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -357,7 +357,27 @@ def make_instance(task: str, seed: int, num_frames: int = 9, split: str = "id", 
                             alternative=None if alt is None else build(alt))
     # operator.index: 9.0 frames is refused as before, never served as the cached 9
     key = (spec, task, int(seed), operator.index(num_frames), split)
-    return build(copy.deepcopy(_drawn(*key)) if cached else _draw(*key))
+    return build(_owned(_drawn(*key)) if cached else _draw(*key))
+
+
+_ATOMS = (str, int, float, bool, type(None), np.generic)
+
+
+def _owned(o: Any) -> Any:
+    """A copy of a drawn instance's dict that shares nothing mutable with it: tensors cloned, dicts, lists and
+    tuples rebuilt, immutable atoms kept, anything else deep-copied. `copy.deepcopy` did the same at ~1 ms an
+    instance (its memo and reduce protocol), 4 s of the gpu tier's 4416 cached draws with the forwards stubbed out
+    on a 2-core VM; this is ~16x cheaper. Unlike deepcopy it does not keep aliases between parts of the dict (a
+    list two parts share becomes two lists): nothing reads a drawn instance that way."""
+    if type(o) is torch.Tensor:
+        return o.clone()
+    if type(o) is dict:         # exact types: a subclass (a namedtuple, say) is deep-copied as before
+        return {k: _owned(v) for k, v in o.items()}
+    if type(o) is list:
+        return [_owned(v) for v in o]
+    if type(o) is tuple:
+        return tuple(_owned(v) for v in o)
+    return o if isinstance(o, _ATOMS) else copy.deepcopy(o)
 
 
 def _draw(spec: TaskSpec, task: str, seed: int, num_frames: int, split: str) -> dict:
