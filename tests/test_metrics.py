@@ -204,6 +204,12 @@ def test_information_flow_records_are_each_rows_own(monkeypatch):
     batch = SimpleNamespace(instances=[SimpleNamespace(id=f"i{k}") for k in range(rows)], seeds=list(range(rows)))
     recs = m.InformationFlow().measure_batch(None, None, settings, batch, sizing)
 
+    def tokens(x0):     # version 4's patches of one sample, as they were
+        c, f, h, w = x0.shape
+        return x0.reshape(c, f, h // 2, 2, w // 2, 2).permute(1, 2, 4, 0, 3, 5).reshape(f * (h // 2) * (w // 2), -1)
+
+    assert [(r["instance"], r["seed"]) for r in recs] == [(f"i{k}", k) for k in range(rows)]
+    assert all(list(r) == ["instance", "seed", "reseed", "curves"] for r in recs)
     last, clean = steps - 1, res["clean"]["x0"]
     need: dict[int, list[str]] = {last: [RESEED]}      # version 4's row-by-row computation, as it was
     for r in STEP_READINGS:
@@ -213,7 +219,8 @@ def test_information_flow_records_are_each_rows_own(monkeypatch):
     for row, rec in enumerate(recs):
         d = {}
         for t, branches in need.items():
-            cka = LinearCKA(m.tokens(clean[t][row])).many(torch.stack([m.tokens(res[n]["x0"][t][row]) for n in branches]))
+            ys = torch.stack([tokens(res[n]["x0"][t][row]) for n in branches])
+            cka = LinearCKA(tokens(clean[t][row])).many(ys)
             d.update({(n, t): 1.0 - c for n, c in zip(branches, cka)})
         assert rec["reseed"] == d[RESEED, last]
         for r in STEP_READINGS:

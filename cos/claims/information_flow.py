@@ -70,8 +70,8 @@ class InformationFlowDetails(Details):
 
 
 def tokens(x0: torch.Tensor, patch: int = 2) -> torch.Tensor:
-    """One sample's x̂0 (C, F, H, W) as (tokens, C·p·p) patches: the rows CKA compares. Leading dimensions are
-    kept ((..., C, F, H, W) → (..., tokens, C·p·p)): each sample's patches are the ones it gives alone."""
+    """x̂0 (..., C, F, H, W) as (..., tokens, C·p·p) patches, the rows CKA compares: each sample of a stack gives
+    the patches it gives alone."""
     *lead, c, f, h, w = x0.shape
     n = len(lead)
     t = x0.reshape(*lead, c, f, h // patch, patch, w // patch, patch)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ def _rgb(name: str) -> np.ndarray:
 # tier, ~13 s of host time with its forwards stubbed out on a 2-core VM). Each frame still gets its paints in the
 # order it got them, and the colours the same float32 values: torch's `rgb(c) * t` rounds t to float32 first,
 # as `_scaled` does.
-def paint_frames(video: torch.Tensor, cells, color: str | np.ndarray) -> None:
+def paint_frames(video: torch.Tensor, cells: Iterable[tuple[int, int]], color: str | np.ndarray) -> None:
     """`paint` on every frame of `video` (F, 3, G, G): one colour (a name or (3,)) or one per frame ((F, 3))."""
     cells = list(cells)
     if not cells:
@@ -310,9 +311,8 @@ def rotation(rng, num_frames, split):
     for o in range(4):
         v = blank(g, num_frames)
         paint_frames(v, shape(o0), _scaled(color, 1 - t))
-        vn, add = v.numpy(), _scaled(color, t)
-        for y, x in shape((o0 + o) % 4):        # the cells of one shape are distinct: one add each per frame
-            vn[:, :, y, x] += add
+        ys, xs = zip(*shape((o0 + o) % 4))
+        v.numpy()[:, :, ys, xs] += _scaled(color, t)[..., None]     # a shape's cells are distinct: one add each
         cands.append(v)
     return out(f"rotate the shape {90 * k} degrees clockwise", cands, k, {"start_orientation": o0, "quarter_turns": k})
 
