@@ -11,14 +11,14 @@ warm_machine
 OLD=${OLD:-devold}
 [ -e "$OLD/fixtures" ] || ln -s "$PWD/fixtures" "$OLD/fixtures"
 C=${CLAIMS:-cos.superposition,cos.not_frames,selfcorrection.rate,perception.before_action,bench.table1,memory.persistence,noise.step_vs_frame,frames.count,layers.swap_flip,noise.information_flow,ensemble.mid_layers}
-for run in ${RUNS:-new old}; do
-  root=$PWD; [ "$run" = old ] && root=$(cd "$OLD" && pwd)
+for run in ${RUNS:-new old}; do       # a label starting with "old" (old, old2) runs the OLD tree
+  root=$PWD; case "$run" in old*) root=$(cd "$OLD" && pwd);; esac
   python3 benchmarks/gpu_speed.py tier --out "$OUT" --label "$run" --phases cold --tier-timeout "${COLD_S:-150}" \
     --root "$root" 2>&1 | tee -a "$OUT/tier.log" | grep "^== "
   tail -n 3 "$OUT/tier-$run-cold.log" | sed "s/^/  [$run] /" >> "$OUT/tier.log"
   rm -f "$OUT/$run-claims-status.md" "$OUT/tier-$run-cold.log" "$OUT/util-$run-cold.txt"
 done
-for side in new old; do
+for side in ${READ_SIDES-new old}; do      # READ_SIDES= (empty): no readouts part
   root=$PWD; [ "$side" = old ] && root=$(cd "$OLD" && pwd)
   echo "== readouts, $side tree ($root)" | tee -a "$OUT/readouts.log"
   (cd "$root" && PYTHONPATH=/tmp/site:$root timeout "${READ_S:-150}" python3 benchmarks/readout_speed.py --device cuda \
@@ -34,12 +34,12 @@ for k in a:
         print(f"{k:28s} old {a[k]['readout_s']:7.3f} s  new {b[k]['readout_s']:7.3f} s  "
               f"x{a[k]['readout_s'] / max(b[k]['readout_s'], 1e-9):5.2f}  records {'same' if a[k]['records'] == b[k]['records'] else 'DIFFER'}")
 PY
-for f in "$OUT"/old-claims-status.json "$OUT"/new2-claims-status.json; do
+for f in "$OUT"/old-claims-status.json "$OUT"/old2-claims-status.json "$OUT"/new2-claims-status.json; do
   [ -f "$f" ] || continue
   echo "== new vs $(basename "$f")" | tee -a "$OUT/tier.log"
   python3 benchmarks/compare_tables.py "$OUT/new-claims-status.json" "$f" 2>&1 | grep -v "^      reason" \
     | tee -a "$OUT/tier.log" | tail -3
 done
-rm -f "$OUT"/old-claims-status.json "$OUT"/new2-claims-status.json     # the device returns 8 files
+rm -f "$OUT"/old-claims-status.json "$OUT"/old2-claims-status.json "$OUT"/new2-claims-status.json  # 8 files back
 cat "$OUT/gpu.txt" >> "$OUT/tier.log" && rm -f "$OUT/gpu.txt"
 exit 0
