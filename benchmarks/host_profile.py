@@ -1,12 +1,13 @@
-"""The host side of the organism's gpu tier on any machine, GPU or not: the claims run at the tier's shapes with the
-transformer's forward replaced by a stub, under cProfile, and the top entries are printed.
+"""The host side of the organism's gpu tier on any machine: the claims run on the CPU at the gpu tier's shapes with
+the transformer's forward replaced by a stub, under cProfile, and the top entries are printed.
 
     python benchmarks/host_profile.py [--top 40] [--out DIR] [-- extra pytest args, e.g. -k information_flow]
 
 The stub returns 0.1·x_s + 0.01·(the condition's last channels), so every number the claims print is meaningless;
 what is measured is the Python and CPU work around the forwards (drawing instances, read-backs, mixtures, scores,
 CKA, bootstraps, trajectories), which on a GPU host runs while the GPU idles. Claims that need the blocks to run
-(activation captures) fail early, which the summary line says. Written for issue 26, when no GPU was at hand: it
+(activation captures) may fail early: pytest's summary lists them. The run's table is written to --out (a folder of
+its own: one already holding a table is refused, and no result store is kept, so stub numbers never pass for a run). Written for issue 26, when no GPU was at hand: it
 found instance drawing (~17 of 160 profiled seconds) and information_flow's per-row patches (~5 s) on a 2-core VM.
 """
 from __future__ import annotations
@@ -48,8 +49,13 @@ def main() -> int:
     ap.add_argument("--out", default="/tmp/cos-host-profile", help="--cos-out of the run")
     ap.add_argument("pytest_args", nargs="*")
     a = ap.parse_args()
+    if (Path(a.out) / "claims-status.json").exists() and not (Path(a.out) / ".host-profile").exists():
+        ap.error(f"--out {a.out}: holds a claims table that this script did not write; give a folder of its own")
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (Path(a.out) / ".host-profile").write_text("written by benchmarks/host_profile.py: stubbed forwards\n")
     args = ["-p", "no:xdist", "-p", "no:cacheprovider", "-m", "claims", "--cos-tier", "gpu", "--cos-device", "cpu",
-            f"--cos-out={a.out}", "--cos-overwrite", "-q", str(ROOT / "claims" / "test_claims.py"), *a.pytest_args]
+            f"--cos-out={a.out}", "--cos-overwrite", "--cos-store", "none", "-q",
+            str(ROOT / "claims" / "test_claims.py"), *a.pytest_args]
     prof = cProfile.Profile()
     t0 = time.perf_counter()
     rc = prof.runcall(pytest.main, args, plugins=[StubForwards()])
@@ -59,7 +65,7 @@ def main() -> int:
         pstats.Stats(prof, stream=s).sort_stats(key).print_stats(*only, a.top)
         print(s.getvalue())
     print(f"host profile: {wall:.1f} s under cProfile, pytest exit code {int(rc)}")
-    return 0
+    return int(rc)
 
 
 if __name__ == "__main__":
