@@ -369,7 +369,7 @@ def _owned(o: Any) -> Any:
     instance (its memo and reduce protocol), 4 s of the gpu tier's 4416 cached draws with the forwards stubbed out
     on a 2-core VM; this is ~16x cheaper. Unlike deepcopy it does not keep aliases between parts of the dict (a
     list two parts share becomes two lists): nothing reads a drawn instance that way."""
-    if type(o) is torch.Tensor:
+    if type(o) is torch.Tensor and o.is_contiguous() and not o.requires_grad:   # else as deepcopy: strides, leaf
         return o.clone()
     if type(o) is dict:         # exact types: a subclass (a namedtuple, say) is deep-copied as before
         return {k: _owned(v) for k, v in o.items()}
