@@ -7,8 +7,9 @@ The stub returns 0.1·x_s + 0.01·(the condition's last channels), so every numb
 what is measured is the Python and CPU work around the forwards (drawing instances, read-backs, mixtures, scores,
 CKA, bootstraps, trajectories), which on a GPU host runs while the GPU idles. Claims that need the blocks to run
 (activation captures) may fail early: pytest's summary lists them. The run's table is written to --out (a folder of
-its own: one already holding a table is refused, and no result store is kept, so stub numbers never pass for a run). Written for issue 26, when no GPU was at hand: it
-found instance drawing (~17 of 160 profiled seconds) and information_flow's per-row patches (~5 s) on a 2-core VM.
+its own: one already holding a table is refused, and no result store is kept, so stub numbers never pass for a
+run). Written for issue 26, when no GPU was at hand: it found instance drawing (~17 of 160 profiled seconds) and
+information_flow's per-row patches (~5 s) on a 2-core VM.
 """
 from __future__ import annotations
 

@@ -277,12 +277,13 @@ def pattern(rng, num_frames, split):
     order = list(rng.permutation(len(options)))
     options = [options[i] for i in order]
     answer = options.index(answer_color)
+    t = timeline(num_frames)
     cands = []
     for opt in options:
         v = blank(g, num_frames)
         for x in range(g - 1):
             paint_frames(v, [(y, x), (y + 1, x)], row_colors[x % p])
-        paint_frames(v, [(y, g - 1), (y + 1, g - 1)], _scaled(opt, timeline(num_frames)))
+        paint_frames(v, [(y, g - 1), (y + 1, g - 1)], _scaled(opt, t))
         cands.append(v)
     return out("complete the pattern", cands, answer, {"period": p, "row": row_colors, "options": options})
 
@@ -409,12 +410,12 @@ def tictactoe(rng, num_frames, split):
             break
     empty = [(r, c) for r in range(3) for c in range(3) if (r, c) not in board]
     cell = lambda r, c: [(3 * r + a, 3 * c + b) for a in range(2) for b in range(2)]
-    cands = []
+    cands, arriving = [], _scaled("red", timeline(num_frames))     # the same colours for every candidate
     for e in empty:
         v = blank(g, num_frames)
         for (r, c), p in board.items():
             paint_frames(v, cell(r, c), "red" if p == "X" else "blue")
-        paint_frames(v, cell(*e), _scaled("red", timeline(num_frames)))
+        paint_frames(v, cell(*e), arriving)
         cands.append(v)
     return out("place the red piece that wins", cands, empty.index(win), {"board": {f"{k}": v for k, v in board.items()},
                "win": win})
