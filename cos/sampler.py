@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
 import torch
-from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
-from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from cos import forward_timing
@@ -38,6 +36,10 @@ def restart_history(scheduler) -> None:
     Schedulers with no history (flow-matching Euler) need nothing; any other scheduler raises rather than
     silently keeping a history we do not know how to drop.
     """
+    # diffusers is imported where a run needs it, not with the module: importing cos.runner (every claims
+    # session, `cos report`) must not cost diffusers' eager import of every model (~5-10 s)
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
     if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
         return  # x_{s+1} = x_s + (σ_{s+1} − σ_s)·v: no state besides the step index
     order = scheduler.config.get("solver_order", 1)
@@ -201,6 +203,8 @@ class Sampler:
         scheduler.set_timesteps(num_steps, device=device)
         shape = sysm.latent_shape(len(seeds), cond.num_frames, cond.height, cond.width)
         gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        from diffusers.utils.torch_utils import randn_tensor   # (see restart_history: diffusers where a run needs it)
+
         latents = randn_tensor(shape, generator=gens, device=device, dtype=torch.float32)
         condition = i2v_condition(sysm.vae, cond.image, cond.num_frames, shape[0], device)
         return SamplerState(latents, condition, scheduler, 0, num_steps, seeds, cond.expand(len(seeds)))

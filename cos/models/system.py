@@ -5,10 +5,12 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
-from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+if TYPE_CHECKING:   # annotations only: a session that loads no model (a toy claim, `cos report`) skips diffusers
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 
 class LatentCodec(Protocol):

@@ -1,14 +1,20 @@
 """Tiny random-weight Wan components built from config, no network (diffusers' own test configs)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanTransformer3DModel
 
 from cos.models.system import WanSystem, WanVAE
+
+if TYPE_CHECKING:   # imported in the builders: importing cos.models must not import diffusers (cos.models.system)
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler, WanTransformer3DModel
 
 
 def tiny_transformer(seed: int = 0, num_layers: int = 2, in_channels: int = 36, out_channels: int = 16) -> WanTransformer3DModel:
     """A 2-block Wan transformer with random weights (the config diffusers tests Wan with)."""
+    from diffusers import WanTransformer3DModel
+
     torch.manual_seed(seed)
     return WanTransformer3DModel(
         patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=in_channels,
@@ -18,6 +24,8 @@ def tiny_transformer(seed: int = 0, num_layers: int = 2, in_channels: int = 36, 
 
 
 def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
+    from diffusers import AutoencoderKLWan
+
     torch.manual_seed(seed)
     return AutoencoderKLWan(
         base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
@@ -26,10 +34,14 @@ def tiny_vae(seed: int = 0) -> AutoencoderKLWan:
 
 def unipc(flow_shift: float = 3.0) -> UniPCMultistepScheduler:
     """The scheduler Wan2.2-I2V ships with (flow prediction, flow sigmas)."""
+    from diffusers import UniPCMultistepScheduler
+
     return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift)
 
 
 def euler(shift: float = 3.0) -> FlowMatchEulerDiscreteScheduler:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
     return FlowMatchEulerDiscreteScheduler(shift=shift)
 
 
