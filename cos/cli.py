@@ -57,28 +57,30 @@ def _plan(a) -> None:
     import json
     from dataclasses import replace
 
-    from cos import plan as planning
-    from cos.registry import all_claims
-    from cos.sequential import resolve
-    from cos.settings import TIERS, settings_for
+    from cos.sequential import LOOKS, resolve
     from cos.validation import check_looks
 
     if a.gpus < 1:
         raise InputError(f"--gpus {a.gpus}: must be at least 1")
-    looks = check_looks("--looks", a.looks) if a.looks is not None else planning.seq.LOOKS
+    looks = check_looks("--looks", a.looks) if a.looks is not None else LOOKS
     if a.seconds_per_forward is not None and not a.seconds_per_forward > 0:
         raise InputError(f"--seconds-per-forward {a.seconds_per_forward}: must be a positive number of seconds")
+    from cos import plan as planning     # scipy: after the checks that need none
+
     try:
         pilot = planning.load_pilot(a.pilot) if a.pilot else None
     except ValueError as e:
         raise InputError(str(e)) from None
-    from cos.models import load_system
-    from cos.models.loading import run_dtype
     from cos.pytest_plugin import DEFAULT_MODEL
 
     model = Path(a.model) if a.model else DEFAULT_MODEL
     if not model.exists():
         raise InputError(f"--model {model}: no such directory")
+    from cos.models import load_system    # torch: once the model is there to load
+    from cos.models.loading import run_dtype
+    from cos.registry import all_claims
+    from cos.settings import TIERS, settings_for
+
     device = a.device if a.device != "auto" else ("cuda" if _cuda() else "cpu")
     tier = a.tier if a.tier != "auto" else ("cpu" if device == "cpu" and (model / "cos_model.json").exists() else
                                              "gpu" if (model / "cos_model.json").exists() else "full")
@@ -86,14 +88,14 @@ def _plan(a) -> None:
     if not claims:
         raise InputError(f"-k {a.k!r}: matches no claim")
     store, store_path, store_note = _plan_store(a, tier)      # a bad path: one line before the model loads
+    spf, sequential = a.seconds_per_forward, resolve(a.sequential, tier)
+    if a.looks is not None and not sequential:      # the tier decides it: refused before the model loads
+        raise InputError(f"--looks {a.looks!r}: only with sequential decisions (--sequential on; auto is off at the "
+                         f"{tier} tier)")
     system = load_system(model, device=device, dtype=run_dtype(model, device))     # the run's dtype: its keys
     settings = settings_for(system, tier) if tier != "full" else TIERS["full"]
     if a.instances:     # as the run's --cos-instances: the store keys hold the cap
         settings = replace(settings, instances=a.instances, instance_cap=a.instances)
-    spf, sequential = a.seconds_per_forward, resolve(a.sequential, tier)
-    if a.looks is not None and not sequential:
-        raise InputError(f"--looks {a.looks!r}: only with sequential decisions (--sequential on; auto is off at the "
-                         f"{tier} tier)")
     if spf is None:
         from cos.runner import time_forward
 
@@ -334,10 +336,6 @@ def _history(a) -> int:
 
 
 def _trace(a) -> None:
-    from cos.models import load_system
-    from cos.tasks import TASKS, make_instance
-    from cos.trace import trace
-
     from cos.validation import check_device, check_model, positive_int
 
     positive_int("--every", a.every)
@@ -346,6 +344,10 @@ def _trace(a) -> None:
             raise InputError(f"--{flag} {getattr(a, flag)}: must be 0 or more")
     check_device("--device", a.device)
     check_model("--model", a.model)
+    from cos.models import load_system    # torch: after the checks that need none
+    from cos.tasks import TASKS, make_instance
+    from cos.trace import trace
+
     make_instance(a.task, 0)   # registers the tasks; an unknown task is a one-line InputError
     system = load_system(a.model, device=a.device)
     t = trace(system, a.task, instance=a.instance, seed=a.seed, split=a.split)
@@ -367,7 +369,6 @@ def _merge(a) -> None:
 
 
 def _validate(a) -> None:
-    from cos.calibration import resummarize, validate
     from cos.validation import positive_int
 
     if a.k is not None:
@@ -376,9 +377,9 @@ def _validate(a) -> None:
         if not any(a.k in c.id for c in all_claims()):
             raise InputError(f"-k {a.k!r}: matches no claim id (cos list shows them); nothing to validate")
     if a.kind == "gate":
+        draws = positive_int("--draws", a.draws)
         from cos.gate_validate import PILOT, calibration_files, resummarize_gate, validate_gate
 
-        draws = positive_int("--draws", a.draws)
         if draws >= PILOT[0]:   # the pilot draws' numbers: they would be counted as measured draws
             raise InputError(f"--draws {draws}: must be below {PILOT[0]} (draws {PILOT[0]}.. are the gate's pilot draws)")
         seq = a.sequential == "on"
@@ -390,10 +391,14 @@ def _validate(a) -> None:
               + (f"; not: {', '.join(missed)}" if missed else ""))
         return
     if a.summarize_only:   # the run's own mode; an explicit --sequential that differs is refused
+        from cos.calibration import resummarize
+
         doc = resummarize(Path(a.out), None if a.sequential is None else a.sequential == "on")
     else:
-        doc = validate(Path(a.out), positive_int("--draws", a.draws), a.tier, positive_int("--jobs", a.jobs), a.k,
-                       sequential=a.sequential == "on")
+        draws, jobs = positive_int("--draws", a.draws), positive_int("--jobs", a.jobs)
+        from cos.calibration import validate
+
+        doc = validate(Path(a.out), draws, a.tier, jobs, a.k, sequential=a.sequential == "on")
     print((Path(a.out) / "calibration.md").read_text())
     missed = [k for k, c in doc["claims"].items() if not c["meets_goal"]]
     print(f"{len(doc['claims']) - len(missed)}/{len(doc['claims'])} claims meet the goal"
@@ -447,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     from cos import __version__
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv == ["--version"]:   # before the verbs' parsers: building vbvr's imports torch (seconds)
+    if argv == ["--version"]:   # before the verbs' parsers are built
         print(f"cos {__version__}")
         return 0
     ap = _Parser(prog="cos", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -237,6 +237,8 @@ def start_session(config: pytest.Config) -> "CosSession":
     gpu, shared_by = place_process(config.getoption("--cos-device"), launch, worker, _visible_gpus)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if config.getoption("--cos-looks") is not None:     # refused before a launch's limit_threads imports torch and
+        check_run_options(config)                       # the session reads git (make_run_context checks it again)
     limit_threads()     # several processes on a node: each takes its share of the cores
     session = config.stash[_SESSION] = CosSession(config)
     session.gpu_shared_by = shared_by
@@ -369,24 +371,54 @@ def _run_folder(against: str | None) -> bool:
     return bool(against) and (Path(against) / FILE).exists()
 
 
-def make_run_context(config: pytest.Config) -> "RunContext":
-    """The session's `RunContext`: the result store (--cos-store; by default on the full tier, under a shard and
-    with several processes, where the ranks' runs meet) and this process's place among the run's processes
-    (`accelerate launch` / `torchrun` ranks, connected; or --cos-shard I/N, not connected)."""
-    from cos.errors import CosError
-    from cos.parallel import launched_size, world_from_env
-    from cos.runner import RunContext
-    from cos.store import ResultStore, run_store
+def check_run_options(config: pytest.Config) -> tuple[tuple[int, int] | None, bool]:
+    """(--cos-shard's I/N or None, whether claims decide at looks): the options `make_run_context` reads, refused in
+    one line (pytest.UsageError) where they do not fit together. Imports no torch unless --cos-sequential auto needs
+    the tier and the tier needs to know whether CUDA is there (`resolve_tier`); `start_session` calls it for
+    --cos-looks once this process's GPU is pinned, before the run's imports."""
+    from cos.parallel import launched_size
+    from cos.sequential import resolve as sequential_on
 
     shard = parse_shard(config.getoption("--cos-shard"))
-    store = config.getoption("--cos-store")
     launched = launched_size() > 1
     if launched and shard is not None:
         raise pytest.UsageError("--cos-shard splits the batches over hosts that never talk; under accelerate "
                                 "launch / torchrun the ranks split them already: drop --cos-shard")
-    if launched and store == "none":
+    if launched and config.getoption("--cos-store") == "none":
         raise pytest.UsageError("several processes meet through the result store: --cos-store none cannot be used "
                                 "under accelerate launch / torchrun (give a folder every rank sees)")
+    # under a gate (--cos-against) a claim's rows stop at a look once its paired change is decided (look_rule;
+    # against a model both models' rows). `auto` does so against a model directory, where its calibration on the
+    # planted models gave the fixed-n gate's verdict on every draw (benchmarks/results/calibration/
+    # gate-gpu-tier-seq-vm/); against a run folder it stays at fixed n: that path is calibrated by simulation
+    # only, and a CI's accepted run is the last gate's folder, whose rows a stop would cut short for the next gate
+    mode, against = config.getoption("--cos-sequential"), config.getoption("--cos-against")
+    folder = _run_folder(against)
+    # only auto reads the tier, and resolving it may import torch (is CUDA there?)
+    sequential = sequential_on(mode, resolve_tier(config) if mode == "auto" else "") and (mode == "on" or not folder)
+    if config.getoption("--cos-looks") is not None and not sequential:
+        why = ("--cos-sequential off" if mode == "off" else
+               "a gate against a run folder takes looks only with --cos-sequential on" if folder else
+               f"--cos-sequential on; auto is off at the {resolve_tier(config)} tier")
+        raise pytest.UsageError(f"--cos-looks {config.getoption('--cos-looks')!r}: only with sequential decisions "
+                                f"({why})")
+    return shard, sequential
+
+
+def make_run_context(config: pytest.Config) -> "RunContext":
+    """The session's `RunContext`: the result store (--cos-store; by default on the full tier, under a shard and
+    with several processes, where the ranks' runs meet) and this process's place among the run's processes
+    (`accelerate launch` / `torchrun` ranks, connected; or --cos-shard I/N, not connected)."""
+    shard, sequential = check_run_options(config)
+    from cos.errors import CosError
+    from cos.parallel import launched_size, world_from_env
+    from cos.runner import RunContext
+    from cos.sequential import LOOKS
+    from cos.store import ResultStore, run_store
+    from cos.validation import check_looks
+
+    store = config.getoption("--cos-store")
+    launched = launched_size() > 1
     store = run_store(store, config.getoption("--cos-out"), resolve_tier(config) if store is None else "",
                       shard is not None or launched)
     try:    # a rank that never joins, or ranks that disagree about the world: one line, nonzero exit
@@ -397,23 +429,6 @@ def make_run_context(config: pytest.Config) -> "RunContext":
         opened = None if store is None else ResultStore(store, key_file=config.getoption("--cos-store-key"))
     except Exception as e:  # noqa: BLE001 - a bad key or store: one line before any test
         raise pytest.UsageError(f"--cos-store {store}: {e}") from None
-    from cos.sequential import LOOKS, resolve as sequential_on
-    from cos.validation import check_looks
-
-    # under a gate (--cos-against) a claim's rows stop at a look once its paired change is decided (look_rule;
-    # against a model both models' rows). `auto` does so against a model directory, where its calibration on the
-    # planted models gave the fixed-n gate's verdict on every draw (benchmarks/results/calibration/
-    # gate-gpu-tier-seq-vm/); against a run folder it stays at fixed n: that path is calibrated by simulation
-    # only, and a CI's accepted run is the last gate's folder, whose rows a stop would cut short for the next gate
-    mode, against = config.getoption("--cos-sequential"), config.getoption("--cos-against")
-    folder = _run_folder(against)
-    sequential = sequential_on(mode, resolve_tier(config)) and (mode == "on" or not folder)
-    if config.getoption("--cos-looks") is not None and not sequential:
-        why = ("--cos-sequential off" if mode == "off" else
-               "a gate against a run folder takes looks only with --cos-sequential on" if folder else
-               f"--cos-sequential on; auto is off at the {resolve_tier(config)} tier")
-        raise pytest.UsageError(f"--cos-looks {config.getoption('--cos-looks')!r}: only with sequential decisions "
-                                f"({why})")
     ctx = RunContext(store=opened, shard=shard, report_instances=config.getoption("--cos-report-instances"),
                      sequential=sequential,
                      overlap=config.getoption("--cos-overlap") == "on",

@@ -56,8 +56,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-from scipy import optimize, stats
+# numpy and scipy are imported where used: the option checks (MAX_LOOKS, `resolve`) run before a refusal of a bad
+# --cos-looks / --looks, which should not wait for them
 
 ALPHA = 0.05
 LOOKS = 3                  # looks per claim at most by default (fractions 1/3, 2/3, 1 of its batches; --cos-looks)
@@ -70,6 +70,8 @@ MODES = ("auto", "on", "off")
 
 def obf_spent(t: float, alpha: float = ALPHA) -> float:
     """α spent by information fraction t (Lan-DeMets, O'Brien-Fleming type)."""
+    from scipy import stats
+
     if t <= 0:
         return 0.0
     return float(2 * stats.norm.sf(stats.norm.isf(alpha / 2) / math.sqrt(min(1.0, t))))
@@ -81,6 +83,9 @@ def boundaries(fractions: tuple[float, ...], alpha: float = ALPHA,
     """Two-sided z boundaries c_k of the looks at information `fractions` (increasing, the last 1), for the
     spending function `spent(t, alpha)` (this design's O'Brien-Fleming type; benchmarks/sequential_designs.py
     compares others)."""
+    import numpy as np
+    from scipy import optimize, stats
+
     t = np.asarray(fractions, dtype=np.float64)
     if t.size == 0 or np.any(np.diff(t) <= 0) or t[0] <= 0 or abs(t[-1] - 1.0) > 1e-9:
         raise ValueError(f"look fractions {fractions}: expected increasing values in (0, 1] ending at 1")
@@ -101,6 +106,8 @@ def boundaries(fractions: tuple[float, ...], alpha: float = ALPHA,
 
 def level(c: float) -> float:
     """The two-sided confidence level whose interval excludes the threshold exactly when |z| > c."""
+    from scipy import stats
+
     return float(1 - 2 * stats.norm.sf(c))
 
 
@@ -131,6 +138,8 @@ def plan_looks(fractions: list[float], alpha: float = ALPHA) -> list[Look]:
 def conditional_power(z_now: float, t: float, c_final: float) -> float:
     """Probability, under the trend seen so far, that the last look's interval clears the threshold on the side
     the estimate lies now (Lan & Wittes' B-value: B(t) = Z·√t, drift θ = B(t)/t, B(1) ~ N(θ, 1 − t) given B(t))."""
+    from scipy import stats
+
     if t >= 1:
         return float(abs(z_now) > c_final)
     drift_end = abs(z_now) / math.sqrt(t)
@@ -139,6 +148,8 @@ def conditional_power(z_now: float, t: float, c_final: float) -> float:
 
 def z_of(value: float, ci_low: float, ci_high: float, confidence: float, threshold: float) -> float | None:
     """The z of the estimate's distance from the threshold, with se from the interval (se = width / 2z)."""
+    from scipy import stats
+
     if any(v is None or not math.isfinite(v) for v in (value, ci_low, ci_high)):
         return None
     se = (ci_high - ci_low) / (2 * float(stats.norm.isf((1 - confidence) / 2)))

@@ -24,14 +24,15 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
-import numpy as np
-from scipy import stats
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from cos.errors import CosError, InputError
-from cos.stats import Estimate, bootstrap_ci
-from cos.tasks.vbvr import sample_dirs
+
+if TYPE_CHECKING:
+    from cos.stats import Estimate
+
+# numpy, scipy and cos.tasks (torch) are imported where used: `cos` builds its parser from `add_cli` below, and a
+# refused argument of any verb should not wait seconds for them
 
 EVALKIT_REF = "Video-Reason/VBVR-EvalKit@275472f"   # the revision whose scores the tests check
 INSTALL = f'pip install "vbvr-bench @ git+https://github.com/{EVALKIT_REF}"'
@@ -137,6 +138,11 @@ def score_videos(data: str | Path, videos: str | Path, device: str = "cpu") -> l
 def cluster_ci(scores: Sequence[float], clusters: Sequence[str], confidence: float = 0.95,
                n_resamples: int = 2000, seed: int = 0) -> Estimate:
     """Mean of `scores` with a CI that resamples whole clusters (tasks); one cluster: a bootstrap over samples."""
+    import numpy as np
+    from scipy import stats
+
+    from cos.stats import Estimate, bootstrap_ci
+
     x = np.asarray(scores, dtype=np.float64)
     names = sorted(set(clusters))
     if len(names) < 2:
@@ -162,6 +168,8 @@ def cluster_ci(scores: Sequence[float], clusters: Sequence[str], confidence: flo
 
 
 def _agg(rows: list[SampleScore]) -> dict[str, Any]:
+    import numpy as np
+
     vals = [0.0 if r.score is None else r.score for r in rows]   # EvalKit's convention; errors counted beside
     tasks = [r.task for r in rows]
     d: dict[str, Any] = {"score": float(np.mean(vals)), "ci_low": None, "ci_high": None, "n": len(rows),
@@ -186,6 +194,8 @@ def aggregate(rows: list[SampleScore]) -> dict[str, Any]:
 def report(rows: list[SampleScore], data: str | Path, videos: str | Path | None, device: str = "cpu",
            **prov: Any) -> dict[str, Any]:
     """The score document: aggregates, samples and provenance."""
+    from cos.tasks.vbvr import sample_dirs
+
     data_keys = {d.relative_to(data).parts for d in sample_dirs(data)}
     return {**aggregate(rows), "samples": [asdict(r) for r in rows], "provenance": {
         "scorer": f"VBVR-EvalKit {evalkit_version()} ({EVALKIT_REF})", "score": "task-specific (task_specific_only=True)",
@@ -208,7 +218,7 @@ def write_baselines(data: str | Path, out: str | Path, names: Sequence[str] = BA
     the task's next sample, cyclically: right format, wrong answer). The static video copies the decoded frame,
     not first_frame.png: a model's first frame is never pixel-exact, and EvalKit gives a pixel-exact copy of the
     PNG full marks on some tasks (O-30: 1.0 against 0.3 for the decoded frame)."""
-    from cos.tasks.vbvr import video_info, write_video
+    from cos.tasks.vbvr import sample_dirs, video_info, write_video
 
     data, out = Path(data), Path(out)
     dirs = sample_dirs(data)

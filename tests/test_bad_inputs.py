@@ -4,6 +4,7 @@ Plugin cases run pytest in a subprocess with the bad `--cos-*` option on a test 
 (so "no test ran, nothing was sampled" is checked); CLI cases run `python -m cos.cli` and check that the file the
 verb would have written is absent."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -124,6 +125,49 @@ def test_cli_refuses_bad_input_in_one_line(tmp_path, args, message):
     assert len(err) == 1 and err[0].startswith(f"cos {args[0]}: ") and message in err[0], err
     assert "Traceback" not in res.stdout + res.stderr
     assert not (tmp_path / "t.png").exists()          # nothing sampled, trained or written
+
+
+# `python -m MODULE ARGS...` that says at its end, whatever the exit (a refusal is a SystemExit), which heavy
+# packages it imported: a `finally` rather than atexit, which other packages' handlers run around
+LIGHT_RUN = """
+import json, runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+    print("HEAVY", json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "diffusers", "scipy", "matplotlib"})))
+"""
+LIGHT_CASES = [
+    ("cos.cli", ["status", "{tmp}/nope.json"], "claims-status file does not exist"),
+    ("cos.cli", ["trace", "--task", "maze", "--every", "0", "--out", "{tmp}/t.png"], "--every 0: must be a positive"),
+    ("cos.cli", ["trace", "--task", "maze", "--seed", "-1", "--out", "{tmp}/t.png"], "--seed -1: must be 0 or more"),
+    ("pytest", ["--cos-looks", "5", "--cos-sequential", "off"], "--cos-looks '5': only with sequential decisions"),
+    ("pytest", ["--cos-looks", "5", "--cos-tier", "cpu"], "auto is off at the cpu tier"),
+    ("pytest", ["--cos-looks", "0"], "--cos-looks '0': must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("module,args,message", LIGHT_CASES)
+def test_a_refusal_imports_nothing_heavy(tmp_path, module, args, message):
+    """A bad value is refused in one line before torch, diffusers, scipy or matplotlib are imported (seconds each),
+    where the check needs none of them. (--cos-looks K without a tier or --cos-sequential needs torch: the tier
+    depends on whether CUDA is there.)"""
+    paths = files(tmp_path / "in")
+    marker = tmp_path / "sampled"
+    (tmp_path / "test_x.py").write_text(f"def test_x():\n    open({str(marker)!r}, 'w')\n")
+    plugin = module == "pytest"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_XDIST_WORKER", "PYTEST_ADDOPTS", "WORLD_SIZE",
+                                                            "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    res = subprocess.run([sys.executable, "-c", LIGHT_RUN, module, *(["-p", "no:cacheprovider"] if plugin else []),
+                          *_fill(args, paths)], capture_output=True, text=True, cwd=tmp_path if plugin else ROOT,
+                         env=env, timeout=300)
+    err = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == (pytest.ExitCode.USAGE_ERROR if plugin else 2), res.stdout + res.stderr
+    assert len(err) == 1 and err[0].startswith("ERROR: " if plugin else f"cos {args[0]}: ") and message in err[0], err
+    heavy = [line for line in res.stdout.splitlines() if line.startswith("HEAVY ")]
+    assert heavy, res.stdout            # the wrapper's report: the process ran to its end
+    assert json.loads(heavy[-1][6:]) == [], f"imported before the refusal: {heavy[-1][6:]}"
+    assert not marker.exists() and not (tmp_path / "in" / "t.png").exists()
 
 
 def _baseline() -> dict:
