@@ -65,17 +65,17 @@ def _plan(a) -> None:
     looks = check_looks("--looks", a.looks) if a.looks is not None else LOOKS
     if a.seconds_per_forward is not None and not a.seconds_per_forward > 0:
         raise InputError(f"--seconds-per-forward {a.seconds_per_forward}: must be a positive number of seconds")
+    from cos.pytest_plugin import DEFAULT_MODEL
+
+    model = Path(a.model) if a.model else DEFAULT_MODEL
+    if not model.exists():
+        raise InputError(f"--model {model}: no such directory")
     from cos import plan as planning     # scipy: after the checks that need none
 
     try:
         pilot = planning.load_pilot(a.pilot) if a.pilot else None
     except ValueError as e:
         raise InputError(str(e)) from None
-    from cos.pytest_plugin import DEFAULT_MODEL
-
-    model = Path(a.model) if a.model else DEFAULT_MODEL
-    if not model.exists():
-        raise InputError(f"--model {model}: no such directory")
     from cos.models import load_system    # torch: once the model is there to load
     from cos.models.loading import run_dtype
     from cos.registry import all_claims

@@ -237,8 +237,7 @@ def start_session(config: pytest.Config) -> "CosSession":
     gpu, shared_by = place_process(config.getoption("--cos-device"), launch, worker, _visible_gpus)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    if config.getoption("--cos-looks") is not None:     # refused before a launch's limit_threads imports torch and
-        check_run_options(config)                       # the session reads git (make_run_context checks it again)
+    check_run_options(config)   # before a launch's limit_threads imports torch (make_run_context checks it again)
     limit_threads()     # several processes on a node: each takes its share of the cores
     session = config.stash[_SESSION] = CosSession(config)
     session.gpu_shared_by = shared_by
@@ -371,13 +370,11 @@ def _run_folder(against: str | None) -> bool:
     return bool(against) and (Path(against) / FILE).exists()
 
 
-def check_run_options(config: pytest.Config) -> tuple[tuple[int, int] | None, bool]:
-    """(--cos-shard's I/N or None, whether claims decide at looks): the options `make_run_context` reads, refused in
-    one line (pytest.UsageError) where they do not fit together. Imports no torch unless --cos-sequential auto needs
-    the tier and the tier needs to know whether CUDA is there (`resolve_tier`); `start_session` calls it for
-    --cos-looks once this process's GPU is pinned, before the run's imports."""
+def check_run_options(config: pytest.Config) -> tuple[int, int] | None:
+    """--cos-shard's (I, N) or None, after refusing in one line (pytest.UsageError) the run options that do not fit
+    together. Imports no torch, except for --cos-looks under --cos-sequential auto, whose check needs the tier (is
+    CUDA there?); `start_session` calls it before a launch's thread limit imports torch."""
     from cos.parallel import launched_size
-    from cos.sequential import resolve as sequential_on
 
     shard = parse_shard(config.getoption("--cos-shard"))
     launched = launched_size() > 1
@@ -387,29 +384,38 @@ def check_run_options(config: pytest.Config) -> tuple[tuple[int, int] | None, bo
     if launched and config.getoption("--cos-store") == "none":
         raise pytest.UsageError("several processes meet through the result store: --cos-store none cannot be used "
                                 "under accelerate launch / torchrun (give a folder every rank sees)")
+    if config.getoption("--cos-looks") is not None and not decides_at_looks(config):
+        mode = config.getoption("--cos-sequential")
+        why = ("--cos-sequential off" if mode == "off" else
+               "a gate against a run folder takes looks only with --cos-sequential on"
+               if _run_folder(config.getoption("--cos-against")) else
+               f"--cos-sequential on; auto is off at the {resolve_tier(config)} tier")
+        raise pytest.UsageError(f"--cos-looks {config.getoption('--cos-looks')!r}: only with sequential decisions "
+                                f"({why})")
+    return shard
+
+
+def decides_at_looks(config: pytest.Config) -> bool:
+    """Whether the run's claims stop at looks (sequential decisions)."""
+    from cos.sequential import resolve as sequential_on
+
     # under a gate (--cos-against) a claim's rows stop at a look once its paired change is decided (look_rule;
     # against a model both models' rows). `auto` does so against a model directory, where its calibration on the
     # planted models gave the fixed-n gate's verdict on every draw (benchmarks/results/calibration/
     # gate-gpu-tier-seq-vm/); against a run folder it stays at fixed n: that path is calibrated by simulation
     # only, and a CI's accepted run is the last gate's folder, whose rows a stop would cut short for the next gate
-    mode, against = config.getoption("--cos-sequential"), config.getoption("--cos-against")
-    folder = _run_folder(against)
+    mode = config.getoption("--cos-sequential")
     # only auto reads the tier, and resolving it may import torch (is CUDA there?)
-    sequential = sequential_on(mode, resolve_tier(config) if mode == "auto" else "") and (mode == "on" or not folder)
-    if config.getoption("--cos-looks") is not None and not sequential:
-        why = ("--cos-sequential off" if mode == "off" else
-               "a gate against a run folder takes looks only with --cos-sequential on" if folder else
-               f"--cos-sequential on; auto is off at the {resolve_tier(config)} tier")
-        raise pytest.UsageError(f"--cos-looks {config.getoption('--cos-looks')!r}: only with sequential decisions "
-                                f"({why})")
-    return shard, sequential
+    return (sequential_on(mode, resolve_tier(config) if mode == "auto" else "")
+            and (mode == "on" or not _run_folder(config.getoption("--cos-against"))))
 
 
 def make_run_context(config: pytest.Config) -> "RunContext":
     """The session's `RunContext`: the result store (--cos-store; by default on the full tier, under a shard and
     with several processes, where the ranks' runs meet) and this process's place among the run's processes
     (`accelerate launch` / `torchrun` ranks, connected; or --cos-shard I/N, not connected)."""
-    shard, sequential = check_run_options(config)
+    shard = check_run_options(config)
+    sequential = decides_at_looks(config)
     from cos.errors import CosError
     from cos.parallel import launched_size, world_from_env
     from cos.runner import RunContext

@@ -23,10 +23,10 @@ import time
 import multiprocessing
 import pickle  # only for its exception type: checkpoints load with weights_only=True
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from diffusers import WanTransformer3DModel
 from tqdm.auto import tqdm
 
 from cos.errors import CosError
@@ -35,6 +35,9 @@ from cos.models.system import IdentityVAE
 from cos.models.tiny import unipc
 from cos.sampler import i2v_condition
 from cos.tasks import make_instance
+
+if TYPE_CHECKING:   # imported by `train`: a refused `cos train` does not wait for diffusers
+    from diffusers import WanTransformer3DModel
 
 
 def _worker_init() -> None:
@@ -168,6 +171,8 @@ def train(cfg: dict, out: Path, device: str = "cuda", steps: int | None = None, 
     total = steps or tc["steps"]
     schedule = frame_counts(d)
     torch.manual_seed(cfg["seed"])
+    from diffusers import WanTransformer3DModel
+
     model = WanTransformer3DModel(**cfg["model"]).to(device)
     enc = TokenPromptEncoder(vocabulary(d["tasks"]), cfg["model"]["text_dim"], cfg["prompt"]["max_len"]).to(device)
     params = list(model.parameters()) + list(enc.parameters())

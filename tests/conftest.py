@@ -7,9 +7,14 @@ import pytest
 # torch and diffusers before any test: pytester restores sys.modules after each test, so a torch module first
 # imported inside one (e.g. by get_claim registering the claims) would be dropped and re-imported by a later test,
 # which torch's C extension does not survive ("SystemError: bad call flags", "Only a single TORCH_LIBRARY", or a
-# segfault). The cos plugin no longer imports them at configure (it stays out of sessions that collect no
-# claims), so this suite imports what it used to: cos.runner (torch, torch._dynamo, diffusers).
+# segfault). Neither the cos plugin (it stays out of sessions that collect no claims) nor cos.runner (diffusers is
+# imported where a run needs it) imports them any more, so this suite imports what they used to: torch,
+# torch._dynamo and diffusers' model and scheduler modules (a test building a tiny model inside pytester would
+# otherwise load them first, and a later test crash on their re-import).
 import cos.runner  # noqa: F401,E402
+from diffusers import (AutoencoderKLWan, DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler,  # noqa: F401,E402
+                       UniPCMultistepScheduler, WanTransformer3DModel)
+from diffusers.utils.torch_utils import randn_tensor  # noqa: F401,E402
 
 
 def _share_the_cores() -> int:

@@ -137,18 +137,27 @@ try:
 finally:
     print("HEAVY", json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "diffusers", "scipy", "matplotlib"})))
 """
-LIGHT_CASES = [
-    ("cos.cli", ["status", "{tmp}/nope.json"], "claims-status file does not exist"),
-    ("cos.cli", ["trace", "--task", "maze", "--every", "0", "--out", "{tmp}/t.png"], "--every 0: must be a positive"),
-    ("cos.cli", ["trace", "--task", "maze", "--seed", "-1", "--out", "{tmp}/t.png"], "--seed -1: must be 0 or more"),
-    ("pytest", ["--cos-looks", "5", "--cos-sequential", "off"], "--cos-looks '5': only with sequential decisions"),
-    ("pytest", ["--cos-looks", "5", "--cos-tier", "cpu"], "auto is off at the cpu tier"),
-    ("pytest", ["--cos-looks", "0"], "--cos-looks '0': must be a positive integer"),
+LAUNCHED = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": "29511"}
+LIGHT_CASES = [     # (module, args, message, launcher environment)
+    ("cos.cli", ["status", "{tmp}/nope.json"], "claims-status file does not exist", {}),
+    ("cos.cli", ["trace", "--task", "maze", "--every", "0", "--out", "{tmp}/t.png"], "--every 0: must be a positive",
+     {}),
+    ("cos.cli", ["trace", "--task", "maze", "--seed", "-1", "--out", "{tmp}/t.png"], "--seed -1: must be 0 or more",
+     {}),
+    ("cos.cli", ["plan", "--gpus", "0"], "--gpus 0: must be at least 1", {}),
+    ("cos.cli", ["validate", "--out", "{tmp}/v", "--draws", "0"], "--draws 0: must be a positive integer", {}),
+    ("pytest", ["--cos-looks", "5", "--cos-sequential", "off"], "--cos-looks '5': only with sequential decisions", {}),
+    ("pytest", ["--cos-looks", "5", "--cos-tier", "cpu"], "auto is off at the cpu tier", {}),
+    ("pytest", ["--cos-looks", "0"], "--cos-looks '0': must be a positive integer", {}),
+    # a rank of a launch: refused before the launch's thread limit imports torch
+    ("pytest", ["--cos-shard", "0/2"], "--cos-shard splits the batches", LAUNCHED),
+    ("pytest", ["--cos-store", "none"], "--cos-store none cannot be used under accelerate launch", LAUNCHED),
 ]
 
 
-@pytest.mark.parametrize("module,args,message", LIGHT_CASES)
-def test_a_refusal_imports_nothing_heavy(tmp_path, module, args, message):
+@pytest.mark.parametrize("module,args,message,launched", LIGHT_CASES)
+def test_a_refusal_imports_nothing_heavy(tmp_path, module, args, message, launched):
     """A bad value is refused in one line before torch, diffusers, scipy or matplotlib are imported (seconds each),
     where the check needs none of them. (--cos-looks K without a tier or --cos-sequential needs torch: the tier
     depends on whether CUDA is there.)"""
@@ -160,7 +169,7 @@ def test_a_refusal_imports_nothing_heavy(tmp_path, module, args, message):
                                                             "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
     res = subprocess.run([sys.executable, "-c", LIGHT_RUN, module, *(["-p", "no:cacheprovider"] if plugin else []),
                           *_fill(args, paths)], capture_output=True, text=True, cwd=tmp_path if plugin else ROOT,
-                         env=env, timeout=300)
+                         env={**env, **launched}, timeout=300)
     err = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == (pytest.ExitCode.USAGE_ERROR if plugin else 2), res.stdout + res.stderr
     assert len(err) == 1 and err[0].startswith("ERROR: " if plugin else f"cos {args[0]}: ") and message in err[0], err

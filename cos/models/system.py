@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 
-if TYPE_CHECKING:   # annotations only: a session that loads no model (a toy claim, `cos report`) skips diffusers
+# annotations only (typing.get_type_hints needs diffusers' names in scope): a session that loads no model (a toy
+# claim, `cos report`) skips diffusers' import
+if TYPE_CHECKING:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
 
