@@ -24,12 +24,5 @@ for run in ${RUNS:-new compile compile2}; do
   rm -f "$OUT/$run-claims-status.md" "$OUT/tier-$run-cold.log" "$OUT/util-$run-cold.txt"
 done
 du -sh "$TORCHINDUCTOR_CACHE_DIR" 2>/dev/null | sed 's/^/inductor cache: /' >> "$OUT/tier.log"
-for f in "$OUT"/*-claims-status.json; do
-  [ "$f" = "$OUT/new-claims-status.json" ] && continue
-  echo "== new vs $(basename "$f")" | tee -a "$OUT/tier.log"
-  python3 benchmarks/compare_tables.py "$OUT/new-claims-status.json" "$f" 2>&1 | grep -v "^      reason" \
-    | tee -a "$OUT/tier.log" | tail -4
-done
-rm -f "$OUT"/old-claims-status.json "$OUT"/compile2-claims-status.json "$OUT"/new2-claims-status.json  # 8 files back
-cat "$OUT/gpu.txt" >> "$OUT/tier.log" && rm -f "$OUT/gpu.txt"
+compare_with_new "compile" "$OUT"/*-claims-status.json
 exit 0

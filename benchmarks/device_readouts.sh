@@ -34,12 +34,5 @@ for k in a:
         print(f"{k:28s} old {a[k]['readout_s']:7.3f} s  new {b[k]['readout_s']:7.3f} s  "
               f"x{a[k]['readout_s'] / max(b[k]['readout_s'], 1e-9):5.2f}  records {'same' if a[k]['records'] == b[k]['records'] else 'DIFFER'}")
 PY
-for f in "$OUT"/old-claims-status.json "$OUT"/old2-claims-status.json "$OUT"/new2-claims-status.json; do
-  [ -f "$f" ] || continue
-  echo "== new vs $(basename "$f")" | tee -a "$OUT/tier.log"
-  python3 benchmarks/compare_tables.py "$OUT/new-claims-status.json" "$f" 2>&1 | grep -v "^      reason" \
-    | tee -a "$OUT/tier.log" | tail -3
-done
-rm -f "$OUT"/old-claims-status.json "$OUT"/old2-claims-status.json "$OUT"/new2-claims-status.json  # 8 files back
-cat "$OUT/gpu.txt" >> "$OUT/tier.log" && rm -f "$OUT/gpu.txt"
+compare_with_new "" "$OUT"/old-claims-status.json "$OUT"/old2-claims-status.json "$OUT"/new2-claims-status.json
 exit 0

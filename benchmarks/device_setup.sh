@@ -25,3 +25,16 @@ export PYTHONPATH=/tmp/site:$PWD
 warm_machine() {
   python3 -c "import matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; plt.figure(); import torch; torch.ones(1).cuda()"
 }
+# the tables of a call's tier runs against "new" (benchmarks/compare_tables.py, into tier.log), then only "new"'s
+# and KEEP's tables left in $OUT (the device returns 8 files), and the machine's line appended to tier.log
+compare_with_new() {   # compare_with_new "KEEP..." STATUS_FILE...
+  local keep=$1 f; shift
+  for f in "$@"; do
+    [ -f "$f" ] && [ "$f" != "$OUT/new-claims-status.json" ] || continue
+    echo "== new vs $(basename "$f")" | tee -a "$OUT/tier.log"
+    python3 benchmarks/compare_tables.py "$OUT/new-claims-status.json" "$f" 2>&1 | grep -v "^      reason" \
+      | tee -a "$OUT/tier.log" | tail -4
+    case " $keep " in *" $(basename "$f" -claims-status.json) "*) ;; *) rm -f "$f";; esac
+  done
+  cat "$OUT/gpu.txt" >> "$OUT/tier.log" && rm -f "$OUT/gpu.txt"
+}
