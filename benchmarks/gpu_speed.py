@@ -78,16 +78,23 @@ class GpuBusy:
 
 
 def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = ROOT, label: str = "",
-              store: bool = False, extra: tuple[str, ...] = (), procs: int = 1) -> dict:
+              store: bool = False, extra: tuple[str, ...] = (), procs: int = 1, xdist: int = 0,
+              dist: str = "loadgroup") -> dict:
     tag = f"{label}-{phase}" if label else phase
     tdir = Path("/tmp/cos-gpu-speed") / f"timing-{tag}"
+    if tdir.exists():   # a warm machine keeps an earlier call's timings under the same label: not this run's
+        import shutil
+
+        shutil.rmtree(tdir)
     env = dict(os.environ, COS_FORWARD_TIMING=str(tdir), PYTHONUNBUFFERED="1")
     # procs > 1: that many processes launched by torchrun on this one GPU (the plugin gives every local rank the
     # one visible GPU); each takes its share of the units of every claim and of the host cores
     launch = [sys.executable, "-m", "pytest"] if procs == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}", "-m", "pytest"]
+    # xdist > 0: that many pytest-xdist workers on the one GPU, the claims (not their units) shared out
+    split = ["-n", str(xdist), "--dist", dist] if xdist else ["-p", "no:xdist"]
     cmd = [*launch, "-p", "cos.pytest_plugin", "-m", "claims and gpu", "-p", "no:cacheprovider",
-           "-p", "no:xdist", "claims/test_claims.py", f"--cos-out={run_dir}", "-q", "--durations=0"]
+           *split, "claims/test_claims.py", f"--cos-out={run_dir}", "-q", "--durations=0"]
     if phase != "cold":
         cmd.append("--cos-overwrite")
     if store:       # the organism's tiers keep no store unless asked: warm then means runs and records served
@@ -131,8 +138,10 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
     res = {"phase": phase, "label": label, "root": str(root), "store": store, "pytest_args": list(extra),
            "rc": p.returncode, "wall_outside_s": round(wall, 1), "wall_inside_pytest_s": inside,
            "forward_s": round(fwd["total_ms"] / 1e3, 2), "forwards": fwd["forwards"],
-           "gpu_busy_fraction": round(fwd["total_ms"] / 1e3 / inside, 3) if inside and procs == 1 else None,
-           "procs": procs, "nvml_busy_s": busy_s,
+           # several processes' forwards overlap in time: their events' sum is not the GPU's busy time
+           "gpu_busy_fraction": round(fwd["total_ms"] / 1e3 / inside, 3) if inside and procs == 1 and not xdist
+           else None,
+           "procs": procs, "xdist": xdist, "dist": dist if xdist else None, "nvml_busy_s": busy_s,
            # the GPU was idle while the processes imported: the sampled busy seconds over the time inside pytest
            "nvml_busy_fraction": round(busy_s / inside, 3) if inside and busy_s is not None else None,
            "eta_s": prov.get("eta_s"), "eta_at_s": prov.get("eta_at_s"), "claims_end_s": prov.get("claims_end_s"),
@@ -143,7 +152,8 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
 
 
 def tier(out: Path, timeout: int, warm_timeout: int, root: Path = ROOT, label: str = "", store: bool = False,
-         phases: tuple[str, ...] = ("cold", "warm"), extra: tuple[str, ...] = (), procs: int = 1) -> None:
+         phases: tuple[str, ...] = ("cold", "warm"), extra: tuple[str, ...] = (), procs: int = 1, xdist: int = 0,
+         dist: str = "loadgroup") -> None:
     import shutil
 
     run_dir = Path("/tmp/cos-gpu-speed") / f"organism-gpu{'-' + label if label else ''}"
@@ -154,7 +164,7 @@ def tier(out: Path, timeout: int, warm_timeout: int, root: Path = ROOT, label: s
     for phase, limit in (("cold", timeout), ("warm", warm_timeout)):
         if phase not in phases:
             continue
-        r = tier_once(phase, run_dir, out, limit, root, label, store, extra, procs)
+        r = tier_once(phase, run_dir, out, limit, root, label, store, extra, procs, xdist, dist)
         results.append(r)
         save(out, f"tier{'-' + label if label else ''}.json", results)
         log(f"\n== organism gpu tier, {label + ' ' if label else ''}{phase}, store {'on' if store else 'off'} "
@@ -162,7 +172,7 @@ def tier(out: Path, timeout: int, warm_timeout: int, root: Path = ROOT, label: s
             f"{r['wall_inside_pytest_s']} s inside pytest, {r['wall_outside_s']} s outside, rc {r['rc']}; "
             f"{r['forwards']} forwards, {r['forward_s']} s in forwards (CUDA events), GPU busy "
             f"{r['gpu_busy_fraction']} of the wall inside pytest (nvidia-smi: {r['nvml_busy_fraction']}); "
-            f"{r['procs']} process(es); ETA {r['eta_s']} s at {r['eta_at_s']} s, claims end {r['claims_end_s']} s; "
+            f"{r['procs']} process(es), {r['xdist']} xdist worker(s) ({r['dist']}); ETA {r['eta_s']} s at {r['eta_at_s']} s, claims end {r['claims_end_s']} s; "
             f"{r['summary_line']}")
         log(f"{'test':60s} {'pytest_s':>9s} {'forward_s':>9s} {'host_s':>8s} {'forwards':>9s}")
         for node, c in r["per_claim"].items():
@@ -296,12 +306,14 @@ def main() -> None:
     ap.add_argument("--pytest-arg", action="append", default=[], metavar="ARG",
                     help="passed on to pytest (repeat it), e.g. --pytest-arg=--cos-overlap=off")
     ap.add_argument("--procs", type=int, default=1, help="tier: processes on the one GPU (torchrun), default 1")
+    ap.add_argument("--xdist", type=int, default=0, help="tier: pytest-xdist workers on the one GPU, default 0 (none)")
+    ap.add_argument("--dist", default="loadgroup", help="tier: xdist's --dist with --xdist, default loadgroup")
     ap.add_argument("--modes", default="eager,compile-default,compile-max-autotune-no-cudagraphs")
     a = ap.parse_args()
     out = Path(a.out)
     if a.part in ("tier", "all"):
         tier(out, a.tier_timeout, a.warm_timeout, Path(a.root), a.label, a.store, tuple(a.phases.split(",")),
-             tuple(a.pytest_arg), a.procs)
+             tuple(a.pytest_arg), a.procs, a.xdist, a.dist)
     if a.part in ("block", "all"):
         block(out, a.modes.split(","))
 

@@ -238,10 +238,20 @@ def start_session(config: pytest.Config) -> "CosSession":
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     check_run_options(config)   # before a launch's limit_threads imports torch (make_run_context checks it again)
-    limit_threads()     # several processes on a node: each takes its share of the cores
+    limit_threads(xdist_share(worker))     # several processes on a node: each takes its share of the cores
     session = config.stash[_SESSION] = CosSession(config)
     session.gpu_shared_by = shared_by
     return session
+
+
+def xdist_share(worker: str | None) -> int | None:
+    """The processes an xdist worker shares the cores with (None: not a worker, or OMP_NUM_THREADS set, which
+    rules). Left to torch's default, every worker spins an OpenMP thread on every core: two workers sharing one
+    GPU ran the organism's gpu tier more than twice as slowly as one process."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if not worker or not count.isdigit() or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return int(count)
 
 
 def place_process(device: str, launch: Any, worker: str | None,
@@ -478,6 +488,59 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("claim") is not None:
             for m in extra:
                 item.add_marker(m)
+
+
+def shared_run_groups(config: pytest.Config) -> dict[str, str]:
+    """Claim id -> the name of its group: the claims that read a shared run (`Claim.shared_runs`: the clean run,
+    the noise sweep), joined through any run two of them read. A claim with runs of its own only is in none.
+    Names only: the tier's settings without the model's defaults name the same runs."""
+    from dataclasses import replace
+
+    from cos.registry import all_claims
+    from cos.settings import TIERS
+
+    s = TIERS[resolve_tier(config)]
+    if config.getoption("--cos-vbvr"):      # bench.table1 samples its own runs on VBVR-Bench
+        s = replace(s, extra={**s.extra, "vbvr": {"data": str(config.getoption("--cos-vbvr")), "out": "."}})
+    runs = {c.id: sorted(c.shared_runs(s, None)) for c in all_claims()}
+    parent: dict[str, str] = {}     # union-find over the run names
+
+    def root(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+    for names in runs.values():
+        for a in names[1:]:
+            parent[root(a)] = root(names[0])
+    members: dict[str, list[str]] = {}
+    for names in runs.values():
+        for a in names:
+            members.setdefault(root(a), []).append(a)
+    return {cid: "+".join(sorted(set(members[root(names[0])]))) for cid, names in runs.items() if names}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`pytest -n N --dist loadgroup`: the claims that read a shared run go to one worker, whose session memo then
+    samples the run once (split over workers, each would sample it again: no store connects xdist workers unless
+    --cos-store is given); other tests are grouped by their xdist_group mark as xdist does. xdist's own loadgroup
+    reads the mark through the node id, which pytest 9.2's structured node ids no longer carry
+    (pytest-dev/pytest-xdist#1386), and a mark cannot reach the controller, which never collects: the claim's
+    id in its node id (`test_claim[<id>]`) does."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    groups = shared_run_groups(config)
+
+    class SharedRunScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            param = nodeid[nodeid.rfind("[") + 1:-1] if nodeid.endswith("]") else None
+            if param in groups:
+                return f"cos shared run: {groups[param]}"
+            return super()._split_scope(nodeid)
+
+    return SharedRunScheduling(config, log)
 
 
 class CosSession:
@@ -854,7 +917,7 @@ class ClaimReporter:
 
     def gate(self, row: dict) -> None:
         """The claim's gate.json entry (--cos-against), reported before its row."""
-        self.item.user_properties.append((_GATE_KEY, row))
+        self.item.user_properties.append((_GATE_KEY, self._wire(row)))
 
     def report(self, result: ClaimResult) -> ClaimResult:
         if result.id != self.id:
@@ -866,9 +929,9 @@ class ClaimReporter:
             result.details = {**result.details, "partial_measured": result.measured}
             result.status, result.reason = "skipped", (f"shard {i}/{n}: its batches are in the result store; "
                                                        "`cos merge` the stores and rerun without --cos-shard")
-        self.item.user_properties.append((_RESULT_KEY, result.to_dict()))
-        self.item.user_properties.append((_SAMPLES_KEY, result.samples))
-        self.item.user_properties.append((_RECORDS_KEY, result.records))
+        self.item.user_properties.append((_RESULT_KEY, self._wire(result.to_dict())))
+        self.item.user_properties.append((_SAMPLES_KEY, self._wire(result.samples)))
+        self.item.user_properties.append((_RECORDS_KEY, self._wire(result.records)))
         if result.arrays:   # plain bytes travel to the xdist controller like the row itself
             import numpy as np
             from safetensors.numpy import save
@@ -878,6 +941,30 @@ class ClaimReporter:
         if result.status == "skipped":   # shown as a skip by pytest too, with the claim's reason
             pytest.skip(result.reason)
         return result
+
+    def _wire(self, value: Any) -> Any:
+        """In an xdist worker, `value` with builtin types only: execnet, which carries the report to the
+        controller, serialises exact builtins and refuses a numpy float (a subclass of float) or a named tuple."""
+        return plain(value) if hasattr(self.item.config, "workerinput") else value
+
+
+def plain(x: Any) -> Any:
+    """x (dicts, lists, tuples of scalars) rebuilt from builtin types: numpy scalars as Python's, subclasses of
+    float/int/str/tuple as the builtin."""
+    if x is None or type(x) in (bool, int, float, str, bytes):
+        return x
+    if isinstance(x, dict):
+        return {plain(k): plain(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [plain(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(plain(v) for v in x)
+    if hasattr(x, "item") and getattr(x, "shape", None) == ():      # numpy (or torch) scalar
+        return x.item()
+    for t in (bool, int, float, str, bytes):
+        if isinstance(x, t):
+            return t(x)
+    return x
 
 
 @pytest.fixture

@@ -221,3 +221,100 @@ def test_cos_looks_reaches_the_run_context_or_is_refused(tmp_path):
         make_run_context(_Config(tmp_path, **{"--cos-looks": "4", "--cos-against": str(folder)}))
     with pytest.raises(pytest.UsageError, match=r"\(--cos-sequential off\)"):
         make_run_context(_Config(tmp_path, **{"--cos-looks": "4", "--cos-sequential": "off"}))
+
+
+SHARED = '''
+import os
+import numpy as np
+import pytest
+import torch
+from cos.registry import ClaimResult
+
+CLAIMS = ["cos.superposition", "memory.persistence", "bench.table1", "cos.not_frames", "noise.information_flow",
+          "noise.step_vs_frame", "frames.count", "layers.swap_flip", "ensemble.mid_layers"]
+
+@pytest.mark.claims
+@pytest.mark.parametrize("cid", [pytest.param(c, marks=pytest.mark.claim(c), id=c) for c in CLAIMS])
+def test_claim(cos_claim, cid):
+    # a numpy float in the row: execnet carries only exact builtins to the controller
+    cos_claim.report(ClaimResult.for_claim(
+        cid, measured=np.float64(0.5), ci_low=0.1, ci_high=0.9, n=10, status="holds", model="toy", seeds=[0],
+        details={"worker": os.environ["PYTEST_XDIST_WORKER"], "threads": torch.get_num_threads(),
+                 "ci": [np.float64(0.25), np.float32(0.75)]}))
+'''
+
+
+def test_claims_reading_a_shared_run_share_an_xdist_worker(pytester, monkeypatch):
+    """`-n 2 --dist loadgroup`: the claims that read the clean run go to one worker, those that read the noise
+    sweep to one (`shared_run_groups`; xdist's own loadgroup cannot see a mark under pytest 9.2), each worker takes
+    half the cores for torch, and a row with numpy scalars reaches the controller."""
+    import os
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)    # set for this test run's own workers: it would rule
+    pytester.makepyfile(test_shared=SHARED)
+    res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(pytester.path),
+                                        "-n", "2", "--dist", "loadgroup", "-v")
+    res.assert_outcomes(passed=9)
+    assert "scheduling tests via SharedRunScheduling" in res.stdout.str()
+    rows = {c["id"]: c for c in json.loads((pytester.path / "claims-status.json").read_text())["claims"]}
+    worker = {k: v["details"]["worker"] for k, v in rows.items()}
+    clean = {worker[c] for c in ("cos.superposition", "memory.persistence", "bench.table1", "cos.not_frames")}
+    assert len(clean) == 1 and len({worker["noise.information_flow"], worker["noise.step_vs_frame"]}) == 1
+    assert len(set(worker.values())) == 2       # both workers had claims: the rest are shared out
+    cores = len(os.sched_getaffinity(0))
+    assert {v["details"]["threads"] for v in rows.values()} == {max(1, cores // 2)}
+    assert rows["frames.count"]["measured"] == 0.5 and rows["frames.count"]["details"]["ci"] == [0.25, 0.75]
+
+
+def test_shared_run_groups_name_the_runs_claims_read():
+    from cos.pytest_plugin import shared_run_groups
+
+    class Config:
+        def __init__(self, **o):
+            self.o = {"--cos-tier": "cpu", "--cos-vbvr": None, **o}
+
+        def getoption(self, name):
+            return self.o[name]
+
+    clean = {"bench.table1", "cos.not_frames", "cos.superposition", "distill.four_step", "memory.persistence",
+             "perception.before_action", "selfcorrection.rate"}
+    expected = {**dict.fromkeys(clean, "clean run"), **dict.fromkeys(
+        ("noise.information_flow", "noise.step_vs_frame"), "noise sweep")}
+    for tier in ("cpu", "gpu", "full"):
+        assert shared_run_groups(Config(**{"--cos-tier": tier})) == expected
+    # on VBVR-Bench, bench.table1 samples its own runs
+    vbvr = shared_run_groups(Config(**{"--cos-vbvr": "/data/vbvr"}))
+    assert "bench.table1" not in vbvr and vbvr["cos.not_frames"] == "clean run"
+
+
+def test_an_xdist_worker_takes_its_share_of_the_cores(monkeypatch):
+    from cos.pytest_plugin import xdist_share
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "3")
+    assert xdist_share("gw1") == 3
+    assert xdist_share(None) is None                            # not a worker (the controller, or no xdist)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert xdist_share("gw1") is None                           # one's own setting rules
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "x")
+    assert xdist_share("gw1") is None
+
+
+def test_plain_rebuilds_a_row_from_builtins():
+    import collections
+
+    import execnet.gateway_base as wire
+    import numpy as np
+
+    from cos.pytest_plugin import plain
+
+    Pair = collections.namedtuple("Pair", "a b")
+    row = {"m": np.float64(1.5), "ci": [np.float32(0.25), np.int64(3)], "flag": np.bool_(True),
+           "pair": Pair(1, np.float64(2.0)), np.str_("key"): None, "s": "x", "b": b"\x00"}
+    with pytest.raises(wire.DumpError):
+        wire.dumps(row)
+    out = plain(row)
+    assert out == {"m": 1.5, "ci": [0.25, 3], "flag": True, "pair": (1, 2.0), "key": None, "s": "x", "b": b"\x00"}
+    assert wire.loads(wire.dumps(out)) == out
+    assert type(out["flag"]) is bool and type(out["ci"][1]) is int and type(out["pair"]) is tuple
