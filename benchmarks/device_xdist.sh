@@ -9,7 +9,7 @@ warm_machine
 for run in ${RUNS:-new x2 x2load x3 new2}; do
   split=()
   case "$run" in
-    x*load) split=(--xdist "${run:1:1}" --dist load);; x*) split=(--xdist "${run:1}" --dist loadgroup);;
+    x*load) n=${run#x}; split=(--xdist "${n%load}" --dist load);; x*) split=(--xdist "${run#x}" --dist loadgroup);;
   esac
   python3 benchmarks/gpu_speed.py tier --out "$OUT" --label "$run" --phases cold --tier-timeout "${COLD_S:-170}" \
     "${split[@]}" 2>&1 | tee -a "$OUT/tier.log" | grep "^== "

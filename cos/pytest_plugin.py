@@ -228,7 +228,7 @@ def start_session(config: pytest.Config) -> "CosSession":
         # CUDA rejects a list that repeats an ordinal ("invalid device ordinal"): no GPU would be seen at all
         raise pytest.UsageError(f"CUDA_VISIBLE_DEVICES={env} repeats a GPU, which CUDA rejects; to let xdist "
                                 "workers share GPUs list each once (workers take entries round-robin)")
-    from cos.parallel import launch_env, launched_size, limit_threads
+    from cos.parallel import launch_env, launched_size
 
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if launched_size() > 1 and worker:
@@ -238,7 +238,7 @@ def start_session(config: pytest.Config) -> "CosSession":
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     check_run_options(config)   # before a launch's limit_threads imports torch (make_run_context checks it again)
-    limit_threads(xdist_share(worker))     # several processes on a node: each takes its share of the cores
+    limit_worker_threads(worker)     # several processes on a node: each takes its share of the cores
     session = config.stash[_SESSION] = CosSession(config)
     session.gpu_shared_by = shared_by
     return session
@@ -252,6 +252,17 @@ def xdist_share(worker: str | None) -> int | None:
     if not worker or not count.isdigit() or "OMP_NUM_THREADS" in os.environ:
         return None
     return int(count)
+
+
+def limit_worker_threads(worker: str | None) -> None:
+    """An xdist worker's share of the cores for torch, and for the processes it starts (OMP_NUM_THREADS)."""
+    from cos.parallel import limit_threads
+
+    share = xdist_share(worker)
+    if share is None:
+        limit_threads()     # a launched rank's share (LOCAL_WORLD_SIZE), or alone: left alone
+    elif share > 1:
+        os.environ["OMP_NUM_THREADS"] = str(limit_threads(share))
 
 
 def place_process(device: str, launch: Any, worker: str | None,
@@ -492,17 +503,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def shared_run_groups(config: pytest.Config) -> dict[str, str]:
     """Claim id -> the name of its group: the claims that read a shared run (`Claim.shared_runs`: the clean run,
-    the noise sweep), joined through any run two of them read. A claim with runs of its own only is in none.
-    Names only: the tier's settings without the model's defaults name the same runs."""
+    the noise sweep), joined through any run two of them read. A claim with runs of its own only is in none, as
+    is one whose `shared_runs` needs the model (a claim of another package may: it is left ungrouped). Names
+    only: any tier's settings, without the model's defaults, name the same runs (the xdist controller, which
+    calls this, loads no model and asks torch nothing)."""
     from dataclasses import replace
 
     from cos.registry import all_claims
     from cos.settings import TIERS
 
-    s = TIERS[resolve_tier(config)]
+    tier = config.getoption("--cos-tier")
+    s = TIERS[tier if tier in TIERS else "gpu"]
     if config.getoption("--cos-vbvr"):      # bench.table1 samples its own runs on VBVR-Bench
         s = replace(s, extra={**s.extra, "vbvr": {"data": str(config.getoption("--cos-vbvr")), "out": "."}})
-    runs = {c.id: sorted(c.shared_runs(s, None)) for c in all_claims()}
+    runs: dict[str, list[str]] = {}
+    for c in all_claims():
+        try:
+            runs[c.id] = sorted(c.shared_runs(s, None))
+        except Exception:   # noqa: BLE001 - grouping is an optimisation: the claim still runs, only ungrouped
+            runs[c.id] = []
     parent: dict[str, str] = {}     # union-find over the run names
 
     def root(x: str) -> str:
@@ -526,8 +545,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     --cos-store is given); other tests are grouped by their xdist_group mark as xdist does. xdist's own loadgroup
     reads the mark through the node id, which pytest 9.2's structured node ids no longer carry
     (pytest-dev/pytest-xdist#1386), and a mark cannot reach the controller, which never collects: the claim's
-    id in its node id (`test_claim[<id>]`) does."""
-    if config.getvalue("dist") != "loadgroup":
+    id in its node id (`test_claim[<id>]`, a parameter id that is exactly a claim id) does. Only in a claims
+    session (a --cos-* option given, or `-m` naming claims): elsewhere the plugin stays inert, and other tests'
+    `xdist_group` marks are left to xdist (which does not group them under pytest >= 9.2 either)."""
+    if config.getvalue("dist") != "loadgroup" or not (cos_requested(config) or "claims" in (config.option.markexpr or "")):
         return None
     from xdist.scheduler import LoadGroupScheduling
 
@@ -959,12 +980,14 @@ def plain(x: Any) -> Any:
         return [plain(v) for v in x]
     if isinstance(x, tuple):
         return tuple(plain(v) for v in x)
-    if hasattr(x, "item") and getattr(x, "shape", None) == ():      # numpy (or torch) scalar
-        return x.item()
+    if isinstance(x, (set, frozenset)):
+        return type(x)(plain(v) for v in x)
+    if hasattr(x, "tolist") and hasattr(x, "shape"):    # numpy/torch scalars and arrays: their Python values
+        return plain(x.tolist())
     for t in (bool, int, float, str, bytes):
         if isinstance(x, t):
             return t(x)
-    return x
+    return str(x)       # anything else (a Path, an Enum) as the table's JSON writes it (default=str)
 
 
 @pytest.fixture

@@ -240,7 +240,8 @@ def test_claim(cos_claim, cid):
     cos_claim.report(ClaimResult.for_claim(
         cid, measured=np.float64(0.5), ci_low=0.1, ci_high=0.9, n=10, status="holds", model="toy", seeds=[0],
         details={"worker": os.environ["PYTEST_XDIST_WORKER"], "threads": torch.get_num_threads(),
-                 "ci": [np.float64(0.25), np.float32(0.75)]}))
+                 "omp": os.environ.get("OMP_NUM_THREADS"), "ci": [np.float64(0.25), np.float32(0.75)]},
+        samples=[{"instance": "maze/0", "score": np.float32(0.5)}], records={"claim": cid, "rows": [{"v": np.float64(0.125)}]}))
 '''
 
 
@@ -262,7 +263,12 @@ def test_claims_reading_a_shared_run_share_an_xdist_worker(pytester, monkeypatch
     assert len(clean) == 1 and len({worker["noise.information_flow"], worker["noise.step_vs_frame"]}) == 1
     assert len(set(worker.values())) == 2       # both workers had claims: the rest are shared out
     cores = len(os.sched_getaffinity(0))
-    assert {v["details"]["threads"] for v in rows.values()} == {max(1, cores // 2)}
+    share = max(1, cores // 2)
+    assert {(v["details"]["threads"], v["details"]["omp"]) for v in rows.values()} == {(share, str(share))}
+    samples = [json.loads(line) for line in (pytester.path / "samples.jsonl").read_text().splitlines()]
+    assert {s["score"] for s in samples if s.get("instance") == "maze/0"} == {0.5}
+    records = [json.loads(line) for line in (pytester.path / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 9 and all(r["rows"] == [{"v": 0.125}] for r in records)
     assert rows["frames.count"]["measured"] == 0.5 and rows["frames.count"]["details"]["ci"] == [0.25, 0.75]
 
 
@@ -310,11 +316,15 @@ def test_plain_rebuilds_a_row_from_builtins():
     from cos.pytest_plugin import plain
 
     Pair = collections.namedtuple("Pair", "a b")
+    from pathlib import Path
+
     row = {"m": np.float64(1.5), "ci": [np.float32(0.25), np.int64(3)], "flag": np.bool_(True),
-           "pair": Pair(1, np.float64(2.0)), np.str_("key"): None, "s": "x", "b": b"\x00"}
+           "pair": Pair(1, np.float64(2.0)), np.str_("key"): None, "s": "x", "b": b"\x00",
+           "arr": np.arange(3), "set": {np.int64(4)}, "path": Path("/a/b")}
     with pytest.raises(wire.DumpError):
         wire.dumps(row)
     out = plain(row)
-    assert out == {"m": 1.5, "ci": [0.25, 3], "flag": True, "pair": (1, 2.0), "key": None, "s": "x", "b": b"\x00"}
+    assert out == {"m": 1.5, "ci": [0.25, 3], "flag": True, "pair": (1, 2.0), "key": None, "s": "x", "b": b"\x00",
+                   "arr": [0, 1, 2], "set": {4}, "path": "/a/b"}
     assert wire.loads(wire.dumps(out)) == out
     assert type(out["flag"]) is bool and type(out["ci"][1]) is int and type(out["pair"]) is tuple

@@ -52,13 +52,27 @@ def _pytest(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
                           env=_env(**env), capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"]], ids=["serial", "xdist2"])
+CONTROLLER = '''
+import json, sys
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):      # the xdist controller, or the one process
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "diffusers"))
+        with open("controller-heavy.json", "w") as f:
+            json.dump(heavy, f)
+'''
+
+
+@pytest.mark.parametrize("xdist", [["-p", "no:xdist"], ["-n", "2"], ["-n", "2", "--dist", "loadgroup"]],
+                         ids=["serial", "xdist2", "loadgroup"])
 def test_an_unrelated_session_imports_no_torch_and_keeps_its_gpus(tmp_path, xdist):
     (tmp_path / "test_unrelated.py").write_text(UNRELATED)
     (tmp_path / "test_unrelated_too.py").write_text(UNRELATED.replace("test_unrelated(", "test_unrelated_too("))
+    (tmp_path / "conftest.py").write_text(CONTROLLER)
     res = _pytest(tmp_path, *xdist, CUDA_VISIBLE_DEVICES="0,1")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "2 passed" in res.stdout
+    assert json.loads((tmp_path / "controller-heavy.json").read_text())[:5] == []   # nor the controller
     assert not (tmp_path / "claims-status.json").exists() and not (tmp_path / ".cos-made").exists()
 
 
