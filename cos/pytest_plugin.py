@@ -542,9 +542,10 @@ def shared_run_groups(config: pytest.Config) -> dict[str, str]:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """`pytest -n N --dist loadgroup`: the claims that read a shared run go to one worker, whose session memo then
     samples the run once (split over workers, each would sample it again: no store connects xdist workers unless
-    --cos-store is given). xdist's own loadgroup reads an xdist_group mark through the node id, which pytest 9.2's structured node ids no longer carry
-    (pytest-dev/pytest-xdist#1386), and a mark cannot reach the controller, which never collects: the claim's
-    id in its node id (`test_claim[<id>]`, a parameter id that is exactly a claim id) does. Only in a claims
+    --cos-store is given). xdist's own loadgroup reads an xdist_group mark through the node id, which pytest
+    9.2's structured node ids no longer carry (pytest-dev/pytest-xdist#1386), and a mark cannot reach the
+    controller, which never collects: the claim's id in its node id (`test_claim[<id>]`, a parameter id that is
+    exactly a claim id) does. Only in a claims
     session (a --cos-* option given, or `-m` naming claims): elsewhere the plugin stays inert, and other tests'
     `xdist_group` marks are left to xdist (which does not group them under pytest >= 9.2 either)."""
     if config.getvalue("dist") != "loadgroup" or not (cos_requested(config) or "claims" in (config.option.markexpr or "")):
