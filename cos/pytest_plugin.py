@@ -228,7 +228,7 @@ def start_session(config: pytest.Config) -> "CosSession":
         # CUDA rejects a list that repeats an ordinal ("invalid device ordinal"): no GPU would be seen at all
         raise pytest.UsageError(f"CUDA_VISIBLE_DEVICES={env} repeats a GPU, which CUDA rejects; to let xdist "
                                 "workers share GPUs list each once (workers take entries round-robin)")
-    from cos.parallel import launch_env, launched_size
+    from cos.parallel import launch_env, launched_size, limit_threads
 
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if launched_size() > 1 and worker:
@@ -238,7 +238,8 @@ def start_session(config: pytest.Config) -> "CosSession":
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     check_run_options(config)   # before a launch's limit_threads imports torch (make_run_context checks it again)
-    limit_worker_threads(worker)     # several processes on a node: each takes its share of the cores
+    # several processes on a node: each takes its share of the cores (a launched rank's by LOCAL_WORLD_SIZE)
+    share_worker_cores(worker) or limit_threads()
     session = config.stash[_SESSION] = CosSession(config)
     session.gpu_shared_by = shared_by
     return session
@@ -254,15 +255,18 @@ def xdist_share(worker: str | None) -> int | None:
     return int(count)
 
 
-def limit_worker_threads(worker: str | None) -> None:
-    """An xdist worker's share of the cores for torch, and for the processes it starts (OMP_NUM_THREADS)."""
+def share_worker_cores(worker: str | None) -> int:
+    """An xdist worker's share of the cores for torch, and for the processes it starts (OMP_NUM_THREADS: pytester
+    subprocesses, launched ranks). Returns the thread count set (0: not a worker of several, or left alone). The
+    test suite's conftest calls it too, for workers that start no claims session."""
     from cos.parallel import limit_threads
 
     share = xdist_share(worker)
-    if share is None:
-        limit_threads()     # a launched rank's share (LOCAL_WORLD_SIZE), or alone: left alone
-    elif share > 1:
-        os.environ["OMP_NUM_THREADS"] = str(limit_threads(share))
+    if share is None or share <= 1:
+        return 0
+    n = limit_threads(share)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    return n
 
 
 def place_process(device: str, launch: Any, worker: str | None,
@@ -545,9 +549,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     --cos-store is given). xdist's own loadgroup reads an xdist_group mark through the node id, which pytest
     9.2's structured node ids no longer carry (pytest-dev/pytest-xdist#1386), and a mark cannot reach the
     controller, which never collects: the claim's id in its node id (`test_claim[<id>]`, a parameter id that is
-    exactly a claim id) does. Only in a claims
-    session (a --cos-* option given, or `-m` naming claims): elsewhere the plugin stays inert, and other tests'
-    `xdist_group` marks are left to xdist (which does not group them under pytest >= 9.2 either)."""
+    exactly a claim id) does. Only in a claims session (a --cos-* option given, or `-m` naming claims): elsewhere
+    the plugin stays inert, and other tests' `xdist_group` marks are left to xdist (which does not group them
+    under pytest >= 9.2 either)."""
     if config.getvalue("dist") != "loadgroup" or not (cos_requested(config) or "claims" in (config.option.markexpr or "")):
         return None
     from xdist.scheduler import LoadGroupScheduling

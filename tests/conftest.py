@@ -19,20 +19,15 @@ from diffusers.utils.torch_utils import randn_tensor  # noqa: F401,E402
 
 def _share_the_cores() -> int:
     """Under pytest-xdist each worker, and every process its tests start (pytester subprocesses, launched ranks,
-    `cos run`: they inherit OMP_NUM_THREADS), takes its share of the cores for torch's intra-op threads. With
-    torch's default (every core in every process) two workers on 2 cores ran 4+ spinning OpenMP threads, and one
-    test that runs every claim in a subprocess took 842 s inside `pytest -n 2` against ~100 s alone. Returns the
-    thread count set (0: left alone)."""
+    `cos run`: they inherit OMP_NUM_THREADS), takes its share of the cores for torch's intra-op threads
+    (`cos.pytest_plugin.share_worker_cores`, which a claims session calls too). With torch's default (every core in
+    every process) two workers on 2 cores ran 4+ spinning OpenMP threads, and one test that runs every claim in a
+    subprocess took 842 s inside `pytest -n 2` against ~100 s alone. Returns the thread count set (0: left alone)."""
     import os
 
-    from cos.parallel import limit_threads
+    from cos.pytest_plugin import share_worker_cores
 
-    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    if not workers.isdigit() or int(workers) <= 1 or "OMP_NUM_THREADS" in os.environ:    # one's own setting rules
-        return 0
-    n = limit_threads(int(workers))     # as a launch's ranks on one node take theirs
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    return n
+    return share_worker_cores(os.environ.get("PYTEST_XDIST_WORKER"))
 
 
 _share_the_cores()
