@@ -214,6 +214,9 @@ class SwapFlip(Claim):
                 flips[b].setdefault(r["instance"], []).append(r["flips"][str(b)])
             for b in blocks_every:
                 flips_every[b].setdefault(r["instance"], []).append(r["flips_every"][str(b)])
+        if len(ceiling) < 2:    # an interval over instances needs two; one is undecidable, not an error
+            return self.empty_row("inconclusive", f"{len(ceiling)} grounding instance(s) swapped: the flip rates' "
+                                  "interval over instances needs at least 2 (more --cos-instances)", system, settings)
         lev = leverage(ceiling)
         r0 = read_flips(flips, blocks, depth, mid, outer)
         est, peak, peak_est, ids = r0["est"], r0["peak"], r0["peak_est"], r0["ids"]

@@ -1,0 +1,28 @@
+"""A claim run at an n too small for an interval says `inconclusive` with its reason, not `error` (issue 26's
+`--cos-instances 1` run: layers.swap_flip raised in bootstrap_ci and its row read `error`)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from cos.registry import get_claim
+from cos.settings import ClaimSettings
+
+
+def _swap_records(instances: int, seeds=(0, 1, 2)) -> list[dict]:
+    blocks = [str(b) for b in range(0, 12, 2)]
+    return [{"instance": f"grounding-id-{i:05d}", "seed": s, "ceiling": float((i + s) % 2),
+             "flips": {b: float((i + s + int(b)) % 3 == 0) for b in blocks},
+             "flips_every": {b: float((i + s + int(b)) % 2 == 0) for b in blocks}}
+            for i in range(instances) for s in seeds]
+
+
+def test_swap_flip_with_one_instance_is_inconclusive():
+    claim = get_claim("layers.swap_flip")
+    system = SimpleNamespace(num_layers=12, name="toy", weights_hash="h")
+    settings = ClaimSettings(tasks=("grounding",), instances=1)
+    sizing = claim.sizing_for(ClaimSettings(tier="cpu"))
+    row = claim.conclude(_swap_records(1), system, settings, sizing)
+    assert row.status == "inconclusive" and "at least 2" in row.reason and row.measured is None
+    # two instances are measured (the guard is not a blanket): an estimate with an interval
+    row = claim.conclude(_swap_records(2), system, settings, sizing)
+    assert row.measured is not None and row.ci_low is not None
