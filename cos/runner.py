@@ -896,7 +896,8 @@ def time_forward(system: WanSystem, settings: ClaimSettings, warmup: int = 1) ->
     dt, res = one_step()
     return {"seconds_per_row_forward": dt / (cfg * len(batch.seeds)),
             "cold_seconds_per_row_forward": cold[0] / (cfg * len(batch.seeds)) if cold else None,
-            "batch_rows": len(batch.seeds), "readout_seconds": _readout_seconds(system, batch, res["x0"][0])}
+            "batch_rows": len(batch.seeds),
+            "readout_seconds": _readout_seconds(system, batch, res["x0"][0], settings.steps)}
 
 
 def price_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, claims: Sequence[Any],
@@ -925,13 +926,19 @@ def price_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, 
             "eta_s": (total * t + sum(host.values())) * share}
 
 
-def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, repeats: int = 5) -> dict[str, float]:
+def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, steps: int = 1,
+                     repeats: int = 5) -> dict[str, float]:
     """Seconds per host-side readout unit, on the batch's step-0 x̂0 (what the claims read: a mixture of the
-    candidates; NNLS on a noisy state instead took 20x longer than on the x̂0 the claims fit): decoding a row,
-    an NNLS mixture of the whole video ("weights") and of one frame ("frame_weights"), a score, a CKA of two x̂0
-    token sets. Each is called once untimed, then `repeats` times back to back, and the median is kept: in a
-    run these calls follow one another, so the thread pools are awake (a lone call after an idle pause paid
-    their wake-up, ten times the call itself on a 64-core host)."""
+    candidates; NNLS on a noisy state instead took 20x longer than on the x̂0 the claims fit), each timed the way
+    the claims compute it: decoding a row, an NNLS mixture of one video read back on its own ("weights": the
+    final outcome of a swap or a distilled run), a row's mixtures at every step read back and solved together
+    ("step_weights", per step: the clean run's per-step readouts) and one frame's from the same read-back
+    ("frame_weights", per step), a score, a CKA of two x̂0 token sets. The per-step units are priced per step of
+    a stack of `steps` videos: one lone mixture paid its read-back's small torch calls alone, and priced so the
+    clean run's per-step mixtures cost 5.6 ms a step on a 16-core H100 host, 311 s for cos.superposition's,
+    which then took ~7 s. Each is called once untimed, then `repeats` times back to back, and the median is
+    kept: in a run these calls follow one another, so the thread pools are awake (a lone call after an idle
+    pause paid their wake-up, ten times the call itself on a 64-core host)."""
     import statistics
 
     from cos.metrics import cka_dissimilarity as cka
@@ -940,16 +947,20 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, repe
     v = videos(system, x, clamp=False)[0]
     f = inst.num_frames - 1
     tok = x[0].reshape(x.shape[1], -1).T.float()
+    stack = torch.stack([v] * max(1, steps))
+    cells = inst.cells_of(stack)
+    s = len(stack)
     out = {}
-    for name, fn in (("decode", lambda: videos(system, x)), ("weights", lambda: inst.candidate_weights(v)),
-                     ("frame_weights", lambda: inst.candidate_weights(v, [f])), ("score", lambda: inst.score(v)),
-                     ("cka", lambda: cka(tok, tok + 1e-3))):
+    for name, fn, units in (("decode", lambda: videos(system, x), 1), ("weights", lambda: inst.candidate_weights(v), 1),
+                            ("step_weights", lambda: inst.cell_weights_of(inst.cells_of(stack)), s),
+                            ("frame_weights", lambda: inst.cell_weights_of(cells, [f]), s),
+                            ("score", lambda: inst.score(v), 1), ("cka", lambda: cka(tok, tok + 1e-3), 1)):
         fn()
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0) / units)
         out[name] = statistics.median(times)
     return out
 

@@ -736,3 +736,20 @@ def test_the_run_prices_the_looks_it_takes(organism):
         assert fr == pytest.approx(list(look_fractions(k, nb)))
         seen.append(len(fr))
     assert seen[1] > seen[0]
+
+
+def test_every_readout_unit_a_claim_names_is_timed(organism):
+    """The ETA prices a claim's `readouts` at `time_forward`'s unit times (`price_forwards`: a unit it did not
+    time costs 0 s): every unit any claim names at any tier is one `_readout_seconds` times, each a positive time."""
+    from cos.registry import all_claims
+    from cos.runner import time_forward
+    from cos.settings import settings_for
+
+    s = replace(settings_for(organism, "cpu"), instances=1, tasks=("grounding", "maze"))
+    units = time_forward(organism, s)["readout_seconds"]
+    assert units and all(0 < v < 1 for v in units.values()), units
+    named = set()
+    for tier in ("cpu", "gpu", "full"):
+        for c in all_claims():
+            named |= set(c.readouts(settings_for(organism, tier), organism))
+    assert named and named <= set(units), named - set(units)

@@ -245,7 +245,7 @@ class SelfCorrection(Claim):
 
     def readouts(self, settings, system) -> dict[str, int]:
         n = settings.rows * settings.steps
-        return {"decode": n, "weights": n, "score": n // settings.steps}
+        return {"decode": n, "step_weights": n, "score": n // settings.steps}
 
 
 CLAIM = register(SelfCorrection())

@@ -376,7 +376,7 @@ class Superposition(Claim):
 
     def readouts(self, settings, system) -> dict[str, int]:
         n = settings.rows * settings.steps      # raw, null and step-0 null weights; the reference row's as many
-        return {"decode": 2 * n, "weights": 6 * n}
+        return {"decode": 2 * n, "step_weights": 6 * n}
 
 
 CLAIM = register(Superposition())
