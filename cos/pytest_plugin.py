@@ -31,6 +31,9 @@ MARKERS = {
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "fixtures" / "organism"
 _RESULT_KEY, _ID_KEY, _ARRAYS_KEY, _SAMPLES_KEY = "cos_claim_result", "cos_claim_id", "cos_claim_arrays", "cos_samples"
 _RECORDS_KEY, _GATE_KEY = "cos_records", "cos_gate"
+# an xdist worker's plan (on its first claim's setup report) and each claim's progress in it (on its teardown
+# report): the controller runs the ETA from them (`CosSession._workers_plan`)
+_PLAN_KEY, _WORK_KEY = "cos_plan", "cos_claim_work"
 
 
 class _Recording:
@@ -331,7 +334,7 @@ class _Hooks:
             cos.pytest_terminal_summary(terminalreporter)
 
 
-_INTERNAL = (_RESULT_KEY, _ARRAYS_KEY, _SAMPLES_KEY, _RECORDS_KEY, _GATE_KEY)
+_INTERNAL = (_RESULT_KEY, _ARRAYS_KEY, _SAMPLES_KEY, _RECORDS_KEY, _GATE_KEY, _PLAN_KEY, _WORK_KEY)
 
 
 def junit_properties(props: list[tuple[str, object]]) -> list[tuple[str, object]]:
@@ -681,11 +684,85 @@ class CosSession:
             self.budget_doc.setdefault("skipped_at_s", round(time.time() - self.start, 1))
         return reason
 
+    # ------------------------------------------------------------------ the ETA under pytest-xdist
+    # Each xdist worker prices the whole plan for itself (`plan_run`) and runs only the claims it is sent, its
+    # output hidden: no ETA reached the terminal. So a worker hands its plan to the controller on its first claim's
+    # setup report, and every claim's progress (the share of its units done, where a sequential claim stopped) on
+    # its teardown report; the controller follows the run with one `RunEstimate` of the plan told by every worker.
+    # Its rate is the wall time over the planned seconds the workers have finished together, so how far the workers
+    # overlap on the machine (two sharing one H100: 1.3-1.4x, not 2x) is measured, not assumed. Told per claim, not
+    # per batch (a worker's reports reach the controller at a test's phases): work in progress on the other
+    # workers counts only once its claim is done, so each re-estimate leans towards the long side.
+    def _tell_controller(self, report: pytest.TestReport, cid: str | None) -> None:
+        """On an xdist worker, before its report goes to the controller: the plan (once) and the claim's progress."""
+        if cid is None or self.eta is None or self.tracker is None:
+            return
+        if report.when == "setup" and not getattr(self, "_plan_told", False):
+            self._plan_told = True
+            from dataclasses import asdict
+
+            report.user_properties.append((_PLAN_KEY, plain({
+                "claims": {k: asdict(c) for k, c in self.tracker.claims.items()},
+                "est": {k: v for k, v in self.eta.items() if k != "at_s"},
+                "worker": os.environ.get("PYTEST_XDIST_WORKER"),
+                "workers": os.environ.get("PYTEST_XDIST_WORKER_COUNT")})))
+        elif report.when == "teardown" and cid in self.tracker.claims:
+            c = self.tracker.claims[cid]
+            report.user_properties.append((_WORK_KEY, plain({"done": c.done, "units": c.units,
+                                                             "stops": c.stops})))
+
+    def _workers_plan(self, doc: Any) -> None:
+        """On the xdist controller: the first worker's plan starts the run's estimate (its line says what it is)."""
+        from cos.eta import ClaimWork, RunEstimate
+        from cos.runner import fmt_s
+
+        try:
+            claims = {k: ClaimWork(**v) for k, v in doc["claims"].items()}
+            est = dict(doc["est"])
+        except (KeyError, TypeError, ValueError, AttributeError):     # another version's plan: no ETA, no failure
+            return
+        now = time.time()
+        self.tracker = RunEstimate(claims, t0=now, start=self.start)
+        # the rate counts from here: the planned work the workers finish per wall second from now on
+        self.tracker.warm = (now, 0.0)
+        self.eta = {**est, "at_s": now - self.start, "workers": doc.get("workers"), "priced_by": doc.get("worker")}
+        self.say(f"[cos] {est.get('row_forwards')} row-forwards planned for {len(claims)} claims, priced by xdist "
+                 f"worker {doc.get('worker')} as one process would run them: {fmt_s(est.get('eta_s', 0.0))}; "
+                 f"{doc.get('workers')} workers share them: the ETA follows from the rate at which claims finish")
+
+    def _worker_claim_done(self, cid: str, work: dict) -> None:
+        """On the xdist controller: a worker finished `cid` (its units, how far it got); re-estimate and say so."""
+        t = self.tracker
+        c = t.claims.get(cid)
+        if c is None or c.finished:
+            return
+        try:
+            c.units, c.done = work.get("units"), min(1.0, max(0.0, float(work.get("done", 0.0))))
+            if work.get("stops"):
+                c.stops = [(float(f), float(p)) for f, p in work["stops"]]
+        except (TypeError, ValueError):
+            pass
+        t.batches += 1
+        n = c.units or 0
+        t.events.append([round(t.clock() - t.start, 2), cid, round(c.done * n), n])
+        t.finished(cid)
+        done = sum(x.finished for x in t.claims.values())
+        status = t.status()
+        if status:
+            self.say(f"[cos] {done} of {len(t.claims)} claims done · {status}")
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
         cid = props.get(_ID_KEY)
+        if self.is_worker:
+            self._tell_controller(report, cid)
+        elif _PLAN_KEY in props and self.tracker is None:
+            self._workers_plan(props[_PLAN_KEY])
         if cid is not None and report.when == "teardown" and self.tracker is not None:
-            self.tracker.finished(cid)     # skipped, errored or done: whatever it did not spend leaves the plan
+            if not self.is_worker and isinstance(props.get(_WORK_KEY), dict):
+                self._worker_claim_done(cid, props[_WORK_KEY])
+            else:
+                self.tracker.finished(cid)     # skipped, errored or done: what it did not spend leaves the plan
         if self.is_worker or cid is None:
             return
         if _RESULT_KEY in props and report.when == "call" and (report.passed or report.skipped):
@@ -792,6 +869,8 @@ class CosSession:
             prov["eta_s"] = round(self.eta["eta_s"], 1)
             prov["eta_max_s"] = round(self.eta["eta_max_s"], 1)  # every claim to its maximum n
             prov["eta_at_s"] = round(self.eta["at_s"], 1)        # when it was printed, seconds into the run
+            if self.eta.get("workers"):     # xdist: the line's plan was one worker's, priced as one process
+                prov["eta_xdist"] = {"workers": self.eta["workers"], "priced_by": self.eta.get("priced_by")}
             self.claims_end_s = time.time() - self.start
             prov["claims_end_s"] = round(self.claims_end_s, 1)    # the last claim done (the report follows)
             if self.tracker is not None:    # every re-estimate (benchmarks/eta_error.py reads their errors)
@@ -876,7 +955,10 @@ class CosSession:
 
         wall = time.time() - self.start
         tr.write_line(f"[cos] wall time {fmt_s(wall)} ({wall:.1f} s) on {world} process(es)"
-                      + (f"; the ETA printed {self.eta['at_s']:.1f} s in said {fmt_s(self.eta['eta_s'])} "
+                      + (f"; the plan printed {self.eta['at_s']:.1f} s in, priced for one process, said "
+                         f"{fmt_s(self.eta['eta_s'])} ({self.eta['eta_s']:.1f} s); {self.eta['workers']} xdist workers "
+                         f"took {wall - self.eta['at_s']:.1f} s from there" if self.eta and self.eta.get("workers") else
+                         f"; the ETA printed {self.eta['at_s']:.1f} s in said {fmt_s(self.eta['eta_s'])} "
                          f"({self.eta['eta_s']:.1f} s), it took {wall - self.eta['at_s']:.1f} s from there"
                          if self.eta else ""))
         if self.tracker is not None and self.tracker.trace and self.claims_end_s is not None:
@@ -884,7 +966,8 @@ class CosSession:
 
             errs = sorted(abs(e) for _, e, _ in trace_errors(self.tracker.trace, self.claims_end_s, self.eta["at_s"]))
             if errs:
-                tr.write_line(f"[cos] the ETA was re-estimated {len(errs)} times after batches: the end of the "
+                after = "claims done on the xdist workers" if self.eta.get("workers") else "batches"
+                tr.write_line(f"[cos] the ETA was re-estimated {len(errs)} times after {after}: the end of the "
                               f"claims it predicted missed by median {errs[len(errs) // 2]:.0%}, worst {errs[-1]:.0%} "
                               f"of their {self.claims_end_s - self.eta['at_s']:.1f} s from the ETA line (the table "
                               f"and report took {wall - self.claims_end_s:.1f} s more; provenance eta_estimates)")

@@ -328,3 +328,47 @@ def test_plain_rebuilds_a_row_from_builtins():
                    "arr": [0, 1, 2], "set": {4}, "path": "/a/b"}
     assert wire.loads(wire.dumps(out)) == out
     assert type(out["flag"]) is bool and type(out["ci"][1]) is int and type(out["pair"]) is tuple
+
+
+ETA_XDIST = '''
+import time
+import pytest
+from cos.registry import ClaimResult
+
+CLAIMS = ["cos.superposition", "bench.table1", "frames.count", "layers.energy_profile"]
+
+@pytest.mark.claims
+@pytest.mark.parametrize("cid", [pytest.param(c, marks=pytest.mark.claim(c), id=c) for c in CLAIMS])
+def test_claim(cos_claim, cos_settings, cos_run, cid):
+    t = cos_run.tracker        # the worker's estimate (--cos-budget makes the cpu tier plan): two units, both done
+    t.started(cid, 2, [2])
+    for k in (1, 2):
+        time.sleep(0.3)
+        t.progress(cid, k)
+    cos_claim.report(ClaimResult.for_claim(cid, measured=0.5, ci_low=0.1, ci_high=0.9, n=10, status="holds",
+                                           model="toy", seeds=[0]))
+'''
+
+
+def test_the_xdist_controller_shows_an_eta_from_its_workers_plan(pytester):
+    """Under xdist a worker's ETA line never reached the terminal: the controller now takes the first worker's plan
+    (its first claim's setup report) and each claim's progress (its teardown report), says the plan, and
+    re-estimates as claims finish; the provenance keeps the trace."""
+    pytester.makepyfile(test_eta=ETA_XDIST)
+    res = pytester.runpytest_subprocess("-m", "claims", "-p", "no:cacheprovider", "--cos-out", str(pytester.path),
+                                        "--cos-device", "cpu", "--cos-instances", "1", "--cos-budget", "100",
+                                        "-n", "2", "--dist", "loadgroup")
+    res.assert_outcomes(passed=4)
+    out = res.stdout.str()
+    (plan,) = [x for x in out.splitlines() if "priced by xdist worker gw" in x]
+    assert "2 workers share them" in plan
+    done = [x for x in out.splitlines() if " claims done · run: " in x]
+    assert done and "4 of 4 claims done · run: 100%" in done[-1], done
+    prov = json.loads((pytester.path / "claims-status.json").read_text())["provenance"]
+    assert prov["eta_xdist"]["workers"] == "2" and prov["eta_xdist"]["priced_by"] in ("gw0", "gw1")
+    est = prov["eta_estimates"]
+    assert len(est["trace"]) >= 1 and {e[1] for e in est["events"]} == {
+        "cos.superposition", "bench.table1", "frames.count", "layers.energy_profile"}
+    assert all(e[2] == e[3] == 2 for e in est["events"])        # each claim's two units, told by its worker
+    assert all(c["used_fraction"] == 1.0 for c in est["claims"].values())
+    assert "xdist workers took" in out
