@@ -152,6 +152,9 @@ class RunEstimate:
     # out (on the organism's gpu tier its first re-estimate said 837 s for 124 s left; the second 197 s)
     warm: tuple[float, float] | None = None     # (clock, planned seconds done) when the first batch was done
     over_budget: Callable[[float], None] | None = field(default=None, repr=False)   # told elapsed + ETA
+    # told the estimate after every batch and every claim's end (an xdist worker leaves its progress for the
+    # controller: cos.pytest_plugin)
+    listener: Callable[["RunEstimate"], None] | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ the plan's arithmetic
     def _shared(self) -> tuple[float, float]:
@@ -232,6 +235,8 @@ class RunEstimate:
         if self.warm is None and self.work()[0] > 0:     # a batch served from the store warms nothing up
             self.warm = (self.clock(), self.work()[0])
         self._note()
+        if self.listener is not None:
+            self.listener(self)
 
     def finished(self, cid: str, units_done: int | None = None) -> None:
         """The claim ended (at its last look, stopped early, skipped or errored): it needs nothing more."""
@@ -244,6 +249,8 @@ class RunEstimate:
         self._learn()
         if self.batches:
             self._note()
+        if self.listener is not None:
+            self.listener(self)
 
     def _learn(self) -> None:
         """Move the prior stops of the claims not yet started towards where this run's finished sequential claims

@@ -34,6 +34,8 @@ _RECORDS_KEY, _GATE_KEY = "cos_records", "cos_gate"
 # an xdist worker's plan (on its first claim's setup report) and each claim's progress in it (on its teardown
 # report): the controller runs the ETA from them (`CosSession._workers_plan`)
 _PLAN_KEY, _WORK_KEY = "cos_plan", "cos_claim_work"
+# ... and, between reports, every batch's progress in a file of a folder the controller gives each worker
+_PROGRESS_DIR_KEY = "cos_progress_dir"
 
 
 class _Recording:
@@ -571,6 +573,59 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return SharedRunScheduling(config, log)
 
 
+_PROGRESS_DIR = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """The xdist controller, starting a worker in a claims session: a folder (one for the run) where the worker
+    leaves its progress after every batch (`progress_writer_to`), read by the controller's ETA."""
+    config = node.config
+    if not (cos_requested(config) or "claims" in (config.option.markexpr or "")):
+        return
+    if _PROGRESS_DIR not in config.stash:
+        import tempfile
+
+        config.stash[_PROGRESS_DIR] = tempfile.mkdtemp(prefix="cos-xdist-progress-")
+    node.workerinput[_PROGRESS_DIR_KEY] = config.stash[_PROGRESS_DIR]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _PROGRESS_DIR in config.stash and not hasattr(config, "workerinput"):
+        shutil.rmtree(config.stash[_PROGRESS_DIR], ignore_errors=True)
+
+
+def progress_writer_to(path: Path) -> Callable[[Any], None]:
+    """A `RunEstimate.listener` that leaves, per claim started, how far it got ({claim: [done, units, stops]})
+    in `path`, replaced whole (a reader never sees half a file)."""
+    import json
+
+    def write(est: Any) -> None:
+        doc = {k: [c.done, c.units, [list(x) for x in c.stops]] for k, c in est.claims.items() if c.units}
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(plain(doc)))
+            os.replace(tmp, path)
+        except OSError:     # the ETA is advice: a folder gone (the controller ended) costs nothing else
+            pass
+    return write
+
+
+def read_progress(folder: str | Path) -> dict[str, list]:
+    """Every worker's progress file in `folder` merged ({claim: [done, units, stops]}); unreadable ones skipped."""
+    import json
+
+    out: dict[str, list] = {}
+    for f in sorted(Path(folder).glob("*.json")):
+        try:
+            doc = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict):
+            out.update({k: v for k, v in doc.items() if isinstance(v, list) and len(v) == 3})
+    return out
+
+
 class CosSession:
     """Collects claim rows on the controller and writes the table at the end."""
 
@@ -730,6 +785,23 @@ class CosSession:
                  f"worker {doc.get('worker')} as one process would run them: {fmt_s(est.get('eta_s', 0.0))}; "
                  f"{doc.get('workers')} workers share them: the ETA follows from the rate at which claims finish")
 
+    def _workers_progress(self) -> None:
+        """The claims the workers are still running, as far as their last batch got (their progress files): what
+        is in progress counts as work done, where told only at a claim's end the noise sweep (half the gpu tier's
+        plan) counted nothing until its claim ended, and the first re-estimates said 3-4x the time left."""
+        folder = self.config.stash.get(_PROGRESS_DIR, None)
+        if folder is None:
+            return
+        for cid, (done, units, stops) in read_progress(folder).items():
+            c = self.tracker.claims.get(cid)
+            if c is None or c.finished:
+                continue
+            try:
+                c.units, c.done = int(units), max(c.done, min(1.0, float(done)))
+                c.stops = [(float(f), float(p)) for f, p in stops] or c.stops
+            except (TypeError, ValueError):
+                continue
+
     def _worker_claim_done(self, cid: str, work: dict) -> None:
         """On the xdist controller: a worker finished `cid` (its units, how far it got); re-estimate and say so."""
         t = self.tracker
@@ -745,6 +817,7 @@ class CosSession:
         t.batches += 1
         n = c.units or 0
         t.events.append([round(t.clock() - t.start, 2), cid, round(c.done * n), n])
+        self._workers_progress()
         t.finished(cid)
         done = sum(x.finished for x in t.claims.values())
         status = t.status()
@@ -1258,6 +1331,10 @@ def plan_run(session: "CosSession", system, s, planned: list) -> object:
             est["eta_max_s"], est["eta_s"] = est["eta_s"], eta
             session.eta = est
             session.tracker = ctx.tracker = RunEstimate(work, t0=time.time(), start=session.start)
+            progress_dir = getattr(session.config, "workerinput", {}).get(_PROGRESS_DIR_KEY)
+            if progress_dir:    # an xdist worker: its progress after every batch, for the controller's ETA
+                session.tracker.listener = progress_writer_to(
+                    Path(progress_dir) / f"{os.environ.get('PYTEST_XDIST_WORKER', 'worker')}.json")
             if sides > 1:
                 est["sides"] = sides
             if session.budget is not None:

@@ -1,5 +1,7 @@
 """The pytest plugin end to end (pytester, subprocess): toy claims under -n 2, the table, the JSON, gating."""
 import json
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -331,7 +333,10 @@ def test_plain_rebuilds_a_row_from_builtins():
 
 
 ETA_XDIST = '''
+import json
+import os
 import time
+from pathlib import Path
 import pytest
 from cos.registry import ClaimResult
 
@@ -339,12 +344,15 @@ CLAIMS = ["cos.superposition", "bench.table1", "frames.count", "layers.energy_pr
 
 @pytest.mark.claims
 @pytest.mark.parametrize("cid", [pytest.param(c, marks=pytest.mark.claim(c), id=c) for c in CLAIMS])
-def test_claim(cos_claim, cos_settings, cos_run, cid):
+def test_claim(cos_claim, cos_settings, cos_run, cid, request):
     t = cos_run.tracker        # the worker's estimate (--cos-budget makes the cpu tier plan): two units, both done
     t.started(cid, 2, [2])
     for k in (1, 2):
         time.sleep(0.3)
         t.progress(cid, k)
+    # each batch's progress left where the controller reads it
+    mine = Path(request.config.workerinput["cos_progress_dir"]) / (os.environ["PYTEST_XDIST_WORKER"] + ".json")
+    assert json.loads(mine.read_text())[cid][:2] == [1.0, 2]
     cos_claim.report(ClaimResult.for_claim(cid, measured=0.5, ci_low=0.1, ci_high=0.9, n=10, status="holds",
                                            model="toy", seeds=[0]))
 '''
@@ -372,3 +380,35 @@ def test_the_xdist_controller_shows_an_eta_from_its_workers_plan(pytester):
     assert all(e[2] == e[3] == 2 for e in est["events"])        # each claim's two units, told by its worker
     assert all(c["used_fraction"] == 1.0 for c in est["claims"].values())
     assert "xdist workers took" in out
+    assert not list(Path(tempfile.gettempdir()).glob("cos-xdist-progress-*")), "the progress folder was left behind"
+
+
+def test_the_controller_counts_the_workers_claims_in_progress(tmp_path):
+    """What the workers' progress files say (`progress_writer_to`, one per worker; a torn or foreign file is
+    skipped) moves the controller's claims still running, never a finished one, never backwards."""
+    from types import SimpleNamespace
+
+    from cos.eta import ClaimWork, RunEstimate
+    from cos.pytest_plugin import _PROGRESS_DIR, CosSession, progress_writer_to, read_progress
+
+    def plan():
+        return {k: ClaimWork(k, 10.0, {}, [(0.5, 0.5), (1.0, 0.5)]) for k in ("a", "b", "c")}
+
+    w0, w1 = RunEstimate(plan(), t0=0.0, start=0.0), RunEstimate(plan(), t0=0.0, start=0.0)
+    w0.listener, w1.listener = progress_writer_to(tmp_path / "gw0.json"), progress_writer_to(tmp_path / "gw1.json")
+    w0.started("a", 4, [2, 4])
+    w0.progress("a", 3)
+    w1.started("b", 2, [1, 2])
+    w1.progress("b", 1)
+    (tmp_path / "gw2.json").write_text('{"a": [1.0')          # torn: skipped
+    assert read_progress(tmp_path) == {"a": [0.75, 4, [[0.5, 0.5], [1.0, 0.5]]], "b": [0.5, 2, [[0.5, 0.5], [1.0, 0.5]]]}
+    ctl = SimpleNamespace(config=SimpleNamespace(stash={_PROGRESS_DIR: str(tmp_path)}),
+                          tracker=RunEstimate(plan(), t0=0.0, start=0.0))
+    ctl.tracker.claims["b"].finished, ctl.tracker.claims["b"].done = True, 0.25
+    ctl.tracker.claims["a"].done = 0.9                              # told more already: kept
+    CosSession._workers_progress(ctl)
+    a, b, c = (ctl.tracker.claims[k] for k in "abc")
+    assert (a.units, a.done) == (4, 0.9) and (b.done, b.units) == (0.25, None) and (c.done, c.units) == (0.0, None)
+    ctl.tracker.claims["a"].done = 0.0
+    CosSession._workers_progress(ctl)
+    assert ctl.tracker.claims["a"].done == 0.75
