@@ -21,13 +21,17 @@ from cos.eta import trace_errors
 def summary(prov: dict, end_s: float, label: str) -> dict:
     """Errors of the ETA line and of every re-estimate against `end_s` (seconds into the run)."""
     at, eta0 = prov["eta_at_s"], prov["eta_s"]
+    xdist = prov.get("eta_xdist") or {}
+    if eta0 is None and xdist:      # no ETA line under xdist: the plan's one-process price is shown instead
+        eta0 = xdist["one_process_eta_s"]
     trace = prov["eta_estimates"]["trace"]
     errs = trace_errors(trace, end_s, at)
     wall = end_s - at
     first = (at + eta0 - end_s) / wall
     abs_wall = [abs(e) for _, e, _ in errs]
     return {"end": label, "end_s": end_s, "eta_at_s": at, "wall_from_eta_line_s": round(wall, 1),
-            "eta_line_s": eta0, "eta_line_max_s": prov.get("eta_max_s"), "eta_line_error": round(first, 4),
+            "eta_line_s": eta0, "eta_line_max_s": prov.get("eta_max_s") or xdist.get("one_process_eta_max_s"),
+            "eta_line_error": round(first, 4), "eta_line_is": "one process's plan (xdist)" if xdist else "the ETA",
             "re_estimates": len(errs),
             "error_of_wall": {"median_abs": round(statistics.median(abs_wall), 4) if abs_wall else None,
                               "max_abs": round(max(abs_wall), 4) if abs_wall else None,
@@ -57,7 +61,8 @@ def main() -> None:
     for s in out["against"]:
         e = s["error_of_wall"]
         print(f"{a.status} ({out['device_name']}, {out['tier']} tier) against the {s['end']} at {s['end_s']:.1f} s: "
-              f"ETA line at {s['eta_at_s']:.1f} s said {s['eta_line_s']:.1f} s (at most {s['eta_line_max_s']}), "
+              f"{'plan line (xdist, priced for one process)' if 'xdist' in s['eta_line_is'] else 'ETA line'} at "
+              f"{s['eta_at_s']:.1f} s said {s['eta_line_s']:.1f} s (at most {s['eta_line_max_s']}), "
               f"took {s['wall_from_eta_line_s']:.1f} s: {s['eta_line_error']:+.1%}; {s['re_estimates']} re-estimates: "
               f"|error| as a share of that wall time median {e['median_abs']:.1%}, worst {e['max_abs']:.1%}, "
               f"{e['share_within_25pct']:.0%} within 25%")

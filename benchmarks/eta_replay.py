@@ -103,6 +103,9 @@ def main() -> None:
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
     a = ap.parse_args()
     doc = json.loads(Path(a.status).read_text())
+    if doc["provenance"].get("eta_xdist"):
+        raise SystemExit(f"{a.status}: an xdist run (provenance eta_xdist): its events are claims' ends on several "
+                         "workers, not one process's batches; nothing to replay")
     rows = {r["id"]: r for r in doc["claims"]}
     if a.oracle:
         def stops_of(claim, s, system):

@@ -934,7 +934,7 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, step
     final outcome of a swap or a distilled run), a row's mixtures at every step read back and solved together
     ("step_weights", per step: the clean run's per-step readouts) and one frame's from the same read-back
     ("frame_weights", per step), a score, a CKA of two x̂0 token sets. The per-step units are priced per step of
-    a stack of `steps` videos: one lone mixture paid its read-back's small torch calls alone, and priced so the
+    a stack of `steps` videos (at most 8): one lone mixture paid its read-back's small torch calls alone, and priced so the
     clean run's per-step mixtures cost 5.6 ms a step on a 16-core H100 host, 311 s for cos.superposition's,
     which then took ~7 s. Each is called once untimed, then `repeats` times back to back, and the median is
     kept: in a run these calls follow one another, so the thread pools are awake (a lone call after an idle
@@ -947,7 +947,9 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, step
     v = videos(system, x, clamp=False)[0]
     f = inst.num_frames - 1
     tok = x[0].reshape(x.shape[1], -1).T.float()
-    stack = torch.stack([v] * max(1, steps))
+    # at most 8 copies: past the fixed overhead the per-step cost is linear, and a full model's decoded video is
+    # ~0.4 GB (50 copies held 19 GB of host memory to time a unit)
+    stack = torch.stack([v] * min(max(1, steps), 8))
     cells = inst.cells_of(stack)
     s = len(stack)
     out = {}

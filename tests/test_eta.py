@@ -5,6 +5,7 @@ import json
 from dataclasses import replace
 
 import pytest
+import torch
 
 from cos.errors import InputError
 from cos.eta import (ClaimWork, RunEstimate, apply_budget, expected_s, fit_instances, nothing_stored, parse_budget,
@@ -162,7 +163,8 @@ def organism():
     return load_system(DEFAULT_MODEL, device="cpu")
 
 
-TIMING = {"seconds_per_row_forward": 0.01, "readout_seconds": {"decode": 0.001, "weights": 0.002, "score": 0.001},
+TIMING = {"seconds_per_row_forward": 0.01, "readout_seconds": {"decode": 0.001, "weights": 0.002, "score": 0.001,
+                                                           "step_weights": 0.0005, "frame_weights": 0.0005},
           "batch_rows": 63, "cold_seconds_per_row_forward": None}
 
 
@@ -219,6 +221,7 @@ def test_instance_scale_leaves_the_store_keys_of_runs_without_it():
 
 TOY = '''
 import pytest
+import torch
 
 @pytest.mark.claims
 @pytest.mark.claim("layers.energy_profile")
@@ -675,6 +678,7 @@ def test_a_resumed_run_over_its_budget_still_stops_before_any_claim(pytester, or
 # a claim that skips when the plan probes it (pytest.skip: a BaseException), and runs as ever otherwise
 SKIP_AT_PLAN = '''
 import pytest
+import torch
 from cos.registry import get_claim
 
 _claim = get_claim("layers.energy_profile")
@@ -753,3 +757,33 @@ def test_every_readout_unit_a_claim_names_is_timed(organism):
         for c in all_claims():
             named |= set(c.readouts(settings_for(organism, tier), organism))
     assert named and named <= set(units), named - set(units)
+
+
+def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
+    """`_readout_seconds` on a clock that moves 1 s a call: a lone call's unit costs 1 s, a per-step unit 1 s over
+    the stack's steps (at most 8); and the claims that read a row's every step at once name the per-step unit,
+    those that solve one video at a time the lone one."""
+    import itertools
+    import time as _time
+
+    from cos.runner import RunContext, _readout_seconds
+    from cos.settings import settings_for
+
+    s = replace(settings_for(organism, "cpu"), instances=1, tasks=("grounding",))
+    batch = next(RunContext(progress=False).batches(s))
+    x0 = torch.rand(len(batch.seeds), *organism.latent_shape(1, s.num_frames, s.height, s.width)[1:],
+                    generator=torch.Generator().manual_seed(0))
+    tick = itertools.count()
+    monkeypatch.setattr(_time, "perf_counter", lambda: float(next(tick)))
+    for steps, per in ((4, 4), (12, 8), (1, 1)):
+        units = _readout_seconds(organism, batch, x0, steps)
+        assert units["weights"] == units["score"] == units["cka"] == units["decode"] == 1.0
+        assert units["step_weights"] == units["frame_weights"] == 1.0 / per
+    monkeypatch.undo()
+    gpu = settings_for(organism, "gpu")
+    for cid in ("cos.superposition", "cos.not_frames", "selfcorrection.rate"):
+        got = get_claim(cid).readouts(gpu, organism)
+        assert "step_weights" in got and "weights" not in got, cid
+    for cid in ("layers.swap_flip", "distill.four_step"):
+        got = get_claim(cid).readouts(gpu, organism)
+        assert "weights" in got and "step_weights" not in got, cid

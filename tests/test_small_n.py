@@ -26,3 +26,19 @@ def test_swap_flip_with_one_instance_is_inconclusive():
     # two instances are measured (the guard is not a blanket): an estimate with an interval
     row = claim.conclude(_swap_records(2), system, settings, sizing)
     assert row.measured is not None and row.ci_low is not None
+
+
+def test_swap_flip_with_one_instance_samples_nothing():
+    """`--cos-instances 1`: the row is the same inconclusive one, decided before the swap sweep is sampled (on a
+    full model, hours of forwards for a row that cannot be decided)."""
+    claim = get_claim("layers.swap_flip")
+    system = SimpleNamespace(num_layers=12, name="toy", weights_hash="h")
+
+    class NoSampling:
+        def measure_records(self, *a, **k):
+            raise AssertionError("sampled")
+
+    settings = ClaimSettings(tier="cpu", instances=1, instance_cap=1)
+    assert claim.sizing_for(settings).instances == 1
+    row = claim.measure(NoSampling(), system, settings)
+    assert row.status == "inconclusive" and "at least 2" in row.reason

@@ -162,8 +162,14 @@ class SwapFlip(Claim):
         if not mid or not outer:
             raise InputError(f"layers.swap_flip: blocks {blocks} of {system.num_layers} give no middle-depth "
                              f"{MIDDLE_SWAP} or outer block; use a deeper model or stride 1")
+        if sizing.instances < 2:    # undecidable before any sampling (a full model's sweep takes hours)
+            return self._too_few(sizing.instances, system, settings)
         s = replace(settings, tasks=("grounding",), instances=sizing.instances)
         return ctx.measure_records(self, system, s, sizing=sizing, identity=identity)
+
+    def _too_few(self, n: int, system, settings):
+        return self.empty_row("inconclusive", f"{n} grounding instance(s) swapped: the flip rates' interval over "
+                              "instances needs at least 2 (more --cos-instances)", system, settings)
 
     @staticmethod
     def _layout(system, sizing: SwapSizing):
@@ -215,8 +221,7 @@ class SwapFlip(Claim):
             for b in blocks_every:
                 flips_every[b].setdefault(r["instance"], []).append(r["flips_every"][str(b)])
         if len(ceiling) < 2:    # an interval over instances needs two; one is undecidable, not an error
-            return self.empty_row("inconclusive", f"{len(ceiling)} grounding instance(s) swapped: the flip rates' "
-                                  "interval over instances needs at least 2 (more --cos-instances)", system, settings)
+            return self._too_few(len(ceiling), system, settings)
         lev = leverage(ceiling)
         r0 = read_flips(flips, blocks, depth, mid, outer)
         est, peak, peak_est, ids = r0["est"], r0["peak"], r0["peak_est"], r0["ids"]
