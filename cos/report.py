@@ -117,7 +117,10 @@ def claim_sections(run: Path, fig_dir: Path, have_mpl: bool) -> list[Section]:
         claim = _claim(row["id"])
         d = row.get("details") or {}
         s = Section(row, str(d.get("rule") or (claim.rule if claim else "–")), dict(d.get("conditions") or {}))
-        if claim is not None and claim.conditions and not s.conditions and row["status"] not in ("skipped", "error"):
+        # an empty row (measured nothing: too few instances, skipped, error) decided no condition; an old run's
+        # measured row may predate details.conditions
+        if (claim is not None and claim.conditions and not s.conditions and row.get("measured") is not None
+                and row["status"] not in ("skipped", "error")):
             s.notes.append("this row records no status per further condition (a run before details.conditions)")
         if have_mpl and claim is not None and row["status"] not in ("skipped", "error"):
             try:

@@ -42,3 +42,19 @@ def test_swap_flip_with_one_instance_samples_nothing():
     assert claim.sizing_for(settings).instances == 1
     row = claim.measure(NoSampling(), system, settings)
     assert row.status == "inconclusive" and "at least 2" in row.reason
+
+
+def test_an_empty_inconclusive_row_gets_no_old_run_note(tmp_path):
+    """The report's note "a run before details.conditions" is for a measured row without conditions (an old run),
+    not for a row that measured nothing (one instance): that one's reason says why."""
+    import json
+
+    from cos.report import claim_sections
+
+    claim = get_claim("layers.swap_flip")
+    empty = claim._too_few(1, SimpleNamespace(name="toy", weights_hash="h"), ClaimSettings()).to_dict()
+    old = {**empty, "status": "holds", "measured": 0.2, "ci_low": 0.1, "ci_high": 0.3, "n": 8, "reason": ""}
+    for row, noted in ((empty, False), (old, True)):
+        (tmp_path / "claims-status.json").write_text(json.dumps({"claims": [row]}))
+        (s,) = claim_sections(tmp_path, tmp_path / "fig", have_mpl=False)
+        assert any("a run before details.conditions" in n for n in s.notes) == noted, s.notes
