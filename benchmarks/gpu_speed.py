@@ -145,6 +145,7 @@ def tier_once(phase: str, run_dir: Path, out: Path, timeout: int, root: Path = R
            # the GPU was idle while the processes imported: the sampled busy seconds over the time inside pytest
            "nvml_busy_fraction": round(busy_s / inside, 3) if inside and busy_s is not None else None,
            "eta_s": prov.get("eta_s"), "eta_at_s": prov.get("eta_at_s"), "claims_end_s": prov.get("claims_end_s"),
+           "eta_xdist": prov.get("eta_xdist"),     # xdist: no ETA line; the plan's one-process price
            "rank_phases_s": prov.get("rank_phases_s"),
            "device_name": prov.get("device_name"), "git_commit": prov.get("git_commit"), "per_claim": per_claim,
            "summary_line": (p.stdout.strip().splitlines() or [""])[-1]}

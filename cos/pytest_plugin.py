@@ -214,6 +214,25 @@ def cos_requested(config: pytest.Config) -> bool:
     return any(getattr(config.option, dest, default) != default for dest, default in _DEFAULTS.items())
 
 
+def selects_claims(config: pytest.Config) -> bool:
+    """Whether the session is a claims session before anything is collected (the xdist controller never collects):
+    a --cos-* option given, or `-m` selecting a claim test (marked `claims`, with the markers a tier adds), as
+    pytest evaluates it: `-m "claims and gpu"` does, the suite's own default `-m "not claims and ..."` does not."""
+    if cos_requested(config):
+        return True
+    expr = config.option.markexpr or ""
+    if "claims" not in expr:
+        return False
+    try:
+        from _pytest.mark.expression import Expression      # pytest's own evaluator of -m (no public API)
+
+        e = Expression.compile(expr)
+        return any(e.evaluate(lambda name, **kw: name in marks)
+                   for marks in ({"claims", "claim"}, {"claims", "claim", "gpu"}, {"claims", "claim", "gpu", "full_model"}))
+    except Exception:  # noqa: BLE001 - another pytest's internals, or an expression pytest itself will refuse
+        return "not claims" not in expr
+
+
 def cos_session(config: pytest.Config) -> "CosSession | None":
     """The session's `CosSession`, or None while no claim was collected and no --cos-* option given."""
     return config.stash.get(_SESSION, None)
@@ -557,7 +576,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     exactly a claim id) does. Only in a claims session (a --cos-* option given, or `-m` naming claims): elsewhere
     the plugin stays inert, and other tests' `xdist_group` marks are left to xdist (which does not group them
     under pytest >= 9.2 either)."""
-    if config.getvalue("dist") != "loadgroup" or not (cos_requested(config) or "claims" in (config.option.markexpr or "")):
+    if config.getvalue("dist") != "loadgroup" or not selects_claims(config):
         return None
     from xdist.scheduler import LoadGroupScheduling
 
@@ -581,7 +600,7 @@ def pytest_configure_node(node: Any) -> None:
     """The xdist controller, starting a worker in a claims session: a folder (one for the run) where the worker
     leaves its progress after every batch (`progress_writer_to`), read by the controller's ETA."""
     config = node.config
-    if not (cos_requested(config) or "claims" in (config.option.markexpr or "")):
+    if not selects_claims(config):
         return
     if _PROGRESS_DIR not in config.stash:
         import tempfile
@@ -596,23 +615,24 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def progress_writer_to(path: Path) -> Callable[[Any], None]:
-    """A `RunEstimate.listener` that leaves, per claim started, how far it got ({claim: [done, units, stops]})
-    in `path`, replaced whole (a reader never sees half a file)."""
+    """A `RunEstimate.listener` that leaves, per claim started, how far it got ({claim: [done, units, stops,
+    finished]}) in `path`, replaced whole (a reader never sees half a file)."""
     import json
 
     def write(est: Any) -> None:
-        doc = {k: [c.done, c.units, [list(x) for x in c.stops]] for k, c in est.claims.items() if c.units}
+        doc = {k: [c.done, c.units, [list(x) for x in c.stops], c.finished] for k, c in est.claims.items() if c.units}
         tmp = path.with_suffix(".tmp")
         try:
             tmp.write_text(json.dumps(plain(doc)))
             os.replace(tmp, path)
-        except OSError:     # the ETA is advice: a folder gone (the controller ended) costs nothing else
+        except Exception:  # noqa: BLE001 - the ETA is advice (a folder gone when the controller ended): never the run's end
             pass
     return write
 
 
 def read_progress(folder: str | Path) -> dict[str, list]:
-    """Every worker's progress file in `folder` merged ({claim: [done, units, stops]}); unreadable ones skipped."""
+    """Every worker's progress file in `folder` merged ({claim: [done, units, stops, finished]}); unreadable ones
+    and entries of another shape skipped."""
     import json
 
     out: dict[str, list] = {}
@@ -622,7 +642,7 @@ def read_progress(folder: str | Path) -> dict[str, list]:
         except (OSError, ValueError):
             continue
         if isinstance(doc, dict):
-            out.update({k: v for k, v in doc.items() if isinstance(v, list) and len(v) == 3})
+            out.update({k: v for k, v in doc.items() if isinstance(v, list) and len(v) == 4})
     return out
 
 
@@ -747,18 +767,21 @@ class CosSession:
     # setup report, and every claim's progress (the share of its units done, where a sequential claim stopped) on
     # its teardown report; the controller follows the run with one `RunEstimate` of the plan told by every worker.
     # Its rate is the wall time over the planned seconds the workers have finished together, so how far the workers
-    # overlap on the machine (two sharing one H100: 1.3-1.4x, not 2x) is measured, not assumed. Told per claim, not
-    # per batch (a worker's reports reach the controller at a test's phases): work in progress on the other
-    # workers counts only once its claim is done, so each re-estimate leans towards the long side.
+    # overlap on the machine (two sharing one H100: 1.3-1.4x, not 2x) is measured, not assumed. A worker's reports
+    # reach the controller only at a test's phases, so between them each worker leaves its progress after every
+    # batch in a file (`progress_writer_to`), read when a claim ends (`_workers_progress`).
     def _advisory(self, fn: Callable[..., None], *args: Any) -> None:
-        """The xdist ETA's steps: a failure in one is said once and the run goes on (the ETA is advice; an exception
-        in a report hook would end the session)."""
+        """The ETA's steps in the report hook: after a failure in one the ETA stops, said once, and the run goes on
+        (the ETA is advice; an exception in a report hook would end the session)."""
+        if self._eta_failed:
+            return
         try:
             fn(*args)
+        except pytest.exit.Exception:
+            raise
         except Exception as e:  # noqa: BLE001
-            if not self._eta_failed:
-                self._eta_failed = True
-                self.say(f"[cos] note: the ETA across xdist workers stopped ({type(e).__name__}: {e}); the run goes on")
+            self._eta_failed = True
+            self.say(f"[cos] note: the ETA stopped ({type(e).__name__}: {e}); the run goes on")
 
     def _tell_controller(self, report: pytest.TestReport, cid: str | None) -> None:
         """On an xdist worker, before its report goes to the controller: the plan (once) and the claim's progress."""
@@ -805,15 +828,20 @@ class CosSession:
         folder = self.config.stash.get(_PROGRESS_DIR, None)
         if folder is None:
             return
-        for cid, (done, units, stops) in read_progress(folder).items():
+        for cid, (done, units, stops, finished) in read_progress(folder).items():
             c = self.tracker.claims.get(cid)
             if c is None or c.finished:
                 continue
             try:
-                c.units, c.done = int(units), max(c.done, min(1.0, float(done)))
-                c.stops = [(float(f), float(p)) for f, p in stops] or c.stops
+                units, stops = int(units), [(float(f), float(p)) for f, p in stops]
+                done = max(c.done, min(1.0, float(done)))
             except (TypeError, ValueError):
                 continue
+            if c.stored and len(c.stored) != units:     # as `RunEstimate.started`: not the plan's units
+                c.stored, c.shared_stored = (), {}
+            c.units, c.done, c.stops = units, done, stops or c.stops
+            if finished:    # ended on its worker, its report not here yet: it needs nothing more
+                c.stops = [(done, 1.0)]
 
     def _worker_claim_done(self, cid: str, work: dict) -> None:
         """On the xdist controller: a worker finished `cid` (its units, how far it got); re-estimate and say so."""
@@ -847,8 +875,8 @@ class CosSession:
         if cid is not None and report.when == "teardown" and self.tracker is not None:
             if not self.is_worker and isinstance(props.get(_WORK_KEY), dict):
                 self._advisory(self._worker_claim_done, cid, props[_WORK_KEY])
-            else:
-                self.tracker.finished(cid)     # skipped, errored or done: what it did not spend leaves the plan
+            else:     # skipped, errored or done: what it did not spend leaves the plan
+                self._advisory(self.tracker.finished, cid)
         if self.is_worker or cid is None:
             return
         if _RESULT_KEY in props and report.when == "call" and (report.passed or report.skipped):

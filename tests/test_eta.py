@@ -773,12 +773,17 @@ def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     batch = next(RunContext(progress=False).batches(s))
     x0 = torch.rand(len(batch.seeds), *organism.latent_shape(1, s.num_frames, s.height, s.width)[1:],
                     generator=torch.Generator().manual_seed(0))
+    inst, seen = batch.instances[0], []
+    cells_of = inst.cells_of
+    monkeypatch.setattr(inst, "cells_of", lambda v: (seen.append(len(v)), cells_of(v))[1])
     tick = itertools.count()
     monkeypatch.setattr(_time, "perf_counter", lambda: float(next(tick)))
     for steps, per in ((4, 4), (12, 8), (1, 1)):
         units = _readout_seconds(organism, batch, x0, steps)
         assert units["weights"] == units["score"] == units["cka"] == units["decode"] == 1.0
         assert units["step_weights"] == units["frame_weights"] == 1.0 / per
+        assert max(seen) == per         # the stack holds at most 8 videos (a full model's are ~0.4 GB each)
+        seen.clear()
     monkeypatch.undo()
     gpu = settings_for(organism, "gpu")
     for cid in ("cos.superposition", "cos.not_frames", "selfcorrection.rate"):

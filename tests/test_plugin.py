@@ -1,6 +1,5 @@
 """The pytest plugin end to end (pytester, subprocess): toy claims under -n 2, the table, the JSON, gating."""
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -356,7 +355,9 @@ def test_claim(cos_claim, cos_settings, cos_run, cid, request):
             t.finished(cid, 1)
             break
     # each batch's progress left where the controller reads it
-    mine = Path(request.config.workerinput["cos_progress_dir"]) / (os.environ["PYTEST_XDIST_WORKER"] + ".json")
+    folder = request.config.workerinput["cos_progress_dir"]
+    (request.config.rootpath / "progress_dir.txt").write_text(folder)
+    mine = Path(folder) / (os.environ["PYTEST_XDIST_WORKER"] + ".json")
     assert json.loads(mine.read_text())[cid][:2] == ([0.5, 2] if cid == "frames.count" else [1.0, 2])
     cos_claim.report(ClaimResult.for_claim(cid, measured=0.5, ci_low=0.1, ci_high=0.9, n=10, status="holds",
                                            model="toy", seeds=[0]))
@@ -391,7 +392,8 @@ def test_the_xdist_controller_shows_an_eta_from_its_workers_plan(pytester):
     assert "cos_plan" not in (pytester.path / "j.xml").read_text()      # junit gets neither payload
     assert "cos_claim_work" not in (pytester.path / "j.xml").read_text()
     assert "xdist workers took" in out
-    assert not list(Path(tempfile.gettempdir()).glob("cos-xdist-progress-*")), "the progress folder was left behind"
+    folder = Path((pytester.path / "progress_dir.txt").read_text())
+    assert folder.name.startswith("cos-xdist-progress-") and not folder.exists(), "the progress folder was left behind"
 
 
 def test_the_controller_counts_the_workers_claims_in_progress(tmp_path):
@@ -412,8 +414,10 @@ def test_the_controller_counts_the_workers_claims_in_progress(tmp_path):
     w1.started("b", 2, [1, 2])
     w1.progress("b", 1)
     (tmp_path / "gw2.json").write_text('{"a": [1.0')          # torn: skipped
+    (tmp_path / "gw3.json").write_text('[1, 2]')              # not a worker's file: skipped
+    (tmp_path / "gw4.json").write_text('{"c": [1.0, 2], "d": 3}')     # entries of another shape: skipped
     looks = [[0.5, 0.5], [1.0, 0.5]]
-    assert read_progress(tmp_path) == {"a": [0.75, 4, looks], "b": [0.5, 2, looks]}
+    assert read_progress(tmp_path) == {"a": [0.75, 4, looks, False], "b": [0.5, 2, looks, False]}
     ctl = SimpleNamespace(config=SimpleNamespace(stash={_PROGRESS_DIR: str(tmp_path)}),
                           tracker=RunEstimate(plan(), t0=0.0, start=0.0))
     ctl.tracker.claims["b"].finished, ctl.tracker.claims["b"].done = True, 0.25
@@ -424,3 +428,59 @@ def test_the_controller_counts_the_workers_claims_in_progress(tmp_path):
     ctl.tracker.claims["a"].done = 0.0
     CosSession._workers_progress(ctl)
     assert ctl.tracker.claims["a"].done == 0.75
+
+
+def test_a_claim_ending_reads_the_other_workers_progress(tmp_path):
+    """The wiring: when a claim's end reaches the controller (`_worker_claim_done`), the claims still running on
+    other workers count as far as their progress files say; one a worker finished (its report not in yet) is
+    expected to need nothing more; a done fraction is clamped to 1."""
+    from types import SimpleNamespace
+
+    from cos.eta import ClaimWork, RunEstimate
+    from cos.pytest_plugin import _PROGRESS_DIR, CosSession
+
+    plan = {k: ClaimWork(k, 10.0, {}, [(0.5, 0.5), (1.0, 0.5)]) for k in ("a", "b", "c")}
+    said: list[str] = []
+    ctl = SimpleNamespace(config=SimpleNamespace(stash={_PROGRESS_DIR: str(tmp_path)}), say=said.append,
+                          tracker=RunEstimate(plan, t0=0.0, start=0.0))
+    ctl.tracker.warm = (0.0, 0.0)
+    ctl._workers_progress = lambda: CosSession._workers_progress(ctl)
+    (tmp_path / "gw1.json").write_text(json.dumps({"b": [0.5, 2, [[0.5, 0.5], [1.0, 0.5]], False],
+                                                   "c": [3.0, 4, [[0.5, 0.5], [1.0, 0.5]], True]}))
+    CosSession._worker_claim_done(ctl, "a", {"done": 1.0, "units": 2, "stops": [[0.5, 0.5], [1.0, 0.5]]})
+    a, b, c = (ctl.tracker.claims[k] for k in "abc")
+    assert a.finished and (b.done, b.units) == (0.5, 2) and not b.finished
+    assert (c.done, c.units, c.stops) == (1.0, 4, [(1.0, 1.0)])
+    assert said and said[-1].startswith("[cos] 1 of 3 claims done")
+
+
+def test_a_failing_eta_step_is_said_once_and_the_run_goes_on():
+    from types import SimpleNamespace
+
+    from cos.pytest_plugin import CosSession
+
+    said: list[str] = []
+    calls: list[int] = []
+    s = SimpleNamespace(_eta_failed=False, say=said.append)
+
+    def boom(k):
+        calls.append(k)
+        raise KeyError("x")
+
+    CosSession._advisory(s, boom, 1)
+    CosSession._advisory(s, boom, 2)       # stopped: not called again
+    assert calls == [1] and len(said) == 1 and "the ETA stopped (KeyError" in said[0]
+    with pytest.raises(pytest.exit.Exception):
+        CosSession._advisory(SimpleNamespace(_eta_failed=False, say=said.append), pytest.exit, "bye")
+
+
+@pytest.mark.parametrize("expr, claims", [("claims", True), ("claims and gpu", True), ("claims and full_model", True),
+                                          ("not claims", False), ("not claims and not gpu and not full_model", False),
+                                          ("gpu", False), ("", False), ("claims or slow", True)])
+def test_selects_claims_evaluates_the_mark_expression(expr, claims):
+    from types import SimpleNamespace
+
+    from cos.pytest_plugin import _DEFAULTS, selects_claims
+
+    config = SimpleNamespace(option=SimpleNamespace(markexpr=expr, **{d: v for d, v in _DEFAULTS.items()}))
+    assert selects_claims(config) == claims

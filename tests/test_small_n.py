@@ -42,6 +42,15 @@ def test_swap_flip_with_one_instance_samples_nothing():
     assert claim.sizing_for(settings).instances == 1
     row = claim.measure(NoSampling(), system, settings)
     assert row.status == "inconclusive" and "at least 2" in row.reason
+    # and the plan prices nothing for it; two instances are sampled
+    assert claim.cost(settings, system) == 0 and claim.readouts(settings, system) == {}
+
+    class Sampling:
+        def measure_records(self, claim, system, s, **kw):
+            return ("sampled", s.instances)
+
+    two = ClaimSettings(tier="cpu", instances=2, instance_cap=2)
+    assert claim.measure(Sampling(), system, two) == ("sampled", 2) and claim.cost(two, system) > 0
 
 
 def test_an_empty_inconclusive_row_gets_no_old_run_note(tmp_path):

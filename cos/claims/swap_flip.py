@@ -320,6 +320,8 @@ class SwapFlip(Claim):
 
     def cost(self, settings, system) -> int:
         sz = self.sizing_for(settings)
+        if sz.instances < 2:    # decided inconclusive before sampling (`measure`)
+            return 0
         swept, every = self._swept(sz, system.num_layers)
         # the alternative's run (to the end for the every-step reading), the base, the ceiling, the swaps
         runs = (2 + swept + every) * settings.steps + (settings.steps if sz.every_step else 1)
@@ -336,6 +338,8 @@ class SwapFlip(Claim):
 
     def readouts(self, settings, system) -> dict[str, int]:
         sz = self.sizing_for(settings)
+        if sz.instances < 2:
+            return {}
         swept, every = self._swept(sz, system.num_layers)
         n = sz.instances * len(settings.seeds) * (2 + swept + every)
         return {"decode": n, "weights": n}
