@@ -213,9 +213,7 @@ class RunEstimate:
         c = self._claim(cid)
         if c is None or units <= 0:
             return
-        if c.stored and len(c.stored) != units:     # not the plan's units: what is stored is not known unit by unit
-            c.stored, c.shared_stored = (), {}
-        c.units = units
+        self._set_units(c, units)
         self.events.append([round(self.clock() - self.start, 2), cid, 0, units])
         actual = sorted({p / units for p in points} | {1.0})
         moved: dict[float, float] = {}
@@ -223,6 +221,42 @@ class RunEstimate:
             at = min((a for a in actual if a >= f - 1e-9), default=1.0)
             moved[at] = moved.get(at, 0.0) + p
         c.stops = sorted(moved.items())
+
+    @staticmethod
+    def _set_units(c: ClaimWork, units: int) -> None:
+        if c.stored and len(c.stored) != units:     # not the plan's units: what is stored is not known unit by unit
+            c.stored, c.shared_stored = (), {}
+        c.units = units
+
+    def told(self, cid: str, done: float, units: int | None, stops: Sequence[Sequence[float]] = (),
+             finished: bool = False) -> None:
+        """Another process's word on `cid` (an xdist worker's, cos.pytest_plugin): its units (as `started`), how
+        far it got (never backwards), its looks; `finished` there, it needs nothing more here either (the claim
+        itself is marked finished by `finished`, once its end is reported)."""
+        c = self._claim(cid)
+        if c is None or c.finished:
+            return
+        # every value read before any is kept: a word of another shape raises and leaves the claim as it was
+        units, done = int(units) if units else None, min(1.0, max(0.0, float(done)))
+        stops = [(float(f), float(p)) for f, p in stops]
+        if units:
+            self._set_units(c, units)
+        c.done = max(c.done, done)
+        if stops:
+            c.stops = stops
+        if finished:
+            c.stops = [(c.done, 1.0)]
+
+    def ended(self, cid: str, done: float, units: int | None, stops: Sequence[Sequence[float]] = ()) -> None:
+        """Another process finished `cid` at `done` of its `units` (`told`): an event, then `finished`."""
+        c = self._claim(cid)
+        if c is None or c.finished:
+            return
+        self.told(cid, done, units, stops)
+        n = c.units or 0
+        self.batches += 1
+        self.events.append([round(self.clock() - self.start, 2), cid, round(c.done * n), n])
+        self.finished(cid)
 
     def progress(self, cid: str, units_done: int) -> None:
         """A batch (unit) of `cid` is done: `units_done` of its units are; re-estimate."""

@@ -228,7 +228,8 @@ def selects_claims(config: pytest.Config) -> bool:
 
         e = Expression.compile(expr)
         return any(e.evaluate(lambda name, **kw: name in marks)
-                   for marks in ({"claims", "claim"}, {"claims", "claim", "gpu"}, {"claims", "claim", "gpu", "full_model"}))
+                   for marks in ({"claims", "claim"}, {"claims", "claim", "gpu"},
+                                 {"claims", "claim", "gpu", "full_model"}))
     except Exception:  # noqa: BLE001 - another pytest's internals, or an expression pytest itself will refuse
         return "not claims" not in expr
 
@@ -829,19 +830,10 @@ class CosSession:
         if folder is None:
             return
         for cid, (done, units, stops, finished) in read_progress(folder).items():
-            c = self.tracker.claims.get(cid)
-            if c is None or c.finished:
-                continue
             try:
-                units, stops = int(units), [(float(f), float(p)) for f, p in stops]
-                done = max(c.done, min(1.0, float(done)))
-            except (TypeError, ValueError):
+                self.tracker.told(cid, done, units, stops, bool(finished))
+            except (TypeError, ValueError):     # a file of another shape: its claim as it was
                 continue
-            if c.stored and len(c.stored) != units:     # as `RunEstimate.started`: not the plan's units
-                c.stored, c.shared_stored = (), {}
-            c.units, c.done, c.stops = units, done, stops or c.stops
-            if finished:    # ended on its worker, its report not here yet: it needs nothing more
-                c.stops = [(done, 1.0)]
 
     def _worker_claim_done(self, cid: str, work: dict) -> None:
         """On the xdist controller: a worker finished `cid` (its units, how far it got); re-estimate and say so."""
@@ -849,17 +841,11 @@ class CosSession:
         c = t.claims.get(cid)
         if c is None or c.finished:
             return
+        self._workers_progress()    # the claims still running elsewhere, as far as their last batch got
         try:
-            c.units, c.done = work.get("units"), min(1.0, max(0.0, float(work.get("done", 0.0))))
-            if work.get("stops"):
-                c.stops = [(float(f), float(p)) for f, p in work["stops"]]
-        except (TypeError, ValueError):
-            pass
-        t.batches += 1
-        n = c.units or 0
-        t.events.append([round(t.clock() - t.start, 2), cid, round(c.done * n), n])
-        self._workers_progress()
-        t.finished(cid)
+            t.ended(cid, work.get("done", 0.0), work.get("units"), work.get("stops") or ())
+        except (TypeError, ValueError):     # a payload of another shape: the claim ends, told nothing more
+            t.finished(cid)
         done = sum(x.finished for x in t.claims.values())
         status = t.status()
         if status:

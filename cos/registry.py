@@ -212,8 +212,9 @@ class Claim:
         """Host-side work of `measure` beyond the forwards, for the ETA: "decode" (one row's video decoded),
         "weights" (one video's NNLS candidate mixture, read back on its own), "step_weights" (one step's mixture
         where a row's every step is read back and solved together; "frame_weights" of one frame so), "score" (one
-        video scored), "cka" (one x̂0 comparison): `cos.runner._readout_seconds` times each as it is computed. Divided over the ranks of a data-parallel run, as the batches are (each reads out
-        the batches it sampled in `measure_batch`: cos.runner.RunContext.measure_records)."""
+        video scored), "cka" (one x̂0 comparison): `cos.runner._readout_seconds` times each as it is computed.
+        Divided over the ranks of a data-parallel run, as the batches are (each reads out the batches it sampled
+        in `measure_batch`: cos.runner.RunContext.measure_records)."""
         return {}
 
     # ---------------------------------------------------------------- building the row

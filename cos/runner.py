@@ -934,9 +934,9 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, step
     final outcome of a swap or a distilled run), a row's mixtures at every step read back and solved together
     ("step_weights", per step: the clean run's per-step readouts) and one frame's from the same read-back
     ("frame_weights", per step), a score, a CKA of two x̂0 token sets. The per-step units are priced per step of
-    a stack of `steps` videos (at most 8): one lone mixture paid its read-back's small torch calls alone, and priced so the
-    clean run's per-step mixtures cost 5.6 ms a step on a 16-core H100 host, 311 s for cos.superposition's,
-    which then took ~7 s. Each is called once untimed, then `repeats` times back to back, and the median is
+    a stack of `steps` videos (at most 8): one lone mixture paid its read-back's small torch calls alone, and
+    priced so the clean run's per-step mixtures cost 5.6 ms a step on a 16-core H100 host, 311 s for
+    cos.superposition's, which then took ~7 s. Each is called once untimed, then `repeats` times back to back, and the median is
     kept: in a run these calls follow one another, so the thread pools are awake (a lone call after an idle
     pause paid their wake-up, ten times the call itself on a 64-core host)."""
     import statistics
@@ -953,7 +953,8 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, step
     cells = inst.cells_of(stack)
     s = len(stack)
     out = {}
-    for name, fn, units in (("decode", lambda: videos(system, x), 1), ("weights", lambda: inst.candidate_weights(v), 1),
+    for name, fn, units in (("decode", lambda: videos(system, x), 1),
+                            ("weights", lambda: inst.candidate_weights(v), 1),
                             ("step_weights", lambda: inst.cell_weights_of(inst.cells_of(stack)), s),
                             ("frame_weights", lambda: inst.cell_weights_of(cells, [f]), s),
                             ("score", lambda: inst.score(v), 1), ("cka", lambda: cka(tok, tok + 1e-3), 1)):

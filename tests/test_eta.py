@@ -792,3 +792,28 @@ def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     for cid in ("layers.swap_flip", "distill.four_step"):
         got = get_claim(cid).readouts(gpu, organism)
         assert "weights" in got and "step_weights" not in got, cid
+
+
+def test_another_process_tells_the_estimate_its_progress():
+    """`told`/`ended` (an xdist worker's word, read by the controller): units as `started` takes them (a stored
+    share of other units is dropped), how far it got never backwards, a finished claim needs nothing more, a word
+    of another shape leaves the claim as it was; `ended` records the event and finishes the claim."""
+    clock = Clock()
+    est = estimate(clock, THIRDS)
+    a = est.claims["a"]
+    a.stored = (1.0, 0.0, 0.0)
+    est.told("a", 0.5, 4, [[0.5, 0.5], [1.0, 0.5]])
+    assert (a.units, a.done, a.stored, a.stops) == (4, 0.5, (), [(0.5, 0.5), (1.0, 0.5)])
+    est.told("a", 0.25, 4)
+    assert a.done == 0.5                                    # never backwards
+    for bad in (("half", 8, [[1.0, 1.0]]), (0.9, 8, [["last", 1.0]])):
+        with pytest.raises(ValueError):
+            est.told("a", *bad)
+    assert (a.units, a.done, a.stops) == (4, 0.5, [(0.5, 0.5), (1.0, 0.5)])     # as it was
+    est.told("a", 0.75, 4, finished=True)
+    assert a.stops == [(0.75, 1.0)] and not a.finished
+    clock.t += 2
+    est.ended("a", 0.75, 4)
+    assert a.finished and est.events[-1] == [7.0, "a", 3, 4]
+    est.told("a", 1.0, 4)
+    assert a.done == 0.75                                   # finished: told nothing more
