@@ -27,6 +27,16 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> floa
     return LinearCKA(x, debiased)(y)
 
 
+def patch_tokens(x0: torch.Tensor, patch: int = 2) -> torch.Tensor:
+    """x̂0 (..., C, F, H, W) as (..., tokens, C·p·p) patches, the rows noise.information_flow's CKA compares (and
+    the ETA's "cka" unit times): each sample of a stack gives the patches it gives alone."""
+    *lead, c, f, h, w = x0.shape
+    n = len(lead)
+    t = x0.reshape(*lead, c, f, h // patch, patch, w // patch, patch)
+    t = t.permute(*range(n), n + 1, n + 2, n + 4, n, n + 3, n + 5)
+    return t.reshape(*lead, f * (h // patch) * (w // patch), c * patch * patch)
+
+
 class LinearCKA:
     """`linear_cka(x, ·)` against one fixed representation `x`, prepared once (its float64 copy, centring and
     HSIC): `LinearCKA(x)(y)` is `linear_cka(x, y)` to the bit, cheaper when x is compared with many y."""

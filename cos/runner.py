@@ -930,34 +930,43 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, step
                      repeats: int = 5) -> dict[str, float]:
     """Seconds per host-side readout unit, on the batch's step-0 x̂0 (what the claims read: a mixture of the
     candidates; NNLS on a noisy state instead took 20x longer than on the x̂0 the claims fit), each timed the way
-    the claims compute it: decoding a row, an NNLS mixture of one video read back on its own ("weights": the
-    final outcome of a swap or a distilled run), a row's mixtures at every step read back and solved together
-    ("step_weights", per step: the clean run's per-step readouts) and one frame's from the same read-back
-    ("frame_weights", per step), a score, a CKA of two x̂0 token sets. The per-step units are priced per step of
-    a stack of `steps` videos (at most 8): one lone mixture paid its read-back's small torch calls alone, and
-    priced so the clean run's per-step mixtures cost 5.6 ms a step on a 16-core H100 host, 311 s for
-    cos.superposition's, which then took ~7 s. Each is called once untimed, then `repeats` times back to back, and the median is
-    kept: in a run these calls follow one another, so the thread pools are awake (a lone call after an idle
-    pause paid their wake-up, ten times the call itself on a 64-core host)."""
+    the claims compute it: "decode", a row of a batch decoded at once (`final_scores` decodes a run's rows
+    together); "weights", an NNLS mixture of one video read back on its own (the final outcome of a swap or a
+    distilled run); "step_weights", a row's mixtures at every step read back and solved together (per step: the
+    clean run's per-step readouts) and "frame_weights", one frame's from the same read-back (per step); "score",
+    one video scored alone (`final_scores`); "branch_score", one of a row's runs read back and scored with the
+    row's others at once (`final_scores_of`: a sweep's branches); "cka", one of a row's branches compared with
+    its clean run, prepared once, in one batched product (`LinearCKA.many` on x̂0 patch tokens:
+    noise.information_flow). A stacked unit is priced per member of a stack of at most 8 (`steps` for the
+    per-step ones, the batch's rows for "decode"): one lone call paid its small torch calls alone, and priced so
+    (5.6 ms a mixture on a 16-core H100 host) cos.superposition's per-step mixtures came to 311 s for a claim that
+    took ~7 s; a lone CKA of all voxels, ~4x what information_flow paid a comparison, priced its readouts at
+    14.6-18.8 s for 4-8 s taken (benchmarks/results/gpu/eta-h100/). Each is called once untimed, then `repeats`
+    times back to back, and the median is kept: in a run these calls follow one another, so the thread pools are
+    awake (a lone call after an idle pause paid their wake-up, ten times the call itself on a 64-core host)."""
     import statistics
 
-    from cos.metrics import cka_dissimilarity as cka
+    from cos.metrics import LinearCKA, patch_tokens
 
     inst, x = batch.instances[0], x0[:1]
     v = videos(system, x, clamp=False)[0]
     f = inst.num_frames - 1
-    tok = x[0].reshape(x.shape[1], -1).T.float()
-    # at most 8 copies: past the fixed overhead the per-step cost is linear, and a full model's decoded video is
+    # at most 8: past the fixed overhead the per-member cost is linear, and a full model's decoded video is
     # ~0.4 GB (50 copies held 19 GB of host memory to time a unit)
-    stack = torch.stack([v] * min(max(1, steps), 8))
+    k = min(max(1, steps), 8)
+    rows = x0[:8]
+    stack = torch.stack([v] * k)
     cells = inst.cells_of(stack)
-    s = len(stack)
+    branches = torch.stack([x0[0]] * 8)
     out = {}
-    for name, fn, units in (("decode", lambda: videos(system, x), 1),
+    for name, fn, units in (("decode", lambda: videos(system, rows), len(rows)),
                             ("weights", lambda: inst.candidate_weights(v), 1),
-                            ("step_weights", lambda: inst.cell_weights_of(inst.cells_of(stack)), s),
-                            ("frame_weights", lambda: inst.cell_weights_of(cells, [f]), s),
-                            ("score", lambda: inst.score(v), 1), ("cka", lambda: cka(tok, tok + 1e-3), 1)):
+                            ("step_weights", lambda: inst.cell_weights_of(inst.cells_of(stack)), k),
+                            ("frame_weights", lambda: inst.cell_weights_of(cells, [f]), k),
+                            ("score", lambda: inst.score(v), 1),
+                            ("branch_score", lambda: inst.cell_scores(torch.stack([inst.cells(v) for _ in range(8)])),
+                             8),
+                            ("cka", lambda: LinearCKA(patch_tokens(x0[0])).many(patch_tokens(branches)), 8)):
         fn()
         times = []
         for _ in range(repeats):

@@ -761,8 +761,10 @@ def test_every_readout_unit_a_claim_names_is_timed(organism):
 
 def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     """`_readout_seconds` on a clock that moves 1 s a call: a lone call's unit costs 1 s, a per-step unit 1 s over
-    the stack's steps (at most 8); and the claims that read a row's every step at once name the per-step unit,
-    those that solve one video at a time the lone one."""
+    the stack's steps (at most 8), a decode 1 s over the batch's rows decoded at once (at most 8), a branch's score
+    and a CKA 1 s over the 8 branches taken at once; and each claim names the unit it computes: those that read a
+    row's every step at once the per-step one, those that solve one video at a time the lone one, a sweep's
+    branches scored together "branch_score", information_flow's batched comparisons "cka"."""
     import itertools
     import time as _time
 
@@ -771,19 +773,25 @@ def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
 
     s = replace(settings_for(organism, "cpu"), instances=1, tasks=("grounding",))
     batch = next(RunContext(progress=False).batches(s))
-    x0 = torch.rand(len(batch.seeds), *organism.latent_shape(1, s.num_frames, s.height, s.width)[1:],
-                    generator=torch.Generator().manual_seed(0))
+    shape = organism.latent_shape(1, s.num_frames, s.height, s.width)[1:]
+    x0 = torch.rand(10, *shape, generator=torch.Generator().manual_seed(0))
     inst, seen = batch.instances[0], []
     cells_of = inst.cells_of
     monkeypatch.setattr(inst, "cells_of", lambda v: (seen.append(len(v)), cells_of(v))[1])
+    scored, cell_scores = [], inst.cell_scores
+    monkeypatch.setattr(inst, "cell_scores", lambda c: (scored.append(len(c)), cell_scores(c))[1])
     tick = itertools.count()
     monkeypatch.setattr(_time, "perf_counter", lambda: float(next(tick)))
-    for steps, per in ((4, 4), (12, 8), (1, 1)):
-        units = _readout_seconds(organism, batch, x0, steps)
-        assert units["weights"] == units["score"] == units["cka"] == units["decode"] == 1.0
+    for steps, per, rows in ((4, 4, 10), (12, 8, 3), (1, 1, 1)):
+        units = _readout_seconds(organism, batch, x0[:rows], steps)
+        assert units["weights"] == units["score"] == 1.0
         assert units["step_weights"] == units["frame_weights"] == 1.0 / per
+        assert units["decode"] == 1.0 / min(rows, 8)
+        assert units["branch_score"] == units["cka"] == 1.0 / 8
         assert max(seen) == per         # the stack holds at most 8 videos (a full model's are ~0.4 GB each)
+        assert max(scored) == 8         # a branch's score: 8 of a row's runs scored at once
         seen.clear()
+        scored.clear()
     monkeypatch.undo()
     gpu = settings_for(organism, "gpu")
     for cid in ("cos.superposition", "cos.not_frames", "selfcorrection.rate"):
@@ -792,6 +800,29 @@ def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     for cid in ("layers.swap_flip", "distill.four_step"):
         got = get_claim(cid).readouts(gpu, organism)
         assert "weights" in got and "step_weights" not in got, cid
+    got = get_claim("noise.step_vs_frame").readouts(gpu, organism)
+    assert "branch_score" in got and "score" not in got
+    assert set(get_claim("noise.information_flow").readouts(gpu, organism)) == {"cka"}
+
+
+def test_cka_unit_compares_patch_tokens_as_information_flow_does(organism, monkeypatch):
+    """The "cka" unit is one of a stack of branches' x̂0 patch tokens against a prepared clean representation, the
+    shapes information_flow compares (tokens of 2×2 patches, C·4 features), not a lone CKA of every voxel."""
+    import cos.metrics as m
+    from cos.runner import RunContext, _readout_seconds
+    from cos.settings import settings_for
+
+    s = replace(settings_for(organism, "cpu"), instances=1, tasks=("grounding",))
+    batch = next(RunContext(progress=False).batches(s))
+    x0 = torch.rand(2, *organism.latent_shape(1, s.num_frames, s.height, s.width)[1:],
+                    generator=torch.Generator().manual_seed(0))
+    shapes, many = [], m.LinearCKA.many
+    monkeypatch.setattr(m.LinearCKA, "many", lambda self, ys: (shapes.append((tuple(self.X.shape), tuple(ys.shape))),
+                                                               many(self, ys))[1])
+    _readout_seconds(organism, batch, x0, 12)
+    c, f, h, w = x0.shape[1:]
+    tok = (f * (h // 2) * (w // 2), c * 4)
+    assert shapes and set(shapes) == {(tok, (8, *tok))}
 
 
 def test_another_process_tells_the_estimate_its_progress():

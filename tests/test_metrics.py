@@ -172,7 +172,7 @@ def test_batched_cka_in_pieces_equals_one_piece(monkeypatch):
 
 def test_tokens_of_a_stack_are_each_samples():
     """information_flow's patches of a stack (..., C, F, H, W) are each sample's own, exactly."""
-    from cos.claims.information_flow import tokens
+    from cos.metrics import patch_tokens as tokens
 
     x = torch.randn(3, 4, 16, 2, 6, 8, generator=torch.Generator().manual_seed(0))
     got = tokens(x)

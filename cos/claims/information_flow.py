@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from cos.controls import SMALL, answer_at, ref
-from cos.metrics import LinearCKA
+from cos.metrics import LinearCKA, patch_tokens
 from cos.readouts import (NOISE_SIZING, RESEED, STEP_READINGS, NoiseSizing, noise_injection_steps, noise_settings,
                           noise_sweep, noise_sweep_runs)
 from cos.registry import Claim, ClaimSpec, Control, Details, register
@@ -67,16 +67,6 @@ class InformationFlowDetails(Details):
     sensitivity_peak_fraction: float | None = None
     sensitivity_peak_ci: list[float] | None = None
     num_steps: int | None = None
-
-
-def tokens(x0: torch.Tensor, patch: int = 2) -> torch.Tensor:
-    """x̂0 (..., C, F, H, W) as (..., tokens, C·p·p) patches, the rows CKA compares: each sample of a stack gives
-    the patches it gives alone."""
-    *lead, c, f, h, w = x0.shape
-    n = len(lead)
-    t = x0.reshape(*lead, c, f, h // patch, patch, w // patch, patch)
-    t = t.permute(*range(n), n + 1, n + 2, n + 4, n, n + 3, n + 5)
-    return t.reshape(*lead, f * (h // patch) * (w // patch), c * patch * patch)
 
 
 def _mean_per_instance(values: dict[str, list[float]]) -> list[float]:
@@ -123,8 +113,8 @@ class InformationFlow(Claim):
         # stack (branches, tokens, C·p·p) is contiguous and holds what it held when built row by row
         per_row: list[dict] = [{} for _ in batch.instances]
         for t, names in need.items():
-            ys = torch.stack([tokens(res[n]["x0"][t]) for n in names], dim=1)      # (rows, branches, tok, C·p·p)
-            xs = tokens(clean[t])
+            ys = torch.stack([patch_tokens(res[n]["x0"][t]) for n in names], dim=1)      # (rows, branches, tok, C·p·p)
+            xs = patch_tokens(clean[t])
             for row in range(len(batch.instances)):
                 cka = LinearCKA(xs[row]).many(ys[row])
                 per_row[row].update({(n, t): 1.0 - c for n, c in zip(names, cka)})
