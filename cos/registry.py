@@ -209,12 +209,12 @@ class Claim:
         return {"clean run": settings.rows * settings.steps}
 
     def readouts(self, settings: "ClaimSettings", system: "WanSystem") -> dict[str, int]:
-        """Host-side work of `measure` beyond the forwards, for the ETA: "decode" (one row's video, decoded with its
-        batch), "weights" (one video's NNLS candidate mixture, read back on its own), "step_weights" (one step's
-        mixture where a row's every step is read back and solved together; "frame_weights" of one frame so),
-        "score" (one video scored alone), "branch_score" (one of a row's runs scored with its others at once),
-        "cka" (one x̂0 comparison, a row's branches against its clean run at once): `cos.runner._readout_seconds`
-        times each as it is computed.
+        """Host-side work of `measure` beyond the forwards, for the ETA: "decode" (one row's video decoded alone),
+        "batch_decode" (one row's, decoded with its run's other rows), "weights" (one video's NNLS candidate
+        mixture, read back on its own), "step_weights" (one step's mixture where a row's every step is read back
+        and solved together; "frame_weights" of one frame so), "score" (one video scored alone), "branch_score"
+        (one of a row's runs scored with its others at once), "cka" (one x̂0 comparison, a row's branches against
+        its clean run at once): `cos.runner._readout_seconds` times each as it is computed.
         Divided over the ranks of a data-parallel run, as the batches are (each reads out the batches it sampled
         in `measure_batch`: cos.runner.RunContext.measure_records)."""
         return {}

@@ -926,24 +926,32 @@ def price_forwards(ctx: RunContext, system: WanSystem, settings: ClaimSettings, 
             "eta_s": (total * t + sum(host.values())) * share}
 
 
+# elements of a decoded video above which a unit's stack holds 2 members, not 8 (the organism's: 6,912; a full
+# model's at 480×832×81: 97 million)
+LARGE_VIDEO = 1_000_000
+
+
 def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, steps: int = 1,
                      repeats: int = 5) -> dict[str, float]:
     """Seconds per host-side readout unit, on the batch's step-0 x̂0 (what the claims read: a mixture of the
     candidates; NNLS on a noisy state instead took 20x longer than on the x̂0 the claims fit), each timed the way
-    the claims compute it: "decode", a row of a batch decoded at once (`final_scores` decodes a run's rows
-    together); "weights", an NNLS mixture of one video read back on its own (the final outcome of a swap or a
-    distilled run); "step_weights", a row's mixtures at every step read back and solved together (per step: the
-    clean run's per-step readouts) and "frame_weights", one frame's from the same read-back (per step); "score",
-    one video scored alone (`final_scores`); "branch_score", one of a row's runs read back and scored with the
-    row's others at once (`final_scores_of`: a sweep's branches); "cka", one of a row's branches compared with
-    its clean run, prepared once, in one batched product (`LinearCKA.many` on x̂0 patch tokens:
-    noise.information_flow). A stacked unit is priced per member of a stack of at most 8 (`steps` for the
-    per-step ones, the batch's rows for "decode"): one lone call paid its small torch calls alone, and priced so
-    (5.6 ms a mixture on a 16-core H100 host) cos.superposition's per-step mixtures came to 311 s for a claim that
-    took ~7 s; a lone CKA of all voxels, ~4x what information_flow paid a comparison, priced its readouts at
-    14.6-18.8 s for 4-8 s taken (benchmarks/results/gpu/eta-h100/). Each is called once untimed, then `repeats`
-    times back to back, and the median is kept: in a run these calls follow one another, so the thread pools are
-    awake (a lone call after an idle pause paid their wake-up, ten times the call itself on a 64-core host)."""
+    the claims compute it: "decode", one row's video decoded alone (`step_videos`: a row's every step, one at a
+    time); "batch_decode", one row of a run's rows decoded at once (`final_scores`, `final_scores_of`);
+    "weights", an NNLS mixture of one video read back on its own (the final outcome of a swap or a distilled run);
+    "step_weights", a row's mixtures at every step read back and solved together (per step: the clean run's
+    per-step readouts) and "frame_weights", one frame's from the same read-back (per step); "score", one video
+    scored alone (`final_scores`); "branch_score", one of a row's runs read back and scored with the row's others
+    at once (`final_scores_of`: a sweep's branches); "cka", one of a row's branches compared with its clean run,
+    prepared once, in one batched product (`LinearCKA.many` on x̂0 patch tokens: noise.information_flow). A
+    stacked unit is priced per member of a stack of at most 8 (`steps` of them for the per-step units, the batch's
+    rows for "batch_decode", 8 for "branch_score" and "cka"; 2 where a video is large): one lone call paid its
+    small torch calls alone, and priced so (5.6 ms a mixture on a 16-core H100 host) cos.superposition's per-step
+    mixtures came to 311 s for a claim that took ~7 s; a lone CKA of every voxel priced information_flow's
+    readouts at 14.6-18.8 s for 4-8 s taken on the organism's gpu tier (benchmarks/results/gpu/eta-h100/; on a
+    full model's latents the lone CKA cost less than a comparison of patch tokens does). Each is called once
+    untimed, then `repeats` times back to back, and the median is kept: in a run these calls follow one another,
+    so the thread pools are awake (a lone call after an idle pause paid their wake-up, ten times the call itself on
+    a 64-core host)."""
     import statistics
 
     from cos.metrics import LinearCKA, patch_tokens
@@ -951,22 +959,28 @@ def _readout_seconds(system: WanSystem, batch: TaskBatch, x0: torch.Tensor, step
     inst, x = batch.instances[0], x0[:1]
     v = videos(system, x, clamp=False)[0]
     f = inst.num_frames - 1
-    # at most 8: past the fixed overhead the per-member cost is linear, and a full model's decoded video is
-    # ~0.4 GB (50 copies held 19 GB of host memory to time a unit)
-    k = min(max(1, steps), 8)
-    rows = x0[:8]
+    # at most 8 members: past the fixed overhead the cost a member is linear, and a full model's decoded video is
+    # ~0.4 GB (50 copies held 19 GB of host memory to time a unit); where a video is large the overhead is
+    # nothing beside it, and 2 members price it (one readback of a full model's video: 0.42 s on the 2-core VM)
+    most = 8 if v.numel() <= LARGE_VIDEO else 2
+    k = min(max(1, steps), most)
+    rows = x0[:most]
     stack = torch.stack([v] * k)
     cells = inst.cells_of(stack)
-    branches = torch.stack([x0[0]] * 8)
+    # information_flow's 2×2 patches; a closed-form model (patch 1) may run an odd --cos-size: timed on its crop
+    h, w = x0.shape[-2:]
+    lat = x0[0, ..., :h - h % 2, :w - w % 2]
+    branches = torch.stack([lat] * most)
     out = {}
-    for name, fn, units in (("decode", lambda: videos(system, rows), len(rows)),
+    for name, fn, units in (("decode", lambda: videos(system, x), 1),
+                            ("batch_decode", lambda: videos(system, rows), len(rows)),
                             ("weights", lambda: inst.candidate_weights(v), 1),
                             ("step_weights", lambda: inst.cell_weights_of(inst.cells_of(stack)), k),
                             ("frame_weights", lambda: inst.cell_weights_of(cells, [f]), k),
                             ("score", lambda: inst.score(v), 1),
-                            ("branch_score", lambda: inst.cell_scores(torch.stack([inst.cells(v) for _ in range(8)])),
-                             8),
-                            ("cka", lambda: LinearCKA(patch_tokens(x0[0])).many(patch_tokens(branches)), 8)):
+                            ("branch_score",
+                             lambda: inst.cell_scores(torch.stack([inst.cells(v) for _ in range(most)])), most),
+                            ("cka", lambda: LinearCKA(patch_tokens(lat)).many(patch_tokens(branches)), most)):
         fn()
         times = []
         for _ in range(repeats):

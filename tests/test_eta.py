@@ -761,13 +761,16 @@ def test_every_readout_unit_a_claim_names_is_timed(organism):
 
 def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     """`_readout_seconds` on a clock that moves 1 s a call: a lone call's unit costs 1 s, a per-step unit 1 s over
-    the stack's steps (at most 8), a decode 1 s over the batch's rows decoded at once (at most 8), a branch's score
-    and a CKA 1 s over the 8 branches taken at once; and each claim names the unit it computes: those that read a
-    row's every step at once the per-step one, those that solve one video at a time the lone one, a sweep's
-    branches scored together "branch_score", information_flow's batched comparisons "cka"."""
+    the stack's steps (at most 8), a batch decode 1 s over the rows decoded at once (at most 8), a branch's score
+    and a CKA 1 s over the 8 branches taken at once, each stack really that long (rows decoded, videos read back
+    per score); and each claim names the unit it computes: those that read a row's every step at once the per-step
+    one, those that solve one video at a time the lone one, a row's steps decoded one by one (`step_videos`)
+    "decode", a run's rows decoded together (`final_scores`) "batch_decode", a sweep's branches scored together
+    "branch_score", information_flow's batched comparisons "cka"."""
     import itertools
     import time as _time
 
+    import cos.runner as r
     from cos.runner import RunContext, _readout_seconds
     from cos.settings import settings_for
 
@@ -778,20 +781,28 @@ def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     inst, seen = batch.instances[0], []
     cells_of = inst.cells_of
     monkeypatch.setattr(inst, "cells_of", lambda v: (seen.append(len(v)), cells_of(v))[1])
-    scored, cell_scores = [], inst.cell_scores
-    monkeypatch.setattr(inst, "cell_scores", lambda c: (scored.append(len(c)), cell_scores(c))[1])
+    # per call of cell_scores: (videos scored, videos read back since the last call)
+    scored, read, cells, cell_scores = [], [0], inst.cells, inst.cell_scores
+    monkeypatch.setattr(inst, "cells", lambda v: (read.__setitem__(0, read[0] + 1), cells(v))[1])
+    monkeypatch.setattr(inst, "cell_scores", lambda c: (scored.append((len(c), read[0])), read.__setitem__(0, 0),
+                                                        cell_scores(c))[2])
+    decoded, videos = [], r.videos
+    monkeypatch.setattr(r, "videos", lambda system, lat, **kw: (decoded.append(len(lat)), videos(system, lat, **kw))[1])
     tick = itertools.count()
     monkeypatch.setattr(_time, "perf_counter", lambda: float(next(tick)))
     for steps, per, rows in ((4, 4, 10), (12, 8, 3), (1, 1, 1)):
         units = _readout_seconds(organism, batch, x0[:rows], steps)
-        assert units["weights"] == units["score"] == 1.0
+        assert units["weights"] == units["score"] == units["decode"] == 1.0
         assert units["step_weights"] == units["frame_weights"] == 1.0 / per
-        assert units["decode"] == 1.0 / min(rows, 8)
+        assert units["batch_decode"] == 1.0 / min(rows, 8)
         assert units["branch_score"] == units["cka"] == 1.0 / 8
         assert max(seen) == per         # the stack holds at most 8 videos (a full model's are ~0.4 GB each)
-        assert max(scored) == 8         # a branch's score: 8 of a row's runs scored at once
+        # a lone score; a branch's: 8 runs read back, then scored at once
+        assert (1, 1) in scored and {c for c in scored if c[0] > 1} == {(8, 8)}
+        assert set(decoded) == {1, min(rows, 8)}    # a row alone; a run's rows at once
         seen.clear()
         scored.clear()
+        decoded.clear()
     monkeypatch.undo()
     gpu = settings_for(organism, "gpu")
     for cid in ("cos.superposition", "cos.not_frames", "selfcorrection.rate"):
@@ -800,9 +811,50 @@ def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     for cid in ("layers.swap_flip", "distill.four_step"):
         got = get_claim(cid).readouts(gpu, organism)
         assert "weights" in got and "step_weights" not in got, cid
+    for cid in ("cos.superposition", "cos.not_frames", "selfcorrection.rate", "memory.persistence",
+                "perception.before_action"):          # step_videos: a row's steps decoded one at a time
+        got = get_claim(cid).readouts(gpu, organism)
+        assert "decode" in got and "batch_decode" not in got, cid
+    for cid in ("bench.table1", "ensemble.mid_layers", "frames.count", "layers.swap_flip", "noise.step_vs_frame"):
+        got = get_claim(cid).readouts(gpu, organism)      # final_scores(_of): a run's rows decoded at once
+        assert "batch_decode" in got and "decode" not in got, cid
+    n = gpu.rows
+    assert get_claim("distill.four_step").readouts(gpu, organism) == {"batch_decode": 2 * n, "decode": n,
+                                                                      "score": 2 * n, "weights": n}
     got = get_claim("noise.step_vs_frame").readouts(gpu, organism)
     assert "branch_score" in got and "score" not in got
     assert set(get_claim("noise.information_flow").readouts(gpu, organism)) == {"cka"}
+
+
+def test_readout_units_of_large_videos_and_odd_sizes(organism, monkeypatch):
+    """Where a decoded video is large (a full model's, ~0.4 GB) a unit's stack holds 2 members, not 8 (8 readbacks
+    of one took seconds a call); and an odd latent size (a closed-form model runs one) is timed on its even crop
+    rather than failing the plan."""
+    import cos.metrics as m
+    import cos.runner as r
+    from cos.runner import RunContext, _readout_seconds
+    from cos.settings import settings_for
+
+    s = replace(settings_for(organism, "cpu"), instances=1, tasks=("grounding",))
+    batch = next(RunContext(progress=False).batches(s))
+    shape = organism.latent_shape(1, s.num_frames, s.height, s.width)[1:]
+    x0 = torch.rand(10, *shape, generator=torch.Generator().manual_seed(0))
+    inst, seen = batch.instances[0], []
+    cells_of = inst.cells_of
+    monkeypatch.setattr(inst, "cells_of", lambda v: (seen.append(len(v)), cells_of(v))[1])
+    monkeypatch.setattr(r, "LARGE_VIDEO", 100)
+    units = _readout_seconds(organism, batch, x0, 12)
+    assert max(seen) == 2 and all(v > 0 for v in units.values())
+    monkeypatch.undo()
+    odd = torch.cat([x0, x0[..., :1]], dim=-1)       # width + 1
+    assert odd.shape[-1] % 2 == 1
+    got, many, videos = [], m.LinearCKA.many, r.videos
+    monkeypatch.setattr(m.LinearCKA, "many", lambda self, ys: (got.append(tuple(ys.shape)), many(self, ys))[1])
+    # the decoded videos the instance reads (the organism's decoder keeps the odd width)
+    monkeypatch.setattr(r, "videos", lambda system, lat, **kw: videos(system, x0[:len(lat)], **kw))
+    _readout_seconds(organism, batch, odd, 12)
+    c, f, h, w = x0.shape[1:]
+    assert got and set(got) == {(8, f * (h // 2) * (w // 2), c * 4)}
 
 
 def test_cka_unit_compares_patch_tokens_as_information_flow_does(organism, monkeypatch):

@@ -347,7 +347,7 @@ class Ensemble(Claim):
             return {}
         s = ensemble_settings(settings)
         n = ARMS * len(s.tasks) * s.instances * len(SEEDS)
-        return {"decode": n, "score": n}
+        return {"batch_decode": n, "score": n}
 
 
 CLAIM = register(Ensemble())

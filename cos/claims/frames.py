@@ -181,7 +181,7 @@ class FramesCount(Claim):
     def readouts(self, settings, system) -> dict[str, int]:
         sz, s = self.sizing_for(settings), frames_settings(settings)
         n = s.rows * (1 + len(sz.counts))
-        return {"decode": n, "score": n}
+        return {"batch_decode": n, "score": n}
 
 
 CLAIM = register(FramesCount())

@@ -281,7 +281,7 @@ class StepVsFrame(Claim):
         sz, s = self.sizing_for(settings), noise_settings(settings)
         n = s.rows * (1 + len(STEP_READINGS) * len(noise_injection_steps(s, sz))
                       + len(FRAME_READINGS) * len(sz.frames))
-        return {"decode": n, "branch_score": n}      # every branch of a row scored at once (final_scores_of)
+        return {"batch_decode": n, "branch_score": n}      # every branch of a row scored at once (final_scores_of)
 
 
 CLAIM = register(StepVsFrame())

@@ -342,7 +342,7 @@ class SwapFlip(Claim):
             return {}
         swept, every = self._swept(sz, system.num_layers)
         n = sz.instances * len(settings.seeds) * (2 + swept + every)
-        return {"decode": n, "weights": n}
+        return {"batch_decode": n, "weights": n}
 
 
 CLAIM = register(SwapFlip())
