@@ -759,6 +759,22 @@ def test_every_readout_unit_a_claim_names_is_timed(organism):
     assert named and named <= set(units), named - set(units)
 
 
+def _unit_timing_batch(organism, monkeypatch) -> tuple:
+    """A one-grounding-instance batch at the cpu tier, 10 rows of random x̂0, its instance, and the lengths of the
+    stacks that instance reads back (`cells_of`, recorded)."""
+    from cos.runner import RunContext
+    from cos.settings import settings_for
+
+    s = replace(settings_for(organism, "cpu"), instances=1, tasks=("grounding",))
+    batch = next(RunContext(progress=False).batches(s))
+    shape = organism.latent_shape(1, s.num_frames, s.height, s.width)[1:]
+    x0 = torch.rand(10, *shape, generator=torch.Generator().manual_seed(0))
+    inst, seen = batch.instances[0], []
+    cells_of = inst.cells_of
+    monkeypatch.setattr(inst, "cells_of", lambda v: (seen.append(len(v)), cells_of(v))[1])
+    return batch, x0, inst, seen
+
+
 def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     """`_readout_seconds` on a clock that moves 1 s a call: a lone call's unit costs 1 s, a per-step unit 1 s over
     the stack's steps (at most 8), a batch decode 1 s over the rows decoded at once (at most 8), a branch's score
@@ -771,16 +787,10 @@ def test_per_step_units_are_priced_per_step_of_the_stack(organism, monkeypatch):
     import time as _time
 
     import cos.runner as r
-    from cos.runner import RunContext, _readout_seconds
+    from cos.runner import _readout_seconds
     from cos.settings import settings_for
 
-    s = replace(settings_for(organism, "cpu"), instances=1, tasks=("grounding",))
-    batch = next(RunContext(progress=False).batches(s))
-    shape = organism.latent_shape(1, s.num_frames, s.height, s.width)[1:]
-    x0 = torch.rand(10, *shape, generator=torch.Generator().manual_seed(0))
-    inst, seen = batch.instances[0], []
-    cells_of = inst.cells_of
-    monkeypatch.setattr(inst, "cells_of", lambda v: (seen.append(len(v)), cells_of(v))[1])
+    batch, x0, inst, seen = _unit_timing_batch(organism, monkeypatch)
     # per call of cell_scores: (videos scored, videos read back since the last call)
     scored, read, cells, cell_scores = [], [0], inst.cells, inst.cell_scores
     monkeypatch.setattr(inst, "cells", lambda v: (read.__setitem__(0, read[0] + 1), cells(v))[1])
@@ -832,16 +842,9 @@ def test_readout_units_of_large_videos_and_odd_sizes(organism, monkeypatch):
     rather than failing the plan."""
     import cos.metrics as m
     import cos.runner as r
-    from cos.runner import RunContext, _readout_seconds
-    from cos.settings import settings_for
+    from cos.runner import _readout_seconds
 
-    s = replace(settings_for(organism, "cpu"), instances=1, tasks=("grounding",))
-    batch = next(RunContext(progress=False).batches(s))
-    shape = organism.latent_shape(1, s.num_frames, s.height, s.width)[1:]
-    x0 = torch.rand(10, *shape, generator=torch.Generator().manual_seed(0))
-    inst, seen = batch.instances[0], []
-    cells_of = inst.cells_of
-    monkeypatch.setattr(inst, "cells_of", lambda v: (seen.append(len(v)), cells_of(v))[1])
+    batch, x0, inst, seen = _unit_timing_batch(organism, monkeypatch)
     monkeypatch.setattr(r, "LARGE_VIDEO", 100)
     units = _readout_seconds(organism, batch, x0, 12)
     assert max(seen) == 2 and all(v > 0 for v in units.values())
