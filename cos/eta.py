@@ -151,6 +151,10 @@ class RunEstimate:
     # the rate counts from the end of the run's first batch: that batch pays the warm-up the timed forward left
     # out (on the organism's gpu tier its first re-estimate said 837 s for 124 s left; the second 197 s)
     warm: tuple[float, float] | None = None     # (clock, planned seconds done) when the first batch was done
+    # set by the xdist controller while a worker that started a claim has finished no batch yet: the batch it is on
+    # counts nothing, so the rate would be the other workers' alone (the first re-estimates under `-n 2` said 2-3x
+    # the time left while information_flow's first batch, the noise sweep, ran); no ETA until it has
+    hold: bool = False
     over_budget: Callable[[float], None] | None = field(default=None, repr=False)   # told elapsed + ETA
     # told the estimate after every batch and every claim's end (an xdist worker leaves its progress for the
     # controller: cos.pytest_plugin)
@@ -196,7 +200,7 @@ class RunEstimate:
         return None if done <= 0 else max(0.0, self.clock() - self.warm[0]) / done
 
     def eta(self) -> float | None:
-        r = self.rate()
+        r = None if self.hold else self.rate()
         return None if r is None else self.work()[1] * r
 
     def fraction(self) -> float:

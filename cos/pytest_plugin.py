@@ -647,6 +647,12 @@ def read_progress(folder: str | Path) -> dict[str, list]:
     return out
 
 
+def workers_with_progress(folder: str | Path) -> set[str]:
+    """The xdist workers that have left progress in `folder` (a file each, written after a batch or a claim's
+    end: `progress_writer_to`)."""
+    return {f.stem for f in Path(folder).glob("*.json")}
+
+
 class CosSession:
     """Collects claim rows on the controller and writes the table at the end."""
 
@@ -665,6 +671,7 @@ class CosSession:
         self.claims_end_s: float | None = None  # seconds into the run when the last claim was done
         self._plan_told = False               # an xdist worker: its plan went to the controller
         self._eta_failed = False              # the xdist ETA stopped (said once)
+        self._xdist_workers: set[str] = set()     # the controller: workers that started a claim (sent their plan)
         self.pilot_path: str | None = None    # whose rows told the ETA where claims stop, and the fit their power
         self.budget: tuple[float, bool] | None = None     # --cos-budget: (GPU-hours, fit)
         self.budget_doc: dict | None = None   # what the budget decided (provenance)
@@ -803,10 +810,15 @@ class CosSession:
                                                              "stops": c.stops})))
 
     def _workers_plan(self, doc: Any) -> None:
-        """On the xdist controller: the first worker's plan starts the run's estimate (its line says what it is)."""
+        """On the xdist controller: every worker's plan says it has started a claim; the first starts the run's
+        estimate (its line says what it is)."""
         from cos.eta import ClaimWork, RunEstimate
         from cos.runner import fmt_s
 
+        if isinstance(doc, dict) and isinstance(doc.get("worker"), str):
+            self._xdist_workers.add(doc["worker"])
+        if self.tracker is not None:
+            return
         try:
             claims = {k: ClaimWork(**v) for k, v in doc["claims"].items()}
             est = dict(doc["est"])
@@ -842,13 +854,19 @@ class CosSession:
         if c is None or c.finished:
             return
         self._workers_progress()    # the claims still running elsewhere, as far as their last batch got
+        folder = self.config.stash.get(_PROGRESS_DIR, None)
+        waiting = sorted(self._xdist_workers - workers_with_progress(folder)) if folder is not None else []
+        t.hold = bool(waiting)
         try:
             t.ended(cid, work.get("done", 0.0), work.get("units"), work.get("stops") or ())
         except (TypeError, ValueError):     # a payload of another shape: the claim ends, told nothing more
             t.finished(cid)
         done = sum(x.finished for x in t.claims.values())
         status = t.status()
-        if status:
+        if waiting and t.warm is not None:
+            self.say(f"[cos] {done} of {len(t.claims)} claims done · run: {t.fraction():.0%} · ETA once "
+                     f"{', '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} finished a batch")
+        elif status:
             self.say(f"[cos] {done} of {len(t.claims)} claims done · {status}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -856,7 +874,7 @@ class CosSession:
         cid = props.get(_ID_KEY)
         if self.is_worker:
             self._advisory(self._tell_controller, report, cid)
-        elif _PLAN_KEY in props and self.tracker is None:
+        elif _PLAN_KEY in props:
             self._advisory(self._workers_plan, props[_PLAN_KEY])
         if cid is not None and report.when == "teardown" and self.tracker is not None:
             if not self.is_worker and isinstance(props.get(_WORK_KEY), dict):

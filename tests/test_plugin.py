@@ -442,7 +442,7 @@ def test_a_claim_ending_reads_the_other_workers_progress(tmp_path):
     plan = {k: ClaimWork(k, 10.0, {}, [(0.5, 0.5), (1.0, 0.5)]) for k in ("a", "b", "c")}
     said: list[str] = []
     ctl = SimpleNamespace(config=SimpleNamespace(stash={_PROGRESS_DIR: str(tmp_path)}), say=said.append,
-                          tracker=RunEstimate(plan, t0=0.0, start=0.0))
+                          tracker=RunEstimate(plan, t0=0.0, start=0.0), _xdist_workers={"gw1"})
     ctl.tracker.warm = (0.0, 0.0)
     ctl._workers_progress = lambda: CosSession._workers_progress(ctl)
     (tmp_path / "gw1.json").write_text(json.dumps({"b": [0.5, 2, [[0.5, 0.5], [1.0, 0.5]], False],
@@ -452,6 +452,41 @@ def test_a_claim_ending_reads_the_other_workers_progress(tmp_path):
     assert a.finished and (b.done, b.units) == (0.5, 2) and not b.finished
     assert (c.done, c.units, c.stops) == (1.0, 4, [(1.0, 1.0)])
     assert said and said[-1].startswith("[cos] 1 of 3 claims done")
+
+
+def test_no_xdist_eta_while_a_worker_has_finished_no_batch(tmp_path):
+    """A worker's batch in flight counts nothing: while a worker that sent its plan (started a claim) has left no
+    progress, the controller says how far the run got and whom the ETA waits for, records no re-estimate, and
+    re-estimates once every such worker has finished a batch. Every worker's plan names it, the first alone
+    starts the estimate."""
+    from types import SimpleNamespace
+
+    from cos.eta import ClaimWork, RunEstimate
+    from cos.pytest_plugin import _PROGRESS_DIR, CosSession
+
+    plan = {k: ClaimWork(k, 10.0, {}, [(1.0, 1.0)]) for k in ("a", "b", "c")}
+    said: list[str] = []
+    clock = [0.0]
+    ctl = SimpleNamespace(config=SimpleNamespace(stash={_PROGRESS_DIR: str(tmp_path)}), say=said.append,
+                          tracker=None, _xdist_workers=set(), start=0.0, pilot_path=None, eta=None)
+    for w in ("gw0", "gw1"):
+        CosSession._workers_plan(ctl, {"claims": {k: vars(c) for k, c in plan.items()}, "est": {"eta_s": 30.0},
+                                       "worker": w, "workers": 2})
+    first = ctl.tracker
+    assert ctl._xdist_workers == {"gw0", "gw1"} and ctl.eta["priced_by"] == "gw0" and len(said) == 1
+    first.clock, first.warm = (lambda: clock[0]), (0.0, 0.0)
+    ctl._workers_progress = lambda: CosSession._workers_progress(ctl)
+    (tmp_path / "gw1.json").write_text(json.dumps({"a": [1.0, 1, [[1.0, 1.0]], True]}))
+    (tmp_path / "gw0.tmp").write_text("{")          # a file being written (progress_writer_to) is not progress
+    clock[0] = 5.0
+    CosSession._worker_claim_done(ctl, "a", {"done": 1.0, "units": 1, "stops": [[1.0, 1.0]]})
+    assert said[-1] == "[cos] 1 of 3 claims done · run: 33% · ETA once gw0 has finished a batch", said[-1]
+    assert first.trace == [] and first.eta() is None
+    (tmp_path / "gw0.json").write_text(json.dumps({"b": [1.0, 1, [[1.0, 1.0]], True]}))
+    clock[0] = 10.0
+    CosSession._worker_claim_done(ctl, "b", {"done": 1.0, "units": 1, "stops": [[1.0, 1.0]]})
+    assert said[-1] == "[cos] 2 of 3 claims done · run: 67% · ETA 5.0s", said[-1]
+    assert len(first.trace) == 1 and not first.hold
 
 
 def test_a_failing_eta_step_is_said_once_and_the_run_goes_on():
