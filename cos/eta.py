@@ -151,9 +151,8 @@ class RunEstimate:
     # the rate counts from the end of the run's first batch: that batch pays the warm-up the timed forward left
     # out (on the organism's gpu tier its first re-estimate said 837 s for 124 s left; the second 197 s)
     warm: tuple[float, float] | None = None     # (clock, planned seconds done) when the first batch was done
-    # set by the xdist controller while a worker that started a claim has finished no batch yet: the batch it is on
-    # counts nothing, so the rate would be the other workers' alone (the first re-estimates under `-n 2` said 2-3x
-    # the time left while information_flow's first batch, the noise sweep, ran); no ETA until it has
+    # set by the xdist controller while a worker that started a claim has left no progress (cos.pytest_plugin's
+    # `_waiting_workers`): the batch it is on counts nothing, so the rate would be the other workers' alone; no ETA
     hold: bool = False
     over_budget: Callable[[float], None] | None = field(default=None, repr=False)   # told elapsed + ETA
     # told the estimate after every batch and every claim's end (an xdist worker leaves its progress for the

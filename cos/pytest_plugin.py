@@ -344,6 +344,13 @@ class _Hooks:
         if report.when == "teardown" and not hasattr(self.config, "workerinput"):
             report.user_properties = junit_properties(report.user_properties)
 
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist: a worker is down (done, or crashed and replaced under another id): the ETA waits for it no more."""
+        cos = cos_session(self.config)
+        if cos is not None:
+            cos._xdist_workers.discard(_worker_id(node))
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         cos = cos_session(self.config)
@@ -647,6 +654,11 @@ def read_progress(folder: str | Path) -> dict[str, list]:
     return out
 
 
+def _worker_id(node: Any) -> str | None:
+    """An xdist worker's id ("gw0") from its node on the controller (a report's `node`, `pytest_testnodedown`'s)."""
+    return getattr(getattr(node, "gateway", None), "id", None)
+
+
 def workers_with_progress(folder: str | Path) -> set[str]:
     """The xdist workers that have left progress in `folder` (a file each, written after a batch or a claim's
     end: `progress_writer_to`)."""
@@ -803,19 +815,22 @@ class CosSession:
                 "claims": {k: asdict(c) for k, c in self.tracker.claims.items()},
                 "est": {k: v for k, v in self.eta.items() if k != "at_s"},
                 "worker": os.environ.get("PYTEST_XDIST_WORKER"), "pilot": self.pilot_path,
-                "workers": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0) or None})))
+                "workers": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0) or None,
+                # whether it leaves progress the controller can read (a worker on another host writes none)
+                "progress": self.tracker.listener is not None and Path(
+                    self.config.workerinput.get(_PROGRESS_DIR_KEY) or "").is_dir()})))
         elif report.when == "teardown" and cid in self.tracker.claims:
             c = self.tracker.claims[cid]
             report.user_properties.append((_WORK_KEY, plain({"done": c.done, "units": c.units,
                                                              "stops": c.stops})))
 
     def _workers_plan(self, doc: Any) -> None:
-        """On the xdist controller: every worker's plan says it has started a claim; the first starts the run's
-        estimate (its line says what it is)."""
+        """On the xdist controller: each worker that leaves progress is noted when its plan arrives (it has started
+        a claim: `_waiting_workers`); the first plan starts the run's estimate (its line says what it is)."""
         from cos.eta import ClaimWork, RunEstimate
         from cos.runner import fmt_s
 
-        if isinstance(doc, dict) and isinstance(doc.get("worker"), str):
+        if isinstance(doc, dict) and isinstance(doc.get("worker"), str) and doc.get("progress", True):
             self._xdist_workers.add(doc["worker"])
         if self.tracker is not None:
             return
@@ -847,6 +862,22 @@ class CosSession:
             except (TypeError, ValueError):     # a file of another shape: its claim as it was
                 continue
 
+    def _waiting_workers(self) -> list[str]:
+        """The workers the controller's ETA waits for: each has started a claim (sent its plan) and left no progress
+        yet, so the batch it is on counts nothing and the rate would be the others' alone (the first re-estimates
+        under `-n 2` said 3-4x the time left while information_flow's first batch, the noise sweep, ran). Only a
+        worker's first claim is covered: after it, a long batch in flight counts nothing either."""
+        folder = self.config.stash.get(_PROGRESS_DIR, None)
+        if folder is None or not Path(folder).is_dir():     # no progress to wait for: the ETA moves as claims end
+            return []
+        return sorted(self._xdist_workers - workers_with_progress(folder))
+
+    def _claim_ended_on(self, report: pytest.TestReport) -> None:
+        """On the xdist controller: the worker that sent a claim's end has left its progress (it writes before it
+        reports; one on another host never does): it is waited for no more; the ETA holds while another is."""
+        self._xdist_workers.discard(_worker_id(getattr(report, "node", None)))
+        self.tracker.hold = bool(self._waiting_workers())
+
     def _worker_claim_done(self, cid: str, work: dict) -> None:
         """On the xdist controller: a worker finished `cid` (its units, how far it got); re-estimate and say so."""
         t = self.tracker
@@ -854,8 +885,7 @@ class CosSession:
         if c is None or c.finished:
             return
         self._workers_progress()    # the claims still running elsewhere, as far as their last batch got
-        folder = self.config.stash.get(_PROGRESS_DIR, None)
-        waiting = sorted(self._xdist_workers - workers_with_progress(folder)) if folder is not None else []
+        waiting = self._waiting_workers()
         t.hold = bool(waiting)
         try:
             t.ended(cid, work.get("done", 0.0), work.get("units"), work.get("stops") or ())
@@ -877,6 +907,8 @@ class CosSession:
         elif _PLAN_KEY in props:
             self._advisory(self._workers_plan, props[_PLAN_KEY])
         if cid is not None and report.when == "teardown" and self.tracker is not None:
+            if not self.is_worker:
+                self._advisory(self._claim_ended_on, report)
             if not self.is_worker and isinstance(props.get(_WORK_KEY), dict):
                 self._advisory(self._worker_claim_done, cid, props[_WORK_KEY])
             else:     # skipped, errored or done: what it did not spend leaves the plan

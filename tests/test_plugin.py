@@ -445,6 +445,7 @@ def test_a_claim_ending_reads_the_other_workers_progress(tmp_path):
                           tracker=RunEstimate(plan, t0=0.0, start=0.0), _xdist_workers={"gw1"})
     ctl.tracker.warm = (0.0, 0.0)
     ctl._workers_progress = lambda: CosSession._workers_progress(ctl)
+    ctl._waiting_workers = lambda: CosSession._waiting_workers(ctl)
     (tmp_path / "gw1.json").write_text(json.dumps({"b": [0.5, 2, [[0.5, 0.5], [1.0, 0.5]], False],
                                                    "c": [3.0, 4, [[0.5, 0.5], [1.0, 0.5]], True]}))
     CosSession._worker_claim_done(ctl, "a", {"done": 1.0, "units": 2, "stops": [[0.5, 0.5], [1.0, 0.5]]})
@@ -454,39 +455,66 @@ def test_a_claim_ending_reads_the_other_workers_progress(tmp_path):
     assert said and said[-1].startswith("[cos] 1 of 3 claims done")
 
 
-def test_no_xdist_eta_while_a_worker_has_finished_no_batch(tmp_path):
-    """A worker's batch in flight counts nothing: while a worker that sent its plan (started a claim) has left no
-    progress, the controller says how far the run got and whom the ETA waits for, records no re-estimate, and
-    re-estimates once every such worker has finished a batch. Every worker's plan names it, the first alone
-    starts the estimate."""
+def test_no_xdist_eta_while_a_worker_has_left_no_progress(tmp_path):
+    """A worker's batch in flight counts nothing: while a worker that started a claim (its plan arrived) has left
+    no progress, the controller says how far the run got and whom the ETA waits for, and records no re-estimate.
+    Through the report hook: every plan notes its worker (not one on another host, which leaves no progress); the
+    sender of a claim's end is waited for no more; a worker that is down neither; no folder, no wait."""
+    import shutil
+    import types
     from types import SimpleNamespace
 
-    from cos.eta import ClaimWork, RunEstimate
-    from cos.pytest_plugin import _PROGRESS_DIR, CosSession
+    from cos.eta import ClaimWork
+    from cos.pytest_plugin import _ID_KEY, _PLAN_KEY, _PROGRESS_DIR, _SESSION, _WORK_KEY, CosSession, _Hooks
 
-    plan = {k: ClaimWork(k, 10.0, {}, [(1.0, 1.0)]) for k in ("a", "b", "c")}
+    plan = {k: ClaimWork(k, 10.0, {}, [(1.0, 1.0)]) for k in "abcd"}
     said: list[str] = []
     clock = [0.0]
-    ctl = SimpleNamespace(config=SimpleNamespace(stash={_PROGRESS_DIR: str(tmp_path)}), say=said.append,
-                          tracker=None, _xdist_workers=set(), start=0.0, pilot_path=None, eta=None)
-    for w in ("gw0", "gw1"):
-        CosSession._workers_plan(ctl, {"claims": {k: vars(c) for k, c in plan.items()}, "est": {"eta_s": 30.0},
-                                       "worker": w, "workers": 2})
-    first = ctl.tracker
-    assert ctl._xdist_workers == {"gw0", "gw1"} and ctl.eta["priced_by"] == "gw0" and len(said) == 1
-    first.clock, first.warm = (lambda: clock[0]), (0.0, 0.0)
-    ctl._workers_progress = lambda: CosSession._workers_progress(ctl)
-    (tmp_path / "gw1.json").write_text(json.dumps({"a": [1.0, 1, [[1.0, 1.0]], True]}))
-    (tmp_path / "gw0.tmp").write_text("{")          # a file being written (progress_writer_to) is not progress
-    clock[0] = 5.0
-    CosSession._worker_claim_done(ctl, "a", {"done": 1.0, "units": 1, "stops": [[1.0, 1.0]]})
-    assert said[-1] == "[cos] 1 of 3 claims done · run: 33% · ETA once gw0 has finished a batch", said[-1]
-    assert first.trace == [] and first.eta() is None
-    (tmp_path / "gw0.json").write_text(json.dumps({"b": [1.0, 1, [[1.0, 1.0]], True]}))
-    clock[0] = 10.0
-    CosSession._worker_claim_done(ctl, "b", {"done": 1.0, "units": 1, "stops": [[1.0, 1.0]]})
-    assert said[-1] == "[cos] 2 of 3 claims done · run: 67% · ETA 5.0s", said[-1]
-    assert len(first.trace) == 1 and not first.hold
+    folder = tmp_path / "progress"
+    folder.mkdir()
+    ctl = SimpleNamespace(config=SimpleNamespace(stash={_PROGRESS_DIR: str(folder)}), say=said.append, tracker=None,
+                          _xdist_workers=set(), start=0.0, pilot_path=None, eta=None, is_worker=False,
+                          _eta_failed=False, results={})
+    ctl.config.stash[_SESSION] = ctl
+    for name in ("_workers_plan", "_workers_progress", "_waiting_workers", "_claim_ended_on", "_worker_claim_done",
+                 "_advisory", "pytest_runtest_logreport"):
+        setattr(ctl, name, types.MethodType(getattr(CosSession, name), ctl))
+
+    def report(when, cid, worker, **props):
+        return SimpleNamespace(when=when, user_properties=[(_ID_KEY, cid), *props.items()], passed=True,
+                               skipped=False, failed=False, node=SimpleNamespace(gateway=SimpleNamespace(id=worker)))
+
+    def ended(cid, worker, clock_s):
+        clock[0] = clock_s
+        (folder / f"{worker}.json").write_text(json.dumps({cid: [1.0, 1, [[1.0, 1.0]], True]}))
+        ctl.pytest_runtest_logreport(report("teardown", cid, worker,
+                                            **{_WORK_KEY: {"done": 1.0, "units": 1, "stops": [[1.0, 1.0]]}}))
+
+    doc = lambda w, progress=True: {_PLAN_KEY: {"claims": {k: vars(c) for k, c in plan.items()},
+                                                "est": {"eta_s": 40.0}, "worker": w, "workers": 4,
+                                                "progress": progress}}
+    for w, cid, progress in (("gw0", "a", True), ("gw1", "b", True), ("gw3", "c", True), ("gw2", "d", False),
+                             (None, "d", True)):
+        ctl.pytest_runtest_logreport(report("setup", cid, w, **doc(w, progress)))
+    assert ctl._xdist_workers == {"gw0", "gw1", "gw3"} and ctl.eta["priced_by"] == "gw0", ctl._xdist_workers
+    t = ctl.tracker
+    t.clock, t.warm = (lambda: clock[0]), (0.0, 0.0)
+    ended("b", "gw1", 5.0)
+    assert said[-1] == "[cos] 1 of 4 claims done · run: 25% · ETA once gw0, gw3 have finished a batch", said[-1]
+    assert t.trace == [] and t.eta() is None
+    _Hooks(ctl.config).pytest_testnodedown(SimpleNamespace(gateway=SimpleNamespace(id="gw3")), None)    # down
+    ended("d", "gw2", 6.0)                  # another host: its end counts, it was never waited for
+    assert said[-1] == "[cos] 2 of 4 claims done · run: 50% · ETA once gw0 has finished a batch", said[-1]
+    (folder / "gw0.tmp").write_text("{")    # a file being written (progress_writer_to) is not progress
+    assert ctl._waiting_workers() == ["gw0"]
+    ended("a", "gw0", 9.0)
+    assert said[-1] == "[cos] 3 of 4 claims done · run: 75% · ETA 3.0s", said[-1]
+    assert len(t.trace) == 1 and not t.hold
+    ctl._xdist_workers |= {"gw5", "gw6"}
+    ctl.pytest_runtest_logreport(report("teardown", "c", "gw6"))   # no progress payload: ends, the hold is fresh
+    assert t.claims["c"].finished and t.hold and ctl._xdist_workers == {"gw5"}
+    shutil.rmtree(folder)
+    assert ctl._waiting_workers() == []     # the folder is gone: the ETA moves as claims end, waiting for nobody
 
 
 def test_a_failing_eta_step_is_said_once_and_the_run_goes_on():
