@@ -517,6 +517,28 @@ def test_no_xdist_eta_while_a_worker_has_left_no_progress(tmp_path):
     assert ctl._waiting_workers() == []     # the folder is gone: the ETA moves as claims end, waiting for nobody
 
 
+def test_a_workers_plan_says_whether_it_leaves_progress(tmp_path):
+    """An xdist worker's plan says whether it leaves progress the controller can read: a listener writing into
+    the folder the controller gave it, which exists (not on another host)."""
+    from types import SimpleNamespace
+
+    from cos.eta import ClaimWork, RunEstimate
+    from cos.pytest_plugin import _PLAN_KEY, _PROGRESS_DIR_KEY, CosSession
+
+    def plan_of(folder, listener):
+        tracker = RunEstimate({"a": ClaimWork("a", 1.0, {}, [(1.0, 1.0)])}, t0=0.0, start=0.0)
+        tracker.listener = listener
+        w = SimpleNamespace(eta={"eta_s": 1.0}, tracker=tracker, _plan_told=False, pilot_path=None,
+                            config=SimpleNamespace(workerinput={_PROGRESS_DIR_KEY: str(folder)}))
+        rep = SimpleNamespace(when="setup", user_properties=[])
+        CosSession._tell_controller(w, rep, "a")
+        return dict(rep.user_properties)[_PLAN_KEY]
+
+    assert plan_of(tmp_path, print)["progress"] is True
+    assert plan_of(tmp_path / "elsewhere", print)["progress"] is False      # a folder of another host's
+    assert plan_of(tmp_path, None)["progress"] is False
+
+
 def test_a_failing_eta_step_is_said_once_and_the_run_goes_on():
     from types import SimpleNamespace
 
