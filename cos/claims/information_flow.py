@@ -113,7 +113,7 @@ class InformationFlow(Claim):
         # stack (branches, tokens, C·p·p) is contiguous and holds what it held when built row by row
         per_row: list[dict] = [{} for _ in batch.instances]
         for t, names in need.items():
-            ys = torch.stack([patch_tokens(res[n]["x0"][t]) for n in names], dim=1)      # (rows, branches, tok, C·p·p)
+            ys = torch.stack([patch_tokens(res[n]["x0"][t]) for n in names], dim=1)   # (rows, branches, tok, C·p·p)
             xs = patch_tokens(clean[t])
             for row in range(len(batch.instances)):
                 cka = LinearCKA(xs[row]).many(ys[row])
