@@ -818,7 +818,7 @@ class CosSession:
                 "workers": int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0) or None,
                 # whether it leaves progress the controller can read (a worker on another host writes none)
                 "progress": self.tracker.listener is not None and Path(
-                    self.config.workerinput.get(_PROGRESS_DIR_KEY) or "").is_dir()})))
+                    self.config.workerinput[_PROGRESS_DIR_KEY]).is_dir()})))
         elif report.when == "teardown" and cid in self.tracker.claims:
             c = self.tracker.claims[cid]
             report.user_properties.append((_WORK_KEY, plain({"done": c.done, "units": c.units,
@@ -885,15 +885,14 @@ class CosSession:
         if c is None or c.finished:
             return
         self._workers_progress()    # the claims still running elsewhere, as far as their last batch got
-        waiting = self._waiting_workers()
-        t.hold = bool(waiting)
+        waiting = self._waiting_workers() if t.hold else []     # held by `_claim_ended_on`, just before
         try:
             t.ended(cid, work.get("done", 0.0), work.get("units"), work.get("stops") or ())
         except (TypeError, ValueError):     # a payload of another shape: the claim ends, told nothing more
             t.finished(cid)
         done = sum(x.finished for x in t.claims.values())
         status = t.status()
-        if waiting and t.warm is not None:
+        if waiting:
             self.say(f"[cos] {done} of {len(t.claims)} claims done · run: {t.fraction():.0%} · ETA once "
                      f"{', '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} finished a batch")
         elif status:
